@@ -1,0 +1,51 @@
+# Hourglass. A new user needs two commands: `make run` and `make test` (README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: all deps install lint test test-fast bench run image clean
+
+all: install
+
+# Debian packages: installed when missing (needs root, as on the appliance's build machine).
+deps:
+	@missing=$$(grep -v '^#' .ci/debian-packages | while read -r p; do \
+		[ -n "$$p" ] && ! dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'ok installed' && echo "$$p"; \
+		done; true); \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages:" $$missing; \
+		if [ "$$(id -u)" != 0 ]; then echo "Run as root (or install: $$missing)"; exit 1; fi; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): pyproject.toml | deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,freeze]'
+	touch $(STAMP)
+
+install: deps $(STAMP)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# Everything: unit, integration (root, loop devices), QEMU boots, end-to-end.
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Only what needs neither root nor QEMU.
+test-fast: install
+	$(BIN)/pytest -m "not integration and not qemu and not e2e and not faults" $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) dist work .pytest_cache .mypy_cache .ruff_cache
+
+-include build/image.mk

@@ -1,0 +1,1 @@
+"""The appliance build pipeline (see build/README.md)."""

@@ -1,0 +1,116 @@
+"""Helpers for tests: loop devices, filesystems with real files, the CLI in-process."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from imaging.cli.main import main as cli_main
+
+MiB = 1024 * 1024
+
+
+def sh(*argv: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in argv], check=check, capture_output=True, text=True)
+
+
+@contextlib.contextmanager
+def loop_device(image: Path, *, partscan: bool = False) -> Iterator[str]:
+    """Attach ``image`` to a loop device; it is detached even when the test fails."""
+    argv = ["losetup", "--show", "--find"] + (["--partscan"] if partscan else []) + [str(image)]
+    device = sh(*argv).stdout.strip()
+    try:
+        yield device
+    finally:
+        subprocess.run(["losetup", "-d", device], check=False)
+
+
+@contextlib.contextmanager
+def mounted(device: str, mountpoint: Path, *options: str) -> Iterator[Path]:
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    argv = ["mount"] + (["-o", ",".join(options)] if options else []) + [device, str(mountpoint)]
+    sh(*argv)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=False)
+
+
+def fill_with_files(root: Path, total: int, seed: int = 1) -> None:
+    """Real files copied from this machine's /usr, up to ``total`` bytes."""
+    rng = random.Random(seed)
+    candidates = [p for p in Path("/usr/lib/python3").rglob("*.py")] or [
+        p for p in Path("/usr/share").rglob("*") if p.is_file()
+    ]
+    candidates += [p for p in Path("/usr/bin").iterdir() if p.is_file() and not p.is_symlink()]
+    rng.shuffle(candidates)
+    written = 0
+    for i, src in enumerate(candidates):
+        if written >= total:
+            break
+        try:
+            data = src.read_bytes()
+        except OSError:
+            continue
+        dest = root / f"d{i % 17}" / f"{i}-{src.name}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+        written += len(data)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """SHA-256 of every regular file under ``root``, by relative path."""
+    result = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink() and "lost+found" not in path.parts:
+            result[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return result
+
+
+def run_cli(*argv: str) -> int:
+    return cli_main([str(a) for a in argv])
+
+
+def hourglass_subprocess(
+    *argv: str, env: dict[str, str] | None = None, **kw: object
+) -> subprocess.Popen[bytes]:
+    """The real `hourglass` command in a child process (for kills and exit codes)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "imaging.cli.main", *argv],
+        env=full_env,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def have(program: str) -> bool:
+    return shutil.which(program) is not None
+
+
+def write_random_image(path: Path, size: int, seed: int = 0, zero_every: int = 3) -> None:
+    """An image of ``size`` bytes: compressible text, random data and zero blocks mixed."""
+    rng = random.Random(seed)
+    text = (
+        Path("/usr/lib/python3.11/argparse.py").read_bytes()
+        if Path("/usr/lib/python3.11/argparse.py").exists()
+        else b"hourglass " * 10000
+    )
+    with open(path, "wb") as f:
+        block = 0
+        while f.tell() < size:
+            n = min(4 * MiB, size - f.tell())
+            kind = block % zero_every if zero_every else 1
+            if kind == 0:
+                f.write(bytes(n))
+            elif kind == 1:
+                f.write(rng.randbytes(n))
+            else:
+                f.write((text * (n // len(text) + 1))[:n])
+            block += 1
