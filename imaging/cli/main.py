@@ -8,6 +8,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from typing import Any
 
 from imaging import __version__
@@ -55,14 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common()
     plain = _common(repo=False)
     repo_commands.register(sub, common)
-    for module_name in ("disk_commands", "files_commands", "ui_command"):
+    for entry_point in entry_points(group="hourglass.commands"):
         try:
-            module = __import__(f"imaging.cli.{module_name}", fromlist=["register"])
-        except ModuleNotFoundError as e:
-            if e.name != f"imaging.cli.{module_name}":
-                raise
-            continue
-        module.register(sub, common, plain)
+            register = entry_point.load()
+        except ImportError:
+            continue  # that package is not installed completely: its commands are absent
+        register(sub, common, plain)
     return parser
 
 
