@@ -1,0 +1,1 @@
+"""Disks: discovery, partition tables, used-block maps, whole-disk backup and restore."""
