@@ -33,9 +33,12 @@ class KdfParams:
 
 
 # 128 MiB and about half a second here. Tests lower this (tests/conftest.py); nothing else may.
-PASSPHRASE_KDF = KdfParams(n=2**17)
+DEFAULT_PASSPHRASE_KDF = KdfParams(n=2**17)
+PASSPHRASE_KDF = DEFAULT_PASSPHRASE_KDF
 # A recovery key carries 256 bits of entropy: stretching it buys nothing.
 RECOVERY_KDF = KdfParams(n=2**14)
+# A hostile key file must not make us allocate without bound.
+MAX_KDF_MEMORY = 1 << 30
 
 
 class Keys:
@@ -95,7 +98,7 @@ def _kek(secret: str, salt: bytes, params: KdfParams) -> bytes:
         n=params.n,
         r=params.r,
         p=params.p,
-        maxmem=256 * 1024 * 1024 + 128 * params.n * params.r * params.p,
+        maxmem=MAX_KDF_MEMORY + (1 << 20),
         dklen=32,
     )
 
@@ -139,7 +142,7 @@ def parse_slot(raw: bytes) -> dict[str, Any]:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise FormatError(f"The key file's scrypt parameter {name} is invalid.")
     n = kdf["n"]
-    if n & (n - 1) or n < 2 or n > 2**22 or kdf["r"] > 32 or kdf["p"] > 16:
+    if n & (n - 1) or n < 2 or 128 * n * kdf["r"] * kdf["p"] > MAX_KDF_MEMORY:
         raise FormatError("The key file's scrypt parameters are out of range.")
     if not isinstance(slot.get("slot"), str) or slot.get("kind") not in ("passphrase", "recovery"):
         raise FormatError("The key file has no valid slot name or kind.")

@@ -379,10 +379,15 @@ class Repository:
         return str(slot["slot"])
 
     def change_key(self, new_secret: str) -> str:
-        """Replace the slot that opened the repository with one for ``new_secret``."""
+        """Replace the passphrase slot that opened the repository with one for ``new_secret``.
+
+        Opened with a recovery key, the new passphrase is added and the recovery key stays:
+        a recovery key is only ever removed on purpose.
+        """
         old = self.unlocked_slot
+        kinds = {slot["slot"]: slot["kind"] for slot in self.key_slots()}
         new = self.add_key(new_secret)
-        if old is not None:
+        if old is not None and kinds.get(old) == "passphrase":
             (self.path / "keys" / f"{old}.key").unlink(missing_ok=True)
             fsync_dir(self.path / "keys")
         self.unlocked_slot = new

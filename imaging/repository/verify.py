@@ -206,8 +206,11 @@ def _read_data(
         window: list[tuple[bytes, object]] = []
         position = 0
         while position < len(ordered) or window:
-            out_of_time = deadline is not None and time.monotonic() >= deadline
-            while not out_of_time and position < len(ordered) and len(window) < 2 * workers:
+            while position < len(ordered) and len(window) < 2 * workers:
+                # Always check at least one chunk, so a run with a tiny budget still progresses.
+                started = report.checked + len(window) > 0
+                if started and deadline is not None and time.monotonic() >= deadline:
+                    break
                 chunk_id = ordered[position]
                 window.append((chunk_id, pool.submit(_check_chunk, repo, chunk_id)))
                 position += 1

@@ -1,0 +1,196 @@
+"""Back up image files, restore them, deduplicate, and find damage."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from imaging.backup import BackupOptions, BackupPlan, ImageSource, backup_path, run_backup
+from imaging.errors import Cancelled, IntegrityError
+from imaging.progress import Progress
+from imaging.repository import codec
+from imaging.repository.store import Repository
+from imaging.repository.verify import verify
+from imaging.restore import RestoreOptions, restore_snapshot
+from imaging.usedmap import UsedMap
+from tests.support import MiB, write_random_image
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    path = tmp_path / "source.img"
+    write_random_image(path, 37 * MiB + 4096 + 17)  # ends in a partial block
+    return path
+
+
+def chunk_files(repo: Repository) -> list[Path]:
+    return sorted(Path(e.path) for e in repo.iter_chunk_files())
+
+
+@pytest.mark.parametrize("fixture", ["repo", "plain_repo"])
+def test_round_trip(
+    fixture: str, request: pytest.FixtureRequest, source: Path, tmp_path: Path
+) -> None:
+    repo: Repository = request.getfixturevalue(fixture)
+    events: list[Progress] = []
+    snapshot = backup_path(repo, source, progress=events.append)
+    assert events[-1].finished and events[-1].done == source.stat().st_size
+    assert snapshot.size == source.stat().st_size
+    out = tmp_path / "restored.img"
+    result = restore_snapshot(repo, snapshot, out)
+    assert result.verified
+    assert out.read_bytes() == source.read_bytes()
+
+
+def test_zero_blocks_are_not_stored_and_restore_sparse(repo: Repository, tmp_path: Path) -> None:
+    path = tmp_path / "sparse.img"
+    with open(path, "wb") as f:
+        f.truncate(64 * MiB)
+        f.seek(20 * MiB)
+        f.write(b"data" * 1000)
+    snapshot = backup_path(repo, path)
+    assert len(chunk_files(repo)) == 1
+    st = snapshot.manifest["stats"]
+    assert st["zero_bytes"] == 60 * MiB
+    out = tmp_path / "out.img"
+    restore_snapshot(repo, snapshot, out)
+    assert out.read_bytes() == path.read_bytes()
+    assert out.stat().st_blocks * 512 < 8 * MiB  # holes, not written zeros
+
+
+def test_second_backup_stores_only_changes(repo: Repository, source: Path, tmp_path: Path) -> None:
+    first = backup_path(repo, source)
+    with open(source, "r+b") as f:
+        f.seek(9 * MiB)
+        f.write(os.urandom(1000))
+    second = backup_path(repo, source)
+    assert second.manifest["parent"] == first.id
+    assert second.manifest["stats"]["new_chunks"] == 1
+    assert second.stored <= 4 * MiB + 4096
+    out = tmp_path / "first.img"
+    restore_snapshot(repo, first, out)
+    out2 = tmp_path / "second.img"
+    restore_snapshot(repo, second, out2)
+    assert out2.read_bytes() == source.read_bytes()
+    assert out.read_bytes() != out2.read_bytes()
+    assert verify(repo, read_data=True).ok
+
+
+def test_duplicate_blocks_within_one_backup_are_stored_once(
+    repo: Repository, tmp_path: Path
+) -> None:
+    block = os.urandom(4 * MiB)
+    path = tmp_path / "dups.img"
+    path.write_bytes(block * 6)
+    snapshot = backup_path(repo, path, options=BackupOptions(workers=4))
+    assert len(chunk_files(repo)) == 1
+    assert snapshot.manifest["stats"]["dedup_bytes"] == 5 * 4 * MiB
+
+
+def test_used_map_skips_and_zeroes(repo: Repository, tmp_path: Path) -> None:
+    path = tmp_path / "fs.img"
+    path.write_bytes(os.urandom(12 * MiB))
+    used = UsedMap.from_ranges(12 * MiB, codec.BLOCK_SIZE, [(0, 4 * MiB), (8 * MiB, 4096)])
+    image = ImageSource("data", str(path), 0, 12 * MiB, used, {"method": "test"})
+    plan = BackupPlan("fs.img", "file:fs", "file", 12 * MiB, [image])
+    snapshot = run_backup(repo, plan)
+    ids = repo.load_index(snapshot, "data")
+    assert ids[32:64] == codec.UNUSED_ID
+    out = tmp_path / "out.img"
+    restore_snapshot(repo, snapshot, out)
+    data, original = out.read_bytes(), path.read_bytes()
+    assert data[: 4 * MiB] == original[: 4 * MiB]
+    assert data[8 * MiB : 8 * MiB + 4096] == original[8 * MiB : 8 * MiB + 4096]
+    assert data[8 * MiB + 4096 :] == bytes(4 * MiB - 4096)  # unused bytes are zeros
+    assert snapshot.image("data")["used"] == 4 * MiB + 4096
+
+
+def test_cancel_leaves_no_snapshot(
+    repo: Repository, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cancel = threading.Event()
+    write_chunk = repo.write_chunk
+
+    def write_then_cancel(chunk_id: bytes, data: bytes) -> bool:
+        cancel.set()  # the person presses Cancel after the first chunk is stored
+        return write_chunk(chunk_id, data)
+
+    monkeypatch.setattr(repo, "write_chunk", write_then_cancel)
+    with pytest.raises(Cancelled):
+        backup_path(repo, source, options=BackupOptions(cancel=cancel))
+    assert repo.snapshots() == []
+    assert list((repo.path / "indexes").iterdir()) == []
+    assert verify(repo).ok
+    monkeypatch.undo()
+    again = backup_path(repo, source)  # resumes: the stored chunk is reused
+    assert again.manifest["stats"]["dedup_bytes"] > 0
+
+
+def flip_byte(path: Path, offset: int = 40) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0x10]))
+
+
+def test_bit_rot_in_a_chunk_is_found_and_named(
+    repo: Repository, source: Path, tmp_path: Path
+) -> None:
+    snapshot = backup_path(repo, source)
+    victim = chunk_files(repo)[0]
+    flip_byte(victim)
+    assert verify(repo).ok  # structure alone cannot see it
+    report = verify(repo, read_data=True)
+    assert not report.ok
+    (damage,) = report.damage
+    assert victim.name in damage.what
+    assert "bit rot" in damage.reason
+    assert snapshot.id[:12] in damage.affects[0] and "bytes" in damage.affects[0]
+    with pytest.raises(IntegrityError, match=victim.name):
+        restore_snapshot(repo, snapshot, tmp_path / "out.img")
+    result = restore_snapshot(
+        repo, snapshot, tmp_path / "out2.img", options=RestoreOptions(ignore_damage=True)
+    )
+    ids = repo.load_index(snapshot, "data")
+    uses = [i for i in range(0, len(ids), 32) if ids[i : i + 32].hex() == victim.name]
+    assert len(result.damaged) == len(uses) == len(damage.affects)
+    assert all(victim.name in d.reason for d in result.damaged)
+
+
+def test_missing_chunk_and_damaged_index(repo: Repository, source: Path) -> None:
+    snapshot = backup_path(repo, source)
+    chunk_files(repo)[0].unlink()
+    report = verify(repo)
+    assert [d.reason for d in report.damage] == ["missing"]
+    index = repo.index_path(snapshot.id, "data")
+    flip_byte(index, 50)
+    report = verify(repo)
+    assert "index" in report.damage[0].what and "damaged" in report.damage[0].reason
+
+
+def test_damaged_manifest_is_reported(repo: Repository, source: Path) -> None:
+    snapshot = backup_path(repo, source)
+    flip_byte(repo.path / "snapshots" / f"{snapshot.id}.snap", 30)
+    report = verify(repo)
+    assert not report.ok
+    assert snapshot.id in report.damage[0].what
+
+
+def test_time_boxed_verify_resumes(repo: Repository, source: Path) -> None:
+    backup_path(repo, source)
+    total = len(chunk_files(repo))
+    first = verify(repo, read_data=True, max_time=0)
+    assert not first.complete and first.checked >= 1
+    checked = first.checked
+    while True:
+        report = verify(repo, read_data=True, max_time=0)
+        assert report.resumed
+        checked += report.checked
+        if report.complete:
+            break
+    assert checked == total
+    assert not (repo.path / "verify" / "state.json").exists()

@@ -1,0 +1,204 @@
+"""The `hourglass` command: contract options, JSON output, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from imaging.errors import IntegrityError, PassphraseError, RepositoryTooNew, SnapshotNotFound
+from tests.conftest import PASSPHRASE
+from tests.support import MiB, run_cli, write_random_image
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
+    assert run_cli("init", str(repo)) == 0
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setenv("HOURGLASS_REPO", str(repo))
+    return repo
+
+
+def cli_json(capsys: pytest.CaptureFixture[str], *argv: str) -> object:
+    capsys.readouterr()
+    assert run_cli(*argv, "--json") == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_backup_snapshots_restore(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "disk.img"
+    write_random_image(src, 10 * MiB)
+    assert run_cli("backup", str(src)) == 0
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
+    (snap,) = cli_json(capsys, "snapshots")  # type: ignore[misc]
+    assert set(snap) >= {"id", "time", "source", "size", "stored"}
+    assert snap["size"] == 10 * MiB and snap["source"] == str(src)
+    when = datetime.fromisoformat(snap["time"])
+    assert when.tzinfo is not None and when.microsecond == 0
+    assert "+" in snap["time"] or "-" in snap["time"][19:]
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
+    out = tmp_path / "out.img"
+    local = when.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    assert run_cli("restore", local, str(out), "--yes") == 0
+    assert out.read_bytes() == src.read_bytes()
+
+
+def test_passphrase_file_and_wrong_passphrase(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HOURGLASS_PASSPHRASE")
+    good = tmp_path / "pw"
+    good.write_text(PASSPHRASE + "\n")
+    assert run_cli("snapshots", "--passphrase-file", str(good)) == 0
+    bad = tmp_path / "bad"
+    bad.write_text("nope\n")
+    capsys.readouterr()
+    assert run_cli("snapshots", "--passphrase-file", str(bad)) == PassphraseError.exit_code
+    err = capsys.readouterr().err
+    assert err.startswith("hourglass: error: Wrong passphrase")
+    assert "Traceback" not in err
+
+
+def test_no_passphrase_without_terminal(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("HOURGLASS_PASSPHRASE")
+    monkeypatch.setattr(sys, "stdin", io.StringIO())
+    assert run_cli("snapshots") != 0
+    assert "HOURGLASS_PASSPHRASE" in capsys.readouterr().err
+
+
+def test_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
+    assert run_cli("snapshots", "--repo", str(tmp_path / "missing")) == 5
+    assert "no repository" in capsys.readouterr().err
+    repo = tmp_path / "newer"
+    assert run_cli("init", str(repo), "--encryption", "none") == 0
+    config = json.loads((repo / "config").read_text())
+    config["format"] = 99
+    (repo / "config").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert run_cli("snapshots", "--repo", str(repo)) == RepositoryTooNew.exit_code
+    err = capsys.readouterr().err
+    assert "format 99" in err and "Traceback" not in err
+    assert run_cli("restore", "--repo", str(tmp_path / "missing"), "latest", "x", "--yes") == 5
+
+
+def test_unknown_snapshot(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("restore", "deadbeef", "/tmp/x", "--yes") == SnapshotNotFound.exit_code
+
+
+def test_restore_asks_and_refuses_without_terminal(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "disk.img"
+    write_random_image(src, 5 * MiB)
+    run_cli("backup", str(src))
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setattr(sys, "stdin", io.StringIO())
+    target = tmp_path / "existing.img"
+    target.write_bytes(b"precious")
+    assert run_cli("restore", "latest", str(target)) != 0
+    assert target.read_bytes() == b"precious"
+    assert "--yes" in capsys.readouterr().err
+
+
+def test_verify_damage_exit_code(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "disk.img"
+    write_random_image(src, 9 * MiB)
+    run_cli("backup", str(src))
+    chunk = next(p for p in (env / "chunks").rglob("*") if p.is_file())
+    data = bytearray(chunk.read_bytes())
+    data[-40] ^= 1
+    chunk.write_bytes(bytes(data))
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
+    capsys.readouterr()
+    assert run_cli("verify", "--read-data") == IntegrityError.exit_code
+    out = capsys.readouterr().out
+    assert f"DAMAGED chunk {chunk.name}" in out and "breaks snapshot" in out
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
+    assert (
+        run_cli("restore", "latest", str(tmp_path / "o.img"), "--yes") == IntegrityError.exit_code
+    )
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
+    code = run_cli("restore", "latest", str(tmp_path / "o2.img"), "--yes", "--ignore-damage")
+    assert code == IntegrityError.exit_code
+    assert "DAMAGED data: bytes" in capsys.readouterr().err
+
+
+def test_forget_gc_info(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "disk.img"
+    for seed in range(3):
+        write_random_image(src, 9 * MiB, seed=seed)
+        monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
+        assert run_cli("backup", str(src)) == 0
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
+    preview = cli_json(capsys, "forget", "--keep-last", "1", "--dry-run")
+    assert len(preview["remove"]) == 2 and preview["dry_run"]  # type: ignore[index]
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
+    assert len(cli_json(capsys, "snapshots")) == 3  # type: ignore[arg-type]
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
+    assert run_cli("forget", "--keep-last", "1") == 0
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
+    gc = cli_json(capsys, "gc")
+    assert gc["freed"] > 0  # type: ignore[index]
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
+    info = cli_json(capsys, "info")
+    assert info["snapshots"] == 1 and info["compression_ratio"] > 1  # type: ignore[index]
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
+    assert run_cli("forget") != 0  # no policy: refuse rather than forget everything
+
+
+def test_key_add_recovery_and_change(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    capsys.readouterr()
+    assert run_cli("key", "add", "--recovery") == 0
+    recovery = next(w for w in capsys.readouterr().out.split() if w.startswith("HGRK-"))
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", recovery)
+    new = tmp_path / "new"
+    new.write_text("brand new\n")
+    assert run_cli("key", "change", "--new-passphrase-file", str(new)) == 0
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", "brand new")
+    capsys.readouterr()
+    assert run_cli("key", "list") == 0
+    kinds = [line.split()[1] for line in capsys.readouterr().out.splitlines()]
+    assert sorted(kinds) == ["passphrase", "passphrase", "recovery"]  # the recovery key stays
+    new.write_text("third\n")
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", "brand new")
+    assert run_cli("key", "change", "--new-passphrase-file", str(new)) == 0
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", "third")
+    capsys.readouterr()
+    assert run_cli("key", "list") == 0
+    assert capsys.readouterr().out.count("passphrase") == 2  # "brand new" was replaced
+
+
+def test_json_progress_on_stderr(env: Path, tmp_path: Path) -> None:
+    src = tmp_path / "disk.img"
+    write_random_image(src, 9 * MiB)
+    result = subprocess.run(
+        [sys.executable, "-m", "imaging.cli.main", "backup", str(src), "--progress", "json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOURGLASS_PASSPHRASE": PASSPHRASE},
+        check=True,
+    )
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert events[-1]["finished"] and events[-1]["done"] == events[-1]["total"] == 9 * MiB
+    assert {"phase", "rate", "eta", "elapsed"} <= set(events[-1])

@@ -1,0 +1,164 @@
+"""forget and gc: space comes back, and nothing a running backup needs goes."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from imaging.backup import backup_path
+from imaging.errors import Busy
+from imaging.repository import gc, leases
+from imaging.repository.store import Repository
+from imaging.repository.verify import verify
+from imaging.restore import restore_snapshot
+from tests.support import MiB
+
+
+def write(path: Path, blocks: list[bytes]) -> Path:
+    path.write_bytes(b"".join(blocks))
+    return path
+
+
+def chunk_count(repo: Repository) -> int:
+    return sum(1 for _ in repo.iter_chunk_files())
+
+
+def test_forget_then_gc_frees_unshared_chunks(repo: Repository, tmp_path: Path) -> None:
+    a, b, c = (os.urandom(4 * MiB) for _ in range(3))
+    first = backup_path(repo, write(tmp_path / "s.img", [a, b]))
+    second = backup_path(repo, write(tmp_path / "s.img", [a, c]))
+    assert chunk_count(repo) == 3
+    repo.delete_snapshot(first.id)
+    result = gc.collect(repo)
+    assert result.freed == 1 and result.freed_bytes > 4 * MiB
+    assert chunk_count(repo) == 2
+    assert verify(repo, read_data=True).ok
+    restore_snapshot(repo, second, tmp_path / "out.img")
+    assert (tmp_path / "out.img").read_bytes() == a + c
+    assert list((repo.path / "trash").iterdir()) == []
+
+
+def test_gc_reclaims_a_killed_backup(repo: Repository, tmp_path: Path) -> None:
+    data = os.urandom(4 * MiB)
+    chunk_id = repo.keys.chunk_id(data)
+    repo.write_chunk(chunk_id, repo.encode_chunk(chunk_id, data))  # stored, never committed
+    (repo.path / "indexes" / ("ab" * 16)).mkdir()
+    result = gc.collect(repo)
+    assert result.freed == 1 and result.orphan_indexes == 1
+    assert chunk_count(repo) == 0
+
+
+def fake_lease(repo: Repository, kind: str, started: float) -> Path:
+    """A lease of a live process (this one) that started at ``started``."""
+    path = repo.path / "leases" / f"{kind}-test.json"
+    record = {
+        "kind": kind,
+        "host": os.uname().nodename,
+        "pid": os.getpid(),
+        "boot_id": leases.boot_id(),
+        "started": started,
+        "heartbeat": time.time(),
+    }
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_running_backup_keeps_its_new_chunks(repo: Repository) -> None:
+    lease = fake_lease(repo, "writer", time.time() - 1)
+    data = os.urandom(4 * MiB)
+    chunk_id = repo.keys.chunk_id(data)
+    repo.write_chunk(chunk_id, repo.encode_chunk(chunk_id, data))  # written by that backup
+    result = gc.collect(repo)
+    assert result.trashed == 0 and repo.has_chunk(chunk_id)
+    lease.unlink()
+    assert gc.collect(repo).freed == 1
+
+
+def age_chunks(repo: Repository, seconds: float) -> None:
+    for entry in repo.iter_chunk_files():
+        os.utime(entry.path, (time.time() - seconds, time.time() - seconds))
+
+
+def test_trash_waits_for_a_backup_that_started_before_it(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race: a backup finds chunk X stored (so it will not write it), then gc sets X
+    aside. X must survive until that backup has committed, and come back."""
+    x = os.urandom(4 * MiB)
+    old = backup_path(repo, write(tmp_path / "s.img", [x]))
+    repo.delete_snapshot(old.id)
+    age_chunks(repo, 3600)
+    writer = fake_lease(repo, "writer", time.time() - 10)  # a backup running since 10 s
+    result = gc.collect(repo)
+    assert result.trashed == 1 and result.waiting_batches == 1 and result.freed == 0
+    # That backup had seen X in chunks/ before gc moved it: it commits a snapshot using X.
+    monkeypatch.setattr(repo, "has_chunk", lambda chunk_id: True)
+    new = backup_path(repo, write(tmp_path / "s2.img", [x]))
+    monkeypatch.undo()
+    assert new.manifest["stats"]["new_chunks"] == 0
+    writer.unlink()  # the backup has finished
+    result = gc.collect(repo)
+    assert result.restored == 1 and result.freed == 0
+    assert verify(repo, read_data=True).ok
+    restore_snapshot(repo, new, tmp_path / "out.img")
+    assert (tmp_path / "out.img").read_bytes() == x
+
+
+def test_backup_after_trash_writes_the_chunk_again(repo: Repository, tmp_path: Path) -> None:
+    x = os.urandom(4 * MiB)
+    old = backup_path(repo, write(tmp_path / "s.img", [x]))
+    repo.delete_snapshot(old.id)
+    age_chunks(repo, 3600)
+    reader = fake_lease(repo, "reader", time.time() - 10)
+    assert gc.collect(repo).waiting_batches == 1
+    new = backup_path(repo, write(tmp_path / "s2.img", [x]))
+    assert new.manifest["stats"]["new_chunks"] == 1  # it did not trust the trashed copy
+    reader.unlink()
+    result = gc.collect(repo)
+    assert result.freed + result.restored == 1
+    assert verify(repo, read_data=True).ok
+
+
+def test_restore_reads_a_trashed_chunk(repo: Repository, tmp_path: Path) -> None:
+    x = os.urandom(4 * MiB)
+    snap = backup_path(repo, write(tmp_path / "s.img", [x]))
+    (chunk,) = [Path(e.path) for e in repo.iter_chunk_files()]
+    batch = repo.path / "trash" / "1-1" / chunk.parent.parent.name / chunk.parent.name
+    batch.mkdir(parents=True)
+    chunk.rename(batch / chunk.name)
+    restore_snapshot(repo, snap, tmp_path / "out.img")
+    assert (tmp_path / "out.img").read_bytes() == x
+
+
+def test_only_one_gc(repo: Repository) -> None:
+    with leases.hold_gc(repo.path / "leases"), pytest.raises(Busy, match="already running"):
+        gc.collect(repo)
+
+
+def test_stale_gc_lease_is_taken_over(repo: Repository) -> None:
+    (repo.path / "leases" / leases.GC_LOCK).write_text(
+        json.dumps(
+            {
+                "kind": "gc",
+                "host": os.uname().nodename,
+                "pid": 2**22 - 7,
+                "boot_id": leases.boot_id(),
+                "started": 0,
+                "heartbeat": 0,
+            }
+        )
+    )
+    gc.collect(repo)
+
+
+def test_gc_refuses_when_a_manifest_is_unreadable(repo: Repository, tmp_path: Path) -> None:
+    snap = backup_path(repo, write(tmp_path / "s.img", [os.urandom(4 * MiB)]))
+    path = repo.path / "snapshots" / f"{snap.id}.snap"
+    path.write_bytes(path.read_bytes()[:-1] + b"x")
+    with pytest.raises(Exception, match="cannot be read"):
+        gc.collect(repo)
+    assert chunk_count(repo) == 1

@@ -1,0 +1,102 @@
+"""Key slots: passphrases, recovery keys, changes, file modes."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from imaging.errors import FormatError, PassphraseError, UsageError
+from imaging.repository import keys
+from imaging.repository.store import Repository
+
+
+def test_wrong_passphrase_is_a_clear_error(repo: Repository) -> None:
+    with pytest.raises(PassphraseError, match="Wrong passphrase"):
+        Repository.open(repo.path, "not it")
+
+
+def test_open_needs_a_passphrase(repo: Repository) -> None:
+    with pytest.raises(UsageError, match="passphrase"):
+        Repository.open(repo.path, None)
+
+
+def test_key_files_are_private(repo: Repository) -> None:
+    for path in (repo.path / "keys").iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((repo.path / "keys").stat().st_mode) == 0o700
+
+
+def test_recovery_key_opens_and_tolerates_typing(repo: Repository, passphrase: str) -> None:
+    opened = Repository.open(repo.path, passphrase)
+    key = keys.new_recovery_key()
+    opened.add_key(key, kind="recovery")
+    typed = key.lower().replace("-", " ")
+    again = Repository.open(repo.path, typed)
+    assert again.keys.master == opened.keys.master
+
+
+def test_change_replaces_the_old_passphrase(repo: Repository, passphrase: str) -> None:
+    opened = Repository.open(repo.path, passphrase)
+    opened.change_key("a new passphrase")
+    assert Repository.open(repo.path, "a new passphrase").keys.master == opened.keys.master
+    with pytest.raises(PassphraseError):
+        Repository.open(repo.path, passphrase)
+
+
+def test_added_passphrase_keeps_the_first(repo: Repository, passphrase: str) -> None:
+    Repository.open(repo.path, passphrase).add_key("second")
+    Repository.open(repo.path, "second")
+    Repository.open(repo.path, passphrase)
+
+
+def test_damaged_key_file_is_named(repo: Repository, passphrase: str) -> None:
+    (path,) = (repo.path / "keys").iterdir()
+    slot = json.loads(path.read_text())
+    slot["wrapped"] = slot["wrapped"][:-4] + "AAAA"
+    path.write_text(json.dumps(slot))
+    with pytest.raises(PassphraseError):
+        Repository.open(repo.path, passphrase)
+    path.write_text("{not json")
+    with pytest.raises(FormatError, match="damaged"):
+        Repository.open(repo.path, passphrase)
+
+
+def test_missing_key_files(repo: Repository, passphrase: str) -> None:
+    for path in (repo.path / "keys").iterdir():
+        path.unlink()
+    with pytest.raises(PassphraseError, match="no key files"):
+        Repository.open(repo.path, passphrase)
+
+
+def test_hostile_kdf_parameters_are_refused(repo: Repository, passphrase: str) -> None:
+    (path,) = (repo.path / "keys").iterdir()
+    slot = json.loads(path.read_text())
+    slot["kdf"]["n"] = 2**30
+    path.write_text(json.dumps(slot))
+    with pytest.raises(FormatError, match="out of range"):
+        Repository.open(repo.path, passphrase)
+
+
+def test_strong_default_kdf() -> None:
+    # The conftest lowers the KDF for speed; the shipped default must stay strong.
+    default = keys.DEFAULT_PASSPHRASE_KDF
+    assert default.n >= 2**17
+    assert 128 * default.n * default.r >= 128 * 2**20
+
+
+def test_recovery_key_format() -> None:
+    key = keys.new_recovery_key()
+    assert key.startswith("HGRK-")
+    assert keys.looks_like_recovery_key(key)
+    assert not keys.looks_like_recovery_key("correct horse battery staple")
+    assert len(keys.normalise_recovery_key(key)) == 52
+
+
+def test_passphrase_never_in_repository(tmp_path: Path) -> None:
+    Repository.init(tmp_path / "r", passphrase="UNIQUE-PASSPHRASE-MARKER")
+    for path in (tmp_path / "r").rglob("*"):
+        if path.is_file():
+            assert b"UNIQUE-PASSPHRASE-MARKER" not in path.read_bytes()

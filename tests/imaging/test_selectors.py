@@ -1,0 +1,75 @@
+"""Choosing snapshots by id, prefix, 'latest' and "as of" a local second."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from imaging.errors import SnapshotNotFound, UsageError
+from imaging.repository.store import Snapshot
+from imaging.selectors import parse_time, select, split_partition
+
+TZ = timezone(timedelta(hours=1))
+
+
+def snap(snapshot_id: str, when: str, source: str = "disk:a") -> Snapshot:
+    return Snapshot(
+        {"id": snapshot_id, "time": when, "source": "/dev/sda", "source_id": source, "images": []}
+    )
+
+
+SNAPS = [
+    snap("aa" * 16, "2026-11-22T10:31:05+01:00"),
+    snap("ab" * 16, "2026-11-22T10:31:06+01:00"),
+    snap("cd" * 16, "2026-11-23T08:00:00+01:00", source="disk:b"),
+]
+
+
+def test_latest_and_ids() -> None:
+    assert select(SNAPS, "latest").id == "cd" * 16
+    assert select(SNAPS, "latest", source="disk:a").id == "ab" * 16
+    assert select(SNAPS, "cd").id == "cd" * 16
+    assert select(SNAPS, "ab" * 16).id == "ab" * 16
+
+
+def test_ambiguous_prefix() -> None:
+    with pytest.raises(UsageError, match="matches 2"):
+        select(SNAPS, "a")
+
+
+def test_as_of_a_second() -> None:
+    assert select(SNAPS, "2026-11-22T10:31:05+01:00").id == "aa" * 16
+    assert select(SNAPS, "2026-11-22T09:31:06Z").id == "ab" * 16
+    assert select(SNAPS, "2026-11-22 10:31:05.5+01:00".replace(".5", "")).id == "aa" * 16
+    with pytest.raises(SnapshotNotFound, match="oldest is from"):
+        select(SNAPS, "2026-11-22T10:31:04+01:00")
+
+
+def test_local_time_is_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    when = parse_time("2026-11-22 10:31:05")
+    assert when.tzinfo is not None
+    assert when.replace(tzinfo=None) == datetime(2026, 11, 22, 10, 31, 5)
+
+
+def test_bare_date_means_end_of_day() -> None:
+    assert select(SNAPS, "2026-11-22").id == "ab" * 16
+
+
+def test_unknown_and_bad() -> None:
+    with pytest.raises(SnapshotNotFound):
+        select(SNAPS, "ff")
+    with pytest.raises(SnapshotNotFound):
+        select(SNAPS, "yesterday")
+    with pytest.raises(SnapshotNotFound, match="no snapshots"):
+        select([], "latest")
+    with pytest.raises(UsageError):
+        parse_time("2026-13-45 10:00:00")
+
+
+def test_partition_suffix() -> None:
+    assert split_partition("latest:2") == ("latest", 2)
+    assert split_partition("abc123:10") == ("abc123", 10)
+    assert split_partition("2026-11-22 10:31:05") == ("2026-11-22 10:31:05", None)
+    assert split_partition("2026-11-22 10:31:05:3") == ("2026-11-22 10:31:05", 3)
+    assert split_partition("2026-11-22T10:31:05+01:00") == ("2026-11-22T10:31:05+01:00", None)
