@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import os
 import queue
 import socket
@@ -27,6 +28,7 @@ from imaging.errors import Cancelled, HourglassError, SourceError
 from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository import codec
 from imaging.repository.store import Repository, Snapshot
+from imaging.source import SourceFile, aligned_buffer, read_exact
 from imaging.units import human_size, local_now
 from imaging.usedmap import FULL, UNUSED, UsedMap
 
@@ -129,10 +131,11 @@ class _Pipeline:
         self.meter = meter
         self.stats = stats
         self.block_size = repo.block_size
-        self.workers = options.workers or max(2, os.cpu_count() or 2)
-        self.pool: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        # One more worker than cores: a worker waiting in fdatasync leaves its core to another.
+        self.workers = options.workers or (os.cpu_count() or 1) + 1
+        self.pool: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
         for _ in range(self.workers * 2 + 1):
-            self.pool.put(bytearray(self.block_size))
+            self.pool.put(aligned_buffer(self.block_size))
         self.zero = bytes(self.block_size)
         self.known: set[bytes] = set()
         self.in_flight: dict[bytes, threading.Event] = {}
@@ -143,7 +146,7 @@ class _Pipeline:
 
     # -- worker side --------------------------------------------------------------------------
 
-    def process(self, buf: bytearray, length: int, ids: bytearray, block: int) -> None:
+    def process(self, buf: mmap.mmap, length: int, ids: bytearray, block: int) -> None:
         try:
             self._process(buf, length, ids, block)
         except BaseException as e:
@@ -151,11 +154,11 @@ class _Pipeline:
                 self.failure = e
             raise
 
-    def _process(self, buf: bytearray, length: int, ids: bytearray, block: int) -> None:
+    def _process(self, buf: mmap.mmap, length: int, ids: bytearray, block: int) -> None:
         view = memoryview(buf)[:length]
         released = False
         try:
-            if codec.is_zero(buf if length == self.block_size else view):
+            if codec.is_zero(view):
                 ids[block * 32 : block * 32 + 32] = codec.ZERO_ID
                 with self.stats.lock:
                     self.stats.zero_bytes += length
@@ -226,11 +229,11 @@ class _Pipeline:
         bs = self.block_size
         used = image.used
         try:
-            fd = os.open(image.path, os.O_RDONLY)
+            source = SourceFile(image.path)
         except OSError as e:
             raise SourceError(f"Cannot open {image.path}: {e.strerror}.") from e
         try:
-            with _sequential(fd, image.offset, image.size):
+            with _sequential(source.fd, image.offset, image.size):
                 count = -(-image.size // bs)
                 for block in range(count):
                     self.check()
@@ -244,7 +247,7 @@ class _Pipeline:
                         self.meter.add(length)
                         continue
                     buf = self._buffer()
-                    bad.extend(self._read(fd, image, buf, start, length))
+                    bad.extend(self._read(source, image, buf, start, length))
                     if used is not None and state != FULL:
                         for gap_start, gap_len in used.gaps(block):
                             buf[gap_start : gap_start + gap_len] = self.zero[:gap_len]
@@ -254,10 +257,10 @@ class _Pipeline:
                     if len(self.futures) > 4 * self.workers:
                         self._reap()
         finally:
-            os.close(fd)
+            source.close()
         return bad
 
-    def _buffer(self) -> bytearray:
+    def _buffer(self) -> mmap.mmap:
         while True:
             self.check()
             try:
@@ -275,26 +278,24 @@ class _Pipeline:
         self.futures = pending
 
     def _read(
-        self, fd: int, image: ImageSource, buf: bytearray, start: int, length: int
+        self, source: SourceFile, image: ImageSource, buf: mmap.mmap, start: int, length: int
     ) -> list[list[int]]:
         """Fill ``buf`` with the block at ``start``; returns unreadable ranges (rescue only)."""
-        view = memoryview(buf)
-        try:
-            _read_exact(fd, view[:length], image.offset + start)
-            return []
-        except OSError as e:
-            if e.errno != errno.EIO:
-                raise SourceError(f"Reading {image.path} failed: {e.strerror}.") from e
-            if not self.options.rescue:
-                raise SourceError(
-                    f"Read error on {image.path} in bytes {start}-{start + length - 1} of "
-                    f"{image.name} (offset {image.offset + start}).",
-                    "The source disk is failing. Run the backup with --rescue to store what "
-                    "can be read and record the unreadable ranges.",
-                ) from e
-        finally:
-            view.release()
-        return _rescue_read(fd, buf, image.offset + start, length, start)
+        with memoryview(buf) as view:
+            try:
+                source.read_into(view[:length], image.offset + start)
+                return []
+            except OSError as e:
+                if e.errno != errno.EIO:
+                    raise SourceError(f"Reading {image.path} failed: {e.strerror}.") from e
+                if not self.options.rescue:
+                    raise SourceError(
+                        f"Read error on {image.path} in bytes {start}-{start + length - 1} of "
+                        f"{image.name} (offset {image.offset + start}).",
+                        "The source disk is failing. Run the backup with --rescue to store "
+                        "what can be read and record the unreadable ranges.",
+                    ) from e
+            return _rescue_read(source.fd, view, image.offset + start, length, start)
 
     def finish(self) -> None:
         for f in self.futures:
@@ -305,39 +306,26 @@ class _Pipeline:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _read_exact(fd: int, view: memoryview, offset: int) -> None:
-    done = 0
-    while done < len(view):
-        n = os.preadv(fd, [view[done:]], offset + done)
-        if n == 0:
-            raise OSError(errno.EIO, "unexpected end of source")
-        done += n
-
-
-def _rescue_read(fd: int, buf: bytearray, offset: int, length: int, rel: int) -> list[list[int]]:
+def _rescue_read(fd: int, view: memoryview, offset: int, length: int, rel: int) -> list[list[int]]:
     """Read what can be read in small pieces; zero and report the rest."""
     bad: list[list[int]] = []
-    view = memoryview(buf)
-    try:
-        for piece in range(0, length, RESCUE_PIECE):
-            piece_len = min(RESCUE_PIECE, length - piece)
+    for piece in range(0, length, RESCUE_PIECE):
+        piece_len = min(RESCUE_PIECE, length - piece)
+        try:
+            read_exact(fd, view[piece : piece + piece_len], offset + piece)
+            continue
+        except OSError:
+            pass
+        for sector in range(piece, piece + piece_len, RESCUE_SECTOR):
+            sector_len = min(RESCUE_SECTOR, piece + piece_len - sector)
             try:
-                _read_exact(fd, view[piece : piece + piece_len], offset + piece)
-                continue
+                read_exact(fd, view[sector : sector + sector_len], offset + sector)
             except OSError:
-                pass
-            for sector in range(piece, piece + piece_len, RESCUE_SECTOR):
-                sector_len = min(RESCUE_SECTOR, piece + piece_len - sector)
-                try:
-                    _read_exact(fd, view[sector : sector + sector_len], offset + sector)
-                except OSError:
-                    view[sector : sector + sector_len] = bytes(sector_len)
-                    if bad and bad[-1][0] + bad[-1][1] == rel + sector:
-                        bad[-1][1] += sector_len
-                    else:
-                        bad.append([rel + sector, sector_len])
-    finally:
-        view.release()
+                view[sector : sector + sector_len] = bytes(sector_len)
+                if bad and bad[-1][0] + bad[-1][1] == rel + sector:
+                    bad[-1][1] += sector_len
+                else:
+                    bad.append([rel + sector, sector_len])
     return bad
 
 

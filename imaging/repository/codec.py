@@ -50,6 +50,9 @@ def is_zero(data: bytes | bytearray | memoryview) -> bool:
     """True when every byte is zero (memcmp speed; memoryview comparison is 40x slower)."""
     n = len(data)
     if isinstance(data, memoryview):
+        head = data[:4096].tobytes()
+        if head.count(0) != len(head):
+            return False  # most blocks are decided here, without copying 4 MiB
         data = data.tobytes()
     if n == BLOCK_SIZE:
         return data == _ZERO_BLOCK
