@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import mmap
 import os
 import struct
 import threading
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imaging.backup import device_size, is_block_device
+from imaging.blockio import SourceFile, TargetFile, aligned_buffer
 from imaging.errors import Cancelled, HourglassError, IntegrityError, TargetTooSmall
 from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository import codec
@@ -110,20 +112,13 @@ def _zero_out(fd: int, block_device: bool, offset: int, length: int, zero: bytes
         pos += n
 
 
-def _write_all_at(fd: int, data: bytes | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
-
-
 class _Writer:
     def __init__(self, repo: Repository, options: RestoreOptions, meter: Meter) -> None:
         self.repo = repo
         self.options = options
         self.meter = meter
-        self.workers = options.workers or max(2, os.cpu_count() or 2)
+        # Twice the cores: while one worker waits for the repository drive, another decodes.
+        self.workers = options.workers or 2 * (os.cpu_count() or 1)
         self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="restore")
         self.zero = bytes(repo.block_size)
         self.damaged: list[DamagedRange] = []
@@ -134,7 +129,7 @@ class _Writer:
             raise Cancelled("The restore was cancelled; the target holds a partial image.")
 
     def write_image(
-        self, snapshot: Snapshot, image: str, fd: int, offset: int, block_device: bool
+        self, snapshot: Snapshot, image: str, target: TargetFile, offset: int, block_device: bool
     ) -> int:
         meta = snapshot.image(image)
         ids = self.repo.load_index(snapshot, image)
@@ -145,7 +140,7 @@ class _Writer:
 
         def flush_zero() -> None:
             if zero_run:
-                _zero_out(fd, block_device, offset + zero_run[0], zero_run[1], self.zero)
+                _zero_out(target.fd, block_device, offset + zero_run[0], zero_run[1], self.zero)
                 zero_run.clear()
 
         written = 0
@@ -168,7 +163,7 @@ class _Writer:
                 continue
             flush_zero()
             futures.append(
-                self.executor.submit(self._block, image, chunk_id, fd, offset, start, length)
+                self.executor.submit(self._block, image, chunk_id, target, offset, start, length)
             )
             written += length
             if len(futures) > 3 * self.workers:
@@ -179,7 +174,7 @@ class _Writer:
         return written
 
     def _block(
-        self, image: str, chunk_id: bytes, fd: int, offset: int, start: int, length: int
+        self, image: str, chunk_id: bytes, target: TargetFile, offset: int, start: int, length: int
     ) -> None:
         try:
             data = self.repo.read_chunk(chunk_id)
@@ -197,7 +192,7 @@ class _Writer:
             with self.lock:
                 self.damaged.append(DamagedRange(image, start, length, e.message))
             data = self.zero[:length]
-        _write_all_at(fd, data, offset + start)
+        target.write_at(data, offset + start)
         self.meter.add(length, new_bytes=length)
 
     def close(self) -> None:
@@ -238,18 +233,18 @@ def restore_images(
                 block_device = is_block_device(target.path)
                 size = int(snapshot.image(target.image)["size"])
                 try:
-                    fd = open_target(target, size)
+                    out = TargetFile(open_target(target, size), target.path)
                 except OSError as e:
                     raise HourglassError(
                         f"Cannot open {target.path} for writing: {e.strerror}."
                     ) from e
                 try:
                     result.written += writer.write_image(
-                        snapshot, target.image, fd, target.offset, block_device
+                        snapshot, target.image, out, target.offset, block_device
                     )
-                    os.fsync(fd)
+                    out.sync()
                 finally:
-                    os.close(fd)
+                    out.close()
         except KeyboardInterrupt:
             raise Cancelled(
                 "The restore was interrupted; the target holds a partial image."
@@ -284,9 +279,9 @@ def verify_written(
     for target in targets:
         ids = repo.load_index(snapshot, target.image)
         size = int(snapshot.image(target.image)["size"])
-        fd = os.open(target.path, os.O_RDONLY)
+        source = SourceFile(target.path)
         try:
-            _drop_cache(fd)
+            _drop_cache(source.fd)
             with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool:
                 jobs = []
                 for block in range(len(ids) // 32):
@@ -299,7 +294,7 @@ def verify_written(
                     jobs.append(
                         (
                             pool.submit(
-                                _compare, repo, fd, target.offset + start, length, chunk_id
+                                _compare, repo, source, target.offset + start, length, chunk_id
                             ),
                             start,
                             length,
@@ -315,7 +310,7 @@ def verify_written(
                         mismatches.append(f"{target.image} at byte {job_start}")
                     meter.add(job_length)
         finally:
-            os.close(fd)
+            source.close()
     meter.finish()
     if mismatches:
         raise IntegrityError(
@@ -336,20 +331,20 @@ def _drop_cache(fd: int) -> None:
 _buffers = threading.local()
 
 
-def _compare(repo: Repository, fd: int, offset: int, length: int, chunk_id: bytes) -> bool:
+def _compare(
+    repo: Repository, source: SourceFile, offset: int, length: int, chunk_id: bytes
+) -> bool:
     """True when the ``length`` bytes at ``offset`` hash to ``chunk_id``."""
-    buf: bytearray | None = getattr(_buffers, "buf", None)
+    buf: mmap.mmap | None = getattr(_buffers, "buf", None)
     if buf is None or len(buf) < length:
-        buf = _buffers.buf = bytearray(max(length, repo.block_size))
+        buf = _buffers.buf = aligned_buffer(max(length, repo.block_size))
     with memoryview(buf)[:length] as view:
-        done = 0
-        while done < length:
-            n = os.preadv(fd, [view[done:]], offset + done)
-            if n == 0:
-                return False
-            done += n
+        try:
+            source.read_into(view, offset)
+        except OSError:
+            return False
         if chunk_id == codec.ZERO_ID:
-            return codec.is_zero(buf if length == len(buf) else view)
+            return codec.is_zero(view)
         return bool(repo.keys.chunk_id(view) == chunk_id)
 
 

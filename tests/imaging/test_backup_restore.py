@@ -194,3 +194,23 @@ def test_time_boxed_verify_resumes(repo: Repository, source: Path) -> None:
             break
     assert checked == total
     assert not (repo.path / "verify" / "state.json").exists()
+
+
+def test_holes_of_a_sparse_file_are_not_read(repo: Repository, tmp_path: Path) -> None:
+    path = tmp_path / "huge.img"
+    with open(path, "wb") as f:
+        f.truncate(1 << 40)  # 1 TiB, nearly all hole
+        f.seek(123 * MiB)
+        f.write(os.urandom(MiB))
+    snapshot = backup_path(repo, path)
+    st = snapshot.manifest["stats"]
+    assert st["read"] <= 2 * codec.BLOCK_SIZE  # the blocks around the data, nothing else
+    assert st["zero_bytes"] >= (1 << 40) - 2 * codec.BLOCK_SIZE
+    ids = repo.load_index(snapshot, "data")
+    assert len(ids) == 32 * ((1 << 40) // codec.BLOCK_SIZE)
+    out = tmp_path / "out.img"
+    restore_snapshot(repo, snapshot, out)
+    with open(out, "rb") as a, open(path, "rb") as b:
+        a.seek(120 * MiB)
+        b.seek(120 * MiB)
+        assert a.read(8 * MiB) == b.read(8 * MiB)
