@@ -235,7 +235,7 @@ class _Pipeline:
         try:
             with _sequential(source.fd, image.offset, image.size):
                 count = -(-image.size // bs)
-                holes = _hole_map(image, bs)
+                holes = hole_map(image.path, image.offset, image.size, bs)
                 for block in range(count):
                     self.check()
                     start = block * bs
@@ -313,21 +313,21 @@ class _Pipeline:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _hole_map(image: ImageSource, block_size: int) -> UsedMap | None:
-    """Where a sparse image file holds data, so blocks inside holes are never read (a 2 TiB
-    sparse file is backed up in seconds). None for block devices."""
-    if is_block_device(image.path):
+def hole_map(path: str, offset: int, size: int, block_size: int) -> UsedMap | None:
+    """Where a sparse file holds data in ``[offset, offset+size)``, so blocks inside holes
+    are never read (a 2 TiB sparse file is backed up in seconds). None for block devices."""
+    if is_block_device(path):
         return None
-    extents = data_extents(image.path)
+    extents = data_extents(path)
     if extents is None:
         return None
-    lo, hi = image.offset, image.offset + image.size
+    lo, hi = offset, offset + size
     inside = (
         (max(start, lo) - lo, min(start + length, hi) - max(start, lo))
         for start, length in extents
         if start < hi and start + length > lo
     )
-    return UsedMap.from_ranges(image.size, block_size, inside)
+    return UsedMap.from_ranges(size, block_size, inside)
 
 
 def _rescue_read(fd: int, view: memoryview, offset: int, length: int, rel: int) -> list[list[int]]:

@@ -19,13 +19,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imaging.backup import device_size, is_block_device
+from imaging.backup import device_size, hole_map, is_block_device
 from imaging.blockio import SourceFile, TargetFile, aligned_buffer
 from imaging.errors import Cancelled, HourglassError, IntegrityError, TargetTooSmall
 from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository import codec
 from imaging.repository.store import Repository, Snapshot
 from imaging.units import decimal_size, human_size
+from imaging.usedmap import UNUSED
 
 BLKZEROOUT = 0x127F
 BLKFLSBUF = 0x1261
@@ -279,6 +280,7 @@ def verify_written(
     for target in targets:
         ids = repo.load_index(snapshot, target.image)
         size = int(snapshot.image(target.image)["size"])
+        holes = hole_map(target.path, target.offset, size, bs)
         source = SourceFile(target.path)
         try:
             _drop_cache(source.fd)
@@ -290,6 +292,9 @@ def verify_written(
                     length = min(bs, size - start)
                     if chunk_id == codec.UNUSED_ID or (target.image, start) in damaged:
                         meter.add(length)
+                        continue
+                    if chunk_id == codec.ZERO_ID and holes and holes.state(block) == UNUSED:
+                        meter.add(length)  # a hole in a file target reads as zeros
                         continue
                     jobs.append(
                         (
