@@ -24,7 +24,7 @@ deps:
 $(STAMP): pyproject.toml | deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,freeze]'
+	$(BIN)/pip install -q -e '.[dev,freeze,bench]'
 	touch $(STAMP)
 
 install: deps $(STAMP)

@@ -16,12 +16,13 @@ PASSPHRASE = "correct horse battery staple"
 
 @pytest.fixture(autouse=True)
 def _isolate(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No HOURGLASS_* from the host leaks in; scrypt is weak (tests only)."""
+    """No HOURGLASS_* from the host leaks in; the key derivation is weak (tests only)."""
     for name in list(os.environ):
         if name.startswith("HOURGLASS_"):
             monkeypatch.delenv(name)
-    monkeypatch.setattr(keys, "PASSPHRASE_KDF", keys.KdfParams(n=2**10))
-    monkeypatch.setattr(keys, "RECOVERY_KDF", keys.KdfParams(n=2**10))
+    weak = keys.KdfParams(memory=64, passes=1, lanes=1)
+    monkeypatch.setattr(keys, "PASSPHRASE_KDF", weak)
+    monkeypatch.setattr(keys, "RECOVERY_KDF", weak)
 
 
 def _can_loop() -> str | None:

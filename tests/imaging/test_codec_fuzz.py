@@ -135,7 +135,9 @@ VALID_SLOT = json.dumps(keys.make_slot(bytes(32), "pw", "r", "passphrase")).enco
     | st.builds(lambda v: json.dumps(v).encode(), json_values)
     | st.builds(
         lambda kdf: json.dumps({**json.loads(VALID_SLOT), "kdf": kdf}).encode(),
-        st.dictionaries(st.sampled_from(["name", "n", "r", "p", "salt"]), json_values),
+        st.dictionaries(
+            st.sampled_from(["name", "memory", "passes", "lanes", "salt"]), json_values
+        ),
     )
 )
 def test_key_slot_parser(data: bytes) -> None:

@@ -1,0 +1,469 @@
+"""`make bench`: Hourglass against the tools a user would pick instead, in one run.
+
+Builds a 3 GB ext4 partition on a loop device holding about 2 GB of real files from /usr,
+drops the page cache before every measurement, and measures first backup, incremental
+backup after ~1% of the data changed, and restore, for Hourglass, Clonezilla's pipeline
+(partclone + zstd), restic and Borg; plus the physical limits (raw read; hash, compression
+and cipher speed) and Hourglass-only figures. Writes bench/results.md, bench/results.json
+and bench/results.png. Needs root (loop devices, mount).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+WORK = HERE / "work"
+GiB = 1024**3
+MiB = 1024**2
+PASSPHRASE = "benchmark passphrase, not a secret"
+
+
+@dataclass
+class Run:
+    tool: str
+    step: str
+    seconds: float
+    rss_kb: int
+    stored: int | None = None
+    note: str = ""
+
+
+@dataclass
+class Results:
+    machine: dict[str, str] = field(default_factory=dict)
+    limits: dict[str, float] = field(default_factory=dict)
+    runs: list[Run] = field(default_factory=list)
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def get(self, tool: str, step: str) -> Run | None:
+        return next((r for r in self.runs if r.tool == tool and r.step == step), None)
+
+
+def sh(*argv: str | Path, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in argv], check=True, capture_output=True, text=True, **kw)  # type: ignore[call-overload]
+
+
+def drop_caches() -> None:
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def timed(tool: str, step: str, command: str, env: dict[str, str] | None = None) -> Run:
+    """Run a shell pipeline under /usr/bin/time -v (peak RSS of the largest process)."""
+    drop_caches()
+    wrapped = f"/usr/bin/time -v -o {WORK}/time.txt bash -o pipefail -c {shlex_quote(command)}"
+    start = time.monotonic()
+    result = subprocess.run(
+        wrapped, shell=True, env={**os.environ, **(env or {})}, capture_output=True, text=True
+    )
+    seconds = time.monotonic() - start
+    if result.returncode != 0:
+        raise SystemExit(f"{tool} {step} failed: {result.stderr[-2000:]}")
+    rss = int(
+        re.search(
+            r"Maximum resident set size \(kbytes\): (\d+)", (WORK / "time.txt").read_text()
+        ).group(1)
+    )  # type: ignore[union-attr]
+    print(f"  {tool:<16} {step:<12} {seconds:7.2f} s  {rss / 1024:7.1f} MB RSS", flush=True)
+    return Run(tool, step, seconds, rss)
+
+
+def shlex_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def loop(image: Path) -> str:
+    return sh("losetup", "--show", "--find", image).stdout.strip()
+
+
+def copy_usr(dest: Path, total: int, seed: int) -> int:
+    """Copy real files from /usr in a fixed order until ``total`` bytes."""
+    files = []
+    for top in ("/usr/lib", "/usr/share", "/usr/bin", "/usr/libexec"):
+        for dirpath, _, names in os.walk(top):
+            for name in sorted(names):
+                p = Path(dirpath) / name
+                if p.is_file() and not p.is_symlink():
+                    files.append(p)
+    random.Random(seed).shuffle(files)
+    written = 0
+    for i, src in enumerate(files):
+        if written >= total:
+            break
+        try:
+            data = src.read_bytes()
+        except OSError:
+            continue
+        target = dest / f"d{i % 97}" / f"{i}-{src.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        written += len(data)
+    return written
+
+
+def change_one_percent(mountpoint: Path, fraction: float = 0.01) -> int:
+    """Rewrite about ``fraction`` of the data: new content in randomly chosen files."""
+    files = sorted(p for p in mountpoint.rglob("*") if p.is_file())
+    rng = random.Random(42)
+    rng.shuffle(files)
+    total = sum(p.stat().st_size for p in files)
+    changed = 0
+    for p in files:
+        if changed >= total * fraction:
+            break
+        size = p.stat().st_size
+        p.write_bytes(rng.randbytes(size))
+        changed += size
+    return changed
+
+
+def limits(device: str, results: Results) -> None:
+    import blake3
+    import zstandard
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    drop_caches()
+    out = sh("dd", f"if={device}", "of=/dev/null", "bs=4M", "iflag=direct").stderr
+    results.limits["raw_read_MBps"] = float(re.search(r"([\d.]+) ([GM])B/s", out).group(1)) * (  # type: ignore[union-attr]
+        1000 if " GB/s" in out else 1
+    )
+    with open(device, "rb") as f:
+        f.seek(512 * MiB)
+        sample = f.read(64 * MiB)
+    blocks = [sample[i : i + 4 * MiB] for i in range(0, len(sample), 4 * MiB)]
+
+    def speed(fn: Callable[[bytes], object]) -> float:
+        start = time.perf_counter()
+        for b in blocks:
+            fn(b)
+        return len(sample) / (time.perf_counter() - start) / 1e6
+
+    key = os.urandom(32)
+    aead = AESGCM(key)
+    z = zstandard.ZstdCompressor(level=3)
+    results.limits["blake3_keyed_MBps_1core"] = speed(lambda b: blake3.blake3(b, key=key).digest())
+    results.limits["zstd3_MBps_1core"] = speed(z.compress)
+    results.limits["aes256gcm_MBps_1core"] = speed(lambda b: aead.encrypt(bytes(12), b, None))
+    results.limits["zstd3_ratio"] = len(sample) / sum(len(z.compress(b)) for b in blocks)
+    for name, value in results.limits.items():
+        print(f"  limit {name:<26} {value:9.1f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=3 * GiB, help="partition size")
+    parser.add_argument("--data", type=int, default=2 * GiB, help="bytes of files to copy")
+    parser.add_argument("--skip-peers", action="store_true", help="Hourglass only")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("make bench needs root (loop devices, mount, drop_caches).")
+    for tool in ("partclone.ext4", "zstd", "restic", "borg", "losetup"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} not found: run `make deps` (Debian packages).")
+    hourglass = str(ROOT / ".venv" / "bin" / "hourglass")
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    results = Results(
+        machine={
+            "cpu": next(
+                (
+                    line.split(":", 1)[1].strip()
+                    for line in open("/proc/cpuinfo")
+                    if line.startswith("model name")
+                ),
+                "?",
+            ),
+            "cores": str(os.cpu_count()),
+            "kernel": os.uname().release,
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+        }
+    )
+    source_img, target_img = WORK / "source.img", WORK / "target.img"
+    for img in (source_img, target_img):
+        with open(img, "wb") as f:
+            f.truncate(args.size)
+    sh("mkfs.ext4", "-q", "-F", source_img)
+    src, dst = loop(source_img), loop(target_img)
+    mnt = WORK / "mnt"
+    mnt.mkdir()
+    env = {
+        "HOURGLASS_PASSPHRASE": PASSPHRASE,
+        "RESTIC_PASSWORD": PASSPHRASE,
+        "BORG_PASSPHRASE": PASSPHRASE,
+        "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
+        "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes",
+    }
+    try:
+        sh("mount", src, mnt)
+        copied = copy_usr(mnt, args.data, seed=1)
+        sh("umount", mnt)
+        results.extra["data_bytes"] = copied
+        print(f"Partition {args.size / GiB:.1f} GiB on {src} with {copied / GiB:.2f} GiB of files")
+        print("Limits:")
+        limits(src, results)
+
+        repos = {name: WORK / name for name in ("hourglass", "partclone", "restic", "borg")}
+        sh(hourglass, "init", repos["hourglass"], env={**os.environ, **env})
+        repos["partclone"].mkdir()
+        peers = not args.skip_peers
+        if peers:
+            sh("restic", "init", "--repo", repos["restic"], env={**os.environ, **env})
+            sh("borg", "init", "-e", "repokey", repos["borg"], env={**os.environ, **env})
+
+        def record(run: Run, repo: Path) -> None:
+            run.stored = du(repo)
+            results.runs.append(run)
+
+        print("First backup:")
+        record(
+            timed(
+                "hourglass",
+                "backup",
+                f"{hourglass} backup --repo {repos['hourglass']} {src} --progress none",
+                env,
+            ),
+            repos["hourglass"],
+        )
+        if peers:
+            record(
+                timed(
+                    "partclone+zstd",
+                    "backup",
+                    f"partclone.ext4 -c -s {src} -o - -q 2>/dev/null | zstd -T0 -3 -q -o {repos['partclone']}/1.zst",
+                ),
+                repos["partclone"],
+            )
+            record(
+                timed(
+                    "restic",
+                    "backup",
+                    f"restic backup -q --repo {repos['restic']} --stdin --stdin-filename part.img < {src}",
+                    env,
+                ),
+                repos["restic"],
+            )
+            record(
+                timed(
+                    "borg",
+                    "backup",
+                    f"borg create --read-special --compression zstd,3 {repos['borg']}::one {src}",
+                    env,
+                ),
+                repos["borg"],
+            )
+
+        sh("mount", src, mnt)
+        changed = change_one_percent(mnt)
+        sh("umount", mnt)
+        results.extra["changed_bytes"] = changed
+        print(f"Changed {changed / MiB:.1f} MiB of files; incremental backup:")
+        before = {name: du(path) for name, path in repos.items()}
+        record(
+            timed(
+                "hourglass",
+                "incremental",
+                f"{hourglass} backup --repo {repos['hourglass']} {src} --progress none",
+                env,
+            ),
+            repos["hourglass"],
+        )
+        if peers:
+            record(
+                timed(
+                    "restic",
+                    "incremental",
+                    f"restic backup -q --repo {repos['restic']} --stdin --stdin-filename part.img < {src}",
+                    env,
+                ),
+                repos["restic"],
+            )
+            record(
+                timed(
+                    "borg",
+                    "incremental",
+                    f"borg create --read-special --compression zstd,3 {repos['borg']}::two {src}",
+                    env,
+                ),
+                repos["borg"],
+            )
+        for run in results.runs:
+            if run.step == "incremental" and run.stored is not None:
+                run.note = f"grew {(run.stored - before[run.tool]) / MiB:.1f} MiB"
+                results.extra[f"{run.tool}_incremental_growth"] = run.stored - before[run.tool]
+
+        print("Restore to a second loop device:")
+        results.runs.append(
+            timed(
+                "hourglass",
+                "restore",
+                f"{hourglass} restore --repo {repos['hourglass']} latest {dst} --yes --progress none",
+                env,
+            )
+        )
+        results.runs.append(
+            timed(
+                "hourglass",
+                "restore-noverify",
+                f"{hourglass} restore --repo {repos['hourglass']} latest {dst} --yes --no-verify --progress none",
+                env,
+            )
+        )
+        if peers:
+            results.runs.append(
+                timed(
+                    "partclone+zstd",
+                    "restore",
+                    f"zstd -d -c -q {repos['partclone']}/1.zst | partclone.ext4 -r -s - -o {dst} -q 2>/dev/null",
+                )
+            )
+            results.runs.append(
+                timed(
+                    "restic",
+                    "restore",
+                    f"restic dump -q --repo {repos['restic']} latest part.img > {dst}",
+                    env,
+                )
+            )
+            results.runs.append(
+                timed("borg", "restore", f"borg extract --stdout {repos['borg']}::two > {dst}", env)
+            )
+        sh("e2fsck", "-fn", dst)
+
+        print("Hourglass alone:")
+        sparse = WORK / "sparse.img"
+        with open(sparse, "wb") as f:
+            f.truncate(2 * 1024 * GiB)
+            f.seek(1000 * GiB)
+            f.write(os.urandom(64 * MiB))
+        sparse_repo = WORK / "sparse-repo"
+        sh(hourglass, "init", sparse_repo, "--encryption", "none")
+        run = timed(
+            "hourglass",
+            "2TiB-sparse",
+            f"{hourglass} backup --repo {sparse_repo} {sparse} --progress none",
+            env,
+        )
+        results.extra["sparse_2tib_rss_mb"] = run.rss_kb / 1024
+        results.extra["sparse_2tib_seconds"] = run.seconds
+        extra_hourglass(hourglass, repos["hourglass"], env, results)
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+        subprocess.run(["losetup", "-d", src, dst], capture_output=True)
+    write_results(results)
+    return 0
+
+
+def extra_hourglass(hourglass: str, repo: Path, env: dict[str, str], results: Results) -> None:
+    """File-level figures, when this build has `hourglass files`."""
+    if "files" not in sh(hourglass, "--help").stdout:
+        print("  (hourglass files is not available: skipping file-level figures)")
+        return
+    run = timed("hourglass", "first-listing", f"{hourglass} files ls --repo {repo} latest /", env)
+    results.extra["first_listing_seconds"] = run.seconds
+
+
+def ratio(results: Results, step: str, peer: str) -> str:
+    ours, theirs = results.get("hourglass", step), results.get(peer, step)
+    if not ours or not theirs:
+        return "-"
+    return f"{theirs.seconds / ours.seconds:.2f}x"
+
+
+def write_results(results: Results) -> None:
+    (HERE / "results.json").write_text(json.dumps(asdict(results), indent=1))
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Machine: {results.machine.get('cpu')}, {results.machine.get('cores')} cores, kernel "
+        f"{results.machine.get('kernel')}; run {results.machine.get('date')}. "
+        f"Data: {results.extra.get('data_bytes', 0) / GiB:.2f} GiB of files from /usr on a "
+        "3 GiB ext4 loop device; page cache dropped before every measurement.",
+        "",
+        "## Limits",
+        "",
+        "| what | value |",
+        "|---|---|",
+        *[f"| {k} | {v:.1f} |" for k, v in results.limits.items()],
+        "",
+        "## Runs",
+        "",
+        "| tool | step | seconds | peak RSS MB | repository bytes | note |",
+        "|---|---|---:|---:|---:|---|",
+        *[
+            f"| {r.tool} | {r.step} | {r.seconds:.2f} | {r.rss_kb / 1024:.0f} | "
+            f"{r.stored if r.stored is not None else ''} | {r.note} |"
+            for r in results.runs
+        ],
+        "",
+        "## Ratios (how many times faster Hourglass is; > 1 is better)",
+        "",
+        "| step | vs partclone+zstd | vs restic | vs Borg |",
+        "|---|---:|---:|---:|",
+        *[
+            f"| {step} | {ratio(results, step, 'partclone+zstd')} | {ratio(results, step, 'restic')} | "
+            f"{ratio(results, step, 'borg')} |"
+            for step in ("backup", "incremental", "restore")
+        ],
+        "",
+        "## Hourglass alone",
+        "",
+        *[
+            f"- {k}: {v:.2f}" if isinstance(v, float) else f"- {k}: {v}"
+            for k, v in results.extra.items()
+        ],
+        "",
+    ]
+    ours = results.get("hourglass", "backup")
+    pc = results.get("partclone+zstd", "backup")
+    if ours and pc and ours.stored and pc.stored:
+        lines.insert(-1, f"- stored size vs partclone+zstd: {ours.stored / pc.stored:.3f}x")
+    (HERE / "results.md").write_text("\n".join(lines))
+    chart(results)
+    print(f"Wrote {HERE / 'results.md'}")
+
+
+def chart(results: Results) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing: no chart (pip install '.[bench]')")
+        return
+    steps = ["backup", "incremental", "restore"]
+    tools = ["hourglass", "partclone+zstd", "restic", "borg"]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.2
+    for i, tool in enumerate(tools):
+        values = [(r.seconds if (r := results.get(tool, s)) else 0) for s in steps]
+        ax.bar([x + i * width for x in range(len(steps))], values, width, label=tool)
+    ax.set_xticks([x + 1.5 * width for x in range(len(steps))], steps)
+    ax.set_ylabel("seconds (lower is better)")
+    ax.set_title("3 GiB ext4 partition, 2 GiB of files")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(HERE / "results.png", dpi=100)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
