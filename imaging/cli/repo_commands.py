@@ -141,6 +141,13 @@ def report_restore(result: RestoreResult, args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     repo = open_repo(args)
+    # The reader lease covers choosing the snapshot too: a forget and gc racing us cannot
+    # take its index or chunks away between choosing and reading.
+    with repo.reader():
+        return _restore(repo, args)
+
+
+def _restore(repo: Repository, args: argparse.Namespace) -> int:
     selector, partition = selectors.split_partition(args.snapshot)
     snapshot = selectors.select(repo.snapshots(), selector, source=args.source)
     handler = RESTORE_HANDLERS.get(snapshot.kind)

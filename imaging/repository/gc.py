@@ -139,13 +139,14 @@ def collect(repo: Repository) -> GcResult:
 def _clean_orphans(repo: Repository, result: GcResult) -> None:
     """Index directories of backups that never committed, and stale temporary files."""
     committed = set(repo.snapshot_ids())
-    writers = leases.live_leases(repo.path / "leases", ("writer",))
+    running = leases.live_leases(repo.path / "leases", ("writer", "reader"))
+    writers = [lease for lease in running if lease.kind == "writer"]
     now = time.time()
     for directory in (repo.path / "indexes").iterdir():
         if directory.name in committed:
             continue
-        if writers and now - directory.stat().st_mtime < STALE_INDEX_AGE:
-            continue  # possibly a running backup's
+        if running and now - directory.stat().st_mtime < STALE_INDEX_AGE:
+            continue  # a running backup's, or a forgotten snapshot a restore still reads
         shutil.rmtree(directory, ignore_errors=True)
         result.orphan_indexes += 1
     for path in (repo.path / "tmp").iterdir():

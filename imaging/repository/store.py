@@ -7,7 +7,6 @@ import errno
 import json
 import os
 import secrets
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -350,12 +349,12 @@ class Repository:
         return Snapshot(manifest)
 
     def delete_snapshot(self, snapshot_id: str) -> None:
-        """Remove a snapshot: the manifest first (the commit point), then its indexes."""
+        """Remove a snapshot's manifest (the commit point of a deletion). Its indexes stay
+        until gc, which removes them when no restore or mount that may still read them runs."""
         path = self.path / "snapshots" / f"{snapshot_id}.snap"
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         fsync_dir(path.parent)
-        shutil.rmtree(self.path / "indexes" / snapshot_id, ignore_errors=True)
 
     def new_snapshot_id(self) -> str:
         return secrets.token_hex(16)

@@ -1,0 +1,171 @@
+"""Kills, concurrent writers, gc and forget racing backups and restores."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from imaging.backup import backup_path
+from imaging.repository import gc
+from imaging.repository.store import Repository
+from imaging.repository.verify import verify
+from imaging.restore import restore_snapshot
+from tests.conftest import PASSPHRASE
+from tests.support import MiB, write_random_image
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
+
+KILLS = 20
+
+
+def cli(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "imaging.cli.main", *argv]
+
+
+def test_sigkill_at_twenty_random_moments(tmp_path: Path) -> None:
+    repo = Repository.init(tmp_path / "repo", passphrase=PASSPHRASE)
+    source = tmp_path / "source.img"
+    write_random_image(source, 96 * MiB, zero_every=4)
+    env = {**os.environ, "HOURGLASS_PASSPHRASE": PASSPHRASE}
+    rng = random.Random(2026)
+    outcomes = {"killed before commit": 0, "finished before the kill": 0}
+    for round_ in range(KILLS):
+        # Vary the source a little each round so every run has new chunks to write.
+        with open(source, "r+b") as f:
+            f.seek(rng.randrange(0, 64) * MiB)
+            f.write(os.urandom(32 * MiB))
+        before = set(repo.snapshot_ids())
+        child = subprocess.Popen(
+            cli("backup", "--repo", str(repo.path), str(source)),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(0.05, 0.8))
+        child.send_signal(signal.SIGKILL)
+        code = child.wait()
+        repo = Repository.open(repo.path, PASSPHRASE)
+        new = set(repo.snapshot_ids()) - before
+        outcomes["finished before the kill" if new else "killed before commit"] += 1
+        assert code in (0, -signal.SIGKILL), round_
+        for snapshot_id in new:  # a listed snapshot must restore identically
+            snapshot = repo.load_snapshot(snapshot_id)
+            out = tmp_path / "check.img"
+            restore_snapshot(repo, snapshot, out)
+        report = verify(repo, read_data=True)
+        assert report.ok, [d.describe() for d in report.damage]
+    assert outcomes["killed before commit"] >= 10, outcomes
+    final = backup_path(repo, source)
+    out = tmp_path / "final.img"
+    restore_snapshot(repo, final, out)
+    assert out.read_bytes() == source.read_bytes()
+
+
+def test_two_backups_at_once(tmp_path: Path) -> None:
+    repo_path = tmp_path / "repo"
+    Repository.init(repo_path, passphrase=PASSPHRASE)
+    sources = []
+    for i in range(2):
+        path = tmp_path / f"s{i}.img"
+        write_random_image(path, 64 * MiB, seed=i, zero_every=0)
+        sources.append(path)
+    shared = os.urandom(8 * MiB)  # both write these blocks at the same time
+    for path in sources:
+        with open(path, "r+b") as f:
+            f.write(shared)
+    env = {**os.environ, "HOURGLASS_PASSPHRASE": PASSPHRASE}
+    children = [
+        subprocess.Popen(cli("backup", "--repo", str(repo_path), str(p)), env=env) for p in sources
+    ]
+    assert [c.wait() for c in children] == [0, 0]
+    repo = Repository.open(repo_path, PASSPHRASE)
+    snapshots = repo.snapshots()
+    assert len(snapshots) == 2
+    for snapshot in snapshots:
+        out = tmp_path / "out.img"
+        restore_snapshot(repo, snapshot, out)
+        assert out.read_bytes() == Path(snapshot.source).read_bytes()
+    assert verify(repo, read_data=True).ok
+
+
+def test_gc_while_a_backup_runs(tmp_path: Path) -> None:
+    """gc runs in a loop while a backup that shares chunks with a forgotten snapshot runs."""
+    repo = Repository.init(tmp_path / "repo", passphrase=PASSPHRASE)
+    source = tmp_path / "s.img"
+    write_random_image(source, 128 * MiB, zero_every=0)
+    old = backup_path(repo, source)
+    repo.delete_snapshot(old.id)  # its chunks are now garbage, but the next backup needs them
+    for entry in repo.iter_chunk_files():
+        os.utime(entry.path, (time.time() - 7200, time.time() - 7200))
+    stop = threading.Event()
+    gc_runs = []
+
+    def collector() -> None:
+        collector_repo = Repository.open(repo.path, PASSPHRASE)
+        while not stop.is_set():
+            try:
+                gc_runs.append(gc.collect(collector_repo))
+            except Exception as e:  # Busy is impossible: one collector
+                gc_runs.append(e)  # type: ignore[arg-type]
+                raise
+
+    thread = threading.Thread(target=collector)
+    thread.start()
+    try:
+        env = {**os.environ, "HOURGLASS_PASSPHRASE": PASSPHRASE}
+        subprocess.run(cli("backup", "--repo", str(repo.path), str(source)), env=env, check=True)
+    finally:
+        stop.set()
+        thread.join()
+    assert gc_runs, "gc never ran"
+    final = gc.collect(repo)  # the backup has finished: trash is settled
+    assert final.waiting_batches == 0
+    (snapshot,) = repo.snapshots()
+    assert verify(repo, read_data=True).ok
+    out = tmp_path / "out.img"
+    restore_snapshot(repo, snapshot, out)
+    assert out.read_bytes() == source.read_bytes()
+
+
+def test_forget_and_gc_while_a_restore_runs(tmp_path: Path) -> None:
+    repo = Repository.init(tmp_path / "repo", passphrase=PASSPHRASE)
+    source = tmp_path / "s.img"
+    write_random_image(source, 160 * MiB, zero_every=0)
+    snapshot = backup_path(repo, source)
+    out = tmp_path / "out.img"
+    env = {**os.environ, "HOURGLASS_PASSPHRASE": PASSPHRASE}
+    child = subprocess.Popen(
+        cli(
+            "restore",
+            "--repo",
+            str(repo.path),
+            snapshot.id,
+            str(out),
+            "--yes",
+            "--progress",
+            "none",
+        ),
+        env=env,
+    )
+    deadline = time.monotonic() + 30
+    while not list((repo.path / "leases").glob("*.json")):  # the restore is under way
+        assert time.monotonic() < deadline and child.poll() is None
+        time.sleep(0.01)
+    repo.delete_snapshot(snapshot.id)
+    for entry in repo.iter_chunk_files():
+        os.utime(entry.path, (time.time() - 7200, time.time() - 7200))
+    during = gc.collect(repo)
+    assert child.wait() == 0
+    assert out.read_bytes() == source.read_bytes()
+    if child.returncode == 0 and during.trashed:
+        assert during.waiting_batches == 1  # the restore's lease held the batch
+    gc.collect(repo)
+    assert sum(1 for _ in repo.iter_chunk_files()) == 0
