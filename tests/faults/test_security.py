@@ -71,7 +71,9 @@ def test_wrong_passphrase_output_does_not_echo_it(tmp_path: Path) -> None:
 
 def test_no_command_takes_a_passphrase_value() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "imaging.cli.main", "backup", "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "imaging.cli.main", "backup", "--help"],
+        capture_output=True,
+        text=True,
     )
     assert "--passphrase-file" in result.stdout
     assert "--passphrase " not in result.stdout and "--passphrase=" not in result.stdout
@@ -81,7 +83,7 @@ def test_nonces_never_repeat(repo: Repository, tmp_path: Path) -> None:
     source = tmp_path / "s.img"
     write_random_image(source, 200 * MiB, zero_every=0)
     backup_path(repo, source)
-    for i in range(3):
+    for _ in range(3):
         backup_path(repo, source)  # manifests under the same key too
     nonces = []
     for entry in repo.iter_chunk_files():

@@ -1,0 +1,1 @@
+"""Unattended runs: orders from kernel parameters or a config file, one result line."""

@@ -1,0 +1,178 @@
+"""Orders for an unattended run: kernel parameters or a config file with the same keys.
+
+    hourglass.run=backup|restore|verify|files-restore
+    hourglass.source=  hourglass.target=   (device path, /dev/disk/by-id/..., or serial)
+    hourglass.repo=    LABEL=x:/path | UUID=x:/path | /dev/...:/path | nfs://host/export/path
+                       | smb://host/share/path | http(s)://... (read-only, restores)
+    hourglass.snapshot=latest|ID|YYYY-MM-DDTHH:MM:SS
+    hourglass.passphrase_file=   (same location forms as the repository)
+    hourglass.after=poweroff|reboot|shell|ui
+    hourglass.config=  (a file on a drive in the location forms above, or an http(s) URL)
+
+Additions of ours: hourglass.grow=1 and hourglass.new_ids=1 (restore), hourglass.paths=a,b
+and hourglass.to= (files-restore), hourglass.partition=N, hourglass.read_data=1 (verify),
+hourglass.credentials= (a file with username=/password= lines for smb://).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+
+from imaging.errors import UsageError
+
+RUNS = ("backup", "restore", "verify", "files-restore")
+AFTER = ("poweroff", "reboot", "shell", "ui")
+PREFIX = "hourglass."
+KNOWN = {
+    "run",
+    "source",
+    "target",
+    "repo",
+    "snapshot",
+    "passphrase_file",
+    "after",
+    "config",
+    "grow",
+    "new_ids",
+    "paths",
+    "to",
+    "partition",
+    "read_data",
+    "credentials",
+}
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a repository or a file lives, before it is mounted."""
+
+    kind: str  # label, uuid, device, nfs, smb, http, path
+    where: str  # the label, uuid, device, host/export or URL
+    path: str  # the path inside it ("/" for its root)
+
+    def describe(self) -> str:
+        if self.kind in ("label", "uuid"):
+            return f"{self.kind.upper()}={self.where}:{self.path}"
+        if self.kind == "device":
+            return f"{self.where}:{self.path}"
+        return self.where if self.kind in ("nfs", "smb", "http") else self.path
+
+
+_URL = re.compile(r"^(nfs|smb|https?)://[^/\s]+(/\S*)?$")
+
+
+def parse_location(text: str, *, key: str = "repo") -> Location:
+    """``LABEL=x:/path``, ``UUID=x:/path``, ``/dev/sdb1:/path``, a URL or a plain path."""
+    text = text.strip()
+    m = re.match(r"^(LABEL|UUID)=([^:]+)(?::(/.*))?$", text)
+    if m:
+        return Location(m.group(1).lower(), m.group(2), m.group(3) or "/")
+    m = re.match(r"^(/dev/[^:]+)(?::(/.*))?$", text)
+    if m:
+        return Location("device", m.group(1), m.group(2) or "/")
+    if _URL.match(text):
+        scheme = text.split("://", 1)[0]
+        return Location("http" if scheme.startswith("http") else scheme, text, "/")
+    if text.startswith("/"):
+        return Location("path", "", text)
+    raise UsageError(
+        f"hourglass.{key}={text!r} is not a location I understand.",
+        "Use LABEL=x:/path, UUID=x:/path, /dev/sdX1:/path, nfs://host/export/path, "
+        "smb://host/share/path or http(s)://...",
+    )
+
+
+@dataclass(frozen=True)
+class Orders:
+    run: str
+    repo: Location | None
+    source: str = ""
+    target: str = ""
+    snapshot: str = "latest"
+    passphrase_file: Location | None = None
+    after: str = "ui"
+    grow: bool = False
+    new_ids: bool = False
+    paths: tuple[str, ...] = ()
+    to: str = ""
+    partition: int | None = None
+    read_data: bool = False
+    credentials: Location | None = None
+    unknown: tuple[str, ...] = field(default_factory=tuple)
+
+
+def parse_cmdline(text: str) -> dict[str, str]:
+    """The ``hourglass.*`` keys of a kernel command line (quotes allowed, last one wins)."""
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        words = text.split()
+    result = {}
+    for word in words:
+        if word.startswith(PREFIX) and "=" in word:
+            key, value = word[len(PREFIX) :].split("=", 1)
+            result[key] = value
+    return result
+
+
+def parse_config(text: str) -> dict[str, str]:
+    """A config file: ``key=value`` per line (``hourglass.`` prefix optional), # comments."""
+    result = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "=" not in line:
+            raise UsageError(f"Line {number} of the config file is not key=value: {raw!r}.")
+        key, value = line.split("=", 1)
+        key = key.strip().removeprefix(PREFIX)
+        result[key] = value.strip().strip('"').strip("'")
+    return result
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "yes", "true", "on")
+
+
+def orders_from(keys: dict[str, str]) -> Orders:
+    """Validate the keys; a mistake names the key and what it accepts."""
+    run = keys.get("run", "")
+    if run not in RUNS:
+        raise UsageError(f"hourglass.run={run!r}: expected one of {', '.join(RUNS)}.")
+    after = keys.get("after", "ui")
+    if after not in AFTER:
+        raise UsageError(f"hourglass.after={after!r}: expected one of {', '.join(AFTER)}.")
+    repo = parse_location(keys["repo"]) if keys.get("repo") else None
+    if repo is None:
+        raise UsageError("hourglass.repo is missing: where is the repository?")
+    if repo.kind == "http" and run == "backup":
+        raise UsageError("An http(s) repository is read-only: it can serve restores, not backups.")
+    partition = keys.get("partition")
+    if partition is not None and not partition.isdigit():
+        raise UsageError(f"hourglass.partition={partition!r} is not a partition number.")
+    paths = tuple(p for p in keys.get("paths", "").split(",") if p)
+    if run == "files-restore" and (not paths or not keys.get("to")):
+        raise UsageError("files-restore needs hourglass.paths=a,b and hourglass.to=LOCATION.")
+    return Orders(
+        run=run,
+        repo=repo,
+        source=keys.get("source", ""),
+        target=keys.get("target", ""),
+        snapshot=keys.get("snapshot", "latest") or "latest",
+        passphrase_file=parse_location(keys["passphrase_file"], key="passphrase_file")
+        if keys.get("passphrase_file")
+        else None,
+        after=after,
+        grow=_flag(keys.get("grow")),
+        new_ids=_flag(keys.get("new_ids")),
+        paths=paths,
+        to=keys.get("to", ""),
+        partition=int(partition) if partition else None,
+        read_data=_flag(keys.get("read_data")),
+        credentials=parse_location(keys["credentials"], key="credentials")
+        if keys.get("credentials")
+        else None,
+        unknown=tuple(sorted(set(keys) - KNOWN)),
+    )
