@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from imaging import passphrase, plans, selectors
@@ -16,7 +17,7 @@ from imaging.repository import gc as gc_module
 from imaging.repository import keys as key_module
 from imaging.repository import stats
 from imaging.repository.store import Repository, Snapshot
-from imaging.repository.verify import summary_line, verify
+from imaging.repository.verify import VerifyReport, summary_line, verify, verify_keyless
 from imaging.restore import RestoreOptions, RestoreResult, restore_snapshot
 from imaging.targets import describe_target
 from imaging.units import human_duration, human_size, parse_duration
@@ -182,6 +183,10 @@ RESTORE_HANDLERS: dict[str, Any] = {}
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.keyless:
+        report = verify_keyless(Path(repo_path(args)), progress=reporter_for(args.progress))
+        print(f"Checked {report.checked} stored files without the key.")
+        return _print_damage(report)
     repo = open_repo(args)
     selected = None
     scope = "*"
@@ -218,6 +223,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print("Continued where the previous time-boxed verify stopped.")
         if not report.complete:
             print("Time is up; run the same command again to continue where this one stopped.")
+    return _print_damage(report, quiet=args.json)
+
+
+def _print_damage(report: VerifyReport, *, quiet: bool = False) -> int:
+    if not quiet:
         for damage in report.damage:
             print(f"DAMAGED {damage.describe()}")
     if not report.ok:
@@ -390,6 +400,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("snapshot", nargs="?", metavar="SNAPSHOT")
     p.add_argument("--read-data", action="store_true", help="read and authenticate every chunk")
     p.add_argument("--max-time", metavar="DURATION", help="stop after this long; resume next time")
+    p.add_argument(
+        "--keyless", action="store_true", help="only check stored checksums (needs no passphrase)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_verify)
 

@@ -214,3 +214,17 @@ def test_holes_of_a_sparse_file_are_not_read(repo: Repository, tmp_path: Path) -
         a.seek(120 * MiB)
         b.seek(120 * MiB)
         assert a.read(8 * MiB) == b.read(8 * MiB)
+
+
+def test_keyless_verify_finds_bit_rot_without_the_passphrase(
+    repo: Repository, source: Path
+) -> None:
+    from imaging.repository.verify import verify_keyless
+
+    snapshot = backup_path(repo, source)
+    assert verify_keyless(repo.path).ok
+    flip_byte(chunk_files(repo)[1], 100)
+    flip_byte(repo.index_path(snapshot.id, "data"), 60)
+    report = verify_keyless(repo.path)
+    assert len(report.damage) == 2
+    assert any("indexes" in d.what for d in report.damage)
