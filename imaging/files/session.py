@@ -246,7 +246,7 @@ class Mounted:
 
 def server_argv() -> list[str]:
     if getattr(sys, "frozen", False):  # PyInstaller: the binary is `hourglass` itself
-        return [sys.executable, "files", "_serve"]
+        return [sys.executable, "files", "_serve", "--"]
     return [sys.executable, "-m", "imaging.files.server"]
 
 
