@@ -15,7 +15,8 @@ KERNEL = {
     "ext4": ("ext4", "ro,noload"),
     # nouuid: two snapshots of one xfs filesystem can be mounted at once.
     "xfs": ("xfs", "ro,norecovery,nouuid"),
-    "btrfs": ("btrfs", "ro,nologreplay"),
+    # rescue=nologreplay (Linux 5.9+); the bare `nologreplay` is gone from recent kernels.
+    "btrfs": ("btrfs", "ro,rescue=nologreplay"),
     "vfat": ("vfat", "ro"),
     "exfat": ("exfat", "ro"),
     "hfsplus": ("hfsplus", "ro"),
@@ -23,7 +24,9 @@ KERNEL = {
     "squashfs": ("squashfs", "ro"),
 }
 
-# FUSE drivers read the view file directly (no loop device needed).
+# FUSE drivers read the view file directly, except exfat-fuse, which insists on a block
+# device (it mounts as fuseblk): it gets a read-only loop device like the kernel drivers.
+FUSE_NEEDS_BLOCK_DEVICE = {"exfat"}
 FUSE = {
     "ntfs": ["ntfs-3g", "-o", "ro"],
     "vfat": ["fusefat", "-o", "ro"],
@@ -46,7 +49,7 @@ class Driver:
 
     @property
     def needs_loop(self) -> bool:
-        return self.kernel is not None
+        return self.kernel is not None or self.fstype in FUSE_NEEDS_BLOCK_DEVICE
 
     def describe(self) -> str:
         if self.kernel:

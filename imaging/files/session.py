@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -402,18 +403,20 @@ class Session:
         self.state.mounts.append(record)
         self.state.save()
         try:
-            if driver.kernel is not None:
+            device = str(view)
+            if driver.needs_loop:
                 out = run(["losetup", "--read-only", "--find", "--show", str(view)])
-                record.loop = out.stdout.decode().strip()
+                device = record.loop = out.stdout.decode().strip()
                 self.state.save()
-                argv = ["mount", "-t", driver.kernel, "-o", driver.options, record.loop]
+            if driver.kernel is not None:
+                argv = ["mount", "-t", driver.kernel, "-o", driver.options, device]
             else:
-                argv = [*driver.fuse, str(view)]
+                argv = [*driver.fuse, device]
             result = run([*argv, str(mountpoint)], check=False)
             if result.returncode != 0 or not is_mounted(mountpoint):
                 reason = _mount_failure(result, record.loop)
                 raise HourglassError(
-                    f"Cannot mount {what} ({fstype}) read-only: {reason}",
+                    f"Cannot mount {what}, {fstype}, read-only: {reason}.",
                     "The filesystem in the snapshot may be damaged.",
                 )
         except BaseException:
@@ -480,9 +483,9 @@ def _mount_failure(result: subprocess.CompletedProcess[bytes], loop: str | None)
     lines = (result.stderr or b"").decode(errors="replace").strip().splitlines()
     reason = lines[-1] if lines else f"exit code {result.returncode}"
     if loop:
-        name = os.path.basename(loop)
+        name = re.compile(rf"\b{re.escape(os.path.basename(loop))}\b")
         kernel = run(["dmesg"], check=False).stdout.decode(errors="replace").splitlines()
-        mine = [line.split("]", 1)[-1].strip() for line in kernel if f"({name})" in line]
+        mine = [line.split("]", 1)[-1].strip() for line in kernel[-40:] if name.search(line)]
         if mine:
-            reason += f" (kernel: {mine[-1]})"
+            reason = f"{mine[-1]} ({reason})"
     return reason
