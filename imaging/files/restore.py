@@ -290,12 +290,15 @@ class _Copier:
     def _copy_children(
         self, sfd: int, dfd: int, dest_parts: list[str], src_parts: list[str]
     ) -> None:
+        names = []
         try:
-            names = sorted(entry.name for entry in os.scandir(sfd))
+            # The kernel itself refuses a name holding "/" with EIO (verify_dirent_name):
+            # what was listed before it still restores.
+            for entry in os.scandir(sfd):
+                names.append(entry.name)
         except OSError as e:
-            self._damaged_entry(paths.display(src_parts), e)
-            return
-        for child in names:
+            self._damaged_entry(paths.display(src_parts), e, listing=True)
+        for child in sorted(names):
             self._copy(sfd, child, dfd, dest_parts, src_parts)
 
     # --- names in DEST ----------------------------------------------------------------------
@@ -504,15 +507,19 @@ class _Copier:
         self.result.restored += 1
         return True
 
-    def _damaged_entry(self, shown: str, error: OSError) -> None:
+    def _damaged_entry(self, shown: str, error: OSError, *, listing: bool = False) -> None:
         if error.errno != errno.EIO:
             raise HourglassError(
                 f"Cannot read {printable(shown)} in the snapshot: {error.strerror}."
             )
         chunks = sorted({d.chunk for d in self.browser.session.damage()})
-        self.result.damaged.append(
-            DamagedFile(shown, [], chunks, "its metadata cannot be read (damaged chunk)")
-        )
+        if listing:
+            reason = "its listing stops at an entry that cannot be read " + (
+                "(damaged chunk)" if chunks else "(a damaged or invalid name)"
+            )
+        else:
+            reason = "its metadata cannot be read (damaged chunk)"
+        self.result.damaged.append(DamagedFile(shown, [], chunks, reason))
 
     def _warn(self, key: str, message: str) -> None:
         if key not in self._warned:

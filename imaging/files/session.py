@@ -52,7 +52,14 @@ def start_time(pid: int) -> str | None:
 
 
 def alive(pid: int | None, started: str | None) -> bool:
-    return pid is not None and start_time(pid) is not None and start_time(pid) == started
+    """Is ``pid`` still the process that started at ``started`` (a zombie is not alive)?"""
+    if pid is None:
+        return False
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    except OSError:
+        return False
+    return fields[0] not in ("Z", "X") and fields[19] == started
 
 
 def _unescape(path: str) -> str:
