@@ -214,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
             negative_timeout=0,
         )
     cache.close()
-    return 0
+    # Leave at once: the stdin watcher thread is blocked in a read, and a normal interpreter
+    # shutdown would wait on it (a second, and a fatal error about the stdin lock).
+    logging.shutdown()
+    os._exit(0)
 
 
 if __name__ == "__main__":
