@@ -77,6 +77,20 @@ def mount_points() -> set[str]:
     return {_unescape(line.split()[4]) for line in text.splitlines() if line}
 
 
+def mounts_of(device: str) -> list[str]:
+    """Mount points whose source is ``device`` (found even when the directory was renamed)."""
+    try:
+        text = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return []
+    result = []
+    for line in text.splitlines():
+        fields = line.split()
+        if " - " in line and fields[fields.index("-") + 2] == device:
+            result.append(_unescape(fields[4]))
+    return result
+
+
 def is_mounted(path: str | Path) -> bool:
     return str(path) in mount_points()
 
@@ -163,9 +177,16 @@ def unmount(mountpoint: str, *, lazy: bool) -> None:
     _quiet(["umount", "-l", mountpoint])
 
 
+def serves(loop: str | None, view: str) -> bool:
+    """Does ``loop`` still serve ``view`` (loop numbers are reused)? Once the FUSE directory
+    is detached, the kernel names the backing file relative to it: ``/<snapshot>.<image>``."""
+    backing = loop_backing(loop) if loop else None
+    return backing is not None and backing in (view, "/" + os.path.basename(view))
+
+
 def detach_loop(loop: str | None, view: str) -> None:
-    """Detach ``loop`` if it still serves ``view`` (the number may have been reused)."""
-    if loop and loop_backing(loop) == view:
+    """Detach ``loop`` if it still serves ``view``."""
+    if loop and serves(loop, view):
         _quiet(["losetup", "-d", loop])
 
 
@@ -177,6 +198,9 @@ def teardown_recorded(path: Path, *, unmount_server: bool = True) -> None:
         return
     for record in reversed(state.mounts):
         unmount(record.mountpoint, lazy=True)
+        if record.loop and serves(record.loop, record.view):
+            for elsewhere in mounts_of(record.loop):  # the mount point was moved or renamed
+                unmount(elsewhere, lazy=True)
         detach_loop(record.loop, record.view)
         if Path(record.mountpoint).parent == state.directory:
             with contextlib.suppress(OSError):
