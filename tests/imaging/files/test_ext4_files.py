@@ -7,6 +7,7 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -283,3 +284,39 @@ def test_killed_owner_is_cleaned_up(tmp_path: Path, repo: Repository) -> None:
     assert str(mounted.path) in cleaned
     assert not is_mounted(mounted.path)
     assert not directory.exists()
+
+
+def test_server_tears_down_when_its_owner_is_killed(tmp_path: Path) -> None:
+    image = make_fs("ext4", tmp_path / "o.img")
+    repo = Repository.init(tmp_path / "repo", encryption="none")
+    backup_path(repo, image)
+    ready = tmp_path / "ready"
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from imaging.repository.store import Repository\n"
+        "from imaging.files.browse import SnapshotBrowser\n"
+        f"repo = Repository.open({str(repo.path)!r})\n"
+        "browser = SnapshotBrowser(repo, 'latest')\n"
+        "browser.open()\n"
+        f"Path({str(ready)!r}).write_text(browser.root)\n"
+        "time.sleep(60)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        for _ in range(200):
+            if ready.exists():
+                break
+            time.sleep(0.05)
+        root = ready.read_text()
+        assert is_mounted(root)
+        owner.kill()
+        owner.wait()
+        for _ in range(100):  # the server sees its stdin close and unmounts what is on top
+            if not is_mounted(root):
+                break
+            time.sleep(0.05)
+        assert not is_mounted(root)
+    finally:
+        owner.kill()
+        session_module.cleanup_stale()
