@@ -25,7 +25,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imaging.errors import HourglassError, UsageError
+from imaging.errors import HourglassError, NoSpace, UsageError
 from imaging.files import paths
 from imaging.files.browse import SnapshotBrowser, printable
 from imaging.progress import Meter, ProgressCallback, no_progress
@@ -242,6 +242,12 @@ class _Copier:
             if e.errno in (errno.EIO,):
                 self._damaged_entry(shown, e)
                 return
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise NoSpace(
+                    f"{printable(self.result.dest)} is full: {printable(shown)} could not be "
+                    f"restored ({self.result.restored} item(s) were).",
+                    "Restore to a larger drive, or fewer files at a time.",
+                ) from None
             raise HourglassError(
                 f"Cannot restore {printable(shown)} to {printable(self.result.dest)}: {e.strerror}."
             ) from None
@@ -468,8 +474,9 @@ class _Copier:
             try:
                 value = os.getxattr(src_fd, attr)
                 os.setxattr(dst_fd, attr, value)
-            except OSError as e:
-                self._unsupported(f"xattr {attr}", e)
+            except OSError as e:  # never fatal: the data matters more than an attribute
+                reason = e.strerror or str(e)
+                self._warn(f"xattr {attr}", f"extended attribute {attr} not restored ({reason})")
 
     def _unsupported(self, what: str, error: OSError) -> None:
         if error.errno not in UNSUPPORTED:
