@@ -420,6 +420,8 @@ class Session:
         driver = fstypes.driver_for(fstype)
         if driver is None:
             raise UsageError(f"{what} holds {fstype}, which this system cannot mount.")
+        if fstype == "btrfs":
+            _check_btrfs_copy(view, what)
         if mountpoint is None:
             self._count += 1
             mountpoint = self.state.directory / f"mnt{self._count}"
@@ -507,6 +509,22 @@ class Session:
         _remove_directory(self.state.directory)
         self.state = None
         self._server = None
+
+
+def _check_btrfs_copy(view: Path, what: str) -> None:
+    """Before Linux 6.7 (temp-fsid), a second device with the UUID of a mounted btrfs is
+    taken for a device of that filesystem: refuse instead of showing the wrong snapshot."""
+    release = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    if release is None or (int(release.group(1)), int(release.group(2))) >= (6, 7):
+        return
+    result = run(["blkid", "-p", "-o", "value", "-s", "UUID", str(view)], check=False)
+    uuid = result.stdout.decode().strip()
+    if uuid and Path(f"/sys/fs/btrfs/{uuid}").exists():
+        raise Busy(
+            f"Another copy of the btrfs filesystem in {what} is mounted, and this kernel "
+            f"({os.uname().release}) mounts one copy of a btrfs filesystem at a time.",
+            "Unmount the other snapshot first (hourglass umount DIR).",
+        )
 
 
 def _mount_failure(result: subprocess.CompletedProcess[bytes], loop: str | None) -> str:
