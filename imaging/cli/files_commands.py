@@ -42,6 +42,7 @@ def cmd_umount(args: argparse.Namespace) -> int:
     from imaging.files.mount import umount
 
     umount(args.dir)
+    print(f"Unmounted {args.dir}.")
     return 0
 
 
