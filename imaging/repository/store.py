@@ -184,6 +184,22 @@ class Repository:
         master, slot = keys.unlock(path / "keys", secret, config["id"])
         return cls(path, config, keys.Keys(master), slot)
 
+    @classmethod
+    def open_with_master(cls, path: str | Path, master: bytes | None) -> Repository:
+        """Open ``path`` with a master key already unlocked by another process.
+
+        For helper processes (the file-level restore's FUSE server) that receive the key
+        through a pipe: no passphrase, no key derivation. ``None`` for an unencrypted
+        repository.
+        """
+        path = Path(path)
+        config = read_config(path)
+        if (config["encryption"] == "none") != (master is None):
+            raise UsageError(f"The key given for {path} does not fit its encryption setting.")
+        if master is not None and len(master) != 32:
+            raise UsageError("A master key is 32 bytes.")
+        return cls(path, config, keys.Keys(master), None)
+
     @property
     def encrypted(self) -> bool:
         return self.keys.encrypted

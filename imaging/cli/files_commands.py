@@ -1,0 +1,240 @@
+"""mount, umount, files ls, files versions, files restore (file-level restore, docs/FILES.md)."""
+
+from __future__ import annotations
+
+import argparse
+import stat
+import sys
+from typing import Any
+
+from imaging.cli.main import print_json
+from imaging.cli.repo_commands import open_repo
+from imaging.errors import IntegrityError, NotFound
+from imaging.files.browse import Entry, SnapshotBrowser, printable
+from imaging.files.images import resolve
+from imaging.progress import reporter_for
+from imaging.units import human_size
+
+
+def _when(snapshot_time: Any) -> str:
+    return str(snapshot_time.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+# --- mount and umount -----------------------------------------------------------------------
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    from imaging.files.mount import mount_snapshot
+
+    repo = open_repo(args)
+    info = mount_snapshot(repo, args.snapshot, args.dir, source=args.source)
+    for path in info.cleaned:
+        print(f"Cleaned up a stale mount at {path}.", file=sys.stderr)
+    print(
+        f"Mounted {info.image} ({info.fstype}) of snapshot {info.snapshot.id[:12]} "
+        f"({_when(info.snapshot.time)}) read-only at {info.mountpoint}. "
+        f"Unmount with: hourglass umount {info.mountpoint}"
+    )
+    return 0
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    from imaging.files.mount import umount
+
+    umount(args.dir)
+    print(f"Unmounted {args.dir}.")
+    return 0
+
+
+# --- files ls -------------------------------------------------------------------------------
+
+
+def entry_line(entry: Entry) -> str:
+    kind = {"dir": stat.S_IFDIR, "symlink": stat.S_IFLNK, "file": stat.S_IFREG}.get(
+        entry.type, stat.S_IFREG
+    )
+    mode = stat.filemode(kind | entry.mode)
+    name = printable(entry.name) + ("/" if entry.type == "dir" else "")
+    if entry.target is not None:
+        name += f" -> {printable(entry.target)}"
+    when = entry.mtime.strftime("%Y-%m-%d %H:%M:%S")
+    return f"{mode} {entry.uid:>5} {entry.gid:>5} {entry.size:>12} {when}  {name}"
+
+
+def cmd_files_ls(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    snapshot, _ = resolve(repo, args.snapshot, source=args.source)
+    with SnapshotBrowser(repo, snapshot, _partition(args)) as browser:
+        entry = browser.stat(args.path)
+        if entry is None:
+            raise NotFound(f"{args.path} does not exist in snapshot {snapshot.id[:12]}.")
+        entries = browser.listdir(args.path) if entry.type == "dir" else [entry]
+    if args.json:
+        print_json([e.as_dict() for e in entries])
+    else:
+        for e in entries:
+            print(entry_line(e))
+    return 0
+
+
+def _partition(args: argparse.Namespace) -> int | None:
+    from imaging.selectors import split_partition
+
+    return split_partition(args.snapshot)[1]
+
+
+# --- files versions -------------------------------------------------------------------------
+
+
+def cmd_files_versions(args: argparse.Namespace) -> int:
+    from imaging.files.versions import file_history
+
+    repo = open_repo(args)
+    history = file_history(
+        repo,
+        args.path,
+        partition=args.partition,
+        source=args.source,
+        progress=reporter_for(args.progress),
+    )
+    if args.json:
+        print_json([v.as_dict() for v in history.versions])
+    else:
+        numbers = {id(v): i + 1 for i, v in enumerate(history.versions)}
+        print(
+            f"{printable(history.path)} in {len(history.timeline)} snapshot(s) of {history.source}:"
+        )
+        for ref, version in history.timeline:
+            when = _when(ref.time)
+            if version is None:
+                print(f"  {ref.id[:12]}  {when}  absent")
+                continue
+            detail = f"{human_size(version.size):>10}  modified {_when(version.mtime)}"
+            digest = "DAMAGED" if version.damaged else (version.hash or "")[:16]
+            print(
+                f"  {ref.id[:12]}  {when}  version {numbers[id(version)]}  {version.type:<7} "
+                f"{detail}  sha256 {digest}"
+            )
+        print(f"{len(history.versions)} distinct version(s).")
+    if not history.versions:
+        print(
+            f"hourglass: error: {printable(history.path)} is in none of the "
+            f"{len(history.timeline)} snapshot(s).",
+            file=sys.stderr,
+        )
+        return NotFound.exit_code
+    return 0
+
+
+# --- files restore --------------------------------------------------------------------------
+
+
+def cmd_files_restore(args: argparse.Namespace) -> int:
+    from imaging.files.restore import restore_files
+
+    repo = open_repo(args)
+    snapshot, _ = resolve(repo, args.snapshot, source=args.source)
+    result = restore_files(
+        repo,
+        snapshot,
+        _partition(args),
+        args.paths,
+        args.to,
+        overwrite=args.overwrite,
+        progress=reporter_for(args.progress),
+    )
+    if args.json:
+        print_json(
+            {
+                "snapshot": snapshot.id,
+                "time": snapshot.time.isoformat(),
+                "image": result.image,
+                "dest": result.dest,
+                "restored": result.restored,
+                "bytes": result.bytes,
+                "renamed": [{"path": printable(p), "as": printable(n)} for p, n in result.renamed],
+                "damaged": [
+                    {"path": printable(d.path), "ranges": d.ranges, "chunks": d.chunks}
+                    for d in result.damaged
+                ],
+                "warnings": result.warnings,
+            }
+        )
+    else:
+        print(
+            f"Restored {result.restored} item(s), {human_size(result.bytes)}, from snapshot "
+            f"{snapshot.id[:12]} ({_when(snapshot.time)}) to {result.dest}."
+        )
+        for path, name in result.renamed:
+            print(f"  {printable(path)}: an existing entry was kept; restored as {printable(name)}")
+        for warning in result.warnings:
+            print(f"WARNING {warning}", file=sys.stderr)
+    for damaged in result.damaged:
+        print(f"DAMAGED {damaged.describe()}", file=sys.stderr)
+    if result.damaged:
+        print(
+            f"hourglass: error: {len(result.damaged)} file(s) could not be restored completely.",
+            file=sys.stderr,
+        )
+        return IntegrityError.exit_code
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The FUSE server inside a frozen `hourglass` binary (no `python -m` there)."""
+    from imaging.files.server import main
+
+    argv = list(args.server_args)
+    return main(argv[1:] if argv[:1] == ["--"] else argv)
+
+
+# --- registration ---------------------------------------------------------------------------
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    snapshot_help = "id, prefix, 'latest' or a local time; :N for partition N"
+
+    p = sub.add_parser("mount", parents=[common], help="mount a snapshot's partition read-only")
+    p.add_argument("snapshot", metavar="SNAPSHOT[:N]", help=snapshot_help)
+    p.add_argument("dir", metavar="DIR", help="mount point (created if missing)")
+    p.add_argument("--source", help="choose among snapshots of this source only")
+    p.set_defaults(handler=cmd_mount)
+
+    p = sub.add_parser("umount", parents=[common], help="unmount what `hourglass mount` mounted")
+    p.add_argument("dir", metavar="DIR")
+    p.set_defaults(handler=cmd_umount)
+
+    files = sub.add_parser("files", help="browse snapshots, list versions, restore files")
+    fsub = files.add_subparsers(dest="files_command", metavar="ACTION", required=True)
+
+    p = fsub.add_parser("ls", parents=[common], help="list a directory of a snapshot")
+    p.add_argument("snapshot", metavar="SNAPSHOT[:N]", help=snapshot_help)
+    p.add_argument("path", metavar="PATH", nargs="?", default="/")
+    p.add_argument("--source", help="choose among snapshots of this source only")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_files_ls)
+
+    p = fsub.add_parser(
+        "versions", parents=[common], help="every distinct version of a file across snapshots"
+    )
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--partition", type=int, metavar="N")
+    p.add_argument("--source", help="the source whose snapshots to compare")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_files_versions)
+
+    p = fsub.add_parser("restore", parents=[common], help="restore files and directories")
+    p.add_argument("snapshot", metavar="SNAPSHOT[:N]", help=snapshot_help)
+    p.add_argument("paths", metavar="PATH", nargs="+")
+    p.add_argument("--to", required=True, metavar="DEST", help="directory to restore into")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace existing files instead of renaming"
+    )
+    p.add_argument("--source", help="choose among snapshots of this source only")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_files_restore)
+
+    p = fsub.add_parser("_serve", add_help=False)
+    p.add_argument("server_args", nargs=argparse.REMAINDER)
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(handler=cmd_serve)

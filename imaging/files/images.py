@@ -1,0 +1,64 @@
+"""Which image of a snapshot holds the filesystem a person means (``SNAPSHOT[:N]``)."""
+
+from __future__ import annotations
+
+from imaging import selectors
+from imaging.errors import UsageError
+from imaging.files.fstypes import NOT_FILESYSTEMS
+from imaging.repository.store import Repository, Snapshot
+from imaging.units import human_size
+
+
+def _candidates(snapshot: Snapshot) -> list[dict[str, object]]:
+    """Images that may hold a filesystem: not the area before the first partition, not swap."""
+    return [
+        image
+        for image in snapshot.images
+        if image["name"] != "head" and image.get("fstype") not in NOT_FILESYSTEMS
+    ]
+
+
+def describe_images(snapshot: Snapshot) -> str:
+    parts = []
+    for image in _candidates(snapshot):
+        number = image.get("number")
+        label = f" {image['label']!r}" if image.get("label") else ""
+        fstype = image.get("fstype") or "unknown filesystem"
+        size = human_size(int(str(image["size"])))
+        parts.append(f"{number if number else image['name']}: {fstype}{label}, {size}")
+    return "; ".join(parts)
+
+
+def image_for(snapshot: Snapshot, partition: int | None) -> str:
+    """The name of the image holding partition ``partition`` (or the only filesystem)."""
+    if partition is not None:
+        for image in snapshot.images:
+            if image.get("number") == partition or image["name"] == f"p{partition}":
+                return str(image["name"])
+        if partition == 1 and [i["name"] for i in snapshot.images] == ["data"]:
+            return "data"  # a partition snapshot: its one filesystem is partition 1 of itself
+        raise UsageError(
+            f"Snapshot {snapshot.id[:12]} has no partition {partition}.",
+            f"Its partitions: {describe_images(snapshot)}.",
+        )
+    candidates = _candidates(snapshot)
+    if len(candidates) == 1:
+        return str(candidates[0]["name"])
+    if not candidates:
+        raise UsageError(f"Snapshot {snapshot.id[:12]} holds no filesystem.")
+    raise UsageError(
+        f"Snapshot {snapshot.id[:12]} holds {len(candidates)} partitions: say which one with "
+        f"SNAPSHOT:N (or --partition N).",
+        f"Its partitions: {describe_images(snapshot)}.",
+    )
+
+
+def resolve(
+    repo: Repository, selector: str, partition: int | None = None, *, source: str | None = None
+) -> tuple[Snapshot, str]:
+    """``"latest:2"`` or ``"2026-11-22 10:31:05"`` -> the snapshot and the image name."""
+    text, from_selector = selectors.split_partition(selector)
+    if partition is not None and from_selector is not None and partition != from_selector:
+        raise UsageError(f"Two different partitions were named: {from_selector} and {partition}.")
+    snapshot = selectors.select(repo.snapshots(), text, source=source)
+    return snapshot, image_for(snapshot, partition if partition is not None else from_selector)
