@@ -36,12 +36,26 @@ def test_sigkill_at_twenty_random_moments(tmp_path: Path) -> None:
     write_random_image(source, 96 * MiB, zero_every=4)
     env = {**os.environ, "HOURGLASS_PASSPHRASE": PASSPHRASE}
     rng = random.Random(2026)
-    outcomes = {"killed before commit": 0, "finished before the kill": 0}
-    for round_ in range(KILLS):
-        # Vary the source a little each round so every run has new chunks to write.
+
+    def change_source() -> None:
+        # Every run gets new chunks to write.
         with open(source, "r+b") as f:
             f.seek(rng.randrange(0, 64) * MiB)
             f.write(os.urandom(32 * MiB))
+
+    # How long does one such backup take here? Kills land within that span.
+    change_source()
+    started = time.monotonic()
+    subprocess.run(
+        cli("backup", "--repo", str(repo.path), str(source)),
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    span = time.monotonic() - started
+    outcomes = {"killed before commit": 0, "finished before the kill": 0}
+    for round_ in range(KILLS):
+        change_source()
         before = set(repo.snapshot_ids())
         child = subprocess.Popen(
             cli("backup", "--repo", str(repo.path), str(source)),
@@ -49,7 +63,7 @@ def test_sigkill_at_twenty_random_moments(tmp_path: Path) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(0.05, 0.8))
+        time.sleep(rng.uniform(0.02, 0.8 * span))
         child.send_signal(signal.SIGKILL)
         code = child.wait()
         repo = Repository.open(repo.path, PASSPHRASE)
@@ -142,27 +156,16 @@ def test_forget_and_gc_while_a_restore_runs(tmp_path: Path) -> None:
     snapshot = backup_path(repo, source)
     out = tmp_path / "out.img"
     env = {**os.environ, "HOURGLASS_PASSPHRASE": PASSPHRASE}
-    child = subprocess.Popen(
-        cli(
-            "restore",
-            "--repo",
-            str(repo.path),
-            snapshot.id,
-            str(out),
-            "--yes",
-            "--progress",
-            "none",
-        ),
-        env=env,
-    )
-    deadline = time.monotonic() + 30
-    while not list((repo.path / "leases").glob("*.json")):  # the restore is under way
-        assert time.monotonic() < deadline and child.poll() is None
-        time.sleep(0.01)
+    argv = cli("restore", "--repo", str(repo.path), snapshot.id, str(out), "--yes")
+    child = subprocess.Popen([*argv, "--progress", "json"], env=env, stderr=subprocess.PIPE)
+    assert child.stderr is not None
+    first_event = child.stderr.readline()  # the restore is writing blocks now
+    assert b'"phase": "restore"' in first_event, first_event
     repo.delete_snapshot(snapshot.id)
     for entry in repo.iter_chunk_files():
         os.utime(entry.path, (time.time() - 7200, time.time() - 7200))
     during = gc.collect(repo)
+    child.stderr.read()
     assert child.wait() == 0
     assert out.read_bytes() == source.read_bytes()
     if child.returncode == 0 and during.trashed:
