@@ -93,6 +93,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
     )
     for line in describe_unreadable(snapshot):
         print(f"  WARNING {line}")
+    for line in snapshot.manifest.get("warnings", []):
+        print(f"  WARNING {line}")
     return 0
 
 

@@ -57,7 +57,7 @@ def list_disks(*, used: bool = True) -> list[Disk]:
     for name, properties in _enumerate():
         if name.startswith(IGNORED_PREFIXES) or sysfs.size(name) == 0:
             continue
-        if "boot" in name and name.startswith("mmcblk") or sysfs.attr(name, "hidden") == "1":
+        if ("boot" in name and name.startswith("mmcblk")) or sysfs.attr(name, "hidden") == "1":
             continue
         try:
             disks.append(
@@ -146,9 +146,7 @@ def _decode(text: str) -> str:
 
 def _by_id(name: str, properties: dict[str, str]) -> str:
     """The most telling /dev/disk/by-id link for the disk: bus-model-serial before WWN."""
-    links = [
-        link for link in properties.get("DEVLINKS", "").split() if link.startswith(str(BY_ID))
-    ]
+    links = [link for link in properties.get("DEVLINKS", "").split() if link.startswith(str(BY_ID))]
     if not links and BY_ID.is_dir():
         with contextlib.suppress(OSError):
             for link in BY_ID.iterdir():

@@ -202,10 +202,10 @@ def patch_mbr(
     new_slots = [bytes(16)] * 4
     for raw, number in zip(made, primary_numbers, strict=True):
         boot, ptype = wanted[number]
-        entry = bytearray(raw)
-        entry[0] = 0x80 if boot else 0
-        entry[4] = ptype
-        new_slots[number - 1] = bytes(entry)
+        slot = bytearray(raw)
+        slot[0] = 0x80 if boot else 0
+        slot[4] = ptype
+        new_slots[number - 1] = bytes(slot)
     for i, raw in enumerate(new_slots):
         sector0[446 + 16 * i : 462 + 16 * i] = raw
     os.pwrite(fd, bytes(sector0), 0)
@@ -219,10 +219,10 @@ def patch_mbr(
         if entry.number not in wanted:
             raise SourceError(f"libparted wrote a logical partition {entry.number} not asked for.")
         boot, ptype = wanted[entry.number]
-        sector_no, slot = entry.location
+        sector_no, index = entry.location
         ebr = bytearray(read_at(fd, sector_no * sector_size, sector_size))
-        ebr[446 + 16 * slot] = 0x80 if boot else 0
-        ebr[446 + 16 * slot + 4] = ptype
+        ebr[446 + 16 * index] = 0x80 if boot else 0
+        ebr[446 + 16 * index + 4] = ptype
         os.pwrite(fd, bytes(ebr), sector_no * sector_size)
 
 

@@ -35,7 +35,7 @@ class FoundRepository:
 
 def _mount_root(path: str) -> str:
     p = Path(path)
-    while p.parent != PROBE_ROOT and p.parent != p:
+    while p.parent not in (PROBE_ROOT, p):
         p = p.parent
     return str(p)
 

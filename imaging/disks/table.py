@@ -26,7 +26,7 @@ import stat
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from imaging.disks import ondisk, sysfs
 from imaging.errors import HourglassError, SourceError, TargetUnsuitable
@@ -276,11 +276,11 @@ class _Problems:
 
 def parted_errors() -> tuple[type[BaseException], ...]:
     """Every exception class pyparted raises (they share no common base)."""
-    import _ped
+    import parted
 
     return tuple(
         cls
-        for name, cls in vars(_ped).items()
+        for name, cls in vars(parted).items()
         if name.endswith("Exception") and isinstance(cls, type)
     )
 
@@ -321,6 +321,17 @@ def _device_size(fd: int) -> int:
 # --- reading --------------------------------------------------------------------------------
 
 
+class _Layout(NamedTuple):
+    """What libparted says about one partition."""
+
+    number: int
+    start: int
+    end: int
+    role: str
+    name: str
+    boot: bool
+
+
 def read_table(path: str) -> PartitionTable | None:
     """The GPT or MBR on the disk or image file ``path``; None when it has no table."""
     import parted
@@ -337,7 +348,7 @@ def read_table(path: str) -> PartitionTable | None:
         if kind == "loop":  # libparted's name for a filesystem on the whole device
             return None
         sector_size = int(device.sectorSize)
-        layout = []
+        layout: list[_Layout] = []
         for part in disk.partitions:
             role = "primary"
             if part.type & parted.PARTITION_EXTENDED:
@@ -350,8 +361,14 @@ def read_table(path: str) -> PartitionTable | None:
                     name = part.name or ""
             boot = kind == "msdos" and bool(part.getFlag(parted.PARTITION_BOOT))
             layout.append(
-                (int(part.number), int(part.geometry.start), int(part.geometry.end), role, name)
-                + (boot,)
+                _Layout(
+                    int(part.number),
+                    int(part.geometry.start),
+                    int(part.geometry.end),
+                    role,
+                    name,
+                    boot,
+                )
             )
     if kind not in ("gpt", "msdos"):
         raise SourceError(
@@ -369,7 +386,7 @@ def read_table(path: str) -> PartitionTable | None:
 
 
 def _join_gpt(
-    path: str, layout: list[tuple[Any, ...]], raw: ondisk.GptFields, sector_size: int
+    path: str, layout: list[_Layout], raw: ondisk.GptFields, sector_size: int
 ) -> PartitionTable:
     parts = []
     for number, start, end, _role, name, _boot in layout:
@@ -403,7 +420,7 @@ def _join_gpt(
 
 
 def _join_mbr(
-    path: str, layout: list[tuple[Any, ...]], raw: ondisk.MbrFields, sector_size: int
+    path: str, layout: list[_Layout], raw: ondisk.MbrFields, sector_size: int
 ) -> PartitionTable:
     parts = []
     for number, start, end, role, _name, boot in layout:
