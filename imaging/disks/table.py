@@ -274,15 +274,29 @@ class _Problems:
         return int(parted.EXCEPTION_RESOLVE_CANCEL)
 
 
+PARTED_EXCEPTIONS = (
+    "AlignmentException",
+    "ConstraintException",
+    "CreateException",
+    "DeviceException",
+    "DiskException",
+    "DiskLabelException",
+    "FileSystemException",
+    "GeometryException",
+    "IOException",
+    "PartedException",
+    "PartitionException",
+    "UnknownDeviceException",
+    "UnknownTypeException",
+)
+
+
 def parted_errors() -> tuple[type[BaseException], ...]:
     """Every exception class pyparted raises (they share no common base)."""
     import parted
 
-    return tuple(
-        cls
-        for name, cls in vars(parted).items()
-        if name.endswith("Exception") and isinstance(cls, type)
-    )
+    found = (getattr(parted, name, None) for name in PARTED_EXCEPTIONS)
+    return tuple(cls for cls in found if isinstance(cls, type))
 
 
 @contextlib.contextmanager
