@@ -25,7 +25,6 @@ import stat
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from imaging.backup import device_size
 from imaging.disks import mounts, sysfs
 from imaging.disks.discover import boot_disk_names, get_disk, read_image_file
 from imaging.disks.grow import can_grow, grow_filesystem
@@ -128,21 +127,21 @@ def _target(path: str) -> _Target:
         raise TargetUnsuitable(f"{path} is neither a disk, a partition nor a file.")
     name = sysfs.name_of(real)
     kind = "partition" if sysfs.is_partition(name) else "disk"
-    return _Target(real, kind, device_size(real), name)
+    return _Target(real, kind, sysfs.size(name), name)
 
 
 def _refuse_protected(repo: Repository, target: _Target) -> None:
     """The repository's disk, the boot disk and a disk in use are never written."""
     disk = target.disk_name
     device = f"/dev/{disk}"
-    if disk in mounts.disks_of_path(str(repo.path)):
-        raise TargetUnsuitable(
-            f"{device} holds the repository {repo.path}: Hourglass never writes to it.",
-            "Choose another disk.",
-        )
     if disk in boot_disk_names():
         raise TargetUnsuitable(
             f"{device} is the disk this system was started from: Hourglass never writes to it.",
+            "Choose another disk.",
+        )
+    if disk in mounts.disks_of_path(str(repo.path)):
+        raise TargetUnsuitable(
+            f"{device} holds the repository {repo.path}: Hourglass never writes to it.",
             "Choose another disk.",
         )
     busy = mounts.in_use(disk)

@@ -202,11 +202,13 @@ def test_partition_restore_needs_room(gpt_backup: Backup, tmp_path: Path) -> Non
     image = tmp_path / "tiny-parts.img"
     helpers.garbage_file(image, 100 * MiB)
     sh("sgdisk", "--new=1:0:+50M", image)
-    with helpers.attached(image) as target:
-        with pytest.raises(TargetTooSmall, match="smaller than partition 3"):
-            disk_restore.check_disk_target(
-                gpt_backup.repo, gpt_backup.snapshot, helpers.node(target, 1), partition=3
-            )
+    with (
+        helpers.attached(image) as target,
+        pytest.raises(TargetTooSmall, match="smaller than partition 3"),
+    ):
+        disk_restore.check_disk_target(
+            gpt_backup.repo, gpt_backup.snapshot, helpers.node(target, 1), partition=3
+        )
 
 
 def test_mbr_disk_same_size_and_larger_with_grow(
