@@ -233,3 +233,28 @@ def gpt_entries_end(fd: int, sector_size: int) -> int:
         raise SourceError("The GPT just written has no valid primary header.")
     entries_lba, count, size = header[4], header[5], header[7]
     return entries_lba * sector_size + -(-(count * size) // sector_size) * sector_size
+
+
+_FS_BOOT_SECTOR_MARKS = ((3, b"NTFS    "), (3, b"EXFAT   "), (54, b"FAT1"), (82, b"FAT32   "))
+
+
+def detect(fd: int, sector_size: int, device_size: int) -> str:
+    """``gpt``, ``msdos`` or "" (no partition table: empty, or a filesystem on the whole
+    device, whose boot sector also ends in 55 AA)."""
+    if device_size < 2 * sector_size:
+        return ""
+    sector0 = read_at(fd, 0, sector_size)
+    slots = _mbr_slots(sector0) if sector0[510:512] == MBR_MAGIC else []
+    if any(ptype == PROTECTIVE_TYPE for _, ptype, _, _ in slots):
+        return "gpt"
+    if _parse_gpt_header(read_at(fd, sector_size, sector_size)) is not None:
+        return "gpt"
+    if not slots or any(sector0[at : at + len(mark)] == mark for at, mark in _FS_BOOT_SECTOR_MARKS):
+        return ""
+    sectors = device_size // sector_size
+    used = [(start, count) for _, ptype, start, count in slots if ptype and count]
+    if not used or any(status not in (0, 0x80) for status, _, _, _ in slots):
+        return ""
+    if any(start < 1 or start + count > sectors for start, count in used):
+        return ""
+    return "msdos"

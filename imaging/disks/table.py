@@ -1,19 +1,19 @@
 """Partition tables: read them from a disk, record them in a manifest, recreate them.
 
-The layout goes through pyparted (libparted): which partitions exist, their numbers, start and
-end sectors, MBR primary/extended/logical roles, GPT names, the EBR chain, the protective MBR
+Tables are created through pyparted (libparted): the partitions with their numbers, start and
+end sectors, MBR primary/extended/logical roles and EBR chain, GPT names, the protective MBR
 and the GPT backup header at the end of the target. libparted 3.5, the version Debian 12
 ships, has no API for identifiers and types (:mod:`imaging.disks.ondisk` explains), so:
 
-- reading joins libparted's layout with the identifiers read from the on-disk structures, and
-  refuses a disk where the two disagree;
 - writing a GPT lets libparted create the layout, then ``sgdisk`` (gdisk) sets what libparted
   cannot: partition numbers with gaps, type GUIDs, unique GUIDs, attribute bits and the disk
   GUID, all in one invocation;
 - writing an MBR lets libparted create the layout and EBR chain, then the signature, type
-  bytes, boot flags and slot order are patched into the sectors it wrote.
+  bytes, boot flags and slot order are patched into the sectors it wrote;
+- what was written is read back twice, by libparted and from the on-disk structures, and
+  both must equal what was asked for.
 
-After writing, the table is read back both ways and compared with what was asked for.
+Reading a source disk does not go through libparted (see :func:`read_table`).
 """
 
 from __future__ import annotations
@@ -347,7 +347,79 @@ class _Layout(NamedTuple):
 
 
 def read_table(path: str) -> PartitionTable | None:
-    """The GPT or MBR on the disk or image file ``path``; None when it has no table."""
+    """The GPT or MBR on the disk or image file ``path``; None when it has no table.
+
+    Read from the on-disk structures with the device opened read-only: libparted opens a
+    disk read-write, and closing a disk opened for writing makes udev synthesize a change
+    event and re-read its partition table (partition nodes vanish and come back) - not
+    something discovery or a running backup may cause."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        raise SourceError(f"Cannot open {path}: {e.strerror}.") from e
+    try:
+        sector_size = _sector_size(path)
+        kind = ondisk.detect(fd, sector_size, _device_size(fd))
+        if kind == "gpt":
+            return _from_gpt(ondisk.read_gpt(fd, sector_size, _device_size(fd)), sector_size)
+        if kind == "msdos":
+            return _from_mbr(ondisk.read_mbr(fd, sector_size), sector_size)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _sector_size(path: str) -> int:
+    if _is_block(path):
+        return sysfs.sector_sizes(sysfs.name_of(path))[0]
+    return 512
+
+
+def _from_gpt(raw: ondisk.GptFields, sector_size: int) -> PartitionTable:
+    return PartitionTable(
+        kind="gpt",
+        sector_size=sector_size,
+        disk_id=raw.disk_guid,
+        partitions=tuple(
+            TablePartition(
+                number=e.number,
+                start=e.first,
+                end=e.last,
+                type=e.type_guid,
+                guid=e.unique_guid,
+                name=e.name,
+                attributes=e.attributes,
+            )
+            for e in sorted(raw.entries.values(), key=lambda e: e.number)
+        ),
+        first_usable=raw.first_usable,
+        last_usable=raw.last_usable,
+    )
+
+
+def _from_mbr(raw: ondisk.MbrFields, sector_size: int) -> PartitionTable:
+    return PartitionTable(
+        kind="msdos",
+        sector_size=sector_size,
+        disk_id=f"{raw.signature:#010x}",
+        partitions=tuple(
+            TablePartition(
+                number=e.number,
+                start=e.first,
+                end=e.first + e.sectors - 1,
+                type=f"{e.type:#04x}",
+                role=e.role,
+                boot=e.boot,
+            )
+            for e in sorted(raw.entries.values(), key=lambda e: e.number)
+        ),
+    )
+
+
+def libparted_view(path: str) -> PartitionTable | None:
+    """The table as libparted reads it, joined with the identifiers it cannot report; raises
+    when libparted and the on-disk structures disagree. Used on what Hourglass just wrote
+    (a target it opened for writing anyway)."""
     import parted
 
     with _parted_device(path) as (device, problems):
@@ -357,10 +429,10 @@ def read_table(path: str) -> PartitionTable | None:
             if "unrecognised disk label" in str(e) or "unrecognized disk label" in str(e):
                 return None
             detail = "; ".join(problems.messages) or str(e)
-            raise SourceError(f"Cannot read the partition table of {path}: {detail}") from e
+            raise SourceError(
+                f"libparted cannot read the partition table of {path}: {detail}"
+            ) from e
         kind = disk.type
-        if kind == "loop":  # libparted's name for a filesystem on the whole device
-            return None
         sector_size = int(device.sectorSize)
         layout: list[_Layout] = []
         for part in disk.partitions:
@@ -385,10 +457,7 @@ def read_table(path: str) -> PartitionTable | None:
                 )
             )
     if kind not in ("gpt", "msdos"):
-        raise SourceError(
-            f"{path} has a {kind} partition table; Hourglass images GPT and MBR disks.",
-            "Back up its partitions one by one, or the whole device raw as an image file.",
-        )
+        raise SourceError(f"libparted reads a {kind} label on {path}, not GPT or MBR.")
     fd = os.open(path, os.O_RDONLY)
     try:
         if kind == "gpt":
@@ -505,8 +574,10 @@ def write_table(path: str, table: PartitionTable) -> None:
         _finish_gpt(path, table)
     else:
         _finish_mbr(path, table)
-    written = read_table(path)
-    diffs = table.differences(written) if written else ["no table found"]
+    diffs = []
+    for reader in (read_table, libparted_view):
+        written = reader(path)
+        diffs += table.differences(written) if written else [f"{reader.__name__}: no table"]
     if diffs:
         raise HourglassError(
             f"The partition table written to {path} differs from the snapshot's: "

@@ -1,4 +1,4 @@
-"""Source disks and their snapshots, built once per module: mkfs and copying files is the
+"""Source disks and their snapshots, built once per test run: mkfs and copying files is the
 slow part, and every restore test starts from the same backup."""
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def backup_of(source: str, tmp: Path, *extra: str) -> Backup:
     return Backup(repo, repo.snapshots()[-1], passphrase_file)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def gpt_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SourceDisk]:
     need_tools()
     tmp = tmp_path_factory.mktemp("gpt-source")
@@ -99,12 +99,12 @@ def gpt_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SourceDisk]
         )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def gpt_backup(gpt_source: SourceDisk, tmp_path_factory: pytest.TempPathFactory) -> Backup:
     return backup_of(gpt_source.device, tmp_path_factory.mktemp("gpt-repo"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def mbr_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SourceDisk]:
     need_tools()
     tmp = tmp_path_factory.mktemp("mbr-source")
@@ -126,6 +126,6 @@ def mbr_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SourceDisk]
         )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def mbr_backup(mbr_source: SourceDisk, tmp_path_factory: pytest.TempPathFactory) -> Backup:
     return backup_of(mbr_source.device, tmp_path_factory.mktemp("mbr-repo"))
