@@ -152,8 +152,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
         raise UsageError(f"Snapshot {snapshot.id[:12]} is not a disk: it has no partitions.")
     target = args.target
     size = int(snapshot.images[0]["size"])
+    from imaging.disks.restore import check_block_target
     from imaging.restore import check_target_size
 
+    check_block_target(repo, target)
     check_target_size(target, size)
     confirm(
         f"This will overwrite {describe_target(target)}\n"

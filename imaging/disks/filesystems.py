@@ -33,9 +33,6 @@ PARTCLONE = {
     "minix": "partclone.minix",
 }
 
-# Filesystems that can be grown in place, and the kernel or FUSE driver that mounts them.
-GROWABLE = ("ext2", "ext3", "ext4", "xfs", "btrfs", "ntfs")
-
 
 @dataclass(frozen=True)
 class FsInfo:

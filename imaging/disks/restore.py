@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -160,6 +161,14 @@ def _refuse_protected(repo: Repository, target: _Target) -> None:
             ) from None
         raise TargetUnsuitable(f"Cannot open {device}: {e.strerror}.") from None
     os.close(fd)
+
+
+def check_block_target(repo: Repository, target: str) -> None:
+    """For any restore onto a block device (a partition snapshot too): refuse the boot disk,
+    the repository's disk and a disk with something mounted or held. Files pass."""
+    t = _target(target)
+    if t.kind != "file":
+        _refuse_protected(repo, t)
 
 
 def _too_small(target: _Target, needed: int, what: str, hint: str) -> TargetTooSmall:
@@ -336,10 +345,9 @@ def restore_disk(
             result.notes.append("The target is no larger than the original: nothing to grow.")
     write_table(t.path, layout)
     result.table = layout.kind
+    skip = table_area(t.path, layout)
     with repo.reader():
-        head = _head_bytes(repo, snapshot)
-        skip = table_area(t.path, layout)
-        _write_outside(t.path, head, skip)
+        _write_head(t.path, _head_pieces(repo, snapshot, skip))
     targets = [
         ImageTarget(image=f"p{p.number}", path=t.path, offset=p.start * layout.sector_size)
         for p in layout.data_partitions
@@ -361,7 +369,8 @@ def restore_disk(
     )
     if options.verify:
         verify_written(repo, snapshot, targets, progress=progress, options=options, result=result)
-        _verify_outside(t.path, head, skip)
+        with repo.reader():
+            _verify_head(t.path, _head_pieces(repo, snapshot, skip))
         written = read_table(t.path)
         diffs = layout.differences(written) if written else ["no table"]
         if diffs:
@@ -389,23 +398,26 @@ def _prepare_file(path: str, size: int) -> None:
         os.close(fd)
 
 
-def _head_bytes(repo: Repository, snapshot: Snapshot) -> bytes:
-    """The ``head`` image (boot code, table, gap): small, so read whole."""
+def _head_pieces(
+    repo: Repository, snapshot: Snapshot, skip: list[tuple[int, int]]
+) -> Iterator[tuple[int, bytes]]:
+    """(offset, bytes) of the ``head`` image outside the ``skip`` ranges (the table just
+    written): the boot code and the gap. Block by block, however far the first partition is."""
     if not _has_image(snapshot, "head"):
-        return b""
-    meta = snapshot.image("head")
+        return
+    size = int(snapshot.image("head")["size"])
     ids = repo.load_index(snapshot, "head")
     bs = repo.block_size
-    size = int(meta["size"])
-    out = bytearray()
     for block in range(len(ids) // 32):
         chunk_id = ids[block * 32 : block * 32 + 32]
-        length = min(bs, size - block * bs)
+        start = block * bs
+        length = min(bs, size - start)
         if chunk_id in (codec.ZERO_ID, codec.UNUSED_ID):
-            out += bytes(length)
+            data = bytes(length)
         else:
-            out += repo.read_chunk(chunk_id)
-    return bytes(out)
+            data = repo.read_chunk(chunk_id)
+        for piece, piece_len in _pieces(length, [(s - start, n) for s, n in skip]):
+            yield start + piece, data[piece : piece + piece_len]
 
 
 def _pieces(size: int, skip: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -421,29 +433,30 @@ def _pieces(size: int, skip: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return [(s, n) for s, n in pieces if n > 0]
 
 
-def _write_outside(path: str, data: bytes, skip: list[tuple[int, int]]) -> None:
+def _write_head(path: str, pieces: Iterable[tuple[int, bytes]]) -> None:
     """Write boot code and gap, leaving the freshly written table alone."""
     fd = os.open(path, os.O_WRONLY)
     try:
-        for start, length in _pieces(len(data), skip):
-            view = memoryview(data)[start : start + length]
+        for offset, data in pieces:
+            view = memoryview(data)
             done = 0
-            while done < length:
-                done += os.pwrite(fd, view[done:], start + done)
+            while done < len(data):
+                done += os.pwrite(fd, view[done:], offset + done)
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def _verify_outside(path: str, data: bytes, skip: list[tuple[int, int]]) -> None:
+def _verify_head(path: str, pieces: Iterable[tuple[int, bytes]]) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
-        os.posix_fadvise(fd, 0, len(data), os.POSIX_FADV_DONTNEED)
-        for start, length in _pieces(len(data), skip):
-            if os.pread(fd, length, start) != data[start : start + length]:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        for offset, data in pieces:
+            if os.pread(fd, len(data), offset) != data:
                 raise IntegrityError(
                     f"Verification of {path} failed: the boot code or the gap before the first "
-                    f"partition (bytes {start}-{start + length - 1}) differs from the snapshot.",
+                    f"partition (bytes {offset}-{offset + len(data) - 1}) differs from the "
+                    "snapshot.",
                     "The target disk may be failing.",
                 )
     finally:

@@ -115,3 +115,27 @@ def test_confirmation_names_the_disk(
     with helpers.attached(image) as disk:
         assert gpt_backup.cli("restore", "latest", disk) == 2
     assert image.read_bytes()[:MiB] == before
+
+
+def test_partition_snapshots_use_the_map_and_the_same_protections(
+    gpt_source: SourceDisk, tmp_path: Path
+) -> None:
+    from tests.imaging.disks.conftest import backup_of
+
+    ext4 = next(p for p in gpt_source.parts if p.fstype == "ext4")
+    backup = backup_of(helpers.node(gpt_source.device, ext4.number), tmp_path)
+    snap = backup.snapshot
+    assert snap.kind == "partition"
+    assert snap.images[0]["method"] == "partclone.ext4"
+    assert snap.source_id.startswith("fs:")
+    assert snap.manifest["partition"]["number"] == ext4.number
+    image = tmp_path / "two.img"
+    helpers.garbage_file(image, 160 * MiB)
+    sh("sgdisk", "--new=1:0:+120M", "--new=2:0:0", image)
+    with helpers.attached(image) as disk:
+        sh("mkfs.ext4", "-q", helpers.node(disk, 2))
+        with mounted(helpers.node(disk, 2), tmp_path / "other"):
+            assert backup.cli("restore", "latest", helpers.node(disk, 1), "--yes") == 6
+        assert backup.cli("restore", "latest", helpers.node(disk, 1), "--yes") == 0
+        assert helpers.fsck(helpers.node(disk, 1), "ext4").returncode == 0
+        assert helpers.read_files(helpers.node(disk, 1), "ext4", tmp_path) == ext4.files
