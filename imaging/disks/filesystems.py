@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from imaging.backup import device_size
 from imaging.errors import HourglassError, ToolFailed
 from imaging.process import run
 from imaging.usedmap import UsedMap
@@ -93,18 +94,10 @@ def used_bytes(device: str, fstype: str, mountpoint: str = "") -> int | None:
         if fstype == "btrfs":
             return _btrfs_used(device)
         if fstype in ("vfat", "exfat", "ntfs"):
-            return used_map(device, fstype, _size(device), 4 * 1024 * 1024).used_bytes
+            return used_map(device, fstype, device_size(device), 4 * 1024 * 1024).used_bytes
     except (HourglassError, OSError, ValueError):
         return None
     return None
-
-
-def _size(path: str) -> int:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.lseek(fd, 0, os.SEEK_END)
-    finally:
-        os.close(fd)
 
 
 def _fields(text: str, sep: str) -> dict[str, str]:

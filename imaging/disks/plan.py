@@ -238,19 +238,8 @@ def plan_filesystem(
             }
         kind = "partition"
     else:
-        info = filesystems.probe(real)
         warnings = _file_in_use(real, force)
-        part = Partition(
-            number=0,
-            device=real,
-            start=0,
-            size=size,
-            type="",
-            type_name="",
-            fstype=info.fstype,
-            label=info.label,
-            fs_uuid=info.uuid,
-        )
+        part = _whole(real, size)
         kind = "file"
     image, note = _image("data", real, 0, part, {}, block_size)
     if note:
@@ -276,11 +265,22 @@ def _partition_of(name: str, real: str, size: int) -> Partition:
         for p in disk.partitions:
             if p.device == real:
                 return p
-    info = filesystems.probe(real)
     mounted = mounts.mounts_of(name)
-    return Partition(
+    return _whole(
+        real,
+        size,
         number=sysfs.int_attr(name, "partition"),
-        device=real,
+        mountpoint=mounted[0].mountpoint if mounted else "",
+        mounted_rw=any(not m.read_only for m in mounted),
+    )
+
+
+def _whole(path: str, size: int, **state: Any) -> Partition:
+    """A Partition record for a filesystem that fills ``path`` (no table entry of its own)."""
+    info = filesystems.probe(path)
+    return Partition(
+        number=state.pop("number", 0),
+        device=path,
         start=0,
         size=size,
         type="",
@@ -288,6 +288,5 @@ def _partition_of(name: str, real: str, size: int) -> Partition:
         fstype=info.fstype,
         label=info.label,
         fs_uuid=info.uuid,
-        mountpoint=mounted[0].mountpoint if mounted else "",
-        mounted_rw=any(not m.read_only for m in mounted),
+        **state,
     )
