@@ -42,7 +42,7 @@ def _common(repo: bool = True) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from imaging.cli import files_commands, repo_commands
+    from imaging.cli import disk_commands, files_commands, repo_commands
 
     parser = argparse.ArgumentParser(
         prog="hourglass",
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common()
     plain = _common(repo=False)
     repo_commands.register(sub, common)
+    disk_commands.register(sub, common, plain)
     files_commands.register(sub, common)
     for entry_point in entry_points(group="hourglass.commands"):
         try:

@@ -94,6 +94,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
     )
     for line in describe_unreadable(snapshot):
         print(f"  WARNING {line}")
+    for line in snapshot.manifest.get("warnings", []):
+        print(f"  WARNING {line}")
     return 0
 
 
@@ -158,8 +160,10 @@ def _restore(repo: Repository, args: argparse.Namespace) -> int:
         raise UsageError(f"Snapshot {snapshot.id[:12]} is not a disk: it has no partitions.")
     target = args.target
     size = int(snapshot.images[0]["size"])
+    from imaging.disks.restore import check_block_target
     from imaging.restore import check_target_size
 
+    check_block_target(repo, target)
     check_target_size(target, size)
     confirm(
         f"This will overwrite {describe_target(target)}\n"

@@ -23,6 +23,7 @@ class Partition:
     used: int | None = None  # bytes in use, where the filesystem can tell
     mountpoint: str = ""  # where it is mounted now, "" if not
     mounted_rw: bool = False
+    role: str = "primary"  # MBR: "primary", "extended" or "logical"; GPT: always "primary"
 
     def describe(self) -> str:
         parts = [f"partition {self.number}", decimal_size(self.size)]
@@ -53,6 +54,8 @@ class Disk:
     partitions: tuple[Partition, ...] = field(default_factory=tuple)
     is_boot_disk: bool = False  # the running system booted from it
     repositories: tuple[str, ...] = ()  # repository paths found on it (mounted paths)
+    table_id: str = ""  # GPT disk GUID or MBR disk signature ("0x1a2b3c4d")
+    backing_file: str = ""  # a loop device's file, or the image file itself (transport "file")
 
     @property
     def holds_repository(self) -> bool:
@@ -66,7 +69,8 @@ class Disk:
         """``Samsung SSD 860 (S3Z9NB0K123456), 250.1 GB``."""
         model = self.model or "Unknown disk"
         serial = f" ({self.serial})" if self.serial else ""
-        return f"{model}{serial}, {decimal_size(self.size)}"
+        backing = f" over {self.backing_file}" if self.backing_file else ""
+        return f"{model}{serial}{backing}, {decimal_size(self.size)}"
 
     def describe(self) -> str:
         """What a confirmation must show: model, serial, size, and every partition."""

@@ -1,0 +1,533 @@
+"""Restore a disk snapshot to a disk (or an image file), or one of its partitions alone.
+
+A whole-disk restore, in order:
+
+1. check the target: not the repository's disk, not the boot disk, nothing on it mounted or
+   held, large enough for every partition where it was (the size needed is named otherwise),
+   same logical sector size;
+2. recreate the partition table with the snapshot's GUIDs and signature (fresh ones with
+   ``new_ids``), the GPT backup header at the end of the target, the last partition extended
+   to the end of the disk with ``grow``;
+3. write the boot code and the gap before the first partition from the ``head`` image, but
+   not the table sectors just written;
+4. write every partition image at its offset (the engine's parallel, aligned writer);
+5. read back and compare: every partition block against its chunk id, the boot code and gap
+   against the head image, the table against the snapshot's (``verify``, the default);
+6. make the kernel re-read the table and drop stale partition caches;
+7. with ``grow``, grow the last partition's filesystem with its own tool.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from imaging.disks import mounts, sysfs
+from imaging.disks.discover import boot_disk_names, get_disk, read_image_file
+from imaging.disks.grow import can_grow, grow_filesystem
+from imaging.disks.table import (
+    PartitionTable,
+    TablePartition,
+    flush_partition_caches,
+    read_table,
+    reread_partitions,
+    table_area,
+    write_table,
+)
+from imaging.errors import (
+    HourglassError,
+    IntegrityError,
+    SnapshotNotFound,
+    TargetTooSmall,
+    TargetUnsuitable,
+    UsageError,
+)
+from imaging.progress import ProgressCallback, no_progress
+from imaging.repository import codec
+from imaging.repository.store import Repository, Snapshot
+from imaging.restore import (
+    ImageTarget,
+    RestoreOptions,
+    RestoreResult,
+    restore_images,
+    verify_written,
+)
+from imaging.units import decimal_size
+
+
+@dataclass
+class DiskRestoreResult(RestoreResult):
+    """A :class:`RestoreResult` that also says what happened to the table and filesystems."""
+
+    table: str = ""  # "gpt" or "msdos" when a table was written
+    kernel: str = ""  # how the kernel was made to re-read the table
+    grown: str = ""  # "p7: ext4 grown to 2.1 GB with resize2fs"
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Target:
+    path: str
+    kind: str  # "disk", "partition" or "file"
+    size: int  # bytes; 0 for a file that does not exist yet
+    name: str = ""  # kernel name of a block device
+
+    @property
+    def disk_name(self) -> str:
+        return sysfs.parent_disk(self.name) if self.name else ""
+
+
+# --- what the snapshot holds ----------------------------------------------------------------
+
+
+def snapshot_table(snapshot: Snapshot) -> PartitionTable:
+    disk = snapshot.manifest.get("disk")
+    if snapshot.kind != "disk" or not isinstance(disk, dict) or "table" not in disk:
+        raise UsageError(f"Snapshot {snapshot.id[:12]} is not a whole-disk snapshot.")
+    return PartitionTable.from_dict(disk["table"])
+
+
+def _partition_image(snapshot: Snapshot, table: PartitionTable, number: int) -> dict[str, Any]:
+    try:
+        entry = table.partition(number)
+    except KeyError:
+        numbers = ", ".join(str(p.number) for p in table.data_partitions)
+        raise SnapshotNotFound(
+            f"Snapshot {snapshot.id[:12]} has no partition {number}.",
+            f"Its partitions are: {numbers}.",
+        ) from None
+    if entry.is_container:
+        raise UsageError(f"Partition {number} is an extended partition: it holds no data.")
+    try:
+        return snapshot.image(f"p{number}")
+    except SnapshotNotFound:
+        raise SnapshotNotFound(
+            f"Partition {number} was not imaged in snapshot {snapshot.id[:12]} "
+            "(only some partitions were backed up)."
+        ) from None
+
+
+# --- the target -----------------------------------------------------------------------------
+
+
+def _target(path: str) -> _Target:
+    real = os.path.realpath(path)
+    try:
+        mode = os.stat(real).st_mode
+    except FileNotFoundError:
+        if os.path.isdir(os.path.dirname(real) or "."):
+            return _Target(real, "file", 0)
+        raise TargetUnsuitable(f"{path} does not exist, and neither does its directory.") from None
+    if stat.S_ISREG(mode):
+        return _Target(real, "file", os.path.getsize(real))
+    if not stat.S_ISBLK(mode):
+        raise TargetUnsuitable(f"{path} is neither a disk, a partition nor a file.")
+    name = sysfs.name_of(real)
+    kind = "partition" if sysfs.is_partition(name) else "disk"
+    return _Target(real, kind, sysfs.size(name), name)
+
+
+def _refuse_protected(repo: Repository, target: _Target) -> None:
+    """The repository's disk, the boot disk and a disk in use are never written."""
+    disk = target.disk_name
+    device = f"/dev/{disk}"
+    if disk in boot_disk_names():
+        raise TargetUnsuitable(
+            f"{device} is the disk this system was started from: Hourglass never writes to it.",
+            "Choose another disk.",
+        )
+    if disk in mounts.disks_of_path(str(repo.path)):
+        raise TargetUnsuitable(
+            f"{device} holds the repository {repo.path}: Hourglass never writes to it.",
+            "Choose another disk.",
+        )
+    busy = mounts.in_use(disk)
+    if busy:
+        raise TargetUnsuitable(
+            f"{device} is in use: {'; '.join(busy)}.",
+            "Unmount its partitions (and stop swap, LVM or RAID on it), then try again.",
+        )
+    try:
+        fd = os.open(device, os.O_RDONLY | os.O_EXCL)
+    except OSError as e:
+        if e.errno == errno.EBUSY:
+            raise TargetUnsuitable(
+                f"{device} is in use by another program (it cannot be opened exclusively).",
+                "Close whatever uses it, then try again.",
+            ) from None
+        raise TargetUnsuitable(f"Cannot open {device}: {e.strerror}.") from None
+    os.close(fd)
+
+
+def check_block_target(repo: Repository, target: str) -> None:
+    """For any restore onto a block device (a partition snapshot too): refuse the boot disk,
+    the repository's disk and a disk with something mounted or held. Files pass."""
+    t = _target(target)
+    if t.kind != "file":
+        _refuse_protected(repo, t)
+
+
+def _too_small(target: _Target, needed: int, what: str, hint: str) -> TargetTooSmall:
+    return TargetTooSmall(
+        f"{target.path} ({decimal_size(target.size)}, {target.size} bytes) is smaller than "
+        f"{what} needs ({decimal_size(needed)}, {needed} bytes).",
+        hint,
+    )
+
+
+def check_disk_target(
+    repo: Repository, snapshot: Snapshot, target: str, *, partition: int | None = None
+) -> None:
+    """Raise :class:`TargetUnsuitable` (or :class:`TargetTooSmall`, naming the size needed)
+    when ``target`` cannot take ``snapshot`` (or its partition ``partition``)."""
+    table = snapshot_table(snapshot)
+    t = _target(target)
+    if t.kind != "file":
+        _refuse_protected(repo, t)
+    if partition is not None:
+        _partition_destination(snapshot, table, partition, t)
+        return
+    if t.kind == "partition":
+        raise TargetUnsuitable(
+            f"{target} is a partition; a whole-disk snapshot is restored to a disk.",
+            f"Name the disk (/dev/{t.disk_name}), or restore one partition with "
+            f"{snapshot.id[:12]}:N.",
+        )
+    if t.kind == "file":
+        return  # made the size of the snapshot's disk
+    logical, _ = sysfs.sector_sizes(t.name)
+    if logical != table.sector_size:
+        raise TargetUnsuitable(
+            f"{target} has {logical}-byte sectors; the snapshot's disk had "
+            f"{table.sector_size}-byte sectors, and its table cannot be moved between them.",
+            "Choose a disk with the same logical sector size, or restore single partitions.",
+        )
+    needed = table.required_size()
+    if t.size < needed:
+        ss = table.sector_size
+        misfits = [
+            p for p in table.data_partitions if (p.end + 1) * ss > t.size - table.backup_area()
+        ]
+        which = ", ".join(f"partition {p.number}" for p in misfits)
+        raise _too_small(
+            t,
+            needed,
+            "the snapshot's layout",
+            f"{which} would not fit. Choose a larger disk or restore single partitions "
+            f"({snapshot.id[:12]}:N).",
+        )
+
+
+@dataclass(frozen=True)
+class _Destination:
+    """Where a single partition goes: ``path`` at ``offset``, with ``room`` bytes there."""
+
+    path: str
+    offset: int
+    room: int
+    node: str  # the partition's device node, when there is one (for growing)
+    new_table: PartitionTable | None = None  # a table to create first (an empty disk)
+
+
+def _partition_destination(
+    snapshot: Snapshot, table: PartitionTable, number: int, t: _Target
+) -> _Destination:
+    meta = _partition_image(snapshot, table, number)
+    size = int(meta["size"])
+    hint = "Choose a larger partition or disk."
+    if t.kind == "file":
+        return _Destination(t.path, 0, size, "")
+    if t.kind == "partition":
+        if t.size < size:
+            raise _too_small(t, size, f"partition {number}", hint)
+        return _Destination(t.path, 0, t.size, t.path)
+    existing = read_table(t.path)
+    if existing is not None:
+        ss = existing.sector_size
+        try:
+            entry = existing.partition(number)
+        except KeyError:
+            entry = None
+        if entry is None or entry.is_container:
+            raise TargetUnsuitable(
+                f"{t.path} has a partition table without a partition {number} to restore into.",
+                f"Name the partition to write to, or restore partition {number} to an empty "
+                "disk (without a partition table).",
+            )
+        room = entry.sectors * ss
+        if room < size:
+            raise _too_small(
+                replace(t, size=room, path=f"partition {number} of {t.path}"),
+                size,
+                f"partition {number} of the snapshot",
+                hint,
+            )
+        node = next(
+            (
+                p.device
+                for p in sysfs.partitions(t.name)
+                if p.number == number and p.start == entry.start * ss
+            ),
+            "",
+        )
+        return _Destination(t.path, entry.start * ss, room, node)
+    entry = table.partition(number)
+    layout = replace(table, partitions=(replace(entry, role="primary"),))
+    if table.kind == "msdos" and entry.role == "logical":
+        raise TargetUnsuitable(
+            f"Partition {number} was a logical partition: it cannot be recreated alone on an "
+            "empty disk.",
+            "Create a partition for it first and name that partition as the target.",
+        )
+    if t.size < layout.required_size():
+        raise _too_small(t, layout.required_size(), f"partition {number} where it was", hint)
+    return _Destination(t.path, entry.start * table.sector_size, size, "", layout)
+
+
+def describe_target(target: str) -> str:
+    """What a confirmation must name: a disk with model, serial, size, partitions and labels;
+    a partition with its disk; a file with its size."""
+    t = _target(target)
+    if t.kind == "file":
+        if not t.size:
+            return f"{t.path} (a new image file)"
+        return read_image_file(t.path).describe().replace(f"{t.path}:", f"the file {t.path}:", 1)
+    disk = get_disk(f"/dev/{t.disk_name}", used=False)
+    if t.kind == "disk":
+        return disk.describe()
+    part = next((p for p in disk.partitions if p.device == t.path), None)
+    what = part.describe() if part else f"{decimal_size(t.size)}"
+    return f"{t.path} ({what}) on {disk.device}: {disk.title()}"
+
+
+# --- the restore ----------------------------------------------------------------------------
+
+
+def restore_disk(
+    repo: Repository,
+    snapshot: Snapshot,
+    target: str,
+    *,
+    partition: int | None = None,
+    grow: bool = False,
+    new_ids: bool = False,
+    progress: ProgressCallback = no_progress,
+    options: RestoreOptions | None = None,
+) -> RestoreResult:
+    """Restore a whole-disk snapshot to ``target`` (a disk or an image file), or with
+    ``partition`` that partition alone into a partition, a disk or a file."""
+    options = options or RestoreOptions()
+    check_disk_target(repo, snapshot, target, partition=partition)
+    table = snapshot_table(snapshot)
+    t = _target(target)
+    result = DiskRestoreResult(snapshot=snapshot, target=target)
+    if partition is not None:
+        return _restore_partition(
+            repo, snapshot, table, partition, t, grow, new_ids, progress, options, result
+        )
+    if t.kind == "file":
+        _prepare_file(t.path, snapshot.size)
+        t = replace(t, size=snapshot.size)
+        if grow:
+            result.notes.append(
+                "An image file is made the size of the original disk: nothing to grow."
+            )
+            grow = False
+    layout = table.with_new_ids() if new_ids else table
+    grown: TablePartition | None = None
+    if grow:
+        layout, grown = layout.grown(t.size)
+        if grown is None:
+            result.notes.append("The target is no larger than the original: nothing to grow.")
+    write_table(t.path, layout)
+    result.table = layout.kind
+    skip = table_area(t.path, layout)
+    with repo.reader():
+        _write_head(t.path, _head_pieces(repo, snapshot, skip))
+    targets = [
+        ImageTarget(image=f"p{p.number}", path=t.path, offset=p.start * layout.sector_size)
+        for p in layout.data_partitions
+        if _has_image(snapshot, f"p{p.number}")
+    ]
+    for p in layout.data_partitions:
+        if not _has_image(snapshot, f"p{p.number}"):
+            result.notes.append(
+                f"Partition {p.number} is not in the snapshot: it was created, and its content "
+                "is whatever the target held there."
+            )
+    restore_images(
+        repo,
+        snapshot,
+        targets,
+        progress=progress,
+        options=replace(options, verify=False),
+        result=result,
+    )
+    if options.verify:
+        verify_written(repo, snapshot, targets, progress=progress, options=options, result=result)
+        with repo.reader():
+            _verify_head(t.path, _head_pieces(repo, snapshot, skip))
+        written = read_table(t.path)
+        diffs = layout.differences(written) if written else ["no table"]
+        if diffs:
+            raise IntegrityError(
+                f"The partition table on {t.path} differs from the one written: {diffs[0]}."
+            )
+    if t.kind == "disk":
+        result.kernel = reread_partitions(t.path, layout)
+    if grown is not None:
+        result.grown = _grow(t, layout, grown, snapshot, result)
+    return result
+
+
+def _has_image(snapshot: Snapshot, name: str) -> bool:
+    return any(image["name"] == name for image in snapshot.images)
+
+
+def _prepare_file(path: str, size: int) -> None:
+    """An image-file target holds exactly the disk: emptied, then sized (holes read as zero)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.ftruncate(fd, 0)
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+
+
+def _head_pieces(
+    repo: Repository, snapshot: Snapshot, skip: list[tuple[int, int]]
+) -> Iterator[tuple[int, bytes]]:
+    """(offset, bytes) of the ``head`` image outside the ``skip`` ranges (the table just
+    written): the boot code and the gap. Block by block, however far the first partition is."""
+    if not _has_image(snapshot, "head"):
+        return
+    size = int(snapshot.image("head")["size"])
+    ids = repo.load_index(snapshot, "head")
+    bs = repo.block_size
+    for block in range(len(ids) // 32):
+        chunk_id = ids[block * 32 : block * 32 + 32]
+        start = block * bs
+        length = min(bs, size - start)
+        if chunk_id in (codec.ZERO_ID, codec.UNUSED_ID):
+            data = bytes(length)
+        else:
+            data = repo.read_chunk(chunk_id)
+        for piece, piece_len in _pieces(length, [(s - start, n) for s, n in skip]):
+            yield start + piece, data[piece : piece + piece_len]
+
+
+def _pieces(size: int, skip: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The (start, length) pieces of ``[0, size)`` outside the ``skip`` ranges."""
+    pieces = []
+    pos = 0
+    for start, length in sorted(skip):
+        if start > pos:
+            pieces.append((pos, min(start, size) - pos))
+        pos = max(pos, start + length)
+    if pos < size:
+        pieces.append((pos, size - pos))
+    return [(s, n) for s, n in pieces if n > 0]
+
+
+def _write_head(path: str, pieces: Iterable[tuple[int, bytes]]) -> None:
+    """Write boot code and gap, leaving the freshly written table alone."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        for offset, data in pieces:
+            view = memoryview(data)
+            done = 0
+            while done < len(data):
+                done += os.pwrite(fd, view[done:], offset + done)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _verify_head(path: str, pieces: Iterable[tuple[int, bytes]]) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        for offset, data in pieces:
+            if os.pread(fd, len(data), offset) != data:
+                raise IntegrityError(
+                    f"Verification of {path} failed: the boot code or the gap before the first "
+                    f"partition (bytes {offset}-{offset + len(data) - 1}) differs from the "
+                    "snapshot.",
+                    "The target disk may be failing.",
+                )
+    finally:
+        os.close(fd)
+
+
+def _grow(
+    t: _Target,
+    layout: PartitionTable,
+    grown: TablePartition,
+    snapshot: Snapshot,
+    result: DiskRestoreResult,
+) -> str:
+    size = decimal_size(grown.sectors * layout.sector_size)
+    image = f"p{grown.number}"
+    if not _has_image(snapshot, image):
+        return f"partition {grown.number} extended to {size}"
+    fstype = str(snapshot.image(image).get("fstype", ""))
+    if not can_grow(fstype):
+        result.notes.append(
+            f"Partition {grown.number} was extended to {size}, but its "
+            f"{fstype or 'content'} cannot be grown in place: it keeps its size."
+        )
+        return f"partition {grown.number} extended to {size}"
+    node = next((p.device for p in sysfs.partitions(t.name) if p.number == grown.number), "")
+    if not node:
+        raise HourglassError(
+            f"Partition {grown.number} of {t.path} has no device node: its filesystem was not "
+            "grown.",
+            "Replug the disk and grow it by hand.",
+        )
+    tool = grow_filesystem(node, fstype)
+    return f"partition {grown.number}: {fstype} grown to {size} with {tool}"
+
+
+def _restore_partition(
+    repo: Repository,
+    snapshot: Snapshot,
+    table: PartitionTable,
+    number: int,
+    t: _Target,
+    grow: bool,
+    new_ids: bool,
+    progress: ProgressCallback,
+    options: RestoreOptions,
+    result: DiskRestoreResult,
+) -> RestoreResult:
+    dest = _partition_destination(snapshot, table, number, t)
+    if dest.new_table is not None:
+        layout = dest.new_table.with_new_ids() if new_ids else dest.new_table
+        write_table(t.path, layout)
+        result.table = layout.kind
+    image = f"p{number}"
+    target = ImageTarget(image=image, path=dest.path, offset=dest.offset, create=t.kind == "file")
+    restore_images(repo, snapshot, [target], progress=progress, options=options, result=result)
+    if t.kind == "disk":
+        if dest.new_table is not None:
+            result.kernel = reread_partitions(t.path, dest.new_table)
+        else:
+            flush_partition_caches(t.path)
+    size = int(snapshot.image(image)["size"])
+    if grow and dest.room > size:
+        fstype = str(snapshot.image(image).get("fstype", ""))
+        node = dest.node or next(
+            (p.device for p in sysfs.partitions(t.name) if p.number == number), ""
+        )
+        if not can_grow(fstype):
+            result.notes.append(f"{fstype or 'This content'} cannot be grown in place.")
+        elif not node:
+            result.notes.append("The partition has no device node: not grown.")
+        else:
+            tool = grow_filesystem(node, fstype)
+            result.grown = f"{fstype} grown to {decimal_size(dest.room)} with {tool}"
+    return result

@@ -1,0 +1,270 @@
+"""Whole-disk backup and restore on loop devices with real filesystems, files and tools."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+
+from imaging.disks import restore as disk_restore
+from imaging.disks.table import read_table
+from imaging.errors import TargetTooSmall
+from imaging.restore import RestoreOptions
+from tests.imaging.disks import helpers
+from tests.imaging.disks.conftest import Backup, SourceDisk
+from tests.support import MiB, sh
+
+pytestmark = [pytest.mark.integration, pytest.mark.root]
+
+
+def check_filesystems(source: SourceDisk, device: str, tmp: Path) -> None:
+    """Every filesystem passes its own checker and holds exactly the source's files."""
+    for p in source.parts:
+        if not p.fstype:
+            continue
+        dev = helpers.node(device, p.number)
+        check = helpers.fsck(dev, p.fstype)
+        assert check.returncode == 0, f"{p.fstype} on {dev}: {check.stdout}{check.stderr}"
+        files = helpers.read_files(dev, p.fstype, tmp)
+        assert files == p.files, f"files differ on partition {p.number} ({p.fstype})"
+        assert files, "the test filesystem should hold files"
+        source_uuid = sh(
+            "blkid", "-p", "-o", "value", "-s", "UUID", helpers.node(source.device, p.number)
+        ).stdout
+        assert sh("blkid", "-p", "-o", "value", "-s", "UUID", dev).stdout == source_uuid
+
+
+def target_disk(tmp: Path, name: str, mib: int) -> Path:
+    image = tmp / name
+    helpers.garbage_file(image, mib * MiB)
+    return image
+
+
+def test_snapshot_records_table_methods_and_used_blocks(
+    gpt_source: SourceDisk, gpt_backup: Backup
+) -> None:
+    snap = gpt_backup.snapshot
+    assert snap.kind == "disk"
+    names = [image["name"] for image in snap.images]
+    assert names == ["head", "p1", "p2", "p3", "p4", "p5", "p6", "p8"]
+    methods = {image["name"]: image["method"] for image in snap.images}
+    assert methods == {
+        "head": "raw",
+        "p1": "raw",
+        "p2": "partclone.vfat",
+        "p3": "partclone.xfs",
+        "p4": "partclone.btrfs",
+        "p5": "partclone.ntfs",
+        "p6": "partclone.exfat",
+        "p8": "partclone.ext4",
+    }
+    for image in snap.images:
+        if image["method"].startswith("partclone"):
+            assert 0 < image["used"] < image["size"], image
+    table = read_table(gpt_source.device)
+    assert table is not None
+    assert snap.manifest["disk"]["table"] == table.to_dict()
+    assert snap.source_id == f"disk:{gpt_source.device}"  # a loop device has no serial
+    stats = snap.manifest["stats"]
+    assert stats["unused_bytes"] > stats["read"], "most of the disk is free and was not read"
+
+
+def test_restore_to_same_size_disk(
+    gpt_source: SourceDisk, gpt_backup: Backup, tmp_path: Path
+) -> None:
+    image = target_disk(tmp_path, "same.img", helpers.GPT_DISK_MIB)
+    with helpers.attached(image) as target:
+        assert gpt_backup.cli("restore", "latest", target, "--yes") == 0
+        assert helpers.table_dump(target) == gpt_source.table
+        head = helpers.read_bytes(target, 0, MiB)
+        assert head[:440] == gpt_source.head[:440], "boot code"
+        assert head[512:] == gpt_source.head[512:], "GPT header, entries and gap"
+        end = helpers.GPT_DISK_MIB * MiB
+        assert helpers.read_bytes(target, end - 33 * 512, 33 * 512) == helpers.read_bytes(
+            gpt_source.device, end - 33 * 512, 33 * 512
+        ), "backup GPT"
+        assert helpers.read_bytes(helpers.node(target, 1), 0, MiB) == gpt_source.raw[1]
+        check_filesystems(gpt_source, target, tmp_path)
+
+
+def test_restore_to_larger_disk_grows_the_last_partition(
+    gpt_source: SourceDisk, gpt_backup: Backup, tmp_path: Path
+) -> None:
+    image = target_disk(tmp_path, "large.img", helpers.GPT_DISK_MIB + 200)
+    with helpers.attached(image) as target:
+        assert gpt_backup.cli("restore", "latest", target, "--yes", "--grow") == 0
+        source_rows = gpt_source.table.splitlines()
+        rows = helpers.table_dump(target).splitlines()
+        assert rows[:-1] == source_rows[:-1], "all but the last partition as they were"
+        assert rows[-1].split()[4:] == source_rows[-1].split()[4:], "same GUID, name, flags"
+        assert "No problems found" in sh("sgdisk", "--verify", target).stdout
+        last = helpers.node(target, 8)
+        grown = helpers.fs_size(last, "ext4")
+        assert grown > helpers.fs_size(helpers.node(gpt_source.device, 8), "ext4") + 190 * MiB
+        check_filesystems(gpt_source, target, tmp_path)
+
+
+def test_too_small_disk_is_refused_with_the_size_needed(
+    gpt_backup: Backup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = target_disk(tmp_path, "small.img", helpers.GPT_DISK_MIB - 100)
+    before = image.read_bytes()[: 2 * MiB]
+    with helpers.attached(image) as target:
+        code = gpt_backup.cli("restore", "latest", target, "--yes")
+        needed = read_table_of(gpt_backup).required_size()
+    assert code == TargetTooSmall.exit_code
+    err = capsys.readouterr().err
+    assert "smaller than" in err and str(needed) in err and "partition 8" in err
+    assert image.read_bytes()[: 2 * MiB] == before, "nothing was written"
+
+
+def read_table_of(backup: Backup):  # type: ignore[no-untyped-def]
+    return disk_restore.snapshot_table(backup.snapshot)
+
+
+def test_smaller_disk_where_every_partition_fits(
+    gpt_source: SourceDisk, gpt_backup: Backup, tmp_path: Path
+) -> None:
+    needed = read_table_of(gpt_backup).required_size()
+    image = target_disk(tmp_path, "fits.img", -(-needed // MiB))
+    assert image.stat().st_size < helpers.GPT_DISK_MIB * MiB
+    with helpers.attached(image) as target:
+        result = disk_restore.restore_disk(
+            gpt_backup.repo, gpt_backup.snapshot, target, options=RestoreOptions(verify=False)
+        )
+        assert not result.verified
+        assert helpers.table_dump(target).splitlines()[1:] == gpt_source.table.splitlines()[1:]
+        check_filesystems(gpt_source, target, tmp_path)
+
+
+def test_new_ids(gpt_source: SourceDisk, gpt_backup: Backup, tmp_path: Path) -> None:
+    image = target_disk(tmp_path, "new-ids.img", helpers.GPT_DISK_MIB)
+    with helpers.attached(image) as target:
+        assert gpt_backup.cli("restore", "latest", target, "--yes", "--new-ids") == 0
+        old = read_table(gpt_source.device)
+        new = read_table(target)
+        assert old is not None and new is not None
+        assert new.disk_id != old.disk_id
+        for a, b in zip(old.partitions, new.partitions, strict=True):
+            assert (a.number, a.start, a.end, a.type, a.name) == (
+                b.number,
+                b.start,
+                b.end,
+                b.type,
+                b.name,
+            )
+            assert a.guid != b.guid
+
+
+def test_single_partitions_into_larger_partitions_grow(
+    gpt_source: SourceDisk, gpt_backup: Backup, tmp_path: Path
+) -> None:
+    """xfs and NTFS restored alone into bigger partitions of another disk, then grown."""
+    image = tmp_path / "parts.img"
+    helpers.garbage_file(image, 600 * MiB)
+    sh("sgdisk", "--new=1:0:+400M", "--new=2:0:+120M", image)
+    with helpers.attached(image) as target:
+        for number, into, fstype in ((3, 1, "xfs"), (5, 2, "ntfs")):
+            dev = helpers.node(target, into)
+            snap = f"{gpt_backup.snapshot.id}:{number}"
+            assert gpt_backup.cli("restore", snap, dev, "--yes", "--grow") == 0
+            assert helpers.fsck(dev, fstype).returncode == 0
+            source_size = helpers.fs_size(helpers.node(gpt_source.device, number), fstype)
+            assert helpers.fs_size(dev, fstype) > source_size + 50 * MiB
+            part = next(p for p in gpt_source.parts if p.number == number)
+            assert helpers.read_files(dev, fstype, tmp_path) == part.files
+
+
+def test_single_partition_to_an_empty_disk_and_to_a_file(
+    gpt_source: SourceDisk, gpt_backup: Backup, tmp_path: Path
+) -> None:
+    image = target_disk(tmp_path, "empty.img", helpers.GPT_DISK_MIB)
+    with contextlib.ExitStack() as stack:
+        target = stack.enter_context(helpers.attached(image))
+        code = gpt_backup.cli("restore", f"{gpt_backup.snapshot.id[:8]}:8", target, "--yes")
+        assert code == 0
+        table = read_table(target)
+        source = read_table(gpt_source.device)
+        assert table is not None and source is not None
+        assert table.partitions == (source.partition(8),)
+        assert table.disk_id == source.disk_id
+        dev = helpers.node(target, 8)
+        assert helpers.fsck(dev, "ext4").returncode == 0
+        assert helpers.read_files(dev, "ext4", tmp_path) == gpt_source.parts[-1].files
+    out = tmp_path / "btrfs-alone.img"
+    assert gpt_backup.cli("restore", "latest:4", str(out), "--yes") == 0
+    assert out.stat().st_size == 128 * MiB
+    assert helpers.fsck(str(out), "btrfs").returncode == 0
+
+
+def test_partition_restore_needs_room(gpt_backup: Backup, tmp_path: Path) -> None:
+    image = tmp_path / "tiny-parts.img"
+    helpers.garbage_file(image, 100 * MiB)
+    sh("sgdisk", "--new=1:0:+50M", image)
+    with (
+        helpers.attached(image) as target,
+        pytest.raises(TargetTooSmall, match="smaller than partition 3"),
+    ):
+        disk_restore.check_disk_target(
+            gpt_backup.repo, gpt_backup.snapshot, helpers.node(target, 1), partition=3
+        )
+
+
+def test_mbr_disk_same_size_and_larger_with_grow(
+    mbr_source: SourceDisk, mbr_backup: Backup, tmp_path: Path
+) -> None:
+    snap = mbr_backup.snapshot
+    assert [i["name"] for i in snap.images] == ["head", "p1", "p2", "p5", "p6"]
+    table = snap.manifest["disk"]["table"]
+    assert table["signature"] == f"{helpers.MBR_SIGNATURE:#010x}"
+    roles = {p["number"]: (p["role"], p["type"], p["boot"]) for p in table["partitions"]}
+    assert roles == {
+        1: ("primary", "0x0c", True),
+        2: ("primary", "0x83", False),
+        4: ("extended", "0x05", False),
+        5: ("logical", "0x83", False),
+        6: ("logical", "0x83", False),
+    }
+    same = target_disk(tmp_path, "mbr-same.img", helpers.MBR_DISK_MIB)
+    with helpers.attached(same) as target:
+        assert mbr_backup.cli("restore", "latest", target, "--yes") == 0
+        assert helpers.table_dump(target) == mbr_source.table
+        head = helpers.read_bytes(target, 0, MiB)
+        assert head[:446] == mbr_source.head[:446], "boot code and signature"
+        assert head[512:] == mbr_source.head[512:], "the gap (core.img)"
+        check_filesystems(mbr_source, target, tmp_path)
+    larger = target_disk(tmp_path, "mbr-large.img", helpers.MBR_DISK_MIB + 150)
+    with helpers.attached(larger) as target:
+        assert mbr_backup.cli("restore", "latest", target, "--yes", "--grow") == 0
+        grown = read_table(target)
+        assert grown is not None
+        assert grown.partition(6).end > grown.partition(4).end - 2048
+        assert grown.partition(4).end == grown.partition(6).end
+        assert grown.disk_id == f"{helpers.MBR_SIGNATURE:#010x}"
+        last = helpers.node(target, 6)
+        assert helpers.fs_size(last, "btrfs") > 128 * MiB + 140 * MiB
+        check_filesystems(mbr_source, target, tmp_path)
+
+
+def test_partitions_of_one_disk_back_up_with_the_table(
+    gpt_source: SourceDisk, tmp_path: Path
+) -> None:
+    from tests.imaging.disks.conftest import backup_of
+
+    dev = gpt_source.device
+    backup = backup_of(helpers.node(dev, 2), tmp_path, helpers.node(dev, 8))
+    snap = backup.snapshot
+    assert snap.kind == "disk"
+    assert [i["name"] for i in snap.images] == ["head", "p2", "p8"]
+    assert snap.manifest["disk"]["imaged"] == [2, 8]
+    image = target_disk(tmp_path, "partial.img", helpers.GPT_DISK_MIB)
+    with helpers.attached(image) as target:
+        assert backup.cli("restore", "latest", target, "--yes") == 0
+        assert helpers.table_dump(target) == gpt_source.table
+        for p in gpt_source.parts:
+            if p.number in (2, 8):
+                assert (
+                    helpers.read_files(helpers.node(target, p.number), p.fstype, tmp_path)
+                    == p.files
+                )
