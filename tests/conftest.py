@@ -12,6 +12,7 @@ from imaging.repository import keys
 from imaging.repository.store import Repository
 
 PASSPHRASE = "correct horse battery staple"
+WEAK_KDF = keys.KdfParams(memory=64, passes=1, lanes=1)  # tests only: fast unlocking
 
 
 @pytest.fixture(autouse=True)
@@ -20,9 +21,8 @@ def _isolate(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("HOURGLASS_"):
             monkeypatch.delenv(name)
-    weak = keys.KdfParams(memory=64, passes=1, lanes=1)
-    monkeypatch.setattr(keys, "PASSPHRASE_KDF", weak)
-    monkeypatch.setattr(keys, "RECOVERY_KDF", weak)
+    monkeypatch.setattr(keys, "PASSPHRASE_KDF", WEAK_KDF)
+    monkeypatch.setattr(keys, "RECOVERY_KDF", WEAK_KDF)
 
 
 def _can_loop() -> str | None:

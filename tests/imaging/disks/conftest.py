@@ -14,7 +14,7 @@ import pytest
 
 from imaging.repository import keys
 from imaging.repository.store import Repository, Snapshot
-from tests.conftest import PASSPHRASE
+from tests.conftest import PASSPHRASE, WEAK_KDF
 from tests.imaging.disks import helpers
 from tests.support import MiB, run_cli
 
@@ -52,7 +52,7 @@ class Backup:
 
 def weak_repository(path: Path) -> Repository:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(keys, "PASSPHRASE_KDF", keys.KdfParams(n=2**10))
+        mp.setattr(keys, "PASSPHRASE_KDF", WEAK_KDF)
         return Repository.init(path, passphrase=PASSPHRASE)
 
 
