@@ -42,7 +42,7 @@ def _common(repo: bool = True) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from imaging.cli import disk_commands, files_commands, repo_commands
+    from imaging.cli import disk_commands, files_commands, repo_commands, unattended_commands
 
     parser = argparse.ArgumentParser(
         prog="hourglass",
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     repo_commands.register(sub, common)
     disk_commands.register(sub, common, plain)
     files_commands.register(sub, common)
+    unattended_commands.register(sub, common, plain)
     for entry_point in entry_points(group="hourglass.commands"):
         try:
             register = entry_point.load()

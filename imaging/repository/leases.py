@@ -8,6 +8,7 @@ lease for good: a lease whose process is gone (same host) or whose heartbeat is 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
@@ -142,7 +143,15 @@ def hold(directory: Path, kind: str) -> Iterator[float]:
     """Hold a writer or reader lease while the block runs; yields its start time."""
     record = _record(kind)
     beat = _Heartbeat(directory / f"{uuid.uuid4().hex}.json", record)
-    beat.start()
+    try:
+        beat.start()
+    except OSError as e:
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        # A read-only repository (a write-protected drive, an http mount): nobody can run
+        # gc through this mount, and we cannot announce ourselves. Read without a lease.
+        yield float(record["started"])  # type: ignore[arg-type]
+        return
     try:
         yield float(record["started"])  # type: ignore[arg-type]
     finally:

@@ -1,0 +1,49 @@
+"""`hourglass unattended`: the appliance's unattended mode (kernel parameters)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from imaging.process import run, which
+from imaging.unattended.run import read_cmdline, run_unattended
+
+
+def after(action: str) -> None:
+    """What the orders say to do once the result line is out."""
+    if action == "poweroff":
+        run(["systemctl", "poweroff"], check=False)
+    elif action == "reboot":
+        run(["systemctl", "reboot"], check=False)
+    elif action == "shell":
+        os.execv(which("bash"), ["bash", "-l"])
+    elif action == "ui":
+        hourglass = which("hourglass")
+        os.execv(hourglass, [hourglass, "ui"])
+
+
+def cmd_unattended(args: argparse.Namespace) -> int:
+    cmdline = read_cmdline(args.cmdline_file)
+    outcome = run_unattended(cmdline)
+    if not args.no_after:
+        after(outcome.after)
+    return 0 if outcome.ok else 1
+
+
+def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "unattended",
+        parents=[plain],
+        help="carry out hourglass.* kernel parameters and print one HOURGLASS-RESULT line",
+    )
+    p.add_argument(
+        "--cmdline-file",
+        default="/proc/cmdline",
+        metavar="FILE",
+        help="read the parameters from FILE instead of the kernel command line",
+    )
+    p.add_argument(
+        "--no-after", action="store_true", help="do not power off, reboot or start anything"
+    )
+    p.set_defaults(handler=cmd_unattended)

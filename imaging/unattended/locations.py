@@ -1,0 +1,150 @@
+"""Making a location of the orders (LABEL=, UUID=, /dev/..., nfs://, smb://, http(s)://)
+available as a directory, and undoing it afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imaging.disks import mounting, mounts
+from imaging.disks.discover import list_disks
+from imaging.errors import HourglassError, NotFound, UsageError
+from imaging.process import run
+from imaging.unattended.orders import Location
+
+MOUNT_ROOT = Path("/run/hourglass/unattended")
+
+
+@dataclass
+class Mounted:
+    directory: Path  # the location's path, inside its mount
+    disks: set[str] = field(default_factory=set)  # kernel names of the disks it lives on
+
+
+class Locations(contextlib.AbstractContextManager["Locations"]):
+    """Mounts what the orders name; everything it mounted is unmounted on exit."""
+
+    def __init__(self) -> None:
+        self._mounted: list[str] = []
+
+    def __exit__(self, *_: object) -> None:
+        for mountpoint in reversed(self._mounted):
+            with contextlib.suppress(HourglassError, OSError):
+                mounting.unmount(mountpoint)
+        self._mounted.clear()
+
+    def _new_mountpoint(self) -> str:
+        path = MOUNT_ROOT / secrets.token_hex(4)
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)
+
+    def directory(self, location: Location, *, writable: bool) -> Mounted:
+        """The directory ``location`` names, mounted if it has to be."""
+        if location.kind == "path":
+            return Mounted(Path(location.path), _disks_of(location.path))
+        if location.kind in ("label", "uuid", "device"):
+            device, fstype = _partition_of(location)
+            existing = [m for m in mounts.mounts() if m.source == device and not m.read_only]
+            if existing:
+                root = existing[0].mountpoint
+            else:
+                root = self._new_mountpoint()
+                mounting.mount(device, fstype, root, read_only=not writable)
+                self._mounted.append(root)
+            name = os.path.basename(os.path.realpath(device))
+            return Mounted(_inside(root, location.path), mounts.disks_below(name))
+        root = self._new_mountpoint()
+        url = urllib.parse.urlsplit(location.where)
+        if location.kind == "nfs":
+            run(
+                [
+                    "mount",
+                    "-t",
+                    "nfs",
+                    "-o",
+                    "rw" if writable else "ro",
+                    f"{url.netloc}:{url.path or '/'}",
+                    root,
+                ]
+            )
+            self._mounted.append(root)
+            return Mounted(Path(root))
+        if location.kind == "smb":
+            share, _, rest = url.path.lstrip("/").partition("/")
+            options = "guest" + ("" if writable else ",ro")
+            run(["mount", "-t", "cifs", "-o", options, f"//{url.netloc}/{share}", root])
+            self._mounted.append(root)
+            return Mounted(_inside(root, "/" + rest))
+        if location.kind == "http":
+            if writable:
+                raise UsageError(f"{location.where} is read-only: it can serve restores only.")
+            run(["httpdirfs", location.where, root])
+            self._mounted.append(root)
+            return Mounted(Path(root))
+        raise UsageError(f"Cannot use the location {location.describe()}.")
+
+    def read_file(self, location: Location) -> bytes:
+        """The content of a small file (a passphrase or config file) at ``location``."""
+        if location.kind == "http":
+            try:
+                with urllib.request.urlopen(location.where, timeout=30) as response:  # noqa: S310
+                    return bytes(response.read(1 << 20))
+            except OSError as e:
+                raise NotFound(f"Cannot fetch {location.where}: {e}.") from e
+        if location.kind == "path":
+            path = Path(location.path)
+        else:
+            parent = Location(location.kind, location.where, str(Path(location.path).parent))
+            path = self.directory(parent, writable=False).directory / Path(location.path).name
+        try:
+            return path.read_bytes()
+        except OSError as e:
+            raise NotFound(f"Cannot read {location.describe()}: {e.strerror}.") from e
+
+
+def _inside(root: str, path: str) -> Path:
+    relative = Path(path.lstrip("/"))
+    if ".." in relative.parts:
+        raise UsageError(f"The path {path} must not contain '..'.")
+    return Path(root) / relative
+
+
+def _partition_of(location: Location) -> tuple[str, str]:
+    """The device and filesystem type a LABEL=, UUID= or /dev/ location names."""
+    for disk in list_disks(used=False):
+        for partition in disk.partitions:
+            if (
+                (location.kind == "label" and partition.label == location.where)
+                or (location.kind == "uuid" and partition.fs_uuid.lower() == location.where.lower())
+                or (
+                    location.kind == "device"
+                    and os.path.realpath(location.where) == os.path.realpath(partition.device)
+                )
+            ):
+                if not partition.fstype:
+                    raise UsageError(f"{location.describe()}: the partition has no filesystem.")
+                return partition.device, partition.fstype
+    # A drive formatted without a partition table (a "superfloppy" USB disk), or a device the
+    # discovery did not list: ask blkid.
+    device = location.where
+    if location.kind in ("label", "uuid"):
+        token = f"{location.kind.upper()}={location.where}"
+        found = run(["blkid", "-o", "device", "-t", token], check=False).stdout.decode().split()
+        device = found[0] if found else ""
+    if device and os.path.exists(device):
+        fstype = run(["blkid", "-p", "-o", "value", "-s", "TYPE", device], check=False)
+        if fstype.stdout.strip():
+            return device, fstype.stdout.decode().strip()
+    raise NotFound(f"No partition matches {location.describe()}.")
+
+
+def _disks_of(path: str) -> set[str]:
+    try:
+        return mounts.disks_of_path(path)
+    except OSError:
+        return set()

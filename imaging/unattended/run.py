@@ -1,0 +1,199 @@
+"""Carry out unattended orders and report exactly one result line.
+
+At the end exactly one line goes to standard output, the serial console and the kernel log:
+``HOURGLASS-RESULT: OK <summary>`` or ``HOURGLASS-RESULT: FAILED <reason>``. Nothing that
+failed ever prints OK: the line is decided only after the work and its checks returned.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from imaging.appliance import console_line
+from imaging.errors import HourglassError, UsageError
+from imaging.progress import Progress
+from imaging.unattended.locations import Locations
+from imaging.unattended.orders import (
+    Orders,
+    orders_from,
+    parse_cmdline,
+    parse_config,
+    parse_location,
+)
+from imaging.units import human_duration, human_size
+
+RESULT = "HOURGLASS-RESULT:"
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    line: str
+    after: str
+
+
+class LineProgress:
+    """Progress as whole lines, every 10 % or 15 s: fit for a serial console and a log."""
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self.write = write
+        self.last_time = 0.0
+        self.last_tenth = -1
+
+    def __call__(self, event: Progress) -> None:
+        tenth = int(event.fraction * 10)
+        now = time.monotonic()
+        if not event.finished and tenth == self.last_tenth and now - self.last_time < 15:
+            return
+        self.last_tenth, self.last_time = tenth, now
+        eta = f", {human_duration(event.eta)} left" if event.eta is not None else ""
+        self.write(
+            f"{event.phase} {event.item} {event.fraction * 100:.0f}% "
+            f"({human_size(event.done)} of {human_size(event.total)}, "
+            f"{human_size(event.rate)}/s{eta})"
+        )
+
+
+def gather_keys(cmdline: str, locations: Locations) -> dict[str, str]:
+    """The keys of the kernel command line, with those of ``hourglass.config=`` under them."""
+    keys = parse_cmdline(cmdline)
+    if "config" in keys:
+        text = locations.read_file(parse_location(keys["config"], key="config")).decode()
+        keys = {**parse_config(text), **{k: v for k, v in keys.items() if k != "config"}}
+    return keys
+
+
+def _passphrase(orders: Orders, locations: Locations) -> str | None:
+    if orders.passphrase_file is None:
+        return None
+    text = locations.read_file(orders.passphrase_file).decode().rstrip("\r\n")
+    if not text:
+        raise UsageError(f"The passphrase file {orders.passphrase_file.describe()} is empty.")
+    return text
+
+
+def carry_out(orders: Orders, locations: Locations, say: Callable[[str], None]) -> str:
+    """Do the work; returns the summary for the OK line, raises on any failure."""
+    from imaging.backup import run_backup
+    from imaging.disks.discover import list_disks
+    from imaging.plans import plan_for
+    from imaging.repository.store import Repository
+    from imaging.repository.verify import verify
+    from imaging.selectors import select
+    from imaging.unattended.choose import choose_disk
+
+    assert orders.repo is not None
+    repo_dir = locations.directory(orders.repo, writable=orders.run != "restore")
+    passphrase = _passphrase(orders, locations)
+    repo = Repository.open(repo_dir.directory, passphrase)
+    say(f"repository {orders.repo.describe()} opened")
+    progress = LineProgress(say)
+    exclude = {f"/dev/{name}" for name in repo_dir.disks}
+
+    if orders.run == "backup":
+        disk = choose_disk(list_disks(), orders.source, role="source", exclude=exclude)
+        say(f"backing up {disk.device}: {disk.title()}")
+        snapshot = run_backup(repo, plan_for([disk.device]), progress=progress)
+        report = verify(repo, [snapshot])
+        if not report.ok:
+            raise HourglassError(f"the new snapshot does not verify: {report.damage[0].describe()}")
+        st = snapshot.manifest.get("stats", {})
+        return (
+            f"backup {snapshot.id[:12]} of {disk.device} ({disk.title()}) at "
+            f"{snapshot.time.strftime('%Y-%m-%d %H:%M:%S')}: read {human_size(st.get('read', 0))}, "
+            f"added {human_size(snapshot.stored)}, verified"
+        )
+
+    if orders.run == "verify":
+        snapshots = repo.snapshots()
+        selected = None
+        if orders.snapshot != "latest" or orders.source:
+            selected = [select(snapshots, orders.snapshot, source=orders.source or None)]
+        report = verify(repo, selected, read_data=orders.read_data, progress=progress)
+        if not report.ok:
+            raise HourglassError(
+                f"{len(report.damage)} damaged: {report.damage[0].describe().splitlines()[0]}"
+            )
+        kind = "data" if orders.read_data else "structure"
+        count = len(selected) if selected is not None else len(snapshots)
+        return f"verify ({kind}) of {count} snapshot(s), {report.checked} chunks: no damage"
+
+    snapshot = select(repo.snapshots(), orders.snapshot, source=orders.source or None)
+    when = snapshot.time.strftime("%Y-%m-%d %H:%M:%S")
+
+    if orders.run == "restore":
+        from imaging.disks.restore import check_disk_target, restore_disk
+        from imaging.restore import RestoreOptions
+
+        disk = choose_disk(list_disks(), orders.target, role="target", exclude=exclude)
+        check_disk_target(repo, snapshot, disk.device, partition=orders.partition)
+        say(f"restoring snapshot {snapshot.id[:12]} ({when}) to {disk.device}: {disk.title()}")
+        result = restore_disk(
+            repo,
+            snapshot,
+            disk.device,
+            partition=orders.partition,
+            grow=orders.grow,
+            new_ids=orders.new_ids,
+            progress=progress,
+            options=RestoreOptions(verify=True),
+        )
+        if result.damaged or not result.verified:
+            raise HourglassError(f"the restore to {disk.device} did not verify")
+        return (
+            f"restore of {snapshot.id[:12]} ({when}) to {disk.device} ({disk.title()}): "
+            f"{human_size(result.written)} written, verified" + (", grown" if orders.grow else "")
+        )
+
+    # files-restore
+    from imaging.files.restore import restore_files
+
+    dest = locations.directory(parse_location(orders.to, key="to"), writable=True).directory
+    files = restore_files(repo, snapshot, orders.partition, list(orders.paths), str(dest))
+    if not files.ok:
+        names = ", ".join(d.path for d in files.damaged) or "see the log"
+        raise HourglassError(f"files-restore: some files could not be restored ({names})")
+    return (
+        f"files-restore of {len(orders.paths)} path(s) from {snapshot.id[:12]} ({when}) to "
+        f"{orders.to}: {files.restored} item(s), {human_size(files.bytes)}"
+    )
+
+
+def run_unattended(cmdline: str, *, say: Callable[[str], None] | None = None) -> Outcome:
+    """Read the orders from ``cmdline`` (and a config file), do them, report one line."""
+
+    def default_say(text: str) -> None:
+        print(f"hourglass: {text}", flush=True)
+
+    say = say or default_say
+    started = time.monotonic()
+    after = "ui"
+    try:
+        with Locations() as locations:
+            orders = orders_from(gather_keys(cmdline, locations))
+            after = orders.after
+            if orders.unknown:
+                say(f"ignoring unknown keys: {', '.join(orders.unknown)}")
+            summary = carry_out(orders, locations, say)
+        line = f"{RESULT} OK {summary} in {human_duration(time.monotonic() - started)}"
+        ok = True
+    except HourglassError as e:
+        line = f"{RESULT} FAILED {e.message}" + (f" ({e.hint})" if e.hint else "")
+        ok = False
+    except Exception as e:  # the one line must come out whatever happened
+        traceback.print_exc(file=sys.stderr)
+        line = f"{RESULT} FAILED internal error: {type(e).__name__}: {e}"
+        ok = False
+    line = " ".join(line.split())  # exactly one line
+    print(line, flush=True)
+    console_line(line)
+    return Outcome(ok=ok, line=line, after=after)
+
+
+def read_cmdline(path: str = "/proc/cmdline") -> str:
+    return Path(path).read_text()

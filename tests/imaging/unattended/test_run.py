@@ -1,0 +1,114 @@
+"""Unattended runs on loop-device disks: backup, restore and files-restore from kernel
+parameters, with the repository found by its filesystem label; exactly one result line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imaging.repository.store import Repository
+from imaging.unattended.run import RESULT, run_unattended
+from tests.conftest import PASSPHRASE, WEAK_KDF
+from tests.imaging.disks.helpers import (
+    GptPart,
+    attached,
+    make_fs,
+    make_gpt_disk,
+    node,
+    put_files,
+    read_files,
+)
+from tests.support import MiB, sh
+
+pytestmark = [pytest.mark.integration, pytest.mark.root]
+
+PC_LAYOUT = [
+    GptPart(1, "vfat", 64, "ef00", "ESP", "EFI system"),
+    GptPart(2, "ext4", 128, "8304", "pcroot", "root"),
+]
+
+
+def one_result(lines: list[str], printed: str) -> str:
+    results = [line for line in printed.splitlines() if line.startswith(RESULT)]
+    assert len(results) == 1, printed
+    return results[0]
+
+
+def test_backup_restore_files_restore(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imaging.repository import keys
+
+    monkeypatch.setattr(keys, "PASSPHRASE_KDF", WEAK_KDF)
+    pc_image, backup_image, new_image = (
+        tmp_path / "pc.img",
+        tmp_path / "backup.img",
+        tmp_path / "new.img",
+    )
+    make_gpt_disk(pc_image, PC_LAYOUT, 196)
+    sh("truncate", "-s", "300M", backup_image)
+    sh("truncate", "-s", "196M", new_image)
+    said: list[str] = []
+    with attached(pc_image) as pc, attached(backup_image) as backup, attached(new_image) as new:
+        make_fs(node(pc, 1), "vfat", "ESP")
+        make_fs(node(pc, 2), "ext4", "pcroot")
+        files = put_files(node(pc, 2), "ext4", tmp_path, 8 * MiB, seed=3)
+        make_fs(backup, "ext4", "HGTESTBACKUP")
+        mnt = tmp_path / "backup-mnt"
+        mnt.mkdir()
+        sh("mount", backup, mnt)
+        Repository.init(mnt / "repo", passphrase=PASSPHRASE)
+        (mnt / "pass").write_text(PASSPHRASE + "\n")
+        sh("umount", mnt)
+        common = (
+            "quiet hourglass.repo=LABEL=HGTESTBACKUP:/repo "
+            "hourglass.passphrase_file=LABEL=HGTESTBACKUP:/pass hourglass.after=shell "
+        )
+        outcome = run_unattended(
+            common + f"hourglass.run=backup hourglass.source={pc}", say=said.append
+        )
+        assert outcome.ok, outcome.line
+        assert outcome.after == "shell"
+        assert one_result(said, capsys.readouterr().out).startswith(f"{RESULT} OK backup ")
+
+        outcome = run_unattended(
+            common + f"hourglass.run=restore hourglass.target={new} hourglass.snapshot=latest",
+            say=said.append,
+        )
+        assert outcome.ok, outcome.line
+        assert "verified" in one_result(said, capsys.readouterr().out)
+        sh("partx", "--update", new)
+        assert read_files(node(new, 2), "ext4", tmp_path) == files
+
+        dest = tmp_path / "dest"
+        dest.mkdir()
+        name = sorted(files)[0]
+        outcome = run_unattended(
+            common
+            + f"hourglass.run=files-restore hourglass.partition=2 hourglass.paths=/{name} hourglass.to={dest}",
+            say=said.append,
+        )
+        assert outcome.ok, outcome.line
+        assert (dest / Path(name).name).exists()
+        capsys.readouterr()
+
+        # Failures: one FAILED line, never OK.
+        (tmp_path / "wrong").write_text("not the passphrase\n")
+        outcome = run_unattended(
+            f"hourglass.run=backup hourglass.repo=LABEL=HGTESTBACKUP:/repo hourglass.source={pc} "
+            f"hourglass.passphrase_file={tmp_path / 'wrong'}",
+            say=said.append,
+        )
+        assert not outcome.ok
+        line = one_result(said, capsys.readouterr().out)
+        assert line.startswith(f"{RESULT} FAILED Wrong passphrase")
+        outcome = run_unattended(
+            "hourglass.run=restore hourglass.repo=LABEL=NO-SUCH-LABEL:/r", say=said.append
+        )
+        assert not outcome.ok and "NO-SUCH-LABEL" in outcome.line
+        outcome = run_unattended(
+            common + "hourglass.run=backup", say=said.append
+        )  # no source named
+        assert not outcome.ok and "internal disk" in outcome.line  # loop devices never count
+    assert not list(Path("/run/hourglass/unattended").glob("*/*")), "mounts were left behind"
