@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imaging.blockio import SourceFile, aligned_buffer, data_extents, read_exact
+from imaging.blockio import SourceFile, aligned_buffer, data_extents
 from imaging.errors import Cancelled, HourglassError, SourceError
 from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository import codec
@@ -295,14 +295,16 @@ class _Pipeline:
             except OSError as e:
                 if e.errno != errno.EIO:
                     raise SourceError(f"Reading {image.path} failed: {e.strerror}.") from e
-                if not self.options.rescue:
-                    raise SourceError(
-                        f"Read error on {image.path} in bytes {start}-{start + length - 1} of "
-                        f"{image.name} (offset {image.offset + start}).",
-                        "The source disk is failing. Run the backup with --rescue to store "
-                        "what can be read and record the unreadable ranges.",
-                    ) from e
-            return _rescue_read(source.fd, view, image.offset + start, length, start)
+            bad = _rescue_read(source, view, image.offset + start, length, start)
+            if not self.options.rescue:
+                ranges = ", ".join(f"bytes {s}-{s + n - 1}" for s, n in bad or [[start, length]])
+                raise SourceError(
+                    f"Read errors on {image.path} ({image.name}): {ranges} cannot be read. "
+                    "The backup stopped; no snapshot was recorded.",
+                    "The source disk is failing. Run the backup with --rescue to store what can "
+                    "be read, zeros for the rest, and a record of the unreadable ranges.",
+                )
+            return bad
 
     def finish(self) -> None:
         for f in self.futures:
@@ -330,20 +332,22 @@ def hole_map(path: str, offset: int, size: int, block_size: int) -> UsedMap | No
     return UsedMap.from_ranges(size, block_size, inside)
 
 
-def _rescue_read(fd: int, view: memoryview, offset: int, length: int, rel: int) -> list[list[int]]:
-    """Read what can be read in small pieces; zero and report the rest."""
+def _rescue_read(
+    source: SourceFile, view: memoryview, offset: int, length: int, rel: int
+) -> list[list[int]]:
+    """Read what can be read in small pieces; zero and report the rest (``rel``-relative)."""
     bad: list[list[int]] = []
     for piece in range(0, length, RESCUE_PIECE):
         piece_len = min(RESCUE_PIECE, length - piece)
         try:
-            read_exact(fd, view[piece : piece + piece_len], offset + piece)
+            source.read_into(view[piece : piece + piece_len], offset + piece)
             continue
         except OSError:
             pass
         for sector in range(piece, piece + piece_len, RESCUE_SECTOR):
             sector_len = min(RESCUE_SECTOR, piece + piece_len - sector)
             try:
-                read_exact(fd, view[sector : sector + sector_len], offset + sector)
+                source.read_into(view[sector : sector + sector_len], offset + sector)
             except OSError:
                 view[sector : sector + sector_len] = bytes(sector_len)
                 if bad and bad[-1][0] + bad[-1][1] == rel + sector:
@@ -424,6 +428,17 @@ def run_backup(
                 meta["used"] = image.used.used_bytes
             if image.name in unreadable:
                 meta["unreadable"] = unreadable[image.name]
+                from imaging.disks.badfiles import files_hit
+
+                hit = files_hit(
+                    image.path,
+                    image.offset,
+                    image.size,
+                    str(image.meta.get("fstype", "")),
+                    unreadable[image.name],
+                )
+                if hit:
+                    meta["unreadable_files"] = hit
             images_meta.append(meta)
         meter.finish()
         manifest: dict[str, Any] = {
@@ -444,7 +459,7 @@ def run_backup(
 
 
 def describe_unreadable(snapshot: Snapshot) -> list[str]:
-    """Lines naming the unreadable ranges a rescue backup recorded."""
+    """Lines naming the unreadable ranges a rescue backup recorded, and the files they hit."""
     lines = []
     for image in snapshot.images:
         for start, length in image.get("unreadable", []):
@@ -452,6 +467,8 @@ def describe_unreadable(snapshot: Snapshot) -> list[str]:
                 f"{image['name']}: {human_size(length)} unreadable at byte {start} "
                 f"(stored as zeros)"
             )
+        for path in image.get("unreadable_files", []):
+            lines.append(f"{image['name']}: damaged file {path}")
     return lines
 
 

@@ -104,6 +104,7 @@ class TargetFile:
 
     def __init__(self, fd: int, path: str) -> None:
         self.fd = fd
+        self.path = path
         self.direct_fd: int | None = None
         self._local = threading.local()
         with contextlib.suppress(OSError, AttributeError):

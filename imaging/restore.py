@@ -9,6 +9,7 @@ flushed, dropped from the page cache and read back: each block must hash to its 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import mmap
 import os
@@ -99,6 +100,18 @@ def check_target_size(target: str, needed: int) -> None:
         )
 
 
+def target_failed(path: str, offset: int, error: OSError) -> HourglassError:
+    """A write to the target failed: say so plainly (a disk that died or was unplugged)."""
+    if error.errno == errno.ENOSPC:
+        return HourglassError(f"{path} is full at byte {offset}: the image does not fit.")
+    return HourglassError(
+        f"Writing to {path} failed at byte {offset}: {error.strerror}. The restore stopped; "
+        "the target holds a partial image.",
+        "The target disk may have failed or been unplugged. Check its cable and health "
+        "(smartctl -a), or restore to another disk.",
+    )
+
+
 def _zero_out(fd: int, block_device: bool, offset: int, length: int, zero: bytes) -> None:
     if block_device:
         try:
@@ -141,7 +154,10 @@ class _Writer:
 
         def flush_zero() -> None:
             if zero_run:
-                _zero_out(target.fd, block_device, offset + zero_run[0], zero_run[1], self.zero)
+                try:
+                    _zero_out(target.fd, block_device, offset + zero_run[0], zero_run[1], self.zero)
+                except OSError as e:
+                    raise target_failed(target.path, offset + zero_run[0], e) from e
                 zero_run.clear()
 
         written = 0
@@ -193,7 +209,10 @@ class _Writer:
             with self.lock:
                 self.damaged.append(DamagedRange(image, start, length, e.message))
             data = self.zero[:length]
-        target.write_at(data, offset + start)
+        try:
+            target.write_at(data, offset + start)
+        except OSError as e:
+            raise target_failed(target.path, offset + start, e) from e
         self.meter.add(length, new_bytes=length)
 
     def close(self) -> None:
@@ -243,7 +262,10 @@ def restore_images(
                     result.written += writer.write_image(
                         snapshot, target.image, out, target.offset, block_device
                     )
-                    out.sync()
+                    try:
+                        out.sync()
+                    except OSError as e:
+                        raise target_failed(target.path, 0, e) from e
                 finally:
                     out.close()
         except KeyboardInterrupt:
