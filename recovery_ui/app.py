@@ -8,7 +8,9 @@ log.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import work
@@ -91,6 +93,7 @@ class HourglassApp(App[int]):
         self.disks_changed: Signal[HourglassApp] = Signal(self, "disks_changed")
         self.repository_changed: Signal[HourglassApp] = Signal(self, "repository_changed")
         self.settings_drive = ""
+        self.cancel_events: set[threading.Event] = set()  # set when the person quits
         self._watcher: DiskWatcher | None = None
         self._settle: Timer | None = None
         self._announced = False
@@ -153,8 +156,9 @@ class HourglassApp(App[int]):
     def on_unmount(self) -> None:
         if self._watcher is not None:
             self._watcher.stop()
-        self._release_mounts()
+        # The log file may be on a drive the app mounted: close it before unmounting.
         uninstall(self.session_log)
+        self._release_mounts()
 
     def _release_mounts(self) -> None:
         from imaging.errors import HourglassError
@@ -165,9 +169,38 @@ class HourglassApp(App[int]):
                 unmount(self.opened.location)
             except HourglassError as e:
                 log.warning("could not unmount %s: %s", self.opened.location.mountpoint, e)
+        for found in self.found:  # what the probe mounted read-only to look
+            if found.mounted_by_us:
+                with contextlib.suppress(HourglassError, OSError):
+                    found.release()
 
     async def action_quit(self) -> None:
-        self.exit(0)
+        """Quit (the appliance starts the app again); while engine work runs, ask first and
+        cancel it."""
+        from recovery_ui.screens.question import Question
+
+        if not self.busy():
+            self.exit(0)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                for event in self.cancel_events:
+                    event.set()
+                self.exit(0)
+
+        self.push_screen(
+            Question(
+                _("Quit Hourglass?"),
+                _(
+                    "Work is still running. It is stopped; a backup that is stopped records "
+                    "nothing, a restore that is stopped leaves the disk partly written."
+                ),
+                _("Quit"),
+                _("Go on"),
+            ),
+            answered,
+        )
 
     # --- disks ------------------------------------------------------------------------------
 

@@ -101,6 +101,7 @@ class BackupScreen(BaseScreen[None]):
                     yield Button(_("Done"), id="done", compact=True, variant="primary")
 
     def on_mount(self) -> None:
+        self.hourglass.cancel_events.add(self.cancel)
         self.hourglass.disks_changed.subscribe(self, self._disks_changed)
         self._fill_disks()
 

@@ -121,6 +121,7 @@ class RestoreSystemScreen(BaseScreen[None]):
                     yield Button(_("Done"), id="done", compact=True)
 
     def on_mount(self) -> None:
+        self.hourglass.cancel_events.add(self.cancel)
         from recovery_ui.screens.choose_repository import ChooseRepository
 
         self.app.push_screen(

@@ -92,7 +92,8 @@ def disk(image: Path, layout: list[Part], disk_mib: int) -> Iterator[str]:
     with helpers.attached(image) as device:
         try:
             for p in layout:
-                helpers.make_fs(f"{device}p{p.number}", p.fstype, p.label)
+                if p.fstype:
+                    helpers.make_fs(f"{device}p{p.number}", p.fstype, p.label)
             yield device
         finally:
             unmount_all(device)
@@ -167,7 +168,7 @@ class Drive:
 @pytest.fixture
 def backup_drive(template: tuple[Path, list[Snapshot]], tmp_path: Path) -> Iterator[Drive]:
     """A USB backup drive: GPT, one ext4 partition "BACKUP" holding the repository."""
-    with disk(tmp_path / "drive.img", [Part(1, "ext4", 200, "BACKUP")], 210) as device:
+    with disk(tmp_path / "drive.img", [Part(1, "ext4", 600, "BACKUP")], 610) as device:
         with mounted(f"{device}p1", tmp_path / "fill") as root:
             sh("cp", "-a", template[0], root)
         yield Drive(device, f"{device}p1", tmp_path / "drive.img")

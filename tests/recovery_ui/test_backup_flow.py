@@ -2,34 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
-from textual.widgets import OptionList
-
 from imaging.repository.store import Repository
 from recovery_ui.app import HourglassApp
 from tests.conftest import PASSPHRASE
-from tests.recovery_ui.conftest import Drive, Source, screen_text, settle, shot
+from tests.recovery_ui.conftest import (
+    Drive,
+    Part,
+    Source,
+    make_disk,
+    screen_text,
+    settle,
+    shot,
+    wait_for,
+)
+from tests.recovery_ui.flows import choose_option, open_found_repository, type_text
+from tests.support import MiB, sh
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
-
-
-async def choose_option(pilot, list_id: str, option_id: str) -> None:  # type: ignore[no-untyped-def]
-    """Move the highlight of an option list with the arrow keys to ``option_id``, press Enter."""
-    widget = pilot.app.screen.query_one(f"#{list_id}", OptionList)
-    widget.focus()
-    await pilot.pause()
-    for _ in range(widget.option_count + 1):
-        if (
-            widget.highlighted is not None
-            and widget.get_option_at_index(widget.highlighted).id == option_id
-        ):
-            break
-        await pilot.press("down")
-    else:
-        raise AssertionError(f"{option_id} not in #{list_id}")
-    await pilot.press("enter")
 
 
 async def test_back_up_a_whole_disk(
@@ -51,12 +48,7 @@ async def test_back_up_a_whole_disk(
         # The repository chooser: the one found on the drive, then its passphrase.
         assert "Where should the backup go?" in screen_text(app)
         shot(app, "backup-2-choose")
-        await choose_option(pilot, "where", "found-0")
-        await settle(pilot)
-        shot(app, "backup-3-unlock")
-        await pilot.press(*PASSPHRASE)
-        await pilot.press("enter")
-        await settle(pilot)
+        await open_found_repository(pilot)
         shot(app, "backup-4-summary")
         summary = screen_text(app)
         assert "the whole disk" in summary, summary
@@ -70,3 +62,113 @@ async def test_back_up_a_whole_disk(
     repo = Repository.open(opened.path, PASSPHRASE)
     assert len(repo.snapshots()) == 3
     assert repo.snapshots()[-1].source == source.device
+
+
+@pytest.fixture
+def slow_disk(tmp_path: Path) -> Iterator[str]:
+    """A disk that reads at about 30 MB/s (FUSE under a loop device, see slowdisk.py): one
+    partition of 96 MiB of random bytes, so a backup runs for seconds and can be cancelled."""
+    image = tmp_path / "slow.img"
+    make_disk(image, [Part(1, "", 96, "random")], 100)
+    with open(image, "r+b") as f:
+        f.seek(MiB)
+        for _ in range(96):
+            f.write(os.urandom(MiB))
+    where = tmp_path / "slow"
+    where.mkdir()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.recovery_ui.slowdisk", str(image), str(where), "0.004"],
+        cwd=Path(__file__).parents[2],
+    )
+    try:
+        for _ in range(100):
+            if (where / "disk.img").exists():
+                break
+            time.sleep(0.05)
+        device = sh("losetup", "--read-only", "--show", "--find", where / "disk.img").stdout
+        device = device.strip()
+        try:
+            sh("partx", "--add", device)
+            yield device
+        finally:
+            subprocess.run(["partx", "--delete", device], check=False, capture_output=True)
+            subprocess.run(["losetup", "--detach", device], check=False)
+    finally:
+        subprocess.run(["umount", str(where)], check=False, capture_output=True)
+        server.terminate()
+        server.wait(10)
+
+
+async def test_cancel_leaves_no_snapshot(
+    make_app: Callable[..., HourglassApp], slow_disk: str, backup_drive: Drive
+) -> None:
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("1")
+        await settle(pilot)
+        await choose_option(pilot, "disks", slow_disk)
+        await pilot.click("#source-next")
+        await open_found_repository(pilot)
+        assert app.opened is not None
+        before = [s.id for s in app.opened.repo.snapshots()]
+        await pilot.click("#start")
+        await wait_for(pilot, lambda: app.busy(), what="the backup to start")
+        await pilot.pause(0.3)
+        await pilot.press("escape")  # asks whether to cancel
+        await pilot.pause()
+        assert "Cancel the backup?" in screen_text(app)
+        shot(app, "backup-cancel-question")
+        await pilot.click("#yes")
+        await settle(pilot, timeout=120)
+        result = screen_text(app)
+        shot(app, "backup-cancel-result")
+        assert "The backup was cancelled." in result, result
+        assert "No snapshot was recorded" in result
+        assert "This did not work" not in result  # a cancel asked for is no error
+    assert [s.id for s in app.opened.repo.snapshots()] == before
+
+
+async def test_new_repository_on_a_blank_drive_formatted_first(
+    make_app: Callable[..., HourglassApp], source: Source, blank_disk: str
+) -> None:
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("1")
+        await settle(pilot)
+        await choose_option(pilot, "disks", source.device)
+        await pilot.click("#source-next")
+        await settle(pilot)
+        await choose_option(pilot, "where", "create")
+        await settle(pilot)
+        await choose_option(pilot, "partitions", f"format-{blank_disk}")
+        await pilot.press("enter")  # the folder's default name
+        await settle(pilot)
+        confirm = screen_text(app)
+        shot(app, "format-confirm")
+        assert "Format this disk?" in confirm
+        assert blank_disk in confirm and "Loop device" in confirm and "146.8 MB" in confirm
+        word = os.path.basename(blank_disk)
+        await type_text(pilot, "yes")
+        await pilot.press("enter")  # the wrong word does nothing
+        assert "Format this disk?" in screen_text(app)
+        await pilot.press(*["backspace"] * 3)
+        await type_text(pilot, word)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert "New repository" in screen_text(app)
+        await type_text(pilot, "a new passphrase")
+        await pilot.press("enter")
+        await type_text(pilot, "a new passphrase")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert "Check before the backup starts" in screen_text(app)
+        await pilot.click("#start")
+        await settle(pilot, timeout=120)
+        assert "The backup is complete and checked." in screen_text(app)
+    assert app.opened is not None
+    repo = Repository.open(app.opened.path, "a new passphrase")
+    assert [s.source for s in repo.snapshots()] == [source.device]
+    probe = sh("blkid", "-p", "-o", "export", f"{blank_disk}p1").stdout
+    assert "TYPE=ext4" in probe and "LABEL=HOURGLASS" in probe
