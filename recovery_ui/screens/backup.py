@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, ContentSwitcher, Label, OptionList, SelectionList, Static
-from textual.widgets.option_list import Option
+from textual.widgets import Button, ContentSwitcher, OptionList, SelectionList
 from textual.worker import Worker
 
 from imaging.errors import Cancelled, UsageError
@@ -19,6 +18,7 @@ from recovery_ui import text
 from recovery_ui.i18n import N_, _, ngettext
 from recovery_ui.messages import ProgressRelay
 from recovery_ui.screens.base import BaseScreen
+from recovery_ui.widgets.controls import Label, Static, option
 from recovery_ui.widgets.progress_panel import ProgressPanel
 from recovery_ui.widgets.steps import Steps
 
@@ -138,7 +138,7 @@ class BackupScreen(BaseScreen[None]):
             marks = text.disk_marks(disk)
             line = f"{disk.device}  {text.disk_title(disk)}"
             options.append(
-                Option(line + (f"  [{', '.join(marks)}]" if marks else ""), id=disk.device)
+                option(line + (f"  [{', '.join(marks)}]" if marks else ""), id=disk.device)
             )
         widget = self.query_one("#disks", OptionList)
         widget.set_options(options)

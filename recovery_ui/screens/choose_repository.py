@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, ContentSwitcher, Input, Label, OptionList, Static
+from textual.widgets import Button, ContentSwitcher, Input, OptionList
 from textual.widgets.option_list import Option
 from textual.worker import Worker
 
@@ -21,7 +21,7 @@ from recovery_ui import text
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseScreen
 from recovery_ui.state import OpenedRepository
-from recovery_ui.widgets.controls import checkbox
+from recovery_ui.widgets.controls import Label, Static, checkbox, option
 
 if TYPE_CHECKING:
     from imaging.disks.model import Disk, Partition
@@ -179,7 +179,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         if opened is not None and (opened.writable or not self.writable):
             self.choices["open"] = opened
             options.append(
-                Option(_("The open repository: {label}").format(label=opened.label), id="open")
+                option(_("The open repository: {label}").format(label=opened.label), id="open")
             )
         by_device = {d.device: d for d in app.disks}
         for index, found in enumerate(app.found):
@@ -189,20 +189,20 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
             where_text = text.disk_title(disk) if disk else found.disk
             key = f"found-{index}"
             self.choices[key] = found
-            options.append(Option(f"{found.path}  ({where_text})", id=key))
+            options.append(option(f"{found.path}  ({where_text})", id=key))
         for location in mounted_locations():
             if location.kind == "partition":
                 continue
             for index, path in enumerate(repositories_in(location.mountpoint)):
                 key = f"share-{location.mountpoint}-{index}"
                 self.choices[key] = (location, path)
-                options.append(Option(f"{path}  ({location.source})", id=key))
+                options.append(option(f"{path}  ({location.source})", id=key))
         if options:
             options.append(None)  # type: ignore[arg-type]
-        options.append(Option(_("A folder on a partition of a disk..."), id="folder"))
+        options.append(option(_("A folder on a partition of a disk..."), id="folder"))
         if self.allow_create:
-            options.append(Option(_("Create a new repository..."), id="create"))
-        options.append(Option(_("Mount a network share (SMB, NFS or SSH)..."), id="share"))
+            options.append(option(_("Create a new repository..."), id="create"))
+        options.append(option(_("Mount a network share (SMB, NFS or SSH)..."), id="share"))
         where.set_options(options)
         where.highlighted = 0
         note = "" if app.found else _("No repository was found on the drives.")
@@ -262,12 +262,12 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
             else _("Which partition holds the repository?")
         )
         self.query_one("#partition-question", Label).update(question)
-        options: list[Option] = []
+        options: list[Option | None] = []
         disks = self.hourglass.disks
         for disk, p in usable_partitions(disks):
             self.choices[f"part-{p.device}"] = (disk, p)
             options.append(
-                Option(
+                option(
                     f"{p.device}  {text.partition_line(p)}\n    {text.disk_title(disk)}",
                     id=f"part-{p.device}",
                 )
@@ -276,7 +276,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
             for disk in blank_disks(disks):
                 self.choices[f"format-{disk.device}"] = disk
                 options.append(
-                    Option(
+                    option(
                         _("Format {device} ({title}) as a new backup drive").format(
                             device=disk.device, title=text.disk_title(disk)
                         ),
@@ -289,7 +289,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
             partitions.highlighted = 0
         else:
             partitions.set_options(
-                [Option(_("No partition with a usable filesystem."), disabled=True)]
+                [option(_("No partition with a usable filesystem."), disabled=True)]
             )
 
     def on_button_pressed(self, event: Button.Pressed) -> None:

@@ -8,10 +8,11 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, Input
 
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseDialog
+from recovery_ui.widgets.controls import Label, Static
 
 
 class TypedConfirmation(BaseDialog[bool]):

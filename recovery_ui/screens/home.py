@@ -9,12 +9,12 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Label, OptionList, Static
-from textual.widgets.option_list import Option
+from textual.widgets import OptionList
 
 from recovery_ui import text
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseScreen
+from recovery_ui.widgets.controls import Label, Static, option
 from recovery_ui.widgets.disk_map import DiskMap
 
 # (id, message id), in the order shown; the digit keys 1..9, 0 choose them.
@@ -59,7 +59,7 @@ class HomeScreen(BaseScreen[None]):
         with Horizontal():
             yield OptionList(
                 *[
-                    Option(f"{(index + 1) % 10} {_(label)}", id=name)
+                    option(f"{(index + 1) % 10} {_(label)}", id=name)
                     for index, (name, label) in enumerate(ACTIONS)
                 ],
                 id="menu",
@@ -119,7 +119,7 @@ class HomeScreen(BaseScreen[None]):
             where = text.disk_title(disk) if disk else found.disk
             if found.partition is not None:
                 where += ", " + _("partition {number}").format(number=found.partition)
-            repos.add_option(Option(f"{found.path}  ({where})", id=f"found-{index}"))
+            repos.add_option(option(f"{found.path}  ({where})", id=f"found-{index}"))
         note = ""
         if not app.found:
             note = _(

@@ -7,11 +7,12 @@ from typing import ClassVar
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
-from textual.widgets import Button, Log, Static
+from textual.widgets import Button, Log
 
 from recovery_ui.i18n import N_, _
 from recovery_ui.messages import LogLine
 from recovery_ui.screens.base import BaseScreen
+from recovery_ui.widgets.controls import Static
 
 
 class LogsScreen(BaseScreen[None]):

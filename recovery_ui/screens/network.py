@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, ClassVar
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Button, DataTable, Input, Label, OptionList, Static
-from textual.widgets.option_list import Option
+from textual.widgets import Button, DataTable, Input, OptionList
 
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseScreen
+from recovery_ui.widgets.controls import Label, Static, option
 
 if TYPE_CHECKING:
     from imaging.locations import Location
@@ -41,8 +41,8 @@ class NetworkScreen(BaseScreen[None]):
             yield DataTable(id="interfaces", cursor_type="row")
             yield Label("", id="for", classes="section")
             yield OptionList(
-                Option(_("Automatic address (DHCP)"), id="dhcp"),
-                Option(_("Fixed address"), id="static"),
+                option(_("Automatic address (DHCP)"), id="dhcp"),
+                option(_("Fixed address"), id="static"),
                 id="mode",
                 compact=True,
             )

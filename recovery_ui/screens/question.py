@@ -8,10 +8,11 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Label, Static
+from textual.widgets import Button
 
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseDialog
+from recovery_ui.widgets.controls import Label, Static
 
 
 class Question(BaseDialog[bool]):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Label, Static
+from textual.widgets import Button
 
 from recovery_ui.i18n import _
 from recovery_ui.screens.base import BaseDialog
+from recovery_ui.widgets.controls import Label, Static
 
 
 class RecoveryKeyDialog(BaseDialog[None]):

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, ClassVar
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, ContentSwitcher, DataTable, Input, Label, OptionList, Static
-from textual.widgets.option_list import Option
+from textual.widgets import Button, ContentSwitcher, DataTable, Input, OptionList
 from textual.worker import Worker
 
 from imaging.errors import UsageError
@@ -17,7 +16,7 @@ from recovery_ui import text
 from recovery_ui.i18n import N_, _, ngettext
 from recovery_ui.messages import ProgressRelay
 from recovery_ui.screens.base import BaseScreen
-from recovery_ui.widgets.controls import checkbox
+from recovery_ui.widgets.controls import Label, Static, checkbox, option
 from recovery_ui.widgets.progress_panel import ProgressPanel
 
 if TYPE_CHECKING:
@@ -80,7 +79,7 @@ class RepositoryScreen(BaseScreen[None]):
             with Vertical(id="verify"):
                 yield Label(_("How long may the check take?"), classes="section first")
                 yield OptionList(
-                    *[Option(_(label), id=seconds) for seconds, label in BUDGETS],
+                    *[option(_(label), id=seconds) for seconds, label in BUDGETS],
                     id="budget",
                     compact=True,
                 )

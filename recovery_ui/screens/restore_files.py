@@ -10,17 +10,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.widgets import (
-    Button,
-    ContentSwitcher,
-    DataTable,
-    Input,
-    Label,
-    OptionList,
-    Static,
-    Tree,
-)
-from textual.widgets.option_list import Option
+from textual.widgets import Button, ContentSwitcher, DataTable, Input, OptionList, Tree
 from textual.worker import Worker
 
 from imaging.errors import UsageError
@@ -29,6 +19,7 @@ from recovery_ui.i18n import N_, _, ngettext
 from recovery_ui.messages import ProgressRelay
 from recovery_ui.screens.base import BaseScreen
 from recovery_ui.screens.choose_repository import usable_partitions
+from recovery_ui.widgets.controls import Label, Static, option
 from recovery_ui.widgets.progress_panel import ProgressPanel
 from recovery_ui.widgets.snapshot_tree import Item, SnapshotTree
 from recovery_ui.widgets.steps import Steps
@@ -257,7 +248,7 @@ class RestoreFilesScreen(BaseScreen[None]):
         if len(images) == 1:
             self._image_chosen(images[0])
             return
-        options = [Option(text.image_line(image), id=str(image["name"])) for image in images]
+        options = [option(text.image_line(image), id=str(image["name"])) for image in images]
         widget = self.query_one("#images", OptionList)
         widget.set_options(options)
         widget.highlighted = 0
@@ -330,7 +321,7 @@ class RestoreFilesScreen(BaseScreen[None]):
             results.display = False
             self.query_one("#tree").display = True
             return
-        results.set_options([Option(_("Searching..."), disabled=True)])
+        results.set_options([option(_("Searching..."), disabled=True)])
         results.display = True
         self.query_one("#tree").display = False
         self.search(needle)
@@ -344,12 +335,12 @@ class RestoreFilesScreen(BaseScreen[None]):
     def _found(self, found: list[str]) -> None:
         results = self.query_one("#results", OptionList)
         if not found:
-            results.set_options([Option(_("Nothing found."), disabled=True)])
+            results.set_options([option(_("Nothing found."), disabled=True)])
             return
-        options = [Option(path, id=path) for path in found]
+        options = [option(path, id=path) for path in found]
         if len(found) >= SEARCH_LIMIT:
             options.append(
-                Option(
+                option(
                     _("(only the first {count} are shown)").format(count=SEARCH_LIMIT),
                     disabled=True,
                 )
@@ -481,13 +472,13 @@ class RestoreFilesScreen(BaseScreen[None]):
         for disk, p in self.destinations:
             mark = "  [USB]" if disk.transport == "usb" or disk.removable else ""
             options.append(
-                Option(
+                option(
                     f"{p.device}  {text.partition_line(p)}{mark}\n    {text.disk_title(disk)}",
                     id=p.device,
                 )
             )
         if not options:
-            options = [Option(_("No partition to write to: plug in a USB stick."), disabled=True)]
+            options = [option(_("No partition to write to: plug in a USB stick."), disabled=True)]
         dests.set_options(options)
         dests.highlighted = 0
         self.query_one("#dest-go", Button).disabled = False
@@ -613,5 +604,5 @@ class RestoreFilesScreen(BaseScreen[None]):
             self.query_one("#versions-of", Static).update(getattr(error, "message", str(error)))
         elif worker.name == "search":
             self.query_one("#results", OptionList).set_options(
-                [Option(getattr(error, "message", str(error)), disabled=True)]
+                [option(getattr(error, "message", str(error)), disabled=True)]
             )

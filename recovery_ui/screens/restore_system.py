@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, ContentSwitcher, Input, Label, OptionList, Static
-from textual.widgets.option_list import Option
+from textual.widgets import Button, ContentSwitcher, Input, OptionList
 from textual.worker import Worker
 
 from imaging.errors import Cancelled
@@ -20,7 +19,7 @@ from recovery_ui import text
 from recovery_ui.i18n import N_, _
 from recovery_ui.messages import ProgressRelay
 from recovery_ui.screens.base import BaseScreen
-from recovery_ui.widgets.controls import checkbox
+from recovery_ui.widgets.controls import Label, Static, checkbox, option
 from recovery_ui.widgets.progress_panel import ProgressPanel
 from recovery_ui.widgets.steps import Steps
 from recovery_ui.widgets.timeline import Timeline
@@ -45,6 +44,20 @@ def snapshot_details(snapshot: Snapshot) -> str:
         "  " + text.image_line(image) for image in snapshot.images if image["name"] != "head"
     )
     return "\n".join(lines)
+
+
+def snapshot_serial(snapshot: Snapshot) -> str:
+    return str((snapshot.manifest.get("disk") or {}).get("serial") or "")
+
+
+def default_target(snapshot: Snapshot, disks: list[Disk]) -> int:
+    """Index of the disk to offer first: the one whose serial number is the snapshot's (the
+    disk it was taken of), else the first."""
+    serial = snapshot_serial(snapshot)
+    for index, disk in enumerate(disks):
+        if serial and disk.serial == serial:
+            return index
+    return 0
 
 
 class RestoreSystemScreen(BaseScreen[None]):
@@ -235,18 +248,16 @@ class RestoreSystemScreen(BaseScreen[None]):
 
     def _fill_targets(self) -> None:
         assert self.snapshot is not None
-        serial = str((self.snapshot.manifest.get("disk") or {}).get("serial") or "")
         disks = [d for d in self.hourglass.disks if not d.is_boot_disk]
+        default = default_target(self.snapshot, disks)
         options = []
-        default = 0
         for index, disk in enumerate(disks):
             line = f"{disk.device}  {text.disk_title(disk)}"
-            if serial and disk.serial == serial:
+            if index == default and disk.serial and disk.serial == snapshot_serial(self.snapshot):
                 line += "  " + _("[the disk this backup was taken of]")
-                default = index
             elif disk.holds_repository:
                 line += "  " + _("[backup drive]")
-            options.append(Option(line, id=disk.device))
+            options.append(option(line, id=disk.device))
         targets = self.query_one("#targets", OptionList)
         targets.set_options(options)
         if disks:

@@ -7,12 +7,12 @@ from typing import ClassVar
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Label, OptionList, Static
-from textual.widgets.option_list import Option
+from textual.widgets import Button, OptionList
 
 from recovery_ui import i18n
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseScreen
+from recovery_ui.widgets.controls import Label, Static, option
 
 THEMES = (("dark", N_("Dark")), ("light", N_("Light")))
 
@@ -30,7 +30,7 @@ class SettingsScreen(BaseScreen[None]):
         with Vertical():
             yield Label(_("Language"), classes="section first")
             yield OptionList(
-                *[Option(name, id=code) for code, name in i18n.LANGUAGES.items()],
+                *[option(name, id=code) for code, name in i18n.LANGUAGES.items()],
                 id="language",
                 compact=True,
             )
@@ -44,7 +44,7 @@ class SettingsScreen(BaseScreen[None]):
                 )
             yield Label(_("Colours"), classes="section")
             yield OptionList(
-                *[Option(_(label), id=code) for code, label in THEMES], id="theme", compact=True
+                *[option(_(label), id=code) for code, label in THEMES], id="theme", compact=True
             )
             yield Static(self._where(), id="where", classes="note")
             with Horizontal(classes="buttons"):

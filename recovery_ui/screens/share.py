@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Input, Label, OptionList, Static
-from textual.widgets.option_list import Option
+from textual.widgets import Button, Input, OptionList
 
 from imaging.errors import UsageError
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseScreen
+from recovery_ui.widgets.controls import Label, Static, option
 
 if TYPE_CHECKING:
     from imaging.locations import Location
@@ -39,7 +39,7 @@ class ShareScreen(BaseScreen["Location | None"]):
         with Vertical():
             yield Label(_("Kind of share"), classes="section first")
             yield OptionList(
-                *[Option(_(label), id=kind) for kind, label in KINDS], id="kind", compact=True
+                *[option(_(label), id=kind) for kind, label in KINDS], id="kind", compact=True
             )
             yield Static("", id="example", classes="note")
             for field, label, password in (

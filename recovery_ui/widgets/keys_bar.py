@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.screen import Screen
-from textual.widgets import Static
 
 from recovery_ui.i18n import _
+from recovery_ui.widgets.controls import Static
 
 
 class KeysBar(Static):

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
 from textual.containers import Grid, Vertical
-from textual.widgets import Label
 
 from recovery_ui import text
 from recovery_ui.i18n import _
+from recovery_ui.widgets.controls import Label
 from recovery_ui.widgets.meter import Meter
 
 if TYPE_CHECKING:

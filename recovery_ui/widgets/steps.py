@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.reactive import reactive
-from textual.widgets import Static
 
 from recovery_ui.console import glyphs_of
+from recovery_ui.widgets.controls import Static
 
 
 class Steps(Static):

@@ -8,6 +8,7 @@ from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
 from recovery_ui import text
+from recovery_ui.widgets.controls import option
 
 if TYPE_CHECKING:
     from imaging.repository.store import Snapshot
@@ -26,16 +27,16 @@ class Timeline(OptionList):
 
     def show(self, snapshots: list[Snapshot]) -> None:
         self.snapshots = {s.id: s for s in snapshots}
-        options: list[Option] = []
+        options: list[Option | None] = []
         day = ""
         for snapshot in sorted(snapshots, key=lambda s: s.time, reverse=True):
             stamp = text.when(snapshot.time)
             if stamp[:10] != day:
                 day = stamp[:10]
-                options.append(Option(f"{day}", disabled=True))
+                options.append(option(f"{day}", disabled=True))
             line = f"  {stamp[11:]}  {text.snapshot_source(snapshot)}  "
             line += text.decimal_size(snapshot.size)
-            options.append(Option(line, id=snapshot.id))
+            options.append(option(line, id=snapshot.id))
         self.set_options(options)
         self.select_first()
 

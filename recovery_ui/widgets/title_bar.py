@@ -5,9 +5,9 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.reactive import reactive
-from textual.widgets import Label
 
 from imaging import __version__
+from recovery_ui.widgets.controls import Label
 
 
 class TitleBar(Horizontal):
