@@ -68,9 +68,9 @@ class FileTree(SnapshotTree):
 class RestoreFilesScreen(BaseScreen[None]):
     TITLE_TEXT = N_("Restore files")
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+f", "search", N_("Search")),
-        Binding("ctrl+v", "versions", N_("Versions")),
-        Binding("ctrl+r", "restore", N_("Restore marked")),
+        Binding("slash", "search", N_("Search")),
+        Binding("v", "versions", N_("Versions")),
+        Binding("r", "restore", N_("Restore marked")),
     ]
     DEFAULT_CSS = """
     RestoreFilesScreen ContentSwitcher { height: 1fr; }
@@ -82,7 +82,8 @@ class RestoreFilesScreen(BaseScreen[None]):
     RestoreFilesScreen #side { width: 2fr; height: 1fr; border-left: $hg-border $primary; }
     RestoreFilesScreen #search { margin: 0 0 0 0; }
     RestoreFilesScreen #results { height: 1fr; display: none; }
-    RestoreFilesScreen #versions { height: 1fr; }
+    RestoreFilesScreen #versions { height: 1fr; overflow-x: hidden; }
+    RestoreFilesScreen #tree { overflow-x: hidden; }
     RestoreFilesScreen #marked, RestoreFilesScreen #result-text { height: auto; padding: 0 1; }
     RestoreFilesScreen #dest-folder { width: 40; }
     """
@@ -97,6 +98,7 @@ class RestoreFilesScreen(BaseScreen[None]):
         self.versions_path = ""
         self.restore_snapshot: Snapshot | None = None
         self.restore_paths: list[str] = []
+        self.destinations: list[tuple[Disk, Partition]] = []
 
     def compose_body(self) -> ComposeResult:
         yield Steps([_(s) for s in STEPS])
@@ -162,7 +164,7 @@ class RestoreFilesScreen(BaseScreen[None]):
 
         self.query_one("#dest-progress").display = False
         table = self.query_one("#versions", DataTable)
-        table.add_columns(_("Backup"), _("Size"), _("Modified"))
+        table.add_columns(_("Backup"), _("Size"))
         self.app.push_screen(
             ChooseRepository(_("Which repository holds the backups?")), self._repository_chosen
         )
@@ -178,9 +180,15 @@ class RestoreFilesScreen(BaseScreen[None]):
     def _step(self, pane: str) -> None:
         self.query_one(ContentSwitcher).current = pane
         self.query_one(Steps).current = PANES.index(pane)
+        self.refresh_bindings()
 
     def action_back(self) -> None:
         pane = self.query_one(ContentSwitcher).current
+        if pane == "browse" and self.query_one("#results").display:
+            self.query_one("#search", Input).value = ""
+            self._search("")
+            self.query_one("#tree").focus()
+            return
         previous = {"partition": "when", "browse": "partition", "dest": "browse"}
         if pane in previous:
             self._step(previous[pane])
@@ -262,7 +270,7 @@ class RestoreFilesScreen(BaseScreen[None]):
         tree.clear()
         tree.marked.clear()
         assert self.snapshot is not None
-        tree.root.set_label(f"{text.when(self.snapshot.time)}  {text.image_line(image)}")
+        tree.root.set_label(text.when(self.snapshot.time))
         self.marks_changed()
         self.query_one("#versions", DataTable).clear()
         self.query_one("#versions-of", Static).update(_("Opening the backup..."))
@@ -310,6 +318,12 @@ class RestoreFilesScreen(BaseScreen[None]):
         item = event.node.data
         if item is not None and item.entry is not None and not item.is_dir:
             self.show_versions(item.path)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Search, versions and restore belong to the browsing step."""
+        if action in ("search", "versions", "restore"):
+            return self.query_one(ContentSwitcher).current == "browse"
+        return True
 
     def action_search(self) -> None:
         if self.query_one(ContentSwitcher).current == "browse":
@@ -397,16 +411,32 @@ class RestoreFilesScreen(BaseScreen[None]):
         table = self.query_one("#versions", DataTable)
         table.clear()
         for index, version in enumerate(reversed(versions)):
-            first, last = version.snapshots[0].time, version.snapshots[-1].time
-            span = text.when(first) if first == last else f"{text.when(first)} .. {text.when(last)}"
+            # The first backup that holds this version: when it was there.
             size = text.human_size(version.size) if version.type == "file" else version.type
-            table.add_row(span, size, text.when(version.mtime), key=str(len(versions) - 1 - index))
+            table.add_row(
+                text.when(version.snapshots[0].time), size, key=str(len(versions) - 1 - index)
+            )
         self.query_one("#versions-of", Static).update(
             ngettext(
                 "{path}: {count} version. Enter restores it.",
                 "{path}: {count} versions. Enter restores the one chosen.",
                 len(versions),
             ).format(path=path, count=len(versions))
+        )
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id != "versions" or event.row_key.value is None:
+            return
+        version = self.versions[int(str(event.row_key.value))]
+        self.query_one("#versions-of", Static).update(
+            _(
+                "Modified {mtime}; in {count} backup(s), {first} to {last}. Enter restores it."
+            ).format(
+                mtime=text.when(version.mtime),
+                count=len(version.snapshots),
+                first=text.when(version.snapshots[0].time),
+                last=text.when(version.snapshots[-1].time),
+            )
         )
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
@@ -488,7 +518,7 @@ class RestoreFilesScreen(BaseScreen[None]):
 
     def _restore_to_destination(self) -> None:
         dests = self.query_one("#dests", OptionList)
-        if dests.highlighted is None or not getattr(self, "destinations", None):
+        if dests.highlighted is None or not self.destinations:
             return
         disk, partition = self.destinations[dests.highlighted]
         folder = self.query_one("#dest-folder", Input).value.strip().strip("/")

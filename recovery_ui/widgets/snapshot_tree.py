@@ -61,7 +61,7 @@ class SnapshotTree(Tree[Item]):
             label.append(f"{entry.name} -> {entry.target}", style="italic")
         else:
             label.append(entry.name)
-            label.append(f"  {text.human_size(entry.size)}", style="dim")
+            label.append(f" ({text.human_size(entry.size)})", style="dim")
         return label
 
     def fill(self, node: TreeNode[Item], entries: list[Entry]) -> None:

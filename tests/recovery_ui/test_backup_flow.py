@@ -57,11 +57,13 @@ async def test_back_up_a_whole_disk(
         shot(app, "backup-5-result")
         result = screen_text(app)
         assert "The backup is complete and checked." in result, result
-    opened = app.opened
-    assert opened is not None and opened.writable
-    repo = Repository.open(opened.path, PASSPHRASE)
-    assert len(repo.snapshots()) == 3
-    assert repo.snapshots()[-1].source == source.device
+        opened = app.opened
+        assert opened is not None and opened.writable
+        repo = Repository.open(opened.path, PASSPHRASE)
+        assert len(repo.snapshots()) == 3
+        assert repo.snapshots()[-1].source == source.device
+    # The app unmounted what it mounted read-write when it quit.
+    assert not os.path.exists(opened.path)
 
 
 @pytest.fixture
@@ -126,7 +128,7 @@ async def test_cancel_leaves_no_snapshot(
         assert "The backup was cancelled." in result, result
         assert "No snapshot was recorded" in result
         assert "This did not work" not in result  # a cancel asked for is no error
-    assert [s.id for s in app.opened.repo.snapshots()] == before
+        assert [s.id for s in app.opened.repo.snapshots()] == before
 
 
 async def test_new_repository_on_a_blank_drive_formatted_first(
@@ -167,8 +169,8 @@ async def test_new_repository_on_a_blank_drive_formatted_first(
         await pilot.click("#start")
         await settle(pilot, timeout=120)
         assert "The backup is complete and checked." in screen_text(app)
-    assert app.opened is not None
-    repo = Repository.open(app.opened.path, "a new passphrase")
-    assert [s.source for s in repo.snapshots()] == [source.device]
+        assert app.opened is not None
+        repo = Repository.open(app.opened.path, "a new passphrase")
+        assert [s.source for s in repo.snapshots()] == [source.device]
     probe = sh("blkid", "-p", "-o", "export", f"{blank_disk}p1").stdout
     assert "TYPE=ext4" in probe and "LABEL=HOURGLASS" in probe
