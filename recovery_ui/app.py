@@ -332,7 +332,14 @@ class HourglassApp(App[int]):
     def writable_drive(self) -> str:
         """(In a worker thread.) The root of a backup drive that can be written, for
         settings and logs: the open repository's, or that of a repository found on a drive
-        (a drive the probe mounted read-only is mounted again read-write); "" if none."""
+        (a drive the probe mounted read-only is mounted again read-write); "" if none. The
+        session log is written there from now on."""
+        drive = self._find_writable_drive()
+        if drive:
+            self.attach_log(drive)
+        return drive
+
+    def _find_writable_drive(self) -> str:
         import os
 
         from imaging import locations, settings
