@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from imaging.repository.store import Repository
 from recovery_ui.app import HourglassApp
 from tests.conftest import PASSPHRASE
@@ -115,7 +116,7 @@ async def test_cancel_leaves_no_snapshot(
         assert app.opened is not None
         before = [s.id for s in app.opened.repo.snapshots()]
         await pilot.click("#start")
-        await wait_for(pilot, lambda: app.busy(), what="the backup to start")
+        await wait_for(pilot, app.busy, what="the backup to start")
         await pilot.pause(0.3)
         await pilot.press("escape")  # asks whether to cancel
         await pilot.pause()
