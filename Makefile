@@ -60,5 +60,6 @@ i18n:
 	sed -i '/^"POT-Creation-Date:/d' recovery_ui/locale/hourglass.pot
 	for po in recovery_ui/locale/*/LC_MESSAGES/hourglass.po; do \
 		msgmerge --quiet --update --backup=none --no-fuzzy-matching "$$po" recovery_ui/locale/hourglass.pot && \
+		msgattrib --no-obsolete --output-file="$$po" "$$po" && \
 		msgfmt --check --output-file="$${po%.po}.mo" "$$po" || exit 1; \
 	done

@@ -60,6 +60,26 @@ def partition_name(partition: Partition) -> str:
     return partition.label or partition.name
 
 
+def disk_option(disk: Disk) -> str:
+    """Two lines for a list of disks: the device and what it is marked as, then its title."""
+    marks = disk_marks(disk)
+    first = disk.device + (f"  [{', '.join(marks)}]" if marks else "")
+    return f"{first}\n  {disk_title(disk)}"
+
+
+def partition_item(p: Partition) -> str:
+    """Short: ``3 ntfs "Windows" 498.0 GB, 133.2 GiB used``."""
+    cells = [str(p.number), p.fstype or p.type_name or _("no filesystem")]
+    name = partition_name(p)
+    if name:
+        cells.append(f'"{name}"')
+    cells.append(decimal_size(p.size))
+    item = " ".join(cells)
+    if p.used is not None:
+        item += ", " + _("{size} used").format(size=human_size(p.used))
+    return item
+
+
 def partition_line(partition: Partition) -> str:
     """``2  ext4 "root"  96.5 MB  (20.1 MiB used)``."""
     cells = [_("partition {number}").format(number=partition.number)]
@@ -86,13 +106,13 @@ def erase_lines(disk: Disk) -> list[str]:
     return lines
 
 
-def snapshot_source(snapshot: Snapshot) -> str:
+def snapshot_source(snapshot: Snapshot, *, serial: bool = True) -> str:
     """The disk a snapshot was taken of: model and serial as recorded, or its source path."""
     disk: dict[str, Any] = snapshot.manifest.get("disk") or {}
     model = str(disk.get("model") or "")
-    serial = str(disk.get("serial") or "")
-    if model and serial:
-        return f"{model} ({serial})"
+    number = str(disk.get("serial") or "") if serial else ""
+    if model and number:
+        return f"{model} ({number})"
     return model or snapshot.source
 
 

@@ -135,11 +135,7 @@ class BackupScreen(BaseScreen[None]):
         disks = self._candidates()
         options = []
         for disk in disks:
-            marks = text.disk_marks(disk)
-            line = f"{disk.device}  {text.disk_title(disk)}"
-            options.append(
-                option(line + (f"  [{', '.join(marks)}]" if marks else ""), id=disk.device)
-            )
+            options.append(option(text.disk_option(disk), id=disk.device))
         widget = self.query_one("#disks", OptionList)
         widget.set_options(options)
         note = "" if disks else _("No disk with partitions was found. Plug in the disk.")
@@ -166,7 +162,7 @@ class BackupScreen(BaseScreen[None]):
         for p in disk.partitions:
             if p.role == "extended" or not p.device:
                 continue
-            parts.add_option((text.partition_line(p), p.number, True))
+            parts.add_option((text.partition_item(p), p.number, True))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         button = event.button.id

@@ -268,7 +268,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
             self.choices[f"part-{p.device}"] = (disk, p)
             options.append(
                 option(
-                    f"{p.device}  {text.partition_line(p)}\n    {text.disk_title(disk)}",
+                    f"{p.device}  {text.partition_item(p)}\n  {text.disk_title(disk)}",
                     id=f"part-{p.device}",
                 )
             )
@@ -536,8 +536,8 @@ def _mount_root(path: str) -> str:
 
 
 def _label(disk: Disk | None, partition: int | None, path: str, root: str = "") -> str:
-    """``WD Elements (serial X), 2.0 TB, partition 1: /hourglass-backups``."""
-    where = text.disk_title(disk) if disk else _("a drive")
+    """``WD Elements 25A2, partition 1: /hourglass-backups``."""
+    where = (disk.model or disk.device) if disk else _("a drive")
     if partition is not None:
         where += ", " + _("partition {number}").format(number=partition)
     inside = "/" + os.path.relpath(path, root or _mount_root(path)).lstrip("./")

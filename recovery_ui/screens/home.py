@@ -53,6 +53,7 @@ class HomeScreen(BaseScreen[None]):
     HomeScreen #snapshots { height: auto; padding: 0 1; }
     HomeScreen #disks { height: auto; }
     HomeScreen DiskMap { margin-bottom: 1; }
+    HomeScreen DiskMap:last-child { margin-bottom: 0; }
     """
 
     def compose_body(self) -> ComposeResult:

@@ -208,12 +208,18 @@ class RepositoryScreen(BaseScreen[None]):
             _("Where: {label}").format(label=self.opened.label),
             _("Folder: {path}").format(path=info.path),
             _("Encryption: {what}").format(
-                what=_("AES-256 ({count} keys)").format(count=info.key_slots)
+                what=ngettext(
+                    "AES-256 ({count} key)", "AES-256 ({count} keys)", info.key_slots
+                ).format(count=info.key_slots)
                 if info.encryption != "none"
                 else _("none")
             ),
-            _("Backups: {count} of {sources} disk(s)").format(
-                count=info.snapshots, sources=info.sources
+            ngettext("Backups: {count}", "Backups: {count}", info.snapshots).format(
+                count=info.snapshots
+            )
+            + "; "
+            + ngettext("of {sources} disk", "of {sources} disks", info.sources).format(
+                sources=info.sources
             ),
             _("Size of the backed up disks: {size}").format(
                 size=text.decimal_size(info.logical_bytes)

@@ -35,7 +35,14 @@ if TYPE_CHECKING:
     from imaging.repository.store import Snapshot
     from recovery_ui.state import OpenedRepository
 
-STEPS = (N_("Repository"), N_("When"), N_("Partition"), N_("Files"), N_("Where to"), N_("Result"))
+STEPS = (
+    N_("Repository"),
+    N_("When"),
+    N_("Partition"),
+    N_("Files"),
+    N_("Destination"),
+    N_("Result"),
+)
 PANES = ("repository", "when", "partition", "browse", "dest", "result")
 SEARCH_LIMIT = 200
 
@@ -503,7 +510,7 @@ class RestoreFilesScreen(BaseScreen[None]):
             mark = "  [USB]" if disk.transport == "usb" or disk.removable else ""
             options.append(
                 option(
-                    f"{p.device}  {text.partition_line(p)}{mark}\n    {text.disk_title(disk)}",
+                    f"{p.device}  {text.partition_item(p)}{mark}\n  {text.disk_title(disk)}",
                     id=p.device,
                 )
             )

@@ -252,12 +252,12 @@ class RestoreSystemScreen(BaseScreen[None]):
         default = default_target(self.snapshot, disks)
         options = []
         for index, disk in enumerate(disks):
-            line = f"{disk.device}  {text.disk_title(disk)}"
+            line = disk.device
             if index == default and disk.serial and disk.serial == snapshot_serial(self.snapshot):
                 line += "  " + _("[the disk this backup was taken of]")
             elif disk.holds_repository:
                 line += "  " + _("[backup drive]")
-            options.append(option(line, id=disk.device))
+            options.append(option(f"{line}\n  {text.disk_title(disk)}", id=disk.device))
         targets = self.query_one("#targets", OptionList)
         targets.set_options(options)
         if disks:

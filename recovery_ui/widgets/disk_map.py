@@ -1,21 +1,24 @@
 """A disk drawn as a bar whose pieces are its partitions, in proportion to their sizes,
-each filled as far as its filesystem is used, with a legend line per partition."""
+each filled as far as its filesystem is used, with a legend naming each partition's
+filesystem, label, size and use."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.widget import Widget
 
 from recovery_ui import text
-from recovery_ui.console import glyphs_of
+from recovery_ui.console import Glyphs, glyphs_of
 
 if TYPE_CHECKING:
     from imaging.disks.model import Disk
 
 # ANSI colours: every console has them, and the true-colour themes map them.
 PALETTE = ("blue", "green", "magenta", "cyan", "yellow", "red")
+LEGEND_GAP = "   "
 
 
 def segments(disk: Disk, width: int) -> list[tuple[int, int, int]]:
@@ -24,21 +27,23 @@ def segments(disk: Disk, width: int) -> list[tuple[int, int, int]]:
     result: list[tuple[int, int, int]] = []
     if width <= 0 or disk.size <= 0:
         return result
-    ordered = sorted(range(len(disk.partitions)), key=lambda i: disk.partitions[i].start)
+    ordered = [
+        i
+        for i in sorted(range(len(disk.partitions)), key=lambda i: disk.partitions[i].start)
+        if disk.partitions[i].role != "extended"
+    ]
     column = 0
     for position, index in enumerate(ordered):
         p = disk.partitions[index]
-        if p.role == "extended":
-            continue
-        start = max(column, int(p.start * width / disk.size))
-        end = int((p.start + p.size) * width / disk.size)
         remaining = len(ordered) - position - 1
-        end = max(end, start + 1)
-        end = min(end, width - remaining) if width - remaining > start else start + 1
+        start = max(column, int(p.start * width / disk.size))
+        start = min(start, max(column, width - remaining - 1))
+        end = max(start + 1, int((p.start + p.size) * width / disk.size))
+        end = min(end, width - remaining)
         if start >= width:
             break
-        result.append((index, start, min(end, width) - start))
-        column = min(end, width)
+        result.append((index, start, max(1, end - start)))
+        column = start + max(1, end - start)
     return result
 
 
@@ -47,47 +52,69 @@ class DiskMap(Widget):
     DiskMap { height: auto; padding: 0 1; }
     """
 
-    def __init__(self, disk: Disk, *, legend: bool = True) -> None:
+    def __init__(self, disk: Disk) -> None:
         super().__init__()
         self.disk = disk
-        self.legend = legend
 
     def get_content_height(self, container: object, viewport: object, width: int) -> int:
-        return 2 + (len(self.disk.partitions) if self.legend else 0)
+        return len(self._lines(width, glyphs_of(self.app)))
 
     def render(self) -> Text:
-        glyphs = glyphs_of(self.app)
+        lines = self._lines(self.size.width, glyphs_of(self.app))
+        return Text("\n").join(lines)
+
+    def _lines(self, width: int, glyphs: Glyphs) -> list[Text]:
+        width = max(10, width)
         disk = self.disk
-        width = max(10, self.size.width)
-        lines = Text(no_wrap=True, overflow="ellipsis")
-        lines.append(f"{disk.device}  ", style="bold")
-        lines.append(text.disk_title(disk))
+        header = Text(no_wrap=True, overflow="ellipsis")
+        header.append(disk.device, style="bold")
+        header.append("  " + text.disk_title(disk))
         marks = text.disk_marks(disk)
         if marks:
-            lines.append("  [" + ", ".join(marks) + "]", style="italic")
-        lines.append("\n")
-        bar = [(glyphs.free, "dim")] * width
-        for index, start, columns in segments(disk, width):
-            p = disk.partitions[index]
+            header.append("  [" + ", ".join(marks) + "]", style="italic")
+        header.truncate(width, overflow="ellipsis")
+        return [header, self._bar(width, glyphs), *self._legend(width, glyphs)]
+
+    def _bar(self, width: int, glyphs: Glyphs) -> Text:
+        """The partitions side by side: the used part filled, the label written over it."""
+        cells: list[tuple[str, str]] = [(glyphs.free, "dim")] * width
+        for index, start, columns in segments(self.disk, width):
+            p = self.disk.partitions[index]
             colour = PALETTE[index % len(PALETTE)]
-            fraction = (p.used / p.size) if p.used is not None and p.size else 0.0
-            used_columns = min(columns, round(columns * fraction))
-            if p.used is not None and p.used > 0:
-                used_columns = max(1, used_columns)
-            label = f"{p.number} {p.fstype or '?'} {text.partition_name(p)}".strip()
-            label = label if len(label) <= columns else str(p.number)[:columns]
+            fraction = p.used / p.size if p.used is not None and p.size else 0.0
+            used = min(columns, round(columns * fraction))
+            if p.used:
+                used = max(1, used)
+            label = f"{p.number} {p.fstype} {text.partition_name(p)}".strip()
+            if cell_len(label) > columns or not label.isascii():
+                label = str(p.number)[:columns]
             for offset in range(columns):
-                char = label[offset] if offset < len(label) else " "
-                if offset < used_columns:
-                    bar[start + offset] = (char, f"bold bright_white on {colour}")
+                char = label[offset] if offset < len(label) else None
+                if offset < used:
+                    cells[start + offset] = (char or " ", f"bold bright_white on {colour}")
                 else:
-                    fill = char if offset < len(label) else glyphs.free
-                    bar[start + offset] = (fill, f"{colour}")
-        for char, style in bar:
-            lines.append(char, style=style)
-        if self.legend:
-            for index, p in enumerate(disk.partitions):
-                lines.append("\n")
-                lines.append(f" {glyphs.used} ", style=PALETTE[index % len(PALETTE)])
-                lines.append(text.partition_line(p))
+                    cells[start + offset] = (char or glyphs.free, f"bold {colour}")
+        bar = Text(no_wrap=True)
+        for char, style in cells:
+            bar.append(char, style=style)
+        return bar
+
+    def _legend(self, width: int, glyphs: Glyphs) -> list[Text]:
+        """One item per partition, as many on a line as fit."""
+        lines: list[Text] = []
+        line = Text(no_wrap=True, overflow="ellipsis")
+        for index, p in enumerate(self.disk.partitions):
+            item = text.partition_item(p)
+            needed = 2 + cell_len(item)
+            if line.cell_len and line.cell_len + len(LEGEND_GAP) + needed > width:
+                lines.append(line)
+                line = Text(no_wrap=True, overflow="ellipsis")
+            if line.cell_len:
+                line.append(LEGEND_GAP)
+            line.append(glyphs.used, style=PALETTE[index % len(PALETTE)])
+            line.append(" " + item)
+        if line.cell_len:
+            lines.append(line)
+        for each in lines:
+            each.truncate(width, overflow="ellipsis")
         return lines

@@ -34,7 +34,7 @@ class Timeline(OptionList):
             if stamp[:10] != day:
                 day = stamp[:10]
                 options.append(option(f"{day}", disabled=True))
-            line = f"  {stamp[11:]}  {text.snapshot_source(snapshot)}  "
+            line = f"  {stamp[11:]}  {text.snapshot_source(snapshot, serial=False)}  "
             line += text.decimal_size(snapshot.size)
             options.append(option(line, id=snapshot.id))
         self.set_options(options)

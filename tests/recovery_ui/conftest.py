@@ -255,6 +255,7 @@ def shot(app: HourglassApp, name: str) -> None:
         return
     Path(folder).mkdir(parents=True, exist_ok=True)
     svg = Path(folder) / f"{name}.svg"
-    svg.write_text(app.export_screenshot())
+    # Textual writes spaces as NBSP, which rsvg strips unless told to preserve them.
+    svg.write_text(app.export_screenshot().replace("<svg ", '<svg xml:space="preserve" ', 1))
     if shutil.which("rsvg-convert"):
         subprocess.run(["rsvg-convert", str(svg), "-o", str(svg.with_suffix(".png"))], check=False)

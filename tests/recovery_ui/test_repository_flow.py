@@ -37,7 +37,7 @@ async def test_repository_maintenance(
         await settle(pilot)
         stats = screen_text(app)
         shot(app, "repository-stats")
-        assert "Backups: 2 of 1 disk(s)" in stats, stats
+        assert "Backups: 2; of 1 disk" in stats, stats
         assert app.opened is not None
         path = app.opened.path
 
