@@ -19,6 +19,7 @@ from textual.binding import Binding, BindingType
 from textual.scrollbar import ScrollBar, ScrollBarRender
 from textual.signal import Signal
 from textual.timer import Timer
+from textual.widgets._toggle_button import ToggleButton
 from textual.worker import Worker, WorkerState
 
 from recovery_ui import i18n
@@ -108,6 +109,12 @@ class HourglassApp(App[int]):
         mode = "safe" if self.terminal.safe else "full"
         self.theme = THEMES[(mode, self.theme_choice if self.theme_choice == "light" else "dark")]
         ScrollBar.renderer = PlainScrollBarRender if self.terminal.safe else ScrollBarRender
+        # Checkboxes and selection lists draw their box with these (class-wide, like the
+        # scroll bars: one app per process).
+        glyphs = self.terminal.glyphs
+        ToggleButton.BUTTON_LEFT = glyphs.check_left
+        ToggleButton.BUTTON_INNER = glyphs.check_inner
+        ToggleButton.BUTTON_RIGHT = glyphs.check_right
         if self.terminal.safe:
             self.add_class("-safe")
         self.set_class(self.terminal.kind == "serial", "-serial")

@@ -44,12 +44,25 @@ class Glyphs:
     check_inner: str
     check_right: str
     spinner: str  # frames of the "working" indicator
+    tree_lines: tuple[str, str, str, str]  # a tree's guides: space, bar, last, branch
+    tree_lines_bold: tuple[str, str, str, str]  # the guides of the highlighted path
+    overflow: str  # how text too long for its line ends: "ellipsis" or "crop"
 
 
-FULL = Glyphs("round", "█", "░", "›", "•", "✓", "✗", "▶ ", "▼ ", "▐", "X", "▌", "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏")
-# Code page 437 has the box drawing and block elements; the console font maps them.
-LINUX = Glyphs("solid", "█", "░", ">", "*", "+", "x", "+ ", "- ", "▐", "X", "▌", "|/-\\")
-SERIAL = Glyphs("ascii", "#", ".", ">", "*", "+", "x", "+ ", "- ", "[", "X", "]", "|/-\\")
+FULL = Glyphs(
+    "round", "█", "░", "›", "•", "✓", "✗", "▶ ", "▼ ", "▐", "X", "▌", "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏",
+    ("  ", "│ ", "└─", "├─"), ("  ", "┃ ", "┗━", "┣━"), "ellipsis",
+)  # fmt: skip
+# Code page 437 has the single and double box drawing and the block elements (the Linux
+# console's fonts map them); not the heavy lines, the eighth blocks or the ellipsis.
+LINUX = Glyphs(
+    "solid", "█", "░", ">", "*", "+", "x", "+ ", "- ", "▐", "X", "▌", "|/-\\",
+    ("  ", "│ ", "└─", "├─"), ("  ", "║ ", "╚═", "╠═"), "crop",
+)  # fmt: skip
+SERIAL = Glyphs(
+    "ascii", "#", ".", ">", "*", "+", "x", "+ ", "- ", "[", "X", "]", "|/-\\",
+    ("  ", "| ", "`-", "|-"), ("  ", "| ", "`-", "|-"), "crop",
+)  # fmt: skip
 GLYPHS = {"full": FULL, "linux": LINUX, "serial": SERIAL}
 
 

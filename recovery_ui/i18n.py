@@ -19,8 +19,16 @@ ENGLISH = "en"
 CHINESE = "zh_CN"
 # Language code -> its name in that language (what the Settings screen lists).
 LANGUAGES = {ENGLISH: "English", CHINESE: "简体中文"}
-# Languages whose script the Linux console cannot draw.
+# Languages whose script the Linux console cannot draw, and how to name them there.
 NEEDS_CJK = {CHINESE}
+PLAIN_NAMES = {CHINESE: "Chinese (Simplified)"}
+
+
+def language_name(code: str, cjk: bool) -> str:
+    """The language's own name, or a name in Latin letters where its script cannot be drawn."""
+    if code in NEEDS_CJK and not cjk:
+        return PLAIN_NAMES[code]
+    return LANGUAGES[code]
 
 
 class _State:

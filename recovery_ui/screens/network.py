@@ -79,6 +79,7 @@ class NetworkScreen(BaseScreen[None]):
         self.app.call_from_thread(self._loaded, found)
 
     def _loaded(self, found: list[Interface]) -> None:
+        chosen = self.chosen_interface
         self.interfaces = found
         table = self.query_one("#interfaces", DataTable)
         table.clear()
@@ -92,12 +93,23 @@ class NetworkScreen(BaseScreen[None]):
             )
         if not found:
             self.query_one("#for", Label).update(_("No network interface was found."))
-        else:
-            self._interface_changed(found[0].name)
-        table.focus()
+            return
+        names = [i.name for i in found]
+        row = names.index(chosen) if chosen in names else 0
+        table.move_cursor(row=row)
+        self._interface_changed(names[row])
+        if not chosen:
+            table.focus()
 
     def _interface_changed(self, name: str) -> None:
+        """Show how the interface is set up now: a fixed address fills the fields."""
         self.query_one("#for", Label).update(_("Address of {name}").format(name=name))
+        iface = next((i for i in self.interfaces if i.name == name), None)
+        fixed = iface is not None and bool(iface.addresses) and not iface.dynamic
+        self.query_one("#mode", OptionList).highlighted = 1 if fixed else 0
+        if fixed and iface is not None:
+            self.query_one("#address", Input).value = iface.addresses[0]
+            self.query_one("#gateway", Input).value = iface.gateway
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key.value is not None:

@@ -30,7 +30,10 @@ class SettingsScreen(BaseScreen[None]):
         with Vertical():
             yield Label(_("Language"), classes="section first")
             yield OptionList(
-                *[option(name, id=code) for code, name in i18n.LANGUAGES.items()],
+                *[
+                    option(i18n.language_name(code, app.terminal.cjk), id=code)
+                    for code in i18n.LANGUAGES
+                ],
                 id="language",
                 compact=True,
             )

@@ -9,22 +9,10 @@ from textual import widgets as textual_widgets
 from textual.widgets import Checkbox
 from textual.widgets.option_list import Option
 
-from recovery_ui.console import glyphs_of
 
-
-class SafeCheckbox(Checkbox):
-    """A checkbox whose box is drawn with glyphs the terminal has."""
-
-    def on_mount(self) -> None:
-        glyphs = glyphs_of(self.app)
-        self.BUTTON_LEFT = glyphs.check_left
-        self.BUTTON_INNER = glyphs.check_inner
-        self.BUTTON_RIGHT = glyphs.check_right
-        self.refresh()
-
-
-def checkbox(label: str, value: bool = False, *, id: str | None = None) -> SafeCheckbox:
-    return SafeCheckbox(label, value, id=id, compact=True)
+def checkbox(label: str, value: bool = False, *, id: str | None = None) -> Checkbox:
+    """A checkbox (its box is drawn with the terminal's glyphs: HourglassApp sets them)."""
+    return Checkbox(label, value, id=id, compact=True)
 
 
 class Label(textual_widgets.Label):

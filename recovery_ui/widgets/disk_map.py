@@ -66,13 +66,13 @@ class DiskMap(Widget):
     def _lines(self, width: int, glyphs: Glyphs) -> list[Text]:
         width = max(10, width)
         disk = self.disk
-        header = Text(no_wrap=True, overflow="ellipsis")
+        header = Text(no_wrap=True, overflow=glyphs.overflow)  # type: ignore[arg-type]
         header.append(disk.device, style="bold")
         header.append("  " + text.disk_title(disk))
         marks = text.disk_marks(disk)
         if marks:
             header.append("  [" + ", ".join(marks) + "]", style="italic")
-        header.truncate(width, overflow="ellipsis")
+        header.truncate(width, overflow=glyphs.overflow)  # type: ignore[arg-type]
         return [header, self._bar(width, glyphs), *self._legend(width, glyphs)]
 
     def _bar(self, width: int, glyphs: Glyphs) -> Text:
@@ -102,13 +102,13 @@ class DiskMap(Widget):
     def _legend(self, width: int, glyphs: Glyphs) -> list[Text]:
         """One item per partition, as many on a line as fit."""
         lines: list[Text] = []
-        line = Text(no_wrap=True, overflow="ellipsis")
+        line = Text(no_wrap=True, overflow=glyphs.overflow)  # type: ignore[arg-type]
         for index, p in enumerate(self.disk.partitions):
             item = text.partition_item(p)
             needed = 2 + cell_len(item)
             if line.cell_len and line.cell_len + len(LEGEND_GAP) + needed > width:
                 lines.append(line)
-                line = Text(no_wrap=True, overflow="ellipsis")
+                line = Text(no_wrap=True, overflow=glyphs.overflow)  # type: ignore[arg-type]
             if line.cell_len:
                 line.append(LEGEND_GAP)
             line.append(glyphs.used, style=PALETTE[index % len(PALETTE)])
@@ -116,5 +116,5 @@ class DiskMap(Widget):
         if line.cell_len:
             lines.append(line)
         for each in lines:
-            each.truncate(width, overflow="ellipsis")
+            each.truncate(width, overflow=glyphs.overflow)  # type: ignore[arg-type]
         return lines

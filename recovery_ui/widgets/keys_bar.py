@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.screen import Screen
 
+from recovery_ui.console import glyphs_of
 from recovery_ui.i18n import _
 from recovery_ui.widgets.controls import Static
 
@@ -28,7 +29,7 @@ class KeysBar(Static):
         self._show()
 
     def _show(self) -> None:
-        line = Text(no_wrap=True, overflow="ellipsis")
+        line = Text(no_wrap=True, overflow=glyphs_of(self.app).overflow)  # type: ignore[arg-type]
         seen: set[str] = set()
         for active in self.screen.active_bindings.values():
             binding = active.binding

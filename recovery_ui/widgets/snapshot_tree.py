@@ -46,6 +46,11 @@ class SnapshotTree(Tree[Item]):
         glyphs = glyphs_of(self.app)
         self.ICON_NODE = glyphs.node
         self.ICON_NODE_EXPANDED = glyphs.node_open
+        self.LINES = {
+            "default": glyphs.tree_lines,
+            "bold": glyphs.tree_lines_bold,
+            "double": glyphs.tree_lines_bold,
+        }
         self.guide_depth = 2
 
     def label_for(self, item: Item) -> Text:

@@ -22,8 +22,9 @@ class Steps(Static):
         self.names = names
 
     def render(self) -> Text:
-        arrow = glyphs_of(self.app).arrow
-        line = Text(no_wrap=True, overflow="ellipsis")
+        glyphs = glyphs_of(self.app)
+        arrow = glyphs.arrow
+        line = Text(no_wrap=True, overflow=glyphs.overflow)  # type: ignore[arg-type]
         for index, name in enumerate(self.names):
             if index:
                 line.append(f" {arrow} ", style="dim")

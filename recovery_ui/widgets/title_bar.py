@@ -16,7 +16,8 @@ class TitleBar(Horizontal):
     DEFAULT_CSS = """
     TitleBar { dock: top; height: 1; background: $primary; color: $text; }
     TitleBar > #title { width: 1fr; text-style: bold; padding: 0 1; }
-    TitleBar > #status { width: auto; max-width: 60%; padding: 0 1; }
+    TitleBar > #status { width: auto; max-width: 60%; padding: 0 1; text-wrap: nowrap;
+                         text-overflow: ellipsis; }
     """
 
     title: reactive[str] = reactive("")

@@ -155,7 +155,7 @@ async def test_network_fixed_address(make_app: Callable[..., HourglassApp], netn
         await type_text(pilot, "10.99.0.300")
         await pilot.click("#apply")
         await settle(pilot)
-        assert "is not an IP address" in screen_text(app)
+        assert "is not an IP address" in screen_text(app), screen_text(app)
     first = next(i for i in network.interfaces(netns=netns) if i.name == "eth7")
     assert first.addresses == ("10.99.0.5/24",)
     assert first.gateway == "10.99.0.1"

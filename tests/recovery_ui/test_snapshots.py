@@ -350,3 +350,64 @@ def test_linux_console(screen: str, snap_compare: Any) -> None:
     """TERM=linux: ASCII-safe glyphs, solid borders, the 16 ANSI colours, English."""
     run_before, _ = SCREENS[screen]
     assert snap_compare(demo_app("zh_CN", LINUX), terminal_size=(80, 24), run_before=run_before)
+
+
+SERIAL = Terminal("serial", False, "snapshot tests")
+NETNS = "hourglass-snapshots"
+
+
+@pytest.fixture(scope="module")
+def demo_network() -> Iterator[str]:
+    """Two wired interfaces in a namespace of our own: one with an address and a gateway,
+    one without a cable."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a network namespace)")
+    peers = f"{NETNS}-peers"
+    for name in (NETNS, peers):
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    commands = [
+        ["ip", "netns", "add", NETNS],
+        ["ip", "netns", "add", peers],
+        ["ip", "-n", NETNS, "link", "add", "enp3s0", "type", "veth", "peer", "name", "peer0"],
+        ["ip", "-n", NETNS, "link", "add", "enp4s0", "type", "veth", "peer", "name", "peer1"],
+        ["ip", "-n", NETNS, "link", "set", "peer0", "netns", peers],
+        ["ip", "-n", NETNS, "link", "set", "peer1", "netns", peers],
+        ["ip", "-n", peers, "link", "set", "peer0", "up"],
+        ["ip", "-n", NETNS, "link", "set", "enp3s0", "up"],
+        ["ip", "-n", NETNS, "address", "add", "192.168.1.20/24", "dev", "enp3s0"],
+        ["ip", "-n", NETNS, "route", "add", "default", "via", "192.168.1.1"],
+    ]
+    try:
+        for argv in commands:
+            subprocess.run(argv, check=True, capture_output=True)
+        yield NETNS
+    finally:
+        for name in (NETNS, peers):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_network_screen(
+    language: str, size: tuple[int, int], snap_compare: Any, demo_network: str
+) -> None:
+    app = demo_app(language)
+    app.netns = demo_network
+    assert snap_compare(app, terminal_size=size, run_before=press_then("5"))
+
+
+@pytest.mark.parametrize("screen", list(SCREENS))
+async def test_serial_console_draws_only_ascii(screen: str, request: pytest.FixtureRequest) -> None:
+    """On a serial line nobody knows what the other end can draw: every cell is ASCII."""
+    from tests.recovery_ui.conftest import screen_text
+
+    run_before, needs_repository = SCREENS[screen]
+    if needs_repository:
+        request.getfixturevalue("demo_repository")
+    app = demo_app("zh_CN", SERIAL)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await run_before(pilot)
+        shown = screen_text(app)
+    strange = sorted({c for c in shown if ord(c) > 126})
+    assert not strange, f"{screen}: {strange}"
+    assert "Hourglass" in shown
