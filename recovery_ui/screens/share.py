@@ -48,6 +48,7 @@ class ShareScreen(BaseScreen["Location | None"]):
                 ("user", N_("User name (if needed)"), False),
                 ("password", N_("Password (if needed)"), True),
                 ("port", N_("SSH port (22 if empty)"), False),
+                ("key", N_("SSH key file (if any)"), False),
             ):
                 with Horizontal(classes="row", id=f"row-{field}"):
                     yield Label(_(label))
@@ -80,6 +81,7 @@ class ShareScreen(BaseScreen["Location | None"]):
         }
         self.query_one("#example", Static).update(examples[kind])
         self.query_one("#row-port").display = kind == "ssh"
+        self.query_one("#row-key").display = kind == "ssh"
         self.query_one("#row-password").display = kind != "nfs"
         self.query_one("#row-user").display = kind != "nfs"
 
@@ -95,7 +97,7 @@ class ShareScreen(BaseScreen["Location | None"]):
 
         value = {
             f: self.query_one(f"#{f}", Input).value.strip()
-            for f in ("host", "path", "user", "port")
+            for f in ("host", "path", "user", "port", "key")
         }
         port_text = value["port"] if self.kind == "ssh" else ""
         if port_text and not port_text.isdigit():
@@ -109,17 +111,18 @@ class ShareScreen(BaseScreen["Location | None"]):
             port=int(port_text or 0),
         )
         password = self.query_one("#password", Input).value
-        self.connect(share, password)
+        key = value["key"] if self.kind == "ssh" else ""
+        self.connect(share, password, key)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="share")
-    def connect(self, share: object, password: str) -> None:
+    def connect(self, share: object, password: str, key: str) -> None:
         import logging
 
         from imaging.locations import Share, mount_share
 
         assert isinstance(share, Share)
         logging.getLogger("recovery_ui").info("mounting %s (%s)", share.source(), share.kind)
-        location = mount_share(share, password=password)
+        location = mount_share(share, password=password, identity_file=key)
         self.app.call_from_thread(self._mounted, location)
 
     def _mounted(self, location: Location) -> None:
