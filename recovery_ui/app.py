@@ -98,6 +98,7 @@ class HourglassApp(App[int]):
         self._watcher: DiskWatcher | None = None
         self._settle: Timer | None = None
         self._announced = False
+        self._generation = 0
         self._apply_theme()
 
     # --- look -------------------------------------------------------------------------------
@@ -217,21 +218,29 @@ class HourglassApp(App[int]):
             self._settle.stop()
         self._settle = self.set_timer(DISK_SETTLE, self.refresh_disks)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="disks", name="disks")
     def refresh_disks(self) -> None:
-        """List the disks, then look for repositories on them (probing new ones)."""
+        """List the disks again (in a worker), then look for repositories on them."""
+        self._generation += 1
+        self._list_disks(self._generation)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="disks", name="disks")
+    def _list_disks(self, generation: int) -> None:
         from recovery_ui import discovery
 
         disks = discovery.list_disks(self.scope)
-        self.call_from_thread(self._disks_listed, disks, None)
+        self.call_from_thread(self._disks_listed, generation, disks, None)
         new = [d for d in disks if (d.device, d.table_id) not in self.probed] if self.probe else []
         found = discovery.find_repositories(disks, probe_disks=new)
         self.probed |= {(d.device, d.table_id) for d in new}
         if new:
             disks = discovery.list_disks(self.scope)  # the probe's mounts mark repository disks
-        self.call_from_thread(self._disks_listed, disks, found)
+        self.call_from_thread(self._disks_listed, generation, disks, found)
 
-    def _disks_listed(self, disks: list[Disk], found: list[FoundRepository] | None) -> None:
+    def _disks_listed(
+        self, generation: int, disks: list[Disk], found: list[FoundRepository] | None
+    ) -> None:
+        if generation != self._generation:
+            return  # a newer listing is under way (a disk came or went meanwhile)
         self.disks = disks
         if found is not None:
             self.found = found

@@ -183,8 +183,8 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
             )
         by_device = {d.device: d for d in app.disks}
         for index, found in enumerate(app.found):
-            if opened is not None and os.path.realpath(found.path) == os.path.realpath(opened.path):
-                continue
+            if opened is not None and "open" in self.choices and _same(found.path, opened.path):
+                continue  # offered above as the open repository
             disk = by_device.get(found.disk)
             where_text = text.disk_title(disk) if disk else found.disk
             key = f"found-{index}"
@@ -526,6 +526,10 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
             field = self.query_one("#passphrase", Input)
             field.value = ""
             field.focus()
+
+
+def _same(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _mount_root(path: str) -> str:
