@@ -128,6 +128,17 @@ def _partitions(snapshot: Snapshot) -> int:
     return sum(1 for image in snapshot.images if image["name"] != "head")
 
 
+def image_name(name: str) -> str:
+    """An image of a snapshot as a person calls it: ``p2`` is partition 2."""
+    if name.startswith("p") and name[1:].isdigit():
+        return _("partition {number}").format(number=name[1:])
+    if name == "head":
+        return _("start of the disk (boot code and table)")
+    if name == "data":
+        return _("filesystem")
+    return name
+
+
 def image_line(image: dict[str, Any]) -> str:
     """One partition image of a snapshot."""
     number = image.get("number")

@@ -158,7 +158,7 @@ class RestoreFilesScreen(BaseScreen[None]):
                 )
                 with Horizontal(classes="buttons"):
                     yield Button(_("Restore"), id="dest-go", compact=True, variant="primary")
-                yield ProgressPanel(dedup=False, id="dest-progress")
+                yield ProgressPanel(dedup=False, item=_("File"), id="dest-progress")
             with Vertical(id="result"):
                 yield Label("", id="result-title", classes="section first")
                 yield Static("", id="result-text", markup=False)

@@ -28,16 +28,17 @@ class ProgressPanel(Vertical):
     ProgressPanel Grid Label.name { color: $text-muted; }
     """
 
-    def __init__(self, *, dedup: bool = True, id: str | None = None) -> None:
+    def __init__(self, *, dedup: bool = True, item: str = "", id: str | None = None) -> None:
         super().__init__(id=id)
         self.dedup = dedup
+        self.item_label = item
         self.counts_bytes = True
 
     def compose(self) -> ComposeResult:
         yield Label(_("Starting..."), id="phase")
         yield Meter()
         names = {
-            "item": _("Partition"),
+            "item": self.item_label or _("Partition"),
             "done": _("Done"),
             "rate": _("Speed"),
             "eta": _("Time left"),
@@ -66,7 +67,7 @@ class ProgressPanel(Vertical):
             else f"{event.done} / {event.total}"
         )
         values = {
-            "item": event.item or "-",
+            "item": text.image_name(event.item) if event.item else "-",
             "done": done,
             "rate": text.rate(event.rate) if self.counts_bytes else "-",
             "eta": text.duration(event.eta if not event.finished else 0),

@@ -117,7 +117,10 @@ async def test_cancel_leaves_no_snapshot(
         before = [s.id for s in app.opened.repo.snapshots()]
         await pilot.click("#start")
         await wait_for(pilot, app.busy, what="the backup to start")
-        await pilot.pause(0.3)
+        await pilot.pause(0.6)
+        progress = screen_text(app)
+        shot(app, "backup-progress")
+        assert "Reading and storing the disk" in progress and "MB/s" in progress, progress
         await pilot.press("escape")  # asks whether to cancel
         await pilot.pause()
         assert "Cancel the backup?" in screen_text(app)
