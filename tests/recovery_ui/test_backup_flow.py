@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,9 +20,11 @@ from tests.recovery_ui.conftest import (
     Part,
     Source,
     make_disk,
+    mounted,
     screen_text,
     settle,
     shot,
+    unmount_all,
     wait_for,
 )
 from tests.recovery_ui.flows import choose_option, open_found_repository, type_text
@@ -178,3 +181,34 @@ async def test_new_repository_on_a_blank_drive_formatted_first(
         assert [s.source for s in repo.snapshots()] == [source.device]
     probe = sh("blkid", "-p", "-o", "export", f"{blank_disk}p1").stdout
     assert "TYPE=ext4" in probe and "LABEL=HOURGLASS" in probe
+
+
+async def test_quitting_during_a_backup_asks_and_records_nothing(
+    make_app: Callable[..., HourglassApp], slow_disk: str, backup_drive: Drive, tmp_path: Path
+) -> None:
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("1")
+        await settle(pilot)
+        await choose_option(pilot, "disks", slow_disk)
+        await pilot.click("#source-next")
+        await open_found_repository(pilot)
+        assert app.opened is not None
+        before = [s.id for s in app.opened.repo.snapshots()]
+        await pilot.click("#start")
+        await wait_for(pilot, app.busy, what="the backup to start")
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert "Quit Hourglass?" in screen_text(app)
+        await pilot.click("#yes")
+    assert app.return_code == 0
+    # Read the drive afresh once the app and its backup have stopped.
+    for _ in range(100):
+        if not [t for t in threading.enumerate() if t.name.startswith("backup")]:
+            break
+        time.sleep(0.1)
+    unmount_all(backup_drive.device)
+    with mounted(backup_drive.partition, tmp_path / "check") as root:
+        repo = Repository.open(root / "hourglass-backups", PASSPHRASE)
+        assert [s.id for s in repo.snapshots()] == before
