@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all deps install lint test test-fast bench run image clean
+.PHONY: all deps install lint test test-fast bench run image clean i18n
 
 all: install
 
@@ -49,3 +49,17 @@ clean:
 	rm -rf $(VENV) dist work .pytest_cache .mypy_cache .ruff_cache
 
 -include build/image.mk
+
+# The app's translations (Debian's gettext tools): extract the messages from the sources,
+# merge them into every catalog, compile the catalogs. Translate what msgmerge left empty.
+I18N_SOURCES = $(shell find recovery_ui -name '*.py' | sort)
+i18n:
+	xgettext --language=Python --keyword=_ --keyword=N_ --keyword=ngettext:1,2 \
+		--from-code=UTF-8 --add-comments=TRANSLATORS --sort-by-file --package-name=hourglass \
+		--msgid-bugs-address=hourglass -o recovery_ui/locale/hourglass.pot $(I18N_SOURCES)
+	sed -i '/^"POT-Creation-Date:/d' recovery_ui/locale/hourglass.pot
+	for po in recovery_ui/locale/*/LC_MESSAGES/hourglass.po; do \
+		msgmerge --quiet --update --backup=none --no-fuzzy-matching "$$po" recovery_ui/locale/hourglass.pot && \
+		msgattrib --no-obsolete --output-file="$$po" "$$po" && \
+		msgfmt --check --output-file="$${po%.po}.mo" "$$po" || exit 1; \
+	done

@@ -1,0 +1,87 @@
+"""Which disks the app shows, and the repositories on them.
+
+On the appliance every disk is shown. ``HOURGLASS_DISKS`` limits the app to some disks (the
+tests, a lab, a developer's machine with disks that are none of the app's business): a
+comma-separated list of devices (``/dev/sdb``) and folders (a loop device whose backing file
+is under the folder is shown).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from imaging.disks.model import Disk
+    from imaging.disks.repos import FoundRepository
+
+ENV = "HOURGLASS_DISKS"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The disks the app may look at: every disk, or only these devices and folders."""
+
+    devices: tuple[str, ...] = ()
+    folders: tuple[str, ...] = ()
+
+    @property
+    def everything(self) -> bool:
+        return not self.devices and not self.folders
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Scope:
+        env = os.environ if environ is None else environ
+        devices, folders = [], []
+        for raw in env.get(ENV, "").split(","):
+            word = raw.strip()
+            if word.startswith("/dev/"):
+                devices.append(word)
+            elif word:
+                folders.append(os.path.realpath(word))
+        return cls(tuple(devices), tuple(folders))
+
+    def allows(self, device: str, backing_file: str) -> bool:
+        if self.everything:
+            return True
+        if os.path.realpath(device) in {os.path.realpath(d) for d in self.devices}:
+            return True
+        return any(
+            backing_file == folder or backing_file.startswith(folder.rstrip("/") + "/")
+            for folder in self.folders
+        )
+
+
+def list_disks(scope: Scope) -> list[Disk]:
+    """The disks in ``scope``, with their partitions (the engine's discovery)."""
+    from imaging.disks import discover, sysfs
+    from imaging.errors import HourglassError
+
+    if scope.everything:
+        return discover.list_disks()
+    disks = []
+    for name in sysfs.disk_names():
+        device = f"/dev/{name}"
+        if sysfs.size(name) == 0 or not scope.allows(device, sysfs.backing_file(name)):
+            continue
+        try:
+            disks.append(discover.get_disk(device))
+        except HourglassError:
+            continue  # gone while we looked
+    return disks
+
+
+def find_repositories(disks: list[Disk], *, probe_disks: list[Disk]) -> list[FoundRepository]:
+    """Repositories on mounted filesystems of ``disks``, and on the unmounted partitions of
+    ``probe_disks`` (mounted read-only to look: the engine's probe)."""
+    from imaging.disks.repos import find_repositories as engine_find
+
+    found = engine_find(disks, probe=False)
+    if probe_disks:
+        found += engine_find(probe_disks, probe=True)
+    unique: dict[str, FoundRepository] = {}
+    for repository in found:
+        unique.setdefault(os.path.realpath(repository.path), repository)
+    return sorted(unique.values(), key=lambda r: (r.disk, r.partition or 0, r.path))

@@ -1,0 +1,433 @@
+"""Back up: a disk or some of its partitions, into a repository, with a summary first,
+progress while it runs and a verified result. Cancelling leaves no snapshot (the engine
+commits a snapshot only when everything is stored)."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Button, ContentSwitcher, OptionList, SelectionList
+from textual.worker import Worker
+
+from imaging.errors import Cancelled, UsageError
+from recovery_ui import text
+from recovery_ui.i18n import N_, _, ngettext
+from recovery_ui.messages import ProgressRelay
+from recovery_ui.screens.base import BaseScreen
+from recovery_ui.widgets.controls import Label, Static, option
+from recovery_ui.widgets.progress_panel import ProgressPanel
+from recovery_ui.widgets.steps import Steps
+
+if TYPE_CHECKING:
+    from imaging.backup import BackupPlan
+    from imaging.disks.model import Disk
+    from imaging.repository.store import Snapshot
+    from imaging.repository.verify import VerifyReport
+    from recovery_ui.state import OpenedRepository
+
+STEPS = (N_("What"), N_("Where to"), N_("Check"), N_("Back up"), N_("Result"))
+PANES = ("source", "repository", "summary", "progress", "result")
+
+
+class BackupScreen(BaseScreen[None]):
+    TITLE_TEXT = N_("Back up")
+    DEFAULT_CSS = """
+    BackupScreen ContentSwitcher { height: 1fr; }
+    BackupScreen #source { height: 1fr; }
+    BackupScreen #disk-side { width: 1fr; height: 1fr; }
+    BackupScreen #part-side { width: 1fr; height: 1fr; }
+    BackupScreen #disks { height: auto; max-height: 10; margin: 0 1; }
+    BackupScreen #parts { height: auto; max-height: 12; margin: 0 1; }
+    BackupScreen #summary-text, BackupScreen #result-text { padding: 0 1; height: auto; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+        self.source_disk: Disk | None = None
+        self.opened: OpenedRepository | None = None
+        self.plan: BackupPlan | None = None
+        self.cancel = threading.Event()
+        self.relay: ProgressRelay | None = None
+        self.committed: Snapshot | None = None
+
+    def compose_body(self) -> ComposeResult:
+        yield Steps([_(s) for s in STEPS])
+        with ContentSwitcher(initial="source"):
+            with Horizontal(id="source"):
+                with Vertical(id="disk-side"):
+                    yield Label(_("Which disk do you want to back up?"), classes="section first")
+                    yield OptionList(id="disks", compact=True)
+                    yield Static("", id="disk-note", classes="note")
+                with Vertical(id="part-side"):
+                    yield Label(_("Which partitions?"), classes="section first")
+                    yield SelectionList[int](id="parts", compact=True)
+                    yield Static(
+                        _(
+                            "All partitions: the whole disk, with its partition table and boot "
+                            "code, so it can be restored to a new disk."
+                        ),
+                        classes="note",
+                    )
+                    with Horizontal(classes="buttons"):
+                        yield Button(_("Next"), id="source-next", compact=True, variant="primary")
+            with Vertical(id="repository"):
+                yield Static(_("Choose where the backup goes..."), classes="note")
+            with Vertical(id="summary"):
+                yield Label(_("Check before the backup starts"), classes="section first")
+                yield Static(_("Working out what to read..."), id="summary-text", markup=False)
+                with Horizontal(classes="buttons"):
+                    yield Button(
+                        _("Start the backup"),
+                        id="start",
+                        compact=True,
+                        variant="primary",
+                        disabled=True,
+                    )
+                    yield Button(_("Choose another repository"), id="other-repo", compact=True)
+            with Vertical(id="progress"):
+                yield Label(_("Backing up"), classes="section first")
+                yield ProgressPanel(id="panel")
+                with Horizontal(classes="buttons"):
+                    yield Button(_("Cancel the backup"), id="cancel", compact=True, variant="error")
+            with Vertical(id="result"):
+                yield Label("", id="result-title", classes="section first")
+                yield Static("", id="result-text", markup=False)
+                with Horizontal(classes="buttons"):
+                    yield Button(_("Done"), id="done", compact=True, variant="primary")
+
+    def on_mount(self) -> None:
+        self.hourglass.cancel_events.add(self.cancel)
+        self.hourglass.disks_changed.subscribe(self, self._disks_changed)
+        self._fill_disks()
+
+    def on_unmount(self) -> None:
+        self.hourglass.disks_changed.unsubscribe(self)
+
+    def _step(self, pane: str) -> None:
+        self.query_one(ContentSwitcher).current = pane
+        self.query_one(Steps).current = PANES.index(pane)
+
+    def action_back(self) -> None:
+        pane = self.query_one(ContentSwitcher).current
+        if pane == "progress":
+            self._ask_cancel()
+        elif pane == "summary":
+            self._step("source")
+            self.query_one("#disks", OptionList).focus()
+        else:
+            self.dismiss(None)
+
+    # --- 1: what ----------------------------------------------------------------------------
+
+    def _candidates(self) -> list[Disk]:
+        return [d for d in self.hourglass.disks if not d.is_boot_disk and d.partitions]
+
+    def _disks_changed(self, _app: object) -> None:
+        if self.query_one(ContentSwitcher).current == "source":
+            self._fill_disks()
+
+    def _fill_disks(self) -> None:
+        disks = self._candidates()
+        options = []
+        for disk in disks:
+            options.append(option(text.disk_option(disk), id=disk.device))
+        widget = self.query_one("#disks", OptionList)
+        widget.set_options(options)
+        note = "" if disks else _("No disk with partitions was found. Plug in the disk.")
+        self.query_one("#disk-note", Static).update(note)
+        if disks:
+            widget.highlighted = 0
+            self._fill_partitions(disks[0])
+        widget.focus()
+
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option_list.id == "disks":
+            disk = next((d for d in self._candidates() if d.device == event.option.id), None)
+            if disk is not None:
+                self._fill_partitions(disk)
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        if event.option_list.id == "disks":
+            self.query_one("#parts", SelectionList).focus()
+
+    def _fill_partitions(self, disk: Disk) -> None:
+        self.source_disk = disk
+        parts: SelectionList[int] = self.query_one("#parts", SelectionList)
+        parts.clear_options()
+        for p in disk.partitions:
+            if p.role == "extended" or not p.device:
+                continue
+            parts.add_option((text.partition_item(p), p.number, True))
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        button = event.button.id
+        if button == "source-next":
+            self._source_chosen()
+        elif button == "start":
+            self._start()
+        elif button == "other-repo":
+            self._choose_repository()
+        elif button == "cancel":
+            self._ask_cancel()
+        elif button == "done":
+            self.dismiss(None)
+
+    def _source_chosen(self) -> None:
+        disk = self.source_disk
+        if disk is None:
+            return
+        chosen = set(self.query_one("#parts", SelectionList).selected)
+        imageable = [p for p in disk.partitions if p.role != "extended" and p.device]
+        if not chosen:
+            self.hourglass.report_error(UsageError(_("Choose at least one partition.")))
+            return
+        if chosen == {p.number for p in imageable}:
+            self.sources = [disk.device]
+        else:
+            self.sources = [p.device for p in imageable if p.number in chosen]
+        self._choose_repository()
+
+    # --- 2: where to ------------------------------------------------------------------------
+
+    def _choose_repository(self) -> None:
+        from recovery_ui.screens.choose_repository import ChooseRepository
+
+        self._step("repository")
+        self.app.push_screen(
+            ChooseRepository(_("Where should the backup go?"), writable=True, allow_create=True),
+            self._repository_chosen,
+        )
+
+    def _repository_chosen(self, opened: OpenedRepository | None) -> None:
+        if opened is None:
+            self._step("source")
+            self.query_one("#disks", OptionList).focus()
+            return
+        self.opened = opened
+        self.set_status(self.hourglass.repository_status())
+        self._step("summary")
+        self.query_one("#start", Button).disabled = True
+        self.query_one("#summary-text", Static).update(_("Working out what to read..."))
+        self.make_plan()
+
+    # --- 3: check ---------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="plan")
+    def make_plan(self) -> None:
+        import os
+        import shutil
+
+        from imaging.backup import latest_of_source
+        from imaging.disks import mounts, sysfs
+        from imaging.plans import plan_for
+
+        assert self.opened is not None and self.source_disk is not None
+        repo_disks = mounts.disks_of_path(self.opened.path)
+        if sysfs.name_of(self.source_disk.device) in repo_disks:
+            raise UsageError(
+                _("The repository is on the disk you want to back up."),
+                _("Choose a repository on another drive."),
+            )
+        plan = plan_for(self.sources)
+        to_read = sum(
+            image.used.used_bytes if image.used is not None else image.size for image in plan.images
+        )
+        free = shutil.disk_usage(self.opened.path).free
+        previous = latest_of_source(self.opened.repo.snapshots(), plan.source_id)
+        lines = [
+            _("Back up: {what}").format(
+                what=f"{self.source_disk.device}, {text.disk_title(self.source_disk)}"
+            ),
+            "  "
+            + (
+                _("the whole disk (partition table, boot code and every partition)")
+                if plan.kind == "disk" and self.sources == [self.source_disk.device]
+                else ", ".join(os.path.basename(s) for s in self.sources)
+            ),
+            _("Into: {label}").format(label=self.opened.label),
+            "",
+            _("Size of what is backed up: {size}").format(size=text.decimal_size(plan.size)),
+            _("Data to read (the rest is unused space): about {size}").format(
+                size=text.decimal_size(to_read)
+            ),
+            _("Free space on the backup drive: {size}").format(size=text.decimal_size(free)),
+        ]
+        if previous is not None:
+            lines.append(
+                _(
+                    "This disk was backed up before ({when}): only what changed since is "
+                    "stored again."
+                ).format(when=text.when(previous.time))
+            )
+        elif to_read > free:
+            lines.append(
+                _(
+                    "The data may not fit (it is compressed, so it may). Free some space or use "
+                    "a larger drive if the backup stops."
+                )
+            )
+        lines.append("")
+        lines.append(
+            _("The backup is checked when it is done. Cancelling leaves no partial backup.")
+        )
+        self.app.call_from_thread(self._planned, plan, "\n".join(lines))
+
+    def _planned(self, plan: BackupPlan, summary: str) -> None:
+        self.plan = plan
+        self.query_one("#summary-text", Static).update(summary)
+        start = self.query_one("#start", Button)
+        start.disabled = False
+        start.focus()
+
+    # --- 4: back up -------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self.plan is None or self.opened is None:
+            return
+        self.cancel.clear()
+        self.committed = None
+        self.query_one("#cancel", Button).disabled = False
+        self._step("progress")
+        panel = self.query_one(ProgressPanel)
+        panel.set_phase(_("Reading and storing the disk"))
+        self.query_one("#cancel", Button).focus()
+        self.relay = ProgressRelay(self, "backup")
+        self.back_up(self.plan, self.opened)
+
+    def on_progress_relay_updated(self, message: ProgressRelay.Updated) -> None:
+        event = message.relay.take()
+        if event is not None:
+            self.query_one(ProgressPanel).show(event)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="engine")
+    def back_up(self, plan: BackupPlan, opened: OpenedRepository) -> None:
+        import logging
+
+        from imaging.backup import BackupOptions, run_backup
+        from imaging.repository.verify import verify
+
+        log = logging.getLogger("recovery_ui")
+        assert self.relay is not None
+        log.info("backup of %s into %s", " ".join(self.sources), opened.path)
+        snapshot = run_backup(
+            opened.repo, plan, progress=self.relay, options=BackupOptions(cancel=self.cancel)
+        )
+        log.info("snapshot %s committed", snapshot.id)
+        self.committed = snapshot
+        self.app.call_from_thread(self._checking)
+        report = verify(opened.repo, [snapshot], read_data=True, progress=self.relay)
+        log.info("verify of %s: %s", snapshot.id[:12], "ok" if report.ok else "DAMAGED")
+        self.app.call_from_thread(self._finished, snapshot, report)
+
+    def _checking(self) -> None:
+        self.query_one(ProgressPanel).set_phase(_("Checking the backup"), counts_bytes=False)
+        self.query_one("#cancel", Button).disabled = True
+
+    def _ask_cancel(self) -> None:
+        if self.committed is not None:
+            return  # recorded already: the check runs to its end
+        from recovery_ui.screens.question import Question
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.cancel.set()
+                self.query_one(ProgressPanel).set_phase(_("Stopping..."))
+
+        self.app.push_screen(
+            Question(
+                _("Cancel the backup?"),
+                _("The backup stops and no snapshot is recorded. The disk is not changed."),
+                _("Cancel the backup"),
+                _("Go on backing up"),
+            ),
+            answered,
+        )
+
+    # --- 5: result --------------------------------------------------------------------------
+
+    def _finished(self, snapshot: Snapshot, report: VerifyReport) -> None:
+        stats: dict[str, Any] = snapshot.manifest.get("stats", {})
+        lines = [
+            _("Snapshot of {when}").format(when=text.when(snapshot.time)),
+            _("Size: {size}; data read: {read}").format(
+                size=text.decimal_size(snapshot.size),
+                read=text.decimal_size(int(stats.get("read", 0))),
+            ),
+            _("New data stored: {new}; already in the repository: {dedup}").format(
+                new=text.decimal_size(int(stats.get("new_bytes", 0))),
+                dedup=text.decimal_size(int(stats.get("dedup_bytes", 0))),
+            ),
+            _("Added to the backup drive: {size}").format(size=text.decimal_size(snapshot.stored)),
+            _("Time taken: {time}").format(time=text.duration(float(stats.get("elapsed", 0)))),
+            "",
+        ]
+        if report.ok:
+            lines.append(
+                ngettext(
+                    "Checked: {count} stored piece was read back and is intact.",
+                    "Checked: all {count} stored pieces were read back and are intact.",
+                    report.checked,
+                ).format(count=report.checked)
+            )
+        else:
+            lines.append(_("The check found damage:"))
+            lines.extend(d.describe() for d in report.damage[:10])
+        unreadable = [i["name"] for i in snapshot.images if i.get("unreadable")]
+        if unreadable:
+            lines.append(
+                _("Parts of the disk could not be read: {images}").format(
+                    images=", ".join(unreadable)
+                )
+            )
+        title = (
+            _("The backup is complete and checked.")
+            if report.ok
+            else _("The backup was recorded, but the check found damage.")
+        )
+        self._result(title, "\n".join(lines), good=report.ok)
+
+    def _result(self, title: str, body: str, *, good: bool) -> None:
+        self._step("result")
+        title_label = self.query_one("#result-title", Label)
+        title_label.update(title)
+        title_label.set_class(good, "good")
+        title_label.set_class(not good, "error")
+        self.query_one("#result-text", Static).update(body)
+        self.query_one("#done", Button).focus()
+
+    def expected(self, error: BaseException) -> bool:
+        return isinstance(error, Cancelled) and self.cancel.is_set()
+
+    def work_failed(self, worker: Worker[object], error: BaseException) -> None:
+        if worker.name == "make_plan":
+            self.query_one("#summary-text", Static).update(
+                _("The backup cannot start: {reason}").format(
+                    reason=getattr(error, "message", str(error))
+                )
+            )
+        elif worker.name == "back_up":
+            if self.committed is not None:
+                self._result(
+                    _("The backup was recorded, but checking it failed."),
+                    _("Snapshot of {when}.").format(when=text.when(self.committed.time))
+                    + "\n"
+                    + getattr(error, "message", str(error)),
+                    good=False,
+                )
+            elif isinstance(error, Cancelled):
+                self._result(
+                    _("The backup was cancelled."),
+                    _("No snapshot was recorded. The repository holds what it held before."),
+                    good=False,
+                )
+            else:
+                self._result(
+                    _("The backup failed."),
+                    _("No snapshot was recorded.") + "\n" + getattr(error, "message", str(error)),
+                    good=False,
+                )

@@ -1,0 +1,97 @@
+"""What every screen of the app shares: the title bar, the keys bar, the way errors of the
+engine's work come back (a dialog with the message and hint, the detail in the log)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, ClassVar, TypeVar, cast
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import ModalScreen, Screen
+from textual.worker import Worker, WorkerState
+
+from recovery_ui.i18n import N_, _
+from recovery_ui.widgets.keys_bar import KeysBar
+from recovery_ui.widgets.title_bar import TitleBar
+
+if TYPE_CHECKING:
+    from recovery_ui.app import HourglassApp
+
+log = logging.getLogger("recovery_ui")
+
+ResultT = TypeVar("ResultT")
+
+
+def describe_failure(error: BaseException) -> tuple[str, str]:
+    """(message, hint) to show for ``error``: the engine's own words for its errors."""
+    from imaging.errors import HourglassError
+
+    if isinstance(error, HourglassError):
+        return error.message, error.hint or ""
+    return (
+        _("Something unexpected went wrong: {error}").format(
+            error=f"{type(error).__name__}: {error}"
+        ),
+        _("The details are in the log (Logs on the main screen)."),
+    )
+
+
+class AppScreenMixin:
+    """Typed access to the app from screens and dialogs."""
+
+    @property
+    def hourglass(self) -> HourglassApp:
+        return cast("HourglassApp", cast(Screen[object], self).app)
+
+
+class BaseScreen(AppScreenMixin, Screen[ResultT]):
+    """A full screen: title bar on top, keys at the bottom, ``escape`` goes back."""
+
+    TITLE_TEXT: ClassVar[str] = ""  # a message id (N_), translated when shown
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "back", N_("Back"))]
+
+    def screen_title(self) -> str:
+        return _(self.TITLE_TEXT)
+
+    def compose(self) -> ComposeResult:
+        yield TitleBar(self.screen_title(), self.hourglass.repository_status())
+        yield from self.compose_body()
+        yield KeysBar()
+
+    def compose_body(self) -> ComposeResult:
+        yield from ()
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+    def set_status(self, status: str) -> None:
+        self.query_one(TitleBar).status = status
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state is WorkerState.ERROR and event.worker.error is not None:
+            event.stop()
+            error = event.worker.error
+            if not self.expected(error):
+                self.hourglass.report_error(error, event.worker.name)
+            self.work_failed(event.worker, error)
+
+    def expected(self, error: BaseException) -> bool:
+        """True for an error the screen shows itself (a cancel the person asked for)."""
+        return False
+
+    def work_failed(self, worker: Worker[object], error: BaseException) -> None:
+        """Called after the error dialog was shown: put the screen in a sensible state."""
+
+
+class BaseDialog(AppScreenMixin, ModalScreen[ResultT]):
+    """A dialog over the current screen."""
+
+    DEFAULT_CSS = """
+    BaseDialog { align: center middle; }
+    BaseDialog > .dialog { width: 76; max-width: 95%; height: auto; max-height: 90%;
+                           border: $hg-border $primary; background: $surface; padding: 0 1; }
+    BaseDialog .dialog-title { text-style: bold; width: 1fr; margin-bottom: 1; }
+    BaseDialog .buttons { height: auto; margin-top: 1; align-horizontal: right; }
+    BaseDialog .buttons Button { margin-left: 2; }
+    """

@@ -1,0 +1,548 @@
+"""Choosing the repository to work with: one found on a drive, a folder on a partition, a
+network share, or a new one (on a partition, or on a blank drive formatted first); then its
+passphrase. The screen returns the opened repository (and makes it the app's)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Button, ContentSwitcher, Input, OptionList
+from textual.widgets.option_list import Option
+from textual.worker import Worker
+
+from imaging.errors import UsageError
+from recovery_ui import text
+from recovery_ui.i18n import N_, _
+from recovery_ui.screens.base import BaseScreen
+from recovery_ui.state import OpenedRepository
+from recovery_ui.widgets.controls import Label, Static, checkbox, option
+
+if TYPE_CHECKING:
+    from imaging.disks.model import Disk, Partition
+    from imaging.disks.repos import FoundRepository
+    from imaging.locations import Location
+
+DEFAULT_FOLDER = "hourglass-backups"
+
+
+@dataclass
+class Target:
+    """A repository directory made available (mounted), not yet opened."""
+
+    path: str
+    label: str
+    disk: str
+    writable: bool
+    location: Location | None
+    encrypted: bool = True
+    exists: bool = True
+
+
+def usable_partitions(disks: list[Disk]) -> list[tuple[Disk, Partition]]:
+    """Partitions a repository can live on: a filesystem the engine mounts, not the disk
+    the system started from."""
+    from imaging.disks.mounting import MOUNTABLE
+
+    return [
+        (disk, p)
+        for disk in disks
+        if not disk.is_boot_disk
+        for p in disk.partitions
+        if p.device and p.fstype in MOUNTABLE
+    ]
+
+
+def blank_disks(disks: list[Disk]) -> list[Disk]:
+    """Disks that can become a backup drive: nothing on them that a filesystem holds."""
+    return [
+        d
+        for d in disks
+        if not d.is_boot_disk
+        and not d.holds_repository
+        and not d.mounted
+        and not any(p.fstype for p in d.partitions)
+    ]
+
+
+class ChooseRepository(BaseScreen["OpenedRepository | None"]):
+    TITLE_TEXT = N_("Repository")
+    DEFAULT_CSS = """
+    ChooseRepository ContentSwitcher { height: 1fr; }
+    ChooseRepository ContentSwitcher > Vertical { height: 1fr; }
+    ChooseRepository #where, ChooseRepository #partitions { height: auto; max-height: 12;
+                                                            margin: 0 1; }
+    ChooseRepository Input { width: 60; }
+    """
+
+    def __init__(
+        self,
+        question: str,
+        *,
+        writable: bool = False,
+        allow_create: bool = False,
+        preselect: FoundRepository | None = None,
+    ) -> None:
+        super().__init__()
+        self.question = question
+        self.writable = writable
+        self.allow_create = allow_create
+        self.preselect = preselect
+        self.creating = False
+        self.target: Target | None = None
+        self.choices: dict[str, Any] = {}
+
+    def screen_title(self) -> str:
+        return self.question
+
+    def compose_body(self) -> ComposeResult:
+        with ContentSwitcher(initial="list"):
+            with Vertical(id="list"):
+                yield Label(_("Where is the repository?"), classes="section first")
+                yield OptionList(id="where", compact=True)
+                yield Static("", id="list-note", classes="note")
+            with Vertical(id="partition"):
+                yield Label("", id="partition-question", classes="section first")
+                yield OptionList(id="partitions", compact=True)
+                yield Label(_("Folder on that partition:"), classes="field-label")
+                yield Input(DEFAULT_FOLDER, id="folder", compact=True)
+                with Horizontal(classes="buttons"):
+                    yield Button(_("Next"), id="partition-next", compact=True, variant="primary")
+            with Vertical(id="unlock"):
+                yield Label(_("Passphrase"), classes="section first")
+                yield Static("", id="unlock-what", markup=False, classes="note")
+                yield Label(
+                    _("Type the repository's passphrase (or a recovery key):"),
+                    classes="field-label",
+                )
+                yield Input(password=True, id="passphrase", compact=True)
+                with Horizontal(classes="buttons"):
+                    yield Button(_("Open"), id="unlock-go", compact=True, variant="primary")
+            with Vertical(id="create"):
+                yield Label(_("New repository"), classes="section first")
+                yield Static("", id="create-where", markup=False, classes="note")
+                yield Label(_("Choose a passphrase:"), classes="field-label")
+                yield Input(password=True, id="new1", compact=True)
+                yield Label(_("Type it again:"), classes="field-label")
+                yield Input(password=True, id="new2", compact=True)
+                yield checkbox(_("Encrypt the backups (AES-256)"), True, id="encrypt")
+                yield Static(
+                    _(
+                        "Without the passphrase nobody can read the backups, not even you: "
+                        "write it down. You can add a printable recovery key later "
+                        "(Repository)."
+                    ),
+                    classes="note",
+                )
+                with Horizontal(classes="buttons"):
+                    yield Button(_("Create"), id="create-go", compact=True, variant="primary")
+
+    def on_mount(self) -> None:
+        self._fill_list()
+        if self.preselect is not None:
+            self.prepare_found(self.preselect)
+        else:
+            self.query_one("#where", OptionList).focus()
+
+    def _show(self, pane: str) -> None:
+        self.query_one(ContentSwitcher).current = pane
+        focus = {
+            "list": "#where",
+            "partition": "#partitions",
+            "unlock": "#passphrase",
+            "create": "#new1",
+        }[pane]
+        self.query_one(focus).focus()
+
+    def action_back(self) -> None:
+        pane = self.query_one(ContentSwitcher).current
+        if pane == "list" or self.preselect is not None:
+            self.dismiss(None)
+        else:
+            self._show("list")
+
+    # --- the list ---------------------------------------------------------------------------
+
+    def _fill_list(self) -> None:
+        from imaging.locations import mounted_locations, repositories_in
+
+        app = self.hourglass
+        where = self.query_one("#where", OptionList)
+        self.choices = {}
+        options = []
+        opened = app.opened
+        if opened is not None and (opened.writable or not self.writable):
+            self.choices["open"] = opened
+            options.append(
+                option(_("The open repository: {label}").format(label=opened.label), id="open")
+            )
+        by_device = {d.device: d for d in app.disks}
+        for index, found in enumerate(app.found):
+            if opened is not None and "open" in self.choices and _same(found.path, opened.path):
+                continue  # offered above as the open repository
+            disk = by_device.get(found.disk)
+            where_text = text.disk_title(disk) if disk else found.disk
+            key = f"found-{index}"
+            self.choices[key] = found
+            options.append(option(f"{found.path}  ({where_text})", id=key))
+        for location in mounted_locations():
+            if location.kind == "partition":
+                continue
+            for index, path in enumerate(repositories_in(location.mountpoint)):
+                key = f"share-{location.mountpoint}-{index}"
+                self.choices[key] = (location, path)
+                options.append(option(f"{path}  ({location.source})", id=key))
+        if options:
+            options.append(None)  # type: ignore[arg-type]
+        options.append(option(_("A folder on a partition of a disk..."), id="folder"))
+        if self.allow_create:
+            options.append(option(_("Create a new repository..."), id="create"))
+        options.append(option(_("Mount a network share (SMB, NFS or SSH)..."), id="share"))
+        where.set_options(options)
+        where.highlighted = 0
+        note = "" if app.found else _("No repository was found on the drives.")
+        self.query_one("#list-note", Static).update(note)
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        option_id = event.option.id or ""
+        if event.option_list.id == "where":
+            self._chosen(option_id)
+        elif event.option_list.id == "partitions":
+            self.query_one("#folder", Input).focus()
+
+    def _chosen(self, option_id: str) -> None:
+        if option_id == "open":
+            opened = self.choices["open"]
+            self.dismiss(opened)
+        elif option_id.startswith("found-"):
+            self.prepare_found(self.choices[option_id])
+        elif option_id.startswith("share-"):
+            location, path = self.choices[option_id]
+            self.prepare_path(path, location)
+        elif option_id in ("folder", "create"):
+            self.creating = option_id == "create"
+            self._fill_partitions()
+            self._show("partition")
+        elif option_id == "share":
+            from recovery_ui.screens.share import ShareScreen
+
+            self.app.push_screen(ShareScreen(), self._share_mounted)
+
+    def _share_mounted(self, location: Location | None) -> None:
+        if location is None:
+            return
+        self._fill_list()
+        from imaging.locations import repositories_in
+
+        found = repositories_in(location.mountpoint)
+        if len(found) == 1:
+            self.prepare_path(found[0], location)
+        elif not found and self.allow_create:
+            self.creating = True
+            self._target_ready(
+                Target(
+                    os.path.join(location.mountpoint, DEFAULT_FOLDER),
+                    f"{location.source}/{DEFAULT_FOLDER}",
+                    "",
+                    location.writable,
+                    location,
+                    exists=False,
+                )
+            )
+
+    def _fill_partitions(self) -> None:
+        question = (
+            _("Where should the new repository be?")
+            if self.creating
+            else _("Which partition holds the repository?")
+        )
+        self.query_one("#partition-question", Label).update(question)
+        options: list[Option | None] = []
+        disks = self.hourglass.disks
+        for disk, p in usable_partitions(disks):
+            self.choices[f"part-{p.device}"] = (disk, p)
+            options.append(
+                option(
+                    f"{p.device}  {text.partition_item(p)}\n  {text.disk_title(disk)}",
+                    id=f"part-{p.device}",
+                )
+            )
+        if self.creating:
+            for disk in blank_disks(disks):
+                self.choices[f"format-{disk.device}"] = disk
+                options.append(
+                    option(
+                        _("Format {device} ({title}) as a new backup drive").format(
+                            device=disk.device, title=text.disk_title(disk)
+                        ),
+                        id=f"format-{disk.device}",
+                    )
+                )
+        partitions = self.query_one("#partitions", OptionList)
+        partitions.set_options(options)
+        if options:
+            partitions.highlighted = 0
+        else:
+            partitions.set_options(
+                [option(_("No partition with a usable filesystem."), disabled=True)]
+            )
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "partition-next":
+            self._partition_next()
+        elif event.button.id == "unlock-go":
+            self._unlock()
+        elif event.button.id == "create-go":
+            self._create()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "folder":
+            self._partition_next()
+        elif event.input.id == "passphrase":
+            self._unlock()
+        elif event.input.id == "new1":
+            self.query_one("#new2", Input).focus()
+        elif event.input.id == "new2":
+            self._create()
+
+    def _partition_next(self) -> None:
+        partitions = self.query_one("#partitions", OptionList)
+        if partitions.highlighted is None:
+            return
+        option_id = partitions.get_option_at_index(partitions.highlighted).id or ""
+        folder = self.query_one("#folder", Input).value.strip().strip("/")
+        if ".." in folder.split("/"):
+            self.hourglass.report_error(UsageError(_("The folder name must not contain '..'.")))
+            return
+        if option_id.startswith("format-"):
+            self._confirm_format(self.choices[option_id], folder)
+        elif option_id.startswith("part-"):
+            disk, partition = self.choices[option_id]
+            self.prepare_partition(disk, partition, folder)
+
+    def _confirm_format(self, disk: Disk, folder: str) -> None:
+        from recovery_ui.screens.confirm import TypedConfirmation
+
+        word = os.path.basename(disk.device)
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.format_and_prepare(disk, folder)
+
+        self.app.push_screen(
+            TypedConfirmation(
+                _("Format this disk?"),
+                text.erase_lines(disk),
+                _("Everything on this disk will be erased. It becomes an empty backup drive."),
+                word,
+                _("Erase and format"),
+            ),
+            confirmed,
+        )
+
+    # --- making the repository's directory available ----------------------------------------
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
+    def prepare_found(self, found: FoundRepository) -> None:
+        from imaging import locations
+
+        disk = next((d for d in self.hourglass.disks if d.device == found.disk), None)
+        partition = (
+            next((p for p in disk.partitions if p.number == found.partition), None)
+            if disk
+            else None
+        )
+        path, location = found.path, None
+        if self.writable and found.mounted_by_us and partition is not None:
+            old_root = _mount_root(found.path)
+            location = locations.mount_partition(partition.device, partition.fstype, writable=True)
+            path = locations.moved_path(found.path, old_root, location.mountpoint)
+        label = _label(disk, found.partition, path)
+        target = Target(path, label, found.disk, self.writable, location)
+        self.app.call_from_thread(self._target_ready, self._with_encryption(target))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
+    def prepare_partition(self, disk: Disk, partition: Partition, folder: str) -> None:
+        from imaging import locations
+
+        location = locations.mount_partition(
+            partition.device, partition.fstype, writable=self.writable or self.creating
+        )
+        path = os.path.join(location.mountpoint, folder) if folder else location.mountpoint
+        target = Target(
+            path,
+            _label(disk, partition.number, path, location.mountpoint),
+            disk.device,
+            location.writable,
+            location,
+        )
+        self._check_and_ready(target)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
+    def format_and_prepare(self, disk: Disk, folder: str) -> None:
+        import logging
+
+        from imaging import locations
+
+        logging.getLogger("recovery_ui").info("formatting %s (%s)", disk.device, disk.title())
+        node = locations.format_drive(disk.device)
+        location = locations.mount_partition(node, "ext4", writable=True)
+        path = os.path.join(location.mountpoint, folder or DEFAULT_FOLDER)
+        target = Target(
+            path,
+            _label(disk, 1, path, location.mountpoint),
+            disk.device,
+            True,
+            location,
+            exists=False,
+        )
+        self.app.call_from_thread(self._target_ready, target)
+        self.app.call_from_thread(self.hourglass.refresh_disks)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
+    def prepare_path(self, path: str, location: Location) -> None:
+        target = Target(
+            path,
+            f"{location.source}: {os.path.relpath(path, location.mountpoint)}",
+            "",
+            location.writable,
+            location,
+        )
+        self._check_and_ready(target)
+
+    def _check_and_ready(self, target: Target) -> None:
+        """In a worker: a repository there, or (when creating) an empty or missing folder."""
+        from imaging.repository.store import is_repository
+
+        if is_repository(Path(target.path)):
+            self.app.call_from_thread(self._target_ready, self._with_encryption(target))
+            return
+        empty = not os.path.exists(target.path) or (
+            os.path.isdir(target.path) and not os.listdir(target.path)
+        )
+        if self.allow_create and empty:
+            target.exists = False
+            self.app.call_from_thread(self._target_ready, target)
+            return
+        raise UsageError(
+            _("There is no repository in {path}.").format(path=target.path),
+            _("Choose another folder, or create a new repository (Back up).")
+            if not self.allow_create
+            else _("Choose an empty folder to create a new repository in."),
+        )
+
+    @staticmethod
+    def _with_encryption(target: Target) -> Target:
+        from imaging.repository.store import read_config
+
+        target.encrypted = read_config(Path(target.path))["encryption"] != "none"
+        return target
+
+    def _target_ready(self, target: Target) -> None:
+        self.target = target
+        if not target.exists:
+            self.query_one("#create-where", Static).update(
+                _("The new repository will be created in {path} ({label}).").format(
+                    path=target.path, label=target.label
+                )
+            )
+            self._show("create")
+        elif target.encrypted:
+            self.query_one("#unlock-what", Static).update(target.label)
+            self._show("unlock")
+        else:
+            self.open_target("")
+
+    # --- opening and creating ---------------------------------------------------------------
+
+    def _unlock(self) -> None:
+        field = self.query_one("#passphrase", Input)
+        secret = field.value
+        if secret:
+            self.open_target(secret)
+
+    def _create(self) -> None:
+        first = self.query_one("#new1", Input).value
+        second = self.query_one("#new2", Input).value
+        encrypt = self.query_one("#encrypt").value  # type: ignore[attr-defined]
+        if encrypt and not first:
+            self.hourglass.report_error(UsageError(_("Choose a passphrase.")))
+            return
+        if encrypt and first != second:
+            self.query_one("#new2", Input).value = ""
+            self.hourglass.report_error(
+                UsageError(_("The two passphrases are not the same."), _("Type them again."))
+            )
+            return
+        self.create_target(first if encrypt else "", encrypt)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
+    def open_target(self, secret: str) -> None:
+        from imaging.repository.store import Repository
+
+        assert self.target is not None
+        repo = Repository.open(self.target.path, secret or None)
+        self.app.call_from_thread(self._done, repo)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
+    def create_target(self, secret: str, encrypt: bool) -> None:
+        import logging
+
+        from imaging.repository.store import Repository
+
+        assert self.target is not None
+        repo = Repository.init(
+            self.target.path,
+            encryption="aes-256-gcm" if encrypt else "none",
+            passphrase=secret or None,
+        )
+        logging.getLogger("recovery_ui").info(
+            "repository created at %s (%s)", repo.path, "encrypted" if encrypt else "plain"
+        )
+        self.app.call_from_thread(self._done, repo)
+
+    def _done(self, repo: Any) -> None:
+        assert self.target is not None
+        for field in ("#passphrase", "#new1", "#new2"):
+            self.query_one(field, Input).value = ""
+        opened = OpenedRepository(
+            repo=repo,
+            path=self.target.path,
+            label=self.target.label,
+            disk=self.target.disk,
+            writable=self.target.writable,
+            location=self.target.location,
+        )
+        self.hourglass.set_opened(opened)
+        self.dismiss(opened)
+
+    def work_failed(self, worker: Worker[object], error: BaseException) -> None:
+        if worker.name == "open_target":
+            field = self.query_one("#passphrase", Input)
+            field.value = ""
+            field.focus()
+
+
+def _same(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _mount_root(path: str) -> str:
+    current = os.path.realpath(path)
+    while not os.path.ismount(current) and current != "/":
+        current = os.path.dirname(current)
+    return current
+
+
+def _label(disk: Disk | None, partition: int | None, path: str, root: str = "") -> str:
+    """``WD Elements 25A2, partition 1: /hourglass-backups``."""
+    where = (disk.model or disk.device) if disk else _("a drive")
+    if partition is not None:
+        where += ", " + _("partition {number}").format(number=partition)
+    inside = "/" + os.path.relpath(path, root or _mount_root(path)).lstrip("./")
+    return f"{where}: {inside}"

@@ -1,0 +1,130 @@
+"""Mounting a network share (SMB, NFS, or a folder over SSH) as a place for repositories."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Button, Input, OptionList
+
+from imaging.errors import UsageError
+from recovery_ui.i18n import N_, _
+from recovery_ui.screens.base import BaseScreen
+from recovery_ui.widgets.controls import Label, Static, option
+
+if TYPE_CHECKING:
+    from imaging.locations import Location
+
+KINDS = (
+    ("smb", N_("Windows share or NAS (SMB)")),
+    ("nfs", N_("NFS export")),
+    ("ssh", N_("Folder on a server over SSH")),
+)
+
+
+class ShareScreen(BaseScreen["Location | None"]):
+    """Returns the mounted location, or None."""
+
+    TITLE_TEXT = N_("Network share")
+    DEFAULT_CSS = """
+    ShareScreen #kind { height: auto; margin: 0 1; }
+    ShareScreen Input { width: 50; }
+    ShareScreen .row { height: auto; }
+    ShareScreen .row Label { width: 24; padding: 0 1; }
+    """
+
+    def compose_body(self) -> ComposeResult:
+        with Vertical():
+            yield Label(_("Kind of share"), classes="section first")
+            yield OptionList(
+                *[option(_(label), id=kind) for kind, label in KINDS], id="kind", compact=True
+            )
+            yield Static("", id="example", classes="note")
+            for field, label, password in (
+                ("host", N_("Server (name or address)"), False),
+                ("path", N_("Share or folder"), False),
+                ("user", N_("User name (if needed)"), False),
+                ("password", N_("Password (if needed)"), True),
+                ("port", N_("SSH port (22 if empty)"), False),
+                ("key", N_("SSH key file (if any)"), False),
+            ):
+                with Horizontal(classes="row", id=f"row-{field}"):
+                    yield Label(_(label))
+                    yield Input(id=field, password=password, compact=True)
+            with Horizontal(classes="buttons"):
+                yield Button(_("Connect"), id="connect", compact=True, variant="primary")
+
+    def on_mount(self) -> None:
+        kind = self.query_one("#kind", OptionList)
+        kind.highlighted = 0
+        kind.focus()
+        self._kind_changed("smb")
+
+    @property
+    def kind(self) -> str:
+        kind = self.query_one("#kind", OptionList)
+        return KINDS[kind.highlighted or 0][0]
+
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        self._kind_changed(event.option.id or "smb")
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.query_one("#host", Input).focus()
+
+    def _kind_changed(self, kind: str) -> None:
+        examples = {
+            "smb": _("For example: server nas.local, share backups."),
+            "nfs": _("For example: server 192.168.1.20, export /srv/backups."),
+            "ssh": _("For example: server backup.example.org, folder /home/ann/backups."),
+        }
+        self.query_one("#example", Static).update(examples[kind])
+        self.query_one("#row-port").display = kind == "ssh"
+        self.query_one("#row-key").display = kind == "ssh"
+        self.query_one("#row-password").display = kind != "nfs"
+        self.query_one("#row-user").display = kind != "nfs"
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self._connect()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "connect":
+            self._connect()
+
+    def _connect(self) -> None:
+        from imaging.locations import Share
+
+        value = {
+            f: self.query_one(f"#{f}", Input).value.strip()
+            for f in ("host", "path", "user", "port", "key")
+        }
+        port_text = value["port"] if self.kind == "ssh" else ""
+        if port_text and not port_text.isdigit():
+            self.hourglass.report_error(UsageError(_("The port is a number, like 22.")))
+            return
+        share = Share(
+            self.kind,
+            value["host"],
+            value["path"],
+            username=value["user"] if self.kind != "nfs" else "",
+            port=int(port_text or 0),
+        )
+        password = self.query_one("#password", Input).value
+        key = value["key"] if self.kind == "ssh" else ""
+        self.connect(share, password, key)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="share")
+    def connect(self, share: object, password: str, key: str) -> None:
+        import logging
+
+        from imaging.locations import Share, mount_share
+
+        assert isinstance(share, Share)
+        logging.getLogger("recovery_ui").info("mounting %s (%s)", share.source(), share.kind)
+        location = mount_share(share, password=password, identity_file=key)
+        self.app.call_from_thread(self._mounted, location)
+
+    def _mounted(self, location: Location) -> None:
+        self.query_one("#password", Input).value = ""
+        self.dismiss(location)

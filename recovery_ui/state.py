@@ -1,0 +1,31 @@
+"""What the app holds between screens: the repository the person opened."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from imaging.locations import Location
+    from imaging.repository.store import Repository
+
+
+@dataclass
+class OpenedRepository:
+    """An unlocked repository. The passphrase is not kept: the opened repository holds the
+    keys it unlocked, for as long as the app runs."""
+
+    repo: Repository
+    path: str
+    label: str  # how the person recognises it: "WD Elements (WX12), partition 1: /repo"
+    disk: str = ""  # the disk holding it ("" for a network share)
+    writable: bool = False
+    location: Location | None = None  # a mount the app made for it
+
+    @property
+    def drive(self) -> Path:
+        """Where settings and logs go: the filesystem the repository is on."""
+        from imaging.settings import drive_root
+
+        return drive_root(self.path)

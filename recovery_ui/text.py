@@ -1,0 +1,152 @@
+"""How disks, partitions, snapshots, sizes and times read on screen, in the current language.
+
+The engine's own ``describe()`` methods are English; the app builds its sentences from the
+same facts here, through gettext.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from imaging.units import decimal_size, human_duration, human_size
+from recovery_ui.i18n import _, ngettext
+
+if TYPE_CHECKING:
+    from imaging.disks.model import Disk, Partition
+    from imaging.repository.store import Snapshot
+
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+__all__ = ["decimal_size", "human_duration", "human_size"]
+
+
+def when(moment: datetime) -> str:
+    """A time to the second, in the machine's local zone (what people type back)."""
+    local = moment.astimezone() if moment.tzinfo else moment
+    return local.strftime(TIME_FORMAT)
+
+
+def rate(bytes_per_second: float) -> str:
+    return _("{size}/s").format(size=decimal_size(bytes_per_second))
+
+
+def duration(seconds: float | None) -> str:
+    return human_duration(seconds) if seconds is not None else "--:--"
+
+
+def disk_title(disk: Disk) -> str:
+    """Model (serial), size: how a person recognises a disk."""
+    model = disk.model or _("Unknown disk")
+    serial = _(" (serial {serial})").format(serial=disk.serial) if disk.serial else ""
+    return f"{model}{serial}, {decimal_size(disk.size)}"
+
+
+def disk_marks(disk: Disk) -> list[str]:
+    """Short facts shown beside a disk's name."""
+    marks = []
+    if disk.transport == "usb" or disk.removable:
+        marks.append(_("USB") if disk.transport == "usb" else _("removable"))
+    if disk.is_boot_disk:
+        marks.append(_("started from"))
+    if disk.holds_repository:
+        marks.append(_("backup drive"))
+    if not disk.partitions:
+        marks.append(_("no partitions") if disk.table else _("blank"))
+    return marks
+
+
+def partition_name(partition: Partition) -> str:
+    return partition.label or partition.name
+
+
+def disk_option(disk: Disk) -> str:
+    """Two lines for a list of disks: the device and what it is marked as, then its title."""
+    marks = disk_marks(disk)
+    first = disk.device + (f"  [{', '.join(marks)}]" if marks else "")
+    return f"{first}\n  {disk_title(disk)}"
+
+
+def partition_item(p: Partition) -> str:
+    """Short: ``3 ntfs "Windows" 498.0 GB, 133.2 GiB used``."""
+    cells = [str(p.number), p.fstype or p.type_name or _("no filesystem")]
+    name = partition_name(p)
+    if name:
+        cells.append(f'"{name}"')
+    cells.append(decimal_size(p.size))
+    item = " ".join(cells)
+    if p.used is not None:
+        item += ", " + _("{size} used").format(size=human_size(p.used))
+    return item
+
+
+def partition_line(partition: Partition) -> str:
+    """``2  ext4 "root"  96.5 MB  (20.1 MiB used)``."""
+    cells = [_("partition {number}").format(number=partition.number)]
+    cells.append(partition.fstype or _("no filesystem"))
+    name = partition_name(partition)
+    if name:
+        cells.append(f'"{name}"')
+    cells.append(decimal_size(partition.size))
+    if partition.used is not None:
+        cells.append(_("{size} used").format(size=human_size(partition.used)))
+    if partition.mountpoint:
+        cells.append(_("in use at {path}").format(path=partition.mountpoint))
+    return ", ".join(cells)
+
+
+def erase_lines(disk: Disk) -> list[str]:
+    """What a destructive confirmation shows: the disk, then everything on it."""
+    lines = [f"{disk.device}: {disk_title(disk)}"]
+    if disk.transport:
+        lines.append(_("Connected by: {transport}").format(transport=disk.transport))
+    if not disk.partitions:
+        lines.append(_("No partitions: nothing recognisable is on it."))
+    lines.extend("  " + partition_line(p) for p in disk.partitions)
+    return lines
+
+
+def snapshot_source(snapshot: Snapshot, *, serial: bool = True) -> str:
+    """The disk a snapshot was taken of: model and serial as recorded, or its source path."""
+    disk: dict[str, Any] = snapshot.manifest.get("disk") or {}
+    model = str(disk.get("model") or "")
+    number = str(disk.get("serial") or "") if serial else ""
+    if model and number:
+        return f"{model} ({number})"
+    return model or snapshot.source
+
+
+def snapshot_line(snapshot: Snapshot) -> str:
+    parts = ngettext("{count} partition", "{count} partitions", _partitions(snapshot)).format(
+        count=_partitions(snapshot)
+    )
+    size = decimal_size(snapshot.size)
+    return f"{when(snapshot.time)}  {snapshot_source(snapshot)}  {size}, {parts}"
+
+
+def _partitions(snapshot: Snapshot) -> int:
+    return sum(1 for image in snapshot.images if image["name"] != "head")
+
+
+def image_name(name: str) -> str:
+    """An image of a snapshot as a person calls it: ``p2`` is partition 2."""
+    if name.startswith("p") and name[1:].isdigit():
+        return _("partition {number}").format(number=name[1:])
+    if name == "head":
+        return _("start of the disk (boot code and table)")
+    if name == "data":
+        return _("filesystem")
+    return name
+
+
+def image_line(image: dict[str, Any]) -> str:
+    """One partition image of a snapshot."""
+    number = image.get("number")
+    what = _("partition {number}").format(number=number) if number is not None else _("filesystem")
+    cells = [what, str(image.get("fstype") or _("no filesystem"))]
+    if image.get("label"):
+        cells.append(f'"{image["label"]}"')
+    cells.append(decimal_size(int(image["size"])))
+    if image.get("used") is not None:
+        cells.append(_("{size} used").format(size=human_size(int(image["used"]))))
+    return ", ".join(cells)

@@ -1,0 +1,123 @@
+"""Network configuration against real interfaces in a network namespace made by the test."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imaging import network
+from imaging.errors import ToolMissing, UsageError
+
+
+@pytest.fixture
+def netns() -> Iterator[tuple[str, str]]:
+    """Two namespaces joined by a veth pair: ``hga`` in the first, ``hgb`` in the second."""
+    if not shutil.which("ip"):
+        pytest.skip("needs iproute2")
+    names = [f"hg-{secrets.token_hex(3)}", f"hg-{secrets.token_hex(3)}"]
+    try:
+        for name in names:
+            subprocess.run(["ip", "netns", "add", name], check=True)
+        subprocess.run(
+            ["ip", "-n", names[0], "link", "add", "hga", "type", "veth", "peer", "name", "hgb"],
+            check=True,
+        )
+        subprocess.run(["ip", "-n", names[0], "link", "set", "hgb", "netns", names[1]], check=True)
+        yield names[0], names[1]
+    finally:
+        for name in names:
+            subprocess.run(["ip", "netns", "del", name], check=False)
+            shutil.rmtree(Path("/etc/netns") / name, ignore_errors=True)
+
+
+SERVER = """
+import socket
+s = socket.socket()
+s.settimeout(10)
+s.bind(("10.77.0.1", 7777))
+s.listen()
+print("listening", flush=True)
+conn, _ = s.accept()
+conn.sendall(b"hello over veth")
+"""
+CLIENT = """
+import socket
+print(socket.create_connection(("10.77.0.1", 7777), timeout=5).recv(100).decode())
+"""
+
+
+@pytest.mark.root
+@pytest.mark.integration
+def test_static_addresses_work_for_real(netns: tuple[str, str]) -> None:
+    one, two = netns
+    network.set_static("hga", "10.77.0.1/24", netns=one)
+    network.set_static("hgb", "10.77.0.2", "10.77.0.1", "10.77.0.53, 10.77.0.54", netns=two)
+    [a] = network.interfaces(netns=one)  # no loopback
+    [b] = network.interfaces(netns=two)
+    assert (a.name, a.addresses, a.gateway) == ("hga", ("10.77.0.1/24",), "")
+    assert (b.name, b.addresses, b.gateway) == ("hgb", ("10.77.0.2/24",), "10.77.0.1")
+    assert b.up and b.kind == "ether" and not b.dynamic
+    # Bytes cross the veth pair between the two namespaces: the addresses are real.
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", one, sys.executable, "-c", SERVER], stdout=subprocess.PIPE
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline() == b"listening\n"
+        client = subprocess.run(
+            ["ip", "netns", "exec", two, sys.executable, "-c", CLIENT],
+            capture_output=True,
+            timeout=20,
+        )
+        assert client.stdout == b"hello over veth\n", client.stderr
+    finally:
+        server.kill()
+        server.wait()
+    resolv = (Path("/etc/netns") / two / "resolv.conf").read_text()
+    assert resolv == "nameserver 10.77.0.53\nnameserver 10.77.0.54\n"
+    # A new address replaces the old one.
+    network.set_static("hga", "10.78.0.1/16", netns=one)
+    [a] = network.interfaces(netns=one)
+    assert a.addresses == ("10.78.0.1/16",)
+
+
+@pytest.mark.root
+@pytest.mark.integration
+def test_unknown_interface_and_missing_dhcp_client(netns: tuple[str, str]) -> None:
+    with pytest.raises(UsageError):
+        network.set_static("nothere0", "10.1.1.1/24", netns=netns[0])
+    if shutil.which("dhclient") or Path("/usr/sbin/dhclient").exists():
+        pytest.skip("dhclient is installed here")
+    with pytest.raises(ToolMissing) as info:
+        network.use_dhcp("hga", netns=netns[0])
+    assert info.value.hint
+
+
+def test_typed_addresses_are_checked() -> None:
+    static = network.parse_static("192.168.1.20", "192.168.1.1", "1.1.1.1,9.9.9.9")
+    assert str(static.address) == "192.168.1.20/24"
+    assert [str(s) for s in static.dns] == ["1.1.1.1", "9.9.9.9"]
+    for address, gateway, dns in (
+        ("", "", ""),
+        ("192.168.1.300/24", "", ""),
+        ("192.168.1.0/24", "", ""),
+        ("192.168.1.20/24", "10.0.0.1", ""),
+        ("192.168.1.20/24", "gateway", ""),
+        ("192.168.1.20/24", "", "dns.example"),
+    ):
+        with pytest.raises(UsageError):
+            network.parse_static(address, gateway, dns)
+
+
+def test_networkd_file() -> None:
+    static = network.parse_static("10.0.0.5/8", "10.0.0.1", "10.0.0.2")
+    assert network.networkd_file("enp1s0", static) == (
+        "# Written by the Hourglass app.\n[Match]\nName=enp1s0\n\n[Network]\n"
+        "Address=10.0.0.5/8\nGateway=10.0.0.1\nDNS=10.0.0.2\n"
+    )
+    assert network.networkd_file("eth0", None).endswith("[Network]\nDHCP=yes\n")

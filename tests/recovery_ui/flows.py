@@ -1,0 +1,42 @@
+"""Driving the app like a person: keys, and waiting for the engine's work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.pilot import Pilot
+from textual.widgets import OptionList
+
+from tests.conftest import PASSPHRASE
+from tests.recovery_ui.conftest import screen_text, settle
+
+
+async def choose_option(pilot: Pilot[Any], list_id: str, option_id: str) -> None:
+    """Move the highlight of an option list with the arrow keys to ``option_id``, press Enter."""
+    widget = pilot.app.screen.query_one(f"#{list_id}", OptionList)
+    widget.focus()
+    await pilot.pause()
+    if widget.highlighted is None:
+        await pilot.press("down")
+    for _ in range(widget.option_count + 1):
+        highlighted = widget.highlighted
+        if highlighted is not None and widget.get_option_at_index(highlighted).id == option_id:
+            break
+        await pilot.press("down")
+    else:
+        raise AssertionError(f"{option_id} is not in #{list_id}: {screen_text(pilot.app)}")
+    await pilot.press("enter")
+
+
+async def type_text(pilot: Pilot[Any], text: str) -> None:
+    await pilot.press(*[{" ": "space"}.get(c, c) for c in text])
+
+
+async def open_found_repository(pilot: Pilot[Any], passphrase: str = PASSPHRASE) -> None:
+    """In the repository chooser: the repository found on the drive, and its passphrase."""
+    await settle(pilot)
+    await choose_option(pilot, "where", "found-0")
+    await settle(pilot)
+    await type_text(pilot, passphrase)
+    await pilot.press("enter")
+    await settle(pilot)

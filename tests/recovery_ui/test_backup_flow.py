@@ -1,0 +1,214 @@
+"""Back up through the app: a real disk into a real repository on a real backup drive."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from imaging.repository.store import Repository
+from recovery_ui.app import HourglassApp
+from tests.conftest import PASSPHRASE
+from tests.recovery_ui.conftest import (
+    Drive,
+    Part,
+    Source,
+    make_disk,
+    mounted,
+    screen_text,
+    settle,
+    shot,
+    unmount_all,
+    wait_for,
+)
+from tests.recovery_ui.flows import choose_option, open_found_repository, type_text
+from tests.support import MiB, sh
+
+pytestmark = [pytest.mark.integration, pytest.mark.root]
+
+
+async def test_back_up_a_whole_disk(
+    make_app: Callable[..., HourglassApp], source: Source, backup_drive: Drive
+) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        shot(app, "backup-0-home")
+        home = screen_text(app)
+        assert source.device in home and backup_drive.device in home
+        assert "hourglass-backups" in home  # the repository the probe found
+        await pilot.press("1")
+        await settle(pilot)
+        await choose_option(pilot, "disks", source.device)
+        shot(app, "backup-1-source")
+        await pilot.click("#source-next")
+        await settle(pilot)
+        # The repository chooser: the one found on the drive, then its passphrase.
+        assert "Where should the backup go?" in screen_text(app)
+        shot(app, "backup-2-choose")
+        await open_found_repository(pilot)
+        shot(app, "backup-4-summary")
+        summary = screen_text(app)
+        assert "the whole disk" in summary, summary
+        await pilot.click("#start")
+        await settle(pilot, timeout=120)
+        shot(app, "backup-5-result")
+        result = screen_text(app)
+        assert "The backup is complete and checked." in result, result
+        opened = app.opened
+        assert opened is not None and opened.writable
+        repo = Repository.open(opened.path, PASSPHRASE)
+        assert len(repo.snapshots()) == 3
+        assert repo.snapshots()[-1].source == source.device
+    # The app unmounted what it mounted read-write when it quit.
+    assert not os.path.exists(opened.path)
+
+
+@pytest.fixture
+def slow_disk(tmp_path: Path) -> Iterator[str]:
+    """A disk that reads at about 30 MB/s (FUSE under a loop device, see slowdisk.py): one
+    partition of 96 MiB of random bytes, so a backup runs for seconds and can be cancelled."""
+    image = tmp_path / "slow.img"
+    make_disk(image, [Part(1, "", 96, "random")], 100)
+    with open(image, "r+b") as f:
+        f.seek(MiB)
+        for _ in range(96):
+            f.write(os.urandom(MiB))
+    where = tmp_path / "slow"
+    where.mkdir()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.recovery_ui.slowdisk", str(image), str(where), "0.004"],
+        cwd=Path(__file__).parents[2],
+    )
+    try:
+        for _ in range(100):
+            if (where / "disk.img").exists():
+                break
+            time.sleep(0.05)
+        device = sh("losetup", "--read-only", "--show", "--find", where / "disk.img").stdout
+        device = device.strip()
+        try:
+            sh("partx", "--add", device)
+            yield device
+        finally:
+            subprocess.run(["partx", "--delete", device], check=False, capture_output=True)
+            subprocess.run(["losetup", "--detach", device], check=False)
+    finally:
+        subprocess.run(["umount", str(where)], check=False, capture_output=True)
+        server.terminate()
+        server.wait(10)
+
+
+async def test_cancel_leaves_no_snapshot(
+    make_app: Callable[..., HourglassApp], slow_disk: str, backup_drive: Drive
+) -> None:
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("1")
+        await settle(pilot)
+        await choose_option(pilot, "disks", slow_disk)
+        await pilot.click("#source-next")
+        await open_found_repository(pilot)
+        assert app.opened is not None
+        before = [s.id for s in app.opened.repo.snapshots()]
+        await pilot.click("#start")
+        await wait_for(pilot, app.busy, what="the backup to start")
+        await pilot.pause(0.6)
+        progress = screen_text(app)
+        shot(app, "backup-progress")
+        assert "Reading and storing the disk" in progress and "MB/s" in progress, progress
+        await pilot.press("escape")  # asks whether to cancel
+        await pilot.pause()
+        assert "Cancel the backup?" in screen_text(app)
+        shot(app, "backup-cancel-question")
+        await pilot.click("#yes")
+        await settle(pilot, timeout=120)
+        result = screen_text(app)
+        shot(app, "backup-cancel-result")
+        assert "The backup was cancelled." in result, result
+        assert "No snapshot was recorded" in result
+        assert "This did not work" not in result  # a cancel asked for is no error
+        assert [s.id for s in app.opened.repo.snapshots()] == before
+
+
+async def test_new_repository_on_a_blank_drive_formatted_first(
+    make_app: Callable[..., HourglassApp], source: Source, blank_disk: str
+) -> None:
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("1")
+        await settle(pilot)
+        await choose_option(pilot, "disks", source.device)
+        await pilot.click("#source-next")
+        await settle(pilot)
+        await choose_option(pilot, "where", "create")
+        await settle(pilot)
+        await choose_option(pilot, "partitions", f"format-{blank_disk}")
+        await pilot.press("enter")  # the folder's default name
+        await settle(pilot)
+        confirm = screen_text(app)
+        shot(app, "format-confirm")
+        assert "Format this disk?" in confirm
+        assert blank_disk in confirm and "Loop device" in confirm and "146.8 MB" in confirm
+        word = os.path.basename(blank_disk)
+        await type_text(pilot, "yes")
+        await pilot.press("enter")  # the wrong word does nothing
+        assert "Format this disk?" in screen_text(app)
+        await pilot.press(*["backspace"] * 3)
+        await type_text(pilot, word)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert "New repository" in screen_text(app)
+        await type_text(pilot, "a new passphrase")
+        await pilot.press("enter")
+        await type_text(pilot, "a new passphrase")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert "Check before the backup starts" in screen_text(app)
+        await pilot.click("#start")
+        await settle(pilot, timeout=120)
+        assert "The backup is complete and checked." in screen_text(app)
+        assert app.opened is not None
+        repo = Repository.open(app.opened.path, "a new passphrase")
+        assert [s.source for s in repo.snapshots()] == [source.device]
+    probe = sh("blkid", "-p", "-o", "export", f"{blank_disk}p1").stdout
+    assert "TYPE=ext4" in probe and "LABEL=HOURGLASS" in probe
+
+
+async def test_quitting_during_a_backup_asks_and_records_nothing(
+    make_app: Callable[..., HourglassApp], slow_disk: str, backup_drive: Drive, tmp_path: Path
+) -> None:
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("1")
+        await settle(pilot)
+        await choose_option(pilot, "disks", slow_disk)
+        await pilot.click("#source-next")
+        await open_found_repository(pilot)
+        assert app.opened is not None
+        before = [s.id for s in app.opened.repo.snapshots()]
+        await pilot.click("#start")
+        await wait_for(pilot, app.busy, what="the backup to start")
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert "Quit Hourglass?" in screen_text(app)
+        await pilot.click("#yes")
+    assert app.return_code == 0
+    # Read the drive afresh once the app and its backup have stopped.
+    for _ in range(100):
+        if not [t for t in threading.enumerate() if t.name.startswith("backup")]:
+            break
+        time.sleep(0.1)
+    unmount_all(backup_drive.device)
+    with mounted(backup_drive.partition, tmp_path / "check") as root:
+        repo = Repository.open(root / "hourglass-backups", PASSPHRASE)
+        assert [s.id for s in repo.snapshots()] == before

@@ -1,0 +1,89 @@
+"""Home opens a repository found on a drive and lists its recent snapshots; a folder on an
+SSH server (sshfs) becomes the place of a new repository, and a backup goes there."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from imaging.repository.store import Repository, Snapshot
+from recovery_ui.app import HourglassApp
+from recovery_ui.text import when
+from tests.imaging.test_locations import sshd  # noqa: F401 (a fixture)
+from tests.recovery_ui.conftest import Drive, Source, screen_text, settle, shot
+from tests.recovery_ui.flows import choose_option, type_text
+
+pytestmark = [pytest.mark.integration, pytest.mark.root]
+
+
+async def test_home_opens_a_repository_and_shows_its_snapshots(
+    make_app: Callable[..., HourglassApp],
+    template: tuple[Path, list[Snapshot]],
+    backup_drive: Drive,
+) -> None:
+    from tests.conftest import PASSPHRASE
+
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await choose_option(pilot, "repos", "found-0")
+        await settle(pilot)
+        await type_text(pilot, PASSPHRASE)
+        await pilot.press("enter")
+        await settle(pilot)
+        home = screen_text(app)
+        shot(app, "home-opened")
+        for snapshot in template[1]:
+            assert when(snapshot.time) in home, home
+        assert "Repository: Loop device, partition 1: /hourglass-backups" in home
+        # The theme can be changed (and is the settings' "theme").
+        await pilot.press("6")
+        await settle(pilot)
+        await choose_option(pilot, "theme", "light")
+        await pilot.pause()
+        assert app.theme == "textual-light" and app.current_settings().theme == "light"
+
+
+async def test_backup_into_a_new_repository_on_an_ssh_folder(
+    make_app: Callable[..., HourglassApp],
+    source: Source,
+    sshd: tuple[int, Path, Path],  # noqa: F811
+) -> None:
+    port, key, remote = sshd
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("1")
+        await settle(pilot)
+        await choose_option(pilot, "disks", source.device)
+        await pilot.click("#source-next")
+        await settle(pilot)
+        await choose_option(pilot, "where", "share")
+        await settle(pilot)
+        await choose_option(pilot, "kind", "ssh")
+        for field, value in (
+            ("host", "127.0.0.1"),
+            ("path", str(remote)),
+            ("user", "root"),
+            ("port", str(port)),
+            ("key", str(key)),
+        ):
+            await pilot.click(f"#{field}")
+            await type_text(pilot, value)
+        shot(app, "share")
+        await pilot.click("#connect")
+        await settle(pilot)
+        # No repository there yet: a new one, in the default folder.
+        assert "New repository" in screen_text(app), screen_text(app)
+        await type_text(pilot, "ssh passphrase")
+        await pilot.press("enter")
+        await type_text(pilot, "ssh passphrase")
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.click("#start")
+        await settle(pilot, timeout=120)
+        assert "The backup is complete and checked." in screen_text(app)
+    repo = Repository.open(remote / "hourglass-backups", "ssh passphrase")
+    assert [s.source for s in repo.snapshots()] == [source.device]

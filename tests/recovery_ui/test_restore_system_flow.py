@@ -1,0 +1,105 @@
+"""Restore system through the app: a whole-disk snapshot chosen by its time to the second,
+written to a disk after the typed confirmation, verified; the repository's disk refused."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from imaging.disks.model import Disk
+from imaging.disks.table import read_table
+from imaging.repository.store import Snapshot
+from recovery_ui.app import HourglassApp
+from recovery_ui.screens.restore_system import default_target
+from recovery_ui.text import when
+from tests.recovery_ui.conftest import (
+    THESIS,
+    Drive,
+    Source,
+    mounted,
+    screen_text,
+    settle,
+    shot,
+)
+from tests.recovery_ui.flows import choose_option, open_found_repository, type_text
+
+pytestmark = [pytest.mark.integration, pytest.mark.root]
+
+
+async def test_restore_an_earlier_point_in_time(
+    make_app: Callable[..., HourglassApp],
+    source: Source,
+    template: tuple[Path, list[Snapshot]],
+    backup_drive: Drive,
+    blank_disk: str,
+    tmp_path: Path,
+) -> None:
+    first = template[1][0]
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("2")
+        await open_found_repository(pilot)
+        shot(app, "restore-system-when")
+        timeline = screen_text(app)
+        assert when(first.time)[11:] in timeline and when(template[1][1].time)[11:] in timeline
+        # Typed: the second of the first snapshot picks it (the newest at or before it).
+        await pilot.click("#typed")
+        await type_text(pilot, when(first.time))
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.click("#when-next")
+        await settle(pilot)
+        # The repository's own disk cannot be the target.
+        await choose_option(pilot, "targets", backup_drive.device)
+        await settle(pilot)
+        refused = screen_text(app)
+        assert "This disk cannot take the backup" in refused, refused
+        assert app.screen.query_one("#restore").disabled
+        await choose_option(pilot, "targets", blank_disk)
+        await settle(pilot)
+        shot(app, "restore-system-target")
+        assert "The backup fits on this disk." in screen_text(app)
+        await pilot.click("#restore")
+        await settle(pilot)
+        confirm = screen_text(app)
+        shot(app, "restore-system-confirm")
+        assert "Erase this disk and restore the backup onto it?" in confirm
+        assert blank_disk in confirm and "Loop device" in confirm and "146.8 MB" in confirm
+        assert when(first.time) in confirm
+        await type_text(pilot, os.path.basename(blank_disk))
+        await pilot.press("enter")
+        await settle(pilot, timeout=120)
+        result = screen_text(app)
+        shot(app, "restore-system-result")
+        assert "The system is restored." in result, result
+        assert "Checked: everything written was read back" in result
+        assert app.screen.query_one("#reboot").display
+        # Reboot refuses outside the appliance, in a dialog, never with a traceback.
+        await pilot.click("#reboot")
+        await pilot.pause()
+        await pilot.click("#yes")
+        await settle(pilot)
+        refusal = screen_text(app)
+        shot(app, "reboot-refused")
+        assert "only done on the Hourglass appliance" in refusal
+        assert "Traceback" not in refusal
+    table = read_table(blank_disk)
+    assert table is not None and [p.number for p in table.partitions] == [1, 2, 3]
+    with mounted(f"{blank_disk}p2", tmp_path / "check") as root:
+        assert (root / THESIS.lstrip("/")).read_text() == "My thesis, first draft.\n"
+
+
+def _disk(device: str, serial: str) -> Disk:
+    return Disk(device, "", "Model", serial, 10**9, 512, 512, "sata", False, False, "gpt")
+
+
+def test_default_target_is_the_disk_with_the_snapshots_serial() -> None:
+    snapshot = Snapshot({"id": "0" * 32, "disk": {"serial": "S2"}})
+    disks = [_disk("/dev/sda", "S1"), _disk("/dev/sdb", "S2"), _disk("/dev/sdc", "")]
+    assert default_target(snapshot, disks) == 1
+    assert default_target(Snapshot({"id": "0" * 32, "disk": {"serial": "S9"}}), disks) == 0
+    assert default_target(Snapshot({"id": "0" * 32, "disk": {}}), disks) == 0

@@ -1,0 +1,413 @@
+"""Snapshot tests of the main screens at 80x24 and 120x40, in English and Chinese, and on
+the Linux console (pytest-textual-snapshot; `pytest --snapshot-update` rewrites them, after
+a person has looked at the pictures: docs/APP.md says how).
+
+What the screens show must not depend on the machine: the disks are fixed ``Disk`` records
+(the engine's own model, as discovery would report a laptop's SSD and a USB backup drive),
+the repository is a real one at a fixed path on a tmpfs, with snapshots whose ids and times
+are fixed, and the time zone is UTC.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+from imaging.disks.model import Disk, Partition
+from imaging.disks.repos import FoundRepository
+from imaging.repository import codec
+from imaging.repository.store import Repository
+from recovery_ui.app import HourglassApp
+from recovery_ui.console import Terminal
+from recovery_ui.discovery import Scope
+from tests.conftest import PASSPHRASE
+from tests.recovery_ui.conftest import FULL, settle
+from tests.recovery_ui.flows import choose_option, type_text
+
+DEMO = Path("/tmp/hourglass-ui-demo")
+REPO = DEMO / "hourglass-backups"
+GB = 1000**3
+SIZES = [(80, 24), (120, 40)]
+LANGUAGES = ["en", "zh_CN"]
+LINUX = Terminal("linux", False, "snapshot tests")
+
+SSD = Disk(
+    device="/dev/nvme0n1",
+    by_id="/dev/disk/by-id/nvme-Samsung_SSD_970_EVO_Plus_500GB_S4EVNX0R123456",
+    model="Samsung SSD 970 EVO Plus 500GB",
+    serial="S4EVNX0R123456",
+    size=500_107_862_016,
+    logical_sector=512,
+    physical_sector=512,
+    transport="nvme",
+    removable=False,
+    rotational=False,
+    table="gpt",
+    partitions=(
+        Partition(1, "/dev/nvme0n1p1", 1 << 20, 536_870_912, "", "EFI System", "EFI system",
+                  fstype="vfat", label="ESP", used=33_554_432),
+        Partition(2, "/dev/nvme0n1p2", 537_919_488, 16 << 20, "", "Microsoft reserved"),
+        Partition(3, "/dev/nvme0n1p3", 554_696_704, 498_000_000_000, "", "Basic data",
+                  fstype="ntfs", label="Windows", used=143_000_000_000),
+        Partition(4, "/dev/nvme0n1p4", 498_554_696_704, 1_048_576_000, "", "Windows RE",
+                  fstype="ntfs", label="Recovery", used=650_000_000),
+    ),
+    table_id="5a1e5a1e-0000-4000-8000-000000000001",
+)  # fmt: skip
+USB = Disk(
+    device="/dev/sdb",
+    by_id="/dev/disk/by-id/usb-WD_Elements_25A2_575831324133-0:0",
+    model="WD Elements 25A2",
+    serial="WX12A3456789",
+    size=2_000_365_289_472,
+    logical_sector=512,
+    physical_sector=4096,
+    transport="usb",
+    removable=False,
+    rotational=True,
+    table="gpt",
+    partitions=(
+        Partition(1, "/dev/sdb1", 1 << 20, 2_000_363_192_320, "", "Linux filesystem", "",
+                  fstype="ext4", label="BACKUP", used=412_000_000_000,
+                  mountpoint=str(DEMO)),
+    ),
+    repositories=(str(REPO),),
+    table_id="5a1e5a1e-0000-4000-8000-000000000002",
+)  # fmt: skip
+FOUND = [FoundRepository(str(REPO), "/dev/sdb", 1, mounted_by_us=False)]
+# (id, time, kind): three backups of the SSD over a month, and one of a documents partition
+SNAPSHOTS = [
+    ("1a" * 16, "2026-10-25T18:02:11+00:00", "disk"),
+    ("2b" * 16, "2026-11-15T09:30:45+00:00", "disk"),
+    ("3c" * 16, "2026-11-22T10:31:05+00:00", "disk"),
+    ("4d" * 16, "2026-11-22T10:40:27+00:00", "partition"),
+]
+LOG_LINES = [
+    "2026-11-22 10:29:58 INFO    recovery_ui: Hourglass app started: terminal full, language en",
+    "2026-11-22 10:30:01 INFO    recovery_ui: repository opened: /mnt/backup/hourglass-backups",
+    "2026-11-22 10:30:02 INFO    recovery_ui: backup of /dev/nvme0n1 into /mnt/backup/repo",
+    "2026-11-22 10:31:05 INFO    recovery_ui: snapshot 3c3c3c3c3c3c committed",
+    "2026-11-22 10:31:40 INFO    recovery_ui: verify of 3c3c3c3c3c3c: ok",
+]
+
+
+def _images(kind: str) -> list[dict[str, Any]]:
+    if kind == "partition":
+        return [{"name": "data", "size": 16 << 20, "fstype": "ext4", "label": "Documents"}]
+    images: list[dict[str, Any]] = [{"name": "head", "size": 1 << 20}]
+    for p in SSD.partitions:
+        image: dict[str, Any] = {"name": f"p{p.number}", "number": p.number, "size": p.size}
+        if p.fstype:
+            image |= {"fstype": p.fstype, "label": p.label, "used": p.used}
+        images.append(image)
+    return images
+
+
+DOCUMENTS = {
+    "Letters/to the bank.odt": 18_432,
+    "Letters/landlord.odt": 9_216,
+    "Photos/2026-08 holiday/beach.jpg": 412_000,
+    "Photos/2026-08 holiday/dinner.jpg": 388_500,
+    "Taxes 2025.pdf": 96_300,
+    "thesis.odt": 254_100,
+}
+
+
+def _documents_snapshot(repo: Repository, snapshot_id: str, when: str) -> None:
+    """A real backup of a small ext4 filesystem with fixed files, given a fixed id and time."""
+    import shutil
+
+    from imaging.backup import run_backup
+    from imaging.plans import plan_for
+
+    tree = DEMO / "documents"
+    for name, size in DOCUMENTS.items():
+        path = tree / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(bytes(size))
+        os.utime(path, (1_763_800_000, 1_763_800_000))
+    image = DEMO / "documents.img"
+    with open(image, "wb") as f:
+        f.truncate(16 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "Documents", "-d", str(tree), str(image)],
+                   check=True)  # fmt: skip
+    made = run_backup(repo, plan_for([str(image)]))
+    manifest = dict(made.manifest, id=snapshot_id, time=when, source="/dev/nvme0n1p5",
+                    source_id="part:documents")  # fmt: skip
+    shutil.move(repo.path / "indexes" / made.id, repo.path / "indexes" / snapshot_id)
+    repo.commit_snapshot(manifest)
+    repo.delete_snapshot(made.id)
+    image.unlink()
+    shutil.rmtree(tree)
+
+
+def _build_demo_repository() -> None:
+    """A real repository whose snapshots have fixed ids and times. The disk snapshots'
+    indexes say every block is zero (enough for timelines and statistics, which read
+    manifests and indexes); the documents snapshot is a real filesystem to browse."""
+    repo = Repository.init(REPO, passphrase=PASSPHRASE)
+    for snapshot_id, when, kind in SNAPSHOTS:
+        if kind == "partition":
+            _documents_snapshot(repo, snapshot_id, when)
+            continue
+        images = []
+        for image in _images(kind):
+            blocks = -(-int(image["size"]) // repo.block_size)
+            ids = codec.ZERO_ID * blocks
+            mac = repo.write_index(snapshot_id, image["name"], ids, int(image["size"]))
+            images.append({**image, "offset": 0, "blocks": blocks, "method": "raw",
+                           "index_mac": mac})  # fmt: skip
+        manifest: dict[str, Any] = {
+            "version": 1,
+            "id": snapshot_id,
+            "time": when,
+            "hostname": "hourglass",
+            "source": "/dev/nvme0n1" if kind == "disk" else "/dev/nvme0n1p5",
+            "source_id": "disk:S4EVNX0R123456" if kind == "disk" else "part:documents",
+            "kind": kind,
+            "size": SSD.size if kind == "disk" else 16 << 20,
+            "parent": None,
+            "images": images,
+            "stats": {"stored": 0},
+        }
+        if kind == "disk":
+            manifest["disk"] = {"model": SSD.model, "serial": SSD.serial}
+        repo.commit_snapshot(manifest)
+
+
+@pytest.fixture(scope="module")
+def demo_repository() -> Iterator[Path]:
+    """The demo repository on a tmpfs mounted at a fixed path (the app names a repository by
+    its path inside its filesystem)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a tmpfs at a fixed path)")
+    DEMO.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "hourglass-demo", str(DEMO)],
+                   check=True)  # fmt: skip
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            from imaging.repository import keys
+            from tests.conftest import WEAK_KDF
+
+            mp.setattr(keys, "PASSPHRASE_KDF", WEAK_KDF)
+            _build_demo_repository()
+        yield REPO
+    finally:
+        subprocess.run(["umount", str(DEMO)], check=False)
+
+
+@pytest.fixture(autouse=True)
+def _utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def demo_app(language: str, terminal: Terminal = FULL) -> HourglassApp:
+    return HourglassApp(
+        terminal=terminal,
+        language=language,
+        scope=Scope(devices=("/dev/hourglass-no-such-disk",)),
+        probe=False,
+        watch_disks=False,
+        load_settings=False,
+    )
+
+
+async def with_demo_disks(pilot: Pilot[Any]) -> None:
+    """Let the app's own (empty) discovery finish, then show the demo disks."""
+    await settle(pilot)
+    app = pilot.app
+    assert isinstance(app, HourglassApp)
+    app.disks = [SSD, USB]
+    app.found = FOUND
+    app.disks_changed.publish(app)
+    await settle(pilot)
+
+
+async def open_demo_repository(pilot: Pilot[Any]) -> None:
+    await settle(pilot)
+    await choose_option(pilot, "where", "found-0")
+    await settle(pilot)
+    await type_text(pilot, PASSPHRASE)
+    await pilot.press("enter")
+    await settle(pilot)
+
+
+def press_then(*keys: str, then: Callable[[Pilot[Any]], Awaitable[None]] | None = None) -> Any:
+    async def run(pilot: Pilot[Any]) -> None:
+        await with_demo_disks(pilot)
+        await pilot.press(*keys)
+        await settle(pilot)
+        if then is not None:
+            await then(pilot)
+
+    return run
+
+
+async def restore_system(pilot: Pilot[Any]) -> None:
+    await press_then("2", then=open_demo_repository)(pilot)
+
+
+async def restore_files(pilot: Pilot[Any]) -> None:
+    await press_then("3", then=open_demo_repository)(pilot)
+    await choose_option(pilot, "timeline", "4d" * 16)  # the documents: one filesystem
+    await settle(pilot)
+
+
+async def repository(pilot: Pilot[Any]) -> None:
+    await press_then("4", then=open_demo_repository)(pilot)
+
+
+async def confirm(pilot: Pilot[Any]) -> None:
+    from recovery_ui import text
+    from recovery_ui.i18n import _
+    from recovery_ui.screens.confirm import TypedConfirmation
+
+    await with_demo_disks(pilot)
+    await pilot.app.push_screen(
+        TypedConfirmation(
+            _("Erase this disk and restore the backup onto it?"),
+            [*text.erase_lines(SSD), "", _("It will then hold the backup of:"),
+             "  2026-11-22 10:31:05  Samsung SSD 970 EVO Plus 500GB (S4EVNX0R123456)"],
+            _("Everything now on {device} is lost.").format(device=SSD.device),
+            "nvme0n1",
+            _("Erase and restore"),
+        )
+    )  # fmt: skip
+    await settle(pilot)
+
+
+async def error(pilot: Pilot[Any]) -> None:
+    from imaging.errors import TargetTooSmall
+
+    await with_demo_disks(pilot)
+    app = pilot.app
+    assert isinstance(app, HourglassApp)
+    app.report_error(
+        TargetTooSmall(
+            "/dev/sdc (250.1 GB, 250059350016 bytes) is smaller than the snapshot's layout "
+            "needs (500.1 GB, 500107862016 bytes).",
+            "partition 3, partition 4 would not fit. Choose a larger disk or restore single "
+            "partitions (3c3c3c3c3c3c:N).",
+        ),
+        "snapshot test",
+    )
+    await settle(pilot)
+
+
+async def logs(pilot: Pilot[Any]) -> None:
+    await with_demo_disks(pilot)
+    app = pilot.app
+    assert isinstance(app, HourglassApp)
+    app.session_log.lines.clear()
+    app.session_log.lines.extend(LOG_LINES)
+    await pilot.press("7")
+    await settle(pilot)
+
+
+# name -> (what to do before the picture, needs the demo repository)
+SCREENS: dict[str, tuple[Callable[[Pilot[Any]], Awaitable[None]], bool]] = {
+    "home": (with_demo_disks, False),
+    "backup": (press_then("1"), False),
+    "restore_system": (restore_system, True),
+    "confirm": (confirm, False),
+    "restore_files": (restore_files, True),
+    "repository": (repository, True),
+    "settings": (press_then("6"), False),
+    "logs": (logs, False),
+    "error": (error, False),
+}
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("screen", list(SCREENS))
+def test_screen(
+    screen: str,
+    language: str,
+    size: tuple[int, int],
+    snap_compare: Any,
+    request: pytest.FixtureRequest,
+) -> None:
+    run_before, needs_repository = SCREENS[screen]
+    if needs_repository:
+        request.getfixturevalue("demo_repository")
+    assert snap_compare(demo_app(language), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("screen", ["home", "backup", "confirm", "error"])
+def test_linux_console(screen: str, snap_compare: Any) -> None:
+    """TERM=linux: ASCII-safe glyphs, solid borders, the 16 ANSI colours, English."""
+    run_before, _ = SCREENS[screen]
+    assert snap_compare(demo_app("zh_CN", LINUX), terminal_size=(80, 24), run_before=run_before)
+
+
+SERIAL = Terminal("serial", False, "snapshot tests")
+NETNS = "hourglass-snapshots"
+
+
+@pytest.fixture(scope="module")
+def demo_network() -> Iterator[str]:
+    """Two wired interfaces in a namespace of our own: one with an address and a gateway,
+    one without a cable."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a network namespace)")
+    peers = f"{NETNS}-peers"
+    for name in (NETNS, peers):
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    commands = [
+        ["ip", "netns", "add", NETNS],
+        ["ip", "netns", "add", peers],
+        ["ip", "-n", NETNS, "link", "add", "enp3s0", "type", "veth", "peer", "name", "peer0"],
+        ["ip", "-n", NETNS, "link", "add", "enp4s0", "type", "veth", "peer", "name", "peer1"],
+        ["ip", "-n", NETNS, "link", "set", "peer0", "netns", peers],
+        ["ip", "-n", NETNS, "link", "set", "peer1", "netns", peers],
+        ["ip", "-n", peers, "link", "set", "peer0", "up"],
+        ["ip", "-n", NETNS, "link", "set", "enp3s0", "up"],
+        ["ip", "-n", NETNS, "address", "add", "192.168.1.20/24", "dev", "enp3s0"],
+        ["ip", "-n", NETNS, "route", "add", "default", "via", "192.168.1.1"],
+    ]
+    try:
+        for argv in commands:
+            subprocess.run(argv, check=True, capture_output=True)
+        yield NETNS
+    finally:
+        for name in (NETNS, peers):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_network_screen(
+    language: str, size: tuple[int, int], snap_compare: Any, demo_network: str
+) -> None:
+    app = demo_app(language)
+    app.netns = demo_network
+    assert snap_compare(app, terminal_size=size, run_before=press_then("5"))
+
+
+@pytest.mark.parametrize("screen", list(SCREENS))
+async def test_serial_console_draws_only_ascii(screen: str, request: pytest.FixtureRequest) -> None:
+    """On a serial line nobody knows what the other end can draw: every cell is ASCII."""
+    from tests.recovery_ui.conftest import screen_text
+
+    run_before, needs_repository = SCREENS[screen]
+    if needs_repository:
+        request.getfixturevalue("demo_repository")
+    app = demo_app("zh_CN", SERIAL)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await run_before(pilot)
+        shown = screen_text(app)
+    strange = sorted({c for c in shown if ord(c) > 126})
+    assert not strange, f"{screen}: {strange}"
+    assert "Hourglass" in shown

@@ -1,0 +1,103 @@
+"""The real `hourglass ui` in a real terminal (tmux): it starts quickly, answers keys,
+hands the terminal to a shell and back, and quits with ctrl+q and exit code 0."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+HOURGLASS = Path(sys.executable).parent / "hourglass"
+STARTUP_LIMIT = 2.0
+
+
+class Tmux:
+    """One tmux server of our own (its own socket): nothing of the person's tmux is touched."""
+
+    def __init__(self, socket: str) -> None:
+        self.socket = socket
+
+    def __call__(self, *argv: str) -> str:
+        result = subprocess.run(
+            ["tmux", "-L", self.socket, *argv], capture_output=True, text=True, check=True
+        )
+        return result.stdout
+
+    def screen(self) -> str:
+        return self("capture-pane", "-p", "-t", "ui")
+
+    def wait_for(self, text: str, timeout: float = 10) -> float:
+        started = time.monotonic()
+        while text not in self.screen():
+            if time.monotonic() - started > timeout:
+                raise AssertionError(f"{text!r} did not appear:\n{self.screen()}")
+            time.sleep(0.02)
+        return time.monotonic() - started
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Tmux]:
+    if not shutil.which("tmux"):
+        pytest.skip("needs tmux")
+    if not HOURGLASS.exists():
+        pytest.skip(f"needs the installed command ({HOURGLASS})")
+    t = Tmux(f"hourglass-test-{secrets.token_hex(4)}")
+    try:
+        yield t
+    finally:
+        subprocess.run(["tmux", "-L", t.socket, "kill-server"], capture_output=True)
+
+
+def test_hourglass_ui_in_a_terminal(tmux: Tmux, tmp_path: Path) -> None:
+    status = tmp_path / "status"
+    disks = tmp_path / "no-disks"  # the app looks at no disk of this machine
+    disks.mkdir()
+    command = f"{HOURGLASS} ui; echo $? > {status}; sleep 30"
+    env = {
+        "TERM": "xterm-256color",
+        "HOURGLASS_DISKS": str(disks),
+        "LANG": "en_US.UTF-8",
+        "SHELL": "/bin/sh",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+    }
+    started = time.monotonic()
+    tmux(
+        "new-session", "-d", "-s", "ui", "-x", "100", "-y", "30",
+        *[arg for name, value in env.items() for arg in ("-e", f"{name}={value}")],
+        command,
+    )  # fmt: skip
+    tmux("set-option", "-s", "escape-time", "0")
+    tmux.wait_for("Power off", timeout=STARTUP_LIMIT * 3)
+    startup = time.monotonic() - started
+    assert "Restore system" in tmux.screen() and "No repository open" in tmux.screen()
+    # Navigate: the Logs screen (key 7) and back.
+    tmux("send-keys", "-t", "ui", "7")
+    tmux.wait_for("Hourglass app started")
+    tmux("send-keys", "-t", "ui", "Escape")
+    tmux.wait_for("Power off")
+    # Arrow keys and Enter work the menu too: down twice and Enter is Restore files.
+    tmux("send-keys", "-t", "ui", "Down", "Down", "Enter")
+    tmux.wait_for("Where is the repository?")
+    tmux("send-keys", "-t", "ui", "Escape")
+    tmux.wait_for("Power off")
+    # The shell gets the terminal and gives it back.
+    tmux("send-keys", "-t", "ui", "8")
+    tmux.wait_for("Type exit to come back to the app")
+    tmux("send-keys", "-t", "ui", "echo shell-$((6*7))", "Enter")
+    tmux.wait_for("shell-42")
+    tmux("send-keys", "-t", "ui", "exit", "Enter")
+    tmux.wait_for("Power off")
+    # ctrl+q quits with exit code 0.
+    tmux("send-keys", "-t", "ui", "C-q")
+    deadline = time.monotonic() + 10
+    while not status.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert status.read_text().strip() == "0"
+    assert startup < STARTUP_LIMIT, f"first paint after {startup:.2f} s"
