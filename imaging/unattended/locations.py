@@ -11,6 +11,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imaging import locations as places
 from imaging.disks import mounting, mounts
 from imaging.disks.discover import list_disks
 from imaging.errors import HourglassError, NotFound, UsageError
@@ -27,21 +28,28 @@ class Mounted:
 
 
 class Locations(contextlib.AbstractContextManager["Locations"]):
-    """Mounts what the orders name; everything it mounted is unmounted on exit."""
+    """Mounts what the orders name (through :mod:`imaging.locations`, as the app does);
+    everything it mounted is unmounted on exit."""
 
-    def __init__(self) -> None:
-        self._mounted: list[str] = []
+    def __init__(self, credentials: tuple[str, str] = ("", "")) -> None:
+        self._mounted: list[places.Location] = []
+        self._http: list[str] = []
+        self.credentials = credentials  # (username, password) for smb://
 
     def __exit__(self, *_: object) -> None:
-        for mountpoint in reversed(self._mounted):
+        for mountpoint in reversed(self._http):
             with contextlib.suppress(HourglassError, OSError):
                 mounting.unmount(mountpoint)
+        for location in reversed(self._mounted):
+            with contextlib.suppress(HourglassError, OSError):
+                places.unmount(location)
         self._mounted.clear()
+        self._http.clear()
 
-    def _new_mountpoint(self) -> str:
-        path = MOUNT_ROOT / secrets.token_hex(4)
-        path.mkdir(parents=True, exist_ok=True)
-        return str(path)
+    def _keep(self, location: places.Location) -> str:
+        if location.mounted_by_us:
+            self._mounted.append(location)
+        return location.mountpoint
 
     def directory(self, location: Location, *, writable: bool) -> Mounted:
         """The directory ``location`` names, mounted if it has to be."""
@@ -49,42 +57,23 @@ class Locations(contextlib.AbstractContextManager["Locations"]):
             return Mounted(Path(location.path), _disks_of(location.path))
         if location.kind in ("label", "uuid", "device"):
             device, fstype = _partition_of(location)
-            existing = [m for m in mounts.mounts() if m.source == device and not m.read_only]
-            if existing:
-                root = existing[0].mountpoint
-            else:
-                root = self._new_mountpoint()
-                mounting.mount(device, fstype, root, read_only=not writable)
-                self._mounted.append(root)
+            root = self._keep(places.mount_partition(device, fstype, writable=writable))
             name = os.path.basename(os.path.realpath(device))
             return Mounted(_inside(root, location.path), mounts.disks_below(name))
-        root = self._new_mountpoint()
         url = urllib.parse.urlsplit(location.where)
-        if location.kind == "nfs":
-            run(
-                [
-                    "mount",
-                    "-t",
-                    "nfs",
-                    "-o",
-                    "rw" if writable else "ro",
-                    f"{url.netloc}:{url.path or '/'}",
-                    root,
-                ]
-            )
-            self._mounted.append(root)
+        if location.kind in ("nfs", "smb"):
+            username, password = self.credentials
+            share = places.Share(location.kind, url.hostname or "", url.path, username=username)
+            root = self._keep(places.mount_share(share, password=password, writable=writable))
             return Mounted(Path(root))
-        if location.kind == "smb":
-            share, _, rest = url.path.lstrip("/").partition("/")
-            options = "guest" + ("" if writable else ",ro")
-            run(["mount", "-t", "cifs", "-o", options, f"//{url.netloc}/{share}", root])
-            self._mounted.append(root)
-            return Mounted(_inside(root, "/" + rest))
         if location.kind == "http":
             if writable:
                 raise UsageError(f"{location.where} is read-only: it can serve restores only.")
+            MOUNT_ROOT.mkdir(parents=True, exist_ok=True)
+            root = str(MOUNT_ROOT / secrets.token_hex(4))
+            os.makedirs(root)
             run(["httpdirfs", location.where, root])
-            self._mounted.append(root)
+            self._http.append(root)
             return Mounted(Path(root))
         raise UsageError(f"Cannot use the location {location.describe()}.")
 

@@ -77,6 +77,12 @@ def _passphrase(orders: Orders, locations: Locations) -> str | None:
     return text
 
 
+def _credentials(text: str) -> tuple[str, str]:
+    """``username=`` and ``password=`` lines (the format of mount.cifs credential files)."""
+    values = parse_config(text)
+    return values.get("username", ""), values.get("password", "")
+
+
 def carry_out(orders: Orders, locations: Locations, say: Callable[[str], None]) -> str:
     """Do the work; returns the summary for the OK line, raises on any failure."""
     from imaging.backup import run_backup
@@ -88,6 +94,8 @@ def carry_out(orders: Orders, locations: Locations, say: Callable[[str], None]) 
     from imaging.unattended.choose import choose_disk
 
     assert orders.repo is not None
+    if orders.credentials is not None:
+        locations.credentials = _credentials(locations.read_file(orders.credentials).decode())
     repo_dir = locations.directory(orders.repo, writable=orders.run != "restore")
     passphrase = _passphrase(orders, locations)
     repo = Repository.open(repo_dir.directory, passphrase)
