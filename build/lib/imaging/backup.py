@@ -1,0 +1,465 @@
+"""Backup: read a source's blocks, store the new ones, commit a snapshot.
+
+One reader (this thread) fills a small pool of 4 MiB buffers; a worker per core hashes,
+checks for duplicates, compresses, encrypts and writes chunks. BLAKE3, zstd, AES-GCM and
+file I/O all release the GIL, so both cores work while the reader keeps the disk busy. The
+bounded pool keeps memory flat whatever the source size.
+
+Write order (docs/FORMAT.md): chunks, then indexes, then the manifest as the commit point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import queue
+import socket
+import stat
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imaging.errors import Cancelled, HourglassError, SourceError
+from imaging.progress import Meter, ProgressCallback, no_progress
+from imaging.repository import codec
+from imaging.repository.store import Repository, Snapshot
+from imaging.units import human_size, local_now
+from imaging.usedmap import FULL, UNUSED, UsedMap
+
+RESCUE_PIECE = 64 * 1024
+RESCUE_SECTOR = 4096
+
+
+@dataclass
+class ImageSource:
+    """One contiguous byte range of a source, stored as one image of the snapshot."""
+
+    name: str
+    path: str
+    offset: int
+    size: int
+    used: UsedMap | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        return str(self.meta.get("method", "raw"))
+
+
+@dataclass
+class BackupPlan:
+    """What one snapshot will hold; built by :func:`plan_file` or the disks layer."""
+
+    source: str
+    source_id: str
+    kind: str
+    size: int
+    images: list[ImageSource]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BackupOptions:
+    rescue: bool = False
+    workers: int = 0
+    cancel: threading.Event | None = None
+
+
+@dataclass
+class _Stats:
+    read: int = 0
+    new_bytes: int = 0
+    stored: int = 0
+    new_chunks: int = 0
+    dedup_bytes: int = 0
+    zero_bytes: int = 0
+    unused_bytes: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: v for k, v in vars(self).items() if isinstance(v, int)}
+
+
+def device_size(path: str) -> int:
+    """Size in bytes of a file or block device."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
+
+
+def is_block_device(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def plan_file(path: str) -> BackupPlan:
+    """A plan that stores every non-zero block of an image file or block device, raw."""
+    if not os.path.exists(path):
+        raise SourceError(f"The source {path} does not exist.")
+    real = os.path.realpath(path)
+    try:
+        size = device_size(real)
+    except OSError as e:
+        raise SourceError(f"Cannot open the source {path}: {e.strerror}.") from e
+    if size == 0:
+        raise SourceError(f"The source {path} is empty.")
+    block = is_block_device(real)
+    kind = "partition" if block else "file"
+    source_id = f"device:{real}" if block else f"file:{os.path.abspath(path)}"
+    image = ImageSource(name="data", path=real, offset=0, size=size, meta={"method": "raw"})
+    return BackupPlan(source=path, source_id=source_id, kind=kind, size=size, images=[image])
+
+
+class _Pipeline:
+    """Hash, dedup, compress, encrypt and write the blocks of one snapshot."""
+
+    def __init__(
+        self, repo: Repository, options: BackupOptions, meter: Meter, stats: _Stats
+    ) -> None:
+        self.repo = repo
+        self.options = options
+        self.meter = meter
+        self.stats = stats
+        self.block_size = repo.block_size
+        self.workers = options.workers or max(2, os.cpu_count() or 2)
+        self.pool: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        for _ in range(self.workers * 2 + 1):
+            self.pool.put(bytearray(self.block_size))
+        self.zero = bytes(self.block_size)
+        self.known: set[bytes] = set()
+        self.in_flight: dict[bytes, threading.Event] = {}
+        self.known_lock = threading.Lock()
+        self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="backup")
+        self.futures: list[Future[None]] = []
+        self.failure: BaseException | None = None
+
+    # -- worker side --------------------------------------------------------------------------
+
+    def process(self, buf: bytearray, length: int, ids: bytearray, block: int) -> None:
+        try:
+            self._process(buf, length, ids, block)
+        except BaseException as e:
+            if self.failure is None:
+                self.failure = e
+            raise
+
+    def _process(self, buf: bytearray, length: int, ids: bytearray, block: int) -> None:
+        view = memoryview(buf)[:length]
+        released = False
+        try:
+            if codec.is_zero(buf if length == self.block_size else view):
+                ids[block * 32 : block * 32 + 32] = codec.ZERO_ID
+                with self.stats.lock:
+                    self.stats.zero_bytes += length
+                self.meter.add(length)
+                return
+            chunk_id = self.repo.keys.chunk_id(view)
+            ids[block * 32 : block * 32 + 32] = chunk_id
+            if not self._claim(chunk_id):
+                with self.stats.lock:
+                    self.stats.dedup_bytes += length
+                self.meter.add(length, dedup_bytes=length)
+                return
+            try:
+                data = self.repo.encode_chunk(chunk_id, view)
+                view.release()
+                self.pool.put(buf)
+                released = True
+                written = self.repo.write_chunk(chunk_id, data)
+            finally:
+                self._done(chunk_id)
+            with self.stats.lock:
+                if written:
+                    self.stats.new_bytes += length
+                    self.stats.stored += len(data)
+                    self.stats.new_chunks += 1
+                else:
+                    self.stats.dedup_bytes += length
+            self.meter.add(length, new_bytes=length if written else 0)
+        finally:
+            if not released:
+                view.release()
+                self.pool.put(buf)
+
+    def _claim(self, chunk_id: bytes) -> bool:
+        """True if this worker must store the chunk; False if it is (being) stored already."""
+        while True:
+            with self.known_lock:
+                if chunk_id in self.known:
+                    return False
+                waiting = self.in_flight.get(chunk_id)
+                if waiting is None:
+                    self.in_flight[chunk_id] = threading.Event()
+                    break
+            waiting.wait()
+        if self.repo.has_chunk(chunk_id):
+            self._done(chunk_id)
+            return False
+        return True
+
+    def _done(self, chunk_id: bytes) -> None:
+        with self.known_lock:
+            self.known.add(chunk_id)
+            event = self.in_flight.pop(chunk_id, None)
+        if event is not None:
+            event.set()
+
+    # -- reader side --------------------------------------------------------------------------
+
+    def check(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+        if self.options.cancel is not None and self.options.cancel.is_set():
+            raise Cancelled("The backup was cancelled. No snapshot was recorded.")
+
+    def image(self, image: ImageSource, ids: bytearray) -> list[list[int]]:
+        """Read and submit every block of ``image``; returns the unreadable ranges."""
+        bad: list[list[int]] = []
+        bs = self.block_size
+        used = image.used
+        try:
+            fd = os.open(image.path, os.O_RDONLY)
+        except OSError as e:
+            raise SourceError(f"Cannot open {image.path}: {e.strerror}.") from e
+        try:
+            with _sequential(fd, image.offset, image.size):
+                count = -(-image.size // bs)
+                for block in range(count):
+                    self.check()
+                    start = block * bs
+                    length = min(bs, image.size - start)
+                    state = used.state(block) if used is not None else FULL
+                    if state == UNUSED:
+                        ids[block * 32 : block * 32 + 32] = codec.UNUSED_ID
+                        with self.stats.lock:
+                            self.stats.unused_bytes += length
+                        self.meter.add(length)
+                        continue
+                    buf = self._buffer()
+                    bad.extend(self._read(fd, image, buf, start, length))
+                    if used is not None and state != FULL:
+                        for gap_start, gap_len in used.gaps(block):
+                            buf[gap_start : gap_start + gap_len] = self.zero[:gap_len]
+                    with self.stats.lock:
+                        self.stats.read += length
+                    self.futures.append(self.executor.submit(self.process, buf, length, ids, block))
+                    if len(self.futures) > 4 * self.workers:
+                        self._reap()
+        finally:
+            os.close(fd)
+        return bad
+
+    def _buffer(self) -> bytearray:
+        while True:
+            self.check()
+            try:
+                return self.pool.get(timeout=0.2)
+            except queue.Empty:
+                continue
+
+    def _reap(self) -> None:
+        pending = []
+        for f in self.futures:
+            if f.done():
+                f.result()
+            else:
+                pending.append(f)
+        self.futures = pending
+
+    def _read(
+        self, fd: int, image: ImageSource, buf: bytearray, start: int, length: int
+    ) -> list[list[int]]:
+        """Fill ``buf`` with the block at ``start``; returns unreadable ranges (rescue only)."""
+        view = memoryview(buf)
+        try:
+            _read_exact(fd, view[:length], image.offset + start)
+            return []
+        except OSError as e:
+            if e.errno != errno.EIO:
+                raise SourceError(f"Reading {image.path} failed: {e.strerror}.") from e
+            if not self.options.rescue:
+                raise SourceError(
+                    f"Read error on {image.path} in bytes {start}-{start + length - 1} of "
+                    f"{image.name} (offset {image.offset + start}).",
+                    "The source disk is failing. Run the backup with --rescue to store what "
+                    "can be read and record the unreadable ranges.",
+                ) from e
+        finally:
+            view.release()
+        return _rescue_read(fd, buf, image.offset + start, length, start)
+
+    def finish(self) -> None:
+        for f in self.futures:
+            f.result()
+        self.futures = []
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _read_exact(fd: int, view: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n == 0:
+            raise OSError(errno.EIO, "unexpected end of source")
+        done += n
+
+
+def _rescue_read(fd: int, buf: bytearray, offset: int, length: int, rel: int) -> list[list[int]]:
+    """Read what can be read in small pieces; zero and report the rest."""
+    bad: list[list[int]] = []
+    view = memoryview(buf)
+    try:
+        for piece in range(0, length, RESCUE_PIECE):
+            piece_len = min(RESCUE_PIECE, length - piece)
+            try:
+                _read_exact(fd, view[piece : piece + piece_len], offset + piece)
+                continue
+            except OSError:
+                pass
+            for sector in range(piece, piece + piece_len, RESCUE_SECTOR):
+                sector_len = min(RESCUE_SECTOR, piece + piece_len - sector)
+                try:
+                    _read_exact(fd, view[sector : sector + sector_len], offset + sector)
+                except OSError:
+                    view[sector : sector + sector_len] = bytes(sector_len)
+                    if bad and bad[-1][0] + bad[-1][1] == rel + sector:
+                        bad[-1][1] += sector_len
+                    else:
+                        bad.append([rel + sector, sector_len])
+    finally:
+        view.release()
+    return bad
+
+
+class _sequential:
+    """Tell the kernel we read ``[offset, offset+size)`` once, in order."""
+
+    def __init__(self, fd: int, offset: int, size: int) -> None:
+        self.fd, self.offset, self.size = fd, offset, size
+
+    def __enter__(self) -> None:
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(self.fd, self.offset, self.size, os.POSIX_FADV_SEQUENTIAL)
+
+    def __exit__(self, *_: object) -> None:
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(self.fd, self.offset, self.size, os.POSIX_FADV_DONTNEED)
+
+
+def latest_of_source(snapshots: list[Snapshot], source_id: str) -> Snapshot | None:
+    same = [s for s in snapshots if s.source_id == source_id]
+    return same[-1] if same else None
+
+
+def run_backup(
+    repo: Repository,
+    plan: BackupPlan,
+    *,
+    progress: ProgressCallback = no_progress,
+    options: BackupOptions | None = None,
+) -> Snapshot:
+    """Store ``plan`` as a new snapshot and return it. Nothing is committed on failure."""
+    options = options or BackupOptions()
+    started = time.monotonic()
+    when = local_now()
+    snapshot_id = repo.new_snapshot_id()
+    stats = _Stats()
+    total = sum(image.size for image in plan.images)
+    meter = Meter("backup", total, progress)
+    with repo.writer():
+        parent = latest_of_source(repo.snapshots(on_damage=lambda *_: None), plan.source_id)
+        pipeline = _Pipeline(repo, options, meter, stats)
+        images_meta = []
+        all_ids: list[bytearray] = []
+        try:
+            unreadable: dict[str, list[list[int]]] = {}
+            for image in plan.images:
+                meter.set_item(image.name)
+                ids = bytearray(32 * (-(-image.size // repo.block_size)))
+                all_ids.append(ids)
+                bad = pipeline.image(image, ids)
+                if bad:
+                    unreadable[image.name] = bad
+            pipeline.finish()
+            pipeline.check()
+        except KeyboardInterrupt:
+            raise Cancelled("The backup was interrupted. No snapshot was recorded.") from None
+        finally:
+            pipeline.close()
+        repo.sync_chunk_dirs()
+        for image, ids in zip(plan.images, all_ids, strict=True):
+            mac = repo.write_index(snapshot_id, image.name, ids, image.size)
+            meta = {
+                **image.meta,
+                "name": image.name,
+                "offset": image.offset,
+                "size": image.size,
+                "blocks": len(ids) // 32,
+                "method": image.method,
+                "index_mac": mac,
+            }
+            if image.used is not None:
+                meta["used"] = image.used.used_bytes
+            if image.name in unreadable:
+                meta["unreadable"] = unreadable[image.name]
+            images_meta.append(meta)
+        meter.finish()
+        manifest: dict[str, Any] = {
+            "version": 1,
+            "id": snapshot_id,
+            "time": when.isoformat(),
+            "hostname": socket.gethostname(),
+            "source": plan.source,
+            "source_id": plan.source_id,
+            "kind": plan.kind,
+            "size": plan.size,
+            "parent": parent.id if parent else None,
+            "images": images_meta,
+            **plan.extra,
+            "stats": {**stats.as_dict(), "elapsed": round(time.monotonic() - started, 3)},
+        }
+        return repo.commit_snapshot(manifest)
+
+
+def describe_unreadable(snapshot: Snapshot) -> list[str]:
+    """Lines naming the unreadable ranges a rescue backup recorded."""
+    lines = []
+    for image in snapshot.images:
+        for start, length in image.get("unreadable", []):
+            lines.append(
+                f"{image['name']}: {human_size(length)} unreadable at byte {start} "
+                f"(stored as zeros)"
+            )
+    return lines
+
+
+def backup_path(
+    repo: Repository,
+    source: str | Path,
+    *,
+    progress: ProgressCallback = no_progress,
+    options: BackupOptions | None = None,
+) -> Snapshot:
+    """Back up an image file or block device raw (every non-zero block)."""
+    return run_backup(repo, plan_file(str(source)), progress=progress, options=options)
+
+
+__all__ = [
+    "BackupOptions",
+    "BackupPlan",
+    "HourglassError",
+    "ImageSource",
+    "backup_path",
+    "plan_file",
+    "run_backup",
+]

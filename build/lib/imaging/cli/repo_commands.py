@@ -1,0 +1,412 @@
+"""init, backup, snapshots, restore, verify, forget, gc, info, key."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from imaging import passphrase, plans, selectors
+from imaging.backup import BackupOptions, describe_unreadable, run_backup
+from imaging.cli.main import print_json
+from imaging.errors import HourglassError, IntegrityError, UsageError
+from imaging.forget import Policy, apply
+from imaging.progress import reporter_for
+from imaging.repository import gc as gc_module
+from imaging.repository import keys as key_module
+from imaging.repository import stats
+from imaging.repository.store import Repository, Snapshot
+from imaging.repository.verify import summary_line, verify
+from imaging.restore import RestoreOptions, RestoreResult, restore_snapshot
+from imaging.targets import describe_target
+from imaging.units import human_duration, human_size, parse_duration
+
+
+def repo_path(args: argparse.Namespace) -> str:
+    if not args.repo:
+        raise UsageError("No repository given.", "Use --repo REPO or set HOURGLASS_REPO.")
+    return str(args.repo)
+
+
+def open_repo(args: argparse.Namespace) -> Repository:
+    return Repository.open(repo_path(args), passphrase.source(args.passphrase_file))
+
+
+def confirm(question: str, args: argparse.Namespace) -> None:
+    """Ask for a typed ``yes`` unless ``--yes``; refuse when there is nobody to ask."""
+    if getattr(args, "yes", False):
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "Confirmation needed, but there is no terminal to ask on.",
+            "Add --yes to confirm on the command line.",
+        )
+    print(question, file=sys.stderr)
+    answer = input("Type yes to continue: ").strip().lower()
+    if answer != "yes":
+        raise HourglassError("Cancelled: nothing was written.")
+
+
+def snapshot_row(s: Snapshot) -> str:
+    when = s.time.strftime("%Y-%m-%d %H:%M:%S")
+    return f"{s.id[:12]}  {when}  {human_size(s.size):>10}  {human_size(s.stored):>10}  {s.source}"
+
+
+# --- init -----------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    path = args.path or repo_path(args)
+    secret = None
+    if args.encryption != "none":
+        secret = passphrase.source(args.passphrase_file, confirm=True)
+    repo = Repository.init(path, encryption=args.encryption, passphrase=secret)
+    print(f"Created an {'encrypted ' if repo.encrypted else ''}repository at {repo.path}.")
+    if repo.encrypted:
+        print(
+            "Keep the passphrase safe: without it the backups cannot be read. "
+            "`hourglass key add --recovery` prints a recovery key to store on paper."
+        )
+    return 0
+
+
+# --- backup ---------------------------------------------------------------------------------
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    plan = plans.plan_for(args.sources, force=args.force)
+    options = BackupOptions(rescue=args.rescue)
+    snapshot = run_backup(repo, plan, progress=reporter_for(args.progress), options=options)
+    if args.json:
+        print_json(snapshot.summary() | {"stats": snapshot.manifest.get("stats", {})})
+        return 0
+    st = snapshot.manifest.get("stats", {})
+    elapsed = float(st.get("elapsed", 0)) or 1e-9
+    print(
+        f"Snapshot {snapshot.id[:12]} of {snapshot.source} at "
+        f"{snapshot.time.strftime('%Y-%m-%d %H:%M:%S %z')}\n"
+        f"  read {human_size(st.get('read', 0))} in {human_duration(elapsed)} "
+        f"({human_size(st.get('read', 0) / elapsed)}/s); new {human_size(st.get('new_bytes', 0))}, "
+        f"already stored {human_size(st.get('dedup_bytes', 0))}; "
+        f"added {human_size(snapshot.stored)} to the repository"
+    )
+    for line in describe_unreadable(snapshot):
+        print(f"  WARNING {line}")
+    return 0
+
+
+# --- snapshots ------------------------------------------------------------------------------
+
+
+def cmd_snapshots(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    snapshots = repo.snapshots()
+    if args.source:
+        snapshots = [s for s in snapshots if args.source in (s.source, s.source_id)]
+    if args.json:
+        print_json([s.summary() for s in snapshots])
+        return 0
+    if not snapshots:
+        print("No snapshots.")
+        return 0
+    print(f"{'ID':<12}  {'TIME':<19}  {'SIZE':>10}  {'STORED':>10}  SOURCE")
+    for s in snapshots:
+        print(snapshot_row(s))
+    return 0
+
+
+# --- restore --------------------------------------------------------------------------------
+
+
+def report_restore(result: RestoreResult, args: argparse.Namespace) -> int:
+    for damaged in result.damaged:
+        print(f"DAMAGED {damaged.describe()}", file=sys.stderr)
+    status = "verified" if result.verified else "not verified"
+    print(
+        f"Restored snapshot {result.snapshot.id[:12]} "
+        f"({result.snapshot.time.strftime('%Y-%m-%d %H:%M:%S')}) to {result.target}: "
+        f"{human_size(result.written)} written, {status}."
+    )
+    for line in describe_unreadable(result.snapshot):
+        print(f"WARNING the source was unreadable there at backup: {line}", file=sys.stderr)
+    if result.damaged:
+        print(
+            f"hourglass: error: {len(result.damaged)} damaged range(s) were filled with zeros.",
+            file=sys.stderr,
+        )
+        return IntegrityError.exit_code
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    selector, partition = selectors.split_partition(args.snapshot)
+    snapshot = selectors.select(repo.snapshots(), selector, source=args.source)
+    handler = RESTORE_HANDLERS.get(snapshot.kind)
+    if handler is not None:
+        return int(handler(repo, snapshot, partition, args))
+    if partition is not None:
+        raise UsageError(f"Snapshot {snapshot.id[:12]} is not a disk: it has no partitions.")
+    target = args.target
+    size = int(snapshot.images[0]["size"])
+    from imaging.restore import check_target_size
+
+    check_target_size(target, size)
+    confirm(
+        f"This will overwrite {describe_target(target)}\n"
+        f"with snapshot {snapshot.id[:12]} of {snapshot.source} taken "
+        f"{snapshot.time.strftime('%Y-%m-%d %H:%M:%S')} ({human_size(size)}).",
+        args,
+    )
+    options = RestoreOptions(verify=not args.no_verify, ignore_damage=args.ignore_damage)
+    result = restore_snapshot(
+        repo, snapshot, target, progress=reporter_for(args.progress), options=options
+    )
+    return report_restore(result, args)
+
+
+# Restores of kinds other than a plain image are handled by the disks layer, which registers
+# itself here (imaging.cli.disk_commands).
+RESTORE_HANDLERS: dict[str, Any] = {}
+
+
+# --- verify ---------------------------------------------------------------------------------
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    selected = None
+    scope = "*"
+    if args.snapshot:
+        selected = [selectors.select(repo.snapshots(), args.snapshot)]
+        scope = selected[0].id
+    max_time = parse_duration(args.max_time) if args.max_time else None
+    report = verify(
+        repo,
+        selected,
+        read_data=args.read_data,
+        max_time=max_time,
+        scope=scope,
+        progress=reporter_for(args.progress),
+    )
+    if args.json:
+        print_json(
+            {
+                "ok": report.ok,
+                "complete": report.complete,
+                "snapshots": report.snapshots,
+                "chunks": report.chunks,
+                "checked": report.checked,
+                "damage": [
+                    {"what": d.what, "reason": d.reason, "affects": d.affects}
+                    for d in report.damage
+                ],
+            }
+        )
+    else:
+        kind = "data" if args.read_data else "structure"
+        print(f"Verified {kind}: {summary_line(report)}.")
+        if report.resumed:
+            print("Continued where the previous time-boxed verify stopped.")
+        if not report.complete:
+            print("Time is up; run the same command again to continue where this one stopped.")
+        for damage in report.damage:
+            print(f"DAMAGED {damage.describe()}")
+    if not report.ok:
+        print(
+            f"hourglass: error: the repository is damaged ({len(report.damage)} problem(s)).",
+            file=sys.stderr,
+        )
+        return IntegrityError.exit_code
+    return 0
+
+
+# --- forget and gc --------------------------------------------------------------------------
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    snapshots = repo.snapshots()
+    if args.source:
+        snapshots = [s for s in snapshots if args.source in (s.source, s.source_id)]
+    if args.snapshots:
+        remove = [selectors.select(snapshots, sel) for sel in args.snapshots]
+        keep = [(s, ["not named"]) for s in snapshots if s not in remove]
+    else:
+        policy = Policy(
+            last=args.keep_last,
+            hourly=args.keep_hourly,
+            daily=args.keep_daily,
+            weekly=args.keep_weekly,
+            monthly=args.keep_monthly,
+        )
+        if policy.empty():
+            raise UsageError(
+                "forget needs a policy (--keep-last N, --keep-daily N, ...) or snapshot ids.",
+                "Refusing to forget every snapshot.",
+            )
+        decision = apply(snapshots, policy)
+        keep, remove = decision.keep, decision.remove
+    if args.json:
+        print_json(
+            {
+                "keep": [s.summary() | {"reasons": r} for s, r in keep],
+                "remove": [s.summary() for s in remove],
+                "dry_run": args.dry_run,
+            }
+        )
+    else:
+        for s, reasons in sorted(keep, key=lambda x: x[0].time):
+            print(f"keep    {snapshot_row(s)}  ({', '.join(reasons)})")
+        for s in sorted(remove, key=lambda x: x.time):
+            print(f"{'would forget' if args.dry_run else 'forget'}  {snapshot_row(s)}")
+    if not args.dry_run:
+        for s in remove:
+            repo.delete_snapshot(s.id)
+        if remove and not args.json:
+            print(f"Forgot {len(remove)} snapshot(s). Run `hourglass gc` to free their space.")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    result = gc_module.collect(repo)
+    if args.json:
+        print_json(vars(result))
+        return 0
+    print(
+        f"Referenced chunks: {result.referenced}. Freed {result.freed} chunk(s), "
+        f"{human_size(result.freed_bytes)}."
+    )
+    if result.waiting_batches:
+        print(
+            f"{result.waiting_batches} batch(es) of unreferenced chunks wait in trash until the "
+            "backups or restores running now have finished; the next gc frees them."
+        )
+    if result.restored:
+        print(f"Moved {result.restored} chunk(s) back from trash: a new snapshot needs them.")
+    return 0
+
+
+# --- info -----------------------------------------------------------------------------------
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    info = stats.collect(repo)
+    if args.json:
+        print_json(info.as_dict())
+        return 0
+    print(
+        f"Repository   {info.path}\n"
+        f"Encryption   {info.encryption}"
+        + (f" ({info.key_slots} key slot(s))" if info.key_slots else "")
+        + f"\nSnapshots    {info.snapshots} of {info.sources} source(s)\n"
+        f"Logical size {human_size(info.logical_bytes)} ({human_size(info.data_bytes)} of data)\n"
+        f"Unique data  {human_size(info.unique_bytes)} (deduplication {info.dedup_ratio:.2f}x)\n"
+        f"Stored       {human_size(info.stored_bytes)} in {info.chunks} chunks "
+        f"(compression {info.compression_ratio:.2f}x)"
+    )
+    return 0
+
+
+# --- key ------------------------------------------------------------------------------------
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    if args.action == "list":
+        for entry in repo.key_slots():
+            mark = " (used now)" if entry["slot"] == repo.unlocked_slot else ""
+            print(f"{entry['slot']}  {entry['kind']}{mark}")
+        return 0
+    if args.action == "add" and args.recovery:
+        key = key_module.new_recovery_key()
+        slot = repo.add_key(key, kind="recovery")
+        print(
+            "Recovery key (write it down and keep it apart from the backup drive; it is shown "
+            f"only now):\n\n    {key}\n\nIt opens the repository like a passphrase (slot {slot})."
+        )
+        return 0
+    secret = passphrase.ask_new(passphrase_file=args.new_passphrase_file)
+    if args.action == "add":
+        slot = repo.add_key(secret)
+        print(f"Added a passphrase (slot {slot}).")
+    else:
+        slot = repo.change_key(secret)
+        print(f"Changed the passphrase (new slot {slot}); the old one no longer opens it.")
+    return 0
+
+
+# --- registration ---------------------------------------------------------------------------
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("init", parents=[common], help="create a repository")
+    p.add_argument("path", nargs="?", metavar="REPO", help="directory to create (or --repo)")
+    p.add_argument("--encryption", choices=["aes-256-gcm", "none"], default="aes-256-gcm")
+    p.set_defaults(handler=cmd_init)
+
+    p = sub.add_parser(
+        "backup", parents=[common], help="back up a disk, partitions or an image file"
+    )
+    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    p.add_argument(
+        "--rescue", action="store_true", help="store zeros for unreadable ranges and go on"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="image a partition even if mounted read-write"
+    )
+    p.add_argument("--json", action="store_true", help="print the snapshot as JSON")
+    p.set_defaults(handler=cmd_backup)
+
+    p = sub.add_parser("snapshots", parents=[common], help="list snapshots")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--source", help="only snapshots of this source")
+    p.set_defaults(handler=cmd_snapshots)
+
+    p = sub.add_parser("restore", parents=[common], help="restore a snapshot to a disk or file")
+    p.add_argument("snapshot", metavar="SNAPSHOT", help="id, prefix, 'latest' or a local time")
+    p.add_argument("target", metavar="TARGET", help="block device or file to overwrite")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--source", help="choose among snapshots of this source only")
+    p.add_argument("--no-verify", action="store_true", help="do not read back what was written")
+    p.add_argument(
+        "--ignore-damage", action="store_true", help="write zeros for damaged chunks and go on"
+    )
+    p.add_argument("--grow", action="store_true", help="grow the last partition to fill the disk")
+    p.add_argument("--new-ids", action="store_true", help="give the disk and partitions new GUIDs")
+    p.set_defaults(handler=cmd_restore)
+
+    p = sub.add_parser("verify", parents=[common], help="check the repository")
+    p.add_argument("snapshot", nargs="?", metavar="SNAPSHOT")
+    p.add_argument("--read-data", action="store_true", help="read and authenticate every chunk")
+    p.add_argument("--max-time", metavar="DURATION", help="stop after this long; resume next time")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_verify)
+
+    p = sub.add_parser("forget", parents=[common], help="forget snapshots by policy")
+    p.add_argument("snapshots", nargs="*", metavar="SNAPSHOT", help="forget these snapshots")
+    for name in ("last", "hourly", "daily", "weekly", "monthly"):
+        p.add_argument(f"--keep-{name}", type=int, default=0, metavar="N")
+    p.add_argument("--source", help="apply to snapshots of this source only")
+    p.add_argument("--dry-run", action="store_true", help="show what would go")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_forget)
+
+    p = sub.add_parser("gc", parents=[common], help="free the space of forgotten snapshots")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_gc)
+
+    p = sub.add_parser("info", parents=[common], help="repository statistics")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_info)
+
+    p = sub.add_parser("key", parents=[common], help="add or change passphrases and recovery keys")
+    p.add_argument("action", choices=["add", "change", "list"])
+    p.add_argument("--recovery", action="store_true", help="add: a printable recovery key")
+    p.add_argument(
+        "--new-passphrase-file", metavar="FILE", help="read the new passphrase from FILE"
+    )
+    p.set_defaults(handler=cmd_key)

@@ -1,0 +1,100 @@
+"""Typed errors with a message written for the person at the console.
+
+Every error the engine raises on purpose is an :class:`HourglassError`. The CLI prints its
+message (and hint) on one line and exits with the error's code; the app shows them in a
+dialog. A traceback is shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+
+class HourglassError(Exception):
+    """Base class: ``message`` says what happened, ``hint`` what the person can do."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} {self.hint}"
+
+
+class UsageError(HourglassError):
+    exit_code = 2
+
+
+class IntegrityError(HourglassError):
+    """Stored data is damaged. The message names what is damaged."""
+
+    exit_code = 3
+
+
+class PassphraseError(HourglassError):
+    """The passphrase or recovery key does not open any key slot."""
+
+    exit_code = 4
+
+
+class NotFound(HourglassError):
+    exit_code = 5
+
+
+class RepositoryNotFound(NotFound):
+    pass
+
+
+class SnapshotNotFound(NotFound):
+    pass
+
+
+class TargetUnsuitable(HourglassError):
+    """The restore target cannot take the image (too small, in use, holds the repository)."""
+
+    exit_code = 6
+
+
+class TargetTooSmall(TargetUnsuitable):
+    pass
+
+
+class NoSpace(HourglassError):
+    exit_code = 7
+
+
+class Cancelled(HourglassError):
+    exit_code = 8
+
+
+class SourceError(HourglassError):
+    """The source cannot be read (missing, mounted read-write, read errors)."""
+
+    exit_code = 9
+
+
+class RepositoryTooNew(HourglassError):
+    exit_code = 10
+
+
+class FormatError(IntegrityError):
+    """A repository file does not parse. Raised by every parser for hostile input."""
+
+
+class ToolMissing(HourglassError):
+    """An external program is not installed."""
+
+    exit_code = 11
+
+
+class ToolFailed(HourglassError):
+    """An external program exited with an error."""
+
+    exit_code = 12
+
+
+class Busy(HourglassError):
+    """Another process holds what this operation needs (a gc lease, a mount)."""
+
+    exit_code = 13

@@ -1,0 +1,63 @@
+"""Where the passphrase comes from: ``HOURGLASS_PASSPHRASE``, a file, or a prompt.
+
+Never from a command-line value (other users can read argv). The environment variable is
+removed from this process's environment once read, so no child process inherits it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from imaging.errors import UsageError
+
+ENV = "HOURGLASS_PASSPHRASE"
+
+
+def read_passphrase_file(path: str | Path) -> str:
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise UsageError(f"Cannot read the passphrase file {path}: {e.strerror}.") from e
+    passphrase = text.rstrip("\r\n")
+    if not passphrase:
+        raise UsageError(f"The passphrase file {path} is empty.")
+    return passphrase
+
+
+def _prompt(confirm: bool, what: str) -> str:
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"A {what} is needed and there is no terminal to ask on.",
+            f"Set {ENV} or use --passphrase-file FILE.",
+        )
+    first = getpass.getpass(f"Enter {what}: ")
+    if not first:
+        raise UsageError(f"The {what} must not be empty.")
+    if confirm and getpass.getpass(f"Enter {what} again: ") != first:
+        raise UsageError(f"The two {what}s do not match.")
+    return first
+
+
+def source(passphrase_file: str | None = None, *, confirm: bool = False) -> Callable[[], str]:
+    """A function that returns the passphrase when (and only when) it is needed."""
+    env_value = os.environ.pop(ENV, None)
+
+    def get() -> str:
+        if env_value:
+            return env_value
+        if passphrase_file:
+            return read_passphrase_file(passphrase_file)
+        return _prompt(confirm, "passphrase")
+
+    return get
+
+
+def ask_new(what: str = "new passphrase", passphrase_file: str | None = None) -> str:
+    """A new secret for `key add|change`: from ``--new-passphrase-file`` or asked twice."""
+    if passphrase_file:
+        return read_passphrase_file(passphrase_file)
+    return _prompt(True, what)

@@ -1,0 +1,134 @@
+"""The one way Hourglass runs an external program.
+
+argv is always a list, never a shell string. The exit code is checked; a failure names the
+command line and its exit code, and a missing program is named plainly. Children never see
+the passphrase in their environment, and a PyInstaller-frozen binary's ``LD_LIBRARY_PATH``
+is restored before system tools run (Borg does the same).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+
+from imaging.errors import ToolFailed, ToolMissing
+
+SECRET_VARIABLES = ("HOURGLASS_PASSPHRASE",)
+
+# Debian package that provides each program, for the "not found" message.
+PACKAGES = {
+    "partclone.ext4": "partclone",
+    "partclone.xfs": "partclone",
+    "partclone.btrfs": "partclone",
+    "partclone.vfat": "partclone",
+    "partclone.fat": "partclone",
+    "partclone.exfat": "partclone",
+    "partclone.ntfs": "partclone",
+    "mkfs.ext4": "e2fsprogs",
+    "e2fsck": "e2fsprogs",
+    "resize2fs": "e2fsprogs",
+    "debugfs": "e2fsprogs",
+    "xfs_growfs": "xfsprogs",
+    "xfs_repair": "xfsprogs",
+    "btrfs": "btrfs-progs",
+    "ntfsresize": "ntfs-3g",
+    "ntfs-3g": "ntfs-3g",
+    "losetup": "mount",
+    "mount": "mount",
+    "umount": "mount",
+    "blkid": "util-linux",
+    "blockdev": "util-linux",
+    "partprobe": "parted",
+    "sgdisk": "gdisk",
+    "mmdebstrap": "mmdebstrap",
+    "xorriso": "xorriso",
+    "mksquashfs": "squashfs-tools",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "nbdkit": "nbdkit",
+    "exfatfsck": "exfatprogs",
+    "fsck.exfat": "exfatprogs",
+    "fsck.vfat": "dosfstools",
+    "fusefat": "fusefat",
+    "mount.exfat-fuse": "exfat-fuse",
+}
+
+
+def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child process: no secrets, the system's library path."""
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
+    if getattr(sys, "frozen", False):
+        original = env.pop("LD_LIBRARY_PATH_ORIG", None)
+        if original is not None:
+            env["LD_LIBRARY_PATH"] = original
+        else:
+            env.pop("LD_LIBRARY_PATH", None)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def which(program: str) -> str:
+    """Full path of ``program``, or :class:`ToolMissing` naming the Debian package."""
+    path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
+    if path is None:
+        package = PACKAGES.get(program)
+        hint = f"Install it with: apt install {package}" if package else None
+        raise ToolMissing(f"{program} not found.", hint)
+    return path
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    capture: bool = True,
+    input: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    cwd: str | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``argv``; raise :class:`ToolFailed` with the command line when it fails."""
+    argv = [str(a) for a in argv]
+    argv[0] = which(argv[0]) if "/" not in argv[0] else argv[0]
+    try:
+        result = subprocess.run(
+            argv,
+            input=input,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.PIPE if capture else None,
+            env=child_environment(env),
+            timeout=timeout,
+            cwd=cwd,
+            check=False,
+        )
+    except FileNotFoundError as e:
+        raise ToolMissing(f"{argv[0]} not found.") from e
+    if check and result.returncode != 0:
+        raise ToolFailed(failure_message(argv, result.returncode, result.stderr))
+    return result
+
+
+def failure_message(argv: Sequence[str], returncode: int, stderr: bytes | None) -> str:
+    detail = (stderr or b"").decode(errors="replace").strip().splitlines()
+    last = f": {detail[-1]}" if detail else ""
+    return f"{shlex.join(argv)} failed with exit code {returncode}{last}"
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    stdin: int | None = None,
+    stdout: int | None = None,
+    stderr: int | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` without waiting (for pipelines and long-running helpers)."""
+    argv = [str(a) for a in argv]
+    argv[0] = which(argv[0]) if "/" not in argv[0] else argv[0]
+    return subprocess.Popen(
+        argv, stdin=stdin, stdout=stdout, stderr=stderr, env=child_environment(env)
+    )

@@ -1,0 +1,63 @@
+"""Durable file writes: temporary file, fsync, rename, directory fsync."""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from pathlib import Path
+
+from imaging.errors import NoSpace
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """``os.write`` until every byte is written (it may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def write_atomic(
+    path: Path, data: bytes, *, mode: int = 0o644, tmp_dir: Path | None = None
+) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one."""
+    tmp = (tmp_dir or path.parent) / f".tmp-{secrets.token_hex(8)}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, mode)
+        os.rename(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise_no_space(e, path)
+        raise
+    fsync_dir(path.parent)
+
+
+def raise_no_space(error: OSError, path: Path) -> None:
+    """Turn ENOSPC/EDQUOT into :class:`NoSpace` naming the drive."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            st = os.statvfs(path.parent if not path.is_dir() else path)
+            free = st.f_bavail * st.f_frsize
+            detail = f" ({free} bytes free)"
+        except OSError:
+            detail = ""
+        raise NoSpace(
+            f"The backup drive is full{detail} while writing {path}.",
+            "Free space (forget old snapshots, then gc) or use a larger drive. "
+            "No snapshot was recorded.",
+        ) from error

@@ -1,0 +1,74 @@
+"""Repository statistics for `hourglass info` and the app's Repository screen."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from imaging.repository import codec
+from imaging.repository.store import Repository
+
+
+@dataclass
+class RepositoryInfo:
+    path: str
+    id: str
+    encryption: str
+    snapshots: int
+    sources: int
+    logical_bytes: int  # sum of the sizes of every snapshot's images
+    data_bytes: int  # bytes of non-zero, used blocks over all snapshots
+    unique_bytes: int  # plaintext bytes of the distinct chunks they reference
+    chunks: int  # chunk files in the store
+    stored_bytes: int  # bytes of chunk files on the drive
+    key_slots: int
+
+    @property
+    def dedup_ratio(self) -> float:
+        return self.data_bytes / self.unique_bytes if self.unique_bytes else 1.0
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.unique_bytes / self.stored_bytes if self.stored_bytes else 1.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            **asdict(self),
+            "dedup_ratio": round(self.dedup_ratio, 3),
+            "compression_ratio": round(self.compression_ratio, 3),
+        }
+
+
+def collect(repo: Repository) -> RepositoryInfo:
+    snapshots = repo.snapshots()
+    unique: dict[bytes, int] = {}
+    data_bytes = logical = 0
+    bs = repo.block_size
+    for snapshot in snapshots:
+        for image in snapshot.images:
+            size = int(image["size"])
+            logical += size
+            ids = repo.load_index(snapshot, image["name"])
+            for i in range(0, len(ids), 32):
+                chunk_id = ids[i : i + 32]
+                if chunk_id in codec.RESERVED_IDS:
+                    continue
+                length = min(bs, size - (i // 32) * bs)
+                data_bytes += length
+                unique.setdefault(chunk_id, length)
+    chunks = stored = 0
+    for entry in repo.iter_chunk_files():
+        chunks += 1
+        stored += entry.stat().st_size
+    return RepositoryInfo(
+        path=str(repo.path),
+        id=repo.id,
+        encryption=str(repo.config["encryption"]),
+        snapshots=len(snapshots),
+        sources=len({s.source_id for s in snapshots}),
+        logical_bytes=logical,
+        data_bytes=data_bytes,
+        unique_bytes=sum(unique.values()),
+        chunks=chunks,
+        stored_bytes=stored,
+        key_slots=len(repo.key_slots()) if repo.encrypted else 0,
+    )

@@ -1,0 +1,457 @@
+"""The repository: a directory on a mounted drive (docs/FORMAT.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from imaging.errors import (
+    FormatError,
+    HourglassError,
+    IntegrityError,
+    RepositoryNotFound,
+    RepositoryTooNew,
+    SnapshotNotFound,
+    UsageError,
+)
+from imaging.repository import codec, keys, leases
+from imaging.repository.fsutil import fsync_dir, raise_no_space, write_all, write_atomic
+from imaging.units import local_now
+
+FORMAT_VERSION = 1
+ENCRYPTIONS = ("aes-256-gcm", "none")
+DEFAULT_LEVEL = 3
+
+PassphraseSource = str | Callable[[], str] | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A committed snapshot: its manifest and what readers need most from it."""
+
+    manifest: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return str(self.manifest["id"])
+
+    @cached_property
+    def time(self) -> datetime:
+        return datetime.fromisoformat(self.manifest["time"])
+
+    @property
+    def source(self) -> str:
+        return str(self.manifest["source"])
+
+    @property
+    def source_id(self) -> str:
+        return str(self.manifest["source_id"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.manifest["kind"])
+
+    @property
+    def size(self) -> int:
+        return int(self.manifest["size"])
+
+    @property
+    def stored(self) -> int:
+        return int(self.manifest.get("stats", {}).get("stored", 0))
+
+    @property
+    def images(self) -> list[dict[str, Any]]:
+        return list(self.manifest["images"])
+
+    def image(self, name: str) -> dict[str, Any]:
+        for image in self.manifest["images"]:
+            if image["name"] == name:
+                return dict(image)
+        raise SnapshotNotFound(f"Snapshot {self.id[:12]} has no image {name!r}.")
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON object `hourglass snapshots --json` prints for this snapshot."""
+        return {
+            "id": self.id,
+            "time": self.time.isoformat(),
+            "source": self.source,
+            "source_id": self.source_id,
+            "kind": self.kind,
+            "hostname": self.manifest.get("hostname", ""),
+            "size": self.size,
+            "stored": self.stored,
+            "images": [
+                {
+                    k: image.get(k)
+                    for k in (
+                        "name",
+                        "number",
+                        "offset",
+                        "size",
+                        "method",
+                        "fstype",
+                        "label",
+                        "used",
+                    )
+                    if k in image
+                }
+                for image in self.images
+            ],
+        }
+
+
+class Repository:
+    """An opened repository: configuration, keys, chunk store, snapshots."""
+
+    def __init__(self, path: Path, config: dict[str, Any], key_set: keys.Keys, slot: str | None):
+        self.path = path
+        self.config = config
+        self.keys = key_set
+        self.unlocked_slot = slot
+        self.id: str = config["id"]
+        self.level: int = int(config.get("compression_level", DEFAULT_LEVEL))
+        self.block_size: int = int(config.get("block_size", codec.BLOCK_SIZE))
+
+    # --- creation and opening ---------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        path: str | Path,
+        *,
+        encryption: str = "aes-256-gcm",
+        passphrase: PassphraseSource = None,
+        level: int = DEFAULT_LEVEL,
+    ) -> Repository:
+        """Create a repository in ``path`` (which must be missing or empty)."""
+        path = Path(path)
+        if encryption not in ENCRYPTIONS:
+            raise UsageError(f"Unknown encryption {encryption!r}; choose one of {ENCRYPTIONS}.")
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            if (path / "config").exists():
+                raise UsageError(f"{path} already holds a repository.")
+            raise UsageError(f"{path} exists and is not an empty directory.")
+        secret = _resolve(passphrase) if encryption != "none" else None
+        if encryption != "none" and not secret:
+            raise UsageError("An encrypted repository needs a passphrase.")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            for sub in ("chunks", "snapshots", "indexes", "leases", "tmp", "trash", "verify"):
+                (path / sub).mkdir()
+            repo_id = secrets.token_hex(16)
+            config: dict[str, Any] = {
+                "format": FORMAT_VERSION,
+                "id": repo_id,
+                "created": local_now().isoformat(),
+                "encryption": encryption,
+                "block_size": codec.BLOCK_SIZE,
+                "compression": "zstd",
+                "compression_level": level,
+            }
+            master = None
+            if encryption != "none":
+                assert secret is not None
+                (path / "keys").mkdir(mode=0o700)
+                master = os.urandom(32)
+                keys.write_slot(
+                    path / "keys", keys.make_slot(master, secret, repo_id, "passphrase")
+                )
+            write_atomic(path / "config", json.dumps(config, indent=1).encode() + b"\n")
+        except OSError as e:
+            raise_no_space(e, path)
+            raise HourglassError(f"Cannot create a repository in {path}: {e.strerror}.") from e
+        return cls(path, config, keys.Keys(master), None)
+
+    @classmethod
+    def open(cls, path: str | Path, passphrase: PassphraseSource = None) -> Repository:
+        """Open ``path``; ``passphrase`` (a string or a function asking for it) if encrypted."""
+        path = Path(path)
+        config = read_config(path)
+        if config["encryption"] == "none":
+            return cls(path, config, keys.Keys(None), None)
+        secret = _resolve(passphrase)
+        if not secret:
+            raise UsageError("This repository is encrypted: a passphrase is needed.")
+        master, slot = keys.unlock(path / "keys", secret, config["id"])
+        return cls(path, config, keys.Keys(master), slot)
+
+    @property
+    def encrypted(self) -> bool:
+        return self.keys.encrypted
+
+    # --- chunks -----------------------------------------------------------------------------
+
+    def chunk_path(self, chunk_id: bytes) -> Path:
+        h = chunk_id.hex()
+        return self.path / "chunks" / h[:2] / h[2:4] / h
+
+    def has_chunk(self, chunk_id: bytes) -> bool:
+        return os.path.exists(self.chunk_path(chunk_id))
+
+    def write_chunk(self, chunk_id: bytes, data: bytes) -> bool:
+        """Store an encoded chunk durably; False if it was already there."""
+        final = self.chunk_path(chunk_id)
+        if final.exists():
+            return False
+        tmp = self.path / "tmp" / f"c-{secrets.token_hex(8)}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                write_all(fd, data)
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.rename(tmp, final)
+            except FileNotFoundError:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(tmp, final)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise_no_space(e, final)
+            raise HourglassError(f"Cannot write {final}: {e.strerror}.") from e
+        return True
+
+    def read_chunk_file(self, chunk_id: bytes) -> bytes:
+        """The raw chunk file (from trash if gc set it aside); IntegrityError if missing."""
+        path = self.chunk_path(chunk_id)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            for batch in self._trash_batches():
+                candidate = batch / path.relative_to(self.path / "chunks")
+                with contextlib.suppress(FileNotFoundError):
+                    return candidate.read_bytes()
+            raise IntegrityError(
+                f"Chunk {chunk_id.hex()} is missing from the repository."
+            ) from None
+        except OSError as e:
+            raise IntegrityError(f"Chunk {chunk_id.hex()} cannot be read: {e.strerror}.") from e
+
+    def read_chunk(self, chunk_id: bytes) -> bytes:
+        """The plaintext of a chunk, authenticated."""
+        return codec.decode_chunk(chunk_id, self.read_chunk_file(chunk_id), self.keys)
+
+    def encode_chunk(self, chunk_id: bytes, plaintext: bytes | bytearray | memoryview) -> bytes:
+        return codec.encode_chunk(chunk_id, plaintext, self.keys, self.level)
+
+    def sync_chunk_dirs(self) -> None:
+        """fsync every chunk directory (the batched directory fsync of the write order)."""
+        root = self.path / "chunks"
+        for top in os.scandir(root):
+            if top.is_dir():
+                for sub in os.scandir(top.path):
+                    fsync_dir(Path(sub.path))
+        fsync_dir(root)
+
+    def iter_chunk_files(self) -> Iterator[os.DirEntry[str]]:
+        """Every chunk file under chunks/ (no order)."""
+        root = self.path / "chunks"
+        for top in os.scandir(root):
+            if not top.is_dir():
+                continue
+            for sub in os.scandir(top.path):
+                if not sub.is_dir():
+                    continue
+                for entry in os.scandir(sub.path):
+                    if len(entry.name) == 64:
+                        yield entry
+
+    def _trash_batches(self) -> list[Path]:
+        trash = self.path / "trash"
+        try:
+            return sorted(p for p in trash.iterdir() if p.is_dir())
+        except FileNotFoundError:
+            return []
+
+    # --- indexes ----------------------------------------------------------------------------
+
+    def index_path(self, snapshot_id: str, image: str) -> Path:
+        return self.path / "indexes" / snapshot_id / f"{image}.idx"
+
+    def write_index(self, snapshot_id: str, image: str, ids: bytes | bytearray, size: int) -> str:
+        """Store an image's index; returns its MAC for the manifest."""
+        data = codec.encode_index(ids, size, self.block_size)
+        path = self.index_path(snapshot_id, image)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, data, tmp_dir=self.path / "tmp")
+        return self.keys.mac(data).hex()
+
+    def load_index(self, snapshot: Snapshot, image: str) -> bytes:
+        """The chunk ids of one image, authenticated against the manifest."""
+        meta = snapshot.image(image)
+        path = self.index_path(snapshot.id, image)
+        name = f"index of snapshot {snapshot.id[:12]} image {image}"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise IntegrityError(f"The {name} is missing ({path}).") from None
+        except OSError as e:
+            raise IntegrityError(f"The {name} cannot be read: {e.strerror}.") from e
+        if self.keys.mac(data).hex() != meta["index_mac"]:
+            raise IntegrityError(f"The {name} is damaged or altered (checksum mismatch).")
+        block_size, size, ids = codec.decode_index(data, name=name)
+        if size != meta["size"] or block_size != self.block_size:
+            raise IntegrityError(f"The {name} does not match its manifest.")
+        return ids
+
+    # --- snapshots --------------------------------------------------------------------------
+
+    def snapshot_ids(self) -> list[str]:
+        try:
+            names = os.listdir(self.path / "snapshots")
+        except FileNotFoundError:
+            raise RepositoryNotFound(f"{self.path} is not a repository any more.") from None
+        return sorted(
+            n[:-5] for n in names if n.endswith(".snap") and len(n) == 37 and _is_hex(n[:-5])
+        )
+
+    def load_snapshot(self, snapshot_id: str) -> Snapshot:
+        path = self.path / "snapshots" / f"{snapshot_id}.snap"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise SnapshotNotFound(f"Snapshot {snapshot_id} does not exist.") from None
+        return Snapshot(codec.decode_manifest(data, self.keys, self.id, snapshot_id))
+
+    def snapshots(
+        self, *, on_damage: Callable[[str, HourglassError], None] | None = None
+    ) -> list[Snapshot]:
+        """Every snapshot, oldest first. Damaged manifests raise unless ``on_damage`` is given."""
+        result = []
+        for snapshot_id in self.snapshot_ids():
+            try:
+                result.append(self.load_snapshot(snapshot_id))
+            except SnapshotNotFound:
+                continue  # forgotten while we listed
+            except (FormatError, IntegrityError) as e:
+                if on_damage is None:
+                    raise
+                on_damage(snapshot_id, e)
+        result.sort(key=lambda s: (s.time, s.id))
+        return result
+
+    def commit_snapshot(self, manifest: dict[str, Any]) -> Snapshot:
+        """Write the manifest: the commit point of a backup."""
+        data = codec.encode_manifest(manifest, self.keys, self.id)
+        path = self.path / "snapshots" / f"{manifest['id']}.snap"
+        write_atomic(path, data, tmp_dir=self.path / "tmp")
+        return Snapshot(manifest)
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        """Remove a snapshot: the manifest first (the commit point), then its indexes."""
+        path = self.path / "snapshots" / f"{snapshot_id}.snap"
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        fsync_dir(path.parent)
+        shutil.rmtree(self.path / "indexes" / snapshot_id, ignore_errors=True)
+
+    def new_snapshot_id(self) -> str:
+        return secrets.token_hex(16)
+
+    # --- leases -----------------------------------------------------------------------------
+
+    def writer(self) -> contextlib.AbstractContextManager[float]:
+        return leases.hold(self.path / "leases", "writer")
+
+    def reader(self) -> contextlib.AbstractContextManager[float]:
+        return leases.hold(self.path / "leases", "reader")
+
+    # --- keys -------------------------------------------------------------------------------
+
+    def add_key(self, secret: str, kind: str = "passphrase") -> str:
+        """Add a key slot opened by ``secret``; returns the slot name."""
+        if not self.encrypted or self.keys.master is None:
+            raise UsageError("This repository is not encrypted: it has no keys.")
+        slot = keys.make_slot(self.keys.master, secret, self.id, kind)
+        keys.write_slot(self.path / "keys", slot)
+        return str(slot["slot"])
+
+    def change_key(self, new_secret: str) -> str:
+        """Replace the slot that opened the repository with one for ``new_secret``."""
+        old = self.unlocked_slot
+        new = self.add_key(new_secret)
+        if old is not None:
+            (self.path / "keys" / f"{old}.key").unlink(missing_ok=True)
+            fsync_dir(self.path / "keys")
+        self.unlocked_slot = new
+        return new
+
+    def key_slots(self) -> list[dict[str, Any]]:
+        result = []
+        for path in sorted((self.path / "keys").glob("*.key")):
+            try:
+                slot = keys.parse_slot(path.read_bytes())
+            except FormatError:
+                continue
+            result.append({"slot": slot["slot"], "kind": slot["kind"]})
+        return result
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The repository's config; clear errors for a missing, foreign or newer repository."""
+    config_path = path / "config"
+    if not path.exists():
+        raise RepositoryNotFound(f"There is no repository at {path}: the path does not exist.")
+    try:
+        raw = config_path.read_bytes()
+    except FileNotFoundError:
+        raise RepositoryNotFound(
+            f"There is no repository at {path}.", "Create one with: hourglass init " + str(path)
+        ) from None
+    except OSError as e:
+        raise RepositoryNotFound(f"Cannot read {config_path}: {e.strerror}.") from e
+    try:
+        config = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise FormatError(f"{config_path} is damaged: not valid JSON.") from None
+    if not isinstance(config, dict) or not isinstance(config.get("format"), int):
+        raise FormatError(f"{config_path} is damaged: no format version.")
+    if config["format"] > FORMAT_VERSION:
+        raise RepositoryTooNew(
+            f"The repository at {path} has format {config['format']}; this Hourglass reads "
+            f"format {FORMAT_VERSION} and older.",
+            "Use a newer Hourglass release.",
+        )
+    if config.get("encryption") not in ENCRYPTIONS:
+        raise FormatError(f"{config_path} names an unknown encryption.")
+    if not isinstance(config.get("id"), str) or not _is_hex(config["id"]):
+        raise FormatError(f"{config_path} has no valid repository id.")
+    if config.get("block_size") != codec.BLOCK_SIZE:
+        raise FormatError(f"{config_path} names an unsupported block size.")
+    level = config.get("compression_level", DEFAULT_LEVEL)
+    if not isinstance(level, int) or not -7 <= level <= 22:
+        raise FormatError(f"{config_path} names an invalid compression level.")
+    return config
+
+
+def is_repository(path: Path) -> bool:
+    """Cheap test used by discovery: does ``path`` look like a repository?"""
+    try:
+        read_config(path)
+    except HourglassError:
+        return False
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EIO):
+            return False
+        raise
+    return True
+
+
+def _resolve(passphrase: PassphraseSource) -> str | None:
+    return passphrase() if callable(passphrase) else passphrase
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text) and len(text) > 0

@@ -1,0 +1,233 @@
+"""Verify: every manifest, index and chunk a snapshot needs is there and intact.
+
+By default the structure is checked (manifests authenticate, indexes match their manifests,
+every referenced chunk file exists). With ``read_data`` every referenced chunk is read,
+authenticated, decompressed and re-hashed, in ascending id order; with a time budget the run
+stops when the time is up and the next run continues after the last chunk it checked.
+Damage is reported as the snapshots, images and byte ranges it breaks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from imaging.errors import HourglassError
+from imaging.progress import Meter, ProgressCallback, no_progress
+from imaging.repository import codec
+from imaging.repository.fsutil import write_atomic
+from imaging.repository.store import Repository, Snapshot
+from imaging.units import human_size, local_now
+
+
+@dataclass
+class Damage:
+    """One damaged thing and what it breaks."""
+
+    what: str
+    reason: str
+    affects: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        text = f"{self.what}: {self.reason}"
+        if self.affects:
+            shown = self.affects[:8]
+            more = f" and {len(self.affects) - 8} more" if len(self.affects) > 8 else ""
+            text += "\n    breaks " + "\n    breaks ".join(shown) + more
+        return text
+
+
+@dataclass
+class VerifyReport:
+    snapshots: int = 0
+    chunks: int = 0
+    checked: int = 0
+    checked_bytes: int = 0
+    complete: bool = True
+    resumed: bool = False
+    damage: list[Damage] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.damage
+
+
+def _ranges(
+    ids: bytes, wanted: set[bytes], block_size: int, size: int
+) -> Iterator[tuple[bytes, int, int]]:
+    for i in range(0, len(ids), 32):
+        chunk_id = ids[i : i + 32]
+        if chunk_id in wanted:
+            start = (i // 32) * block_size
+            yield chunk_id, start, min(block_size, size - start)
+
+
+def _describe(snapshot: Snapshot, image: dict[str, Any], start: int, length: int) -> str:
+    return (
+        f"snapshot {snapshot.id[:12]} ({snapshot.time.strftime('%Y-%m-%d %H:%M:%S')}, "
+        f"{snapshot.source}) image {image['name']} bytes {start}-{start + length - 1}"
+    )
+
+
+def verify(
+    repo: Repository,
+    selected: list[Snapshot] | None = None,
+    *,
+    read_data: bool = False,
+    max_time: float | None = None,
+    scope: str = "*",
+    progress: ProgressCallback = no_progress,
+) -> VerifyReport:
+    """Check ``selected`` snapshots (all when None); see the module docstring."""
+    report = VerifyReport()
+    snapshots = selected
+    if snapshots is None:
+        snapshots = repo.snapshots(
+            on_damage=lambda sid, e: report.damage.append(
+                Damage(f"snapshot {sid}", e.message, [f"snapshot {sid} (all of it)"])
+            )
+        )
+    report.snapshots = len(snapshots)
+    # Which chunk ids are referenced, and the indexes needed to map damage back to snapshots.
+    indexes: list[tuple[Snapshot, dict[str, Any], bytes]] = []
+    referenced: set[bytes] = set()
+    for snapshot in snapshots:
+        for image in snapshot.images:
+            try:
+                ids = repo.load_index(snapshot, image["name"])
+            except HourglassError as e:
+                report.damage.append(
+                    Damage(
+                        f"index {snapshot.id[:12]}/{image['name']}",
+                        e.message,
+                        [_describe(snapshot, image, 0, int(image["size"]))],
+                    )
+                )
+                continue
+            indexes.append((snapshot, image, ids))
+            for i in range(0, len(ids), 32):
+                referenced.add(ids[i : i + 32])
+    referenced.discard(codec.ZERO_ID)
+    referenced.discard(codec.UNUSED_ID)
+    report.chunks = len(referenced)
+
+    bad: dict[bytes, str] = {}
+    if read_data:
+        _read_data(repo, sorted(referenced), report, bad, max_time, scope, progress)
+    else:
+        meter = Meter("verify", len(referenced), progress)
+        for chunk_id in referenced:
+            path = repo.chunk_path(chunk_id)
+            try:
+                size = path.stat().st_size
+                if size < codec.CHUNK_HEADER.size + codec.TRAILER_SIZE:
+                    bad[chunk_id] = f"truncated ({size} bytes)"
+            except FileNotFoundError:
+                try:
+                    repo.read_chunk_file(chunk_id)  # also looks in trash
+                except HourglassError:
+                    bad[chunk_id] = "missing"
+            report.checked += 1
+            meter.add(1)
+        meter.finish()
+
+    if bad:
+        wanted = set(bad)
+        affects: dict[bytes, list[str]] = {chunk_id: [] for chunk_id in bad}
+        for snapshot, image, ids in indexes:
+            for chunk_id, start, length in _ranges(
+                ids, wanted, repo.block_size, int(image["size"])
+            ):
+                affects[chunk_id].append(_describe(snapshot, image, start, length))
+        for chunk_id, reason in sorted(bad.items()):
+            report.damage.append(Damage(f"chunk {chunk_id.hex()}", reason, affects[chunk_id]))
+    return report
+
+
+def _state_path(repo: Repository) -> str:
+    return str(repo.path / "verify" / "state.json")
+
+
+def _load_state(repo: Repository, scope: str) -> bytes | None:
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        with open(_state_path(repo), "rb") as f:
+            state = json.load(f)
+        if state["scope"] == scope:
+            return bytes.fromhex(state["cursor"])
+    return None
+
+
+def _save_state(repo: Repository, scope: str, cursor: bytes | None) -> None:
+    path = repo.path / "verify" / "state.json"
+    if cursor is None:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(exist_ok=True)
+    state = {"scope": scope, "cursor": cursor.hex(), "saved": local_now().isoformat()}
+    write_atomic(path, json.dumps(state).encode())
+
+
+def _check_chunk(repo: Repository, chunk_id: bytes) -> tuple[int, str | None]:
+    try:
+        data = repo.read_chunk_file(chunk_id)
+    except HourglassError as e:
+        return 0, "missing" if "missing" in e.message else e.message
+    try:
+        plaintext = codec.decode_chunk(chunk_id, data, repo.keys)
+    except HourglassError as e:
+        return len(data), e.message.replace(f"chunk {chunk_id.hex()} ", "")
+    return len(plaintext), None
+
+
+def _read_data(
+    repo: Repository,
+    ordered: list[bytes],
+    report: VerifyReport,
+    bad: dict[bytes, str],
+    max_time: float | None,
+    scope: str,
+    progress: ProgressCallback,
+) -> None:
+    cursor = _load_state(repo, scope) if max_time is not None else None
+    if cursor is not None:
+        report.resumed = True
+        ordered = [c for c in ordered if c > cursor]
+    deadline = time.monotonic() + max_time if max_time is not None else None
+    meter = Meter("verify", len(ordered), progress)
+    last: bytes | None = None
+    workers = max(2, os.cpu_count() or 2)
+    with ThreadPoolExecutor(workers, thread_name_prefix="verify") as pool:
+        window: list[tuple[bytes, object]] = []
+        position = 0
+        while position < len(ordered) or window:
+            out_of_time = deadline is not None and time.monotonic() >= deadline
+            while not out_of_time and position < len(ordered) and len(window) < 2 * workers:
+                chunk_id = ordered[position]
+                window.append((chunk_id, pool.submit(_check_chunk, repo, chunk_id)))
+                position += 1
+            if not window:
+                break
+            chunk_id, future = window.pop(0)
+            size, problem = future.result()  # type: ignore[attr-defined]
+            if problem is not None:
+                bad[chunk_id] = problem
+            report.checked += 1
+            report.checked_bytes += size
+            last = chunk_id
+            meter.add(1)
+        if position < len(ordered):
+            report.complete = False
+    meter.finish()
+    if max_time is not None:
+        _save_state(repo, scope, last if not report.complete else None)
+
+
+def summary_line(report: VerifyReport) -> str:
+    done = f"{report.checked} of {report.chunks} chunks ({human_size(report.checked_bytes)})"
+    return f"{report.snapshots} snapshot(s), {done} checked"

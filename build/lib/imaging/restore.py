@@ -1,0 +1,386 @@
+"""Restore: write a snapshot's images back to a file or block device, then verify them.
+
+Workers fetch, authenticate, decompress and write chunks with large aligned ``pwrite``s in
+parallel; all-zero blocks become holes in a file or a zero-out request on a block device, and
+blocks the filesystem does not use are not written at all. After writing, the target is
+flushed, dropped from the page cache and read back: each block must hash to its chunk id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import struct
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imaging.backup import device_size, is_block_device
+from imaging.errors import Cancelled, HourglassError, IntegrityError, TargetTooSmall
+from imaging.progress import Meter, ProgressCallback, no_progress
+from imaging.repository import codec
+from imaging.repository.store import Repository, Snapshot
+from imaging.units import decimal_size, human_size
+
+BLKZEROOUT = 0x127F
+BLKFLSBUF = 0x1261
+
+
+@dataclass
+class RestoreOptions:
+    verify: bool = True
+    ignore_damage: bool = False
+    workers: int = 0
+    cancel: threading.Event | None = None
+
+
+@dataclass
+class DamagedRange:
+    image: str
+    start: int
+    length: int
+    reason: str
+
+    def describe(self) -> str:
+        return (
+            f"{self.image}: bytes {self.start}-{self.start + self.length - 1} "
+            f"({human_size(self.length)}) filled with zeros: {self.reason}"
+        )
+
+
+@dataclass
+class RestoreResult:
+    snapshot: Snapshot
+    target: str
+    written: int = 0
+    verified: bool = False
+    damaged: list[DamagedRange] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ImageTarget:
+    """Where one image goes: ``path`` opened for writing, at byte ``offset``."""
+
+    image: str
+    path: str
+    offset: int = 0
+    create: bool = False  # a file target: create or empty it and size it to the image
+
+
+def open_target(target: ImageTarget, size: int) -> int:
+    """Open a restore target for writing; a block device exclusively (it fails if mounted),
+    a file to be created is emptied and sized so zero blocks stay holes."""
+    if is_block_device(target.path):
+        return os.open(target.path, os.O_WRONLY | os.O_EXCL)
+    if not target.create:
+        return os.open(target.path, os.O_WRONLY)
+    fd = os.open(target.path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.ftruncate(fd, 0)
+    os.ftruncate(fd, size)
+    return fd
+
+
+def check_target_size(target: str, needed: int) -> None:
+    """:class:`TargetTooSmall` naming the size needed when ``target`` cannot hold it."""
+    if not os.path.exists(target) or not is_block_device(target):
+        return
+    have = device_size(target)
+    if have < needed:
+        raise TargetTooSmall(
+            f"{target} ({decimal_size(have)}, {have} bytes) is smaller than the image needs "
+            f"({decimal_size(needed)}, {needed} bytes).",
+            "Choose a larger disk or restore single partitions.",
+        )
+
+
+def _zero_out(fd: int, block_device: bool, offset: int, length: int, zero: bytes) -> None:
+    if block_device:
+        try:
+            fcntl.ioctl(fd, BLKZEROOUT, struct.pack("QQ", offset, length))
+            return
+        except OSError:
+            pass
+    pos = 0
+    while pos < length:
+        n = min(len(zero), length - pos)
+        os.pwrite(fd, zero[:n], offset + pos)
+        pos += n
+
+
+def _write_all_at(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+class _Writer:
+    def __init__(self, repo: Repository, options: RestoreOptions, meter: Meter) -> None:
+        self.repo = repo
+        self.options = options
+        self.meter = meter
+        self.workers = options.workers or max(2, os.cpu_count() or 2)
+        self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="restore")
+        self.zero = bytes(repo.block_size)
+        self.damaged: list[DamagedRange] = []
+        self.lock = threading.Lock()
+
+    def check(self) -> None:
+        if self.options.cancel is not None and self.options.cancel.is_set():
+            raise Cancelled("The restore was cancelled; the target holds a partial image.")
+
+    def write_image(
+        self, snapshot: Snapshot, image: str, fd: int, offset: int, block_device: bool
+    ) -> int:
+        meta = snapshot.image(image)
+        ids = self.repo.load_index(snapshot, image)
+        size = int(meta["size"])
+        bs = self.repo.block_size
+        futures: list[Future[None]] = []
+        zero_run: list[int] = []  # [start, length] of pending zero blocks, coalesced
+
+        def flush_zero() -> None:
+            if zero_run:
+                _zero_out(fd, block_device, offset + zero_run[0], zero_run[1], self.zero)
+                zero_run.clear()
+
+        written = 0
+        for block in range(len(ids) // 32):
+            self.check()
+            chunk_id = ids[block * 32 : block * 32 + 32]
+            start = block * bs
+            length = min(bs, size - start)
+            if chunk_id == codec.UNUSED_ID:
+                self.meter.add(length)
+                continue
+            if chunk_id == codec.ZERO_ID:
+                if block_device:
+                    if zero_run and zero_run[0] + zero_run[1] == start:
+                        zero_run[1] += length
+                    else:
+                        flush_zero()
+                        zero_run.extend([start, length])
+                self.meter.add(length)
+                continue
+            flush_zero()
+            futures.append(
+                self.executor.submit(self._block, image, chunk_id, fd, offset, start, length)
+            )
+            written += length
+            if len(futures) > 3 * self.workers:
+                futures = _reap(futures, wait_one=True)
+        flush_zero()
+        for f in futures:
+            f.result()
+        return written
+
+    def _block(
+        self, image: str, chunk_id: bytes, fd: int, offset: int, start: int, length: int
+    ) -> None:
+        try:
+            data = self.repo.read_chunk(chunk_id)
+            if len(data) != length:
+                raise IntegrityError(
+                    f"Chunk {chunk_id.hex()} holds {len(data)} bytes where {image} needs {length}."
+                )
+        except IntegrityError as e:
+            if not self.options.ignore_damage:
+                raise IntegrityError(
+                    f"{e.message} It holds bytes {start}-{start + length - 1} of {image}.",
+                    "Run `hourglass verify --read-data` for the full damage report, or restore "
+                    "with --ignore-damage to write zeros there and keep going.",
+                ) from None
+            with self.lock:
+                self.damaged.append(DamagedRange(image, start, length, e.message))
+            data = self.zero[:length]
+        _write_all_at(fd, data, offset + start)
+        self.meter.add(length, new_bytes=length)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _reap(futures: list[Future[None]], *, wait_one: bool) -> list[Future[None]]:
+    if wait_one:
+        futures[0].result()
+    pending = []
+    for f in futures:
+        if f.done():
+            f.result()
+        else:
+            pending.append(f)
+    return pending
+
+
+def restore_images(
+    repo: Repository,
+    snapshot: Snapshot,
+    targets: list[ImageTarget],
+    *,
+    progress: ProgressCallback = no_progress,
+    options: RestoreOptions | None = None,
+    result: RestoreResult | None = None,
+) -> RestoreResult:
+    """Write each image to its target, then (by default) read it back and compare."""
+    options = options or RestoreOptions()
+    result = result or RestoreResult(snapshot=snapshot, target=targets[0].path if targets else "")
+    total = sum(int(snapshot.image(t.image)["size"]) for t in targets)
+    meter = Meter("restore", total, progress)
+    with repo.reader():
+        writer = _Writer(repo, options, meter)
+        try:
+            for target in targets:
+                meter.set_item(target.image)
+                block_device = is_block_device(target.path)
+                size = int(snapshot.image(target.image)["size"])
+                try:
+                    fd = open_target(target, size)
+                except OSError as e:
+                    raise HourglassError(
+                        f"Cannot open {target.path} for writing: {e.strerror}."
+                    ) from e
+                try:
+                    result.written += writer.write_image(
+                        snapshot, target.image, fd, target.offset, block_device
+                    )
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except KeyboardInterrupt:
+            raise Cancelled(
+                "The restore was interrupted; the target holds a partial image."
+            ) from None
+        finally:
+            writer.close()
+        result.damaged.extend(writer.damaged)
+        meter.finish()
+        if options.verify:
+            verify_written(
+                repo, snapshot, targets, progress=progress, options=options, result=result
+            )
+    return result
+
+
+def verify_written(
+    repo: Repository,
+    snapshot: Snapshot,
+    targets: list[ImageTarget],
+    *,
+    progress: ProgressCallback = no_progress,
+    options: RestoreOptions | None = None,
+    result: RestoreResult,
+) -> None:
+    """Read back what was written (bypassing the page cache) and compare with the chunk ids."""
+    options = options or RestoreOptions()
+    damaged = {(d.image, d.start) for d in result.damaged}
+    bs = repo.block_size
+    total = sum(int(snapshot.image(t.image)["size"]) for t in targets)
+    meter = Meter("verify", total, progress)
+    mismatches: list[str] = []
+    for target in targets:
+        ids = repo.load_index(snapshot, target.image)
+        size = int(snapshot.image(target.image)["size"])
+        fd = os.open(target.path, os.O_RDONLY)
+        try:
+            _drop_cache(fd)
+            with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool:
+                jobs = []
+                for block in range(len(ids) // 32):
+                    chunk_id = ids[block * 32 : block * 32 + 32]
+                    start = block * bs
+                    length = min(bs, size - start)
+                    if chunk_id == codec.UNUSED_ID or (target.image, start) in damaged:
+                        meter.add(length)
+                        continue
+                    jobs.append(
+                        (
+                            pool.submit(
+                                _compare, repo, fd, target.offset + start, length, chunk_id
+                            ),
+                            start,
+                            length,
+                        )
+                    )
+                    while len(jobs) > 8 or (jobs and block == len(ids) // 32 - 1):
+                        job, job_start, job_length = jobs.pop(0)
+                        if not job.result():
+                            mismatches.append(f"{target.image} at byte {job_start}")
+                        meter.add(job_length)
+                for job, job_start, job_length in jobs:
+                    if not job.result():
+                        mismatches.append(f"{target.image} at byte {job_start}")
+                    meter.add(job_length)
+        finally:
+            os.close(fd)
+    meter.finish()
+    if mismatches:
+        raise IntegrityError(
+            f"Verification of {result.target} failed: what was written differs from the snapshot "
+            f"in {len(mismatches)} block(s): {', '.join(mismatches[:5])}.",
+            "The target disk may be failing.",
+        )
+    result.verified = True
+
+
+def _drop_cache(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    with contextlib.suppress(OSError):
+        fcntl.ioctl(fd, BLKFLSBUF)
+
+
+_buffers = threading.local()
+
+
+def _compare(repo: Repository, fd: int, offset: int, length: int, chunk_id: bytes) -> bool:
+    """True when the ``length`` bytes at ``offset`` hash to ``chunk_id``."""
+    buf: bytearray | None = getattr(_buffers, "buf", None)
+    if buf is None or len(buf) < length:
+        buf = _buffers.buf = bytearray(max(length, repo.block_size))
+    with memoryview(buf)[:length] as view:
+        done = 0
+        while done < length:
+            n = os.preadv(fd, [view[done:]], offset + done)
+            if n == 0:
+                return False
+            done += n
+        if chunk_id == codec.ZERO_ID:
+            return codec.is_zero(buf if length == len(buf) else view)
+        return bool(repo.keys.chunk_id(view) == chunk_id)
+
+
+def restore_snapshot(
+    repo: Repository,
+    snapshot: Snapshot,
+    target: str | Path,
+    *,
+    progress: ProgressCallback = no_progress,
+    options: RestoreOptions | None = None,
+) -> RestoreResult:
+    """Restore a single-image snapshot (a partition or an image file) to ``target``."""
+    target = str(target)
+    images = snapshot.images
+    if len(images) != 1:
+        raise HourglassError(
+            f"Snapshot {snapshot.id[:12]} holds {len(images)} images (a whole disk).",
+            "Restore it to a disk, or name one partition as SNAPSHOT:N.",
+        )
+    check_target_size(target, int(images[0]["size"]))
+    result = RestoreResult(snapshot=snapshot, target=target)
+    return restore_images(
+        repo,
+        snapshot,
+        [ImageTarget(image=images[0]["name"], path=target, create=True)],
+        progress=progress,
+        options=options,
+        result=result,
+    )
+
+
+def iter_blocks(ids: bytes) -> Iterator[bytes]:
+    for i in range(0, len(ids), 32):
+        yield ids[i : i + 32]

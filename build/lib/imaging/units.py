@@ -1,0 +1,61 @@
+"""Sizes, durations and times as people read and type them."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from imaging.errors import UsageError
+
+_UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+
+
+def human_size(n: float) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    value = float(n)
+    for unit in _UNITS:
+        if abs(value) < 1024 or unit == _UNITS[-1]:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def decimal_size(n: float) -> str:
+    """Disk vendors' units: ``250059350016`` -> ``"250.1 GB"``."""
+    value = float(n)
+    for unit in ["B", "kB", "MB", "GB", "TB", "PB"]:
+        if abs(value) < 1000 or unit == "PB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
+_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(text: str) -> float:
+    """``"90s"``, ``"15m"``, ``"1h30m"`` or a bare number of seconds -> seconds."""
+    text = text.strip().lower()
+    pos, total = 0, 0.0
+    while pos < len(text):
+        m = _DURATION.match(text, pos)
+        if not m or m.end() == pos:
+            raise UsageError(f"Cannot read the duration {text!r}.", "Use e.g. 90s, 15m or 1h30m.")
+        total += float(m.group(1)) * _SECONDS[m.group(2)]
+        pos = m.end()
+    if not text:
+        raise UsageError("Empty duration.")
+    return total
+
+
+def human_duration(seconds: float) -> str:
+    whole = max(0, round(seconds))
+    h, rest = divmod(whole, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def local_now() -> datetime:
+    """The current local time with its UTC offset, to the second."""
+    return datetime.now().astimezone().replace(microsecond=0)

@@ -1,0 +1,1 @@
+"""The Hourglass recovery app (Textual). Calls the engine in worker threads."""
