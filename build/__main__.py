@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -30,14 +31,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     provision.add_argument("--disk", required=True, type=Path, help="disk (/dev/sdX) or image file")
     provision.add_argument("--fs", choices=["ext4", "exfat"], default="ext4", help="data partition")
     provision.add_argument(
-        "--encryption", choices=["aes-256-gcm", "none"], default="aes-256-gcm",
+        "--encryption",
+        choices=["aes-256-gcm", "none"],
+        default="aes-256-gcm",
         help="repository encryption; the passphrase comes from $HOURGLASS_PASSPHRASE or a prompt",
     )
     provision.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     provision.add_argument("--vendor", type=Path, help="vendor file (default: image/vendor.toml)")
 
     pxe = sub.add_parser("pxe-url", help="point a PXE bundle's boot configs at another address")
-    pxe.add_argument("--bundle", required=True, type=Path, help="the hourglass-<version>-pxe folder")
+    pxe.add_argument(
+        "--bundle", required=True, type=Path, help="the hourglass-<version>-pxe folder"
+    )
     pxe.add_argument("--url", required=True, help="where the bundle is served over HTTP")
     pxe.add_argument("--vendor", type=Path, help="vendor file (default: image/vendor.toml)")
 
@@ -60,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from build.vendor import load_vendor
 
         ctx = Context(vendor=load_vendor(args.vendor or default_vendor()))
+        # MIRROR and SECURITY_MIRROR: a local Debian mirror (for labs without the internet).
+        ctx.mirror = os.environ.get("MIRROR", ctx.mirror).rstrip("/")
+        ctx.security_mirror = os.environ.get("SECURITY_MIRROR", ctx.security_mirror).rstrip("/")
         if args.command == "image":
             from build.pipeline import build_image
 

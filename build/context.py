@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ def source_date_epoch(repository: Path) -> int:
     """SOURCE_DATE_EPOCH: from the environment, else the last commit, else now."""
     if os.environ.get("SOURCE_DATE_EPOCH", "").isdigit():
         return int(os.environ["SOURCE_DATE_EPOCH"])
-    if (repository / ".git").exists():
+    if (repository / ".git").exists() and shutil.which("git"):
         result = run(["git", "-C", repository, "log", "-1", "--format=%ct"], check=False)
         if result.returncode == 0 and result.stdout.strip().isdigit():
             return int(result.stdout.strip())

@@ -1,14 +1,14 @@
 """The appliance recipe: named steps run in order on one :class:`Context` (mkosi style).
 
-    check_host(ctx)          root, tools, boot loaders, the Debian mirror
-    bootstrap_rootfs(ctx)    mmdebstrap -> cached base root tarball
-    build_wheels(ctx)        the app and its dependencies as wheels, built on this host
-    install_app(ctx)         base root + venv /opt/hourglass from those wheels
-    configure_root(ctx)      overlay (units, network, consoles) and vendor settings
-    make_squashfs(ctx)       the root image, kernel and initrd
-    make_iso(ctx)            hybrid ISO: BIOS (ISOLINUX), UEFI and Secure Boot (shim, GRUB)
-    make_pxe_bundle(ctx)     PXELINUX, GRUB netboot with shim, iPXE, README
-    write_checksums(ctx)     SHA256SUMS
+check_host(ctx)          root, tools, boot loaders, the Debian mirror
+bootstrap_rootfs(ctx)    mmdebstrap -> cached base root tarball
+build_wheels(ctx)        the app and its dependencies as wheels, built on this host
+install_app(ctx)         base root + venv /opt/hourglass from those wheels
+configure_root(ctx)      overlay (units, network, consoles) and vendor settings
+make_squashfs(ctx)       the root image, kernel and initrd
+make_iso(ctx)            hybrid ISO: BIOS (ISOLINUX), UEFI and Secure Boot (shim, GRUB)
+make_pxe_bundle(ctx)     PXELINUX, GRUB netboot with shim, iPXE, README
+write_checksums(ctx)     SHA256SUMS
 """
 
 from __future__ import annotations
@@ -136,10 +136,10 @@ def build_image(ctx: Context, until: str | None = None) -> None:
 def packages(ctx: Context) -> list[str]:
     """The root's package list: image/packages.txt plus the vendor's extra packages."""
     names = []
-    for line in (ctx.image / "packages.txt").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            names.append(line)
+    for raw in (ctx.image / "packages.txt").read_text().splitlines():
+        name = raw.split("#", 1)[0].strip()
+        if name:
+            names.append(name)
     return sorted({*names, *ctx.vendor.packages})
 
 
@@ -172,9 +172,11 @@ def check_host(ctx: Context) -> None:
 def check_mirror(ctx: Context) -> None:
     """A clear error when the Debian mirror cannot be reached, before anything is built."""
     url = f"{ctx.mirror}/dists/{SUITE}/InRelease"
-    request = urllib.request.Request(url, method="HEAD")
+    if not url.startswith(("http://", "https://")):
+        raise MirrorUnreachable(f"The mirror {ctx.mirror} is not an http:// or https:// address.")
+    request = urllib.request.Request(url, method="HEAD")  # noqa: S310 (checked above)
     try:
-        with urllib.request.urlopen(request, timeout=20):
+        with urllib.request.urlopen(request, timeout=20):  # noqa: S310
             pass
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
@@ -224,7 +226,9 @@ def bootstrap_rootfs(ctx: Context) -> None:
     logfile = ctx.work / "mmdebstrap.log"
     log.info("    mmdebstrap: %d packages (log: %s)", len(packages(ctx)), logfile)
     with logfile.open("wb") as out:
-        returncode = spawn(argv, stdout=out.fileno(), stderr=subprocess.STDOUT, env=ctx.environment()).wait()
+        returncode = spawn(
+            argv, stdout=out.fileno(), stderr=subprocess.STDOUT, env=ctx.environment()
+        ).wait()
     if returncode != 0:
         partial.unlink(missing_ok=True)
         tail = logfile.read_text(errors="replace").strip().splitlines()[-15:]
@@ -239,7 +243,7 @@ def bootstrap_rootfs(ctx: Context) -> None:
 
 
 @step(
-    inputs=lambda ctx: app_sources(ctx),
+    inputs=app_sources,
     outputs=lambda ctx: [ctx.wheels],
 )
 def build_wheels(ctx: Context) -> None:
@@ -250,7 +254,15 @@ def build_wheels(ctx: Context) -> None:
     deps_stamp = ctx.wheels / ".dependencies"
     for old in ctx.wheels.glob("hourglass-*.whl"):
         old.unlink()
-    pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", ctx.wheels]
+    pip: list[str | Path] = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--quiet",
+        "--wheel-dir",
+        ctx.wheels,
+    ]
     if not deps_stamp.exists() or deps_stamp.read_text() != deps_key:
         run([*pip, ctx.repository], env=ctx.environment())
         deps_stamp.write_text(deps_key)
@@ -281,13 +293,25 @@ def install_app(ctx: Context) -> None:
             "--no-index",
             "--no-cache-dir",
             "--find-links",
-            "/tmp/hourglass-wheels",
+            "/tmp/hourglass-wheels",  # noqa: S108 (inside the image root, not this host)
             "hourglass",
         ],
         env=env,
     )
     # The appliance never installs anything at run time.
-    run(["chroot", ctx.root, "/opt/hourglass/bin/pip", "uninstall", "-y", "-q", "pip", "setuptools"], env=env)
+    run(
+        [
+            "chroot",
+            ctx.root,
+            "/opt/hourglass/bin/pip",
+            "uninstall",
+            "-y",
+            "-q",
+            "pip",
+            "setuptools",
+        ],
+        env=env,
+    )
     shutil.rmtree(staged)
     link = ctx.root / "usr" / "local" / "bin" / "hourglass"
     link.unlink(missing_ok=True)
@@ -343,7 +367,9 @@ def make_squashfs(ctx: Context) -> None:
     kernels = sorted(boot.glob("vmlinuz-*"))
     initrds = sorted(boot.glob("initrd.img-*"))
     if len(kernels) != 1 or len(initrds) != 1:
-        raise BuildError(f"Expected one kernel and one initrd in {boot}, found {kernels} {initrds}.")
+        raise BuildError(
+            f"Expected one kernel and one initrd in {boot}, found {kernels} {initrds}."
+        )
     shutil.copyfile(kernels[0], ctx.kernel)
     shutil.copyfile(initrds[0], ctx.initrd)
     partial = ctx.squashfs.with_suffix(".partial")
@@ -372,7 +398,6 @@ def make_squashfs(ctx: Context) -> None:
         os.utime(path, (ctx.epoch, ctx.epoch))
 
 
-
 def volume_id(ctx: Context) -> str:
     """ISO volume label: what `ls /dev/disk/by-label` shows; at most 32 characters."""
     return f"{ctx.vendor.slug}-{ctx.version}".upper().replace(".", "_").replace("-", "_")[:32]
@@ -389,8 +414,10 @@ def make_fat_image(ctx: Context, image: Path, files: dict[str, Path], size_mib: 
     """A FAT image holding ``files`` (path inside -> source), built without mounting."""
     image.unlink(missing_ok=True)
     volume = f"{ctx.epoch & 0xFFFFFFFF:08x}"
-    run(["mkfs.vfat", "-C", "-n", "HOURGLASS", "-i", volume, image, str(size_mib * 1024)],
-        env=ctx.environment())
+    run(
+        ["mkfs.vfat", "-C", "-n", "HOURGLASS", "-i", volume, image, str(size_mib * 1024)],
+        env=ctx.environment(),
+    )
     made: set[str] = set()
     for inside in sorted(files):
         parts = inside.strip("/").split("/")
@@ -399,11 +426,15 @@ def make_fat_image(ctx: Context, image: Path, files: dict[str, Path], size_mib: 
             if directory not in made:
                 run(["mmd", "-i", image, f"::/{directory}"], env=ctx.environment())
                 made.add(directory)
-        run(["mcopy", "-m", "-i", image, files[inside], f"::/{inside.strip('/')}"],
-            env=ctx.environment())
+        run(
+            ["mcopy", "-m", "-i", image, files[inside], f"::/{inside.strip('/')}"],
+            env=ctx.environment(),
+        )
 
 
-def render_menu(ctx: Context, template: str, *, base: str, kernel: str, initrd: str, where: str) -> str:
+def render_menu(
+    ctx: Context, template: str, *, base: str, kernel: str, initrd: str, where: str
+) -> str:
     entries = bootmenu.load_entries(ctx.image / "boot", ctx.vendor.name)
     return bootmenu.render(
         ctx.image / "boot" / template,
@@ -418,9 +449,12 @@ def render_menu(ctx: Context, template: str, *, base: str, kernel: str, initrd: 
 
 
 def write(path: Path, text: str, epoch: int) -> None:
+    """Replace ``path`` (never write through a hard link into another copy)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    os.utime(path, (epoch, epoch))
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.utime(partial, (epoch, epoch))
+    partial.replace(path)
 
 
 def link_or_copy(source: Path, destination: Path) -> None:
@@ -454,13 +488,21 @@ def make_iso(ctx: Context) -> None:
     for name in ("isolinux.bin", "ldlinux.c32", "menu.c32", "libutil.c32", "libcom32.c32"):
         staged_boot_file(ctx, name, tree / "isolinux" / name)
     isolinux = render_menu(
-        ctx, "isolinux.cfg.in", base="boot=live", kernel="/live/vmlinuz",
-        initrd="/live/initrd.img", where="ISO, BIOS",
+        ctx,
+        "isolinux.cfg.in",
+        base="boot=live",
+        kernel="/live/vmlinuz",
+        initrd="/live/initrd.img",
+        where="ISO, BIOS",
     )
     write(tree / "isolinux" / "isolinux.cfg", isolinux, ctx.epoch)
     grub = render_menu(
-        ctx, "grub.cfg.in", base="boot=live", kernel="/live/vmlinuz",
-        initrd="/live/initrd.img", where="ISO, UEFI",
+        ctx,
+        "grub.cfg.in",
+        base="boot=live",
+        kernel="/live/vmlinuz",
+        initrd="/live/initrd.img",
+        where="ISO, UEFI",
     )
     write(tree / "boot" / "grub" / "grub.cfg", grub, ctx.epoch)
     # The EFI system partition image: shim (signed by Microsoft) loads grubx64.efi (signed by
@@ -486,15 +528,33 @@ def make_iso(ctx: Context) -> None:
     partial.unlink(missing_ok=True)
     run(
         [
-            "xorriso", "-as", "mkisofs",
-            "-o", partial,
-            "-V", volume_id(ctx),
-            "-iso-level", "3", "-J", "-joliet-long", "-r",
-            "-isohybrid-mbr", BOOT_FILES["isohdpfx.bin"][0],
-            "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat",
-            "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table",
+            "xorriso",
+            "-as",
+            "mkisofs",
+            "-o",
+            partial,
+            "-V",
+            volume_id(ctx),
+            "-iso-level",
+            "3",
+            "-J",
+            "-joliet-long",
+            "-r",
+            "-isohybrid-mbr",
+            BOOT_FILES["isohdpfx.bin"][0],
+            "-b",
+            "isolinux/isolinux.bin",
+            "-c",
+            "isolinux/boot.cat",
+            "-no-emul-boot",
+            "-boot-load-size",
+            "4",
+            "-boot-info-table",
             "-eltorito-alt-boot",
-            "-e", "boot/grub/efi.img", "-no-emul-boot", "-isohybrid-gpt-basdat",
+            "-e",
+            "boot/grub/efi.img",
+            "-no-emul-boot",
+            "-isohybrid-gpt-basdat",
             tree,
         ],
         env=ctx.environment(),
@@ -516,18 +576,36 @@ def write_pxe_configs(ctx: Context, bundle: Path, url: str) -> None:
     base = f"boot=live fetch={url}/filesystem.squashfs"
     write(
         bundle / "pxelinux.cfg" / "default",
-        render_menu(ctx, "isolinux.cfg.in", base=base, kernel="vmlinuz",
-                    initrd="initrd.img", where="PXE, BIOS"),
+        render_menu(
+            ctx,
+            "isolinux.cfg.in",
+            base=base,
+            kernel="vmlinuz",
+            initrd="initrd.img",
+            where="PXE, BIOS",
+        ),
         ctx.epoch,
     )
-    grub = render_menu(ctx, "grub.cfg.in", base=base, kernel="$cmdpath/vmlinuz",
-                       initrd="$cmdpath/initrd.img", where="PXE, UEFI")
+    grub = render_menu(
+        ctx,
+        "grub.cfg.in",
+        base=base,
+        kernel="$cmdpath/vmlinuz",
+        initrd="$cmdpath/initrd.img",
+        where="PXE, UEFI",
+    )
     write(bundle / "grub" / "grub.cfg", grub, ctx.epoch)
     write(bundle / "grub.cfg", grub, ctx.epoch)
     write(
         bundle / "boot.ipxe",
-        render_menu(ctx, "boot.ipxe.in", base=base, kernel="vmlinuz",
-                    initrd="initrd.img", where="PXE, iPXE over HTTP"),
+        render_menu(
+            ctx,
+            "boot.ipxe.in",
+            base=base,
+            kernel="vmlinuz",
+            initrd="initrd.img",
+            where="PXE, iPXE over HTTP",
+        ),
         ctx.epoch,
     )
 
@@ -576,7 +654,10 @@ def make_pxe_bundle(ctx: Context) -> None:
     url = f"{ctx.vendor.pxe_url}/{ctx.pxe.name}"
     write_pxe_configs(ctx, partial, url)
     readme = Template((ctx.image / "pxe-README.md").read_text()).safe_substitute(
-        name=ctx.vendor.name, version=ctx.version, bundle=ctx.pxe.name, url=url,
+        name=ctx.vendor.name,
+        version=ctx.version,
+        bundle=ctx.pxe.name,
+        url=url,
         server=urllib.parse.urlsplit(url).hostname or "192.168.100.1",
     )
     write(partial / "README.md", readme, ctx.epoch)
@@ -599,7 +680,9 @@ def write_sums(directory: Path, output: Path, files: list[Path] | None = None) -
     if files is None:
         files = sorted(p for p in directory.rglob("*") if p.is_file() and p != output)
     lines = [f"{sha256(p)}  {p.relative_to(directory).as_posix()}\n" for p in files]
-    output.write_text("".join(lines))
+    partial = output.with_name(f".{output.name}.partial")
+    partial.write_text("".join(lines))
+    partial.replace(output)
 
 
 def write_checksums(ctx: Context) -> None:

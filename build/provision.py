@@ -25,7 +25,7 @@ from pathlib import Path
 
 from build.context import Context
 from build.errors import BuildError, NotRoot
-from build.pipeline import BOOT_FILES, render_menu, staged_boot_file, write
+from build.pipeline import render_menu, staged_boot_file, write
 from imaging.errors import Cancelled, UsageError
 from imaging.process import run
 
@@ -39,9 +39,10 @@ REPOSITORY_DIR = "hourglass"
 FILESYSTEMS = ("ext4", "exfat")
 # GRUB modules built into the BIOS core.img, so the ESP needs no i386-pc module folder.
 BIOS_GRUB_MODULES = (
-    "biosdisk part_gpt part_msdos fat ext2 search search_fs_file search_label configfile "
-    "normal linux echo test serial terminal sleep all_video gzio minicmd"
-).split()
+    "biosdisk", "part_gpt", "part_msdos", "fat", "ext2", "search", "search_fs_file",
+    "search_label", "configfile", "normal", "linux", "echo", "test", "serial", "terminal",
+    "sleep", "all_video", "gzio", "minicmd",
+)  # fmt: skip
 
 
 @dataclass
@@ -64,13 +65,22 @@ class DiskInfo:
 def disk_info(device: str) -> DiskInfo:
     """Model, serial, size and what is on the disk, from lsblk."""
     result = run(
-        ["lsblk", "--json", "--bytes", "-o", "NAME,PATH,SIZE,TYPE,MODEL,SERIAL,FSTYPE,LABEL,MOUNTPOINT", device]
+        [
+            "lsblk",
+            "--json",
+            "--bytes",
+            "-o",
+            "NAME,PATH,SIZE,TYPE,MODEL,SERIAL,FSTYPE,LABEL,MOUNTPOINT",
+            device,
+        ]
     )
     tree = json.loads(result.stdout)["blockdevices"][0]
     contents = []
     for child in tree.get("children", []):
         size = int(child["size"]) / 1e9
-        what = ", ".join(v for v in (child.get("fstype"), child.get("label")) if v) or "no file system"
+        what = (
+            ", ".join(v for v in (child.get("fstype"), child.get("label")) if v) or "no file system"
+        )
         mounted = f", mounted on {child['mountpoint']}" if child.get("mountpoint") else ""
         contents.append(f"{child['path']}: {size:.1f} GB, {what}{mounted}")
     return DiskInfo(
@@ -138,29 +148,38 @@ def provision(
 ) -> DiskInfo:
     """Erase ``target`` and make it a bootable backup drive with an empty repository."""
     if os.geteuid() != 0:
-        raise NotRoot("Provisioning a disk needs root.", "Run it as root, e.g. sudo make provision.")
+        raise NotRoot(
+            "Provisioning a disk needs root.", "Run it as root, e.g. sudo make provision."
+        )
     if filesystem not in FILESYSTEMS:
-        raise UsageError(f"Unknown file system {filesystem!r}; choose one of {', '.join(FILESYSTEMS)}.")
-    for needed in (ctx.kernel, ctx.initrd, ctx.squashfs):
-        if not needed.exists():
-            raise BuildError(f"{needed} is missing.", "Build the appliance first: make image.")
+        raise UsageError(
+            f"Unknown file system {filesystem!r}; choose one of {', '.join(FILESYSTEMS)}."
+        )
+    for built in (ctx.kernel, ctx.initrd, ctx.squashfs):
+        if not built.exists():
+            raise BuildError(f"{built} is missing.", "Build the appliance first: make image.")
     with block_device(target) as device:
         info = disk_info(device)
         busy = [p for p in partitions(device).values() if os.path.realpath(p) in mounted_devices()]
         if busy or os.path.realpath(device) in mounted_devices():
-            raise UsageError(f"{device} is in use (mounted: {', '.join(busy) or device}).",
-                             "Unmount it first.")
+            raise UsageError(
+                f"{device} is in use (mounted: {', '.join(busy) or device}).", "Unmount it first."
+            )
         needed = (ESP_MIB + 64) * MiB + ctx.squashfs.stat().st_size
         if info.size < needed:
-            raise UsageError(f"{device} is too small: {info.size / 2**30:.1f} GiB; "
-                             f"at least {needed / 2**30:.1f} GiB are needed.")
+            raise UsageError(
+                f"{device} is too small: {info.size / 2**30:.1f} GiB; "
+                f"at least {needed / 2**30:.1f} GiB are needed."
+            )
         if not yes:
             confirm(info, ask)
         log.info("==> provision %s", device)
         write_partition_table(device, filesystem)
         parts = partitions(device)
         if sorted(parts) != [1, 2, 3]:
-            raise BuildError(f"Expected partitions 1-3 on {device} after partitioning, found {parts}.")
+            raise BuildError(
+                f"Expected partitions 1-3 on {device} after partitioning, found {parts}."
+            )
         fill_esp(ctx, parts[2])
         install_bios_grub(ctx, device, first_lba=2048)
         make_data_partition(parts[3], filesystem, encryption, passphrase)
@@ -175,9 +194,15 @@ def write_partition_table(device: str, filesystem: str) -> None:
     run(
         [
             "sgdisk",
-            "--new=1:2048:+1M", "--typecode=1:EF02", "--change-name=1:BIOS boot",
-            f"--new=2:0:+{ESP_MIB}M", "--typecode=2:EF00", "--change-name=2:HOURGLASS-EFI",
-            "--new=3:0:0", f"--typecode=3:{data_type}", f"--change-name=3:{DATA_LABEL}",
+            "--new=1:2048:+1M",
+            "--typecode=1:EF02",
+            "--change-name=1:BIOS boot",
+            f"--new=2:0:+{ESP_MIB}M",
+            "--typecode=2:EF00",
+            "--change-name=2:HOURGLASS-EFI",
+            "--new=3:0:0",
+            f"--typecode=3:{data_type}",
+            f"--change-name=3:{DATA_LABEL}",
             device,
         ]
     )
@@ -195,8 +220,14 @@ def fill_esp(ctx: Context, esp: str) -> None:
         staging = Path(tmp)
         for name in ("shimx64.efi", "grubx64.efi", "mmx64.efi"):
             staged_boot_file(ctx, name, staging / name)
-        grub = render_menu(ctx, "grub.cfg.in", base="boot=live", kernel="/live/vmlinuz",
-                           initrd="/live/initrd.img", where="backup drive, UEFI and BIOS")
+        grub = render_menu(
+            ctx,
+            "grub.cfg.in",
+            base="boot=live",
+            kernel="/live/vmlinuz",
+            initrd="/live/initrd.img",
+            where="backup drive, UEFI and BIOS",
+        )
         write(staging / "grub.cfg", grub, ctx.epoch)
         write(staging / "info", f"{ctx.vendor.name} {ctx.version} amd64 backup drive\n", ctx.epoch)
         files = {
@@ -233,11 +264,27 @@ def install_bios_grub(ctx: Context, device: str, first_lba: int) -> None:
             "configfile $prefix/grub.cfg\n"
         )
         core_path = Path(tmp) / "core.img"
-        run(["grub-mkimage", "-O", "i386-pc", "-o", core_path, "-p", "/boot/grub", "-c", early,
-             "-d", grub_dir, *BIOS_GRUB_MODULES])
+        run(
+            [
+                "grub-mkimage",
+                "-O",
+                "i386-pc",
+                "-o",
+                core_path,
+                "-p",
+                "/boot/grub",
+                "-c",
+                early,
+                "-d",
+                grub_dir,
+                *BIOS_GRUB_MODULES,
+            ]
+        )
         core = bytearray(core_path.read_bytes())
     if len(core) > 1 * MiB:
-        raise BuildError(f"GRUB's core.img is {len(core)} bytes; the BIOS boot partition has 1 MiB.")
+        raise BuildError(
+            f"GRUB's core.img is {len(core)} bytes; the BIOS boot partition has 1 MiB."
+        )
     core += bytes(-len(core) % SECTOR)
     sectors = len(core) // SECTOR
     # diskboot.img's block list (the last 12 bytes of its sector): start, length, segment.
@@ -272,8 +319,9 @@ def make_data_partition(
             mount = ["mount.exfat-fuse", partition, mountpoint]
         run(mount)
         try:
-            Repository.init(Path(mountpoint) / REPOSITORY_DIR, encryption=encryption,
-                            passphrase=passphrase)
+            Repository.init(
+                Path(mountpoint) / REPOSITORY_DIR, encryption=encryption, passphrase=passphrase
+            )
         finally:
             run(["umount", mountpoint])
 
@@ -282,4 +330,7 @@ def exfat_in_kernel() -> bool:
     with contextlib.suppress(OSError):
         if "exfat" in Path("/proc/filesystems").read_text():
             return True
-    return shutil.which("modprobe") is not None and run(["modprobe", "exfat"], check=False).returncode == 0
+    return (
+        shutil.which("modprobe") is not None
+        and run(["modprobe", "exfat"], check=False).returncode == 0
+    )

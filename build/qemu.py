@@ -65,15 +65,24 @@ class Machine:
         machine = "q35,smm=on" if secure else "q35"
         argv = [
             which("qemu-system-x86_64"),
-            "-accel", "tcg",
-            "-machine", machine,
-            "-cpu", "max",
-            "-smp", str(self.cpus),
-            "-m", str(self.memory_mib),
-            "-display", "none",
-            "-vga", "std",
-            "-serial", serial,
-            "-monitor", "none",
+            "-accel",
+            "tcg",
+            "-machine",
+            machine,
+            "-cpu",
+            "max",
+            "-smp",
+            str(self.cpus),
+            "-m",
+            str(self.memory_mib),
+            "-display",
+            "none",
+            "-vga",
+            "std",
+            "-serial",
+            serial,
+            "-monitor",
+            "none",
             "-no-reboot",
         ]
         if self.firmware.startswith("uefi"):
@@ -87,8 +96,10 @@ class Machine:
             if secure:
                 argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
             argv += [
-                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
-                "-drive", f"if=pflash,format=raw,unit=1,file={variables}",
+                "-drive",
+                f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+                "-drive",
+                f"if=pflash,format=raw,unit=1,file={variables}",
             ]
         usb = any(d.kind == "usb" for d in self.drives)
         if usb:
@@ -112,7 +123,8 @@ class Machine:
             argv += [
                 "-netdev",
                 f"user,id=net0,tftp={self.netboot.tftp},bootfile={self.netboot.bootfile}",
-                "-device", "virtio-net-pci,netdev=net0,bootindex=0",
+                "-device",
+                "virtio-net-pci,netdev=net0,bootindex=0",
             ]
         elif self.network:
             argv += ["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0"]

@@ -93,9 +93,9 @@ SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
         "slug": ("slug", _pattern(SLUG, "lower-case letters, digits and '-' (file names)")),
     },
     "colours": {
-        "primary": ("primary", _pattern(COLOUR, "a colour like \"#2e7dd7\"")),
-        "accent": ("accent", _pattern(COLOUR, "a colour like \"#f2a900\"")),
-        "background": ("background", _pattern(COLOUR, "a colour like \"#10151c\"")),
+        "primary": ("primary", _pattern(COLOUR, 'a colour like "#2e7dd7"')),
+        "accent": ("accent", _pattern(COLOUR, 'a colour like "#f2a900"')),
+        "background": ("background", _pattern(COLOUR, 'a colour like "#10151c"')),
     },
     "defaults": {
         "language": ("language", _choice(LANGUAGES)),
@@ -162,7 +162,10 @@ def load_vendor(path: Path | None) -> Vendor:
             if key not in SCHEMA[table]:
                 known = ", ".join(SCHEMA[table])
                 raise VendorError(
-                    name, key_line(text, table, key), f"{table}.{key}", f"unknown key; known: {known}"
+                    name,
+                    key_line(text, table, key),
+                    f"{table}.{key}",
+                    f"unknown key; known: {known}",
                 )
             attribute, check = SCHEMA[table][key]
             try:
@@ -179,7 +182,9 @@ def _files(name: str, text: str, base: Path, entries: object) -> dict[str, str]:
     for dest, src in entries.items():
         line = key_line(text, "files", dest)
         if not dest.startswith("/") or ".." in Path(dest).parts:
-            raise VendorError(name, line, f"files.{dest}", "the destination must be an absolute path")
+            raise VendorError(
+                name, line, f"files.{dest}", "the destination must be an absolute path"
+            )
         if not isinstance(src, str):
             raise VendorError(name, line, f"files.{dest}", "the source must be a string")
         if not (base / src).is_file():
