@@ -38,6 +38,8 @@ log = logging.getLogger("build")
 
 MiB = 1024 * 1024
 ISO_LIMIT = 450 * MiB
+# The code of the cheap output steps is one of their inputs (a change rebuilds them).
+BUILD_CODE = (Path(__file__), Path(bootmenu.__file__))
 # Bump when the bootstrap recipe below changes in a way the inputs do not show.
 BOOTSTRAP_RECIPE = 1
 
@@ -472,7 +474,8 @@ def link_or_copy(source: Path, destination: Path) -> None:
         ctx.image / "boot",
         ctx.vendor.name,
         str(ctx.epoch),
-        *[str(p) for p, _ in BOOT_FILES.values()],
+        *[p for p, _ in BOOT_FILES.values()],
+        *BUILD_CODE,
     ],
     outputs=lambda ctx: [ctx.iso],
 )
@@ -638,6 +641,8 @@ PXE_FILES = {
         ctx.vendor.name,
         ctx.vendor.pxe_url,
         str(ctx.epoch),
+        *[p for p, _ in BOOT_FILES.values()],
+        *BUILD_CODE,
     ],
     outputs=lambda ctx: [ctx.pxe / "SHA256SUMS"],
 )

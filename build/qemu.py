@@ -120,11 +120,15 @@ class Machine:
             }[drive.kind]
             argv += ["-device", device + boot]
         if self.netboot:
+            # UEFI: OVMF's own network stack, not the iPXE option ROM, whose PXE emulation
+            # hands shim a wrongly sized grubx64.efi ("Malformed binary after Attribute
+            # Certificate Table"). BIOS: SeaBIOS needs the iPXE ROM to boot from the network.
+            rom = ",romfile=" if self.firmware.startswith("uefi") else ""
             argv += [
                 "-netdev",
                 f"user,id=net0,tftp={self.netboot.tftp},bootfile={self.netboot.bootfile}",
                 "-device",
-                "virtio-net-pci,netdev=net0,bootindex=0",
+                f"virtio-net-pci,netdev=net0,bootindex=0{rom}",
             ]
         elif self.network:
             argv += ["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0"]
