@@ -251,6 +251,18 @@ def bootstrap_rootfs(ctx: Context) -> None:
 def build_wheels(ctx: Context) -> None:
     """Wheels of the app and its dependencies, built here (Debian 12, CPython 3.11)."""
     ctx.wheels.mkdir(parents=True, exist_ok=True)
+    # setuptools writes build/lib and *.egg-info next to the sources: build from a copy, so
+    # nothing lands in the repository (least of all in build/, which is this package).
+    source = ctx.work / "app-source"
+    if source.exists():
+        shutil.rmtree(source)
+    source.mkdir(parents=True)
+    for path in app_sources(ctx):
+        if path.is_dir():
+            shutil.copytree(path, source / path.name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(path, source / path.name)
+    shutil.copy2(ctx.repository / "README.md", source / "README.md")
     pyproject = (ctx.repository / "pyproject.toml").read_bytes()
     deps_key = hashlib.sha256(pyproject).hexdigest()
     deps_stamp = ctx.wheels / ".dependencies"
@@ -266,10 +278,11 @@ def build_wheels(ctx: Context) -> None:
         ctx.wheels,
     ]
     if not deps_stamp.exists() or deps_stamp.read_text() != deps_key:
-        run([*pip, ctx.repository], env=ctx.environment())
+        run([*pip, source], env=ctx.environment())
         deps_stamp.write_text(deps_key)
     else:
-        run([*pip, "--no-deps", ctx.repository], env=ctx.environment())
+        run([*pip, "--no-deps", source], env=ctx.environment())
+    shutil.rmtree(source)
 
 
 @step(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,11 @@ def attached(image: Path) -> Iterator[str]:
         check=True,
     ).stdout.strip()
     try:
+        subprocess.run(["udevadm", "settle"], check=False)
+        for _ in range(50):  # the partition nodes appear a moment after losetup returns
+            if Path(f"{device}p3").exists():
+                break
+            time.sleep(0.2)
         yield device
     finally:
         subprocess.run(["losetup", "-d", device], check=False)
@@ -73,12 +79,15 @@ def test_provisioned_drive_layout_and_repository(backup_drive: Path, tmp_path: P
     ).stdout
     assert "EF02" in table and "EF00" in table and DATA_LABEL in table
     with attached(backup_drive) as device:
-        fstypes = subprocess.run(
-            ["blkid", "-o", "value", "-s", "TYPE", f"{device}p2", f"{device}p3"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
+        fstypes = [
+            subprocess.run(
+                ["blkid", "-p", "-o", "value", "-s", "TYPE", f"{device}p{number}"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            for number in (2, 3)
+        ]
         assert fstypes == ["vfat", "ext4"]
         files = subprocess.run(
             ["mdir", "-b", "-/", "-i", f"{device}p2", "::/"],

@@ -1,1 +1,0 @@
-"""The `hourglass` command line."""

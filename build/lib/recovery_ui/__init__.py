@@ -1,1 +1,0 @@
-"""The Hourglass recovery app (Textual). Calls the engine in worker threads."""
