@@ -19,7 +19,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -200,6 +199,7 @@ def check_mirror(ctx: Context) -> None:
         ctx.image / "bootstrap",
     ],
     outputs=lambda ctx: [base_tarball(ctx)],
+    keyed_outputs=True,
 )
 def bootstrap_rootfs(ctx: Context) -> None:
     """Debian 12 minbase with the package list, as a tarball cached by its inputs."""
@@ -239,9 +239,10 @@ def bootstrap_rootfs(ctx: Context) -> None:
             f"The whole log is in {logfile}. Nothing was built.",
         )
     partial.rename(target)
-    for old in ctx.cache.glob("rootfs-*.tar"):
-        if old != target and time.time() - old.stat().st_mtime > 0:
-            old.unlink()
+    # Keep the two newest bases (say, the default and one vendor's), drop older ones.
+    bases = sorted(ctx.cache.glob("rootfs-*.tar"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in bases[2:]:
+        old.unlink()
 
 
 @step(

@@ -121,6 +121,8 @@ def block_device(target: Path) -> Iterator[str]:
     if not target.is_file():
         raise UsageError(f"{target} is neither a disk nor a disk image file.")
     device = run(["losetup", "--show", "--find", "--partscan", target]).stdout.decode().strip()
+    # Some kernels do not scan GPT on loop devices themselves (no CONFIG_EFI_PARTITION).
+    run(["partx", "--update", device], check=False)
     try:
         yield device
     finally:
@@ -207,10 +209,8 @@ def write_partition_table(device: str, filesystem: str) -> None:
         ]
     )
     run(["partprobe", device], check=False)
+    run(["partx", "--update", device], check=False)
     run(["udevadm", "settle"], check=False)
-    if device.startswith("/dev/loop"):
-        run(["losetup", "--set-capacity", device], check=False)
-        run(["partx", "--update", device], check=False)
 
 
 def fill_esp(ctx: Context, esp: str) -> None:

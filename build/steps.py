@@ -74,8 +74,13 @@ def step(
     inputs: Callable[[Context], Iterable[Input]],
     outputs: Callable[[Context], Iterable[Path]] = lambda ctx: (),
     consumes: str | None = None,
+    keyed_outputs: bool = False,
 ) -> Callable[[StepFunction], StepFunction]:
-    """Make ``function`` a named, timed, skippable build step."""
+    """Make ``function`` a named, timed, skippable build step.
+
+    ``keyed_outputs``: the outputs' names contain the key (a cache), so they alone say the
+    step is done; a failed run with other inputs then never costs the cached result.
+    """
 
     def decorate(function: StepFunction) -> StepFunction:
         name = function.__name__
@@ -87,12 +92,12 @@ def step(
             ctx.keys[name] = key
             stamp = ctx.stamps / name
             upstream_ran = any(isinstance(i, After) and i.step in ctx.ran for i in items)
+            done = all(p.exists() for p in outputs(ctx))
             fresh = (
                 name not in ctx.forced
                 and not upstream_ran
-                and stamp.exists()
-                and stamp.read_text() == key
-                and all(p.exists() for p in outputs(ctx))
+                and done
+                and (keyed_outputs or (stamp.exists() and stamp.read_text() == key))
             )
             if fresh:
                 log.info("==> %s: skipped (inputs unchanged)", name)
@@ -103,7 +108,8 @@ def step(
                 ctx.ran.add(consumes)
             log.info("==> %s", name)
             started = time.monotonic()
-            stamp.unlink(missing_ok=True)
+            if not keyed_outputs:
+                stamp.unlink(missing_ok=True)
             function(ctx)
             ctx.ran.add(name)
             ctx.stamps.mkdir(parents=True, exist_ok=True)

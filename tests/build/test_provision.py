@@ -35,6 +35,8 @@ def attached(image: Path) -> Iterator[str]:
         check=True,
     ).stdout.strip()
     try:
+        # This kernel does not scan GPT itself: partx adds the partitions.
+        subprocess.run(["partx", "--update", device], check=False, capture_output=True)
         subprocess.run(["udevadm", "settle"], check=False)
         for _ in range(50):  # the partition nodes appear a moment after losetup returns
             if Path(f"{device}p3").exists():

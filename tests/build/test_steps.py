@@ -112,3 +112,31 @@ def test_until_stops_after_the_named_step(ctx: Context, tmp_path: Path) -> None:
     calls: list[str] = []
     run_steps(ctx, "second", recipe(calls, source, out))
     assert calls == ["first", "second"]
+
+
+def test_a_cache_step_keeps_its_result_when_a_run_with_other_inputs_fails(
+    ctx: Context, tmp_path: Path
+) -> None:
+    setting = ["a"]
+    cache = tmp_path / "cache"
+
+    @step(
+        inputs=lambda ctx: [setting[0]],
+        outputs=lambda ctx: [cache / f"{ctx.keys['cached']}.tar"],
+        keyed_outputs=True,
+    )
+    def cached(ctx: Context) -> None:
+        if setting[0] == "unreachable":
+            raise RuntimeError("mirror down")
+        cache.mkdir(exist_ok=True)
+        (cache / f"{ctx.keys['cached']}.tar").write_text(setting[0])
+
+    run_steps(ctx, None, [cached])
+    setting[0] = "unreachable"
+    ctx.ran.clear()
+    with pytest.raises(RuntimeError):
+        run_steps(ctx, None, [cached])
+    setting[0] = "a"
+    ctx.ran.clear()
+    run_steps(ctx, None, [cached])
+    assert "cached" not in ctx.ran
