@@ -156,9 +156,11 @@ def run_appliance(ctx: Context) -> int:
     ]
     print(
         f"Booting {ctx.vendor.name} {ctx.version} in QEMU (software emulation: about two "
-        "minutes).\nDisks: demo PC (vda, 320 MiB, FAT + ext4 with files), empty backup disk "
-        "(vdb, 4 GiB).\nQuit: Ctrl-a x.   Root shell: the app's screen is ttyS0; "
-        "tty2 has a shell.\n",
+        "minutes).\n"
+        f"Disks: demo PC = vda ({DEMO_PC_MIB} MiB: FAT and ext4 with files), "
+        f"empty backup disk = vdb ({BACKUP_MIB // 1024} GiB).\n"
+        "This terminal is the appliance's serial console: the app appears here.\n"
+        "Quit QEMU: Ctrl-a x (Ctrl-a c: QEMU monitor).\n",
         file=sys.stderr,
     )
     os.environ.pop("HOURGLASS_PASSPHRASE", None)
