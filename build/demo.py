@@ -102,13 +102,24 @@ def make_demo_pc_disk(directory: Path, image: Path) -> None:
     shutil.rmtree(files)
 
 
+def terminal_size() -> tuple[int, int]:
+    """The size of the terminal this runs in, even when stdout is a pipe (make | tee)."""
+    for fd in (sys.stdin.fileno(), sys.stderr.fileno(), sys.stdout.fileno()):
+        try:
+            size = os.get_terminal_size(fd)
+        except OSError:
+            continue
+        return size.columns, size.lines
+    return 80, 24
+
+
 def run_appliance(ctx: Context) -> int:
     """Boot the built appliance with the demo disks; the serial console is this terminal."""
     for needed in (ctx.kernel, ctx.initrd, ctx.iso):
         if not needed.exists():
             raise BuildError(f"{needed} is missing.", "Build the appliance first: make image.")
     pc, backup = make_demo_disks(ctx)
-    columns, rows = shutil.get_terminal_size((80, 24))
+    columns, rows = terminal_size()
     append = (
         f"boot=live quiet loglevel=3 console=tty0 console=ttyS0,115200n8 "
         f"hourglass.size={columns}x{rows - 1}"

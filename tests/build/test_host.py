@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -44,17 +45,30 @@ def test_a_missing_tool_is_named_with_its_debian_package(tmp_path: Path) -> None
 
 @pytest.mark.root
 def test_not_root_says_so() -> None:
-    """The build run as the user nobody (with Debian's Python: the venv's lives under /root)."""
+    """The build run as the user nobody, with Debian's Python (the venv's may live under
+    /root), from a copy of the sources that nobody can read wherever the checkout is."""
     system_python = shutil.which("python3", path="/usr/bin")
     if system_python is None or shutil.which("setpriv") is None:
         pytest.skip("needs /usr/bin/python3 and setpriv")
-    result = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-         system_python, "-m", "build", "image"],
-        cwd=REPOSITORY,
-        env={"PATH": "/usr/bin:/bin", "SOURCE_DATE_EPOCH": "1700000000", "HOME": "/tmp"},
-        capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
+    # pytest's tmp_path is private to root: nobody needs a folder it can enter.
+    top = Path(tempfile.mkdtemp(prefix="hourglass-notroot-"))
+    copy = top / "checkout"
+    for name in ("build", "imaging"):
+        shutil.copytree(
+            REPOSITORY / name, copy / name, ignore=shutil.ignore_patterns("work", "__pycache__")
+        )
+    shutil.copytree(REPOSITORY / "image", copy / "image")
+    subprocess.run(["chmod", "-R", "a+rX", str(top)], check=True)
+    try:
+        result = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             system_python, "-m", "build", "image"],
+            cwd=copy,
+            env={"PATH": "/usr/bin:/bin", "SOURCE_DATE_EPOCH": "1700000000", "HOME": "/tmp"},
+            capture_output=True, text=True, check=False, timeout=120,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(top)
     assert result.returncode == NotRoot.exit_code, result.stderr
     assert "must run as root" in result.stderr
     assert "sudo make image" in result.stderr
