@@ -377,7 +377,9 @@ def configure_root(ctx: Context) -> None:
 def make_squashfs(ctx: Context) -> None:
     """The root as squashfs (zstd: small, and quick to unpack); kernel and initrd beside it.
 
-    mksquashfs takes every timestamp from SOURCE_DATE_EPOCH (in the environment)."""
+    Every timestamp is SOURCE_DATE_EPOCH: given as -all-time and -mkfs-time, and the variable
+    itself kept away from mksquashfs, which refuses both at once and by itself only sets the
+    creation time from it."""
     ctx.live.mkdir(parents=True, exist_ok=True)
     boot = ctx.root / "boot"
     kernels = sorted(boot.glob("vmlinuz-*"))
@@ -392,7 +394,9 @@ def make_squashfs(ctx: Context) -> None:
     partial.unlink(missing_ok=True)
     run(
         [
-            "mksquashfs",
+            "env",
+            "--unset=SOURCE_DATE_EPOCH",
+            which("mksquashfs"),
             ctx.root,
             partial,
             "-noappend",
@@ -404,10 +408,14 @@ def make_squashfs(ctx: Context) -> None:
             "19",
             "-b",
             "1M",
+            "-mkfs-time",
+            str(ctx.epoch),
+            "-all-time",
+            str(ctx.epoch),
             "-e",
             "boot",
         ],
-        env=ctx.environment(),
+        env={k: v for k, v in ctx.environment().items() if k != "SOURCE_DATE_EPOCH"},
     )
     partial.rename(ctx.squashfs)
     for path in (ctx.kernel, ctx.initrd, ctx.squashfs):
@@ -426,26 +434,35 @@ def staged_boot_file(ctx: Context, name: str, destination: Path) -> None:
     os.utime(destination, (ctx.epoch, ctx.epoch))
 
 
+def set_times(tree: Path, epoch: int) -> None:
+    """Every file and folder under ``tree`` gets the build's timestamp (ISO and FAT record
+    them)."""
+    for path in sorted(tree.rglob("*"), reverse=True):
+        os.utime(path, (epoch, epoch), follow_symlinks=False)
+    os.utime(tree, (epoch, epoch))
+
+
 def make_fat_image(ctx: Context, image: Path, files: dict[str, Path], size_mib: int) -> None:
-    """A FAT image holding ``files`` (path inside -> source), built without mounting."""
+    """A FAT image holding ``files`` (path inside -> source), built without mounting: a staged
+    tree copied with mtools, folders included, keeping the build's timestamp."""
+    staging = image.with_name(f".{image.name}.tree")
+    if staging.exists():
+        shutil.rmtree(staging)
+    for inside, source in files.items():
+        target = staging / inside.strip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    set_times(staging, ctx.epoch)
     image.unlink(missing_ok=True)
     volume = f"{ctx.epoch & 0xFFFFFFFF:08x}"
     run(
-        ["mkfs.vfat", "-C", "-n", "HOURGLASS", "-i", volume, image, str(size_mib * 1024)],
+        ["mkfs.vfat", "--invariant", "-C", "-n", "HOURGLASS", "-i", volume, image,
+         str(size_mib * 1024)],
         env=ctx.environment(),
-    )
-    made: set[str] = set()
-    for inside in sorted(files):
-        parts = inside.strip("/").split("/")
-        for depth in range(1, len(parts)):
-            directory = "/".join(parts[:depth])
-            if directory not in made:
-                run(["mmd", "-i", image, f"::/{directory}"], env=ctx.environment())
-                made.add(directory)
-        run(
-            ["mcopy", "-m", "-i", image, files[inside], f"::/{inside.strip('/')}"],
-            env=ctx.environment(),
-        )
+    )  # fmt: skip
+    for top in sorted(staging.iterdir()):
+        run(["mcopy", "-s", "-m", "-i", image, top, "::/"], env=ctx.environment())
+    shutil.rmtree(staging)
 
 
 def render_menu(
@@ -539,7 +556,7 @@ def make_iso(ctx: Context) -> None:
         },
         size_mib=8,
     )
-    os.utime(tree / "boot" / "grub" / "efi.img", (ctx.epoch, ctx.epoch))
+    set_times(tree, ctx.epoch)
     ctx.dist.mkdir(parents=True, exist_ok=True)
     partial = ctx.dist / f".{ctx.iso.name}.partial"
     partial.unlink(missing_ok=True)
