@@ -173,6 +173,8 @@ def provision(
                 f"{device} is too small: {info.size / 2**30:.1f} GiB; "
                 f"at least {needed / 2**30:.1f} GiB are needed."
             )
+        if not target.is_block_device():
+            print(f"(The image file {target}, attached as {device}.)", file=sys.stderr)
         if not yes:
             confirm(info, ask)
         log.info("==> provision %s", device)

@@ -142,3 +142,25 @@ def test_provisioned_drive_boots_bios(
     result = boot_until_ready(machine, work, timeout=600)
     results["boot_seconds.backup_drive_bios"] = round(result.seconds)
     assert b"firmware=bios" in result.serial
+
+
+@pytest.mark.root
+@pytest.mark.integration
+def test_provision_with_exfat_and_no_encryption(appliance: Context, tmp_path: Path) -> None:
+    disk = blank_disk(tmp_path / "exfat.img")
+    provision(appliance, disk, filesystem="exfat", encryption="none", yes=True)
+    table = subprocess.run(["sgdisk", "--print", str(disk)], capture_output=True, text=True,
+                           check=True).stdout  # fmt: skip
+    assert "0700" in table
+    with attached(disk) as device:
+        kind = subprocess.run(["blkid", "-p", "-o", "value", "-s", "TYPE", f"{device}p3"],
+                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert kind.strip() == "exfat"
+        mountpoint = tmp_path / "data"
+        mountpoint.mkdir()
+        subprocess.run(["mount.exfat-fuse", "-o", "ro", f"{device}p3", str(mountpoint)],
+                       check=True)  # fmt: skip
+        try:
+            assert Repository.open(mountpoint / "hourglass").config["encryption"] == "none"
+        finally:
+            subprocess.run(["umount", str(mountpoint)], check=False)
