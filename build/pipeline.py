@@ -93,6 +93,7 @@ MASKED_UNITS = (
     "smartmontools.service",
     "systemd-networkd-wait-online.service",
     "getty@tty1.service",
+    "kmsconvt@tty1.service",  # Debian's kmscon login on tty1: tty1 is the app's
     "serial-getty@ttyS0.service",
     "rpcbind.service",
     "rpcbind.socket",
@@ -363,6 +364,9 @@ def configure_root(ctx: Context) -> None:
         target = ctx.root / destination.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
+    # Debian's kmscon makes every other VT a kmscon login (autovt@ -> kmsconvt@): back to
+    # getty, so tty2 is the autologin root shell of getty@tty2.service.d/autologin.conf.
+    (ctx.root / "etc" / "systemd" / "system" / "autovt@.service").unlink(missing_ok=True)
     run(["chroot", ctx.root, "systemctl", "enable", "--quiet", *ENABLED_UNITS])
     run(["chroot", ctx.root, "systemctl", "mask", "--quiet", *MASKED_UNITS])
     resolv = ctx.root / "etc" / "resolv.conf"

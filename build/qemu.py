@@ -144,8 +144,11 @@ class Boot:
     serial: bytes
 
 
-def boot_until_ready(machine: Machine, work: Path, timeout: float = 600) -> Boot:
-    """Boot ``machine``; return when HOURGLASS-READY is on the serial console, then stop it.
+def boot_until_ready(
+    machine: Machine, work: Path, timeout: float = 600, ready_count: int = 1
+) -> Boot:
+    """Boot ``machine``; return when HOURGLASS-READY is on the serial console (``ready_count``
+    times: the app on the screen and the one on the serial port each say it), then stop it.
 
     Raises :class:`BootFailed` with the serial console's last lines when the boot goes
     wrong or takes longer than ``timeout`` seconds.
@@ -162,9 +165,9 @@ def boot_until_ready(machine: Machine, work: Path, timeout: float = 600) -> Boot
         while True:
             time.sleep(1)
             text = serial_log.read_bytes() if serial_log.exists() else b""
-            ready = READY.search(text)
-            if ready:
-                return Boot(time.monotonic() - started, ready.group(1).decode(), text)
+            ready = READY.findall(text)
+            if len(ready) >= ready_count:
+                return Boot(time.monotonic() - started, ready[0].decode(), text)
             for pattern, what in FAILURES.items():
                 if re.search(pattern, text):
                     raise BootFailed(f"The boot stopped at {what}.\n{tail(text)}")

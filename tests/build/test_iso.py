@@ -123,3 +123,46 @@ def test_pxe_bundle_has_every_boot_path(appliance: Context) -> None:
         assert f"fetch={url}" in (bundle / config).read_text(), config
     readme = (bundle / "README.md").read_text()
     assert "dhcp-boot=" in readme and "enable-tftp" in readme
+
+
+def test_root_image_contents(appliance: Context, tmp_path: Path) -> None:
+    """What the issue asks of the root: the app, consoles, font, locales, network; no docs."""
+    listing = subprocess.run(
+        ["unsquashfs", "-lls", str(appliance.squashfs)], capture_output=True, text=True,
+        check=True,
+    ).stdout  # fmt: skip
+    paths = {line.split("squashfs-root", 1)[1].split(" -> ")[0] for line in listing.splitlines()
+             if "squashfs-root/" in line}  # fmt: skip
+    for path in (
+        "/etc/hourglass/appliance",
+        "/etc/hourglass/vendor.toml",
+        "/opt/hourglass/bin/hourglass",
+        "/usr/bin/kmscon",
+        "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+        "/etc/systemd/network/20-wired.network",
+        "/etc/systemd/system/multi-user.target.wants/hourglass-console.service",
+        "/etc/systemd/system/multi-user.target.wants/hourglass-serial.service",
+        "/etc/systemd/system/getty.target.wants/getty@tty2.service",
+        "/etc/systemd/system/getty@tty2.service.d/autologin.conf",
+        "/usr/lib/live/boot/9990-main.sh",
+        "/sbin/partclone.ext4",
+    ):
+        assert path in paths or f"/usr{path}" in paths, path
+    masked = [line for line in listing.splitlines() if "-> /dev/null" in line]
+    for unit in ("serial-getty@ttyS0.service", "getty@tty1.service", "kmsconvt@tty1.service"):
+        assert any(f"/etc/systemd/system/{unit} " in line for line in masked), unit
+    assert "/etc/systemd/system/autovt@.service" not in paths  # tty2 is a getty, not kmscon
+    assert not any(p.startswith("/usr/share/man/") for p in paths)
+    doc_files = [
+        line.split("squashfs-root", 1)[1]
+        for line in listing.splitlines()
+        if line.startswith("-") and "squashfs-root/usr/share/doc/" in line
+    ]
+    assert doc_files and all(p.endswith("/copyright") for p in doc_files), doc_files[:5]
+    # Only the two locales, in the archive.
+    out = tmp_path / "root"
+    subprocess.run(["unsquashfs", "-q", "-d", str(out), str(appliance.squashfs),
+                    "usr/lib/locale/locale-archive"], check=True, capture_output=True)  # fmt: skip
+    locales = subprocess.run(["localedef", f"--prefix={out}", "--list-archive"],
+                             capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    assert sorted(locales) == ["en_US.utf8", "zh_CN.utf8"]
