@@ -392,8 +392,10 @@ def make_squashfs(ctx: Context) -> None:
         raise BuildError(
             f"Expected one kernel and one initrd in {boot}, found {kernels} {initrds}."
         )
-    shutil.copyfile(kernels[0], ctx.kernel)
-    shutil.copyfile(initrds[0], ctx.initrd)
+    # New files, never rewritten in place: dist/ holds hard links to the previous ones.
+    for source, target in ((kernels[0], ctx.kernel), (initrds[0], ctx.initrd)):
+        target.unlink(missing_ok=True)
+        shutil.copyfile(source, target)
     partial = ctx.squashfs.with_suffix(".partial")
     partial.unlink(missing_ok=True)
     run(
@@ -726,7 +728,14 @@ def write_sums(directory: Path, output: Path, files: list[Path] | None = None) -
 
 
 def write_checksums(ctx: Context) -> None:
-    """dist/SHA256SUMS: the ISO and every file of the PXE bundle."""
+    """dist/SHA256SUMS: every ISO and every file of every PXE bundle in dist/ (a vendor's
+    build sits beside the default one)."""
     log.info("==> write_checksums")
-    files = [ctx.iso, *sorted(p for p in ctx.pxe.rglob("*") if p.is_file())]
+    files = sorted(
+        p
+        for p in ctx.dist.rglob("*")
+        if p.is_file()
+        and p != ctx.checksums
+        and not any(part.startswith(".") for part in p.relative_to(ctx.dist).parts)
+    )
     write_sums(ctx.dist, ctx.checksums, files)
