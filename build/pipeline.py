@@ -150,7 +150,8 @@ def base_tarball(ctx: Context) -> Path:
 
 
 def app_sources(ctx: Context) -> list[Path]:
-    return [ctx.repository / p for p in ("pyproject.toml", "imaging", "recovery_ui")]
+    # README.md is the package's long description (in the wheel's METADATA).
+    return [ctx.repository / p for p in ("pyproject.toml", "README.md", "imaging", "recovery_ui")]
 
 
 # --- steps ------------------------------------------------------------------------------
@@ -264,7 +265,6 @@ def build_wheels(ctx: Context) -> None:
             shutil.copytree(path, source / path.name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(path, source / path.name)
-    shutil.copy2(ctx.repository / "README.md", source / "README.md")
     pyproject = (ctx.repository / "pyproject.toml").read_bytes()
     deps_key = hashlib.sha256(pyproject).hexdigest()
     deps_stamp = ctx.wheels / ".dependencies"
