@@ -1,7 +1,7 @@
 """The appliance recipe: named steps run in order on one :class:`Context` (mkosi style).
 
-check_host(ctx)          root, tools, boot loaders, the Debian mirror
-bootstrap_rootfs(ctx)    mmdebstrap -> cached base root tarball
+check_host(ctx)          root, tools, boot loaders
+bootstrap_rootfs(ctx)    the Debian mirror reachable? mmdebstrap -> cached base root tarball
 build_wheels(ctx)        the app and its dependencies as wheels, built on this host
 install_app(ctx)         base root + venv /opt/hourglass from those wheels
 configure_root(ctx)      overlay (units, network, consoles) and vendor settings
