@@ -177,6 +177,9 @@ def provision(
             print(f"(The image file {target}, attached as {device}.)", file=sys.stderr)
         if not yes:
             confirm(info, ask)
+        # Ask for the passphrase before anything is written: a mistyped confirmation must
+        # not leave a wiped disk without a repository.
+        secret = passphrase() if passphrase is not None and encryption != "none" else None
         log.info("==> provision %s", device)
         write_partition_table(device, filesystem)
         parts = partitions(device)
@@ -186,7 +189,7 @@ def provision(
             )
         fill_esp(ctx, parts[2])
         install_bios_grub(ctx, device, first_lba=2048)
-        make_data_partition(parts[3], filesystem, encryption, passphrase)
+        make_data_partition(parts[3], filesystem, encryption, secret)
         run(["sync"])
         return info
 
@@ -306,7 +309,7 @@ def install_bios_grub(ctx: Context, device: str, first_lba: int) -> None:
 
 
 def make_data_partition(
-    partition: str, filesystem: str, encryption: str, passphrase: Callable[[], str] | None
+    partition: str, filesystem: str, encryption: str, passphrase: str | None
 ) -> None:
     """ext4 or exFAT labelled HOURGLASS-DATA with an empty repository in /hourglass."""
     from imaging.repository.store import Repository

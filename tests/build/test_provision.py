@@ -13,7 +13,7 @@ import pytest
 from build.context import Context
 from build.provision import DATA_LABEL, provision
 from build.qemu import Drive, Machine, boot_until_ready
-from imaging.errors import Cancelled
+from imaging.errors import Cancelled, UsageError
 from imaging.repository.store import Repository
 
 DISK_BYTES = 2 * 2**30
@@ -164,3 +164,19 @@ def test_provision_with_exfat_and_no_encryption(appliance: Context, tmp_path: Pa
             assert Repository.open(mountpoint / "hourglass").config["encryption"] == "none"
         finally:
             subprocess.run(["umount", str(mountpoint)], check=False)
+
+
+@pytest.mark.root
+@pytest.mark.integration
+def test_provision_asks_for_the_passphrase_before_writing(
+    appliance: Context, tmp_path: Path
+) -> None:
+    disk = blank_disk(tmp_path / "disk.img")
+
+    def no_terminal() -> str:
+        raise UsageError("A passphrase is needed and there is no terminal to ask on.")
+
+    with pytest.raises(UsageError):
+        provision(appliance, disk, yes=True, passphrase=no_terminal)
+    with disk.open("rb") as f:
+        assert f.read(1 << 20) == bytes(1 << 20)
