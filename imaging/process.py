@@ -97,6 +97,11 @@ def which(program: str) -> str:
 Argv = Sequence["str | os.PathLike[str]"]
 
 
+def _text(arg: object) -> str:
+    """An argument as text: paths by their file system name, anything else by str()."""
+    return os.fspath(arg) if isinstance(arg, os.PathLike) else str(arg)
+
+
 def run(
     argv: Argv,
     *,
@@ -108,7 +113,7 @@ def run(
     cwd: str | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``argv``; raise :class:`ToolFailed` with the command line when it fails."""
-    args: list[str] = [os.fspath(a) for a in argv]
+    args = [_text(a) for a in argv]
     args[0] = which(args[0]) if "/" not in args[0] else args[0]
     try:
         result = subprocess.run(
@@ -143,7 +148,7 @@ def spawn(
     env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` without waiting (for pipelines and long-running helpers)."""
-    args: list[str] = [os.fspath(a) for a in argv]
+    args = [_text(a) for a in argv]
     args[0] = which(args[0]) if "/" not in args[0] else args[0]
     return subprocess.Popen(
         args, stdin=stdin, stdout=stdout, stderr=stderr, env=child_environment(env)
