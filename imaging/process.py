@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from typing import IO
 
 from imaging.errors import ToolFailed, ToolMissing
 
@@ -54,6 +55,18 @@ PACKAGES = {
     "fsck.vfat": "dosfstools",
     "fusefat": "fusefat",
     "mount.exfat-fuse": "exfat-fuse",
+    # the appliance build (build/)
+    "mkfs.vfat": "dosfstools",
+    "mcopy": "mtools",
+    "mmd": "mtools",
+    "mdir": "mtools",
+    "grub-mkimage": "grub-common",
+    "wipefs": "util-linux",
+    "partx": "util-linux",
+    "lsblk": "util-linux",
+    "chroot": "coreutils",
+    "tar": "tar",
+    "mkfs.exfat": "exfatprogs",
 }
 
 
@@ -81,8 +94,16 @@ def which(program: str) -> str:
     return path
 
 
+Argv = Sequence["str | os.PathLike[str]"]
+
+
+def _text(arg: object) -> str:
+    """An argument as text: paths by their file system name, anything else by str()."""
+    return os.fspath(arg) if isinstance(arg, os.PathLike) else str(arg)
+
+
 def run(
-    argv: Sequence[str],
+    argv: Argv,
     *,
     check: bool = True,
     capture: bool = True,
@@ -92,11 +113,11 @@ def run(
     cwd: str | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``argv``; raise :class:`ToolFailed` with the command line when it fails."""
-    argv = [str(a) for a in argv]
-    argv[0] = which(argv[0]) if "/" not in argv[0] else argv[0]
+    args = [_text(a) for a in argv]
+    args[0] = which(args[0]) if "/" not in args[0] else args[0]
     try:
         result = subprocess.run(
-            argv,
+            args,
             input=input,
             stdout=subprocess.PIPE if capture else None,
             stderr=subprocess.PIPE if capture else None,
@@ -106,9 +127,9 @@ def run(
             check=False,
         )
     except FileNotFoundError as e:
-        raise ToolMissing(f"{argv[0]} not found.") from e
+        raise ToolMissing(f"{args[0]} not found.") from e
     if check and result.returncode != 0:
-        raise ToolFailed(failure_message(argv, result.returncode, result.stderr))
+        raise ToolFailed(failure_message(args, result.returncode, result.stderr))
     return result
 
 
@@ -119,16 +140,16 @@ def failure_message(argv: Sequence[str], returncode: int, stderr: bytes | None) 
 
 
 def spawn(
-    argv: Sequence[str],
+    argv: Argv,
     *,
-    stdin: int | None = None,
-    stdout: int | None = None,
-    stderr: int | None = None,
+    stdin: int | IO[bytes] | None = None,
+    stdout: int | IO[bytes] | None = None,
+    stderr: int | IO[bytes] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` without waiting (for pipelines and long-running helpers)."""
-    argv = [str(a) for a in argv]
-    argv[0] = which(argv[0]) if "/" not in argv[0] else argv[0]
+    args = [_text(a) for a in argv]
+    args[0] = which(args[0]) if "/" not in args[0] else args[0]
     return subprocess.Popen(
-        argv, stdin=stdin, stdout=stdout, stderr=stderr, env=child_environment(env)
+        args, stdin=stdin, stdout=stdout, stderr=stderr, env=child_environment(env)
     )

@@ -1,0 +1,40 @@
+"""Two builds of one commit give the same root image (squashfs) and ISO."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from build.context import Context
+from build.pipeline import build_image
+
+pytestmark = [pytest.mark.root, pytest.mark.integration, pytest.mark.slow]
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def test_rebuilding_gives_the_same_squashfs_and_iso(
+    appliance: Context, results: dict[str, object]
+) -> None:
+    """The root is made again from the cached base (app installed again, overlay applied
+    again, squashfs and ISO made again): every byte must match."""
+    before = {p.name: sha256(p) for p in (appliance.squashfs, appliance.iso)}
+    again = Context(
+        vendor=appliance.vendor,
+        epoch=appliance.epoch,  # the same commit, even if another was made meanwhile
+        forced=frozenset({"install_app", "make_iso"}),
+    )
+    build_image(again)
+    assert {"install_app", "configure_root", "make_squashfs", "make_iso"} <= again.ran
+    after = {p.name: sha256(p) for p in (again.squashfs, again.iso)}
+    results["reproducible"] = after == before
+    results["squashfs_sha256"] = after[again.squashfs.name]
+    assert after == before
