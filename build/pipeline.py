@@ -107,6 +107,7 @@ ENABLED_UNITS = (
     "hourglass-console.service",
     "hourglass-serial.service",
     "hourglass-boot-report.service",
+    "hourglass-unattended.service",
     "systemd-networkd.service",
     "systemd-resolved.service",
     "getty@tty2.service",

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,16 @@ class NetBoot:
 
 
 @dataclass
+class DirectKernel:
+    """Boot this kernel and initrd with this command line (QEMU's -kernel), not the boot
+    loader's menu: how tests pass unattended orders to the appliance on the ISO."""
+
+    kernel: Path
+    initrd: Path
+    append: str
+
+
+@dataclass
 class Machine:
     firmware: str = "bios"  # bios | uefi | uefi-secure
     drives: list[Drive] = field(default_factory=list)
@@ -58,6 +69,7 @@ class Machine:
     network: bool = True
     memory_mib: int = 2048
     cpus: int = 2
+    direct: DirectKernel | None = None
 
     def argv(self, work: Path, serial: str) -> list[str]:
         """The qemu-system-x86_64 command line; ``serial`` is a QEMU chardev spec."""
@@ -101,6 +113,9 @@ class Machine:
                 "-drive",
                 f"if=pflash,format=raw,unit=1,file={variables}",
             ]
+        if self.direct:
+            argv += ["-kernel", str(self.direct.kernel), "-initrd", str(self.direct.initrd)]
+            argv += ["-append", self.direct.append]
         usb = any(d.kind == "usb" for d in self.drives)
         if usb:
             argv += ["-device", "qemu-xhci,id=xhci"]
@@ -182,6 +197,64 @@ def boot_until_ready(
                 )
             if time.monotonic() - started > timeout:
                 raise BootFailed(f"No HOURGLASS-READY within {timeout:.0f} s.\n{tail(text)}")
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@dataclass
+class Run:
+    seconds: float  # from QEMU's start to its exit
+    serial: bytes
+    pulled: bool = False  # the plug was pulled (``pull_plug`` said so)
+
+
+def run_until_exit(
+    machine: Machine,
+    work: Path,
+    timeout: float = 1800,
+    pull_plug: Callable[[bytes], bool] | None = None,
+) -> Run:
+    """Boot ``machine`` and wait for QEMU to exit (the guest powered off or rebooted:
+    QEMU runs with -no-reboot). Raises :class:`BootFailed` on a boot that went wrong, or
+    when it is still running after ``timeout`` seconds.
+
+    ``pull_plug`` is asked with the serial console's output every 0.2 s; when it says so,
+    QEMU is killed at once (SIGKILL): a power loss. What the guest had not flushed is lost;
+    what it had written is in the drive files.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    serial_log = work / "serial.log"
+    serial_log.unlink(missing_ok=True)
+    argv = machine.argv(work, f"file:{serial_log}")
+    (work / "qemu.argv").write_text(" ".join(argv) + "\n")
+    started = time.monotonic()
+    with (work / "qemu.log").open("wb") as qemu_log:
+        process = spawn(argv, stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=qemu_log)
+    try:
+        while process.poll() is None:
+            time.sleep(0.2)
+            text = serial_log.read_bytes() if serial_log.exists() else b""
+            if pull_plug is not None and pull_plug(text):
+                process.kill()
+                process.wait()
+                return Run(time.monotonic() - started, text, pulled=True)
+            for pattern, what in FAILURES.items():
+                if re.search(pattern, text):
+                    raise BootFailed(f"The boot stopped at {what}.\n{tail(text)}")
+            if time.monotonic() - started > timeout:
+                raise BootFailed(f"Still running after {timeout:.0f} s.\n{tail(text)}")
+        seconds = time.monotonic() - started
+        text = serial_log.read_bytes() if serial_log.exists() else b""
+        if process.returncode != 0:
+            qemu_says = (work / "qemu.log").read_text(errors="replace").strip()
+            raise BootFailed(f"QEMU exited with code {process.returncode}. {qemu_says}")
+        return Run(seconds, text)
     finally:
         if process.poll() is None:
             process.terminate()

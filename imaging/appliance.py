@@ -26,6 +26,13 @@ def console_line(text: str) -> None:
         return
     with contextlib.suppress(OSError), open("/dev/kmsg", "w") as kmsg:
         kmsg.write(f"hourglass: {text}\n")
+    serial_line(text)
+
+
+def serial_line(text: str) -> None:
+    """Write one line to the first serial port only (progress a lab's serial log keeps)."""
+    if not in_appliance():
+        return
     with contextlib.suppress(OSError):
         fd = os.open(SERIAL_CONSOLE, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
         try:

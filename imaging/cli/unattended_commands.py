@@ -10,15 +10,20 @@ from imaging.process import run, which
 from imaging.unattended.run import read_cmdline, run_unattended
 
 
-def after(action: str) -> None:
-    """What the orders say to do once the result line is out."""
+def after(action: str, *, start_ui: bool) -> None:
+    """What the orders say to do once the result line is out.
+
+    Power actions are queued (``--no-block``): the appliance's unit running this is itself
+    stopped by them. With ``start_ui`` false, "ui" just returns: the appliance's own units
+    start the app once this has finished.
+    """
     if action == "poweroff":
-        run(["systemctl", "poweroff"], check=False)
+        run(["systemctl", "--no-block", "poweroff"], check=False)
     elif action == "reboot":
-        run(["systemctl", "reboot"], check=False)
+        run(["systemctl", "--no-block", "reboot"], check=False)
     elif action == "shell":
         os.execv(which("bash"), ["bash", "-l"])
-    elif action == "ui":
+    elif action == "ui" and start_ui:
         hourglass = which("hourglass")
         os.execv(hourglass, [hourglass, "ui"])
 
@@ -27,7 +32,7 @@ def cmd_unattended(args: argparse.Namespace) -> int:
     cmdline = read_cmdline(args.cmdline_file)
     outcome = run_unattended(cmdline)
     if not args.no_after:
-        after(outcome.after)
+        after(outcome.after, start_ui=not args.no_ui)
     return 0 if outcome.ok else 1
 
 
@@ -45,5 +50,11 @@ def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.Argument
     )
     p.add_argument(
         "--no-after", action="store_true", help="do not power off, reboot or start anything"
+    )
+    p.add_argument(
+        "--no-ui",
+        action="store_true",
+        help="for hourglass.after=ui, exit instead of starting the app (the appliance's units "
+        "start it)",
     )
     p.set_defaults(handler=cmd_unattended)

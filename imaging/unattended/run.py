@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from imaging.appliance import console_line
+from imaging.appliance import console_line, serial_line
 from imaging.errors import HourglassError, UsageError
 from imaging.progress import Progress
 from imaging.unattended.locations import Locations
@@ -177,6 +177,7 @@ def run_unattended(cmdline: str, *, say: Callable[[str], None] | None = None) ->
 
     def default_say(text: str) -> None:
         print(f"hourglass: {text}", flush=True)
+        serial_line(f"hourglass: {text}")  # the screen has stdout; a lab's log has the port
 
     say = say or default_say
     started = time.monotonic()

@@ -1,0 +1,196 @@
+"""End-to-end bare-metal recovery through the appliance, unattended, in QEMU.
+
+A real Debian 12 system disk (BIOS and UEFI bootable) is backed up twice by the appliance
+booted from its ISO with hourglass.* kernel parameters, wiped, restored to the first point
+in time and booted again; restored onto a larger disk with grow and booted with UEFI; and
+one file's earlier version is brought back with files-restore. Every appliance run must end
+with exactly one ``HOURGLASS-RESULT: OK`` line on the serial console. Phase times go to
+build/work/test-results.json (``e2e_seconds.*``).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+
+from build.context import Context
+from build.qemu import Drive, Machine, run_until_exit
+from tests.e2e.hostdisk import (
+    fsck_clean,
+    make_host_disk,
+    partition_mounted,
+    read_files,
+    wipe,
+)
+from tests.e2e.lab import (
+    BACKUP_LABEL,
+    PASSPHRASE_FILE,
+    REPO,
+    appliance_machine,
+    make_backup_drive,
+    repo_snapshots,
+    result_lines,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.qemu, pytest.mark.root, pytest.mark.slow]
+
+HOST_MIB = 2048
+BIGGER_MIB = 3072
+
+V1 = {
+    "/srv/data/notes.txt": b"Point one: the thesis as it was on Monday.\n",
+    "/srv/data/photo.bin": secrets.token_bytes(8 << 20),
+    "/srv/data/big.bin": secrets.token_bytes(48 << 20),
+}
+V2 = {
+    "/srv/data/notes.txt": b"Point two: rewritten on Tuesday.\n",
+    "/srv/data/new.bin": secrets.token_bytes(4 << 20),
+}
+
+
+def host_booted(serial: bytes, token: str) -> int:
+    """The root filesystem's size the booted host reported; fails if it did not boot."""
+    found = re.search(rf"HOST-BOOTED {token} rootsize=(\d+)".encode(), serial)
+    assert found, f"the host disk did not boot:\n{serial.decode(errors='replace')[-3000:]}"
+    return int(found.group(1))
+
+
+class Lab:
+    """The machine room: the appliance, the disks, the phase times."""
+
+    def __init__(self, appliance: Context, work: Path, results: dict[str, object]) -> None:
+        self.appliance = appliance
+        self.work = work
+        self.results = results
+        self.host = work / "host.img"
+        self.backup = work / "backup.img"
+        self.token = secrets.token_hex(8)
+
+    def timed(self, phase: str, seconds: float) -> None:
+        self.results[f"e2e_seconds.{phase}"] = round(seconds)
+
+    def run_appliance(self, phase: str, disks: list[Path], **orders: str) -> str:
+        """Boot the appliance's ISO with ``orders`` as kernel parameters; return its line."""
+        machine = appliance_machine(self.appliance, disks, orders)
+        run = run_until_exit(machine, self.work / phase, timeout=1800)
+        self.timed(phase, run.seconds)
+        lines = result_lines(run.serial)
+        assert len(lines) == 1, f"{phase}: expected one result line, got {lines}"
+        assert lines[0].startswith("HOURGLASS-RESULT: OK "), f"{phase}: {lines[0]}"
+        return lines[0]
+
+    def boot_host(self, phase: str, disk: Path, firmware: str) -> int:
+        machine = Machine(firmware, [Drive(disk, boot=True)], network=False, memory_mib=1024)
+        run = run_until_exit(machine, self.work / phase, timeout=900)
+        self.timed(phase, run.seconds)
+        return host_booted(run.serial, self.token)
+
+    def make_backup_drive(self) -> None:
+        make_backup_drive(self.backup, self.work)
+
+    def snapshots(self) -> list[dict[str, object]]:
+        return repo_snapshots(self.backup, self.work)
+
+    def backup_file(self, path: str) -> bytes:
+        with partition_mounted(self.backup, 1, self.work / "backup.mnt", "-o", "ro") as root:
+            return (root / path.lstrip("/")).read_bytes()
+
+    def change_host_files(self) -> None:
+        with partition_mounted(self.host, 3, self.work / "host.mnt") as root:
+            for path, content in V2.items():
+                (root / path.lstrip("/")).write_bytes(content)
+            (root / "srv" / "data" / "photo.bin").unlink()
+
+
+def test_bare_metal_recovery(
+    appliance: Context, tmp_path: Path, results: dict[str, object]
+) -> None:
+    lab = Lab(appliance, tmp_path, results)
+
+    # 1. A real host disk, booted once with BIOS and once with UEFI to prove it boots.
+    started = time.monotonic()
+    make_host_disk(lab.host, HOST_MIB, lab.token, V1)
+    lab.timed("1_make_host_disk", time.monotonic() - started)
+    root_size = lab.boot_host("1_host_boots_bios", lab.host, "bios")
+    assert lab.boot_host("1_host_boots_uefi", lab.host, "uefi") == root_size
+    fsck_clean(lab.host)
+
+    # 2. The first unattended backup.
+    lab.make_backup_drive()
+    line = lab.run_appliance(
+        "2_backup", [lab.host, lab.backup], run="backup", repo=REPO, passphrase_file=PASSPHRASE_FILE
+    )
+    assert "verified" in line
+
+    # 3. Files change; the second backup.
+    lab.change_host_files()
+    lab.run_appliance(
+        "3_backup_again",
+        [lab.host, lab.backup],
+        run="backup",
+        repo=REPO,
+        passphrase_file=PASSPHRASE_FILE,
+    )
+    snapshots = sorted(lab.snapshots(), key=lambda s: str(s["time"]))
+    assert len(snapshots) == 2
+    first = str(snapshots[0]["id"])
+    assert int(str(snapshots[1]["stored"])) < int(str(snapshots[0]["stored"])) / 4, (
+        "the second backup should add only what changed"
+    )
+
+    # 4. The disk dies: every byte zero.
+    wipe(lab.host)
+
+    # 5. Restore the first point in time.
+    line = lab.run_appliance(
+        "5_restore",
+        [lab.host, lab.backup],
+        run="restore",
+        repo=REPO,
+        passphrase_file=PASSPHRASE_FILE,
+        snapshot=first,
+    )
+    assert "verified" in line
+
+    # 6. It boots, and its files are those of point 1.
+    assert lab.boot_host("6_restored_boots_bios", lab.host, "bios") == root_size
+    fsck_clean(lab.host)
+    paths = [*V1, "/srv/data/new.bin"]
+    assert read_files(lab.host, paths) == {**V1, "/srv/data/new.bin": b""}
+
+    # 7. Onto a larger disk, grown; it boots with UEFI and its root filesystem is larger.
+    bigger = tmp_path / "bigger.img"
+    with bigger.open("wb") as f:
+        f.truncate(BIGGER_MIB << 20)
+    line = lab.run_appliance(
+        "7_restore_grow",
+        [bigger, lab.backup],
+        run="restore",
+        repo=REPO,
+        passphrase_file=PASSPHRASE_FILE,
+        snapshot=first,
+        grow="1",
+    )
+    assert "grown" in line
+    grown_size = lab.boot_host("7_grown_boots_uefi", bigger, "uefi")
+    assert grown_size > root_size + ((BIGGER_MIB - HOST_MIB - 64) << 20), (root_size, grown_size)
+    fsck_clean(bigger)
+    assert read_files(bigger, list(V1)) == V1
+
+    # 8. One file's earlier version, back onto the backup drive.
+    lab.run_appliance(
+        "8_files_restore",
+        [lab.backup],
+        run="files-restore",
+        repo=REPO,
+        passphrase_file=PASSPHRASE_FILE,
+        snapshot=first,
+        partition="3",
+        paths="/srv/data/notes.txt",
+        to=f"LABEL={BACKUP_LABEL}:/restored",
+    )
+    assert lab.backup_file("/restored/notes.txt") == V1["/srv/data/notes.txt"]
