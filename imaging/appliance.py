@@ -41,6 +41,23 @@ def serial_line(text: str) -> None:
             os.close(fd)
 
 
+def _own_terminal() -> str:
+    try:
+        return os.ttyname(0)
+    except OSError:
+        return ""
+
+
 def announce_ready() -> None:
-    """``HOURGLASS-READY <version>``: the app is up; boot tests and lab scripts wait for it."""
-    console_line(f"{READY_MARKER} {__version__}")
+    """``HOURGLASS-READY <version>``: the app is up; boot tests and lab scripts wait for it.
+
+    The app on the serial port itself does not write there (the line would land inside its
+    own screen): the kernel log has it, and the app on the screen writes it to the port.
+    """
+    line = f"{READY_MARKER} {__version__}"
+    if _own_terminal() == SERIAL_CONSOLE:
+        if in_appliance():
+            with contextlib.suppress(OSError), open("/dev/kmsg", "w") as kmsg:
+                kmsg.write(f"hourglass: {line}\n")
+        return
+    console_line(line)

@@ -136,7 +136,6 @@ class _Pipeline:
         self.pool: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
         for _ in range(self.workers * 2 + 1):
             self.pool.put(aligned_buffer(self.block_size))
-        self.zero = bytes(self.block_size)
         self.known: set[bytes] = set()
         self.in_flight: dict[bytes, threading.Event] = {}
         self.known_lock = threading.Lock()
@@ -253,11 +252,11 @@ class _Pipeline:
                             self.stats.unused_bytes += length
                         self.meter.add(length)
                         continue
+                    # A partly used block is stored as it is on the source, free bytes and
+                    # all: zeroing them would change the block whenever a file near it is
+                    # deleted or moved (measured: 9x the changed bytes in an incremental).
                     buf = self._buffer()
                     bad.extend(self._read(source, image, buf, start, length))
-                    if used is not None and state != FULL:
-                        for gap_start, gap_len in used.gaps(block):
-                            buf[gap_start : gap_start + gap_len] = self.zero[:gap_len]
                     with self.stats.lock:
                         self.stats.read += length
                     self.futures.append(self.executor.submit(self.process, buf, length, ids, block))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 
 from imaging.errors import HourglassError, ToolMissing
 from imaging.process import run
@@ -28,11 +27,9 @@ FUSE_HELPERS = {"ntfs": "ntfs-3g", "exfat": "mount.exfat-fuse", "vfat": "fusefat
 
 
 def kernel_supports(fstype: str) -> bool:
-    try:
-        text = Path("/proc/filesystems").read_text()
-    except OSError:
-        return False
-    return KERNEL_TYPE.get(fstype, fstype) in {line.split()[-1] for line in text.splitlines()}
+    from imaging.files.fstypes import kernel_has
+
+    return kernel_has(KERNEL_TYPE.get(fstype, fstype))
 
 
 def mount(device: str, fstype: str, mountpoint: str, *, read_only: bool = True) -> None:

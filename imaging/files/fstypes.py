@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,11 +60,29 @@ class Driver:
 
 
 def kernel_filesystems() -> set[str]:
+    """The filesystems the running kernel has loaded (or built in)."""
     try:
         text = Path("/proc/filesystems").read_text()
     except OSError:
         return set()
     return {line.split()[-1] for line in text.splitlines() if line.strip()}
+
+
+def kernel_has(name: str) -> bool:
+    """True when the kernel can mount ``name``: loaded, built in, or a module that loads.
+
+    /proc/filesystems lists only what is loaded: on the appliance, whose root is a squashfs,
+    ext4 is a module nobody has needed yet. modprobe loads it (where there is a modprobe).
+    """
+    if name in kernel_filesystems():
+        return True
+    modprobe = shutil.which("modprobe") or next(
+        (p for p in ("/usr/sbin/modprobe", "/sbin/modprobe") if os.path.exists(p)), None
+    )
+    if modprobe is None:
+        return False
+    run([modprobe, "-q", name], check=False)
+    return name in kernel_filesystems()
 
 
 def normalize(fstype: str) -> str:
@@ -83,7 +103,7 @@ def driver_for(fstype: str) -> Driver | None:
     if fstype == "ntfs":  # ntfs-3g, not the kernel's ntfs3: it is the tested, forgiving one
         return Driver(fstype, fuse=tuple(FUSE["ntfs"]))
     kernel = KERNEL.get(fstype)
-    if kernel is not None and kernel[0] in kernel_filesystems():
+    if kernel is not None and kernel_has(kernel[0]):
         return Driver(fstype, kernel=kernel[0], options=kernel[1])
     if fstype in FUSE:  # mounting names the package when the program is missing
         return Driver(fstype, fuse=tuple(FUSE[fstype]))

@@ -29,7 +29,7 @@ def appliance_machine(appliance: Context, disks: list[Path], orders: dict[str, s
     params = " ".join(f"hourglass.{k}={v}" for k, v in orders.items())
     return Machine(
         "bios",
-        [Drive(appliance.iso, "cdrom", boot=True), *(Drive(d) for d in disks)],
+        [Drive(appliance.iso, "cdrom"), *(Drive(d) for d in disks)],
         network=False,
         direct=DirectKernel(appliance.kernel, appliance.initrd, f"{APPEND} {params}"),
     )

@@ -74,8 +74,10 @@ def test_sigkill_at_twenty_random_moments(tmp_path: Path) -> None:
             snapshot = repo.load_snapshot(snapshot_id)
             out = tmp_path / "check.img"
             restore_snapshot(repo, snapshot, out)
+            assert out.read_bytes() == source.read_bytes(), round_
         report = verify(repo, read_data=True)
         assert report.ok, [d.describe() for d in report.damage]
+    print(f"{KILLS} SIGKILLs: {outcomes}")
     assert outcomes["killed before commit"] >= 10, outcomes
     final = backup_path(repo, source)
     out = tmp_path / "final.img"
