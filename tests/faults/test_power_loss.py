@@ -102,7 +102,9 @@ def test_power_loss_during_backups(
             marks.setdefault("ended", time.monotonic())
         return False
 
-    run = run_until_exit(appliance_machine(appliance, [source, backup], orders), tmp_path / "whole")
+    run = run_until_exit(
+        appliance_machine(appliance, [source, backup], orders), tmp_path / "whole", pull_plug=watch
+    )
     assert [line.split()[1] for line in result_lines(run.serial)] == ["OK"]
     span = marks["ended"] - marks["begun"]
     results["power_loss.backup_seconds_in_appliance"] = round(span)
