@@ -29,7 +29,7 @@ from build import bootmenu
 from build.context import COMPONENTS, SUITE, Context
 from build.errors import BuildError, ImageTooLarge, MirrorUnreachable, NotRoot
 from build.steps import After, run_steps, step
-from build.vendor import render_vendor
+from build.vendor import Vendor, render_vendor
 from imaging.errors import ToolMissing
 from imaging.process import run, spawn, which
 
@@ -37,6 +37,8 @@ log = logging.getLogger("build")
 
 MiB = 1024 * 1024
 ISO_LIMIT = 450 * MiB
+# In the root's etc/hourglass when the vendor file orders an unattended action.
+UNATTENDED_MARKER = "unattended-by-vendor"
 # The code of the cheap output steps is one of their inputs (a change rebuilds them).
 BUILD_CODE = (Path(__file__), Path(bootmenu.__file__))
 # Bump when the bootstrap recipe below changes in a way the inputs do not show.
@@ -336,6 +338,16 @@ def install_app(ctx: Context) -> None:
     link.symlink_to("/opt/hourglass/bin/hourglass")
 
 
+def write_unattended_marker(etc: Path, vendor: Vendor) -> None:
+    """``etc/unattended-by-vendor`` exactly when the vendor orders an unattended action:
+    hourglass-unattended.service starts on it (systemd conditions cannot read TOML)."""
+    marker = etc / UNATTENDED_MARKER
+    if vendor.unattended_action == "none":
+        marker.unlink(missing_ok=True)  # a root configured before for another vendor
+    else:
+        marker.write_text(f"{vendor.unattended_action}\n")
+
+
 @step(
     inputs=lambda ctx: [
         After("install_app"),
@@ -356,6 +368,7 @@ def configure_root(ctx: Context) -> None:
     etc.mkdir(parents=True, exist_ok=True)
     (etc / "appliance").write_text(f"{ctx.vendor.name} {ctx.version}\n")
     (etc / "vendor.toml").write_text(render_vendor(ctx.vendor))
+    write_unattended_marker(etc, ctx.vendor)
     (ctx.root / "etc" / "hostname").write_text(f"{ctx.vendor.slug}\n")
     (ctx.root / "etc" / "hosts").write_text(
         f"127.0.0.1\tlocalhost\n127.0.1.1\t{ctx.vendor.slug}\n::1\tlocalhost ip6-localhost\n"

@@ -1,15 +1,25 @@
-"""What the engine knows about running inside the Hourglass appliance."""
+"""What the engine knows about running inside the Hourglass appliance: its marker, its
+consoles, and the vendor's settings the build wrote (``/etc/hourglass/vendor.toml``)."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from imaging import __version__
 
+log = logging.getLogger(__name__)
+
 READY_MARKER = "HOURGLASS-READY"
 SERIAL_CONSOLE = "/dev/ttyS0"
+VENDOR_FILE = Path("/etc/hourglass/vendor.toml")
+VENDOR_FILE_VARIABLE = "HOURGLASS_VENDOR_FILE"
 
 
 def in_appliance() -> bool:
@@ -61,3 +71,140 @@ def announce_ready() -> None:
                 kmsg.write(f"hourglass: {line}\n")
         return
     console_line(line)
+
+
+# --- the vendor's settings ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RepositoryHint:
+    """Where the vendor says the repository is (``[defaults] repository``), parsed."""
+
+    kind: str  # "label", "path" or "smb"
+    where: str  # the filesystem label, or the SMB server; "" for a path
+    path: str  # inside the labelled filesystem ("/hourglass"), the path, or "share/folder"
+
+    def as_location(self) -> str:
+        """The same place in the form of ``hourglass.repo=`` (unattended orders)."""
+        if self.kind == "label":
+            return f"LABEL={self.where}:{self.path}"
+        if self.kind == "smb":
+            return f"smb://{self.where}/{self.path}"
+        return self.path
+
+
+def repository_hint(text: str) -> RepositoryHint | None:
+    """``label:LABEL/path``, a plain absolute path or ``smb://server/share/path``; None for
+    an empty text or one of none of these forms (the build only checks that it is a string).
+    """
+    text = text.strip()
+    if text.startswith("label:"):
+        label, _, inside = text.removeprefix("label:").partition("/")
+        return RepositoryHint("label", label, "/" + inside.strip("/")) if label else None
+    found = re.match(r"^smb://([^/\s]+)/(\S+)$", text)
+    if found and found.group(2).strip("/"):
+        return RepositoryHint("smb", found.group(1), found.group(2).strip("/"))
+    if text.startswith("/"):
+        return RepositoryHint("path", "", text.rstrip("/") or "/")
+    return None
+
+
+@dataclass(frozen=True)
+class VendorSettings:
+    """What the vendor set for the app and the engine; the defaults are Hourglass's own (those
+    documented in ``image/vendor.toml``). The packages and files a vendor adds are used by the
+    build only and are not here."""
+
+    name: str = "Hourglass"
+    slug: str = "hourglass"
+    primary: str = "#2e7dd7"
+    accent: str = "#f2a900"
+    background: str = "#10151c"
+    language: str = "en_US"
+    repository: str = ""
+    unattended_action: str = "none"
+    unattended_source: str = ""
+    unattended_after: str = "stay"
+    path: Path | None = None  # the file these were read from; None: the built-in defaults
+
+    @property
+    def custom_colours(self) -> bool:
+        """True when the vendor chose colours of its own. The documented default colours keep
+        the app's standard theme, so an unbranded appliance looks as it always did."""
+        default = VendorSettings()
+        return (self.primary, self.accent, self.background) != (
+            default.primary,
+            default.accent,
+            default.background,
+        )
+
+    def repository_hint(self) -> RepositoryHint | None:
+        return repository_hint(self.repository)
+
+
+_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+# table -> key -> (VendorSettings field, accepted values: a pattern, choices, or None: any text)
+_VENDOR_KEYS: dict[str, dict[str, tuple[str, Any]]] = {
+    "product": {"name": ("name", None), "slug": ("slug", None)},
+    "colours": {
+        "primary": ("primary", _COLOUR),
+        "accent": ("accent", _COLOUR),
+        "background": ("background", _COLOUR),
+    },
+    "defaults": {
+        "language": ("language", ("en_US", "zh_CN")),
+        "repository": ("repository", None),
+    },
+    "unattended": {
+        "action": ("unattended_action", ("none", "backup", "restore", "verify")),
+        "source": ("unattended_source", None),
+        "after": ("unattended_after", ("poweroff", "reboot", "stay")),
+    },
+}
+
+
+def _accepted(value: object, accepted: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    if isinstance(accepted, re.Pattern):
+        return bool(accepted.match(value))
+    return accepted is None or value in accepted
+
+
+def vendor_file() -> Path:
+    """``$HOURGLASS_VENDOR_FILE`` when set (tests, a developer trying a vendor's look), else
+    ``/etc/hourglass/vendor.toml``, which the appliance build writes."""
+    return Path(os.environ.get(VENDOR_FILE_VARIABLE) or VENDOR_FILE)
+
+
+def vendor_settings(path: Path | None = None) -> VendorSettings:
+    """The vendor's settings from ``path`` (default: :func:`vendor_file`).
+
+    The build has checked the file (``build/vendor.py``), so this reader only has to never
+    stop the app or an unattended run: a missing file gives the defaults silently (a
+    developer's machine); a file that cannot be read or is not TOML gives the defaults, and a
+    key with a wrong value keeps that key's default, both with a warning in the log.
+    """
+    path = path if path is not None else vendor_file()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return VendorSettings()
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        log.warning("vendor settings %s not used (%s): the defaults apply", path, e)
+        return VendorSettings()
+    values: dict[str, Any] = {}
+    for table, keys in _VENDOR_KEYS.items():
+        entries = data.get(table)
+        if not isinstance(entries, dict):
+            continue
+        for key, (attribute, accepted) in keys.items():
+            if key not in entries:
+                continue
+            if _accepted(entries[key], accepted):
+                values[attribute] = entries[key]
+            else:
+                log.warning(
+                    "vendor settings %s: %s.%s is not valid: the default applies", path, table, key
+                )
+    return VendorSettings(path=path, **values)

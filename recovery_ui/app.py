@@ -3,7 +3,8 @@
 The app draws and asks; the engine (``imaging``) does the work, always in worker threads.
 The app keeps what the screens share: the disks and the repositories found on them (kept
 current by the disk watcher), the repository the person opened, the settings, the session
-log.
+log. The vendor's settings (``/etc/hourglass/vendor.toml``) give the product's name, the
+colours, and the language until the person chooses one.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.scrollbar import ScrollBar, ScrollBarRender
 from textual.signal import Signal
+from textual.theme import Theme
 from textual.timer import Timer
 from textual.widgets._toggle_button import ToggleButton
 from textual.worker import Worker, WorkerState
@@ -30,6 +32,7 @@ from recovery_ui.logs import SessionLog, install, uninstall
 from recovery_ui.messages import DiskEvent
 
 if TYPE_CHECKING:
+    from imaging.appliance import VendorSettings
     from imaging.disks.model import Disk
     from imaging.disks.repos import FoundRepository
     from imaging.disks.watch import DiskWatcher
@@ -46,6 +49,20 @@ THEMES = {
     ("safe", "dark"): "ansi-dark",
     ("safe", "light"): "ansi-light",
 }
+VENDOR_THEME = "vendor"
+
+
+def vendor_theme(vendor: VendorSettings) -> Theme:
+    """The vendor's colours as a Textual theme; Textual derives the other shades from them."""
+    from textual.color import Color
+
+    return Theme(
+        name=VENDOR_THEME,
+        primary=vendor.primary,
+        accent=vendor.accent,
+        background=vendor.background,
+        dark=Color.parse(vendor.background).brightness < 0.5,
+    )
 
 
 class PlainScrollBarRender(ScrollBarRender):
@@ -73,19 +90,24 @@ class HourglassApp(App[int]):
         watch_disks: bool = True,
         load_settings: bool = True,
         netns: str | None = None,
+        vendor: VendorSettings | None = None,
     ) -> None:
-        from imaging.appliance import in_appliance
+        from imaging.appliance import in_appliance, vendor_settings
 
+        self.vendor = vendor if vendor is not None else vendor_settings()
         self.terminal = terminal or detect()
         self.scope = scope if scope is not None else Scope.from_environment()
         self.probe = probe if probe is not None else in_appliance()
         self.watch_disks = watch_disks
         self.load_settings = load_settings
         self.netns = netns  # the Network screen's namespace (tests); None: this machine's
-        self.wanted_language = language or i18n.from_environment()
+        self.wanted_language = language or self._vendor_language() or i18n.from_environment()
         i18n.set_language(i18n.choose(self.wanted_language, self.terminal.cjk))
         self.theme_choice = "dark"
+        self.theme_names = dict(THEMES)
         super().__init__()
+        self.title = self.vendor.name
+        self._register_vendor_theme()
         self.session_log: SessionLog = install()
         self.disks: list[Disk] = []
         self.found: list[FoundRepository] = []
@@ -106,9 +128,22 @@ class HourglassApp(App[int]):
     def get_css_variables(self) -> dict[str, str]:
         return {**super().get_css_variables(), "hg-border": self.terminal.glyphs.border}
 
+    def _vendor_language(self) -> str | None:
+        """The vendor's language, when a vendor file was read (without one, the system's)."""
+        return i18n.from_locale(self.vendor.language) if self.vendor.path is not None else None
+
+    def _register_vendor_theme(self) -> None:
+        """The vendor's colours replace the standard dark theme, the one the app starts with
+        (Settings still offers the light one). The console's 16 colours cannot show them:
+        there the ANSI themes stay. Default colours keep Textual's own dark theme."""
+        if self.vendor.custom_colours:
+            self.register_theme(vendor_theme(self.vendor))
+            self.theme_names[("full", "dark")] = VENDOR_THEME
+
     def _apply_theme(self) -> None:
         mode = "safe" if self.terminal.safe else "full"
-        self.theme = THEMES[(mode, self.theme_choice if self.theme_choice == "light" else "dark")]
+        choice = self.theme_choice if self.theme_choice == "light" else "dark"
+        self.theme = self.theme_names[(mode, choice)]
         ScrollBar.renderer = PlainScrollBarRender if self.terminal.safe else ScrollBarRender
         # Checkboxes and selection lists draw their box with these (class-wide, like the
         # scroll bars: one app per process).
@@ -130,10 +165,11 @@ class HourglassApp(App[int]):
         from recovery_ui.screens.home import HomeScreen
 
         log.info(
-            "Hourglass app started: terminal %s (%s), language %s",
+            "Hourglass app started: terminal %s (%s), language %s, vendor settings %s",
             self.terminal.kind,
             self.terminal.reason,
             i18n.current(),
+            self.vendor.path or "(defaults)",
         )
         self.push_screen(HomeScreen())
         if self.watch_disks:

@@ -67,18 +67,24 @@ def set_language(code: str) -> None:
     _State.code = code
 
 
+def from_locale(value: str) -> str | None:
+    """The language of a locale name (``zh_CN.UTF-8``, ``en_US``, ``zh_CN:en``); None for
+    one that names no language (``C``, ``POSIX``, empty)."""
+    first = value.partition(":")[0].partition(".")[0]
+    if first.startswith("zh"):
+        return CHINESE
+    if first and first not in ("C", "POSIX"):
+        return ENGLISH
+    return None
+
+
 def from_environment(environ: Mapping[str, str] | None = None) -> str:
     """The language the system asks for (``LANGUAGE``, ``LC_ALL``, ``LC_MESSAGES``, ``LANG``)."""
     env = os.environ if environ is None else environ
     for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
-        value = env.get(name, "")
-        if not value:
-            continue
-        first = value.split(":")[0].split(".")[0]
-        if first.startswith("zh"):
-            return CHINESE
-        if first and first not in ("C", "POSIX"):
-            return ENGLISH
+        language = from_locale(env.get(name, ""))
+        if language is not None:
+            return language
     return ENGLISH
 
 

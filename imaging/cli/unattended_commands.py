@@ -1,4 +1,5 @@
-"""`hourglass unattended`: the appliance's unattended mode (kernel parameters)."""
+"""`hourglass unattended`: the appliance's unattended mode (kernel parameters, a config file,
+the vendor's ``[unattended]`` defaults)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.Argument
     p = sub.add_parser(
         "unattended",
         parents=[plain],
-        help="carry out hourglass.* kernel parameters and print one HOURGLASS-RESULT line",
+        help="carry out hourglass.* kernel parameters (over the vendor's unattended defaults) "
+        "and print one HOURGLASS-RESULT line",
     )
     p.add_argument(
         "--cmdline-file",

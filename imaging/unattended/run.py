@@ -1,5 +1,8 @@
 """Carry out unattended orders and report exactly one result line.
 
+The orders are the kernel's ``hourglass.*`` parameters, over those of a ``hourglass.config=``
+file, over the vendor's ``[unattended]`` defaults (``/etc/hourglass/vendor.toml``).
+
 At the end exactly one line goes to standard output, the serial console and the kernel log:
 ``HOURGLASS-RESULT: OK <summary>`` or ``HOURGLASS-RESULT: FAILED <reason>``. Nothing that
 failed ever prints OK: the line is decided only after the work and its checks returned.
@@ -14,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from imaging.appliance import console_line, serial_line
+from imaging.appliance import VendorSettings, console_line, serial_line, vendor_settings
 from imaging.errors import HourglassError, UsageError
 from imaging.progress import Progress
 from imaging.unattended.locations import Locations
@@ -59,13 +62,46 @@ class LineProgress:
         )
 
 
-def gather_keys(cmdline: str, locations: Locations) -> dict[str, str]:
-    """The keys of the kernel command line, with those of ``hourglass.config=`` under them."""
+def vendor_keys(vendor: VendorSettings) -> dict[str, str]:
+    """The vendor's ``[unattended]`` defaults as order keys; none when its action is "none".
+
+    The vendor's ``source`` names the disk to work on: the source of a backup or a verify,
+    the target of a restore ("auto" or "": the engine's own choice, the only internal disk).
+    Its "stay" is the engine's "ui"; its ``[defaults] repository`` is the repository.
+    """
+    if vendor.unattended_action == "none":
+        return {}
+    keys = {
+        "run": vendor.unattended_action,
+        "after": "ui" if vendor.unattended_after == "stay" else vendor.unattended_after,
+    }
+    disk = vendor.unattended_source.strip()
+    if disk and disk != "auto":
+        keys["target" if vendor.unattended_action == "restore" else "source"] = disk
+    if vendor.repository.strip():
+        hint = vendor.repository_hint()
+        # A form the engine does not know is passed on as it is: the run then fails naming it.
+        keys["repo"] = hint.as_location() if hint else vendor.repository.strip()
+    return keys
+
+
+def gather_keys(
+    cmdline: str, locations: Locations, vendor: VendorSettings | None = None
+) -> dict[str, str]:
+    """The keys of the kernel command line, with those of ``hourglass.config=`` under them
+    and the vendor's defaults (``vendor``, else the appliance's vendor file) under both.
+
+    When the kernel or the config file orders another action than the vendor's, the
+    vendor's disk is left out: it was named for the vendor's action.
+    """
     keys = parse_cmdline(cmdline)
     if "config" in keys:
         text = locations.read_file(parse_location(keys["config"], key="config")).decode()
         keys = {**parse_config(text), **{k: v for k, v in keys.items() if k != "config"}}
-    return keys
+    defaults = vendor_keys(vendor if vendor is not None else vendor_settings())
+    if keys.get("run", defaults.get("run")) != defaults.get("run"):
+        defaults = {k: v for k, v in defaults.items() if k not in ("source", "target")}
+    return {**defaults, **keys}
 
 
 def _passphrase(orders: Orders, locations: Locations) -> str | None:
@@ -173,7 +209,8 @@ def carry_out(orders: Orders, locations: Locations, say: Callable[[str], None]) 
 
 
 def run_unattended(cmdline: str, *, say: Callable[[str], None] | None = None) -> Outcome:
-    """Read the orders from ``cmdline`` (and a config file), do them, report one line."""
+    """Read the orders from ``cmdline`` (and a config file, and the vendor's defaults), do
+    them, report one line."""
 
     def default_say(text: str) -> None:
         print(f"hourglass: {text}", flush=True)

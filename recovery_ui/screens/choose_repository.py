@@ -1,6 +1,11 @@
 """Choosing the repository to work with: one found on a drive, a folder on a partition, a
 network share, or a new one (on a partition, or on a blank drive formatted first); then its
-passphrase. The screen returns the opened repository (and makes it the app's)."""
+passphrase. The screen returns the opened repository (and makes it the app's).
+
+The vendor's repository (``[defaults] repository`` of the vendor file) is highlighted when it
+is in the list: a found repository on the labelled filesystem, the path (offered on its own
+when no other choice is it), or a share (Mount a network share..., with its server and
+share filled in)."""
 
 from __future__ import annotations
 
@@ -24,9 +29,10 @@ from recovery_ui.state import OpenedRepository
 from recovery_ui.widgets.controls import Label, Static, checkbox, option
 
 if TYPE_CHECKING:
+    from imaging.appliance import RepositoryHint
     from imaging.disks.model import Disk, Partition
     from imaging.disks.repos import FoundRepository
-    from imaging.locations import Location
+    from imaging.locations import Location, Share
 
 DEFAULT_FOLDER = "hourglass-backups"
 
@@ -68,6 +74,47 @@ def blank_disks(disks: list[Disk]) -> list[Disk]:
         and not d.mounted
         and not any(p.fstype for p in d.partitions)
     ]
+
+
+def _inside(path: str, root: str) -> str:
+    """``path`` as seen from the root of the filesystem (or share) mounted at ``root``."""
+    relative = os.path.relpath(path, root)
+    return "/" if relative == "." else "/" + relative
+
+
+def _choice_path(choice: Any) -> str:
+    """The repository path of a choice of the list (open, found or on a share)."""
+    if isinstance(choice, tuple):
+        return str(choice[1])
+    return str(choice.path)
+
+
+def _is_vendors(hint: RepositoryHint, choice: Any, disks: list[Disk]) -> bool:
+    from imaging.disks.repos import FoundRepository
+
+    if hint.kind == "path":
+        return _same(_choice_path(choice), hint.path)
+    if hint.kind == "label" and isinstance(choice, FoundRepository):
+        labels = {(d.device, p.number): p.label for d in disks for p in d.partitions if p.label}
+        return (
+            labels.get((choice.disk, choice.partition or 0)) == hint.where
+            and _inside(choice.path, _mount_root(choice.path)) == hint.path
+        )
+    if hint.kind == "smb" and isinstance(choice, tuple):
+        location, path = choice
+        if location.kind != "smb":
+            return False
+        inside = _inside(path, location.mountpoint)
+        source = str(location.source).rstrip("/") + ("" if inside == "/" else inside)
+        return source.lower() == f"//{hint.where}/{hint.path}".lower()
+    return False
+
+
+def vendor_choice(hint: RepositoryHint | None, choices: dict[str, Any], disks: list[Disk]) -> str:
+    """The key of the listed choice that is the vendor's repository; "" when none is."""
+    if hint is None:
+        return ""
+    return next((key for key, choice in choices.items() if _is_vendors(hint, choice, disks)), "")
 
 
 class ChooseRepository(BaseScreen["OpenedRepository | None"]):
@@ -197,16 +244,41 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
                 key = f"share-{location.mountpoint}-{index}"
                 self.choices[key] = (location, path)
                 options.append(option(f"{path}  ({location.source})", id=key))
+        hint = app.vendor.repository_hint()
+        vendors = vendor_choice(hint, self.choices, app.disks)
+        if not vendors and hint is not None and self._offer_vendor_path(hint):
+            vendors = "vendor"
+            self.choices[vendors] = hint.path
+            options.insert(0, option(hint.path, id=vendors))
         if options:
             options.append(None)  # type: ignore[arg-type]
         options.append(option(_("A folder on a partition of a disk..."), id="folder"))
         if self.allow_create:
             options.append(option(_("Create a new repository..."), id="create"))
         options.append(option(_("Mount a network share (SMB, NFS or SSH)..."), id="share"))
+        if not vendors and hint is not None and hint.kind == "smb":
+            vendors = "share"
         where.set_options(options)
-        where.highlighted = 0
+        ids = [o.id if o is not None else None for o in options]
+        where.highlighted = ids.index(vendors) if vendors else 0
         note = "" if app.found else _("No repository was found on the drives.")
         self.query_one("#list-note", Static).update(note)
+
+    def _offer_vendor_path(self, hint: RepositoryHint) -> bool:
+        """The vendor's path is offered when a repository is there, or (for a new one) when
+        its folder can be made there."""
+        from imaging.repository.store import is_repository
+
+        if hint.kind != "path":
+            return False
+        try:
+            if os.path.isdir(hint.path):
+                return is_repository(Path(hint.path)) or (
+                    self.allow_create and not os.listdir(hint.path)
+                )
+        except OSError:  # a path the app cannot look into is not offered
+            return False
+        return self.allow_create and os.path.isdir(os.path.dirname(hint.path))
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         option_id = event.option.id or ""
@@ -224,6 +296,8 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         elif option_id.startswith("share-"):
             location, path = self.choices[option_id]
             self.prepare_path(path, location)
+        elif option_id == "vendor":
+            self.prepare_directory(self.choices[option_id])
         elif option_id in ("folder", "create"):
             self.creating = option_id == "create"
             self._fill_partitions()
@@ -231,7 +305,14 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         elif option_id == "share":
             from recovery_ui.screens.share import ShareScreen
 
-            self.app.push_screen(ShareScreen(), self._share_mounted)
+            self.app.push_screen(ShareScreen(self._vendor_share()), self._share_mounted)
+
+    def _vendor_share(self) -> Share | None:
+        """The vendor's SMB share, to fill in the share screen."""
+        from imaging.locations import Share
+
+        hint = self.hourglass.vendor.repository_hint()
+        return Share("smb", hint.where, hint.path) if hint and hint.kind == "smb" else None
 
     def _share_mounted(self, location: Location | None) -> None:
         if location is None:
@@ -403,6 +484,12 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         )
         self.app.call_from_thread(self._target_ready, target)
         self.app.call_from_thread(self.hourglass.refresh_disks)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
+    def prepare_directory(self, path: str) -> None:
+        """A directory that is there already (the vendor's path): nothing to mount."""
+        writable = os.access(path if os.path.exists(path) else os.path.dirname(path), os.W_OK)
+        self._check_and_ready(Target(path, path, "", writable, None))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
     def prepare_path(self, path: str, location: Location) -> None:

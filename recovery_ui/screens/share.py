@@ -15,7 +15,7 @@ from recovery_ui.screens.base import BaseScreen
 from recovery_ui.widgets.controls import Label, Static, option
 
 if TYPE_CHECKING:
-    from imaging.locations import Location
+    from imaging.locations import Location, Share
 
 KINDS = (
     ("smb", N_("Windows share or NAS (SMB)")),
@@ -34,6 +34,11 @@ class ShareScreen(BaseScreen["Location | None"]):
     ShareScreen .row { height: auto; }
     ShareScreen .row Label { width: 24; padding: 0 1; }
     """
+
+    def __init__(self, preset: Share | None = None) -> None:
+        """``preset``: a share to fill in (the vendor's repository); the person connects."""
+        super().__init__()
+        self.preset = preset
 
     def compose_body(self) -> ComposeResult:
         with Vertical():
@@ -61,6 +66,10 @@ class ShareScreen(BaseScreen["Location | None"]):
         kind.highlighted = 0
         kind.focus()
         self._kind_changed("smb")
+        if self.preset is not None:
+            kind.highlighted = [k for k, _label in KINDS].index(self.preset.kind)
+            self.query_one("#host", Input).value = self.preset.host
+            self.query_one("#path", Input).value = self.preset.path
 
     @property
     def kind(self) -> str:

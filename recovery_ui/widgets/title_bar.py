@@ -11,7 +11,8 @@ from recovery_ui.widgets.controls import Label
 
 
 class TitleBar(Horizontal):
-    """``Hourglass 0.1  Back up ................ Repository: /mnt/repo``."""
+    """``Hourglass 0.1  Back up ................ Repository: /mnt/repo``; the product's name
+    is the app's title (the vendor's)."""
 
     DEFAULT_CSS = """
     TitleBar { dock: top; height: 1; background: $primary; color: $text; }
@@ -35,7 +36,7 @@ class TitleBar(Horizontal):
         yield Label(self.status, id="status")
 
     def _title_text(self) -> str:
-        return f"Hourglass {__version__}  {self.title}".rstrip()
+        return f"{self.app.title} {__version__}  {self.title}".rstrip()
 
     def watch_title(self) -> None:
         if self.is_mounted:

@@ -50,11 +50,13 @@ def make_source(image: Path) -> None:
             f.write(os.urandom(1 << 20))
 
 
-def change_source(image: Path, rng: random.Random) -> None:
-    """New data in 48 MiB of the partition: each run has chunks to write."""
+def change_source(image: Path) -> None:
+    """New data in the whole partition: each run writes as many chunks as the first one, so
+    a pull within the measured span lands while chunks are being written."""
     with image.open("r+b") as f:
-        f.seek((1 + rng.randrange(0, PART_MIB - 48)) << 20)
-        f.write(os.urandom(48 << 20))
+        f.seek(1 << 20)
+        for _ in range(PART_MIB - 20):
+            f.write(os.urandom(1 << 20))
 
 
 def digest(path: Path) -> str:
@@ -87,7 +89,7 @@ def test_power_loss_during_backups(
 ) -> None:
     source, backup = tmp_path / "pc.img", tmp_path / "backup.img"
     make_source(source)
-    make_backup_drive(backup, tmp_path, size_gib=2)
+    make_backup_drive(backup, tmp_path, size_gib=3)  # five runs of 280 MiB each
     rng = random.Random(int.from_bytes(os.urandom(4)))
     orders = {"run": "backup", "repo": REPO, "passphrase_file": PASSPHRASE_FILE}
     versions = {digest(source)}
@@ -112,10 +114,12 @@ def test_power_loss_during_backups(
 
     outcomes = []
     for pull in range(PULLS):
-        change_source(source, rng)
+        change_source(source)
         versions.add(digest(source))
         before = {str(s["id"]) for s in repo_snapshots(backup, tmp_path)}
-        delay = rng.uniform(0.05, 1.0) * span
+        # Spread over the span: an early, a middle and a late pull (the later runs can be a
+        # little faster than the first, so the span's last tenth is left out).
+        delay = rng.uniform(pull, pull + 1) / PULLS * 0.9 * span
         begun: list[float] = []
 
         def pull_plug(serial: bytes, delay: float = delay, begun: list[float] = begun) -> bool:
@@ -135,7 +139,9 @@ def test_power_loss_during_backups(
         new = after - before
         if not finished:
             assert not new or len(new) == 1  # a commit that landed just before the pull
-        outcomes.append(f"{delay:.0f}s/{span:.0f}s: {'committed' if new else 'nothing listed'}")
+        when = "after the backup ended" if finished else "mid-backup"
+        listed = "its snapshot listed" if new else "nothing listed"
+        outcomes.append(f"pulled {delay:.1f} s into a {span:.1f} s backup ({when}): {listed}")
 
     # The repository takes the next backup, and gc tidies what the pulled runs left.
     with partition_mounted(backup, 1, tmp_path / "backup.mnt") as root:
