@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -33,6 +34,7 @@ BIG_FILE = "big.bin"  # the large file restored alone
 BIG_SIZE = 512 * MiB
 TRACKED = "tracked.txt"  # the file whose versions are listed
 VERSIONS_SNAPSHOTS = 20
+REPEATS = 3  # each compared step runs this many times; the median counts
 
 
 @dataclass
@@ -97,6 +99,26 @@ def timed(
     rss = int(found.group(1)) if found else 0
     print(f"  {tool:<16} {step:<12} {seconds:7.2f} s  {rss / 1024:7.1f} MB RSS", flush=True)
     return Run(tool, step, seconds, rss)
+
+
+def repeated(make: Callable[[], Run], reset: Callable[[], None] | None = None) -> Run:
+    """The median of REPEATS runs of ``make`` (``reset`` puts the state back before each
+    run after the first); the largest peak RSS of them. One run on a shared 2-core machine
+    varied by 20 % from one `make bench` to the next."""
+    runs = []
+    for i in range(REPEATS):
+        if i and reset is not None:
+            reset()
+        runs.append(make())
+    runs.sort(key=lambda r: r.seconds)
+    middle = runs[len(runs) // 2]
+    return Run(
+        middle.tool,
+        middle.step,
+        middle.seconds,
+        max(r.rss_kb for r in runs),
+        note=f"median of {REPEATS} ({runs[0].seconds:.2f} to {runs[-1].seconds:.2f} s)",
+    )
 
 
 def shlex_quote(text: str) -> str:
@@ -168,6 +190,48 @@ def change_one_percent(mountpoint: Path, fraction: float = 0.01, seed: int = 42)
         p.write_bytes(rng.randbytes(size))
         changed += size
     return changed
+
+
+# Where restic and Borg keep their caches (and Borg its security records): inside WORK, so
+# that a repository put back for the next incremental run comes with the matching cache.
+CACHES = {"restic": WORK / "restic-cache", "borg": WORK / "borg-base"}
+
+
+def init_repo(name: str, repo: Path, hourglass: str, env: dict[str, str]) -> None:
+    """An empty repository of tool ``name`` at ``repo`` (a directory for partclone's file)."""
+    shutil.rmtree(repo, ignore_errors=True)
+    full = {**os.environ, **env}
+    if name == "hourglass":
+        sh(hourglass, "init", repo, env=full)
+    elif name == "partclone":
+        repo.mkdir()
+    elif name == "restic":
+        sh("restic", "init", "--repo", repo, env=full)
+    elif name == "borg":
+        sh("borg", "init", "-e", "repokey", repo, env=full)
+
+
+def keep_state(name: str, repo: Path) -> list[tuple[Path, Path]]:
+    """Copies of a repository (and of the tool's cache) to put back between repeated runs."""
+    saved = []
+    for path in (repo, CACHES.get(name)):
+        if path is not None and path.exists():
+            copy = path.with_name(path.name + ".before")
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(path, copy, symlinks=True)
+            saved.append((path, copy))
+    return saved
+
+
+def restore_state(saved: list[tuple[Path, Path]]) -> None:
+    for path, copy in saved:
+        shutil.rmtree(path)
+        shutil.copytree(copy, path, symlinks=True)
+
+
+def drop_state(saved: list[tuple[Path, Path]]) -> None:
+    for _, copy in saved:
+        shutil.rmtree(copy)
 
 
 def limits(device: str, results: Results) -> None:
@@ -245,6 +309,8 @@ def main() -> int:
         "BORG_PASSPHRASE": PASSPHRASE,
         "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
         "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes",
+        "BORG_BASE_DIR": str(CACHES["borg"]),
+        "RESTIC_CACHE_DIR": str(CACHES["restic"]),
     }
     try:
         sh("mount", src, mnt)
@@ -258,140 +324,69 @@ def main() -> int:
         limits(src, results)
 
         repos = {name: WORK / name for name in ("hourglass", "partclone", "restic", "borg")}
-        sh(hourglass, "init", repos["hourglass"], env={**os.environ, **env})
-        repos["partclone"].mkdir()
         peers = not args.skip_peers
-        if peers:
-            sh("restic", "init", "--repo", repos["restic"], env={**os.environ, **env})
-            sh("borg", "init", "-e", "repokey", repos["borg"], env={**os.environ, **env})
+        tools = ["hourglass", *(["partclone", "restic", "borg"] if peers else [])]
+        for name in tools:
+            init_repo(name, repos[name], hourglass, env)
+        backup = {
+            "hourglass": f"{hourglass} backup --repo {repos['hourglass']} {src} --progress none",
+            # What Clonezilla runs; partclone's progress thread adds its 2 s refresh at the end.
+            "partclone": f"partclone.ext4 -c -s {src} -o - 2>/dev/null | zstd -T0 -3 -q -f -o {repos['partclone']}/1.zst",
+            "restic": f"restic backup -q --repo {repos['restic']} --stdin --stdin-filename part.img < {src}",
+            "borg": f"borg create --read-special --compression zstd,3 {repos['borg']}::{{now}} {src}",
+        }
+        label = {
+            "hourglass": "hourglass",
+            "partclone": "partclone+zstd",
+            "restic": "restic",
+            "borg": "borg",
+        }
 
         def record(run: Run, repo: Path) -> None:
             run.stored = du(repo)
             results.runs.append(run)
 
-        print("First backup:")
-        record(
-            timed(
-                "hourglass",
-                "backup",
-                f"{hourglass} backup --repo {repos['hourglass']} {src} --progress none",
-                env,
-            ),
-            repos["hourglass"],
-        )
+        print(f"First backup (each {REPEATS} times into an empty repository):")
+        for name in tools:
+            fresh = partial(init_repo, name, repos[name], hourglass, env)
+            step = partial(timed, label[name], "backup", backup[name], env)
+            record(repeated(step, fresh), repos[name])
         if peers:
-            record(
-                timed(
-                    "partclone+zstd",
-                    "backup",
-                    f"partclone.ext4 -c -s {src} -o - 2>/dev/null | zstd -T0 -3 -q -o {repos['partclone']}/1.zst",
-                ),
-                repos["partclone"],
-            )
-            record(
-                timed(
-                    "restic",
-                    "backup",
-                    f"restic backup -q --repo {repos['restic']} --stdin --stdin-filename part.img < {src}",
-                    env,
-                ),
-                repos["restic"],
-            )
-            record(
-                timed(
-                    "borg",
-                    "backup",
-                    f"borg create --read-special --compression zstd,3 {repos['borg']}::one {src}",
-                    env,
-                ),
-                repos["borg"],
-            )
+            # The same pipeline without partclone's end-of-run wait, for reference.
+            quick = backup["partclone"].replace("-c -s", "-c --UI-fresh 0 -s")
+            results.runs.append(repeated(partial(timed, "partclone+zstd (-f 0)", "backup", quick)))
 
         sh("mount", src, mnt)
         changed = change_one_percent(mnt)
         sh("umount", mnt)
         results.extra["changed_bytes"] = changed
-        print(f"Changed {changed / MiB:.1f} MiB of files; incremental backup:")
-        before = {name: du(path) for name, path in repos.items()}
-        record(
-            timed(
-                "hourglass",
-                "incremental",
-                f"{hourglass} backup --repo {repos['hourglass']} {src} --progress none",
-                env,
-            ),
-            repos["hourglass"],
-        )
-        if peers:
-            record(
-                timed(
-                    "restic",
-                    "incremental",
-                    f"restic backup -q --repo {repos['restic']} --stdin --stdin-filename part.img < {src}",
-                    env,
-                ),
-                repos["restic"],
-            )
-            record(
-                timed(
-                    "borg",
-                    "incremental",
-                    f"borg create --read-special --compression zstd,3 {repos['borg']}::two {src}",
-                    env,
-                ),
-                repos["borg"],
-            )
+        incremental_tools = [t for t in tools if t != "partclone"]
+        print(f"Changed {changed / MiB:.1f} MiB of files; incremental backup ({REPEATS} times):")
+        before = {name: du(repos[name]) for name in incremental_tools}
+        for name in incremental_tools:
+            saved = keep_state(name, repos[name])
+            step = partial(timed, label[name], "incremental", backup[name], env)
+            record(repeated(step, partial(restore_state, saved)), repos[name])
+            drop_state(saved)
         for run in results.runs:
             if run.step == "incremental" and run.stored is not None:
-                run.note = f"grew {(run.stored - before[run.tool]) / MiB:.1f} MiB"
+                run.note += f"; grew {(run.stored - before[run.tool]) / MiB:.1f} MiB"
                 results.extra[f"{run.tool}_incremental_growth"] = run.stored - before[run.tool]
 
-        print("Restore to a second loop device:")
-        results.runs.append(
-            timed(
-                "hourglass",
-                "restore",
-                f"{hourglass} restore --repo {repos['hourglass']} latest {dst} --yes --progress none",
-                env,
-                durable=True,
-            )
-        )
-        results.runs.append(
-            timed(
-                "hourglass",
-                "restore-noverify",
-                f"{hourglass} restore --repo {repos['hourglass']} latest {dst} --yes --no-verify --progress none",
-                env,
-                durable=True,
-            )
-        )
-        if peers:
-            results.runs.append(
-                timed(
-                    "partclone+zstd",
-                    "restore",
-                    f"zstd -d -c -q {repos['partclone']}/1.zst | partclone.ext4 -r -s - -o {dst} 2>/dev/null",
-                    durable=True,
-                )
-            )
-            results.runs.append(
-                timed(
-                    "restic",
-                    "restore",
-                    f"restic dump -q --repo {repos['restic']} latest part.img > {dst}",
-                    env,
-                    durable=True,
-                )
-            )
-            results.runs.append(
-                timed(
-                    "borg",
-                    "restore",
-                    f"borg extract --stdout {repos['borg']}::two > {dst}",
-                    env,
-                    durable=True,
-                )
-            )
+        print(f"Restore to a second loop device ({REPEATS} times):")
+        restore = {
+            "hourglass": f"{hourglass} restore --repo {repos['hourglass']} latest {dst} --yes --progress none",
+            "partclone": f"zstd -d -c -q {repos['partclone']}/1.zst | partclone.ext4 -r -s - -o {dst} 2>/dev/null",
+            "restic": f"restic dump -q --repo {repos['restic']} latest part.img > {dst}",
+            "borg": f"borg extract --stdout {repos['borg']}::$(borg list --last 1 --short {repos['borg']}) > {dst}",
+        }
+        for name in tools:
+            step = partial(timed, label[name], "restore", restore[name], env, durable=True)
+            results.runs.append(repeated(step))
+            if name == "hourglass":
+                command = restore[name] + " --no-verify"
+                step = partial(timed, "hourglass", "restore-noverify", command, env, durable=True)
+                results.runs.append(repeated(step))
         sh("e2fsck", "-fn", dst)
 
         print("Hourglass alone:")
@@ -525,6 +520,13 @@ def write_results(results: Results) -> None:
     pc = results.get("partclone+zstd", "backup")
     if ours and pc and ours.stored and pc.stored:
         lines.insert(-1, f"- stored size vs partclone+zstd: {ours.stored / pc.stored:.3f}x")
+    quick = results.get("partclone+zstd (-f 0)", "backup")
+    if ours and quick:
+        lines.insert(
+            -1,
+            f"- first backup vs partclone+zstd without partclone's end-of-run wait "
+            f"(`--UI-fresh 0`): {quick.seconds / ours.seconds:.2f}x",
+        )
     lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {what} | {measured} | {met} |" for what, measured, met in targets(results)]
     lines.append("")

@@ -166,9 +166,12 @@ def used_map(
     with tempfile.TemporaryDirectory(prefix="hourglass-partclone-") as tmp:
         domain = os.path.join(tmp, "domain.log")
         log = os.path.join(tmp, "partclone.log")
-        # No --quiet: partclone 0.3.23 then sleeps whole seconds in its progress thread (3 s
-        # to map a 3 GB ext4 that takes 0.06 s with progress on); the output is captured.
-        argv = [tool, "--domain", "--source", device, "--output", domain, "--logfile", log]
+        # partclone 0.3.23 joins its progress thread at the end, and that thread sleeps its
+        # refresh interval (2 s by default, 3 s with --quiet) whole: mapping a 3 GiB ext4
+        # took 2.0 s of which 0.02 s was work. "--UI-fresh 0" wakes it at once; the domain
+        # log is the same, and the progress output is captured anyway.
+        argv = [tool, "--domain", "--UI-fresh", "0", "--source", device, "--output", domain]
+        argv += ["--logfile", log]
         if mounted:
             argv.append("--force")  # partclone refuses a mounted source even read-only
         result = run(argv, check=False)

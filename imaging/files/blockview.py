@@ -18,7 +18,9 @@ from imaging.errors import IntegrityError
 from imaging.repository.codec import UNUSED_ID, ZERO_ID
 from imaging.repository.store import Repository
 
-DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
+# 32 chunks: with 512 MiB a single-file restore's server reached 600 MB resident and was
+# no faster (bench: 1.4 to 2.0 s for 512 MiB either way); the appliance lives in RAM.
+DEFAULT_CACHE_BYTES = 128 * 1024 * 1024
 READAHEAD_BLOCKS = 3
 
 

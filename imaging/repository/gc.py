@@ -16,6 +16,7 @@ from pathlib import Path
 
 from imaging.errors import HourglassError
 from imaging.repository import codec, leases
+from imaging.repository.fsutil import fsync_dir
 from imaging.repository.store import Repository
 
 SKEW_MARGIN = 300.0
@@ -74,6 +75,7 @@ def _purge(repo: Repository, result: GcResult, oldest_running: float | None) -> 
         return
     live = mark(repo, result)
     for batch in ready:
+        restored_into: set[Path] = set()
         for dirpath, _, files in os.walk(batch):
             for name in files:
                 path = Path(dirpath) / name
@@ -86,6 +88,7 @@ def _purge(repo: Repository, result: GcResult, oldest_running: float | None) -> 
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     if not dest.exists():
                         os.rename(path, dest)
+                        restored_into.update((dest.parent, dest.parent.parent))
                     result.restored += 1
                     continue
                 with contextlib.suppress(FileNotFoundError):
@@ -93,6 +96,9 @@ def _purge(repo: Repository, result: GcResult, oldest_running: float | None) -> 
                     path.unlink()
                     result.freed += 1
                     result.freed_bytes += size
+        # The chunks brought back are durable in chunks/ before their batch goes.
+        for directory in sorted(restored_into, key=lambda p: len(p.parts), reverse=True):
+            fsync_dir(directory)
         shutil.rmtree(batch, ignore_errors=True)
 
 
