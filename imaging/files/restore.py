@@ -14,6 +14,14 @@ it, and a name from the image that is empty, ``.``, ``..`` or holds ``/`` or NUL
 A file whose data is damaged in the repository is restored with the readable parts (the
 damaged ranges are left as holes), reported by name with its byte ranges and chunks, and the
 other files still restore.
+
+Large files on ext2/3/4 and xfs are copied from the repository directly: FIEMAP on the
+mounted snapshot gives where the file's bytes lie in the partition, and those ranges are
+read from an in-process view of the partition image that decodes chunks on a thread pool, as
+a full restore does. Reading through the mounted filesystem instead goes ext4 -> loop device
+-> FUSE -> the server, 128 KiB at a time, at about a third of a full restore's speed. A file
+FIEMAP cannot describe safely (inline, encrypted, unknown extents) or whose chunks are
+damaged goes the mounted way, which salvages and reports what it can.
 """
 
 from __future__ import annotations
@@ -27,13 +35,18 @@ from pathlib import Path
 
 from imaging.errors import HourglassError, NoSpace, UsageError
 from imaging.files import paths
+from imaging.files.blockview import ChunkCache, DamagedRead, ImageView
 from imaging.files.browse import SnapshotBrowser, printable
+from imaging.files.versions import FIEMAP_FILESYSTEMS, fiemap
 from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository.store import Repository, Snapshot
 from imaging.units import local_now
 
 PIECE = 4 * 1024 * 1024
 SMALL = 4096
+DIRECT_MIN = 4 * 1024 * 1024  # smaller files: the mounted way costs less than a chunk decode
+FIEMAP_EXTENT_UNWRITTEN = 0x800  # allocated, never written: reads as zeros (a hole here)
+DIRECT_CACHE = 64 * 1024 * 1024
 XATTR_PREFIXES = ("user.", "trusted.", "security.", "system.posix_acl_")
 UNSUPPORTED = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EINVAL, errno.ENOSYS)
 
@@ -122,9 +135,12 @@ def restore_from(
         total = sum(_size_under(browser.root, parts) for parts in split)
         meter = Meter("restore", total, progress)
         copier = _Copier(browser, result, meter, overwrite, dest_fd)
-        for parts in split:
-            meter.set_item(paths.display(parts))
-            copier.restore_path(parts)
+        try:
+            for parts in split:
+                meter.set_item(paths.display(parts))
+                copier.restore_path(parts)
+        finally:
+            copier.close()
         meter.finish()
     finally:
         os.close(dest_fd)
@@ -167,6 +183,11 @@ class _Copier:
         self.links: dict[tuple[int, int], tuple[list[str], str]] = {}
         self._warned: set[str] = set()
         self.root_user = os.geteuid() == 0
+        self._direct: ImageView | bool | None = None  # None: not made yet; False: not possible
+
+    def close(self) -> None:
+        if isinstance(self._direct, ImageView):
+            self._direct.cache.close()
 
     # --- entry points -----------------------------------------------------------------------
 
@@ -359,7 +380,10 @@ class _Copier:
             )
             try:
                 damage_before = len(self.browser.session.damage())
-                bad = self._copy_data(src, dst, st.st_size)
+                if self._copy_direct(src, dst, st.st_size):
+                    bad = []
+                else:
+                    bad = self._copy_data(src, dst, st.st_size)
                 os.ftruncate(dst, st.st_size)
                 self._finish_fd(dst, st, shown, src_fd=src)
             finally:
@@ -370,6 +394,51 @@ class _Copier:
         if bad:
             chunks = sorted({d.chunk for d in self.browser.session.damage()[damage_before:]})
             self.result.damaged.append(DamagedFile(shown, bad, chunks))
+
+    def _image_view(self) -> ImageView | None:
+        """The snapshot's partition image, read in this process (made on first use)."""
+        if self._direct is None:
+            self._direct = False
+            browser = self.browser
+            if browser.fstype in FIEMAP_FILESYSTEMS:
+                repo = browser.repo
+                with contextlib.suppress(HourglassError):
+                    ids = repo.load_index(browser.snapshot, browser.image)
+                    size = int(browser.snapshot.image(browser.image)["size"])
+                    workers = 2 * (os.cpu_count() or 1)
+                    cache = ChunkCache(repo, DIRECT_CACHE, workers=workers)
+                    self._direct = ImageView(browser.image, ids, size, repo.block_size, cache)
+        return self._direct if isinstance(self._direct, ImageView) else None
+
+    def _copy_direct(self, src: int, dst: int, size: int) -> bool:
+        """Copy a large file's extents straight from the repository (see the module's
+        docstring); False, with nothing counted, when this file must go the mounted way."""
+        if size < DIRECT_MIN:
+            return False
+        view = self._image_view()
+        extents = fiemap(src, size) if view is not None else None
+        if view is None or extents is None:
+            return False
+        copied = 0
+        try:
+            for logical, physical, extent_length, flags in extents:
+                length = min(extent_length, size - logical)
+                if flags & FIEMAP_EXTENT_UNWRITTEN or length <= 0:
+                    continue  # zeros: left a hole, the final truncate gives the size
+                for offset in range(0, length, PIECE):
+                    n = min(PIECE, length - offset)
+                    data = view.read(physical + offset, n)
+                    if len(data) != n:  # an extent past the image's end: not to be trusted
+                        self.meter.add(-copied)
+                        return False
+                    _write_at(dst, data, logical + offset)
+                    copied += n
+                    self.meter.add(n)
+        except (DamagedRead, HourglassError):
+            self.meter.add(-copied)
+            return False
+        self.meter.add(size - copied)  # holes and unwritten extents
+        return True
 
     def _copy_data(self, src: int, dst: int, size: int) -> list[tuple[int, int]]:
         """Copy the data ranges of ``src`` (holes stay holes); returns unreadable ranges."""

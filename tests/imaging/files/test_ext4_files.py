@@ -16,6 +16,7 @@ import pytest
 
 from imaging.backup import backup_path
 from imaging.errors import HourglassError
+from imaging.files import restore as restore_module
 from imaging.files import session as session_module
 from imaging.files.restore import restore_files
 from imaging.files.session import Session, is_mounted, sessions
@@ -164,6 +165,49 @@ def test_damaged_chunk_names_the_file_and_the_others_restore(
     assert "good.bin" not in err
     assert (dest / "good.bin").read_bytes() == good
     assert (dest / "bad.bin").stat().st_size == 9 * MiB
+
+
+@pytest.mark.parametrize("kind", ["ext4", "xfs"])
+def test_large_files_are_read_from_the_repository_directly(
+    tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """A large file is copied from its extents (FIEMAP) without going through the mounted
+    filesystem; data, holes and allocated-but-unwritten ranges come back as they were, and
+    the same as the mounted way gives."""
+    image = make_fs(kind, tmp_path / f"{kind}.img")
+    with writable(kind, image, tmp_path / "rw") as mnt:
+        with open(mnt / "big.bin", "wb") as f:
+            f.write(os.urandom(6 * MiB + 123))  # ends mid-block
+            f.seek(10 * MiB)
+            f.write(os.urandom(3 * MiB))  # after a hole
+        os.truncate(mnt / "big.bin", 16 * MiB)
+        fd = os.open(mnt / "big.bin", os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 14 * MiB, 2 * MiB)  # unwritten: reads as zeros
+        finally:
+            os.close(fd)
+        expected = (mnt / "big.bin").read_bytes()
+    snapshot = backup_path(repo, image)
+
+    calls: list[int] = []
+    mounted_way = restore_module._Copier._copy_data
+
+    def spy(self: object, src: int, dst: int, size: int) -> list[tuple[int, int]]:
+        calls.append(size)
+        return mounted_way(self, src, dst, size)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(restore_module._Copier, "_copy_data", spy)
+    result = restore_files(repo, snapshot, None, ["/big.bin"], tmp_path / "direct")
+    assert result.ok, result.damaged
+    assert calls == [], "the large file went the mounted way"
+    direct = tmp_path / "direct" / "big.bin"
+    assert direct.read_bytes() == expected
+    assert os.stat(direct).st_blocks * 512 < 12 * MiB, "holes were filled"
+
+    monkeypatch.setattr(restore_module, "DIRECT_MIN", 1 << 62)
+    restore_files(repo, snapshot, None, ["/big.bin"], tmp_path / "mounted")
+    assert calls == [16 * MiB]
+    assert (tmp_path / "mounted" / "big.bin").read_bytes() == expected
 
 
 def test_crafted_names_cannot_escape(tmp_path: Path, repo: Repository) -> None:
