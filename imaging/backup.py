@@ -386,7 +386,7 @@ def run_backup(
     """Store ``plan`` as a new snapshot and return it. Nothing is committed on failure."""
     options = options or BackupOptions()
     started = time.monotonic()
-    when = local_now()
+    when, when_ns = local_now(), time.time_ns()
     snapshot_id = repo.new_snapshot_id()
     stats = _Stats()
     total = sum(image.size for image in plan.images)
@@ -444,6 +444,7 @@ def run_backup(
             "version": 1,
             "id": snapshot_id,
             "time": when.isoformat(),
+            "time_ns": when_ns,
             "hostname": socket.gethostname(),
             "source": plan.source,
             "source_id": plan.source_id,

@@ -48,7 +48,7 @@ def apply(snapshots: list[Snapshot], policy: Policy) -> Decision:
     for s in snapshots:
         groups.setdefault(s.source_id, []).append(s)
     for group in groups.values():
-        newest_first = sorted(group, key=lambda s: (s.time, s.id), reverse=True)
+        newest_first = sorted(group, key=lambda s: s.order, reverse=True)
         reasons: dict[str, list[str]] = {s.id: [] for s in newest_first}
         for s in newest_first[: policy.last]:
             reasons[s.id].append("last")

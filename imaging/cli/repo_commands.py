@@ -278,9 +278,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
             }
         )
     else:
-        for s, reasons in sorted(keep, key=lambda x: x[0].time):
+        for s, reasons in sorted(keep, key=lambda x: x[0].order):
             print(f"keep    {snapshot_row(s)}  ({', '.join(reasons)})")
-        for s in sorted(remove, key=lambda x: x.time):
+        for s in sorted(remove, key=lambda x: x.order):
             print(f"{'would forget' if args.dry_run else 'forget'}  {snapshot_row(s)}")
     if not args.dry_run:
         for s in remove:

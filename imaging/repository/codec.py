@@ -251,6 +251,7 @@ def validate_manifest(m: Any, name: str, snapshot_id: str) -> None:
     _require(m.get("version") == 1, name, "an unknown version")
     _require(m.get("id") == snapshot_id, name, "an id that does not match its file name")
     _require(isinstance(m.get("time"), str), name, "no time")
+    _require(_is_int(m.get("time_ns", 0)), name, "an invalid time_ns")
     _require(isinstance(m.get("source"), str), name, "no source")
     _require(isinstance(m.get("source_id"), str), name, "no source id")
     _require(m.get("kind") in ("file", "partition", "disk"), name, "an unknown kind")

@@ -50,6 +50,13 @@ class Snapshot:
         return datetime.fromisoformat(self.manifest["time"])
 
     @property
+    def order(self) -> tuple[datetime, int, str]:
+        """Oldest first: the time to the second, then the start in nanoseconds (two backups
+        can start within one second: "latest" must be the later one), then the id."""
+        time_ns = self.manifest.get("time_ns")
+        return (self.time, time_ns if isinstance(time_ns, int) else 0, self.id)
+
+    @property
     def source(self) -> str:
         return str(self.manifest["source"])
 
@@ -364,7 +371,7 @@ class Repository:
                 if on_damage is None:
                     raise
                 on_damage(snapshot_id, e)
-        result.sort(key=lambda s: (s.time, s.id))
+        result.sort(key=lambda s: s.order)
         return result
 
     def commit_snapshot(self, manifest: dict[str, Any]) -> Snapshot:

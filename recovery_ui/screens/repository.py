@@ -341,7 +341,7 @@ class RepositoryScreen(BaseScreen[None]):
         table.clear()
         rows: list[tuple[Snapshot, str]] = [(s, _("kept")) for s, _reasons in decision.keep]
         rows += [(s, _("GOES")) for s in decision.remove]
-        for snapshot, verdict in sorted(rows, key=lambda r: r[0].time, reverse=True):
+        for snapshot, verdict in sorted(rows, key=lambda r: r[0].order, reverse=True):
             table.add_row(
                 text.when(snapshot.time),
                 text.snapshot_source(snapshot),
@@ -360,7 +360,7 @@ class RepositoryScreen(BaseScreen[None]):
 
         if self.decision is None or not self.decision.remove or self.opened is None:
             return
-        remove = sorted(self.decision.remove, key=lambda s: s.time)
+        remove = sorted(self.decision.remove, key=lambda s: s.order)
         count = str(len(remove))
         lines = [_("Repository: {label}").format(label=self.opened.label), ""]
         lines += [text.snapshot_line(s) for s in remove]

@@ -229,7 +229,7 @@ class RestoreFilesScreen(BaseScreen[None]):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "typed" and event.value.strip():
             timeline = self.query_one("#timeline", Timeline)
-            ordered = sorted(timeline.snapshots.values(), key=lambda s: (s.time, s.id))
+            ordered = sorted(timeline.snapshots.values(), key=lambda s: s.order)
             self.choose_typed(ordered, event.value.strip())
         elif event.input.id == "search":
             self._search(event.value.strip())

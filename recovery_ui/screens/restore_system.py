@@ -206,7 +206,7 @@ class RestoreSystemScreen(BaseScreen[None]):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "typed" and event.value.strip():
             timeline = self.query_one("#timeline", Timeline)
-            ordered = sorted(timeline.snapshots.values(), key=lambda s: (s.time, s.id))
+            ordered = sorted(timeline.snapshots.values(), key=lambda s: s.order)
             self.choose_typed(ordered, event.value.strip())
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="typed")

@@ -29,7 +29,7 @@ class Timeline(OptionList):
         self.snapshots = {s.id: s for s in snapshots}
         options: list[Option | None] = []
         day = ""
-        for snapshot in sorted(snapshots, key=lambda s: s.time, reverse=True):
+        for snapshot in sorted(snapshots, key=lambda s: s.order, reverse=True):
             stamp = text.when(snapshot.time)
             if stamp[:10] != day:
                 day = stamp[:10]

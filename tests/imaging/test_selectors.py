@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
+from imaging.backup import backup_path
 from imaging.errors import SnapshotNotFound, UsageError
-from imaging.repository.store import Snapshot
+from imaging.repository.store import Repository, Snapshot
 from imaging.selectors import parse_time, select, split_partition
 
 TZ = timezone(timedelta(hours=1))
@@ -73,3 +75,25 @@ def test_partition_suffix() -> None:
     assert split_partition("2026-11-22 10:31:05") == ("2026-11-22 10:31:05", None)
     assert split_partition("2026-11-22 10:31:05:3") == ("2026-11-22 10:31:05", 3)
     assert split_partition("2026-11-22T10:31:05+01:00") == ("2026-11-22T10:31:05+01:00", None)
+
+
+def test_two_backups_within_one_second_keep_their_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fast backups can start within one second: the one started later is "latest" and comes
+    after the other in the listing, whatever their random ids."""
+    import imaging.backup
+
+    repo = Repository.init(tmp_path / "repo", encryption="none")
+    source = tmp_path / "source.img"
+    second = datetime(2026, 11, 23, 18, 13, 55, tzinfo=TZ)
+    monkeypatch.setattr(imaging.backup, "local_now", lambda: second)  # both in that second
+    taken = []
+    for round_ in range(6):
+        source.write_bytes(bytes([round_ + 1]) * 4096)
+        taken.append(backup_path(repo, source).id)
+    listed = repo.snapshots()
+    assert [s.id for s in listed] == taken
+    assert select(listed, "latest").id == taken[-1]
+    as_of = second.astimezone().strftime("%Y-%m-%d %H:%M:%S")  # "as of" is local time
+    assert select(listed, as_of).id == taken[-1]
