@@ -16,7 +16,7 @@ from imaging.progress import reporter_for
 from imaging.repository import gc as gc_module
 from imaging.repository import keys as key_module
 from imaging.repository import stats
-from imaging.repository.store import Repository, Snapshot
+from imaging.repository.store import DEFAULT_LEVEL, Repository, Snapshot
 from imaging.repository.verify import VerifyReport, summary_line, verify, verify_keyless
 from imaging.restore import RestoreOptions, RestoreResult, restore_snapshot
 from imaging.targets import describe_target
@@ -61,7 +61,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     secret = None
     if args.encryption != "none":
         secret = passphrase.source(args.passphrase_file, confirm=True)
-    repo = Repository.init(path, encryption=args.encryption, passphrase=secret)
+    repo = Repository.init(
+        path, encryption=args.encryption, passphrase=secret, level=args.compression_level
+    )
     print(f"Created an {'encrypted ' if repo.encrypted else ''}repository at {repo.path}.")
     if repo.encrypted:
         print(
@@ -367,6 +369,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("init", parents=[common], help="create a repository")
     p.add_argument("path", nargs="?", metavar="REPO", help="directory to create (or --repo)")
     p.add_argument("--encryption", choices=["aes-256-gcm", "none"], default="aes-256-gcm")
+    p.add_argument(
+        "--compression-level",
+        type=int,
+        choices=range(1, 20),
+        default=DEFAULT_LEVEL,
+        metavar="1-19",
+        help=f"zstd level for every chunk (default {DEFAULT_LEVEL}: fastest; 3 stores about 7 %% "
+        "less and takes about 40 %% longer)",
+    )
     p.set_defaults(handler=cmd_init)
 
     p = sub.add_parser(
