@@ -11,6 +11,7 @@ and bench/results.png. Needs root (loop devices, mount).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -172,6 +173,18 @@ def write_big_file(target: Path, size: int, seed: int) -> int:
             out.write(data)
             written += len(data)
     return written
+
+
+def block_digests(device: str) -> list[bytes]:
+    """A short digest of every 4 KiB block of ``device`` (to count the blocks a change hit)."""
+    digests = []
+    with open(device, "rb", buffering=0) as f:
+        while piece := f.read(4 * MiB):
+            digests += [
+                hashlib.blake2b(piece[i : i + 4096], digest_size=16).digest()
+                for i in range(0, len(piece), 4096)
+            ]
+    return digests
 
 
 def change_one_percent(mountpoint: Path, fraction: float = 0.01, seed: int = 42) -> int:
@@ -356,10 +369,18 @@ def main() -> int:
             quick = backup["partclone"].replace("-c -s", "-c --UI-fresh 0 -s")
             results.runs.append(repeated(partial(timed, "partclone+zstd (-f 0)", "backup", quick)))
 
+        before_blocks = block_digests(src)
         sh("mount", src, mnt)
         changed = change_one_percent(mnt)
         sh("umount", mnt)
         results.extra["changed_bytes"] = changed
+        # What changed on the partition: the files' new bytes plus the filesystem's own
+        # (inode tables, bitmaps, directories, journal), 4 KiB blocks that differ.
+        drop_caches()  # no page of the device read before the change may answer now
+        after_blocks = block_digests(src)
+        results.extra["changed_partition_bytes"] = 4096 * sum(
+            1 for x, y in zip(before_blocks, after_blocks, strict=True) if x != y
+        )
         incremental_tools = [t for t in tools if t != "partclone"]
         print(f"Changed {changed / MiB:.1f} MiB of files; incremental backup ({REPEATS} times):")
         before = {name: du(repos[name]) for name in incremental_tools}
@@ -566,7 +587,15 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
         results.extra.get("changed_bytes"),
     )
     g = grew / changed if grew is not None and changed else None
-    row("incremental stores ≤ 1.5x the changed bytes", g, f"{g or 0:.2f}x", (g or 9) <= 1.5)
+    row(
+        "incremental stores ≤ 1.5x the changed bytes (of files)",
+        g,
+        f"{g or 0:.2f}x",
+        (g or 9) <= 1.5,
+    )
+    on_disk = results.extra.get("changed_partition_bytes")
+    p = grew / on_disk if grew is not None and on_disk else None
+    row("the same against the bytes changed on the partition", p, f"{p or 0:.2f}x", (p or 9) <= 1.5)
     x = faster("restore", "borg")
     row("restore ≥ 2.5x faster than borg extract", x, f"{x or 0:.2f}x", (x or 0) >= 2.5)
     rss = results.extra.get("sparse_2tib_rss_mb")

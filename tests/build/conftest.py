@@ -35,11 +35,13 @@ def appliance() -> Context:
 def results() -> Iterator[dict[str, object]]:
     """Measurements (boot times, sizes) written to build/work/test-results.json."""
     collected: dict[str, object] = {}
-    if RESULTS.exists():
-        collected.update(json.loads(RESULTS.read_text()))
     yield collected
+    # tests/e2e and tests/faults import this fixture into their own conftest, which gives
+    # each folder its own instance: each merges what it measured into the file.
+    merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    merged.update(collected)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(collected, indent=1, sort_keys=True) + "\n")
+    RESULTS.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
 
 
 @pytest.fixture
