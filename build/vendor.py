@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from build.errors import VendorError
+from imaging.appliance import VendorSettings
 
 LANGUAGES = ("en_US", "zh_CN")
 UNATTENDED_ACTIONS = ("none", "backup", "restore", "verify")
@@ -23,20 +24,11 @@ PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 
 
 @dataclass(frozen=True)
-class Vendor:
-    """Everything a vendor can change; the defaults are Hourglass's own."""
+class Vendor(VendorSettings):
+    """Everything a vendor can change; the defaults are Hourglass's own. What the appliance
+    reads back at run time is :class:`imaging.appliance.VendorSettings` (one set of defaults);
+    the build adds the packages, files and PXE address."""
 
-    path: Path | None = None
-    name: str = "Hourglass"
-    slug: str = "hourglass"
-    primary: str = "#2e7dd7"
-    accent: str = "#f2a900"
-    background: str = "#10151c"
-    language: str = "en_US"
-    repository: str = ""
-    unattended_action: str = "none"
-    unattended_source: str = ""
-    unattended_after: str = "stay"
     packages: tuple[str, ...] = ()
     files: dict[str, str] = field(default_factory=dict)
     pxe_url: str = "http://192.168.100.1/hourglass"
