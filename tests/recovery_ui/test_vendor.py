@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from textual.color import Color
+from textual.pilot import Pilot
 from textual.widgets import Input, OptionList
 
 from imaging.appliance import VENDOR_FILE_VARIABLE
@@ -29,6 +30,20 @@ def vendor_file(tmp_path: Path, text: str, monkeypatch: pytest.MonkeyPatch) -> P
     path.write_text(text)
     monkeypatch.setenv(VENDOR_FILE_VARIABLE, str(path))
     return path
+
+
+async def choose_highlighted(app: HourglassApp, pilot: Pilot[int], shot_name: str = "") -> str:
+    """Open the repository chooser, press Enter on the entry it highlights; that entry's id."""
+    await app.push_screen(ChooseRepository("Open a repository"))
+    await settle(pilot)
+    if shot_name:
+        shot(app, shot_name)
+    where = app.screen.query_one("#where", OptionList)
+    assert where.highlighted is not None
+    chosen = str(where.get_option_at_index(where.highlighted).id)
+    where.focus()
+    await pilot.press("enter")
+    return chosen
 
 
 async def test_the_vendors_name_and_colours(
@@ -87,14 +102,7 @@ async def test_the_vendors_repository_is_offered_first(
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
-        await app.push_screen(ChooseRepository("Open a repository"))
-        await settle(pilot)
-        shot(app, "vendor-repository")
-        where = app.screen.query_one("#where", OptionList)
-        assert where.highlighted is not None
-        assert where.get_option_at_index(where.highlighted).id == "vendor"
-        where.focus()
-        await pilot.press("enter")
+        assert await choose_highlighted(app, pilot, shot_name="vendor-repository") == "vendor"
         await settle(pilot)
         await type_text(pilot, PASSPHRASE)
         await pilot.press("enter")
@@ -140,13 +148,7 @@ async def test_the_vendors_share_is_filled_in(
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
-        await app.push_screen(ChooseRepository("Open a repository"))
-        await settle(pilot)
-        where = app.screen.query_one("#where", OptionList)
-        assert where.highlighted is not None
-        assert where.get_option_at_index(where.highlighted).id == "share"
-        where.focus()
-        await pilot.press("enter")
+        assert await choose_highlighted(app, pilot) == "share"
         await settle(pilot)
         assert app.screen.query_one("#host", Input).value == "nas"
         assert app.screen.query_one("#path", Input).value == "backups/hourglass"
