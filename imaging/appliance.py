@@ -7,6 +7,8 @@ import contextlib
 import logging
 import os
 import re
+import select
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ log = logging.getLogger(__name__)
 
 READY_MARKER = "HOURGLASS-READY"
 SERIAL_CONSOLE = "/dev/ttyS0"
+SERIAL_WRITE_SECONDS = 10.0
 VENDOR_FILE = Path("/etc/hourglass/vendor.toml")
 VENDOR_FILE_VARIABLE = "HOURGLASS_VENDOR_FILE"
 
@@ -46,9 +49,31 @@ def serial_line(text: str) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(SERIAL_CONSOLE, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
         try:
-            os.write(fd, f"\r\n{text}\r\n".encode())
+            write_within(fd, f"\r\n{text}\r\n".encode(), SERIAL_WRITE_SECONDS)
         finally:
             os.close(fd)
+
+
+def write_within(fd: int, data: bytes, seconds: float) -> None:
+    """Write all of ``data`` to the non-blocking ``fd``, waiting while its buffer is full.
+
+    At 115200 baud the port drains about 11 KiB a second, and the app on the port fills its
+    buffer when it draws a screen: one write would then take part of the line or none of it
+    (the READY and RESULT lines were lost that way). A port that does not drain at all (flow
+    control held) costs ``seconds``, then OSError, never a hung caller.
+    """
+    deadline = time.monotonic() + seconds
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+            continue
+        except BlockingIOError:
+            pass
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"{len(view)} of {len(data)} bytes not written in {seconds:.0f} s")
+        select.select([], [fd], [], min(left, 0.5))
 
 
 def _own_terminal() -> str:

@@ -5,6 +5,9 @@ what the build writes."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from imaging.appliance import (
     VendorSettings,
     repository_hint,
     vendor_settings,
+    write_within,
 )
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -159,3 +163,47 @@ def test_the_build_marks_a_vendor_action_for_the_unattended_unit(tmp_path: Path)
     assert (tmp_path / UNATTENDED_MARKER).read_text() == "restore\n"
     write_unattended_marker(tmp_path, Vendor())
     assert not (tmp_path / UNATTENDED_MARKER).exists()
+
+
+def test_a_line_waits_for_a_full_port_to_drain() -> None:
+    """The app on the serial port fills its buffer when it draws; a READY or RESULT line
+    written then must still arrive whole (a pipe stands in for the port's buffer)."""
+    reader, writer = os.pipe()
+    os.set_blocking(writer, False)
+    try:
+        while True:  # fill the pipe the way a screen's worth of escapes fills the port
+            try:
+                os.write(writer, b"." * 4096)
+            except BlockingIOError:
+                break
+        received = bytearray()
+
+        def drain() -> None:
+            time.sleep(0.3)
+            while chunk := os.read(reader, 65536):
+                received.extend(chunk)
+
+        thread = threading.Thread(target=drain)
+        thread.start()
+        line = b"\r\nHOURGLASS-READY 0.1.0\r\n" * 200
+        write_within(writer, line, 10)
+        os.close(writer)
+        writer = -1
+        thread.join()
+        assert bytes(received).lstrip(b".") == line
+    finally:
+        if writer >= 0:
+            os.close(writer)
+        os.close(reader)
+
+
+def test_a_port_that_never_drains_costs_a_bounded_wait() -> None:
+    reader, writer = os.pipe()
+    os.set_blocking(writer, False)
+    try:
+        with pytest.raises(TimeoutError, match="not written"):
+            while True:
+                write_within(writer, b"." * 4096, 0.5)
+    finally:
+        os.close(writer)
+        os.close(reader)
