@@ -23,6 +23,7 @@ from pathlib import Path
 from imaging.backup import device_size, hole_map, is_block_device
 from imaging.blockio import SourceFile, TargetFile, aligned_buffer
 from imaging.errors import Cancelled, HourglassError, IntegrityError, TargetTooSmall
+from imaging.memory import keep_large_buffers
 from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository import codec
 from imaging.repository.store import Repository, Snapshot
@@ -134,6 +135,7 @@ class _Writer:
         # Twice the cores: while one worker waits for the repository drive, another decodes.
         self.workers = options.workers or 2 * (os.cpu_count() or 1)
         self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="restore")
+        keep_large_buffers()
         self.zero = bytes(repo.block_size)
         self.damaged: list[DamagedRange] = []
         self.lock = threading.Lock()

@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from imaging.errors import IntegrityError
+from imaging.memory import keep_large_buffers
 from imaging.repository.codec import UNUSED_ID, ZERO_ID
 from imaging.repository.store import Repository
 
@@ -49,6 +50,7 @@ class ChunkCache:
     def __init__(
         self, repo: Repository, capacity: int = DEFAULT_CACHE_BYTES, workers: int = 2
     ) -> None:
+        keep_large_buffers()
         self.repo = repo
         self.capacity = capacity
         self._data: OrderedDict[bytes, bytes] = OrderedDict()
