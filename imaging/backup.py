@@ -422,6 +422,18 @@ def chunks_of(repo: Repository, snapshot: Snapshot) -> set[bytes]:
     return ids
 
 
+def keep_stored_chunks(repo: Repository, pipeline: _Pipeline) -> None:
+    """A backup that stops without a snapshot still commits the chunks it wrote whole: the
+    next backup finds them stored (a cancelled backup resumes where it was). If even that
+    fails (the repository drive is gone), they are removed from ``tmp/``."""
+    pipeline.close()
+    try:
+        repo.commit_chunks()
+        repo.sync_chunk_dirs()
+    except (HourglassError, OSError):
+        repo.discard_chunks()
+
+
 def latest_of_source(snapshots: list[Snapshot], source_id: str) -> Snapshot | None:
     same = [s for s in snapshots if s.source_id == source_id]
     return same[-1] if same else None
@@ -461,9 +473,13 @@ def run_backup(
             pipeline.finish()
             pipeline.check()
         except KeyboardInterrupt:
+            keep_stored_chunks(repo, pipeline)
             raise Cancelled("The backup was interrupted. No snapshot was recorded.") from None
-        finally:
-            pipeline.close()
+        except BaseException:
+            keep_stored_chunks(repo, pipeline)
+            raise
+        pipeline.close()
+        repo.commit_chunks()
         repo.sync_chunk_dirs()
         for image, ids in zip(plan.images, all_ids, strict=True):
             mac = repo.write_index(snapshot_id, image.name, ids, image.size)

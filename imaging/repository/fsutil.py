@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import secrets
@@ -61,3 +62,35 @@ def raise_no_space(error: OSError, path: Path) -> None:
             "Free space (forget old snapshots, then gc) or use a larger drive. "
             "No snapshot was recorded.",
         ) from error
+
+
+# Filesystems on a local block device whose syncfs(2) makes every file written before it
+# durable with one journal commit. Network and FUSE filesystems are not trusted to flush to
+# the server on syncfs: their chunks are made durable one fdatasync each.
+SYNCFS_FILESYSTEMS = frozenset(
+    {"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "vfat", "exfat", "ntfs3", "tmpfs"}
+)
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the filesystem ``path`` lives on, from /proc/self/mountinfo ("" unknown)."""
+    try:
+        dev = os.stat(path).st_dev
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    wanted = f"{os.major(dev)}:{os.minor(dev)}"
+    found = ""
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 3 and fields[2] == wanted and " - " in line:
+            found = line.split(" - ", 1)[1].split()[0]  # the last mount of it wins
+    return found
+
+
+def syncfs(fd: int) -> None:
+    """syncfs(2): write back and commit everything on the filesystem of ``fd``."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syncfs(fd) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))

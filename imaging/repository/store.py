@@ -24,7 +24,7 @@ from imaging.errors import (
     SnapshotNotFound,
     UsageError,
 )
-from imaging.repository import codec, keys, leases
+from imaging.repository import codec, fsutil, keys, leases
 from imaging.repository.fsutil import fsync_dir, raise_no_space, write_all, write_atomic
 from imaging.units import local_now
 
@@ -33,6 +33,9 @@ ENCRYPTIONS = ("aes-256-gcm", "none")
 # zstd level 1: on the benchmark data level 3 stored 7 % less but took 39 % longer (5.9 s
 # against 4.2 s for 2 GiB on 2 cores, bench/README.md); `hourglass init --compression-level`.
 DEFAULT_LEVEL = 1
+# New chunks made durable together by one syncfs (write_chunk): what a power cut can cost
+# a backup is at most this much work redone, and only until the snapshot is committed.
+SYNC_BATCH_BYTES = 64 * 2**20
 
 PassphraseSource = str | Callable[[], str] | None
 
@@ -133,6 +136,13 @@ class Repository:
         # Directories that got a chunk (or a new subdirectory) since the last sync_chunk_dirs.
         self._unsynced: set[Path] = set()
         self._unsynced_lock = threading.Lock()
+        # Chunk files written to tmp/ and not yet durable, renamed in batches after one
+        # syncfs (see write_chunk); None where each chunk gets its own fdatasync.
+        self._batched = fsutil.filesystem_type(path) in fsutil.SYNCFS_FILESYSTEMS
+        self._pending: list[tuple[Path, Path]] = []
+        self._pending_bytes = 0
+        self._pending_lock = threading.Lock()
+        self._commit_lock = threading.Lock()
 
     # --- creation and opening ---------------------------------------------------------------
 
@@ -227,7 +237,15 @@ class Repository:
         return os.path.exists(self.chunk_path(chunk_id))
 
     def write_chunk(self, chunk_id: bytes, data: bytes) -> bool:
-        """Store an encoded chunk durably; False if it was already there."""
+        """Store an encoded chunk; False if it was already there.
+
+        A chunk file gets its final name only once its content is durable. On a local
+        filesystem the chunk waits in ``tmp/`` until ``SYNC_BATCH_BYTES`` of chunks do, then
+        one syncfs makes them all durable and they are renamed: one journal commit per batch
+        instead of one fdatasync per chunk (a first backup into 1 MiB blocks spent half its
+        time in fdatasync). The caller must :meth:`commit_chunks` before it refers to the
+        chunk in an index (the backup does, before it writes any).
+        """
         final = self.chunk_path(chunk_id)
         if final.exists():
             return False
@@ -236,25 +254,79 @@ class Repository:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 write_all(fd, data)
-                os.fdatasync(fd)
+                if not self._batched:
+                    os.fdatasync(fd)
             finally:
                 os.close(fd)
-            touched = [final.parent]
-            try:
-                os.rename(tmp, final)
-            except FileNotFoundError:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.rename(tmp, final)
-                # The new directories' entries must be durable too: fsync their parents.
-                touched += [final.parent.parent, final.parent.parent.parent]
-            with self._unsynced_lock:
-                self._unsynced.update(touched)
         except OSError as e:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise_no_space(e, final)
             raise HourglassError(f"Cannot write {final}: {e.strerror}.") from e
+        if not self._batched:
+            self._rename_chunks([(tmp, final)])
+            return True
+        with self._pending_lock:
+            self._pending.append((tmp, final))
+            self._pending_bytes += len(data)
+            full = self._pending_bytes >= SYNC_BATCH_BYTES
+        if full:
+            self.commit_chunks()
         return True
+
+    def commit_chunks(self) -> None:
+        """Make the chunks written so far durable and give them their final names."""
+        with self._commit_lock:  # a batch is renamed only after its own syncfs
+            with self._pending_lock:
+                batch, self._pending, self._pending_bytes = self._pending, [], 0
+            if not batch:
+                return
+            try:
+                fd = os.open(self.path / "tmp", os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    fsutil.syncfs(fd)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                self._discard(batch)
+                raise HourglassError(
+                    f"Cannot make the new chunks in {self.path} durable: {e.strerror}.",
+                    "The repository drive may have failed or been unplugged.",
+                ) from e
+            self._rename_chunks(batch)
+
+    def discard_chunks(self) -> None:
+        """Remove chunks written and not committed (a backup that failed or was cancelled)."""
+        with self._commit_lock, self._pending_lock:
+            batch, self._pending, self._pending_bytes = self._pending, [], 0
+        self._discard(batch)
+
+    @staticmethod
+    def _discard(batch: list[tuple[Path, Path]]) -> None:
+        for tmp, _ in batch:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def _rename_chunks(self, batch: list[tuple[Path, Path]]) -> None:
+        touched: set[Path] = set()
+        for number, (tmp, final) in enumerate(batch):
+            try:
+                touched.add(final.parent)
+                try:
+                    os.rename(tmp, final)
+                except FileNotFoundError:
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    os.rename(tmp, final)
+                    # The new directories' entries must be durable too: fsync their parents.
+                    touched.update((final.parent.parent, final.parent.parent.parent))
+            except OSError as e:
+                self._discard(batch[number:])
+                with self._unsynced_lock:
+                    self._unsynced.update(touched)
+                raise_no_space(e, final)
+                raise HourglassError(f"Cannot write {final}: {e.strerror}.") from e
+        with self._unsynced_lock:
+            self._unsynced.update(touched)
 
     def read_chunk_file(self, chunk_id: bytes) -> bytes:
         """The raw chunk file (from trash if gc set it aside); IntegrityError if missing."""
