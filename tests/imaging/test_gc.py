@@ -45,7 +45,8 @@ def test_forget_then_gc_frees_unshared_chunks(repo: Repository, tmp_path: Path) 
 def test_gc_reclaims_a_killed_backup(repo: Repository, tmp_path: Path) -> None:
     data = os.urandom(4 * MiB)
     chunk_id = repo.keys.chunk_id(data)
-    repo.write_chunk(chunk_id, repo.encode_chunk(chunk_id, data))  # stored, never committed
+    repo.write_chunk(chunk_id, repo.encode_chunk(chunk_id, data))
+    repo.commit_chunks()  # stored; the snapshot that needed it never committed
     (repo.path / "indexes" / ("ab" * 16)).mkdir()
     result = gc.collect(repo)
     assert result.freed == 1 and result.orphan_indexes == 1
@@ -72,6 +73,7 @@ def test_running_backup_keeps_its_new_chunks(repo: Repository) -> None:
     data = os.urandom(4 * MiB)
     chunk_id = repo.keys.chunk_id(data)
     repo.write_chunk(chunk_id, repo.encode_chunk(chunk_id, data))  # written by that backup
+    repo.commit_chunks()
     result = gc.collect(repo)
     assert result.trashed == 0 and repo.has_chunk(chunk_id)
     lease.unlink()
