@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import select
+import threading
 import time
 import tomllib
 from dataclasses import dataclass
@@ -49,9 +50,15 @@ def serial_line(text: str) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(SERIAL_CONSOLE, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
         try:
-            write_within(fd, f"\r\n{text}\r\n".encode(), SERIAL_WRITE_SECONDS)
+            wait = 0.0 if _port_stuck.is_set() else SERIAL_WRITE_SECONDS
+            write_within(fd, f"\r\n{text}\r\n".encode(), wait)
+        except TimeoutError:
+            _port_stuck.set()  # one wait per process: later lines take what fits, at once
         finally:
             os.close(fd)
+
+
+_port_stuck = threading.Event()
 
 
 def write_within(fd: int, data: bytes, seconds: float) -> None:
