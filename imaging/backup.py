@@ -136,7 +136,8 @@ class _Pipeline:
         self.stats = stats
         keep_large_buffers()
         self.block_size = repo.block_size
-        # One more worker than cores: a worker waiting in fdatasync leaves its core to another.
+        # One more worker than cores: a worker waiting for its read or its write leaves its
+        # core to another.
         self.workers = options.workers or (os.cpu_count() or 1) + 1
         self.pool: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
         for _ in range(self.workers * 2 + 1):
@@ -408,7 +409,7 @@ def chunks_of(repo: Repository, snapshot: Snapshot) -> set[bytes]:
     and synced before it was committed, so an unchanged block of the next backup is known
     without a stat of its chunk file: on a cold cache (a freshly booted appliance) those
     stats cost a third of an incremental backup's work. A chunk file lost since is not
-    stored again by that backup; `hourglass check` names it, as it names every missing
+    stored again by that backup; `hourglass verify` names it, as it names every missing
     chunk. An index that cannot be read leaves the set empty (every chunk is looked up).
     """
     ids: set[bytes] = set()

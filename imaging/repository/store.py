@@ -137,7 +137,7 @@ class Repository:
         self._unsynced: set[Path] = set()
         self._unsynced_lock = threading.Lock()
         # Chunk files written to tmp/ and not yet durable, renamed in batches after one
-        # syncfs (see write_chunk); None where each chunk gets its own fdatasync.
+        # syncfs (see write_chunk); not batched, each chunk gets its own fdatasync.
         self._batched = fsutil.filesystem_type(path) in fsutil.SYNCFS_FILESYSTEMS
         self._pending: list[tuple[Path, Path]] = []
         self._pending_bytes = 0
