@@ -236,3 +236,31 @@ def test_keyless_verify_finds_bit_rot_without_the_passphrase(
     report = verify_keyless(repo.path)
     assert len(report.damage) == 2
     assert any("indexes" in d.what for d in report.damage)
+
+
+def test_an_unreadable_parent_index_only_costs_the_lookups(
+    repo: Repository, source: Path, tmp_path: Path
+) -> None:
+    """The next backup takes the parent's chunks as stored from its index; a damaged index
+    means each chunk is looked up instead, and the backup is whole."""
+    first = backup_path(repo, source)
+    flip_byte(repo.index_path(first.id, "data"), 50)
+    second = backup_path(repo, source)
+    assert second.manifest["parent"] == first.id
+    assert second.manifest["stats"]["new_chunks"] == 0  # found by lookup, not stored again
+    out = tmp_path / "second.img"
+    restore_snapshot(repo, second, out)
+    assert out.read_bytes() == source.read_bytes()
+
+
+def test_a_chunk_lost_after_the_parent_is_named_by_verify(repo: Repository, source: Path) -> None:
+    """The trade the parent's index buys (docs/FORMAT.md, write order): a chunk file lost
+    since the parent is referenced again, not rewritten; verify names it in both."""
+    first = backup_path(repo, source)
+    chunk_files(repo)[0].unlink()
+    second = backup_path(repo, source)
+    assert second.manifest["stats"]["new_chunks"] == 0
+    report = verify(repo)
+    assert [d.reason for d in report.damage] == ["missing"]
+    broken = " ".join(report.damage[0].affects)
+    assert f"snapshot {first.id[:12]}" in broken and f"snapshot {second.id[:12]}" in broken
