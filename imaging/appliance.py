@@ -43,6 +43,10 @@ def console_line(text: str) -> None:
     serial_line(text)
 
 
+# Set once a serial line timed out: later lines take what fits, at once.
+_port_stuck = threading.Event()
+
+
 def serial_line(text: str) -> None:
     """Write one line to the first serial port only (progress a lab's serial log keeps)."""
     if not in_appliance():
@@ -56,9 +60,6 @@ def serial_line(text: str) -> None:
             _port_stuck.set()  # one wait per process: later lines take what fits, at once
         finally:
             os.close(fd)
-
-
-_port_stuck = threading.Event()
 
 
 def write_within(fd: int, data: bytes, seconds: float) -> None:

@@ -309,24 +309,24 @@ class Repository:
 
     def _rename_chunks(self, batch: list[tuple[Path, Path]]) -> None:
         touched: set[Path] = set()
-        for number, (tmp, final) in enumerate(batch):
-            try:
+        try:
+            for number, (tmp, final) in enumerate(batch):
                 touched.add(final.parent)
                 try:
-                    os.rename(tmp, final)
-                except FileNotFoundError:
-                    final.parent.mkdir(parents=True, exist_ok=True)
-                    os.rename(tmp, final)
-                    # The new directories' entries must be durable too: fsync their parents.
-                    touched.update((final.parent.parent, final.parent.parent.parent))
-            except OSError as e:
-                self._discard(batch[number:])
-                with self._unsynced_lock:
-                    self._unsynced.update(touched)
-                raise_no_space(e, final)
-                raise HourglassError(f"Cannot write {final}: {e.strerror}.") from e
-        with self._unsynced_lock:
-            self._unsynced.update(touched)
+                    try:
+                        os.rename(tmp, final)
+                    except FileNotFoundError:
+                        final.parent.mkdir(parents=True, exist_ok=True)
+                        os.rename(tmp, final)
+                        # The new directories' entries must be durable too: fsync their parents.
+                        touched.update((final.parent.parent, final.parent.parent.parent))
+                except OSError as e:
+                    self._discard(batch[number:])
+                    raise_no_space(e, final)
+                    raise HourglassError(f"Cannot write {final}: {e.strerror}.") from e
+        finally:
+            with self._unsynced_lock:
+                self._unsynced.update(touched)
 
     def read_chunk_file(self, chunk_id: bytes) -> bytes:
         """The raw chunk file (from trash if gc set it aside); IntegrityError if missing."""
