@@ -252,6 +252,8 @@ def limits(device: str, results: Results) -> None:
     import zstandard
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+    from imaging.repository.codec import DEFAULT_BLOCK_SIZE
+
     drop_caches()
     out = sh("dd", f"if={device}", "of=/dev/null", "bs=4M", "iflag=direct").stderr
     results.limits["raw_read_MBps"] = float(re.search(r"([\d.]+) ([GM])B/s", out).group(1)) * (  # type: ignore[union-attr]
@@ -260,7 +262,8 @@ def limits(device: str, results: Results) -> None:
     with open(device, "rb") as f:
         f.seek(512 * MiB)
         sample = f.read(64 * MiB)
-    blocks = [sample[i : i + 4 * MiB] for i in range(0, len(sample), 4 * MiB)]
+    bs = DEFAULT_BLOCK_SIZE  # what a new repository stores per chunk
+    blocks = [sample[i : i + bs] for i in range(0, len(sample), bs)]
 
     def speed(fn: Callable[[bytes], object]) -> float:
         start = time.perf_counter()

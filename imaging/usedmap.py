@@ -1,13 +1,13 @@
-"""Which bytes of an image a filesystem uses, summarised per 4 MiB block.
+"""Which bytes of an image a filesystem uses, summarised per block of the repository.
 
 Built from a stream of sorted ``(start, length)`` ranges (partclone's domain file, say); keeps
 one state byte per block and the exact ranges only for blocks that are partly used, so a
-2 TiB partition costs 512 KiB plus its partial blocks.
+2 TiB partition costs 2 MiB (at 1 MiB blocks) plus its partial blocks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 UNUSED = 0
 FULL = 1
@@ -35,6 +35,33 @@ class UsedMap:
     @classmethod
     def everything(cls, size: int, block_size: int) -> UsedMap:
         return cls.from_ranges(size, block_size, [(0, size)])
+
+    def ranges(self) -> Iterator[tuple[int, int]]:
+        """The used ``(start, length)`` ranges, in order, adjacent ones merged."""
+        bs = self.block_size
+        run_start = run_end = 0
+        for block, state in enumerate(self.states):
+            if state == UNUSED:
+                continue
+            pieces = (
+                [(0, min(bs, self.size - block * bs))] if state == FULL else self.partial[block]
+            )
+            for offset, length in pieces:
+                start = block * bs + offset
+                if start != run_end:
+                    if run_end > run_start:
+                        yield run_start, run_end - run_start
+                    run_start = start
+                run_end = start + length
+        if run_end > run_start:
+            yield run_start, run_end - run_start
+
+    def rescaled(self, block_size: int) -> UsedMap:
+        """The same used bytes summarised per ``block_size`` block (plans are made before the
+        repository, and with it the block size, is known)."""
+        if block_size == self.block_size:
+            return self
+        return UsedMap.from_ranges(self.size, block_size, self.ranges())
 
     def add(self, start: int, length: int) -> None:
         """Add a used range; ranges must come in ascending order and not overlap."""

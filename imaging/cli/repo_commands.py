@@ -13,9 +13,9 @@ from imaging.cli.main import print_json
 from imaging.errors import HourglassError, IntegrityError, UsageError
 from imaging.forget import Policy, apply
 from imaging.progress import reporter_for
+from imaging.repository import codec, stats
 from imaging.repository import gc as gc_module
 from imaging.repository import keys as key_module
-from imaging.repository import stats
 from imaging.repository.store import DEFAULT_LEVEL, Repository, Snapshot
 from imaging.repository.verify import VerifyReport, summary_line, verify, verify_keyless
 from imaging.restore import RestoreOptions, RestoreResult, restore_snapshot
@@ -62,9 +62,14 @@ def cmd_init(args: argparse.Namespace) -> int:
     if args.encryption != "none":
         secret = passphrase.source(args.passphrase_file, confirm=True)
     repo = Repository.init(
-        path, encryption=args.encryption, passphrase=secret, level=args.compression_level
+        path,
+        encryption=args.encryption,
+        passphrase=secret,
+        level=args.compression_level,
+        block_size=args.block_size,
     )
-    print(f"Created an {'encrypted ' if repo.encrypted else ''}repository at {repo.path}.")
+    kind = "an encrypted" if repo.encrypted else "an unencrypted"
+    print(f"Created {kind} repository at {repo.path} ({human_size(repo.block_size)} blocks).")
     if repo.encrypted:
         print(
             "Keep the passphrase safe: without it the backups cannot be read. "
@@ -325,6 +330,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"Repository   {info.path}\n"
         f"Encryption   {info.encryption}"
         + (f" ({info.key_slots} key slot(s))" if info.key_slots else "")
+        + f"\nBlock size   {human_size(info.block_size)}"
         + f"\nSnapshots    {info.snapshots} of {info.sources} source(s)\n"
         f"Logical size {human_size(info.logical_bytes)} ({human_size(info.data_bytes)} of data)\n"
         f"Unique data  {human_size(info.unique_bytes)} (deduplication {info.dedup_ratio:.2f}x)\n"
@@ -365,6 +371,19 @@ def cmd_key(args: argparse.Namespace) -> int:
 # --- registration ---------------------------------------------------------------------------
 
 
+def _block_size(text: str) -> int:
+    sizes = {human_block(n): n for n in codec.BLOCK_SIZES}
+    key = text.strip().upper().removesuffix("IB").removesuffix("B")
+    if key not in sizes:
+        raise argparse.ArgumentTypeError(f"choose one of {', '.join(sizes)}")
+    return sizes[key]
+
+
+def human_block(n: int) -> str:
+    """``1048576`` -> ``"1M"``, the spelling --block-size takes."""
+    return f"{n >> 20}M" if n >= 1 << 20 else f"{n >> 10}K"
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("init", parents=[common], help="create a repository")
     p.add_argument("path", nargs="?", metavar="REPO", help="directory to create (or --repo)")
@@ -377,6 +396,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="1-19",
         help=f"zstd level for every chunk (default {DEFAULT_LEVEL}: fastest; 3 stores about 7 %% "
         "less and takes about 40 %% longer)",
+    )
+    p.add_argument(
+        "--block-size",
+        type=_block_size,
+        default=codec.DEFAULT_BLOCK_SIZE,
+        metavar="SIZE",
+        help="unit of deduplication, fixed for the repository's life: 256K, 512K, 1M, 2M or 4M "
+        "(default 1M; smaller stores less for small changes and needs more memory per TiB)",
     )
     p.set_defaults(handler=cmd_init)
 

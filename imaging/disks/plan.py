@@ -159,7 +159,7 @@ def plan_disk(
     *,
     only: set[int] | None = None,
     force: bool = False,
-    block_size: int = codec.BLOCK_SIZE,
+    block_size: int = codec.DEFAULT_BLOCK_SIZE,
 ) -> BackupPlan:
     """A ``disk`` plan: head, table and every partition (or only the numbers in ``only``)."""
     real = os.path.realpath(path)
@@ -212,7 +212,7 @@ def plan_disk(
 
 
 def plan_filesystem(
-    path: str, *, force: bool = False, block_size: int = codec.BLOCK_SIZE
+    path: str, *, force: bool = False, block_size: int = codec.DEFAULT_BLOCK_SIZE
 ) -> BackupPlan:
     """A single ``data`` image of one partition (or a whole device or image file holding a
     filesystem without a table), with partclone's map when it knows the filesystem."""

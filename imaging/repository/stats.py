@@ -13,6 +13,7 @@ class RepositoryInfo:
     path: str
     id: str
     encryption: str
+    block_size: int
     snapshots: int
     sources: int
     logical_bytes: int  # sum of the sizes of every snapshot's images
@@ -63,6 +64,7 @@ def collect(repo: Repository) -> RepositoryInfo:
         path=str(repo.path),
         id=repo.id,
         encryption=str(repo.config["encryption"]),
+        block_size=repo.block_size,
         snapshots=len(snapshots),
         sources=len({s.source_id for s in snapshots}),
         logical_bytes=logical,

@@ -26,7 +26,7 @@ from imaging.errors import (
 )
 from imaging.repository import codec, fsutil, keys, leases
 from imaging.repository.fsutil import fsync_dir, raise_no_space, write_all, write_atomic
-from imaging.units import local_now
+from imaging.units import human_size, local_now
 
 FORMAT_VERSION = 1
 ENCRYPTIONS = ("aes-256-gcm", "none")
@@ -132,7 +132,7 @@ class Repository:
         self.unlocked_slot = slot
         self.id: str = config["id"]
         self.level: int = int(config.get("compression_level", DEFAULT_LEVEL))
-        self.block_size: int = int(config.get("block_size", codec.BLOCK_SIZE))
+        self.block_size: int = int(config["block_size"])
         # Directories that got a chunk (or a new subdirectory) since the last sync_chunk_dirs.
         self._unsynced: set[Path] = set()
         self._unsynced_lock = threading.Lock()
@@ -154,11 +154,15 @@ class Repository:
         encryption: str = "aes-256-gcm",
         passphrase: PassphraseSource = None,
         level: int = DEFAULT_LEVEL,
+        block_size: int = codec.DEFAULT_BLOCK_SIZE,
     ) -> Repository:
         """Create a repository in ``path`` (which must be missing or empty)."""
         path = Path(path)
         if encryption not in ENCRYPTIONS:
             raise UsageError(f"Unknown encryption {encryption!r}; choose one of {ENCRYPTIONS}.")
+        if block_size not in codec.BLOCK_SIZES:
+            sizes = ", ".join(human_size(n) for n in codec.BLOCK_SIZES)
+            raise UsageError(f"A block size of {block_size} bytes is not supported: {sizes}.")
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             if (path / "config").exists():
                 raise UsageError(f"{path} already holds a repository.")
@@ -176,7 +180,7 @@ class Repository:
                 "id": repo_id,
                 "created": local_now().isoformat(),
                 "encryption": encryption,
-                "block_size": codec.BLOCK_SIZE,
+                "block_size": block_size,
                 "compression": "zstd",
                 "compression_level": level,
             }
@@ -539,8 +543,11 @@ def read_config(path: Path) -> dict[str, Any]:
         raise FormatError(f"{config_path} names an unknown encryption.")
     if not isinstance(config.get("id"), str) or not _is_hex(config["id"]):
         raise FormatError(f"{config_path} has no valid repository id.")
-    if config.get("block_size") != codec.BLOCK_SIZE:
-        raise FormatError(f"{config_path} names an unsupported block size.")
+    if config.get("block_size") not in codec.BLOCK_SIZES:
+        raise FormatError(
+            f"{config_path} names an unsupported block size.",
+            "A newer Hourglass may read it; otherwise the file is damaged.",
+        )
     level = config.get("compression_level", DEFAULT_LEVEL)
     if not isinstance(level, int) or not -7 <= level <= 22:
         raise FormatError(f"{config_path} names an invalid compression level.")

@@ -54,7 +54,7 @@ def test_zero_blocks_are_not_stored_and_restore_sparse(repo: Repository, tmp_pat
     snapshot = backup_path(repo, path)
     assert len(chunk_files(repo)) == 1
     st = snapshot.manifest["stats"]
-    assert st["zero_bytes"] == 60 * MiB
+    assert st["zero_bytes"] == 64 * MiB - repo.block_size
     out = tmp_path / "out.img"
     restore_snapshot(repo, snapshot, out)
     assert out.read_bytes() == path.read_bytes()
@@ -69,7 +69,7 @@ def test_second_backup_stores_only_changes(repo: Repository, source: Path, tmp_p
     second = backup_path(repo, source)
     assert second.manifest["parent"] == first.id
     assert second.manifest["stats"]["new_chunks"] == 1
-    assert second.stored <= 4 * MiB + 4096
+    assert second.stored <= repo.block_size + 4096
     out = tmp_path / "first.img"
     restore_snapshot(repo, first, out)
     out2 = tmp_path / "second.img"
@@ -82,12 +82,12 @@ def test_second_backup_stores_only_changes(repo: Repository, source: Path, tmp_p
 def test_duplicate_blocks_within_one_backup_are_stored_once(
     repo: Repository, tmp_path: Path
 ) -> None:
-    block = os.urandom(4 * MiB)
+    block = os.urandom(repo.block_size)
     path = tmp_path / "dups.img"
     path.write_bytes(block * 6)
     snapshot = backup_path(repo, path, options=BackupOptions(workers=4))
     assert len(chunk_files(repo)) == 1
-    assert snapshot.manifest["stats"]["dedup_bytes"] == 5 * 4 * MiB
+    assert snapshot.manifest["stats"]["dedup_bytes"] == 5 * repo.block_size
 
 
 def test_used_map_skips_unused_blocks_and_keeps_partly_used_ones_whole(
@@ -95,21 +95,27 @@ def test_used_map_skips_unused_blocks_and_keeps_partly_used_ones_whole(
 ) -> None:
     path = tmp_path / "fs.img"
     path.write_bytes(os.urandom(12 * MiB))
-    used = UsedMap.from_ranges(12 * MiB, codec.BLOCK_SIZE, [(0, 4 * MiB), (8 * MiB, 8192)])
+    # Mapped in 4 MiB blocks, as a plan made before the repository was known may be: the
+    # backup maps it again in the repository's blocks.
+    bs = repo.block_size
+    used = UsedMap.from_ranges(12 * MiB, 4 * MiB, [(0, 4 * MiB), (8 * MiB, 8192)])
     image = ImageSource("data", str(path), 0, 12 * MiB, used, {"method": "test"})
     plan = BackupPlan("fs.img", "file:fs", "file", 12 * MiB, [image])
     snapshot = run_backup(repo, plan)
     ids = repo.load_index(snapshot, "data")
-    assert ids[32:64] == codec.UNUSED_ID
+    unused = (4 * MiB // bs) * 32
+    assert ids[unused : unused + 32] == codec.UNUSED_ID
+    assert snapshot.manifest["stats"]["read"] == 4 * MiB + bs
     out = tmp_path / "out.img"
     restore_snapshot(repo, snapshot, out)
     data, original = out.read_bytes(), path.read_bytes()
     assert data[: 4 * MiB] == original[: 4 * MiB]
-    assert data[8 * MiB :] == original[8 * MiB :]  # the free bytes of a used block, as they were
+    # the free bytes of a used block, as they were
+    assert data[8 * MiB : 8 * MiB + bs] == original[8 * MiB : 8 * MiB + bs]
     assert snapshot.image("data")["used"] == 4 * MiB + 8192
     # A file deleted inside the partly used block frees bytes but changes none: the block
     # is the same chunk, and the next backup adds nothing for it.
-    fewer = UsedMap.from_ranges(12 * MiB, codec.BLOCK_SIZE, [(0, 4 * MiB), (8 * MiB, 4096)])
+    fewer = UsedMap.from_ranges(12 * MiB, bs, [(0, 4 * MiB), (8 * MiB, 4096)])
     image = ImageSource("data", str(path), 0, 12 * MiB, fewer, {"method": "test"})
     again = run_backup(repo, BackupPlan("fs.img", "file:fs", "file", 12 * MiB, [image]))
     assert repo.load_index(again, "data") == ids
@@ -212,10 +218,10 @@ def test_holes_of_a_sparse_file_are_not_read(repo: Repository, tmp_path: Path) -
         f.write(os.urandom(MiB))
     snapshot = backup_path(repo, path)
     st = snapshot.manifest["stats"]
-    assert st["read"] <= 2 * codec.BLOCK_SIZE  # the blocks around the data, nothing else
-    assert st["zero_bytes"] >= (1 << 40) - 2 * codec.BLOCK_SIZE
+    assert st["read"] <= 2 * repo.block_size  # the blocks around the data, nothing else
+    assert st["zero_bytes"] >= (1 << 40) - 2 * repo.block_size
     ids = repo.load_index(snapshot, "data")
-    assert len(ids) == 32 * ((1 << 40) // codec.BLOCK_SIZE)
+    assert len(ids) == 32 * ((1 << 40) // repo.block_size)
     out = tmp_path / "out.img"
     restore_snapshot(repo, snapshot, out)
     with open(out, "rb") as a, open(path, "rb") as b:

@@ -96,6 +96,32 @@ def test_errors_are_one_line(
     assert run_cli("restore", "--repo", str(tmp_path / "missing"), "latest", "x", "--yes") == 5
 
 
+def test_init_block_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = tmp_path / "small"
+    assert run_cli("init", str(repo), "--encryption", "none", "--block-size", "256K") == 0
+    assert "256.0 KiB blocks" in capsys.readouterr().out
+    src = tmp_path / "disk.img"
+    write_random_image(src, 3 * MiB, zero_every=0)
+    assert run_cli("backup", "--repo", str(repo), str(src), "--progress", "none") == 0
+    info = cli_json(capsys, "info", "--repo", str(repo))
+    assert info["block_size"] == 256 * 1024 and info["chunks"] == 12  # type: ignore[index]
+    out = tmp_path / "out.img"
+    assert run_cli("restore", "--repo", str(repo), "latest", str(out), "--yes") == 0
+    assert out.read_bytes() == src.read_bytes()
+    # The default, and sizes the format does not allow.
+    assert run_cli("init", str(tmp_path / "default"), "--encryption", "none") == 0
+    assert json.loads((tmp_path / "default" / "config").read_text())["block_size"] == MiB
+    with pytest.raises(SystemExit):
+        run_cli("init", str(tmp_path / "odd"), "--block-size", "3M")
+    assert "choose one of 256K, 512K, 1M, 2M, 4M" in capsys.readouterr().err
+    assert not (tmp_path / "odd").exists()
+    config = json.loads((repo / "config").read_text())
+    config["block_size"] = 3 * MiB
+    (repo / "config").write_text(json.dumps(config))
+    assert run_cli("info", "--repo", str(repo)) == IntegrityError.exit_code
+    assert "unsupported block size" in capsys.readouterr().err
+
+
 def test_unknown_snapshot(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli("restore", "deadbeef", "/tmp/x", "--yes") == SnapshotNotFound.exit_code
 

@@ -29,7 +29,7 @@ def manifest(snapshot_id: str = "ab" * 16) -> dict[str, object]:
 
 @pytest.mark.parametrize("keys", [KEYS, PLAIN], ids=["encrypted", "plain"])
 @pytest.mark.parametrize(
-    "data", [b"x" * 5000, os.urandom(70000), b"", bytes(codec.BLOCK_SIZE)], ids=len
+    "data", [b"x" * 5000, os.urandom(70000), b"", bytes(codec.MAX_BLOCK_SIZE)], ids=len
 )
 def test_chunk_round_trip(keys: Keys, data: bytes) -> None:
     chunk_id = keys.chunk_id(data)
@@ -95,14 +95,14 @@ def test_nonces_differ_between_chunks() -> None:
 
 def test_index_round_trip_and_damage() -> None:
     ids = os.urandom(32 * 3)
-    data = codec.encode_index(ids, 3 * codec.BLOCK_SIZE - 5)
-    assert codec.decode_index(data) == (codec.BLOCK_SIZE, 3 * codec.BLOCK_SIZE - 5, ids)
+    data = codec.encode_index(ids, 3 * codec.MAX_BLOCK_SIZE - 5, codec.MAX_BLOCK_SIZE)
+    assert codec.decode_index(data) == (codec.MAX_BLOCK_SIZE, 3 * codec.MAX_BLOCK_SIZE - 5, ids)
     damaged = bytearray(data)
     damaged[40] ^= 4
     with pytest.raises(IntegrityError, match="checksum"):
         codec.decode_index(bytes(damaged))
     with pytest.raises(ValueError):
-        codec.encode_index(ids, 10)
+        codec.encode_index(ids, 10, codec.MAX_BLOCK_SIZE)
 
 
 @pytest.mark.parametrize("keys", [KEYS, PLAIN], ids=["encrypted", "plain"])

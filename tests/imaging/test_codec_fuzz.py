@@ -34,7 +34,7 @@ def _mutations(valid: bytes) -> st.SearchStrategy[bytes]:
 
 
 VALID_CHUNK = codec.encode_chunk(KEYS.chunk_id(b"a" * 300), b"a" * 300, KEYS, 3)
-VALID_INDEX = codec.encode_index(bytes(64), codec.BLOCK_SIZE + 1)
+VALID_INDEX = codec.encode_index(bytes(64), codec.MAX_BLOCK_SIZE + 1, codec.MAX_BLOCK_SIZE)
 
 
 @FAST

@@ -15,7 +15,6 @@ from imaging.repository import gc, leases
 from imaging.repository.store import Repository
 from imaging.repository.verify import verify
 from imaging.restore import restore_snapshot
-from tests.support import MiB
 
 
 def write(path: Path, blocks: list[bytes]) -> Path:
@@ -28,13 +27,13 @@ def chunk_count(repo: Repository) -> int:
 
 
 def test_forget_then_gc_frees_unshared_chunks(repo: Repository, tmp_path: Path) -> None:
-    a, b, c = (os.urandom(4 * MiB) for _ in range(3))
+    a, b, c = (os.urandom(repo.block_size) for _ in range(3))
     first = backup_path(repo, write(tmp_path / "s.img", [a, b]))
     second = backup_path(repo, write(tmp_path / "s.img", [a, c]))
     assert chunk_count(repo) == 3
     repo.delete_snapshot(first.id)
     result = gc.collect(repo)
-    assert result.freed == 1 and result.freed_bytes > 4 * MiB
+    assert result.freed == 1 and result.freed_bytes > repo.block_size
     assert chunk_count(repo) == 2
     assert verify(repo, read_data=True).ok
     restore_snapshot(repo, second, tmp_path / "out.img")
@@ -43,7 +42,7 @@ def test_forget_then_gc_frees_unshared_chunks(repo: Repository, tmp_path: Path) 
 
 
 def test_gc_reclaims_a_killed_backup(repo: Repository, tmp_path: Path) -> None:
-    data = os.urandom(4 * MiB)
+    data = os.urandom(repo.block_size)
     chunk_id = repo.keys.chunk_id(data)
     repo.write_chunk(chunk_id, repo.encode_chunk(chunk_id, data))
     repo.commit_chunks()  # stored; the snapshot that needed it never committed
@@ -70,7 +69,7 @@ def fake_lease(repo: Repository, kind: str, started: float) -> Path:
 
 def test_running_backup_keeps_its_new_chunks(repo: Repository) -> None:
     lease = fake_lease(repo, "writer", time.time() - 1)
-    data = os.urandom(4 * MiB)
+    data = os.urandom(repo.block_size)
     chunk_id = repo.keys.chunk_id(data)
     repo.write_chunk(chunk_id, repo.encode_chunk(chunk_id, data))  # written by that backup
     repo.commit_chunks()
@@ -90,7 +89,7 @@ def test_trash_waits_for_a_backup_that_started_before_it(
 ) -> None:
     """The race: a backup finds chunk X stored (so it will not write it), then gc sets X
     aside. X must survive until that backup has committed, and come back."""
-    x = os.urandom(4 * MiB)
+    x = os.urandom(repo.block_size)
     old = backup_path(repo, write(tmp_path / "s.img", [x]))
     repo.delete_snapshot(old.id)
     age_chunks(repo, 3600)
@@ -111,7 +110,7 @@ def test_trash_waits_for_a_backup_that_started_before_it(
 
 
 def test_backup_after_trash_writes_the_chunk_again(repo: Repository, tmp_path: Path) -> None:
-    x = os.urandom(4 * MiB)
+    x = os.urandom(repo.block_size)
     old = backup_path(repo, write(tmp_path / "s.img", [x]))
     repo.delete_snapshot(old.id)
     age_chunks(repo, 3600)
@@ -126,7 +125,7 @@ def test_backup_after_trash_writes_the_chunk_again(repo: Repository, tmp_path: P
 
 
 def test_restore_reads_a_trashed_chunk(repo: Repository, tmp_path: Path) -> None:
-    x = os.urandom(4 * MiB)
+    x = os.urandom(repo.block_size)
     snap = backup_path(repo, write(tmp_path / "s.img", [x]))
     (chunk,) = [Path(e.path) for e in repo.iter_chunk_files()]
     batch = repo.path / "trash" / "1-1" / chunk.parent.parent.name / chunk.parent.name
@@ -158,7 +157,7 @@ def test_stale_gc_lease_is_taken_over(repo: Repository) -> None:
 
 
 def test_gc_refuses_when_a_manifest_is_unreadable(repo: Repository, tmp_path: Path) -> None:
-    snap = backup_path(repo, write(tmp_path / "s.img", [os.urandom(4 * MiB)]))
+    snap = backup_path(repo, write(tmp_path / "s.img", [os.urandom(repo.block_size)]))
     path = repo.path / "snapshots" / f"{snap.id}.snap"
     path.write_bytes(path.read_bytes()[:-1] + b"x")
     with pytest.raises(Exception, match="cannot be read"):

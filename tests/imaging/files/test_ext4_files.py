@@ -130,12 +130,12 @@ def test_damaged_chunk_names_the_file_and_the_others_restore(
     good_blocks = {
         b
         for _, p, n, _ in good_extents
-        for b in range(p // (4 * MiB), (p + n - 1) // (4 * MiB) + 1)
+        for b in range(p // repo.block_size, (p + n - 1) // repo.block_size + 1)
     }
     block = next(
         b
         for _, p, n, _ in extents
-        for b in range(p // (4 * MiB), (p + n - 1) // (4 * MiB) + 1)
+        for b in range(p // repo.block_size, (p + n - 1) // repo.block_size + 1)
         if b not in good_blocks and b != 0
     )
     chunk = repo.chunk_path(ids[32 * block : 32 * block + 32])
