@@ -6,6 +6,7 @@ import ctypes
 import errno
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 
 from imaging.errors import NoSpace
@@ -19,7 +20,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_all(fd: int, data: bytes | memoryview) -> None:
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     """``os.write`` until every byte is written (it may write less than asked)."""
     view = memoryview(data)
     while view:
@@ -28,14 +29,20 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
 
 
 def write_atomic(
-    path: Path, data: bytes, *, mode: int = 0o644, tmp_dir: Path | None = None
+    path: Path,
+    data: bytes | Sequence[bytes | bytearray],
+    *,
+    mode: int = 0o644,
+    tmp_dir: Path | None = None,
 ) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one."""
+    """Write ``data`` (or its parts, one after the other) to ``path`` so that a crash leaves
+    either the old file or the new one."""
     tmp = (tmp_dir or path.parent) / f".tmp-{secrets.token_hex(8)}"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
-            write_all(fd, data)
+            for part in [data] if isinstance(data, bytes) else data:
+                write_all(fd, part)
             os.fsync(fd)
         finally:
             os.close(fd)

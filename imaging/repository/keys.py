@@ -68,10 +68,12 @@ class Keys:
             return blake3.blake3(data, max_threads=1).digest()
         return blake3.blake3(data, key=self._id_key).digest()
 
-    def mac(self, data: bytes | bytearray | memoryview) -> bytes:
-        if self._mac_key is None:
-            return blake3.blake3(data).digest()
-        return blake3.blake3(data, key=self._mac_key).digest()
+    def mac(self, *parts: bytes | bytearray | memoryview) -> bytes:
+        """The MAC of the concatenation of ``parts`` (without making it)."""
+        digest = blake3.blake3() if self._mac_key is None else blake3.blake3(key=self._mac_key)
+        for part in parts:
+            digest.update(part)
+        return digest.digest()
 
     def encrypt(self, nonce: bytes, plaintext: bytes | memoryview, aad: bytes) -> bytes:
         assert self._aead is not None

@@ -392,26 +392,31 @@ class Repository:
 
     def write_index(self, snapshot_id: str, image: str, ids: bytes | bytearray, size: int) -> str:
         """Store an image's index; returns its MAC for the manifest."""
-        data = codec.encode_index(ids, size, self.block_size)
+        header, tail = codec.index_frame(ids, size, self.block_size)
         path = self.index_path(snapshot_id, image)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, data, tmp_dir=self.path / "tmp")
-        return self.keys.mac(data).hex()
+        write_atomic(path, [header, ids, tail], tmp_dir=self.path / "tmp")
+        return self.keys.mac(header, ids, tail).hex()
 
     def load_index(self, snapshot: Snapshot, image: str) -> bytes:
         """The chunk ids of one image, authenticated against the manifest."""
         meta = snapshot.image(image)
         path = self.index_path(snapshot.id, image)
         name = f"index of snapshot {snapshot.id[:12]} image {image}"
+        # Read as three parts so that the ids, up to 64 MiB, are never copied.
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as f:
+                length = os.fstat(f.fileno()).st_size
+                header = f.read(codec.INDEX_HEADER.size)
+                ids = f.read(max(0, length - codec.INDEX_HEADER.size - codec.TRAILER_SIZE))
+                tail = f.read()
         except FileNotFoundError:
             raise IntegrityError(f"The {name} is missing ({path}).") from None
         except OSError as e:
             raise IntegrityError(f"The {name} cannot be read: {e.strerror}.") from e
-        if self.keys.mac(data).hex() != meta["index_mac"]:
+        if self.keys.mac(header, ids, tail).hex() != meta["index_mac"]:
             raise IntegrityError(f"The {name} is damaged or altered (checksum mismatch).")
-        block_size, size, ids = codec.decode_index(data, name=name)
+        block_size, size, ids = codec.decode_index_parts(header, ids, tail, name=name)
         if size != meta["size"] or block_size != self.block_size:
             raise IntegrityError(f"The {name} does not match its manifest.")
         return ids
