@@ -83,8 +83,12 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
-def trailer(data: bytes | bytearray | memoryview) -> bytes:
-    return blake3.blake3(data).digest()
+def trailer(*parts: bytes | bytearray | memoryview) -> bytes:
+    """Plain BLAKE3 of the concatenation of ``parts`` (without making it)."""
+    digest = blake3.blake3()
+    for part in parts:
+        digest.update(part)
+    return digest.digest()
 
 
 def trailer_ok(data: bytes | memoryview) -> bool:
@@ -175,9 +179,7 @@ def index_frame(ids: bytes | bytearray, size: int, block_size: int) -> tuple[byt
     if count != -(-size // block_size):
         raise ValueError("index length does not match image size")
     header = INDEX_HEADER.pack(INDEX_MAGIC, 1, block_size, size, count)
-    digest = blake3.blake3(header)
-    digest.update(ids)
-    return header, digest.digest()
+    return header, trailer(header, ids)
 
 
 def encode_index(ids: bytes | bytearray, size: int, block_size: int) -> bytes:
@@ -206,9 +208,7 @@ def decode_index_parts(
     magic, version, block_size, size, count = INDEX_HEADER.unpack_from(header)
     if magic != INDEX_MAGIC:
         raise FormatError(f"{name} is not an index (bad magic).")
-    digest = blake3.blake3(header)
-    digest.update(ids)
-    if digest.digest() != tail:
+    if trailer(header, ids) != tail:
         raise IntegrityError(f"{name} is damaged: its checksum does not match.")
     if version != 1:
         raise FormatError(f"{name} has an unknown index format version {version}.")

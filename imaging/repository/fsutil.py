@@ -6,7 +6,6 @@ import ctypes
 import errno
 import os
 import secrets
-from collections.abc import Sequence
 from pathlib import Path
 
 from imaging.errors import NoSpace
@@ -30,18 +29,17 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
 
 def write_atomic(
     path: Path,
-    data: bytes | Sequence[bytes | bytearray],
-    *,
+    *parts: bytes | bytearray,
     mode: int = 0o644,
     tmp_dir: Path | None = None,
 ) -> None:
-    """Write ``data`` (or its parts, one after the other) to ``path`` so that a crash leaves
-    either the old file or the new one."""
+    """Write ``parts``, one after the other, to ``path`` so that a crash leaves either the old
+    file or the new one."""
     tmp = (tmp_dir or path.parent) / f".tmp-{secrets.token_hex(8)}"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
-            for part in [data] if isinstance(data, bytes) else data:
+            for part in parts:
                 write_all(fd, part)
             os.fsync(fd)
         finally:

@@ -395,7 +395,7 @@ class Repository:
         header, tail = codec.index_frame(ids, size, self.block_size)
         path = self.index_path(snapshot_id, image)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, [header, ids, tail], tmp_dir=self.path / "tmp")
+        write_atomic(path, header, ids, tail, tmp_dir=self.path / "tmp")
         return self.keys.mac(header, ids, tail).hex()
 
     def load_index(self, snapshot: Snapshot, image: str) -> bytes:

@@ -79,6 +79,25 @@ def test_second_backup_stores_only_changes(repo: Repository, source: Path, tmp_p
     assert verify(repo, read_data=True).ok
 
 
+def test_blocks_that_moved_since_the_parent_are_not_stored_again(
+    repo: Repository, tmp_path: Path
+) -> None:
+    # Only a block at the same position as in the parent skips the lookup; moved blocks
+    # are found in the store instead.
+    a, b = os.urandom(repo.block_size), os.urandom(repo.block_size)
+    path = tmp_path / "moved.img"
+    path.write_bytes(a + b)
+    backup_path(repo, path)
+    path.write_bytes(b + a)
+    moved = backup_path(repo, path)
+    assert moved.manifest["stats"]["new_chunks"] == 0
+    assert moved.manifest["stats"]["dedup_bytes"] == 2 * repo.block_size
+    assert len(chunk_files(repo)) == 2
+    out = tmp_path / "out.img"
+    restore_snapshot(repo, moved, out)
+    assert out.read_bytes() == b + a
+
+
 def test_duplicate_blocks_within_one_backup_are_stored_once(
     repo: Repository, tmp_path: Path
 ) -> None:
