@@ -486,8 +486,9 @@ def run_backup(
     stats = _Stats()
     total = sum(image.size for image in plan.images)
     meter = Meter("backup", total, progress)
-    with repo.writer():
+    with repo.writer() as lease:
         parent = latest_of_source(repo.snapshots(on_damage=lambda *_: None), plan.source_id)
+        lease.update(parent=parent.id if parent else None)
         pipeline = _Pipeline(repo, options, meter, stats)
         images_meta = []
         all_ids: list[bytearray] = []

@@ -477,10 +477,12 @@ class Repository:
 
     # --- leases -----------------------------------------------------------------------------
 
-    def writer(self) -> contextlib.AbstractContextManager[float]:
+    def writer(self) -> contextlib.AbstractContextManager[leases.LeaseHandle]:
+        """A writer lease; name the parent snapshot in it (``update(parent=...)``) before
+        taking any of the parent's chunks as stored (gc relies on it)."""
         return leases.hold(self.path / "leases", "writer")
 
-    def reader(self) -> contextlib.AbstractContextManager[float]:
+    def reader(self) -> contextlib.AbstractContextManager[leases.LeaseHandle]:
         return leases.hold(self.path / "leases", "reader")
 
     # --- keys -------------------------------------------------------------------------------
