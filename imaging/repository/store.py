@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from imaging.coredumps import forbid_core_dumps
 from imaging.errors import (
     FormatError,
     HourglassError,
@@ -573,7 +574,10 @@ def is_repository(path: Path) -> bool:
 
 
 def _resolve(passphrase: PassphraseSource) -> str | None:
-    return passphrase() if callable(passphrase) else passphrase
+    secret = passphrase() if callable(passphrase) else passphrase
+    if secret:
+        forbid_core_dumps()  # whoever called (CLI, app, unattended) now holds a secret
+    return secret
 
 
 def _is_hex(text: str) -> bool:
