@@ -108,11 +108,43 @@ def is_block_device(path: str) -> bool:
         return False
 
 
+def _check_imageable(path: str, real: str) -> None:
+    """Refuse what is not an image file or a block device, before opening it.
+
+    A directory's lseek(SEEK_END) reports a huge size (the backup then fails with a
+    MemoryError), a fifo blocks the open until a writer appears and a character device reads
+    forever or reports 0 bytes: none of them is an image, so say what it is instead.
+    """
+    try:
+        mode = os.stat(real).st_mode
+    except FileNotFoundError as e:
+        raise SourceError(f"The source {path} does not exist.") from e
+    except OSError as e:
+        raise SourceError(f"Cannot open the source {path}: {e.strerror}.") from e
+    if stat.S_ISREG(mode) or stat.S_ISBLK(mode):
+        return
+    what = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+    raise SourceError(
+        f"The source {path} is {what}, not a disk, a partition or an image file.",
+        "Name a disk (/dev/sdX), a partition or an image file; to keep files, back up the "
+        "partition that holds them.",
+    )
+
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a pipe (fifo)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
 def plan_file(path: str) -> BackupPlan:
     """A plan that stores every non-zero block of an image file or block device, raw."""
     if not os.path.exists(path):
         raise SourceError(f"The source {path} does not exist.")
     real = os.path.realpath(path)
+    _check_imageable(path, real)
     try:
         size = device_size(real)
     except OSError as e:

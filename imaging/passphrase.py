@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from imaging.coredumps import forbid_core_dumps
 from imaging.errors import UsageError
 
 ENV = "HOURGLASS_PASSPHRASE"
@@ -44,6 +45,7 @@ def _prompt(confirm: bool, what: str) -> str:
 
 def source(passphrase_file: str | None = None, *, confirm: bool = False) -> Callable[[], str]:
     """A function that returns the passphrase when (and only when) it is needed."""
+    forbid_core_dumps()  # the environment block has held the passphrase since exec
     env_value = os.environ.pop(ENV, None)
 
     def get() -> str:
@@ -58,6 +60,7 @@ def source(passphrase_file: str | None = None, *, confirm: bool = False) -> Call
 
 def ask_new(what: str = "new passphrase", passphrase_file: str | None = None) -> str:
     """A new secret for `key add|change`: from ``--new-passphrase-file`` or asked twice."""
+    forbid_core_dumps()
     if passphrase_file:
         return read_passphrase_file(passphrase_file)
     return _prompt(True, what)

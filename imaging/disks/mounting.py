@@ -24,6 +24,9 @@ READ_ONLY_OPTIONS = {
 }
 KERNEL_TYPE = {"ntfs": "ntfs3"}
 FUSE_HELPERS = {"ntfs": "ntfs-3g", "exfat": "mount.exfat-fuse", "vfat": "fusefat"}
+# fusefat refuses plain "rw" (exit 234, "experimental code ... add -o rw+ if you accept the
+# risk"): rw+ is its only writable mode. Used where the kernel has no vfat driver.
+FUSE_WRITABLE = {"vfat": "rw+"}
 
 
 def kernel_supports(fstype: str) -> bool:
@@ -39,7 +42,8 @@ def mount(device: str, fstype: str, mountpoint: str, *, read_only: bool = True) 
         options = READ_ONLY_OPTIONS.get(fstype, "ro") if read_only else "rw"
         argv = ["mount", "-t", KERNEL_TYPE.get(fstype, fstype), "-o", options, device, mountpoint]
     elif fstype in FUSE_HELPERS:
-        argv = [FUSE_HELPERS[fstype], "-o", "ro" if read_only else "rw", device, mountpoint]
+        options = "ro" if read_only else FUSE_WRITABLE.get(fstype, "rw")
+        argv = [FUSE_HELPERS[fstype], "-o", options, device, mountpoint]
     else:
         with contextlib.suppress(OSError):
             os.rmdir(mountpoint)

@@ -299,10 +299,52 @@ def parted_errors() -> tuple[type[BaseException], ...]:
     return tuple(cls for cls in found if isinstance(cls, type))
 
 
+UTF8_LOCALES = (b"C.UTF-8", b"C.utf8", b"en_US.UTF-8")
+
+
+@contextlib.contextmanager
+def _utf8_ctype() -> Iterator[None]:
+    """Let libparted see UTF-8 as this thread's character set, whatever the process's locale.
+
+    libparted converts GPT names between the UTF-16 on disk and ``char *`` through iconv with
+    ``nl_langinfo(CODESET)``; pyparted hands it UTF-8. Under ``LC_ALL=C`` (where Python runs
+    in UTF-8 mode but the C locale stays ASCII) a non-ASCII name fails to convert and
+    ``set_name`` ends in a SystemError. ``uselocale`` changes the locale of the calling thread
+    only (``setlocale`` would change it under every thread of the app), and writing names
+    with ``sgdisk --change-name`` instead would cut a name at its first colon.
+    """
+    import ctypes
+    import ctypes.util
+    import locale
+
+    if locale.nl_langinfo(locale.CODESET).replace("-", "").upper() == "UTF8":
+        yield
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc.newlocale.restype = ctypes.c_void_p
+    libc.newlocale.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p]
+    libc.uselocale.restype = ctypes.c_void_p
+    libc.uselocale.argtypes = [ctypes.c_void_p]
+    libc.freelocale.argtypes = [ctypes.c_void_p]
+    utf8 = None
+    for name in UTF8_LOCALES:
+        if utf8 := libc.newlocale(1 << locale.LC_CTYPE, name, None):
+            break
+    if not utf8:
+        yield  # only ASCII names can be converted: write_table says so for the others
+        return
+    previous = libc.uselocale(utf8)
+    try:
+        yield
+    finally:
+        libc.uselocale(previous)
+        libc.freelocale(utf8)
+
+
 @contextlib.contextmanager
 def _parted_device(path: str) -> Iterator[tuple[Any, _Problems]]:
     """A libparted device for ``path``, dropped from libparted's cache afterwards (its size
-    would be stale once a file target grows)."""
+    would be stale once a file target grows). GPT names convert as UTF-8 inside."""
     import parted
 
     problems = _Problems()
@@ -313,7 +355,8 @@ def _parted_device(path: str) -> Iterator[tuple[Any, _Problems]]:
             device = parted.getDevice(path)
         except parted_errors() as e:
             raise SourceError(f"libparted cannot open {path}: {e}") from e
-        yield device, problems
+        with _utf8_ctype():
+            yield device, problems
     finally:
         if device is not None:
             with contextlib.suppress(Exception):
@@ -439,7 +482,7 @@ def libparted_disagreements(path: str, table: PartitionTable) -> list[str]:
                 role = "logical"
             name = ""
             if table.kind == "gpt":
-                with contextlib.suppress(*parted_errors()):
+                with contextlib.suppress(SystemError, *parted_errors()):
                     name = part.name or ""
             boot = table.kind == "msdos" and bool(part.getFlag(parted.PARTITION_BOOT))
             seen.append(
@@ -494,7 +537,7 @@ def write_table(path: str, table: PartitionTable) -> None:
                 part = parted.Partition(disk=disk, type=kind, geometry=geometry)
                 disk.addPartition(part, constraint=parted.Constraint(exactGeom=geometry))
                 if table.kind == "gpt" and entry.name:
-                    part.set_name(entry.name)
+                    _set_name(part, entry.name, path)
             disk.commitToDevice()
         except parted_errors() as e:
             detail = "; ".join(problems.messages) or str(e)
@@ -511,6 +554,20 @@ def write_table(path: str, table: PartitionTable) -> None:
             f"The partition table written to {path} differs from the snapshot's: "
             + "; ".join(diffs[:3])
         )
+
+
+def _set_name(part: Any, name: str, path: str) -> None:
+    """Give ``part`` its GPT name; a failed conversion surfaces as a SystemError from
+    pyparted, which ``parted_errors`` does not catch."""
+    try:
+        part.set_name(name)
+    except SystemError as e:
+        raise HourglassError(
+            f"libparted cannot write the partition name {name!r} to {path}: this system "
+            "has no UTF-8 locale (C.UTF-8).",
+            "The partition table was not written. Run the restore where a UTF-8 locale "
+            "exists, or rename the partition afterwards with sgdisk --change-name.",
+        ) from e
 
 
 def _finish_gpt(path: str, table: PartitionTable) -> None:

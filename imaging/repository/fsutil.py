@@ -44,13 +44,28 @@ def write_atomic(
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.chmod(tmp, mode)
+        chmod_if_supported(tmp, mode)
         os.rename(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise_no_space(e, path)
         raise
     fsync_dir(path.parent)
+
+
+# chmod on a filesystem without Unix permissions: fusefat has no chmod at all (ENOSYS), the
+# kernel's vfat refuses modes it cannot store (EPERM), others say ENOTSUP.
+NO_PERMISSIONS = (errno.ENOSYS, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP)
+
+
+def chmod_if_supported(path: Path, mode: int) -> None:
+    """``chmod`` that is a no-op where the filesystem keeps no permissions (FAT): the mode
+    only undoes the umask, and such a filesystem gives every file the mount's mode anyway."""
+    try:
+        os.chmod(path, mode)
+    except OSError as e:
+        if e.errno not in NO_PERMISSIONS:
+            raise
 
 
 def raise_no_space(error: OSError, path: Path) -> None:

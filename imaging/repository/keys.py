@@ -15,6 +15,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
+from imaging.coredumps import forbid_core_dumps
 from imaging.errors import FormatError, PassphraseError
 from imaging.repository.fsutil import write_atomic
 
@@ -57,6 +58,7 @@ class Keys:
             self._id_key: bytes | None = None
             self._mac_key: bytes | None = None
             return
+        forbid_core_dumps()  # every master key, however it arrived, passes here
         enc = blake3.blake3(master, derive_key_context=ENC_CONTEXT).digest()
         self._aead = AESGCM(enc)
         self._id_key = blake3.blake3(master, derive_key_context=ID_CONTEXT).digest()

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import secrets
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from imaging.coredumps import forbid_core_dumps
 from imaging.errors import (
     FormatError,
     HourglassError,
@@ -36,6 +38,11 @@ DEFAULT_LEVEL = 1
 # New chunks made durable together by one syncfs (write_chunk): what a power cut can cost
 # a backup is at most this much work redone, and only until the snapshot is committed.
 SYNC_BATCH_BYTES = 64 * 2**20
+# ... and at most this many chunk files: compressible blocks make small chunks, and a FAT
+# directory holds 65,536 entries of 32 bytes, where a temporary chunk's name (c-<16 hex>,
+# 18 characters) takes three (two long-name entries and the 8.3 one): tmp/ would be full
+# at 21,844 (docs/FORMAT.md, "FAT"). 4096 leaves room for several backups at once.
+SYNC_BATCH_CHUNKS = 4096
 
 PassphraseSource = str | Callable[[], str] | None
 
@@ -170,6 +177,7 @@ class Repository:
         secret = _resolve(passphrase) if encryption != "none" else None
         if encryption != "none" and not secret:
             raise UsageError("An encrypted repository needs a passphrase.")
+        made = _first_missing(path)
         try:
             path.mkdir(parents=True, exist_ok=True)
             for sub in ("chunks", "snapshots", "indexes", "leases", "tmp", "trash", "verify"):
@@ -193,9 +201,12 @@ class Repository:
                     path / "keys", keys.make_slot(master, secret, repo_id, "passphrase")
                 )
             write_atomic(path / "config", json.dumps(config, indent=1).encode() + b"\n")
-        except OSError as e:
-            raise_no_space(e, path)
-            raise HourglassError(f"Cannot create a repository in {path}: {e.strerror}.") from e
+        except BaseException as e:
+            _undo_init(path, made)  # a half-made repository would make the next init refuse
+            if isinstance(e, OSError):
+                raise_no_space(e, path)
+                raise HourglassError(f"Cannot create a repository in {path}: {e.strerror}.") from e
+            raise
         return cls(path, config, keys.Keys(master), None)
 
     @classmethod
@@ -244,7 +255,8 @@ class Repository:
         """Store an encoded chunk; False if it was already there.
 
         A chunk file gets its final name only once its content is durable. On a local
-        filesystem the chunk waits in ``tmp/`` until ``SYNC_BATCH_BYTES`` of chunks do, then
+        filesystem the chunk waits in ``tmp/`` until ``SYNC_BATCH_BYTES`` of chunks (or
+        ``SYNC_BATCH_CHUNKS`` files) do, then
         one syncfs makes them all durable and they are renamed: one journal commit per batch
         instead of one fdatasync per chunk (a first backup into 1 MiB blocks spent half its
         time in fdatasync). The caller must :meth:`commit_chunks` before it refers to the
@@ -273,7 +285,9 @@ class Repository:
         with self._pending_lock:
             self._pending.append((tmp, final))
             self._pending_bytes += len(data)
-            full = self._pending_bytes >= SYNC_BATCH_BYTES
+            full = (
+                self._pending_bytes >= SYNC_BATCH_BYTES or len(self._pending) >= SYNC_BATCH_CHUNKS
+            )
         if full:
             self.commit_chunks()
         return True
@@ -561,6 +575,30 @@ def read_config(path: Path) -> dict[str, Any]:
     return config
 
 
+def _first_missing(path: Path) -> Path | None:
+    """The outermost directory of ``path`` that does not exist yet (None: it all exists)."""
+    missing = None
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
+
+
+def _undo_init(path: Path, made: Path | None) -> None:
+    """Remove what a failed :meth:`Repository.init` created, and nothing else: the directories
+    it made, or (``path`` existed, and was empty) everything now inside ``path``."""
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
+        return
+    with contextlib.suppress(OSError):
+        for entry in path.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
 def is_repository(path: Path) -> bool:
     """Cheap test used by discovery: does ``path`` look like a repository?"""
     try:
@@ -575,7 +613,10 @@ def is_repository(path: Path) -> bool:
 
 
 def _resolve(passphrase: PassphraseSource) -> str | None:
-    return passphrase() if callable(passphrase) else passphrase
+    secret = passphrase() if callable(passphrase) else passphrase
+    if secret:
+        forbid_core_dumps()  # whoever called (CLI, app, unattended) now holds a secret
+    return secret
 
 
 def _is_hex(text: str) -> bool:
