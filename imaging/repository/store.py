@@ -24,7 +24,7 @@ from imaging.errors import (
     SnapshotNotFound,
     UsageError,
 )
-from imaging.repository import codec, fsutil, keys, leases
+from imaging.repository import codec, fsutil, keys, leases, seen
 from imaging.repository.fsutil import fsync_dir, raise_no_space, write_all, write_atomic
 from imaging.units import human_size, local_now
 
@@ -224,7 +224,9 @@ class Repository:
         if not secret:
             raise UsageError("This repository is encrypted: a passphrase is needed.")
         master, slot = keys.unlock(path / "keys", secret, config["id"], config_hash)
-        return cls(path, config, keys.Keys(master), slot, config_hash)
+        repo = cls(path, config, keys.Keys(master), slot, config_hash)
+        seen.note_open(repo)
+        return repo
 
     @classmethod
     def open_with_master(cls, path: str | Path, master: bytes | None) -> Repository:
@@ -482,7 +484,9 @@ class Repository:
         data = codec.encode_manifest(manifest, self.keys, self.id)
         path = self.path / "snapshots" / f"{manifest['id']}.snap"
         write_atomic(path, data, tmp_dir=self.path / "tmp")
-        return Snapshot(manifest)
+        snapshot = Snapshot(manifest)
+        seen.note_commit(self, snapshot)
+        return snapshot
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         """Remove a snapshot's manifest (the commit point of a deletion). Its indexes stay
@@ -491,6 +495,7 @@ class Repository:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         fsync_dir(path.parent)
+        seen.note_forget(self, snapshot_id)
 
     def new_snapshot_id(self) -> str:
         return secrets.token_hex(16)
@@ -594,6 +599,13 @@ def _refuse_downgrade(path: Path, config: dict[str, Any]) -> None:
             f"{path / 'keys'}: the config was altered.",
             "Hourglass will not read an encrypted repository as unencrypted. Put the "
             "original config back (from a copy of the drive).",
+        )
+    if seen.was_encrypted(config["id"]):
+        raise IntegrityError(
+            f"{config_path} says the repository is not encrypted, but this machine opened "
+            f"repository {config['id']} with its keys before: the config was altered and "
+            "the key files removed.",
+            "Hourglass will not read an encrypted repository as unencrypted.",
         )
 
 

@@ -97,6 +97,25 @@ def test_encryption_downgrade_is_refused(
     assert out_img.read_bytes() == (tmp_path / "honest.img").read_bytes()
 
 
+def test_downgrade_with_the_keys_removed_is_caught_by_this_machine(
+    tmp_path: Path,
+    secret_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without keys/ the drive alone cannot tell: only what this machine remembers can.
+    monkeypatch.setenv("HOURGLASS_STATE_DIR", str(tmp_path / "state"))
+    make_pair(tmp_path, secret_file, capsys)
+    downgrade(tmp_path / "enc", tmp_path / "plain")
+    shutil.rmtree(tmp_path / "enc" / "keys")
+    code, _, err = cli(
+        capsys, "restore", "--yes", "--repo", tmp_path / "enc", "latest", tmp_path / "x.img"
+    )
+    assert code == 3, err
+    assert "config" in err and "with its keys before" in err
+    assert not (tmp_path / "x.img").exists()
+
+
 def test_keys_missing_from_an_encrypted_repository_is_damage(
     tmp_path: Path, secret_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
