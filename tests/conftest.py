@@ -17,10 +17,14 @@ WEAK_KDF = keys.KdfParams(memory=64, passes=1, lanes=1)  # tests only: fast unlo
 
 @pytest.fixture(autouse=True)
 def _isolate(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No HOURGLASS_* from the host leaks in; the key derivation is weak (tests only)."""
+    """No HOURGLASS_* from the host leaks in, no host state is written; the key derivation
+    is weak (tests only)."""
     for name in list(os.environ):
         if name.startswith("HOURGLASS_"):
             monkeypatch.delenv(name)
+    # No test writes this machine's record of repositories seen (/var/lib/hourglass);
+    # tests of that record set their own directory.
+    monkeypatch.setenv("HOURGLASS_STATE_DIR", "none")
     monkeypatch.setattr(keys, "PASSPHRASE_KDF", WEAK_KDF)
     monkeypatch.setattr(keys, "RECOVERY_KDF", WEAK_KDF)
 

@@ -13,7 +13,7 @@ from imaging.cli.main import print_json
 from imaging.errors import HourglassError, IntegrityError, UsageError
 from imaging.forget import Policy, apply
 from imaging.progress import reporter_for
-from imaging.repository import codec, stats
+from imaging.repository import codec, seen, stats
 from imaging.repository import gc as gc_module
 from imaging.repository import keys as key_module
 from imaging.repository.store import DEFAULT_LEVEL, Repository, Snapshot
@@ -112,6 +112,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
 def cmd_snapshots(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     snapshots = repo.snapshots()
+    rollback = seen.note_listing(repo, snapshots)
+    if rollback:
+        print(f"WARNING {rollback}", file=sys.stderr)
     if args.source:
         snapshots = [s for s in snapshots if args.source in (s.source, s.source_id)]
     if args.json:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +17,16 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from imaging.coredumps import forbid_core_dumps
-from imaging.errors import FormatError, PassphraseError
+from imaging.errors import FormatError, IntegrityError, PassphraseError
 from imaging.repository.fsutil import write_atomic
 
 ENC_CONTEXT = "hourglass 2026-11 chunk and manifest encryption"
 ID_CONTEXT = "hourglass 2026-11 chunk id"
 MAC_CONTEXT = "hourglass 2026-11 index and manifest mac"
-SLOT_AAD = b"hourglass-key-slot"
+BIND_CONTEXT = "hourglass 2026-11 key slot binding"
+SLOT_AAD = b"hourglass-key-slot"  # version 1 slots (repositories of format 1)
+SLOT_AAD_V2 = b"hourglass-key-slot-2"
+SLOT_VERSION = 2
 RECOVERY_PREFIX = "HGRK"
 
 
@@ -111,23 +115,45 @@ def _kek(secret: str, salt: bytes, params: KdfParams) -> bytes:
     return kdf.derive(secret.encode())
 
 
-def _slot_aad(repo_id: str, slot: str) -> bytes:
-    return SLOT_AAD + repo_id.encode() + slot.encode()
+def config_digest(raw: bytes) -> str:
+    """The hash of the config file's bytes that version 2 key slots bind (hex)."""
+    return blake3.blake3(raw).hexdigest()
 
 
-def make_slot(master: bytes, secret: str, repo_id: str, kind: str) -> dict[str, Any]:
-    """A key slot wrapping ``master`` with ``secret`` (a passphrase or recovery key)."""
+def _slot_aad(slot: dict[str, Any], repo_id: str) -> bytes:
+    """A slot's associated data. Version 1 binds the repository id that the config names;
+    version 2 the id and config hash the slot records, so that a slot opened for a changed
+    config tells "the files do not belong together" from "wrong passphrase"."""
+    if slot["version"] == 1:
+        return SLOT_AAD + repo_id.encode() + str(slot["slot"]).encode()
+    fields = (slot["repository"], slot["slot"], slot["config"])
+    return SLOT_AAD_V2 + b"".join(b"\n" + str(f).encode() for f in fields)
+
+
+def _binding_mac(master: bytes, slot: dict[str, Any]) -> str:
+    """MAC under the master key of what a version 2 slot records: whoever holds the master
+    key (opened through any slot, or handed to a helper process) can check every slot."""
+    key = blake3.blake3(master, derive_key_context=BIND_CONTEXT).digest()
+    fields = (slot["repository"], slot["slot"], slot["config"])
+    return blake3.blake3(b"\n".join(f.encode() for f in fields), key=key).hexdigest()
+
+
+def make_slot(
+    master: bytes, secret: str, repo_id: str, kind: str, config_hash: str
+) -> dict[str, Any]:
+    """A key slot wrapping ``master`` with ``secret`` (a passphrase or recovery key), bound to
+    the repository id and the hash of its config file (:func:`config_digest`)."""
     params = RECOVERY_KDF if kind == "recovery" else PASSPHRASE_KDF
     if kind == "recovery":
         secret = normalise_recovery_key(secret)
-    slot = secrets.token_hex(8)
     salt = os.urandom(32)
     nonce = os.urandom(12)
-    wrapped = AESGCM(_kek(secret, salt, params)).encrypt(nonce, master, _slot_aad(repo_id, slot))
-    return {
-        "version": 1,
-        "slot": slot,
+    slot: dict[str, Any] = {
+        "version": SLOT_VERSION,
+        "slot": secrets.token_hex(8),
         "kind": kind,
+        "repository": repo_id,
+        "config": config_hash,
         "kdf": {
             "name": "argon2id",
             "memory": params.memory,
@@ -136,17 +162,29 @@ def make_slot(master: bytes, secret: str, repo_id: str, kind: str) -> dict[str, 
             "salt": _b64(salt),
         },
         "nonce": _b64(nonce),
-        "wrapped": _b64(wrapped),
     }
+    wrapped = AESGCM(_kek(secret, salt, params)).encrypt(nonce, master, _slot_aad(slot, repo_id))
+    slot["wrapped"] = _b64(wrapped)
+    slot["binding"] = _binding_mac(master, slot)
+    return slot
+
+
+def _is_hex(value: Any, length: int | None = None) -> bool:
+    return (
+        isinstance(value, str)
+        and re.fullmatch("[0-9a-f]+", value) is not None
+        and (length is None or len(value) == length)
+    )
 
 
 def parse_slot(raw: bytes) -> dict[str, Any]:
     """Parse and validate a key slot file; :class:`FormatError` for anything malformed."""
     try:
-        slot = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
+        slot: dict[str, Any] = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise FormatError("The key file is not valid JSON.") from e
-    if not isinstance(slot, dict) or slot.get("version") != 1:
+    version = slot.get("version") if isinstance(slot, dict) else None
+    if type(version) is not int or version not in (1, SLOT_VERSION):
         raise FormatError("The key file has an unknown version.")
     kdf = slot.get("kdf")
     if not isinstance(kdf, dict) or kdf.get("name") != "argon2id":
@@ -168,11 +206,19 @@ def parse_slot(raw: bytes) -> dict[str, Any]:
         raise FormatError("The key file's salt or nonce has the wrong length.")
     if len(_unb64(slot.get("wrapped"), "wrapped key")) != 48:
         raise FormatError("The key file's wrapped key has the wrong length.")
+    if slot["version"] >= 2 and not (
+        _is_hex(slot.get("slot"))
+        and _is_hex(slot.get("repository"))
+        and _is_hex(slot.get("config"), 64)
+        and _is_hex(slot.get("binding"), 64)
+    ):
+        raise FormatError("The key file has no valid repository id, config hash or binding.")
     return slot
 
 
 def open_slot(slot: dict[str, Any], secret: str, repo_id: str) -> bytes | None:
-    """The master key if ``secret`` opens ``slot``, else ``None``."""
+    """The master key if ``secret`` opens ``slot``, else ``None``. ``repo_id`` (the id the
+    config names) is used by version 1 slots only; version 2 slots carry their own."""
     if slot["kind"] == "recovery":
         try:
             secret = normalise_recovery_key(secret)
@@ -185,7 +231,7 @@ def open_slot(slot: dict[str, Any], secret: str, repo_id: str) -> bytes | None:
         return AESGCM(kek).decrypt(
             _unb64(slot["nonce"], "nonce"),
             _unb64(slot["wrapped"], "wrapped key"),
-            _slot_aad(repo_id, slot["slot"]),
+            _slot_aad(slot, repo_id),
         )
     except InvalidTag:
         return None
@@ -226,33 +272,110 @@ def write_slot(keys_dir: Path, slot: dict[str, Any]) -> Path:
     return path
 
 
-def unlock(keys_dir: Path, secret: str, repo_id: str) -> tuple[bytes, str]:
-    """Try every slot; return the master key and the slot that opened it."""
-    paths = sorted(keys_dir.glob("*.key"))
-    if not paths:
-        raise PassphraseError(
-            f"The repository has no key files in {keys_dir}.",
-            "Without a key file the backups cannot be decrypted.",
-        )
+def _read_slots(keys_dir: Path) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
+    """The parsed slots of ``keys_dir`` and a description of each damaged key file."""
+    slots: list[tuple[Path, dict[str, Any]]] = []
     damaged: list[str] = []
-    # Recovery slots first when the secret looks like a recovery key: they are fast.
-    recovery_first = looks_like_recovery_key(secret)
-    slots = []
-    for path in paths:
+    for path in sorted(keys_dir.glob("*.key")):
         try:
-            slots.append(parse_slot(path.read_bytes()))
+            slots.append((path, parse_slot(path.read_bytes())))
         except FormatError as e:
             damaged.append(f"{path.name}: {e.message}")
-    slots.sort(
-        key=lambda s: (s["kind"] != "recovery") if recovery_first else (s["kind"] == "recovery")
-    )
-    for slot in slots:
+        except OSError as e:
+            damaged.append(f"{path.name}: {e.strerror}")
+    return slots, damaged
+
+
+def unlock(keys_dir: Path, secret: str, repo_id: str, config_hash: str) -> tuple[bytes, str]:
+    """Try every slot; return the master key and the slot that opened it.
+
+    :class:`PassphraseError` when ``secret`` opens no slot; :class:`IntegrityError` when
+    there are no key files, or when a slot opens but the key files and the config do not
+    belong together (:func:`check_bindings`).
+    """
+    slots, damaged = _read_slots(keys_dir)
+    if not slots and not damaged:
+        raise IntegrityError(
+            f"The repository's config says it is encrypted, but {keys_dir} holds no key files.",
+            "The key files were deleted or the config was altered; without a key file the "
+            "backups cannot be decrypted. Restore keys/ from a copy of the drive.",
+        )
+    # Slots that record this config first (a key file copied in from another repository
+    # is then named as such); recovery slots first when the secret looks like a recovery
+    # key: they are fast.
+    recovery_first = looks_like_recovery_key(secret)
+
+    def order(ps: tuple[Path, dict[str, Any]]) -> tuple[bool, bool]:
+        slot = ps[1]
+        foreign = slot["version"] >= 2 and (slot["repository"], slot["config"]) != (
+            repo_id,
+            config_hash,
+        )
+        recovery = slot["kind"] == "recovery"
+        return foreign, (not recovery) if recovery_first else recovery
+
+    slots.sort(key=order)
+    for _, slot in slots:
         master = open_slot(slot, secret, repo_id)
         if master is not None:
             if len(master) != 32:
                 raise FormatError(f"Key slot {slot['slot']} holds a master key of the wrong size.")
+            check_bindings(keys_dir, master, repo_id, config_hash)
             return master, slot["slot"]
     if damaged and not slots:
         raise FormatError("Every key file is damaged: " + "; ".join(damaged))
     detail = f" (damaged key files: {'; '.join(damaged)})" if damaged else ""
-    raise PassphraseError(f"Wrong passphrase: it opens none of the repository's keys{detail}.")
+    foreign = [
+        path.name
+        for path, slot in slots
+        if slot["version"] >= 2 and (slot["repository"], slot["config"]) != (repo_id, config_hash)
+    ]
+    hint = None
+    if foreign:
+        hint = (
+            f"Also, {', '.join(foreign)} record(s) a different repository id or config than "
+            "the config file holds: if the passphrase is right, the config was replaced or edited."
+        )
+    raise PassphraseError(
+        f"Wrong passphrase: it opens none of the repository's keys{detail}.", hint
+    )
+
+
+def check_bindings(keys_dir: Path, master: bytes, repo_id: str, config_hash: str) -> int:
+    """Check every version 2 slot against the config; returns how many were checked.
+
+    A slot's record is authenticated by its binding MAC under the master key: a config
+    edited or copied from another repository since the slot was made, or a key file from
+    another repository, is refused as tampering (:class:`IntegrityError`, naming the file).
+    Version 1 slots (repositories made before format 2) record nothing to check.
+    """
+    slots, _ = _read_slots(keys_dir)
+    checked = 0
+    for path, slot in slots:
+        if slot["version"] < 2:
+            continue
+        name = f"{keys_dir.name}/{path.name}"
+        if not secrets.compare_digest(slot["binding"], _binding_mac(master, slot)):
+            raise IntegrityError(
+                f"The key file {name} does not belong to this repository: it was altered or "
+                "copied in from another repository.",
+                "Remove it if you did not add it yourself; the repository's files have been "
+                "tampered with.",
+            )
+        config = keys_dir.parent / "config"
+        if slot["repository"] != repo_id:
+            raise IntegrityError(
+                f"The repository's files do not belong together: {config} names repository "
+                f"{repo_id}, but {name} was made for repository {slot['repository']}.",
+                "The config was edited or copied in from another repository; put the original "
+                "config back (from a copy of the drive).",
+            )
+        if slot["config"] != config_hash:
+            raise IntegrityError(
+                f"{config} was altered: it is not the config that {name} was made for "
+                "(its hash does not match).",
+                "Hourglass never rewrites the config; put the original back (from a copy "
+                "of the drive). The repository's files have been tampered with.",
+            )
+        checked += 1
+    return checked

@@ -26,11 +26,13 @@ from imaging.errors import (
     SnapshotNotFound,
     UsageError,
 )
-from imaging.repository import codec, fsutil, keys, leases
+from imaging.repository import codec, fsutil, keys, leases, seen
 from imaging.repository.fsutil import fsync_dir, raise_no_space, write_all, write_atomic
 from imaging.units import human_size, local_now
 
-FORMAT_VERSION = 1
+# 2: key slots (version 2) bind the repository id and the config's hash. Format 1
+# repositories (version 1 slots) are read as before.
+FORMAT_VERSION = 2
 ENCRYPTIONS = ("aes-256-gcm", "none")
 # zstd level 1: on the benchmark data level 3 stored 7 % less but took 39 % longer (5.9 s
 # against 4.2 s for 2 GiB on 2 cores, bench/README.md); `hourglass init --compression-level`.
@@ -132,9 +134,18 @@ class Snapshot:
 class Repository:
     """An opened repository: configuration, keys, chunk store, snapshots."""
 
-    def __init__(self, path: Path, config: dict[str, Any], key_set: keys.Keys, slot: str | None):
+    def __init__(
+        self,
+        path: Path,
+        config: dict[str, Any],
+        key_set: keys.Keys,
+        slot: str | None,
+        config_hash: str | None = None,
+    ):
         self.path = path
         self.config = config
+        # The hash of the config file as it was opened: new key slots bind this one.
+        self.config_hash = config_hash or keys.config_digest((path / "config").read_bytes())
         self.keys = key_set
         self.unlocked_slot = slot
         self.id: str = config["id"]
@@ -192,35 +203,41 @@ class Repository:
                 "compression": "zstd",
                 "compression_level": level,
             }
+            raw_config = json.dumps(config, indent=1).encode() + b"\n"
+            config_hash = keys.config_digest(raw_config)
             master = None
             if encryption != "none":
                 assert secret is not None
                 (path / "keys").mkdir(mode=0o700)
                 master = os.urandom(32)
                 keys.write_slot(
-                    path / "keys", keys.make_slot(master, secret, repo_id, "passphrase")
+                    path / "keys",
+                    keys.make_slot(master, secret, repo_id, "passphrase", config_hash),
                 )
-            write_atomic(path / "config", json.dumps(config, indent=1).encode() + b"\n")
+            write_atomic(path / "config", raw_config)
         except BaseException as e:
             _undo_init(path, made)  # a half-made repository would make the next init refuse
             if isinstance(e, OSError):
                 raise_no_space(e, path)
                 raise HourglassError(f"Cannot create a repository in {path}: {e.strerror}.") from e
             raise
-        return cls(path, config, keys.Keys(master), None)
+        return cls(path, config, keys.Keys(master), None, config_hash)
 
     @classmethod
     def open(cls, path: str | Path, passphrase: PassphraseSource = None) -> Repository:
         """Open ``path``; ``passphrase`` (a string or a function asking for it) if encrypted."""
         path = Path(path)
-        config = read_config(path)
+        config, config_hash = load_config(path)
         if config["encryption"] == "none":
-            return cls(path, config, keys.Keys(None), None)
+            _refuse_downgrade(path, config)
+            return cls(path, config, keys.Keys(None), None, config_hash)
         secret = _resolve(passphrase)
         if not secret:
             raise UsageError("This repository is encrypted: a passphrase is needed.")
-        master, slot = keys.unlock(path / "keys", secret, config["id"])
-        return cls(path, config, keys.Keys(master), slot)
+        master, slot = keys.unlock(path / "keys", secret, config["id"], config_hash)
+        repo = cls(path, config, keys.Keys(master), slot, config_hash)
+        seen.note_open(repo)
+        return repo
 
     @classmethod
     def open_with_master(cls, path: str | Path, master: bytes | None) -> Repository:
@@ -231,12 +248,17 @@ class Repository:
         repository.
         """
         path = Path(path)
-        config = read_config(path)
+        config, config_hash = load_config(path)
+        if config["encryption"] == "none":
+            _refuse_downgrade(path, config)
         if (config["encryption"] == "none") != (master is None):
             raise UsageError(f"The key given for {path} does not fit its encryption setting.")
-        if master is not None and len(master) != 32:
-            raise UsageError("A master key is 32 bytes.")
-        return cls(path, config, keys.Keys(master), None)
+        if master is not None:
+            if len(master) != 32:
+                raise UsageError("A master key is 32 bytes.")
+            # The config may have changed since the parent opened it: check it again.
+            keys.check_bindings(path / "keys", master, config["id"], config_hash)
+        return cls(path, config, keys.Keys(master), None, config_hash)
 
     @property
     def encrypted(self) -> bool:
@@ -476,7 +498,9 @@ class Repository:
         data = codec.encode_manifest(manifest, self.keys, self.id)
         path = self.path / "snapshots" / f"{manifest['id']}.snap"
         write_atomic(path, data, tmp_dir=self.path / "tmp")
-        return Snapshot(manifest)
+        snapshot = Snapshot(manifest)
+        seen.note_commit(self, snapshot)
+        return snapshot
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         """Remove a snapshot's manifest (the commit point of a deletion). Its indexes stay
@@ -485,6 +509,7 @@ class Repository:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         fsync_dir(path.parent)
+        seen.note_forget(self, snapshot_id)
 
     def new_snapshot_id(self) -> str:
         return secrets.token_hex(16)
@@ -505,7 +530,7 @@ class Repository:
         """Add a key slot opened by ``secret``; returns the slot name."""
         if not self.encrypted or self.keys.master is None:
             raise UsageError("This repository is not encrypted: it has no keys.")
-        slot = keys.make_slot(self.keys.master, secret, self.id, kind)
+        slot = keys.make_slot(self.keys.master, secret, self.id, kind, self.config_hash)
         keys.write_slot(self.path / "keys", slot)
         return str(slot["slot"])
 
@@ -537,6 +562,11 @@ class Repository:
 
 def read_config(path: Path) -> dict[str, Any]:
     """The repository's config; clear errors for a missing, foreign or newer repository."""
+    return load_config(path)[0]
+
+
+def load_config(path: Path) -> tuple[dict[str, Any], str]:
+    """:func:`read_config` and the hash of the file's bytes (what key slots bind)."""
     config_path = path / "config"
     if not path.exists():
         raise RepositoryNotFound(f"There is no repository at {path}: the path does not exist.")
@@ -572,7 +602,27 @@ def read_config(path: Path) -> dict[str, Any]:
     level = config.get("compression_level", DEFAULT_LEVEL)
     if not isinstance(level, int) or not -7 <= level <= 22:
         raise FormatError(f"{config_path} names an invalid compression level.")
-    return config
+    return config, keys.config_digest(raw)
+
+
+def _refuse_downgrade(path: Path, config: dict[str, Any]) -> None:
+    """An unencrypted config in a repository that has (or had) keys was altered: reading it
+    as unencrypted would trust files anyone can write (docs/SECURITY.md)."""
+    config_path = path / "config"
+    if (path / "keys").exists():
+        raise IntegrityError(
+            f"{config_path} says the repository is not encrypted, but it has key files in "
+            f"{path / 'keys'}: the config was altered.",
+            "Hourglass will not read an encrypted repository as unencrypted. Put the "
+            "original config back (from a copy of the drive).",
+        )
+    if seen.was_encrypted(config["id"]):
+        raise IntegrityError(
+            f"{config_path} says the repository is not encrypted, but this machine opened "
+            f"repository {config['id']} with its keys before: the config was altered and "
+            "the key files removed.",
+            "Hourglass will not read an encrypted repository as unencrypted.",
+        )
 
 
 def _first_missing(path: Path) -> Path | None:

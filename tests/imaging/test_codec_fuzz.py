@@ -126,7 +126,9 @@ def test_encrypted_manifest_parser(data: bytes) -> None:
         codec.decode_manifest(data, KEYS, "r", "ab" * 16)
 
 
-VALID_SLOT = json.dumps(keys.make_slot(bytes(32), "pw", "r", "passphrase")).encode()
+VALID_SLOT = json.dumps(
+    keys.make_slot(bytes(32), "pw", "ab" * 16, "passphrase", "cd" * 32)
+).encode()
 
 
 @FAST

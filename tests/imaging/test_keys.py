@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from imaging.errors import FormatError, PassphraseError, UsageError
+from imaging.errors import FormatError, IntegrityError, PassphraseError, UsageError
 from imaging.repository import keys
 from imaging.repository.store import Repository
 
@@ -67,7 +67,8 @@ def test_damaged_key_file_is_named(repo: Repository, passphrase: str) -> None:
 def test_missing_key_files(repo: Repository, passphrase: str) -> None:
     for path in (repo.path / "keys").iterdir():
         path.unlink()
-    with pytest.raises(PassphraseError, match="no key files"):
+    # Damage (exit 3), not a wrong passphrase: no passphrase can open a slot that is not there.
+    with pytest.raises(IntegrityError, match="no key files"):
         Repository.open(repo.path, passphrase)
 
 
