@@ -7,6 +7,7 @@ one state byte per block and the exact ranges only for blocks that are partly us
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Iterator
 
 UNUSED = 0
@@ -62,6 +63,12 @@ class UsedMap:
         if block_size == self.block_size:
             return self
         return UsedMap.from_ranges(self.size, block_size, self.ranges())
+
+    def union(self, extra: Iterable[tuple[int, int]]) -> UsedMap:
+        """This map with the ``extra`` ranges added (any order, overlaps allowed): a second
+        opinion on what is used only ever adds to what is read."""
+        merged = merge_ranges(heapq.merge(self.ranges(), sorted(extra)))
+        return UsedMap.from_ranges(self.size, self.block_size, merged)
 
     def add(self, start: int, length: int) -> None:
         """Add a used range; ranges must come in ascending order and not overlap."""
@@ -119,3 +126,18 @@ class UsedMap:
 
     def blocks_to_read(self) -> int:
         return self.count - self.states.count(UNUSED)
+
+
+def merge_ranges(ranges: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """Sorted ``(start, length)`` ranges with overlapping and adjacent ones joined."""
+    run_start = run_end = -1
+    for start, length in ranges:
+        if length <= 0:
+            continue
+        if start > run_end:
+            if run_end > run_start:
+                yield run_start, run_end - run_start
+            run_start = start
+        run_end = max(run_end, start + length)
+    if run_end > run_start:
+        yield run_start, run_end - run_start

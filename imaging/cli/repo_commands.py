@@ -87,7 +87,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
     options = BackupOptions(rescue=args.rescue)
     snapshot = run_backup(repo, plan, progress=reporter_for(args.progress), options=options)
     if args.json:
-        print_json(snapshot.summary() | {"stats": snapshot.manifest.get("stats", {})})
+        print_json(
+            snapshot.summary()
+            | {
+                "stats": snapshot.manifest.get("stats", {}),
+                "warnings": snapshot.manifest.get("warnings", []) + describe_unreadable(snapshot),
+            }
+        )
         return 0
     st = snapshot.manifest.get("stats", {})
     elapsed = float(st.get("elapsed", 0)) or 1e-9

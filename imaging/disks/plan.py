@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from imaging.backup import BackupPlan, ImageSource, device_size
-from imaging.disks import filesystems, mounts, sysfs
+from imaging.disks import crosscheck, filesystems, mounts, sysfs
 from imaging.disks.discover import get_disk, read_image_file
 from imaging.disks.model import Disk, Partition
 from imaging.disks.table import PartitionTable, read_table
@@ -123,17 +123,30 @@ def partition_device(disk_path: str, part: Partition) -> Iterator[str]:
 
 
 def _used_map(disk_path: str, part: Partition, block_size: int) -> tuple[UsedMap | None, str, str]:
-    """(used map, method, note): partclone's map, or raw with the reason."""
+    """(used map, method, note): partclone's map checked against the filesystem's own
+    metadata, or raw with the reason."""
     if part.fstype not in filesystems.PARTCLONE:
         return None, "raw", ""
+    checking = False
     try:
         with partition_device(disk_path, part) as device:
             used = filesystems.used_map(
                 device, part.fstype, part.size, block_size, mounted=bool(part.mountpoint)
             )
+            checking = True
+            used, warnings = crosscheck.checked_map(device, part.fstype, used)
     except HourglassError as e:
+        if checking:  # nothing vouches for partclone's map: reading everything is safe
+            return (
+                None,
+                "raw",
+                (
+                    f"the used-block map could not be checked against the {part.fstype} "
+                    f"metadata, imaged raw: {e.message}"
+                ),
+            )
         return None, "raw", f"partclone could not map the used blocks, imaged raw: {e.message}"
-    return used, f"partclone.{part.fstype}", ""
+    return used, f"partclone.{part.fstype}", "; ".join(warnings)
 
 
 def _image(
