@@ -33,15 +33,21 @@ def open_repo(args: argparse.Namespace) -> Repository:
     return Repository.open(repo_path(args), passphrase.source(args.passphrase_file))
 
 
-def confirm(question: str, args: argparse.Namespace) -> None:
-    """Ask for a typed ``yes`` unless ``--yes``; refuse when there is nobody to ask."""
-    if getattr(args, "yes", False):
-        return
-    if not sys.stdin.isatty():
+def can_confirm(args: argparse.Namespace) -> None:
+    """Refuse, before anything is shown or done, when a confirmation will be needed and there
+    is no terminal to ask on (and no ``--yes``)."""
+    if not getattr(args, "yes", False) and not sys.stdin.isatty():
         raise UsageError(
             "Confirmation needed, but there is no terminal to ask on.",
             "Add --yes to confirm on the command line.",
         )
+
+
+def confirm(question: str, args: argparse.Namespace) -> None:
+    """Ask for a typed ``yes`` unless ``--yes``; refuse when there is nobody to ask."""
+    if getattr(args, "yes", False):
+        return
+    can_confirm(args)
     print(question, file=sys.stderr)
     answer = input("Type yes to continue: ").strip().lower()
     if answer != "yes":
@@ -276,6 +282,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
             )
         decision = apply(snapshots, policy)
         keep, remove = decision.keep, decision.remove
+    if remove and not args.dry_run:
+        can_confirm(args)
     if args.json:
         print_json(
             {
@@ -289,7 +297,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
             print(f"keep    {snapshot_row(s)}  ({', '.join(reasons)})")
         for s in sorted(remove, key=lambda x: x.order):
             print(f"{'would forget' if args.dry_run else 'forget'}  {snapshot_row(s)}")
-    if not args.dry_run:
+    if not args.dry_run and remove:
+        confirm(f"This will forget the {len(remove)} snapshot(s) listed above.", args)
         for s in remove:
             repo.delete_snapshot(s.id)
         if remove and not args.json:
@@ -454,6 +463,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         p.add_argument(f"--keep-{name}", type=int, default=0, metavar="N")
     p.add_argument("--source", help="apply to snapshots of this source only")
     p.add_argument("--dry-run", action="store_true", help="show what would go")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_forget)
 
