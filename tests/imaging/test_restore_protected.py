@@ -156,3 +156,21 @@ def test_a_loop_device_on_a_repository_file_is_refused(
     with loop_device(beside) as loop:
         assert run_cli("restore", "--yes", "latest", loop, *setup.options) == 0
     assert beside.read_bytes()[: len(setup.source)] == setup.source
+
+
+@pytest.mark.integration
+@pytest.mark.root
+def test_other_capitals_on_exfat_name_the_same_repository_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """exFAT matches names without case, and its FUSE driver gives `Repo` and `REPO` different
+    inode numbers: only the case-folded path tells that REPO/CONFIG is the repository's."""
+    image = tmp_path / "exfat.img"
+    sh("truncate", "-s", "64M", image)
+    sh("mkfs.exfat", image)
+    with loop_device(image) as dev, helpers.mounted_fs(dev, "exfat", tmp_path / "stick") as stick:
+        setup = _setup(Repository.init(stick / "Repo", passphrase=PASSPHRASE), tmp_path)
+        before = digest(setup.repo.path)
+        assert "inside the repository" in refused(setup, stick / "REPO" / "CONFIG", capsys)
+        assert digest(setup.repo.path) == before
+        assert run_cli("restore", "--yes", "latest", stick / "beside.img", *setup.options) == 0
