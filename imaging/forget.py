@@ -3,6 +3,8 @@
 Snapshots are grouped by source. Within a group, newest first, ``--keep-last N`` keeps the N
 newest; ``--keep-hourly N`` keeps the newest snapshot of each of the N most recent hours that
 have one; daily, weekly (ISO weeks) and monthly alike. A snapshot kept by any rule is kept.
+Counts are whole numbers from 0 to ``MAX_KEEP``: a negative count would slice from the other
+end (``--keep-last -1`` forgot the oldest) or keep nothing.
 """
 
 from __future__ import annotations
@@ -11,16 +13,32 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from imaging.errors import UsageError
 from imaging.repository.store import Snapshot
+
+# More than anyone keeps (an hourly snapshot for eleven years); a larger count is a typing slip.
+MAX_KEEP = 100_000
+RULES = ("last", "hourly", "daily", "weekly", "monthly")
 
 
 @dataclass(frozen=True)
 class Policy:
+    """How many snapshots each rule keeps; :class:`UsageError` for a count out of range."""
+
     last: int = 0
     hourly: int = 0
     daily: int = 0
     weekly: int = 0
     monthly: int = 0
+
+    def __post_init__(self) -> None:
+        for name in RULES:
+            count = getattr(self, name)
+            if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_KEEP:
+                raise UsageError(
+                    f"{count!r} is not a number of snapshots to keep (--keep-{name}).",
+                    f"Give a whole number from 0 to {MAX_KEEP}; 0 means the rule keeps none.",
+                )
 
     def empty(self) -> bool:
         return not any((self.last, self.hourly, self.daily, self.weekly, self.monthly))

@@ -13,6 +13,7 @@ import errno
 import fcntl
 import mmap
 import os
+import stat
 import struct
 import threading
 from collections.abc import Iterator
@@ -22,10 +23,16 @@ from pathlib import Path
 
 from imaging.backup import device_size, hole_map, is_block_device
 from imaging.blockio import SourceFile, TargetFile, aligned_buffer
-from imaging.errors import Cancelled, HourglassError, IntegrityError, TargetTooSmall
+from imaging.errors import (
+    Cancelled,
+    HourglassError,
+    IntegrityError,
+    TargetTooSmall,
+    TargetUnsuitable,
+)
 from imaging.memory import keep_large_buffers
 from imaging.progress import Meter, ProgressCallback, no_progress
-from imaging.repository import codec
+from imaging.repository import codec, fsutil
 from imaging.repository.store import Repository, Snapshot
 from imaging.units import decimal_size, human_size
 from imaging.usedmap import UNUSED
@@ -86,6 +93,124 @@ def open_target(target: ImageTarget, size: int) -> int:
     os.ftruncate(fd, 0)
     os.ftruncate(fd, size)
     return fd
+
+
+# Filesystems that match names without regard to case: a path spelled with other capitals
+# names the same file, so "outside the repository" is decided on case-folded paths there.
+CASE_INSENSITIVE = frozenset({"vfat", "msdos", "exfat", "ntfs", "ntfs3", "fuseblk", "fuse.exfat"})
+
+
+def refuse_repository_target(repo: Repository, target: str) -> None:
+    """:class:`TargetUnsuitable` (exit 6) when writing ``target`` would write into the
+    repository: a file inside its directory by any path (a symlink, a bind mount, other
+    capitals on FAT/exFAT/NTFS, a hard link), a block device below its filesystem (that
+    device, its disk or another partition of it, the members of a dm or md device, a loop
+    device's backing device), or a loop device whose backing file is inside it.
+
+    Every restore goes through it (:func:`restore_images`), so no caller can forget it.
+    """
+    real = os.path.realpath(target)
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        st = None
+    if st is not None and stat.S_ISBLK(st.st_mode):
+        _refuse_repository_device(repo, target, real)
+        return
+    why = _aliases_repository(repo, real, st)
+    if why:
+        raise TargetUnsuitable(
+            f"{target} {why} the repository {repo.path}: restoring onto it could destroy the "
+            "repository. Hourglass never writes there.",
+            "Choose a target outside the repository.",
+        )
+
+
+def _aliases_repository(repo: Repository, real: str, st: os.stat_result | None) -> str:
+    """How the file ``real`` is part of the repository ("" when it is not)."""
+    here = os.path.realpath(repo.path).rstrip("/") + "/"
+    if real.startswith(here) or real + "/" == here:
+        return "is inside"
+    try:
+        top = os.stat(repo.path)
+    except OSError:
+        return ""
+    # Walk up from the file: a directory that *is* the repository's (same device and inode)
+    # catches symlinks and bind mounts alike.
+    for ancestor in (Path(real), *Path(real).parents):
+        try:
+            a = os.stat(ancestor)
+        except OSError:
+            continue
+        if (a.st_dev, a.st_ino) == (top.st_dev, top.st_ino):
+            return "is inside"
+    if st is None or st.st_dev != top.st_dev:
+        return ""
+    if st.st_nlink > 1 and stat.S_ISREG(st.st_mode):
+        return f"has {st.st_nlink} names (hard links) on the filesystem of"
+    if fsutil.filesystem_type(repo.path) in CASE_INSENSITIVE and real.casefold().startswith(
+        here.casefold()
+    ):
+        return "is inside"
+    return ""
+
+
+def _refuse_repository_device(repo: Repository, target: str, real: str) -> None:
+    from imaging.disks import mounts, sysfs
+
+    name = sysfs.name_of(real)
+    devices, files = _layers(name, set())
+    held = mounts.disks_of_path(str(repo.path)) & devices
+    if held:
+        raise TargetUnsuitable(
+            f"{target} holds the repository {repo.path} (on /dev/{sorted(held)[0]}): "
+            "Hourglass never writes to it.",
+            "Choose another disk.",
+        )
+    for backing in files:
+        why = _aliases_repository(repo, os.path.realpath(backing), _stat(backing))
+        if why:
+            raise TargetUnsuitable(
+                f"{target} is a loop device on {backing}, which {why} the repository "
+                f"{repo.path}: Hourglass never writes there.",
+                "Choose another disk.",
+            )
+
+
+def _layers(name: str, seen: set[str]) -> tuple[set[str], list[str]]:
+    """The block devices that writing ``name`` writes to (itself, its disk, the members of a
+    dm/md device, a loop device's backing device, recursively) and the files loop devices
+    among them are backed by."""
+    from imaging.disks import sysfs
+
+    if name in seen:
+        return set(), []
+    seen.add(name)
+    disk = sysfs.parent_disk(name)
+    devices, files = {name, disk}, []
+    for member in sysfs.slaves(disk):
+        more, more_files = _layers(member, seen)
+        devices |= more
+        files += more_files
+    backing = sysfs.backing_file(disk)
+    if backing:
+        st = _stat(backing)
+        if st is not None and stat.S_ISBLK(st.st_mode):
+            below = sysfs.name_of_numbers(os.major(st.st_rdev), os.minor(st.st_rdev))
+            if below:
+                more, more_files = _layers(below, seen)
+                devices |= more
+                files += more_files
+        else:
+            files.append(backing)
+    return devices, files
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
 
 
 def check_target_size(target: str, needed: int) -> None:
@@ -245,6 +370,8 @@ def restore_images(
     """Write each image to its target, then (by default) read it back and compare."""
     options = options or RestoreOptions()
     result = result or RestoreResult(snapshot=snapshot, target=targets[0].path if targets else "")
+    for path in dict.fromkeys(t.path for t in targets):
+        refuse_repository_target(repo, path)
     total = sum(int(snapshot.image(t.image)["size"]) for t in targets)
     meter = Meter("restore", total, progress)
     with repo.reader():

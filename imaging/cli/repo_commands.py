@@ -16,7 +16,13 @@ from imaging.progress import reporter_for
 from imaging.repository import codec, seen, stats
 from imaging.repository import gc as gc_module
 from imaging.repository import keys as key_module
-from imaging.repository.store import DEFAULT_LEVEL, Repository, Snapshot
+from imaging.repository.store import (
+    DEFAULT_LEVEL,
+    DamagedSnapshot,
+    Repository,
+    Snapshot,
+    SnapshotList,
+)
 from imaging.repository.verify import VerifyReport, summary_line, verify, verify_keyless
 from imaging.restore import RestoreOptions, RestoreResult, restore_snapshot
 from imaging.targets import describe_target
@@ -33,15 +39,21 @@ def open_repo(args: argparse.Namespace) -> Repository:
     return Repository.open(repo_path(args), passphrase.source(args.passphrase_file))
 
 
-def confirm(question: str, args: argparse.Namespace) -> None:
-    """Ask for a typed ``yes`` unless ``--yes``; refuse when there is nobody to ask."""
-    if getattr(args, "yes", False):
-        return
-    if not sys.stdin.isatty():
+def can_confirm(args: argparse.Namespace) -> None:
+    """Refuse, before anything is shown or done, when a confirmation will be needed and there
+    is no terminal to ask on (and no ``--yes``)."""
+    if not getattr(args, "yes", False) and not sys.stdin.isatty():
         raise UsageError(
             "Confirmation needed, but there is no terminal to ask on.",
             "Add --yes to confirm on the command line.",
         )
+
+
+def confirm(question: str, args: argparse.Namespace) -> None:
+    """Ask for a typed ``yes`` unless ``--yes``; refuse when there is nobody to ask."""
+    if getattr(args, "yes", False):
+        return
+    can_confirm(args)
     print(question, file=sys.stderr)
     answer = input("Type yes to continue: ").strip().lower()
     if answer != "yes":
@@ -51,6 +63,45 @@ def confirm(question: str, args: argparse.Namespace) -> None:
 def snapshot_row(s: Snapshot) -> str:
     when = s.time.strftime("%Y-%m-%d %H:%M:%S")
     return f"{s.id[:12]}  {when}  {human_size(s.size):>10}  {human_size(s.stored):>10}  {s.source}"
+
+
+def damaged_row(d: DamagedSnapshot) -> str:
+    """A damaged snapshot where its row would be: its time is lost, its file's is shown."""
+    when = d.written.strftime("%Y-%m-%d %H:%M:%S")
+    return f"{d.id[:12]}  {when}  {'DAMAGED':>10}  {'':>10}  {d.reason}"
+
+
+def report_damaged(damaged: list[DamagedSnapshot]) -> None:
+    """Name every damaged manifest on stderr, with what can be done about it."""
+    for d in damaged:
+        print(f"DAMAGED {d.describe()}", file=sys.stderr)
+    if damaged:
+        print(
+            f"hourglass: error: {len(damaged)} snapshot manifest(s) cannot be read; the other "
+            "snapshots are intact.",
+            file=sys.stderr,
+        )
+        print(
+            "hourglass: hint: `hourglass forget ID` removes a damaged snapshot (gc stops "
+            "until then).",
+            file=sys.stderr,
+        )
+
+
+def choose(snapshots: list[Snapshot], selector: str, *, source: str | None = None) -> Snapshot:
+    """:func:`selectors.select`, warning when ``latest`` or a time may have meant a snapshot
+    whose manifest is damaged (newer than the one chosen)."""
+    snapshot = selectors.select(snapshots, selector, source=source)
+    if not selectors.is_id(selector):
+        for d in selectors.damaged_after(snapshots, snapshot):
+            print(
+                f"hourglass: warning: {d.describe()} It was written "
+                f"{d.written.strftime('%Y-%m-%d %H:%M:%S')} and may be newer than snapshot "
+                f"{snapshot.id[:12]} ({snapshot.time.strftime('%Y-%m-%d %H:%M:%S')}), "
+                "which is the one used.",
+                file=sys.stderr,
+            )
+    return snapshot
 
 
 # --- init -----------------------------------------------------------------------------------
@@ -116,23 +167,34 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:
+    """List the snapshots; damaged manifests are listed where they fall, marked, and make
+    the command exit 3 (damage found) after the complete list (README.md)."""
     repo = open_repo(args)
-    snapshots = repo.snapshots()
-    rollback = seen.note_listing(repo, snapshots)
+    listed = repo.snapshots()
+    rollback = seen.note_listing(repo, listed)
     if rollback:
         print(f"WARNING {rollback}", file=sys.stderr)
-    if args.source:
-        snapshots = [s for s in snapshots if args.source in (s.source, s.source_id)]
+    snapshots = [s for s in listed if not args.source or args.source in (s.source, s.source_id)]
+    # A damaged manifest's source is unknown: it is shown whatever --source says.
+    shown = SnapshotList(snapshots, listed.damaged)
+    rows = selectors.timeline(shown)
     if args.json:
-        print_json([s.summary() for s in snapshots])
-        return 0
-    if not snapshots:
+        print_json(
+            [
+                item.summary()
+                if isinstance(item, DamagedSnapshot)
+                else item.summary() | {"damaged": False}
+                for item in rows
+            ]
+        )
+    elif not rows:
         print("No snapshots.")
-        return 0
-    print(f"{'ID':<12}  {'TIME':<19}  {'SIZE':>10}  {'STORED':>10}  SOURCE")
-    for s in snapshots:
-        print(snapshot_row(s))
-    return 0
+    else:
+        print(f"{'ID':<12}  {'TIME':<19}  {'SIZE':>10}  {'STORED':>10}  SOURCE")
+        for item in rows:
+            print(damaged_row(item) if isinstance(item, DamagedSnapshot) else snapshot_row(item))
+    report_damaged(listed.damaged)
+    return IntegrityError.exit_code if listed.damaged else 0
 
 
 # --- restore --------------------------------------------------------------------------------
@@ -168,7 +230,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def _restore(repo: Repository, args: argparse.Namespace) -> int:
     selector, partition = selectors.split_partition(args.snapshot)
-    snapshot = selectors.select(repo.snapshots(), selector, source=args.source)
+    snapshot = choose(repo.snapshots(), selector, source=args.source)
     handler = RESTORE_HANDLERS.get(snapshot.kind)
     if handler is not None:
         return int(handler(repo, snapshot, partition, args))
@@ -211,7 +273,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     selected = None
     scope = "*"
     if args.snapshot:
-        selected = [selectors.select(repo.snapshots(), args.snapshot)]
+        selected = [choose(repo.snapshots(), args.snapshot)]
         scope = selected[0].id
     max_time = parse_duration(args.max_time) if args.max_time else None
     report = verify(
@@ -264,11 +326,18 @@ def _print_damage(report: VerifyReport, *, quiet: bool = False) -> int:
 
 def cmd_forget(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    snapshots = repo.snapshots()
-    if args.source:
-        snapshots = [s for s in snapshots if args.source in (s.source, s.source_id)]
+    listed = repo.snapshots()
+    snapshots = [s for s in listed if not args.source or args.source in (s.source, s.source_id)]
+    lost: list[DamagedSnapshot] = []  # damaged snapshots named to be forgotten
     if args.snapshots:
-        remove = [selectors.select(snapshots, sel) for sel in args.snapshots]
+        remove: list[Snapshot] = []
+        for sel in args.snapshots:
+            found = selectors.find(listed, sel, source=args.source)
+            if isinstance(found, DamagedSnapshot):
+                if found not in lost:
+                    lost.append(found)
+            elif found not in remove:
+                remove.append(found)
         keep = [(s, ["not named"]) for s in snapshots if s not in remove]
     else:
         policy = Policy(
@@ -285,24 +354,37 @@ def cmd_forget(args: argparse.Namespace) -> int:
             )
         decision = apply(snapshots, policy)
         keep, remove = decision.keep, decision.remove
+    untouched = [d for d in listed.damaged if d not in lost]
+    if (remove or lost) and not args.dry_run:
+        can_confirm(args)
     if args.json:
         print_json(
             {
                 "keep": [s.summary() | {"reasons": r} for s, r in keep],
-                "remove": [s.summary() for s in remove],
+                "remove": [s.summary() for s in remove] + [d.summary() for d in lost],
+                "damaged": [d.summary() for d in untouched],
                 "dry_run": args.dry_run,
             }
         )
     else:
+        verb = "would forget" if args.dry_run else "forget"
         for s, reasons in sorted(keep, key=lambda x: x[0].order):
             print(f"keep    {snapshot_row(s)}  ({', '.join(reasons)})")
         for s in sorted(remove, key=lambda x: x.order):
-            print(f"{'would forget' if args.dry_run else 'forget'}  {snapshot_row(s)}")
-    if not args.dry_run:
+            print(f"{verb}  {snapshot_row(s)}")
+        for d in lost:
+            print(f"{verb}  {damaged_row(d)}")
+        for d in untouched:
+            print(f"damaged {damaged_row(d)}  (forget it by id)")
+    if not args.dry_run and (remove or lost):
+        count = len(remove) + len(lost)
+        confirm(f"This will forget the {count} snapshot(s) listed above.", args)
         for s in remove:
             repo.delete_snapshot(s.id)
-        if remove and not args.json:
-            print(f"Forgot {len(remove)} snapshot(s). Run `hourglass gc` to free their space.")
+        for d in lost:
+            repo.delete_snapshot(d.id)
+        if not args.json:
+            print(f"Forgot {count} snapshot(s). Run `hourglass gc` to free their space.")
     return 0
 
 
@@ -463,6 +545,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         p.add_argument(f"--keep-{name}", type=int, default=0, metavar="N")
     p.add_argument("--source", help="apply to snapshots of this source only")
     p.add_argument("--dry-run", action="store_true", help="show what would go")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_forget)
 

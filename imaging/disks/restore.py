@@ -2,9 +2,9 @@
 
 A whole-disk restore, in order:
 
-1. check the target: not the repository's disk, not the boot disk, nothing on it mounted or
-   held, large enough for every partition where it was (the size needed is named otherwise),
-   same logical sector size;
+1. check the target: not part of the repository nor its disk, not the boot disk, nothing on
+   it mounted or held, large enough for every partition where it was (the size needed is
+   named otherwise), same logical sector size;
 2. recreate the partition table with the snapshot's GUIDs and signature (fresh ones with
    ``new_ids``), the GPT backup header at the end of the target, the last partition extended
    to the end of the disk with ``grow``;
@@ -53,6 +53,7 @@ from imaging.restore import (
     ImageTarget,
     RestoreOptions,
     RestoreResult,
+    refuse_repository_target,
     restore_images,
     verify_written,
 )
@@ -132,7 +133,8 @@ def _target(path: str) -> _Target:
 
 
 def _refuse_protected(repo: Repository, target: _Target) -> None:
-    """The repository's disk, the boot disk and a disk in use are never written."""
+    """The boot disk, the repository's disk (:func:`refuse_repository_target`) and a disk in
+    use are never written."""
     disk = target.disk_name
     device = f"/dev/{disk}"
     if disk in boot_disk_names():
@@ -140,11 +142,7 @@ def _refuse_protected(repo: Repository, target: _Target) -> None:
             f"{device} is the disk this system was started from: Hourglass never writes to it.",
             "Choose another disk.",
         )
-    if disk in mounts.disks_of_path(str(repo.path)):
-        raise TargetUnsuitable(
-            f"{device} holds the repository {repo.path}: Hourglass never writes to it.",
-            "Choose another disk.",
-        )
+    refuse_repository_target(repo, target.path)
     busy = mounts.in_use(disk)
     if busy:
         raise TargetUnsuitable(
@@ -164,10 +162,13 @@ def _refuse_protected(repo: Repository, target: _Target) -> None:
 
 
 def check_block_target(repo: Repository, target: str) -> None:
-    """For any restore onto a block device (a partition snapshot too): refuse the boot disk,
-    the repository's disk and a disk with something mounted or held. Files pass."""
+    """For any restore (a partition snapshot too): refuse a file or device that is part of
+    the repository, the repository's disk, the boot disk and a disk with something mounted
+    or held. Other files pass."""
     t = _target(target)
-    if t.kind != "file":
+    if t.kind == "file":
+        refuse_repository_target(repo, t.path)
+    else:
         _refuse_protected(repo, t)
 
 
@@ -186,7 +187,9 @@ def check_disk_target(
     when ``target`` cannot take ``snapshot`` (or its partition ``partition``)."""
     table = snapshot_table(snapshot)
     t = _target(target)
-    if t.kind != "file":
+    if t.kind == "file":
+        refuse_repository_target(repo, t.path)
+    else:
         _refuse_protected(repo, t)
     if partition is not None:
         _partition_destination(snapshot, table, partition, t)

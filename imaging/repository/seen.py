@@ -151,13 +151,19 @@ def note_listing(repo: Repository, snapshots: list[Snapshot]) -> str | None:
     newest = snapshots[-1] if snapshots else None
     if (
         remembered is not None
-        and remembered[2] not in {s.id for s in snapshots}
+        and remembered[2] not in _present(snapshots)
         and (newest is None or newest.order < remembered)
     ):
         return _rollback_warning(record, newest)
     if newest is not None and (remembered is None or newest.order > remembered):
         _save(repo.id, {**record, "encrypted": repo.encrypted, "newest": _entry(newest)})
     return None
+
+
+def _present(snapshots: list[Snapshot]) -> set[str]:
+    """Ids listed, damaged ones included (a damaged manifest is damage, not a rollback)."""
+    damaged = getattr(snapshots, "damaged", [])
+    return {s.id for s in snapshots} | {d.id for d in damaged}
 
 
 def _rollback_warning(record: dict[str, Any], newest: Snapshot | None) -> str:

@@ -131,6 +131,46 @@ class Snapshot:
         }
 
 
+@dataclass(frozen=True)
+class DamagedSnapshot:
+    """A manifest that cannot be read: which, why, and when its file was last written.
+
+    Its own time, source and images are lost with it; ``written`` (the file's mtime, the
+    moment the backup committed unless the file was copied since) is all there is to place
+    it among the others.
+    """
+
+    id: str
+    error: HourglassError
+    written: datetime
+
+    @property
+    def reason(self) -> str:
+        """What is wrong with the manifest, without the snapshot's name."""
+        return self.error.message.removeprefix(f"snapshot {self.id}: ")
+
+    def describe(self) -> str:
+        return f"snapshot {self.id}: {self.reason}"
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON object `hourglass snapshots --json` prints for a damaged snapshot."""
+        return {
+            "id": self.id,
+            "damaged": True,
+            "error": self.reason,
+            "written": self.written.isoformat(),
+        }
+
+
+class SnapshotList(list[Snapshot]):
+    """The intact snapshots, oldest first, and in ``damaged`` the manifests that could not
+    be read (so that one damaged manifest never hides the others)."""
+
+    def __init__(self, snapshots: list[Snapshot], damaged: list[DamagedSnapshot]) -> None:
+        super().__init__(snapshots)
+        self.damaged = damaged
+
+
 class Repository:
     """An opened repository: configuration, keys, chunk store, snapshots."""
 
@@ -474,24 +514,40 @@ class Repository:
             data = path.read_bytes()
         except FileNotFoundError:
             raise SnapshotNotFound(f"Snapshot {snapshot_id} does not exist.") from None
+        except OSError as e:
+            raise IntegrityError(
+                f"snapshot {snapshot_id}: the manifest cannot be read ({e.strerror})."
+            ) from e
         return Snapshot(codec.decode_manifest(data, self.keys, self.id, snapshot_id))
 
     def snapshots(
         self, *, on_damage: Callable[[str, HourglassError], None] | None = None
-    ) -> list[Snapshot]:
-        """Every snapshot, oldest first. Damaged manifests raise unless ``on_damage`` is given."""
+    ) -> SnapshotList:
+        """Every intact snapshot, oldest first. A manifest that cannot be read is left out,
+        named in the list's ``damaged`` and passed to ``on_damage`` when that is given: one
+        flipped bit in one manifest must not lock every other snapshot away."""
         result = []
+        damaged = []
         for snapshot_id in self.snapshot_ids():
             try:
                 result.append(self.load_snapshot(snapshot_id))
             except SnapshotNotFound:
                 continue  # forgotten while we listed
             except (FormatError, IntegrityError) as e:
-                if on_damage is None:
-                    raise
-                on_damage(snapshot_id, e)
+                damaged.append(DamagedSnapshot(snapshot_id, e, self._written(snapshot_id)))
+                if on_damage is not None:
+                    on_damage(snapshot_id, e)
         result.sort(key=lambda s: s.order)
-        return result
+        damaged.sort(key=lambda d: (d.written, d.id))
+        return SnapshotList(result, damaged)
+
+    def _written(self, snapshot_id: str) -> datetime:
+        path = self.path / "snapshots" / f"{snapshot_id}.snap"
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            mtime = 0.0
+        return datetime.fromtimestamp(mtime).astimezone()
 
     def commit_snapshot(self, manifest: dict[str, Any]) -> Snapshot:
         """Write the manifest: the commit point of a backup."""

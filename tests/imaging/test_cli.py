@@ -180,7 +180,7 @@ def test_forget_gc_info(
     monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
     assert len(cli_json(capsys, "snapshots")) == 3  # type: ignore[arg-type]
     monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
-    assert run_cli("forget", "--keep-last", "1") == 0
+    assert run_cli("forget", "--keep-last", "1", "--yes") == 0
     monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
     gc = cli_json(capsys, "gc")
     assert gc["freed"] > 0  # type: ignore[index]
