@@ -7,14 +7,13 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from imaging.backup import backup_path
-from imaging.repository import gc
+from imaging.repository import gc, leases
 from imaging.repository.store import Repository
 from imaging.repository.verify import verify
 from imaging.restore import restore_snapshot
@@ -113,7 +112,10 @@ def test_two_backups_at_once(tmp_path: Path) -> None:
 
 
 def test_gc_while_a_backup_runs(tmp_path: Path) -> None:
-    """gc runs in a loop while a backup that shares chunks with a forgotten snapshot runs."""
+    """gc runs while a real backup process holds its writer lease (stopped with SIGSTOP once it
+    reports progress, so the moment is certain): the trash batch waits for that lease, the
+    backup deduplicates against chunks it found before gc moved them, and the next gc brings
+    those back. Any gc error fails the test (it runs in this thread)."""
     repo = Repository.init(tmp_path / "repo", passphrase=PASSPHRASE)
     source = tmp_path / "s.img"
     write_random_image(source, 128 * MiB, zero_every=0)
@@ -121,30 +123,31 @@ def test_gc_while_a_backup_runs(tmp_path: Path) -> None:
     repo.delete_snapshot(old.id)  # its chunks are now garbage, but the next backup needs them
     for entry in repo.iter_chunk_files():
         os.utime(entry.path, (time.time() - 7200, time.time() - 7200))
-    stop = threading.Event()
-    gc_runs = []
-
-    def collector() -> None:
-        collector_repo = Repository.open(repo.path, PASSPHRASE)
-        while not stop.is_set():
-            try:
-                gc_runs.append(gc.collect(collector_repo))
-            except Exception as e:  # Busy is impossible: one collector
-                gc_runs.append(e)  # type: ignore[arg-type]
-                raise
-
-    thread = threading.Thread(target=collector)
-    thread.start()
+    chunks = sum(1 for _ in repo.iter_chunk_files())
+    env = {**os.environ, "HOURGLASS_PASSPHRASE": PASSPHRASE}
+    argv = cli("backup", "--repo", str(repo.path), str(source), "--progress", "json")
+    child = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert child.stderr is not None
     try:
-        env = {**os.environ, "HOURGLASS_PASSPHRASE": PASSPHRASE}
-        subprocess.run(cli("backup", "--repo", str(repo.path), str(source)), env=env, check=True)
+        first_event = child.stderr.readline()  # it has looked chunks up already
+        child.send_signal(signal.SIGSTOP)
+        assert b'"phase": "backup"' in first_event, first_event
+        writers = leases.live_leases(repo.path / "leases", ("writer",))
+        assert len(writers) == 1
+        during = gc.collect(repo)
+        assert 0 < during.trashed <= chunks and during.freed == 0, during
+        assert during.waiting_batches == 1 and writers[0].name in during.waited_for, during
     finally:
-        stop.set()
-        thread.join()
-    assert gc_runs, "gc never ran"
-    final = gc.collect(repo)  # the backup has finished: trash is settled
-    assert final.waiting_batches == 0
+        child.send_signal(signal.SIGCONT)
+    child.stderr.read()
+    assert child.wait() == 0
     (snapshot,) = repo.snapshots()
+    stats = snapshot.manifest["stats"]
+    # What it found before gc moved the chunks is not written again; the rest is.
+    assert stats["dedup_bytes"] > 0 and stats["new_chunks"] < chunks, stats
+    after = gc.collect(repo)
+    assert after.waiting_batches == 0 and after.restored > 0, after
+    assert after.restored + stats["new_chunks"] >= chunks - after.freed
     assert verify(repo, read_data=True).ok
     out = tmp_path / "out.img"
     restore_snapshot(repo, snapshot, out)
@@ -152,6 +155,8 @@ def test_gc_while_a_backup_runs(tmp_path: Path) -> None:
 
 
 def test_forget_and_gc_while_a_restore_runs(tmp_path: Path) -> None:
+    """A restore of a snapshot forgotten while it runs: the trash waits for its reader lease
+    (the restore is stopped with SIGSTOP during gc, so the lease is certainly live)."""
     repo = Repository.init(tmp_path / "repo", passphrase=PASSPHRASE)
     source = tmp_path / "s.img"
     write_random_image(source, 160 * MiB, zero_every=0)
@@ -161,16 +166,23 @@ def test_forget_and_gc_while_a_restore_runs(tmp_path: Path) -> None:
     argv = cli("restore", "--repo", str(repo.path), snapshot.id, str(out), "--yes")
     child = subprocess.Popen([*argv, "--progress", "json"], env=env, stderr=subprocess.PIPE)
     assert child.stderr is not None
-    first_event = child.stderr.readline()  # the restore is writing blocks now
-    assert b'"phase": "restore"' in first_event, first_event
-    repo.delete_snapshot(snapshot.id)
-    for entry in repo.iter_chunk_files():
-        os.utime(entry.path, (time.time() - 7200, time.time() - 7200))
-    during = gc.collect(repo)
+    try:
+        first_event = child.stderr.readline()  # the restore is writing blocks now
+        child.send_signal(signal.SIGSTOP)
+        assert b'"phase": "restore"' in first_event, first_event
+        readers = {lease.name for lease in leases.live_leases(repo.path / "leases", ("reader",))}
+        assert readers
+        repo.delete_snapshot(snapshot.id)
+        for entry in repo.iter_chunk_files():
+            os.utime(entry.path, (time.time() - 7200, time.time() - 7200))
+        during = gc.collect(repo)
+        assert during.trashed > 0 and during.freed == 0, during
+        assert during.waiting_batches == 1 and readers <= during.waited_for, during
+    finally:
+        child.send_signal(signal.SIGCONT)
     child.stderr.read()
-    assert child.wait() == 0
+    assert child.wait() == 0  # it read the trashed chunks from trash/
     assert out.read_bytes() == source.read_bytes()
-    if child.returncode == 0 and during.trashed:
-        assert during.waiting_batches == 1  # the restore's lease held the batch
-    gc.collect(repo)
+    after = gc.collect(repo)
+    assert after.freed == during.trashed and after.restored == 0, after
     assert sum(1 for _ in repo.iter_chunk_files()) == 0

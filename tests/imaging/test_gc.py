@@ -84,29 +84,9 @@ def age_chunks(repo: Repository, seconds: float) -> None:
         os.utime(entry.path, (time.time() - seconds, time.time() - seconds))
 
 
-def test_trash_waits_for_a_backup_that_started_before_it(
-    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The race: a backup finds chunk X stored (so it will not write it), then gc sets X
-    aside. X must survive until that backup has committed, and come back."""
-    x = os.urandom(repo.block_size)
-    old = backup_path(repo, write(tmp_path / "s.img", [x]))
-    repo.delete_snapshot(old.id)
-    age_chunks(repo, 3600)
-    writer = fake_lease(repo, "writer", time.time() - 10)  # a backup running since 10 s
-    result = gc.collect(repo)
-    assert result.trashed == 1 and result.waiting_batches == 1 and result.freed == 0
-    # That backup had seen X in chunks/ before gc moved it: it commits a snapshot using X.
-    monkeypatch.setattr(repo, "has_chunk", lambda chunk_id: True)
-    new = backup_path(repo, write(tmp_path / "s2.img", [x]))
-    monkeypatch.undo()
-    assert new.manifest["stats"]["new_chunks"] == 0
-    writer.unlink()  # the backup has finished
-    result = gc.collect(repo)
-    assert result.restored == 1 and result.freed == 0
-    assert verify(repo, read_data=True).ok
-    restore_snapshot(repo, new, tmp_path / "out.img")
-    assert (tmp_path / "out.img").read_bytes() == x
+# A batch waiting for a real backup that found its chunks before gc moved them (a paused
+# backup holding its real lease): tests/faults/test_gc_races.py and
+# tests/faults/test_kills_and_concurrency.py::test_gc_while_a_backup_runs.
 
 
 def test_backup_after_trash_writes_the_chunk_again(repo: Repository, tmp_path: Path) -> None:
@@ -140,8 +120,12 @@ def test_only_one_gc(repo: Repository) -> None:
         gc.collect(repo)
 
 
-def test_stale_gc_lease_is_taken_over(repo: Repository) -> None:
-    (repo.path / "leases" / leases.GC_LOCK).write_text(
+def test_stale_gc_lease_is_taken_over(repo: Repository, tmp_path: Path) -> None:
+    """A gc lock left by a dead process (its pid is gone) does not block gc for good."""
+    old = backup_path(repo, write(tmp_path / "s.img", [os.urandom(repo.block_size)]))
+    repo.delete_snapshot(old.id)
+    lock = repo.path / "leases" / leases.GC_LOCK
+    lock.write_text(
         json.dumps(
             {
                 "kind": "gc",
@@ -153,13 +137,29 @@ def test_stale_gc_lease_is_taken_over(repo: Repository) -> None:
             }
         )
     )
+    result = gc.collect(repo)
+    assert result.freed == 1 and chunk_count(repo) == 0
+    assert not lock.exists()  # released, not left behind as ours
+
+
+def test_a_live_empty_gc_lock_is_busy_and_a_stale_one_is_taken_over(repo: Repository) -> None:
+    """On a full drive gc's lock is an empty file whose mtime is its heartbeat."""
+    lock = repo.path / "leases" / leases.GC_LOCK
+    lock.touch()
+    with pytest.raises(Busy, match="already running"):
+        gc.collect(repo)
+    old = time.time() - leases.STALE_AFTER - 60
+    os.utime(lock, (old, old))
     gc.collect(repo)
+    assert not lock.exists()
 
 
 def test_gc_refuses_when_a_manifest_is_unreadable(repo: Repository, tmp_path: Path) -> None:
     snap = backup_path(repo, write(tmp_path / "s.img", [os.urandom(repo.block_size)]))
     path = repo.path / "snapshots" / f"{snap.id}.snap"
-    path.write_bytes(path.read_bytes()[:-1] + b"x")
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1  # one flipped bit, always a change
+    path.write_bytes(bytes(data))
     with pytest.raises(Exception, match="cannot be read"):
         gc.collect(repo)
     assert chunk_count(repo) == 1
