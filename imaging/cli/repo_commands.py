@@ -392,12 +392,14 @@ def cmd_gc(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     result = gc_module.collect(repo)
     if args.json:
-        print_json(vars(result))
+        print_json({**vars(result), "waited_for": sorted(result.waited_for)})
         return 0
     print(
         f"Referenced chunks: {result.referenced}. Freed {result.freed} chunk(s), "
         f"{human_size(result.freed_bytes)}."
     )
+    if result.direct:
+        print("The drive had no room for trash: unreferenced chunks were deleted directly.")
     if result.waiting_batches:
         print(
             f"{result.waiting_batches} batch(es) of unreferenced chunks wait in trash until the "
