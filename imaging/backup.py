@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from imaging.blockio import SourceFile, aligned_buffer, data_extents
-from imaging.errors import Cancelled, HourglassError, SourceError
+from imaging.errors import Cancelled, HourglassError, NoSpace, SourceError
 from imaging.memory import keep_large_buffers
 from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository import codec
@@ -511,6 +511,18 @@ def run_backup(
     options: BackupOptions | None = None,
 ) -> Snapshot:
     """Store ``plan`` as a new snapshot and return it. Nothing is committed on failure."""
+    try:
+        return _run_backup(repo, plan, progress, options)
+    except NoSpace as e:
+        raise NoSpace(e.message, f"{e.hint or ''} No snapshot was recorded.".strip()) from e
+
+
+def _run_backup(
+    repo: Repository,
+    plan: BackupPlan,
+    progress: ProgressCallback,
+    options: BackupOptions | None,
+) -> Snapshot:
     options = options or BackupOptions()
     started = time.monotonic()
     when, when_ns = local_now(), time.time_ns()

@@ -79,8 +79,7 @@ def raise_no_space(error: OSError, path: Path) -> None:
             detail = ""
         raise NoSpace(
             f"The backup drive is full{detail} while writing {path}.",
-            "Free space (forget old snapshots, then gc) or use a larger drive. "
-            "No snapshot was recorded.",
+            "Free space (forget old snapshots, then gc) or use a larger drive.",
         ) from error
 
 
