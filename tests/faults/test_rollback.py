@@ -89,7 +89,7 @@ def test_forget_on_this_machine_is_not_a_rollback(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     repo, (_, new) = repo_with_two
-    assert run_cli("forget", "--repo", str(repo), new, *pw(tmp_path)) == 0
+    assert run_cli("forget", "--yes", "--repo", str(repo), new, *pw(tmp_path)) == 0
     assert "WARNING" not in listing(capsys, repo, tmp_path)
 
 

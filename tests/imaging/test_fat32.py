@@ -82,7 +82,7 @@ def test_init_backup_restore_verify_gc_on_fat32(
         assert run_cli("restore", "--repo", repo, "--yes", "latest", str(out)) == 0
         assert out.read_bytes() == second.read_bytes()
         monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
-        assert run_cli("forget", "--repo", repo, "--keep-last", "1") == 0
+        assert run_cli("forget", "--yes", "--repo", repo, "--keep-last", "1") == 0
         capsys.readouterr()
         monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
         assert run_cli("gc", "--repo", repo) == 0
