@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import datetime
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from imaging.errors import IntegrityError, PassphraseError, RepositoryTooNew, SnapshotNotFound
+from imaging.repository.store import Repository
 from tests.conftest import PASSPHRASE
+from tests.imaging.test_backup_restore import assert_zeros_exactly_at, ranges_of_chunk
 from tests.support import MiB, run_cli, write_random_image
 
 
@@ -163,7 +166,12 @@ def test_verify_damage_exit_code(
     monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
     code = run_cli("restore", "latest", str(tmp_path / "o2.img"), "--yes", "--ignore-damage")
     assert code == IntegrityError.exit_code
-    assert "DAMAGED data: bytes" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    repo = Repository.open(env, PASSPHRASE)
+    ranges = ranges_of_chunk(repo, repo.snapshots()[0], chunk.name)
+    listed = re.findall(r"^DAMAGED data: bytes (\d+)-(\d+) ", err, re.MULTILINE)
+    assert sorted((int(a), int(b) - int(a) + 1) for a, b in listed) == ranges
+    assert_zeros_exactly_at(tmp_path / "o2.img", src, ranges)
 
 
 def test_forget_gc_info(
