@@ -153,13 +153,29 @@ def test_cancel_leaves_no_snapshot(
 
     monkeypatch.setattr(repo, "write_chunk", write_then_cancel)
     with pytest.raises(Cancelled):
-        backup_path(repo, source, options=BackupOptions(cancel=cancel))
+        backup_path(repo, source, options=BackupOptions(cancel=cancel, workers=1))
     assert repo.snapshots() == []
     assert list((repo.path / "indexes").iterdir()) == []
     assert verify(repo).ok
     monkeypatch.undo()
-    again = backup_path(repo, source)  # resumes: the stored chunk is reused
-    assert again.manifest["stats"]["dedup_bytes"] > 0
+    kept = {p.name for p in chunk_files(repo)}
+    # The chunks the source needs (its distinct non-zero blocks, by id) and their lengths;
+    # workers=1 keeps at most 3 reads of 4 blocks in flight when the cancel comes.
+    data, bs = source.read_bytes(), repo.block_size
+    blocks = [data[i : i + bs] for i in range(0, len(data), bs)]
+    lengths = {repo.keys.chunk_id(b).hex(): len(b) for b in blocks if b.count(0) != len(b)}
+    nonzero = sum(len(b) for b in blocks if b.count(0) != len(b))
+    assert 0 < len(kept) < len(lengths), "the cancel did not cut the backup short"
+    assert kept < lengths.keys()
+    again = backup_path(repo, source)  # resumes: the chunks the cancelled run stored are reused
+    stats = again.manifest["stats"]
+    new = lengths.keys() - kept
+    assert stats["new_chunks"] == len(new)
+    assert stats["dedup_bytes"] == nonzero - sum(lengths[c] for c in new)
+    assert {p.name for p in chunk_files(repo)} == lengths.keys()
+    out = source.with_suffix(".restored")
+    restore_snapshot(repo, again, out)
+    assert out.read_bytes() == data
 
 
 def flip_byte(path: Path, offset: int = 40) -> None:
