@@ -171,6 +171,10 @@ class SnapshotBrowser:
         entries = []
         try:
             for dirent in os.scandir(fd):
+                if not paths.safe_name(dirent.name):
+                    # A crafted entry ("\0..." reads as ""): it names nothing that can be
+                    # opened, so it is left out rather than failing the whole listing.
+                    continue
                 try:
                     st = dirent.stat(follow_symlinks=False)
                     target = os.readlink(dirent.name, dir_fd=fd) if dirent.is_symlink() else None

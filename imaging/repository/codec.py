@@ -281,7 +281,7 @@ def _is_int(v: Any) -> bool:
 def validate_manifest(m: Any, name: str, snapshot_id: str) -> None:
     """Check the fields every reader relies on, so later code can index them safely."""
     _require(isinstance(m, dict), name, "no object")
-    _require(m.get("version") == 1, name, "an unknown version")
+    _require(_is_int(m.get("version")) and m["version"] == 1, name, "an unknown version")
     _require(m.get("id") == snapshot_id, name, "an id that does not match its file name")
     _require(isinstance(m.get("time"), str), name, "no time")
     _require(_is_int(m.get("time_ns", 0)), name, "an invalid time_ns")

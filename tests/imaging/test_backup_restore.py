@@ -12,11 +12,11 @@ from imaging.backup import BackupOptions, BackupPlan, ImageSource, backup_path, 
 from imaging.errors import Cancelled, IntegrityError
 from imaging.progress import Progress
 from imaging.repository import codec
-from imaging.repository.store import Repository
+from imaging.repository.store import Repository, Snapshot
 from imaging.repository.verify import verify
-from imaging.restore import RestoreOptions, restore_snapshot
+from imaging.restore import ImageTarget, RestoreOptions, restore_images, restore_snapshot
 from imaging.usedmap import UsedMap
-from tests.support import MiB, write_random_image
+from tests.support import MiB, loop_device, write_random_image
 
 
 @pytest.fixture
@@ -153,13 +153,29 @@ def test_cancel_leaves_no_snapshot(
 
     monkeypatch.setattr(repo, "write_chunk", write_then_cancel)
     with pytest.raises(Cancelled):
-        backup_path(repo, source, options=BackupOptions(cancel=cancel))
+        backup_path(repo, source, options=BackupOptions(cancel=cancel, workers=1))
     assert repo.snapshots() == []
     assert list((repo.path / "indexes").iterdir()) == []
     assert verify(repo).ok
     monkeypatch.undo()
-    again = backup_path(repo, source)  # resumes: the stored chunk is reused
-    assert again.manifest["stats"]["dedup_bytes"] > 0
+    kept = {p.name for p in chunk_files(repo)}
+    # The chunks the source needs (its distinct non-zero blocks, by id) and their lengths;
+    # workers=1 keeps at most 3 reads of 4 blocks in flight when the cancel comes.
+    data, bs = source.read_bytes(), repo.block_size
+    blocks = [data[i : i + bs] for i in range(0, len(data), bs)]
+    lengths = {repo.keys.chunk_id(b).hex(): len(b) for b in blocks if b.count(0) != len(b)}
+    nonzero = sum(len(b) for b in blocks if b.count(0) != len(b))
+    assert 0 < len(kept) < len(lengths), "the cancel did not cut the backup short"
+    assert kept < lengths.keys()
+    again = backup_path(repo, source)  # resumes: the chunks the cancelled run stored are reused
+    stats = again.manifest["stats"]
+    new = lengths.keys() - kept
+    assert stats["new_chunks"] == len(new)
+    assert stats["dedup_bytes"] == nonzero - sum(lengths[c] for c in new)
+    assert {p.name for p in chunk_files(repo)} == lengths.keys()
+    out = source.with_suffix(".restored")
+    restore_snapshot(repo, again, out)
+    assert out.read_bytes() == data
 
 
 def flip_byte(path: Path, offset: int = 40) -> None:
@@ -168,6 +184,30 @@ def flip_byte(path: Path, offset: int = 40) -> None:
         b = f.read(1)
         f.seek(offset)
         f.write(bytes([b[0] ^ 0x10]))
+
+
+def ranges_of_chunk(repo: Repository, snapshot: Snapshot, chunk: str) -> list[tuple[int, int]]:
+    """``(start, length)`` of every block of the snapshot's image that is chunk ``chunk``."""
+    ids = repo.load_index(snapshot, "data")
+    bs, size = repo.block_size, snapshot.size
+    starts = [i // 32 * bs for i in range(0, len(ids), 32) if ids[i : i + 32].hex() == chunk]
+    return [(start, min(bs, size - start)) for start in starts]
+
+
+def assert_zeros_exactly_at(out: Path, source: Path, ranges: list[tuple[int, int]]) -> None:
+    """``out`` holds zeros in ``ranges`` and the bytes of ``source`` everywhere else."""
+    restored, original = out.read_bytes(), source.read_bytes()
+    assert len(restored) == len(original)
+    assert ranges, "no damaged range to check"
+    expected = bytearray(original)
+    for start, length in ranges:
+        assert original[start : start + length] != bytes(length)  # zeros there are visible
+        expected[start : start + length] = bytes(length)
+    step = 64 * 1024  # compare in pieces: a failure names offsets, not 37 MiB of bytes
+    wrong = [
+        i for i in range(0, len(expected), step) if restored[i : i + step] != expected[i : i + step]
+    ]
+    assert wrong == [], f"restored bytes differ at offsets {wrong[:8]}"
 
 
 def test_bit_rot_in_a_chunk_is_found_and_named(
@@ -188,10 +228,40 @@ def test_bit_rot_in_a_chunk_is_found_and_named(
     result = restore_snapshot(
         repo, snapshot, tmp_path / "out2.img", options=RestoreOptions(ignore_damage=True)
     )
-    ids = repo.load_index(snapshot, "data")
-    uses = [i for i in range(0, len(ids), 32) if ids[i : i + 32].hex() == victim.name]
-    assert len(result.damaged) == len(uses) == len(damage.affects)
-    assert all(victim.name in d.reason for d in result.damaged)
+    ranges = ranges_of_chunk(repo, snapshot, victim.name)
+    assert len(ranges) == len(damage.affects)
+    assert sorted((d.start, d.length) for d in result.damaged) == ranges
+    assert all(d.image == "data" and victim.name in d.reason for d in result.damaged)
+    assert_zeros_exactly_at(tmp_path / "out2.img", source, ranges)
+
+
+@pytest.mark.integration
+def test_ignore_damage_writes_zeros_over_a_disks_old_content(
+    repo: Repository, source: Path, tmp_path: Path
+) -> None:
+    """On a disk the zeros must be written: skipping a damaged block would leave the disk's
+    old bytes there (a file target is emptied first, so it cannot show this)."""
+    snapshot = backup_path(repo, source)
+    victim = chunk_files(repo)[0]
+    flip_byte(victim)
+    ranges = ranges_of_chunk(repo, snapshot, victim.name)
+    size = source.stat().st_size
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"\xa5" * (size + MiB - size % 512))  # loop devices count sectors
+    with loop_device(disk) as dev:
+        result = restore_images(
+            repo,
+            snapshot,
+            [ImageTarget("data", dev)],
+            options=RestoreOptions(ignore_damage=True),
+        )
+    assert result.verified
+    assert sorted((d.start, d.length) for d in result.damaged) == ranges
+    with open(disk, "r+b") as f:
+        f.seek(size)
+        assert set(f.read()) == {0xA5}  # nothing written past the image
+        f.truncate(size)
+    assert_zeros_exactly_at(disk, source, ranges)
 
 
 def test_missing_chunk_and_damaged_index(repo: Repository, source: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import datetime
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from imaging.errors import IntegrityError, PassphraseError, RepositoryTooNew, SnapshotNotFound
+from imaging.repository.store import Repository
 from tests.conftest import PASSPHRASE
+from tests.imaging.test_backup_restore import assert_zeros_exactly_at, ranges_of_chunk
 from tests.support import MiB, run_cli, write_random_image
 
 
@@ -78,12 +81,22 @@ def test_no_passphrase_without_terminal(
     assert "HOURGLASS_PASSPHRASE" in capsys.readouterr().err
 
 
+def one_error_line(err: str) -> str:
+    """The error line of ``err``, which holds it and at most one hint line, nothing else."""
+    lines = err.splitlines()
+    assert 1 <= len(lines) <= 2, lines
+    assert lines[0].startswith("hourglass: error: "), lines
+    assert all(line.startswith("hourglass: hint: ") for line in lines[1:]), lines
+    return lines[0]
+
+
 def test_errors_are_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
+    capsys.readouterr()
     assert run_cli("snapshots", "--repo", str(tmp_path / "missing")) == 5
-    assert "no repository" in capsys.readouterr().err
+    assert "no repository" in one_error_line(capsys.readouterr().err)
     repo = tmp_path / "newer"
     assert run_cli("init", str(repo), "--encryption", "none") == 0
     config = json.loads((repo / "config").read_text())
@@ -91,9 +104,9 @@ def test_errors_are_one_line(
     (repo / "config").write_text(json.dumps(config))
     capsys.readouterr()
     assert run_cli("snapshots", "--repo", str(repo)) == RepositoryTooNew.exit_code
-    err = capsys.readouterr().err
-    assert "format 99" in err and "Traceback" not in err
+    assert "format 99" in one_error_line(capsys.readouterr().err)
     assert run_cli("restore", "--repo", str(tmp_path / "missing"), "latest", "x", "--yes") == 5
+    assert "no repository" in one_error_line(capsys.readouterr().err)
 
 
 def test_init_block_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -163,7 +176,12 @@ def test_verify_damage_exit_code(
     monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
     code = run_cli("restore", "latest", str(tmp_path / "o2.img"), "--yes", "--ignore-damage")
     assert code == IntegrityError.exit_code
-    assert "DAMAGED data: bytes" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    repo = Repository.open(env, PASSPHRASE)
+    ranges = ranges_of_chunk(repo, repo.snapshots()[0], chunk.name)
+    listed = re.findall(r"^DAMAGED data: bytes (\d+)-(\d+) ", err, re.MULTILINE)
+    assert sorted((int(a), int(b) - int(a) + 1) for a, b in listed) == ranges
+    assert_zeros_exactly_at(tmp_path / "o2.img", src, ranges)
 
 
 def test_forget_gc_info(

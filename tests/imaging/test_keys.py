@@ -60,8 +60,23 @@ def test_damaged_key_file_is_named(repo: Repository, passphrase: str) -> None:
     with pytest.raises(PassphraseError):
         Repository.open(repo.path, passphrase)
     path.write_text("{not json")
-    with pytest.raises(FormatError, match="damaged"):
+    with pytest.raises(FormatError) as caught:
         Repository.open(repo.path, passphrase)
+    assert "damaged" in caught.value.message
+    assert f"{path.name}: The key file is not valid JSON." in caught.value.message
+
+
+def test_a_damaged_key_file_among_others_is_named(repo: Repository, passphrase: str) -> None:
+    (first,) = (repo.path / "keys").iterdir()
+    Repository.open(repo.path, passphrase).add_key("second")
+    first.write_bytes(first.read_bytes()[:-20])  # cut short
+    Repository.open(repo.path, "second")  # the intact slot still opens
+    with pytest.raises(PassphraseError) as caught:
+        Repository.open(repo.path, "neither")
+    (other,) = {p.name for p in (repo.path / "keys").iterdir()} - {first.name}
+    message = caught.value.message
+    assert f"damaged key files: {first.name}: The key file is not valid JSON." in message
+    assert other not in message
 
 
 def test_missing_key_files(repo: Repository, passphrase: str) -> None:

@@ -18,6 +18,7 @@ from imaging.backup import backup_path
 from imaging.errors import HourglassError
 from imaging.files import restore as restore_module
 from imaging.files import session as session_module
+from imaging.files.browse import SnapshotBrowser
 from imaging.files.restore import restore_files
 from imaging.files.session import Session, is_mounted, sessions
 from imaging.files.versions import fiemap
@@ -219,25 +220,40 @@ def test_crafted_names_cannot_escape(tmp_path: Path, repo: Repository) -> None:
         (mnt / "dots").mkdir()
         (mnt / "dots" / "fine.txt").write_text("fine\n")
         (mnt / "dots" / "P2").write_text("dot dot\n")
+        (mnt / "nul").mkdir()
+        (mnt / "nul" / "fine.txt").write_text("fine\n")
+        (mnt / "nul" / "N3").write_text("nul name\n")
     raw = image.read_bytes()
     assert raw.count(b"PLACEHOLDER-ONE-0") == 1
     raw = raw.replace(b"PLACEHOLDER-ONE-0", b"../../../../pwned")
     assert raw.count(b"\x02\x01P2") == 1
     raw = raw.replace(b"\x02\x01P2", b"\x02\x01..")  # name_len 2, type 1 (file): "P2" -> ".."
+    # "N3" -> NUL + "N": the kernel lists it (it checks only for "/" and length 0) and
+    # readdir's C string ends at the NUL, so Python sees the name "": of the crafted
+    # names, the one that gets past the kernel and os.scandir to Hourglass's own check.
+    assert raw.count(b"\x02\x01N3") == 1
+    raw = raw.replace(b"\x02\x01N3", b"\x02\x01\x00N")
     image.write_bytes(raw)
     snapshot = backup_path(repo, image)
     dest = tmp_path / "a" / "b" / "c" / "dest"
-    result = restore_files(repo, snapshot, None, ["/slash", "/dots"], dest)
+    result = restore_files(repo, snapshot, None, ["/slash", "/dots", "/nul"], dest)
     # A name holding "/": the kernel refuses to list it (EIO); what came before restores.
     assert sorted(os.listdir(dest / "slash")) == ["fine.txt"]
     assert [d.path for d in result.damaged] == ["/slash"]
     # A file named "..": never listed as an entry (and refused by name if it were).
     assert sorted(os.listdir(dest / "dots")) == ["fine.txt"]
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.read_bytes() == b"dot dot\n"]
+    # The empty name: refused by safe_name (skipped with a warning), the rest restores.
+    assert sorted(os.listdir(dest / "nul")) == ["fine.txt"]
+    assert result.warnings == ["skipped '/nul/': the name is not safe"]
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.read_bytes() == b"nul name\n"]
     assert not list(tmp_path.rglob("pwned"))
     assert sorted(os.listdir(tmp_path / "a" / "b" / "c")) == ["dest"]
     with pytest.raises(HourglassError):
         restore_files(repo, snapshot, None, ["/dots/../../etc"], dest)
+    # Browsing the directory (`files ls`, the app) leaves the entry out too.
+    with SnapshotBrowser(repo, snapshot, None) as browser:
+        assert [e.name for e in browser.listdir("/nul")] == ["fine.txt"]
 
 
 def test_damaged_filesystem_names_the_partition(tmp_path: Path, repo: Repository) -> None:
