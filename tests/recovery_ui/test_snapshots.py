@@ -329,11 +329,16 @@ SCREENS: dict[str, tuple[Callable[[Pilot[Any]], Awaitable[None]], bool]] = {
     "logs": (logs, False),
     "error": (error, False),
 }
+# The screens that need the demo repository need root (a tmpfs at a fixed path): integration.
+SCREEN_PARAMS = [
+    pytest.param(name, marks=[pytest.mark.integration, pytest.mark.root]) if needs else name
+    for name, (_, needs) in SCREENS.items()
+]
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("language", LANGUAGES)
-@pytest.mark.parametrize("screen", list(SCREENS))
+@pytest.mark.parametrize("screen", SCREEN_PARAMS)
 def test_screen(
     screen: str,
     language: str,
@@ -388,6 +393,8 @@ def demo_network() -> Iterator[str]:
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
+@pytest.mark.integration
+@pytest.mark.root
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_network_screen(
@@ -398,7 +405,7 @@ def test_network_screen(
     assert snap_compare(app, terminal_size=size, run_before=press_then("5"))
 
 
-@pytest.mark.parametrize("screen", list(SCREENS))
+@pytest.mark.parametrize("screen", SCREEN_PARAMS)
 async def test_serial_console_draws_only_ascii(screen: str, request: pytest.FixtureRequest) -> None:
     """On a serial line nobody knows what the other end can draw: every cell is ASCII."""
     from tests.recovery_ui.conftest import screen_text
@@ -466,7 +473,7 @@ def _figures(screen: str) -> list[str]:
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
-@pytest.mark.parametrize("screen", list(SCREENS))
+@pytest.mark.parametrize("screen", SCREEN_PARAMS)
 async def test_screen_figures(screen: str, language: str, request: pytest.FixtureRequest) -> None:
     from tests.recovery_ui.conftest import screen_text
 
@@ -482,6 +489,8 @@ async def test_screen_figures(screen: str, language: str, request: pytest.Fixtur
     assert not missing, f"{screen} ({language}) lacks {missing}:\n{shown}"
 
 
+@pytest.mark.integration
+@pytest.mark.root
 @pytest.mark.parametrize("language", LANGUAGES)
 async def test_repository_screen_figures(language: str, demo_repository: Path) -> None:
     """Line by line, the statistics are the engine's figures for the demo repository. Its
