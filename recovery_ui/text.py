@@ -150,3 +150,21 @@ def image_line(image: dict[str, Any]) -> str:
     if image.get("used") is not None:
         cells.append(_("{size} used").format(size=human_size(int(image["used"]))))
     return ", ".join(cells)
+
+
+def deduplication(data_bytes: int, unique_bytes: int) -> str:
+    """How much smaller deduplication made ``data_bytes``: "1.8x less", "6 % less", or that
+    no block repeats. A factor is only shown from 1.1 up: "1.0x less" read as a saving where
+    there was none or almost none."""
+    size = decimal_size(unique_bytes)
+    if not data_bytes or unique_bytes >= data_bytes:
+        return _("Different data (after deduplication): {size}, no block repeats").format(size=size)
+    ratio = data_bytes / unique_bytes
+    if ratio < 1.1:  # below 10 % a percentage says it; a factor would round to 1.0
+        saved = max(0.01, 1 - unique_bytes / data_bytes)
+        return _("Different data (after deduplication): {size}, {saved:.0%} less").format(
+            size=size, saved=saved
+        )
+    return _("Different data (after deduplication): {size}, {ratio:.1f}x less").format(
+        size=size, ratio=ratio
+    )

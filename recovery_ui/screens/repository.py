@@ -225,9 +225,7 @@ class RepositoryScreen(BaseScreen[None]):
                 size=text.decimal_size(info.logical_bytes)
             ),
             _("Data in them: {size}").format(size=text.decimal_size(info.data_bytes)),
-            _("Different data (after deduplication): {size}, {ratio:.1f}x less").format(
-                size=text.decimal_size(info.unique_bytes), ratio=info.dedup_ratio
-            ),
+            text.deduplication(info.data_bytes, info.unique_bytes),
             _("Stored on the drive (compressed): {size} in {chunks} pieces").format(
                 size=text.decimal_size(info.stored_bytes), chunks=info.chunks
             ),

@@ -33,6 +33,7 @@ def build_command(
 
 
 @pytest.mark.root
+@pytest.mark.integration  # runs the build command as root
 def test_a_missing_tool_is_named_with_its_debian_package(tmp_path: Path) -> None:
     empty = tmp_path / "bin"
     empty.mkdir()
@@ -44,6 +45,7 @@ def test_a_missing_tool_is_named_with_its_debian_package(tmp_path: Path) -> None
 
 
 @pytest.mark.root
+@pytest.mark.integration  # runs the build as the user nobody (setpriv)
 def test_not_root_says_so() -> None:
     """The build run as the user nobody, with Debian's Python (the venv's may live under
     /root), from a copy of the sources that nobody can read wherever the checkout is."""

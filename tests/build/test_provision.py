@@ -56,6 +56,7 @@ def backup_drive(appliance: Context, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.mark.root
 @pytest.mark.integration
+@pytest.mark.qemu  # needs the built appliance (build_image)
 def test_provision_asks_and_writes_nothing_without_the_disk_name(
     appliance: Context, tmp_path: Path
 ) -> None:
@@ -75,6 +76,7 @@ def test_provision_asks_and_writes_nothing_without_the_disk_name(
 
 @pytest.mark.root
 @pytest.mark.integration
+@pytest.mark.qemu  # needs the built appliance (build_image)
 def test_provisioned_drive_layout_and_repository(backup_drive: Path, tmp_path: Path) -> None:
     table = subprocess.run(
         ["sgdisk", "--print", str(backup_drive)], capture_output=True, text=True, check=True
@@ -146,6 +148,7 @@ def test_provisioned_drive_boots_bios(
 
 @pytest.mark.root
 @pytest.mark.integration
+@pytest.mark.qemu  # needs the built appliance (build_image)
 def test_provision_with_exfat_and_no_encryption(appliance: Context, tmp_path: Path) -> None:
     disk = blank_disk(tmp_path / "exfat.img")
     provision(appliance, disk, filesystem="exfat", encryption="none", yes=True)
@@ -168,6 +171,7 @@ def test_provision_with_exfat_and_no_encryption(appliance: Context, tmp_path: Pa
 
 @pytest.mark.root
 @pytest.mark.integration
+@pytest.mark.qemu  # needs the built appliance (build_image)
 def test_provision_asks_for_the_passphrase_before_writing(
     appliance: Context, tmp_path: Path
 ) -> None:

@@ -10,7 +10,8 @@ import pytest
 from build.context import Context
 from build.pipeline import build_image
 
-pytestmark = [pytest.mark.root, pytest.mark.integration, pytest.mark.slow]
+# builds the appliance twice: image work, so marked qemu with the other tests of the image
+pytestmark = [pytest.mark.root, pytest.mark.integration, pytest.mark.qemu, pytest.mark.slow]
 
 
 def sha256(path: Path) -> str:

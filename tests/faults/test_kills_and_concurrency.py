@@ -29,6 +29,17 @@ def cli(*argv: str) -> list[str]:
     return [sys.executable, "-m", "imaging.cli.main", *argv]
 
 
+def kill_moments(span: float, rng: random.Random) -> list[float]:
+    """KILLS moments spread evenly over 2 % to 80 % of ``span`` (one backup's measured time),
+    in a random order: the earliest land well before the commit at the end of a backup even
+    when a run is several times faster than the measured one, so some kills must land
+    before the commit whatever the load. How many do is timing, not a property of the engine:
+    it is printed, and only "at least one" is asserted."""
+    moments = [span * (0.02 + 0.78 * i / (KILLS - 1)) for i in range(KILLS)]
+    rng.shuffle(moments)
+    return moments
+
+
 def test_sigkill_at_twenty_random_moments(tmp_path: Path) -> None:
     repo = Repository.init(tmp_path / "repo", passphrase=PASSPHRASE)
     source = tmp_path / "source.img"
@@ -53,7 +64,7 @@ def test_sigkill_at_twenty_random_moments(tmp_path: Path) -> None:
     )
     span = time.monotonic() - started
     outcomes = {"killed before commit": 0, "finished before the kill": 0}
-    for round_ in range(KILLS):
+    for round_, moment in enumerate(kill_moments(span, rng)):
         change_source()
         before = set(repo.snapshot_ids())
         child = subprocess.Popen(
@@ -62,13 +73,15 @@ def test_sigkill_at_twenty_random_moments(tmp_path: Path) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(0.02, 0.8 * span))
+        time.sleep(moment)
         child.send_signal(signal.SIGKILL)
         code = child.wait()
         repo = Repository.open(repo.path, PASSPHRASE)
         new = set(repo.snapshot_ids()) - before
         outcomes["finished before the kill" if new else "killed before commit"] += 1
         assert code in (0, -signal.SIGKILL), round_
+        # no snapshot and exit code 0 would be a failure reported as success
+        assert new or code == -signal.SIGKILL, f"round {round_}: exit 0 and no snapshot"
         for snapshot_id in new:  # a listed snapshot must restore identically
             snapshot = repo.load_snapshot(snapshot_id)
             out = tmp_path / "check.img"
@@ -76,8 +89,8 @@ def test_sigkill_at_twenty_random_moments(tmp_path: Path) -> None:
             assert out.read_bytes() == source.read_bytes(), round_
         report = verify(repo, read_data=True)
         assert report.ok, [d.describe() for d in report.damage]
-    print(f"{KILLS} SIGKILLs: {outcomes}")
-    assert outcomes["killed before commit"] >= 10, outcomes
+    print(f"{KILLS} SIGKILLs over {span:.2f} s backups: {outcomes}")
+    assert outcomes["killed before commit"] >= 1, outcomes
     final = backup_path(repo, source)
     out = tmp_path / "final.img"
     restore_snapshot(repo, final, out)

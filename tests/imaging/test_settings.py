@@ -49,6 +49,7 @@ def test_log_file_is_named_by_the_session_start(tmp_path: Path) -> None:
 
 
 @pytest.mark.root
+@pytest.mark.integration  # mounts a tmpfs
 def test_read_only_drive_is_an_error_with_a_hint(tmp_path: Path) -> None:
     drive = tmp_path / "ro"
     drive.mkdir()

@@ -11,6 +11,7 @@ are fixed, and the time zone is UTC.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -24,6 +25,7 @@ from imaging.disks.model import Disk, Partition
 from imaging.disks.repos import FoundRepository
 from imaging.repository import codec
 from imaging.repository.store import Repository
+from imaging.units import decimal_size, human_size
 from recovery_ui.app import HourglassApp
 from recovery_ui.console import Terminal
 from recovery_ui.discovery import Scope
@@ -327,11 +329,16 @@ SCREENS: dict[str, tuple[Callable[[Pilot[Any]], Awaitable[None]], bool]] = {
     "logs": (logs, False),
     "error": (error, False),
 }
+# The screens that need the demo repository need root (a tmpfs at a fixed path): integration.
+SCREEN_PARAMS = [
+    pytest.param(name, marks=[pytest.mark.integration, pytest.mark.root]) if needs else name
+    for name, (_, needs) in SCREENS.items()
+]
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("language", LANGUAGES)
-@pytest.mark.parametrize("screen", list(SCREENS))
+@pytest.mark.parametrize("screen", SCREEN_PARAMS)
 def test_screen(
     screen: str,
     language: str,
@@ -386,6 +393,8 @@ def demo_network() -> Iterator[str]:
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
+@pytest.mark.integration
+@pytest.mark.root
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_network_screen(
@@ -396,7 +405,7 @@ def test_network_screen(
     assert snap_compare(app, terminal_size=size, run_before=press_then("5"))
 
 
-@pytest.mark.parametrize("screen", list(SCREENS))
+@pytest.mark.parametrize("screen", SCREEN_PARAMS)
 async def test_serial_console_draws_only_ascii(screen: str, request: pytest.FixtureRequest) -> None:
     """On a serial line nobody knows what the other end can draw: every cell is ASCII."""
     from tests.recovery_ui.conftest import screen_text
@@ -411,3 +420,102 @@ async def test_serial_console_draws_only_ascii(screen: str, request: pytest.Fixt
     strange = sorted({c for c in shown if ord(c) > 126})
     assert not strange, f"{screen}: {strange}"
     assert "Hourglass" in shown
+
+
+# --- the figures each screen shows ----------------------------------------------------------
+# The pictures above catch any change; these say which figures must be right, worked out from
+# the fixtures and the engine rather than from the pictures, so a regenerated picture with a
+# wrong figure fails here.
+
+
+def _disk_figures(*disks: Disk) -> list[str]:
+    figures = []
+    for disk in disks:
+        figures += [disk.device, disk.serial, decimal_size(disk.size)]
+        for p in disk.partitions:
+            figures.append(decimal_size(p.size))
+            if p.used is not None and p.fstype:
+                figures.append(human_size(p.used))  # "133.2 GiB used", "已用 133.2 GiB"
+    return figures
+
+
+def _repository_figures() -> list[str]:
+    from imaging.repository.stats import collect
+
+    info = collect(Repository.open(REPO, PASSPHRASE))
+    assert info.snapshots == len(SNAPSHOTS)
+    return [
+        str(REPO),
+        decimal_size(info.logical_bytes),
+        decimal_size(info.data_bytes),
+        decimal_size(info.stored_bytes),
+    ]
+
+
+def _figures(screen: str) -> list[str]:
+    """What ``screen`` must show, in any language."""
+    if screen == "repository":
+        return _repository_figures()
+    disk_times = [when[11:19] for _, when, kind in SNAPSHOTS if kind == "disk"]
+    return {
+        "home": [*_disk_figures(SSD, USB), str(REPO)],
+        "backup": [*_disk_figures(SSD), USB.device, USB.serial, decimal_size(USB.size)],
+        "restore_system": [*disk_times, SSD.model, decimal_size(SSD.size),
+                           *_disk_figures(SSD)[3:]],
+        "confirm": [*_disk_figures(SSD), "2026-11-22 10:31:05", "nvme0n1"],
+        "restore_files": ["2026-11-22 10:40:27", "Letters/", "Photos/",
+                          f"Taxes 2025.pdf ({human_size(DOCUMENTS['Taxes 2025.pdf'])})",
+                          f"thesis.odt ({human_size(DOCUMENTS['thesis.odt'])})"],
+        "settings": ["English", "简体中文"],
+        "logs": LOG_LINES,
+        "error": ["/dev/sdc", "250.1 GB", "500.1 GB", "3c3c3c3c3c3c"],
+    }[screen]  # fmt: skip
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("screen", SCREEN_PARAMS)
+async def test_screen_figures(screen: str, language: str, request: pytest.FixtureRequest) -> None:
+    from tests.recovery_ui.conftest import screen_text
+
+    run_before, needs_repository = SCREENS[screen]
+    if needs_repository:
+        request.getfixturevalue("demo_repository")
+    app = demo_app(language)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await run_before(pilot)
+        shown = screen_text(app)
+        figures = _figures(screen)  # the repository's are read while it is mounted
+    missing = [figure for figure in figures if figure not in shown]
+    assert not missing, f"{screen} ({language}) lacks {missing}:\n{shown}"
+
+
+@pytest.mark.integration
+@pytest.mark.root
+@pytest.mark.parametrize("language", LANGUAGES)
+async def test_repository_screen_figures(language: str, demo_repository: Path) -> None:
+    """Line by line, the statistics are the engine's figures for the demo repository. Its
+    data has no repeated block (the disk snapshots are all zeros): the screen says so, and
+    never calls a factor of 1.0 a saving ("1.0x less", as every picture once read)."""
+    from imaging.repository.stats import collect
+    from recovery_ui.widgets.controls import Static
+
+    info = collect(Repository.open(demo_repository, PASSPHRASE))
+    assert info.data_bytes == info.unique_bytes > 0
+    app = demo_app(language)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await repository(pilot)
+        lines = str(app.screen.query_one("#stats-text", Static).content).splitlines()
+    assert len(lines) == 8, lines
+    _where, folder, keys, backups, size, data, unique, stored = lines
+    assert folder.endswith(str(demo_repository))
+    assert "AES-256" in keys and f"{info.key_slots}" in keys
+    assert re.findall(r"\d+", backups) == [f"{info.snapshots}", f"{info.sources}"], backups
+    assert size.endswith(decimal_size(info.logical_bytes)), size
+    assert data.endswith(decimal_size(info.data_bytes)), data
+    no_repeat = {"en": ", no block repeats", "zh_CN": "，没有重复的块"}[language]
+    assert unique.endswith(decimal_size(info.unique_bytes) + no_repeat), unique
+    assert "1.0x" not in unique and "1/1.0" not in unique
+    assert decimal_size(info.stored_bytes) in stored, stored
+    assert re.findall(r"\d+", stored.replace(decimal_size(info.stored_bytes), "")) == [
+        f"{info.chunks}"
+    ], stored

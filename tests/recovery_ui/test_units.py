@@ -107,3 +107,25 @@ def test_session_log_keeps_lines_and_copies_them_to_a_file(tmp_path: Path) -> No
         assert "first line" in text and "second line" in text and "not ours" not in text
     finally:
         uninstall(handler)
+
+
+def test_deduplication_never_calls_a_factor_of_one_a_saving() -> None:
+    from recovery_ui import i18n, text
+
+    before = i18n.current()
+    try:
+        for language in ("en", "zh_CN"):
+            i18n.set_language(language)
+            for data, unique in [(100, 100), (1_000_000, 999_000), (1_049_000, 1_000_000)]:
+                line = text.deduplication(data, unique)
+                assert "1.0x" not in line and "1/1.0" not in line, (language, line)
+            assert "1.0 MB" in text.deduplication(3_000_000, 1_000_000)
+            assert "3.0" in text.deduplication(3_000_000, 1_000_000)
+        i18n.set_language("en")
+        assert text.deduplication(100, 100).endswith("no block repeats")
+        assert text.deduplication(0, 0).endswith("no block repeats")
+        assert text.deduplication(1_000_000, 950_000).endswith(", 5% less")
+        assert text.deduplication(1_000_000, 999_990).endswith(", 1% less")  # never "0% less"
+        assert text.deduplication(1_800_000, 1_000_000).endswith(", 1.8x less")
+    finally:
+        i18n.set_language(before)

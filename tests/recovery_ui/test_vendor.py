@@ -111,6 +111,7 @@ async def test_the_vendors_repository_is_offered_first(
 
 
 @pytest.mark.root
+@pytest.mark.integration  # mounts a tmpfs
 def test_the_vendors_repository_among_found_ones(tmp_path: Path) -> None:
     """``label:LABEL/path`` is a repository found at that path of the labelled filesystem;
     ``smb://server/share/path`` one on that share."""

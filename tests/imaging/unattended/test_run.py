@@ -3,6 +3,7 @@ parameters, with the repository found by its filesystem label; exactly one resul
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,9 @@ def test_backup_restore_files_restore(
             say=said.append,
         )
         assert outcome.ok, outcome.line
-        assert (dest / Path(name).name).exists()
+        restored = dest / Path(name).name
+        assert hashlib.sha256(restored.read_bytes()).hexdigest() == files[name], name
+        assert [p.name for p in dest.iterdir()] == [restored.name]  # that file and nothing else
         capsys.readouterr()
 
         # Failures: one FAILED line, never OK.
