@@ -86,16 +86,60 @@ def test_static_addresses_work_for_real(netns: tuple[str, str]) -> None:
     assert a.addresses == ("10.78.0.1/16",)
 
 
+def have_dhclient() -> bool:
+    return bool(shutil.which("dhclient") or shutil.which("dhclient", path="/usr/sbin:/sbin"))
+
+
 @pytest.mark.root
 @pytest.mark.integration
-def test_unknown_interface_and_missing_dhcp_client(netns: tuple[str, str]) -> None:
+def test_unknown_interface(netns: tuple[str, str]) -> None:
     with pytest.raises(UsageError):
         network.set_static("nothere0", "10.1.1.1/24", netns=netns[0])
-    if shutil.which("dhclient") or Path("/usr/sbin/dhclient").exists():
-        pytest.skip("dhclient is installed here")
-    with pytest.raises(ToolMissing) as info:
-        network.use_dhcp("hga", netns=netns[0])
-    assert info.value.hint
+    with pytest.raises(UsageError):
+        network.use_dhcp("nothere0", netns=netns[0])
+
+
+def kill_namespace_processes(name: str) -> None:
+    pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout
+    for pid in pids.split():
+        subprocess.run(["kill", pid], check=False)
+
+
+@pytest.mark.root
+@pytest.mark.integration
+def test_dhcp_in_a_namespace(netns: tuple[str, str], tmp_path: Path) -> None:
+    """With dhclient (as on Debian 12 and the appliance): an address from a real DHCP server
+    (dnsmasq) in the other namespace. Without it: a clear ToolMissing with a hint."""
+    one, two = netns
+    if not have_dhclient():
+        with pytest.raises(ToolMissing) as info:
+            network.use_dhcp("hga", netns=one)
+        assert info.value.hint
+        return
+    if not shutil.which("dnsmasq", path="/usr/sbin:/usr/bin:/sbin"):
+        pytest.fail("dnsmasq (dnsmasq-base, .ci/debian-packages) is needed for the DHCP server")
+    # dhclient-script writes /etc/resolv.conf: inside the namespace that is this file.
+    (Path("/etc/netns") / one).mkdir(parents=True, exist_ok=True)
+    (Path("/etc/netns") / one / "resolv.conf").write_text("")
+    network.set_static("hgb", "10.79.0.1/24", netns=two)
+    server = subprocess.Popen(
+        [
+            "ip", "netns", "exec", two, "dnsmasq", "--keep-in-foreground", "--no-resolv",
+            "--no-hosts", "--port=0", "--bind-interfaces", "--interface=hgb",
+            "--dhcp-range=10.79.0.50,10.79.0.60,1h", "--dhcp-option=option:dns-server,10.79.0.53",
+            f"--dhcp-leasefile={tmp_path / 'leases'}", f"--pid-file={tmp_path / 'pid'}",
+        ]
+    )  # fmt: skip
+    try:
+        assert network.use_dhcp("hga", netns=one) == "dhclient"
+        [a] = network.interfaces(netns=one)
+        assert len(a.addresses) == 1 and a.addresses[0].startswith("10.79.0."), a.addresses
+        assert 50 <= int(a.addresses[0].split("/")[0].rsplit(".", 1)[1]) <= 60
+        assert "10.79.0.53" in (Path("/etc/netns") / one / "resolv.conf").read_text()
+    finally:
+        kill_namespace_processes(one)  # dhclient stays to renew the lease
+        server.terminate()
+        server.wait(10)
 
 
 def test_typed_addresses_are_checked() -> None:
