@@ -11,6 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import OptionList
 
+from imaging.repository import seen
 from recovery_ui import text
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseScreen
@@ -152,6 +153,14 @@ class HomeScreen(BaseScreen[None]):
             lines = [_("The repository holds no snapshots yet.")]
         elif len(snapshots) > RECENT:
             lines.append(_("... and {count} older").format(count=len(snapshots) - RECENT))
+        if seen.note_listing(opened.repo, snapshots):
+            lines.insert(
+                0,
+                _(
+                    "Warning: the newest snapshot this computer saw in this repository is gone "
+                    "from the drive. The drive may have been put back to an older copy."
+                ),
+            )
         self.app.call_from_thread(self.query_one("#snapshots", Static).update, "\n".join(lines))
 
     # --- actions ----------------------------------------------------------------------------

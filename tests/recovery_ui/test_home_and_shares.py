@@ -87,3 +87,36 @@ async def test_backup_into_a_new_repository_on_an_ssh_folder(
         assert "The backup is complete and checked." in screen_text(app)
     repo = Repository.open(remote / "hourglass-backups", "ssh passphrase")
     assert [s.source for s in repo.snapshots()] == [source.device]
+
+
+async def test_home_warns_when_the_newest_snapshot_seen_is_gone(
+    make_app: Callable[..., HourglassApp],
+    template: tuple[Path, list[Snapshot]],
+    backup_drive: Drive,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """This computer saw both snapshots; the drive now holds only the first (put back to an
+    older copy, or the newest manifest deleted): Home says so, in English and in Chinese."""
+    from imaging.repository import seen
+    from tests.conftest import PASSPHRASE
+    from tests.recovery_ui.conftest import mounted
+
+    monkeypatch.setenv("HOURGLASS_STATE_DIR", str(tmp_path / "state"))
+    original = Repository.open(template[0], PASSPHRASE)  # the drive's repository, same id
+    assert seen.note_listing(original, original.snapshots()) is None
+    newest = template[1][-1]
+    with mounted(backup_drive.partition, tmp_path / "drive") as root:
+        (root / "hourglass-backups" / "snapshots" / f"{newest.id}.snap").unlink()
+    for language, warning in (("en", "is gone from the drive"), ("zh_CN", "已不在驱动器上")):
+        app = make_app(language=language)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            await choose_option(pilot, "repos", "found-0")
+            await settle(pilot)
+            await type_text(pilot, PASSPHRASE)
+            await pilot.press("enter")
+            await settle(pilot)
+            home = screen_text(app)
+            assert warning in home, home
+            assert when(template[1][0].time) in home and when(newest.time) not in home
