@@ -10,7 +10,7 @@ from typing import Any
 from imaging import passphrase, plans, selectors
 from imaging.backup import BackupOptions, describe_unreadable, run_backup
 from imaging.cli.main import print_json
-from imaging.errors import HourglassError, IntegrityError, UsageError
+from imaging.errors import Cancelled, IntegrityError, UsageError
 from imaging.forget import Policy, apply
 from imaging.progress import reporter_for
 from imaging.repository import codec, seen, stats
@@ -57,7 +57,7 @@ def confirm(question: str, args: argparse.Namespace) -> None:
     print(question, file=sys.stderr)
     answer = input("Type yes to continue: ").strip().lower()
     if answer != "yes":
-        raise HourglassError("Cancelled: nothing was written.")
+        raise Cancelled("Cancelled: nothing was changed.")
 
 
 def snapshot_row(s: Snapshot) -> str:

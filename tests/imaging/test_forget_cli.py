@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from imaging.backup import backup_path
-from imaging.errors import UsageError
+from imaging.errors import Cancelled, UsageError
 from imaging.forget import MAX_KEEP, Policy
 from imaging.repository.store import Repository
 from tests.conftest import PASSPHRASE
@@ -95,7 +95,7 @@ def test_on_a_terminal_forget_shows_and_asks(three: tuple[Repository, list[str]]
     repo, options = three
     oldest, middle, newest = (s.id for s in repo.snapshots())
     code, output = _forget_on_a_terminal(options, b"no\n")
-    assert code != 0 and "Cancelled" in output
+    assert code == Cancelled.exit_code and "Cancelled" in output
     assert oldest[:12] in output and middle[:12] in output  # what would go was shown
     assert "Type yes" in output
     assert repo.snapshot_ids() == sorted([oldest, middle, newest])
