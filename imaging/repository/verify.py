@@ -91,7 +91,11 @@ def verify(
     if snapshots is None:
         snapshots = repo.snapshots(
             on_damage=lambda sid, e: report.damage.append(
-                Damage(f"snapshot {sid}", e.message, [f"snapshot {sid} (all of it)"])
+                Damage(
+                    f"snapshot {sid}",
+                    e.message.removeprefix(f"snapshot {sid}: "),  # the name is said once
+                    [f"snapshot {sid} (all of it)"],
+                )
             )
         )
     report.snapshots = len(snapshots)

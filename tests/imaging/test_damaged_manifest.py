@@ -113,6 +113,13 @@ def test_intact_snapshots_restore_and_the_damaged_one_is_named(
     err = capsys.readouterr().err
     assert three.ids[0] in err and "damaged" in err and "forget" in err
     assert run_cli("verify", three.ids[1][:12], *three.options) == 0
+    capsys.readouterr()
+    assert run_cli("verify", *three.options) == IntegrityError.exit_code
+    report = capsys.readouterr()
+    damaged_lines = [
+        line for line in (report.out + report.err).splitlines() if three.ids[0] in line
+    ]
+    assert damaged_lines and damaged_lines[0].count(three.ids[0]) == 1, damaged_lines
 
 
 def test_forget_removes_a_damaged_snapshot_and_gc_works_again(
