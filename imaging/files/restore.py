@@ -40,6 +40,7 @@ from imaging.files.browse import SnapshotBrowser, printable
 from imaging.files.versions import FIEMAP_FILESYSTEMS, fiemap
 from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository.store import Repository, Snapshot
+from imaging.restore import refuse_repository_target
 from imaging.units import local_now
 
 PIECE = 4 * 1024 * 1024
@@ -103,6 +104,7 @@ def restore_files(
     progress: ProgressCallback = no_progress,
 ) -> FileRestoreResult:
     """Restore ``paths_`` from ``snapshot`` (partition ``partition``) into directory ``dest``."""
+    refuse_repository_target(repo, str(dest))  # before the snapshot is even opened
     with SnapshotBrowser(repo, snapshot, partition) as browser:
         return restore_from(browser, paths_, dest, overwrite=overwrite, progress=progress)
 
@@ -118,6 +120,7 @@ def restore_from(
     """:func:`restore_files` from a browser that is already open."""
     if not paths_:
         raise UsageError("Name at least one path to restore.")
+    refuse_repository_target(browser.repo, str(dest))
     dest = Path(dest)
     try:
         dest.mkdir(parents=True, exist_ok=True)

@@ -174,3 +174,25 @@ def test_other_capitals_on_exfat_name_the_same_repository_file(
         assert "inside the repository" in refused(setup, stick / "REPO" / "CONFIG", capsys)
         assert digest(setup.repo.path) == before
         assert run_cli("restore", "--yes", "latest", stick / "beside.img", *setup.options) == 0
+
+
+def test_files_restore_never_writes_into_the_repository(
+    tmp_path: Path, repo: Repository, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`files restore --to` a folder inside the repository (or a new one there) is refused
+    before anything is written; a folder beside the repository is fine."""
+    from imaging.files.restore import restore_files
+    from tests.imaging.files.fsimages import make_fs, writable
+
+    image = make_fs("ext4", tmp_path / "fs.img")
+    with writable("ext4", image, tmp_path / "rw") as mnt:
+        (mnt / "letter.txt").write_text("Dear Bob\n")
+    snapshot = backup_path(repo, image)
+    before = digest(repo.path)
+    for dest in (repo.path / "keys", repo.path / "new-folder", repo.path / "chunks" / ".."):
+        with pytest.raises(TargetUnsuitable, match=str(repo.path)):
+            restore_files(repo, snapshot, None, ["/letter.txt"], dest)
+    assert digest(repo.path) == before and not (repo.path / "new-folder").exists()
+    beside = tmp_path / "beside"
+    assert restore_files(repo, snapshot, None, ["/letter.txt"], beside).ok
+    assert (beside / "letter.txt").read_text() == "Dear Bob\n"
