@@ -323,7 +323,7 @@ def _clean_tmp(repo: Repository) -> None:
 
 
 def _clean_orphans(repo: Repository, result: GcResult) -> None:
-    """Index directories of backups that never committed, and stale temporary files."""
+    """Index directories of backups that never committed (``tmp/`` is cleaned at gc's start)."""
     committed = set(repo.snapshot_ids())
     running = leases.live_leases(repo.path / "leases")
     now = time.time()
@@ -334,4 +334,3 @@ def _clean_orphans(repo: Repository, result: GcResult) -> None:
             continue  # a running backup's, or a forgotten snapshot a restore still reads
         shutil.rmtree(directory, ignore_errors=True)
         result.orphan_indexes += 1
-    _clean_tmp(repo)
