@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from textual.pilot import Pilot
 
 from imaging.repository.store import Repository, Snapshot
 from recovery_ui.app import HourglassApp
@@ -18,21 +20,27 @@ from tests.recovery_ui.flows import choose_option, type_text
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
 
+async def open_found_on_home(pilot: Pilot[Any]) -> None:
+    """On Home: the repository found on the drive, and its passphrase."""
+    from tests.conftest import PASSPHRASE
+
+    await settle(pilot)
+    await choose_option(pilot, "repos", "found-0")
+    await settle(pilot)
+    await type_text(pilot, PASSPHRASE)
+    await pilot.press("enter")
+    await settle(pilot)
+
+
 async def test_home_opens_a_repository_and_shows_its_snapshots(
     make_app: Callable[..., HourglassApp],
     template: tuple[Path, list[Snapshot]],
     backup_drive: Drive,
 ) -> None:
-    from tests.conftest import PASSPHRASE
 
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot)
-        await choose_option(pilot, "repos", "found-0")
-        await settle(pilot)
-        await type_text(pilot, PASSPHRASE)
-        await pilot.press("enter")
-        await settle(pilot)
+        await open_found_on_home(pilot)
         home = screen_text(app)
         shot(app, "home-opened")
         for snapshot in template[1]:
@@ -111,12 +119,7 @@ async def test_home_warns_when_the_newest_snapshot_seen_is_gone(
     for language, warning in (("en", "is gone from the drive"), ("zh_CN", "已不在驱动器上")):
         app = make_app(language=language)
         async with app.run_test(size=(120, 40)) as pilot:
-            await settle(pilot)
-            await choose_option(pilot, "repos", "found-0")
-            await settle(pilot)
-            await type_text(pilot, PASSPHRASE)
-            await pilot.press("enter")
-            await settle(pilot)
+            await open_found_on_home(pilot)
             home = screen_text(app)
             assert warning in home, home
             assert when(template[1][0].time) in home and when(newest.time) not in home
