@@ -26,6 +26,10 @@ class UsageError(HourglassError):
     exit_code = 2
 
 
+class RepositoryOnSource(UsageError):
+    """The repository is on the disk to be backed up: the backup would read itself."""
+
+
 class IntegrityError(HourglassError):
     """Stored data is damaged. The message names what is damaged."""
 

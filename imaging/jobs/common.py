@@ -1,0 +1,59 @@
+"""What every operation shares: choosing a snapshot, and asking before destroying."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from imaging import selectors
+from imaging.errors import UsageError
+from imaging.repository.store import Repository, Snapshot, SnapshotList
+
+P = TypeVar("P")
+# Called with what an operation is about to destroy; returns to go on, raises
+# :class:`imaging.errors.Cancelled` to stop with nothing changed.
+Confirm = Callable[[P], None]
+
+
+def no_confirm(_: object) -> None:
+    """For callers that asked already (the app's typed confirmation) or run unattended."""
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """A snapshot chosen by a selector, and what a person should know about the choice."""
+
+    snapshot: Snapshot
+    partition: int | None
+    listed: SnapshotList
+    warnings: list[str] = field(default_factory=list)
+
+
+def choose_snapshot(
+    repo: Repository,
+    selector: str,
+    *,
+    source: str | None = None,
+    partition: int | None = None,
+    listed: SnapshotList | None = None,
+) -> Chosen:
+    """The snapshot ``selector`` names (``latest``, an id or prefix, a local time, each with
+    an optional ``:N`` partition, or ``partition``), warning when ``latest`` or a time may
+    have meant a snapshot whose manifest is damaged (newer than the one chosen)."""
+    selector, from_selector = selectors.split_partition(selector)
+    if partition is not None and from_selector is not None and partition != from_selector:
+        raise UsageError(f"Two different partitions were named: {from_selector} and {partition}.")
+    if from_selector is not None:
+        partition = from_selector
+    listed = listed if listed is not None else repo.snapshots()
+    snapshot = selectors.select(listed, selector, source=source)
+    warnings = []
+    if not selectors.is_id(selector):
+        for d in selectors.damaged_after(listed, snapshot):
+            warnings.append(
+                f"{d.describe()} It was written {d.written.strftime('%Y-%m-%d %H:%M:%S')} and "
+                f"may be newer than snapshot {snapshot.id[:12]} "
+                f"({snapshot.time.strftime('%Y-%m-%d %H:%M:%S')}), which is the one used."
+            )
+    return Chosen(snapshot, partition, listed, warnings)

@@ -1,0 +1,49 @@
+"""Disks an operation must never touch the wrong way.
+
+- A backup never reads a disk that holds its own repository: the snapshot would contain the
+  repository being written, and the backup would chase its own tail.
+- A restore never writes the boot medium, the repository's disk (or a file inside the
+  repository by any path), or a disk that is mounted or held: those rules live with the
+  restore engine (:func:`imaging.restore.refuse_repository_target`,
+  :func:`imaging.disks.restore.check_disk_target`), which every restore goes through.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from imaging.backup import BackupPlan
+from imaging.errors import RepositoryOnSource
+from imaging.repository.store import Repository
+
+
+def refuse_repository_on_source(repo: Repository, plan: BackupPlan) -> None:
+    """:class:`RepositoryOnSource` when a block device the plan reads holds the repository."""
+    from imaging.disks import mounts, sysfs
+
+    holding = mounts.disks_of_path(str(repo.path))
+    mount = mounts.mount_of_path(os.path.realpath(repo.path))
+    if mount is not None and mount.block_name:
+        holding.add(mount.block_name)  # the partition, beside its disk
+    if not holding:
+        return
+    for path in dict.fromkeys(image.path for image in plan.images):
+        real = os.path.realpath(path)
+        try:
+            if not stat.S_ISBLK(os.stat(real).st_mode):
+                continue
+        except OSError:
+            continue
+        name = sysfs.name_of(real)
+        # A partition is read alone; a disk with every partition on it. Not through loop
+        # devices' backing files: the loop device of an image file on the repository's
+        # drive reads the image, not the repository.
+        read = {name} if sysfs.is_partition(name) else mounts.disks_below(name, follow_loops=False)
+        mine = read & holding
+        if mine:
+            raise RepositoryOnSource(
+                f"The repository {repo.path} is on /dev/{sorted(mine)[0]}, which the backup "
+                "would read.",
+                "Choose a repository on another drive.",
+            )
