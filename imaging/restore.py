@@ -367,48 +367,42 @@ def restore_images(
     options: RestoreOptions | None = None,
     result: RestoreResult | None = None,
 ) -> RestoreResult:
-    """Write each image to its target, then (by default) read it back and compare."""
+    """Write each image to its target, then (by default) read it back and compare. The
+    caller holds the reader lease (:func:`imaging.jobs.restore` does)."""
     options = options or RestoreOptions()
     result = result or RestoreResult(snapshot=snapshot, target=targets[0].path if targets else "")
     for path in dict.fromkeys(t.path for t in targets):
         refuse_repository_target(repo, path)
     total = sum(int(snapshot.image(t.image)["size"]) for t in targets)
     meter = Meter("restore", total, progress)
-    with repo.reader():
-        writer = _Writer(repo, options, meter)
-        try:
-            for target in targets:
-                meter.set_item(target.image)
-                block_device = is_block_device(target.path)
-                size = int(snapshot.image(target.image)["size"])
+    writer = _Writer(repo, options, meter)
+    try:
+        for target in targets:
+            meter.set_item(target.image)
+            block_device = is_block_device(target.path)
+            size = int(snapshot.image(target.image)["size"])
+            try:
+                out = TargetFile(open_target(target, size), target.path)
+            except OSError as e:
+                raise HourglassError(f"Cannot open {target.path} for writing: {e.strerror}.") from e
+            try:
+                result.written += writer.write_image(
+                    snapshot, target.image, out, target.offset, block_device
+                )
                 try:
-                    out = TargetFile(open_target(target, size), target.path)
+                    out.sync()
                 except OSError as e:
-                    raise HourglassError(
-                        f"Cannot open {target.path} for writing: {e.strerror}."
-                    ) from e
-                try:
-                    result.written += writer.write_image(
-                        snapshot, target.image, out, target.offset, block_device
-                    )
-                    try:
-                        out.sync()
-                    except OSError as e:
-                        raise target_failed(target.path, 0, e) from e
-                finally:
-                    out.close()
-        except KeyboardInterrupt:
-            raise Cancelled(
-                "The restore was interrupted; the target holds a partial image."
-            ) from None
-        finally:
-            writer.close()
-        result.damaged.extend(writer.damaged)
-        meter.finish()
-        if options.verify:
-            verify_written(
-                repo, snapshot, targets, progress=progress, options=options, result=result
-            )
+                    raise target_failed(target.path, 0, e) from e
+            finally:
+                out.close()
+    except KeyboardInterrupt:
+        raise Cancelled("The restore was interrupted; the target holds a partial image.") from None
+    finally:
+        writer.close()
+    result.damaged.extend(writer.damaged)
+    meter.finish()
+    if options.verify:
+        verify_written(repo, snapshot, targets, progress=progress, options=options, result=result)
     return result
 
 

@@ -1,15 +1,13 @@
-"""`hourglass disks`, and restoring whole-disk snapshots (`hourglass restore` of kind disk)."""
+"""`hourglass disks`: the disks, their partitions, the boot disk and repositories."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from typing import Any
 
 from imaging.cli.main import print_json
 from imaging.disks.model import Disk
-from imaging.repository.store import Repository, Snapshot
 from imaging.units import decimal_size, human_size
 
 
@@ -66,83 +64,7 @@ def cmd_disks(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- restore of kind "disk" -----------------------------------------------------------------
-
-
-def describe_snapshot(snapshot: Snapshot, partition: int | None) -> str:
-    disk = snapshot.manifest.get("disk", {})
-    model = disk.get("model") or "disk"
-    serial = f" ({disk['serial']})" if disk.get("serial") else ""
-    when = snapshot.time.strftime("%Y-%m-%d %H:%M:%S")
-    lines = [
-        f"snapshot {snapshot.id[:12]} of {snapshot.source}, {model}{serial}, "
-        f"{decimal_size(snapshot.size)}, taken {when}:"
-    ]
-    for image in snapshot.images:
-        if image["name"] == "head" or (partition is not None and image.get("number") != partition):
-            continue
-        label = f' "{image["label"]}"' if image.get("label") else ""
-        lines.append(
-            f"  partition {image.get('number')}, {decimal_size(int(image['size']))}, "
-            f"{image.get('fstype') or image.get('type_name') or 'raw'}{label}"
-        )
-    return "\n".join(lines)
-
-
-def restore_disk_command(
-    repo: Repository, snapshot: Snapshot, partition: int | None, args: argparse.Namespace
-) -> int:
-    from imaging.cli.repo_commands import confirm, report_restore
-    from imaging.disks.restore import (
-        DiskRestoreResult,
-        check_disk_target,
-        describe_target,
-        restore_disk,
-    )
-    from imaging.progress import reporter_for
-    from imaging.restore import RestoreOptions
-
-    target = args.target
-    check_disk_target(repo, snapshot, target, partition=partition)
-    what = f"partition {partition} of " if partition else ""
-    extras = []
-    if args.grow:
-        extras.append("The last partition and its filesystem will be grown to fill the target.")
-    if args.new_ids:
-        extras.append("The disk and its partitions get new GUIDs (or a new MBR signature).")
-    confirm(
-        f"This will overwrite\n{describe_target(target)}\n"
-        f"with {what}{describe_snapshot(snapshot, partition)}\n"
-        + "".join(f"{line}\n" for line in extras)
-        + "Everything now on the target is lost.",
-        args,
-    )
-    options = RestoreOptions(verify=not args.no_verify, ignore_damage=args.ignore_damage)
-    result = restore_disk(
-        repo,
-        snapshot,
-        target,
-        partition=partition,
-        grow=args.grow,
-        new_ids=args.new_ids,
-        progress=reporter_for(args.progress),
-        options=options,
-    )
-    if isinstance(result, DiskRestoreResult):
-        if result.table:
-            print(f"Partition table ({result.table}) recreated on {target}.")
-        if result.kernel:
-            print(f"The kernel re-read the partition table ({result.kernel}).")
-        if result.grown:
-            print(f"Grown: {result.grown}.")
-        for note in result.notes:
-            print(f"Note: {note}", file=sys.stderr)
-    return report_restore(result, args)
-
-
 def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.ArgumentParser) -> None:
-    from imaging.cli import repo_commands
-
     p = sub.add_parser(
         "disks", parents=[plain], help="list disks, partitions, the boot disk and repositories"
     )
@@ -151,4 +73,3 @@ def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.Argument
         "--no-used", action="store_true", help="do not ask filesystems how much they use"
     )
     p.set_defaults(handler=cmd_disks)
-    repo_commands.RESTORE_HANDLERS["disk"] = restore_disk_command

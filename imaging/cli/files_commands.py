@@ -130,19 +130,18 @@ def cmd_files_versions(args: argparse.Namespace) -> int:
 
 
 def cmd_files_restore(args: argparse.Namespace) -> int:
-    from imaging.files.restore import restore_files
+    from imaging import jobs
 
     repo = open_repo(args)
-    snapshot, _ = resolve(repo, args.snapshot, source=args.source)
-    result = restore_files(
-        repo,
-        snapshot,
-        _partition(args),
-        args.paths,
-        args.to,
+    request = jobs.FilesRestoreRequest(
+        snapshot=args.snapshot,
+        paths=tuple(args.paths),
+        dest=args.to,
+        source=args.source,
         overwrite=args.overwrite,
-        progress=reporter_for(args.progress),
     )
+    result = jobs.files_restore(repo, request, progress=reporter_for(args.progress))
+    snapshot = result.snapshot
     if args.json:
         print_json(
             {

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
-from imaging import passphrase, plans, selectors
-from imaging.backup import BackupOptions, describe_unreadable, run_backup
+from imaging import jobs, passphrase, selectors
+from imaging.backup import describe_unreadable
 from imaging.cli.main import print_json
 from imaging.errors import Cancelled, IntegrityError, UsageError
-from imaging.forget import Policy, apply
+from imaging.forget import Policy
 from imaging.progress import reporter_for
 from imaging.repository import codec, seen, stats
-from imaging.repository import gc as gc_module
 from imaging.repository import keys as key_module
 from imaging.repository.store import (
     DEFAULT_LEVEL,
@@ -23,9 +21,8 @@ from imaging.repository.store import (
     Snapshot,
     SnapshotList,
 )
-from imaging.repository.verify import VerifyReport, summary_line, verify, verify_keyless
-from imaging.restore import RestoreOptions, RestoreResult, restore_snapshot
-from imaging.targets import describe_target
+from imaging.repository.verify import VerifyReport, summary_line
+from imaging.restore import RestoreResult
 from imaging.units import human_duration, human_size, parse_duration
 
 
@@ -88,22 +85,6 @@ def report_damaged(damaged: list[DamagedSnapshot]) -> None:
         )
 
 
-def choose(snapshots: list[Snapshot], selector: str, *, source: str | None = None) -> Snapshot:
-    """:func:`selectors.select`, warning when ``latest`` or a time may have meant a snapshot
-    whose manifest is damaged (newer than the one chosen)."""
-    snapshot = selectors.select(snapshots, selector, source=source)
-    if not selectors.is_id(selector):
-        for d in selectors.damaged_after(snapshots, snapshot):
-            print(
-                f"hourglass: warning: {d.describe()} It was written "
-                f"{d.written.strftime('%Y-%m-%d %H:%M:%S')} and may be newer than snapshot "
-                f"{snapshot.id[:12]} ({snapshot.time.strftime('%Y-%m-%d %H:%M:%S')}), "
-                "which is the one used.",
-                file=sys.stderr,
-            )
-    return snapshot
-
-
 # --- init -----------------------------------------------------------------------------------
 
 
@@ -134,32 +115,52 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    plan = plans.plan_for(args.sources, force=args.force)
-    options = BackupOptions(rescue=args.rescue)
-    snapshot = run_backup(repo, plan, progress=reporter_for(args.progress), options=options)
+    request = jobs.BackupRequest(
+        sources=tuple(args.sources),
+        check=jobs.Check(args.check),
+        rescue=args.rescue,
+        force=args.force,
+    )
+    result = jobs.backup(repo, request, progress=reporter_for(args.progress))
+    snapshot, report = result.snapshot, result.report
     if args.json:
         print_json(
             snapshot.summary()
             | {
                 "stats": snapshot.manifest.get("stats", {}),
-                "warnings": snapshot.manifest.get("warnings", []) + describe_unreadable(snapshot),
+                "warnings": result.warnings,
+                "check": result.check.value,
+                "check_ok": result.ok,
             }
         )
-        return 0
-    st = snapshot.manifest.get("stats", {})
-    elapsed = float(st.get("elapsed", 0)) or 1e-9
-    print(
-        f"Snapshot {snapshot.id[:12]} of {snapshot.source} at "
-        f"{snapshot.time.strftime('%Y-%m-%d %H:%M:%S %z')}\n"
-        f"  read {human_size(st.get('read', 0))} in {human_duration(elapsed)} "
-        f"({human_size(st.get('read', 0) / elapsed)}/s); new {human_size(st.get('new_bytes', 0))}, "
-        f"already stored {human_size(st.get('dedup_bytes', 0))}; "
-        f"added {human_size(snapshot.stored)} to the repository"
-    )
-    for line in describe_unreadable(snapshot):
-        print(f"  WARNING {line}")
-    for line in snapshot.manifest.get("warnings", []):
-        print(f"  WARNING {line}")
+    else:
+        st = snapshot.manifest.get("stats", {})
+        elapsed = float(st.get("elapsed", 0)) or 1e-9
+        checked = {
+            jobs.Check.NONE: "not checked",
+            jobs.Check.STRUCTURE: "structure checked",
+            jobs.Check.DATA: "every chunk read back",
+        }[result.check]
+        print(
+            f"Snapshot {snapshot.id[:12]} of {snapshot.source} at "
+            f"{snapshot.time.strftime('%Y-%m-%d %H:%M:%S %z')}\n"
+            f"  read {human_size(st.get('read', 0))} in {human_duration(elapsed)} "
+            f"({human_size(st.get('read', 0) / elapsed)}/s); "
+            f"new {human_size(st.get('new_bytes', 0))}, "
+            f"already stored {human_size(st.get('dedup_bytes', 0))}; "
+            f"added {human_size(snapshot.stored)} to the repository; {checked}"
+        )
+        for line in result.warnings:
+            print(f"  WARNING {line}")
+    if report is not None and not report.ok:
+        for damage in report.damage:
+            print(f"DAMAGED {damage.describe()}", file=sys.stderr)
+        print(
+            f"hourglass: error: snapshot {snapshot.id[:12]} was recorded, but checking it "
+            f"found {len(report.damage)} problem(s).",
+            file=sys.stderr,
+        )
+        return IntegrityError.exit_code
     return 0
 
 
@@ -222,43 +223,34 @@ def report_restore(result: RestoreResult, args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    # The reader lease covers choosing the snapshot too: a forget and gc racing us cannot
-    # take its index or chunks away between choosing and reading.
-    with repo.reader():
-        return _restore(repo, args)
 
+    def confirm_restore(preview: jobs.RestorePreview) -> None:
+        for warning in preview.warnings:
+            print(f"hourglass: warning: {warning}", file=sys.stderr)
+        confirm(preview.question(), args)
 
-def _restore(repo: Repository, args: argparse.Namespace) -> int:
-    selector, partition = selectors.split_partition(args.snapshot)
-    snapshot = choose(repo.snapshots(), selector, source=args.source)
-    handler = RESTORE_HANDLERS.get(snapshot.kind)
-    if handler is not None:
-        return int(handler(repo, snapshot, partition, args))
-    if partition is not None:
-        raise UsageError(f"Snapshot {snapshot.id[:12]} is not a disk: it has no partitions.")
-    target = args.target
-    size = int(snapshot.images[0]["size"])
-    from imaging.disks.restore import check_block_target
-    from imaging.restore import check_target_size
-
-    check_block_target(repo, target)
-    check_target_size(target, size)
-    confirm(
-        f"This will overwrite {describe_target(target)}\n"
-        f"with snapshot {snapshot.id[:12]} of {snapshot.source} taken "
-        f"{snapshot.time.strftime('%Y-%m-%d %H:%M:%S')} ({human_size(size)}).",
-        args,
+    request = jobs.RestoreRequest(
+        snapshot=args.snapshot,
+        target=args.target,
+        source=args.source,
+        grow=args.grow,
+        new_ids=args.new_ids,
+        verify=not args.no_verify,
+        ignore_damage=args.ignore_damage,
     )
-    options = RestoreOptions(verify=not args.no_verify, ignore_damage=args.ignore_damage)
-    result = restore_snapshot(
-        repo, snapshot, target, progress=reporter_for(args.progress), options=options
+    result = jobs.restore(
+        repo, request, confirm=confirm_restore, progress=reporter_for(args.progress)
     )
+    if isinstance(result, jobs.DiskRestoreResult):
+        if result.table:
+            print(f"Partition table ({result.table}) recreated on {args.target}.")
+        if result.kernel:
+            print(f"The kernel re-read the partition table ({result.kernel}).")
+        if result.grown:
+            print(f"Grown: {result.grown}.")
+        for note in result.notes:
+            print(f"Note: {note}", file=sys.stderr)
     return report_restore(result, args)
-
-
-# Restores of kinds other than a plain image are handled by the disks layer, which registers
-# itself here (imaging.cli.disk_commands).
-RESTORE_HANDLERS: dict[str, Any] = {}
 
 
 # --- verify ---------------------------------------------------------------------------------
@@ -266,24 +258,16 @@ RESTORE_HANDLERS: dict[str, Any] = {}
 
 def cmd_verify(args: argparse.Namespace) -> int:
     if args.keyless:
-        report = verify_keyless(Path(repo_path(args)), progress=reporter_for(args.progress))
+        report = jobs.verify_keyless(repo_path(args), progress=reporter_for(args.progress))
         print(f"Checked {report.checked} stored files without the key.")
         return _print_damage(report)
     repo = open_repo(args)
-    selected = None
-    scope = "*"
-    if args.snapshot:
-        selected = [choose(repo.snapshots(), args.snapshot)]
-        scope = selected[0].id
-    max_time = parse_duration(args.max_time) if args.max_time else None
-    report = verify(
-        repo,
-        selected,
+    request = jobs.VerifyRequest(
+        snapshot=args.snapshot or None,
         read_data=args.read_data,
-        max_time=max_time,
-        scope=scope,
-        progress=reporter_for(args.progress),
+        max_time=parse_duration(args.max_time) if args.max_time else None,
     )
+    report = jobs.verify(repo, request, progress=reporter_for(args.progress))
     if args.json:
         print_json(
             {
@@ -326,20 +310,8 @@ def _print_damage(report: VerifyReport, *, quiet: bool = False) -> int:
 
 def cmd_forget(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    listed = repo.snapshots()
-    snapshots = [s for s in listed if not args.source or args.source in (s.source, s.source_id)]
-    lost: list[DamagedSnapshot] = []  # damaged snapshots named to be forgotten
-    if args.snapshots:
-        remove: list[Snapshot] = []
-        for sel in args.snapshots:
-            found = selectors.find(listed, sel, source=args.source)
-            if isinstance(found, DamagedSnapshot):
-                if found not in lost:
-                    lost.append(found)
-            elif found not in remove:
-                remove.append(found)
-        keep = [(s, ["not named"]) for s in snapshots if s not in remove]
-    else:
+    policy = None
+    if not args.snapshots:
         policy = Policy(
             last=args.keep_last,
             hourly=args.keep_hourly,
@@ -347,50 +319,47 @@ def cmd_forget(args: argparse.Namespace) -> int:
             weekly=args.keep_weekly,
             monthly=args.keep_monthly,
         )
-        if policy.empty():
-            raise UsageError(
-                "forget needs a policy (--keep-last N, --keep-daily N, ...) or snapshot ids.",
-                "Refusing to forget every snapshot.",
+    request = jobs.ForgetRequest(
+        snapshots=tuple(args.snapshots), policy=policy, source=args.source, dry_run=args.dry_run
+    )
+
+    def show(plan: jobs.ForgetPlan) -> None:
+        if args.json:
+            print_json(
+                {
+                    "keep": [s.summary() | {"reasons": r} for s, r in plan.keep],
+                    "remove": [s.summary() for s in plan.remove] + [d.summary() for d in plan.lost],
+                    "damaged": [d.summary() for d in plan.untouched],
+                    "dry_run": args.dry_run,
+                }
             )
-        decision = apply(snapshots, policy)
-        keep, remove = decision.keep, decision.remove
-    untouched = [d for d in listed.damaged if d not in lost]
-    if (remove or lost) and not args.dry_run:
-        can_confirm(args)
-    if args.json:
-        print_json(
-            {
-                "keep": [s.summary() | {"reasons": r} for s, r in keep],
-                "remove": [s.summary() for s in remove] + [d.summary() for d in lost],
-                "damaged": [d.summary() for d in untouched],
-                "dry_run": args.dry_run,
-            }
-        )
-    else:
+            return
         verb = "would forget" if args.dry_run else "forget"
-        for s, reasons in sorted(keep, key=lambda x: x[0].order):
+        for s, reasons in sorted(plan.keep, key=lambda x: x[0].order):
             print(f"keep    {snapshot_row(s)}  ({', '.join(reasons)})")
-        for s in sorted(remove, key=lambda x: x.order):
+        for s in sorted(plan.remove, key=lambda x: x.order):
             print(f"{verb}  {snapshot_row(s)}")
-        for d in lost:
+        for d in plan.lost:
             print(f"{verb}  {damaged_row(d)}")
-        for d in untouched:
+        for d in plan.untouched:
             print(f"damaged {damaged_row(d)}  (forget it by id)")
-    if not args.dry_run and (remove or lost):
-        count = len(remove) + len(lost)
-        confirm(f"This will forget the {count} snapshot(s) listed above.", args)
-        for s in remove:
-            repo.delete_snapshot(s.id)
-        for d in lost:
-            repo.delete_snapshot(d.id)
-        if not args.json:
-            print(f"Forgot {count} snapshot(s). Run `hourglass gc` to free their space.")
+
+    def confirm_forget(plan: jobs.ForgetPlan) -> None:
+        can_confirm(args)  # before anything is shown
+        show(plan)
+        confirm(f"This will forget the {plan.count} snapshot(s) listed above.", args)
+
+    result = jobs.forget(repo, request, confirm=confirm_forget)
+    if not result.forgotten:
+        show(result.plan)  # a dry run, or nothing to forget: nothing was asked
+    elif not args.json:
+        print(f"Forgot {result.forgotten} snapshot(s). Run `hourglass gc` to free their space.")
     return 0
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    result = gc_module.collect(repo)
+    result = jobs.gc(repo)
     if args.json:
         print_json({**vars(result), "waited_for": sorted(result.waited_for)})
         return 0
@@ -509,6 +478,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--force", action="store_true", help="image a partition even if mounted read-write"
+    )
+    p.add_argument(
+        "--check",
+        choices=[c.value for c in jobs.Check],
+        default=jobs.Check.STRUCTURE.value,
+        help="once committed: structure (default: every chunk the snapshot names is "
+        "stored), data (also read every chunk back), none",
     )
     p.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     p.set_defaults(handler=cmd_backup)

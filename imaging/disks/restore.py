@@ -322,7 +322,10 @@ def restore_disk(
     options: RestoreOptions | None = None,
 ) -> RestoreResult:
     """Restore a whole-disk snapshot to ``target`` (a disk or an image file), or with
-    ``partition`` that partition alone into a partition, a disk or a file."""
+    ``partition`` that partition alone into a partition, a disk or a file.
+
+    The caller holds the reader lease (:func:`imaging.jobs.restore` does, from choosing
+    the snapshot to the end)."""
     options = options or RestoreOptions()
     check_disk_target(repo, snapshot, target, partition=partition)
     table = snapshot_table(snapshot)
@@ -349,8 +352,7 @@ def restore_disk(
     write_table(t.path, layout)
     result.table = layout.kind
     skip = table_area(t.path, layout)
-    with repo.reader():
-        _write_head(t.path, _head_pieces(repo, snapshot, skip))
+    _write_head(t.path, _head_pieces(repo, snapshot, skip))
     targets = [
         ImageTarget(image=f"p{p.number}", path=t.path, offset=p.start * layout.sector_size)
         for p in layout.data_partitions
@@ -372,8 +374,7 @@ def restore_disk(
     )
     if options.verify:
         verify_written(repo, snapshot, targets, progress=progress, options=options, result=result)
-        with repo.reader():
-            _verify_head(t.path, _head_pieces(repo, snapshot, skip))
+        _verify_head(t.path, _head_pieces(repo, snapshot, skip))
         written = read_table(t.path)
         diffs = layout.differences(written) if written else ["no table"]
         if diffs:

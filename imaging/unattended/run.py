@@ -121,12 +121,9 @@ def _credentials(text: str) -> tuple[str, str]:
 
 def carry_out(orders: Orders, locations: Locations, say: Callable[[str], None]) -> str:
     """Do the work; returns the summary for the OK line, raises on any failure."""
-    from imaging.backup import run_backup
+    from imaging import jobs
     from imaging.disks.discover import list_disks
-    from imaging.plans import plan_for
     from imaging.repository.store import Repository
-    from imaging.repository.verify import verify
-    from imaging.selectors import select
     from imaging.unattended.choose import choose_disk
 
     assert orders.repo is not None
@@ -138,14 +135,19 @@ def carry_out(orders: Orders, locations: Locations, say: Callable[[str], None]) 
     say(f"repository {orders.repo.describe()} opened")
     progress = LineProgress(say)
     exclude = {f"/dev/{name}" for name in repo_dir.disks}
+    source = orders.source or None
 
     if orders.run == "backup":
         disk = choose_disk(list_disks(), orders.source, role="source", exclude=exclude)
         say(f"backing up {disk.device}: {disk.title()}")
-        snapshot = run_backup(repo, plan_for([disk.device]), progress=progress)
-        report = verify(repo, [snapshot])
-        if not report.ok:
-            raise HourglassError(f"the new snapshot does not verify: {report.damage[0].describe()}")
+        done = jobs.backup(repo, jobs.BackupRequest(sources=(disk.device,)), progress=progress)
+        snapshot = done.snapshot
+        if done.report is not None and not done.report.ok:
+            raise HourglassError(
+                f"the new snapshot does not verify: {done.report.damage[0].describe()}"
+            )
+        for warning in done.warnings:
+            say(f"warning: {warning}")
         st = snapshot.manifest.get("stats", {})
         return (
             f"backup {snapshot.id[:12]} of {disk.device} ({disk.title()}) at "
@@ -154,57 +156,67 @@ def carry_out(orders: Orders, locations: Locations, say: Callable[[str], None]) 
         )
 
     if orders.run == "verify":
-        snapshots = repo.snapshots()
-        selected = None
-        if orders.snapshot != "latest" or orders.source:
-            selected = [select(snapshots, orders.snapshot, source=orders.source or None)]
-        report = verify(repo, selected, read_data=orders.read_data, progress=progress)
+        whole = orders.snapshot == "latest" and not source
+        request = jobs.VerifyRequest(
+            snapshot=None if whole else orders.snapshot, source=source, read_data=orders.read_data
+        )
+        report = jobs.verify(repo, request, progress=progress)
         if not report.ok:
             raise HourglassError(
                 f"{len(report.damage)} damaged: {report.damage[0].describe().splitlines()[0]}"
             )
         kind = "data" if orders.read_data else "structure"
-        count = len(selected) if selected is not None else len(snapshots)
-        return f"verify ({kind}) of {count} snapshot(s), {report.checked} chunks: no damage"
-
-    snapshot = select(repo.snapshots(), orders.snapshot, source=orders.source or None)
-    when = snapshot.time.strftime("%Y-%m-%d %H:%M:%S")
+        return (
+            f"verify ({kind}) of {report.snapshots} snapshot(s), {report.checked} chunks: no damage"
+        )
 
     if orders.run == "restore":
-        from imaging.disks.restore import check_disk_target, restore_disk
-        from imaging.restore import RestoreOptions
-
         disk = choose_disk(list_disks(), orders.target, role="target", exclude=exclude)
-        check_disk_target(repo, snapshot, disk.device, partition=orders.partition)
-        say(f"restoring snapshot {snapshot.id[:12]} ({when}) to {disk.device}: {disk.title()}")
-        result = restore_disk(
-            repo,
-            snapshot,
-            disk.device,
+
+        def announce(preview: jobs.RestorePreview) -> None:
+            when = preview.snapshot.time.strftime("%Y-%m-%d %H:%M:%S")
+            say(
+                f"restoring snapshot {preview.snapshot.id[:12]} ({when}) to {disk.device}: "
+                f"{disk.title()}"
+            )
+
+        order = jobs.RestoreRequest(
+            snapshot=orders.snapshot,
+            target=disk.device,
+            source=source,
             partition=orders.partition,
             grow=orders.grow,
             new_ids=orders.new_ids,
-            progress=progress,
-            options=RestoreOptions(verify=True),
+            verify=True,
         )
+        result = jobs.restore(repo, order, confirm=announce, progress=progress)
         if result.damaged or not result.verified:
             raise HourglassError(f"the restore to {disk.device} did not verify")
+        when = result.snapshot.time.strftime("%Y-%m-%d %H:%M:%S")
         return (
-            f"restore of {snapshot.id[:12]} ({when}) to {disk.device} ({disk.title()}): "
+            f"restore of {result.snapshot.id[:12]} ({when}) to {disk.device} ({disk.title()}): "
             f"{human_size(result.written)} written, verified" + (", grown" if orders.grow else "")
         )
 
     # files-restore
-    from imaging.files.restore import restore_files
-
     dest = locations.directory(parse_location(orders.to, key="to"), writable=True).directory
-    files = restore_files(repo, snapshot, orders.partition, list(orders.paths), str(dest))
+    files = jobs.files_restore(
+        repo,
+        jobs.FilesRestoreRequest(
+            snapshot=orders.snapshot,
+            paths=tuple(orders.paths),
+            dest=str(dest),
+            partition=orders.partition,
+            source=source,
+        ),
+    )
     if not files.ok:
         names = ", ".join(d.path for d in files.damaged) or "see the log"
         raise HourglassError(f"files-restore: some files could not be restored ({names})")
+    when = files.snapshot.time.strftime("%Y-%m-%d %H:%M:%S")
     return (
-        f"files-restore of {len(orders.paths)} path(s) from {snapshot.id[:12]} ({when}) to "
-        f"{orders.to}: {files.restored} item(s), {human_size(files.bytes)}"
+        f"files-restore of {len(orders.paths)} path(s) from {files.snapshot.id[:12]} ({when}) "
+        f"to {orders.to}: {files.restored} item(s), {human_size(files.bytes)}"
     )
 
 

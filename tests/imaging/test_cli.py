@@ -244,5 +244,8 @@ def test_json_progress_on_stderr(env: Path, tmp_path: Path) -> None:
         check=True,
     )
     events = [json.loads(line) for line in result.stderr.splitlines()]
-    assert events[-1]["finished"] and events[-1]["done"] == events[-1]["total"] == 9 * MiB
-    assert {"phase", "rate", "eta", "elapsed"} <= set(events[-1])
+    backup = [e for e in events if e["phase"] == "backup"]
+    assert backup[-1]["finished"] and backup[-1]["done"] == backup[-1]["total"] == 9 * MiB
+    assert {"phase", "rate", "eta", "elapsed"} <= set(backup[-1])
+    # then the check of the new snapshot (--check structure, the default), in the same stream
+    assert events[-1]["phase"] == "verify" and events[-1]["finished"], events[-1]
