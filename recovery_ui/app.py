@@ -24,9 +24,9 @@ from textual.timer import Timer
 from textual.widgets._toggle_button import ToggleButton
 from textual.worker import Worker, WorkerState
 
+from imaging.jobs.disks import Scope
 from recovery_ui import i18n
 from recovery_ui.console import Terminal, detect
-from recovery_ui.discovery import Scope
 from recovery_ui.i18n import N_, _
 from recovery_ui.logs import SessionLog, install, uninstall
 from recovery_ui.messages import DiskEvent
@@ -261,7 +261,7 @@ class HourglassApp(App[int]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="disks", name="disks")
     def _list_disks(self, generation: int) -> None:
-        from recovery_ui import discovery
+        from imaging.jobs import disks as discovery
 
         disks = discovery.list_disks(self.scope)
         self.call_from_thread(self._disks_listed, generation, disks, None)

@@ -24,10 +24,10 @@ from textual.pilot import Pilot
 from textual.worker import WorkerState
 
 from imaging.disks import mounts, sysfs
+from imaging.jobs.disks import Scope
 from imaging.repository.store import Repository, Snapshot
 from recovery_ui.app import HourglassApp
 from recovery_ui.console import Terminal
-from recovery_ui.discovery import Scope
 from tests.conftest import PASSPHRASE
 from tests.imaging.disks import helpers
 from tests.support import MiB, sh

@@ -23,12 +23,12 @@ from textual.pilot import Pilot
 
 from imaging.disks.model import Disk, Partition
 from imaging.disks.repos import FoundRepository
+from imaging.jobs.disks import Scope
 from imaging.repository import codec
 from imaging.repository.store import Repository
 from imaging.units import decimal_size, human_size
 from recovery_ui.app import HourglassApp
 from recovery_ui.console import Terminal
-from recovery_ui.discovery import Scope
 from tests.conftest import PASSPHRASE
 from tests.recovery_ui.conftest import FULL, settle
 from tests.recovery_ui.flows import choose_option, type_text

@@ -8,9 +8,9 @@ import threading
 from pathlib import Path
 
 from imaging.disks.model import Disk, Partition
+from imaging.jobs.disks import Scope
 from imaging.progress import Progress
 from recovery_ui.console import detect
-from recovery_ui.discovery import Scope
 from recovery_ui.logs import install, uninstall
 from recovery_ui.messages import ProgressRelay
 from recovery_ui.widgets.disk_map import segments

@@ -1,9 +1,9 @@
-"""Which disks the app shows, and the repositories on them.
+"""Which disks a front end shows, the repositories on them, and hotplug.
 
-On the appliance every disk is shown. ``HOURGLASS_DISKS`` limits the app to some disks (the
-tests, a lab, a developer's machine with disks that are none of the app's business): a
-comma-separated list of devices (``/dev/sdb``) and folders (a loop device whose backing file
-is under the folder is shown).
+On the appliance every disk is shown. ``HOURGLASS_DISKS`` limits a front end to some disks
+(the tests, a lab, a developer's machine with disks that are none of Hourglass's business):
+a comma-separated list of devices (``/dev/sdb``) and folders (a loop device whose backing
+file is under the folder is shown).
 """
 
 from __future__ import annotations
@@ -11,18 +11,30 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from imaging.disks.model import Disk
-    from imaging.disks.repos import FoundRepository
+from imaging.disks import discover, sysfs
+from imaging.disks.model import Disk, Partition
+from imaging.disks.repos import FoundRepository
+from imaging.disks.repos import find_repositories as _find_repositories
+from imaging.disks.watch import DiskWatcher
+from imaging.errors import HourglassError
+
+__all__ = [
+    "Disk",
+    "DiskWatcher",
+    "FoundRepository",
+    "Partition",
+    "Scope",
+    "find_repositories",
+    "list_disks",
+]
 
 ENV = "HOURGLASS_DISKS"
 
 
 @dataclass(frozen=True)
 class Scope:
-    """The disks the app may look at: every disk, or only these devices and folders."""
+    """The disks a front end may look at: every disk, or only these devices and folders."""
 
     devices: tuple[str, ...] = ()
     folders: tuple[str, ...] = ()
@@ -54,12 +66,9 @@ class Scope:
         )
 
 
-def list_disks(scope: Scope) -> list[Disk]:
-    """The disks in ``scope``, with their partitions (the engine's discovery)."""
-    from imaging.disks import discover, sysfs
-    from imaging.errors import HourglassError
-
-    if scope.everything:
+def list_disks(scope: Scope | None = None) -> list[Disk]:
+    """The disks in ``scope`` (all of them by default), with their partitions."""
+    if scope is None or scope.everything:
         return discover.list_disks()
     disks = []
     for name in sysfs.disk_names():
@@ -73,14 +82,14 @@ def list_disks(scope: Scope) -> list[Disk]:
     return disks
 
 
-def find_repositories(disks: list[Disk], *, probe_disks: list[Disk]) -> list[FoundRepository]:
+def find_repositories(
+    disks: list[Disk], *, probe_disks: list[Disk] | None = None
+) -> list[FoundRepository]:
     """Repositories on mounted filesystems of ``disks``, and on the unmounted partitions of
-    ``probe_disks`` (mounted read-only to look: the engine's probe)."""
-    from imaging.disks.repos import find_repositories as engine_find
-
-    found = engine_find(disks, probe=False)
+    ``probe_disks`` (mounted read-only to look), one entry per repository."""
+    found = _find_repositories(disks, probe=False)
     if probe_disks:
-        found += engine_find(probe_disks, probe=True)
+        found += _find_repositories(probe_disks, probe=True)
     unique: dict[str, FoundRepository] = {}
     for repository in found:
         unique.setdefault(os.path.realpath(repository.path), repository)
