@@ -23,8 +23,10 @@ __all__ = [
     "GcResult",
     "VerifyReport",
     "VerifyRequest",
+    "apply_forget",
     "forget",
     "gc",
+    "plan_forget",
     "verify",
     "verify_keyless",
 ]
@@ -133,12 +135,18 @@ def forget(
     if request.dry_run or not plan.count:
         return result
     confirm(plan)
+    result.forgotten = apply_forget(repo, plan)
+    return result
+
+
+def apply_forget(repo: Repository, plan: ForgetPlan) -> int:
+    """Forget exactly what ``plan`` (from :func:`plan_forget`, shown and confirmed) names;
+    returns how many. For front ends that ask between planning and doing (the app)."""
     for s in plan.remove:
         repo.delete_snapshot(s.id)
     for d in plan.lost:
         repo.delete_snapshot(d.id)
-    result.forgotten = plan.count
-    return result
+    return plan.count
 
 
 def gc(repo: Repository) -> GcResult:

@@ -1,0 +1,85 @@
+"""Opening, creating and describing repositories; keys; the list of snapshots with the
+warnings that go with it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from imaging.repository import seen
+from imaging.repository.keys import new_recovery_key
+from imaging.repository.stats import RepositoryInfo
+from imaging.repository.stats import collect as _collect
+from imaging.repository.store import (
+    DEFAULT_LEVEL,
+    DamagedSnapshot,
+    PassphraseSource,
+    Repository,
+    Snapshot,
+    SnapshotList,
+    is_repository,
+    read_config,
+)
+
+__all__ = [
+    "DEFAULT_LEVEL",
+    "DamagedSnapshot",
+    "Listing",
+    "Repository",
+    "RepositoryInfo",
+    "Snapshot",
+    "SnapshotList",
+    "create",
+    "info",
+    "is_encrypted",
+    "is_repository",
+    "list_snapshots",
+    "new_recovery_key",
+    "open_repository",
+]
+
+
+def open_repository(path: str | Path, passphrase: PassphraseSource = None) -> Repository:
+    """Open the repository at ``path`` (``passphrase``: a string or a function asking)."""
+    return Repository.open(path, passphrase)
+
+
+def create(
+    path: str | Path,
+    *,
+    encryption: str = "aes-256-gcm",
+    passphrase: PassphraseSource = None,
+    level: int = DEFAULT_LEVEL,
+    block_size: int | None = None,
+) -> Repository:
+    """Create a repository in ``path`` (missing or empty)."""
+    if block_size is None:
+        return Repository.init(path, encryption=encryption, passphrase=passphrase, level=level)
+    return Repository.init(
+        path, encryption=encryption, passphrase=passphrase, level=level, block_size=block_size
+    )
+
+
+def is_encrypted(path: str | Path) -> bool:
+    """Whether the repository at ``path`` needs a passphrase (read from its config)."""
+    return bool(read_config(Path(path))["encryption"] != "none")
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Every snapshot (``snapshots.damaged`` names unreadable manifests) and, when the
+    drive seems rolled back to an older state than this machine saw, the warning."""
+
+    snapshots: SnapshotList
+    rollback: str | None
+
+
+def list_snapshots(repo: Repository) -> Listing:
+    """The snapshots, oldest first, checked against what this machine saw before."""
+    listed = repo.snapshots()
+    return Listing(listed, seen.note_listing(repo, listed))
+
+
+def info(repo: Repository) -> RepositoryInfo:
+    """Sizes, deduplication and compression (reads every index: seconds on big ones)."""
+    return _collect(repo)
