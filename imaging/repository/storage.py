@@ -369,9 +369,10 @@ class LocalStore(Store):
     # --- objects ----------------------------------------------------------------------------
 
     def _tmp_dir_for(self, name: Name) -> Path | None:
-        # As FORMAT.md's write order has it: manifests and indexes wait in tmp/ (gc cleans
-        # it); the config, key files and verify state next to where they go.
-        return self.tmp_dir if name.kind in (Kind.SNAPSHOTS, Kind.INDEXES) else None
+        # As FORMAT.md's write order has it: chunks, manifests and indexes wait in tmp/ (gc
+        # cleans it); the config, key files and verify state next to where they go.
+        waits = (Kind.CHUNKS, Kind.SNAPSHOTS, Kind.INDEXES)
+        return self.tmp_dir if name.kind in waits else None
 
     def put(self, name: Name, *parts: bytes | bytearray, if_absent: bool = False) -> bool:
         path = self.path_of(name)
