@@ -6,6 +6,7 @@ import ctypes
 import errno
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from imaging.errors import NoSpace
@@ -32,9 +33,11 @@ def write_atomic(
     *parts: bytes | bytearray,
     mode: int = 0o644,
     tmp_dir: Path | None = None,
-) -> None:
+    rename: Callable[[Path, Path], bool] | None = None,
+) -> bool:
     """Write ``parts``, one after the other, to ``path`` so that a crash leaves either the old
-    file or the new one."""
+    file or the new one. ``rename`` may refuse to replace ``path`` (returns False): then the
+    file is left as it was and so does this."""
     tmp = (tmp_dir or path.parent) / f".tmp-{secrets.token_hex(8)}"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -45,12 +48,17 @@ def write_atomic(
         finally:
             os.close(fd)
         chmod_if_supported(tmp, mode)
-        os.rename(tmp, path)
+        if rename is None:
+            os.rename(tmp, path)
+        elif not rename(tmp, path):
+            tmp.unlink()
+            return False
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise_no_space(e, path)
         raise
     fsync_dir(path.parent)
+    return True
 
 
 # chmod on a filesystem without Unix permissions: fusefat has no chmod at all (ENOSYS), the

@@ -25,22 +25,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from imaging.errors import Busy, HourglassError, NoSpace
-from imaging.repository import codec, leases
-from imaging.repository.fsutil import fsync_dir
+from imaging.repository import codec, leases, storage
+from imaging.repository.storage import SEAL, Kind, LocalStore, Name, ObjectInfo
 from imaging.repository.store import Repository
 
 SKEW_MARGIN = 300.0
 TMP_MAX_AGE = 86400.0
 STALE_INDEX_AGE = TMP_MAX_AGE
-SEAL = "sealed.json"
-"""In a trash batch: the names of the leases alive when its sweep finished."""
 
 
 @dataclass
@@ -99,34 +95,33 @@ def _mark(repo: Repository, result: GcResult) -> _Mark:
 
 
 # --- trash batches ------------------------------------------------------------------------
+# Trash is local-only (storage.py): gc runs on a repository in a directory.
 
 
-def _batches(repo: Repository) -> list[Path]:
-    try:
-        return sorted(p for p in (repo.path / "trash").iterdir() if p.is_dir())
-    except FileNotFoundError:
-        return []
-
-
-def _seal(batch: Path, alive: list[leases.Lease], sealed: dict[Path, set[str]]) -> None:
+def _seal(
+    store: LocalStore, batch: str, alive: list[leases.Lease], sealed: dict[str, set[str]]
+) -> None:
     """Record which leases were alive once the batch was complete. Kept in memory when the
     drive has no room for the record; a later gc seals an unsealed batch again (later is
     always safe: more leases, never fewer, must end first)."""
     names = {lease.name for lease in alive}
     sealed[batch] = names
-    with contextlib.suppress(OSError):
-        (batch / SEAL).write_text(json.dumps({"leases": sorted(names)}))
+    record = json.dumps({"leases": sorted(names)}).encode()
+    with contextlib.suppress(OSError, NoSpace):
+        store.put(Name(Kind.TRASH, f"{batch}/{SEAL}"), record)
 
 
-def _sealed_by(batch: Path, alive: list[leases.Lease], sealed: dict[Path, set[str]]) -> set[str]:
+def _sealed_by(
+    store: LocalStore, batch: str, alive: list[leases.Lease], sealed: dict[str, set[str]]
+) -> set[str]:
     if batch in sealed:
         return sealed[batch]
     try:
-        return set(json.loads((batch / SEAL).read_text())["leases"])
+        return set(json.loads(store.get(Name(Kind.TRASH, f"{batch}/{SEAL}")))["leases"])
     except (OSError, ValueError, KeyError, TypeError):
         # Unsealed: an older Hourglass's batch, or a gc that died while sweeping. No gc
         # adds to it any more (we hold the gc lease): seal it now.
-        _seal(batch, alive, sealed)
+        _seal(store, batch, alive, sealed)
         return sealed[batch]
 
 
@@ -141,14 +136,14 @@ def _blocking_writers(alive: list[leases.Lease], snapshots: set[str]) -> set[str
     }
 
 
-def _purge(repo: Repository, result: GcResult, sealed: dict[Path, set[str]]) -> None:
-    directory = repo.path / "leases"
-    before = leases.live_leases(directory)
+def _purge(repo: Repository, result: GcResult, sealed: dict[str, set[str]]) -> None:
+    store = repo.local_store
+    before = leases.live_leases(store.leases_dir)
     names = {lease.name for lease in before}
-    batches = _batches(repo)
+    batches = store.trash_batches()
     ready = []
     for batch in batches:
-        holders = _sealed_by(batch, before, sealed) & names
+        holders = _sealed_by(store, batch, before, sealed) & names
         if holders:
             result.waited_for |= holders
         else:
@@ -157,43 +152,39 @@ def _purge(repo: Repository, result: GcResult, sealed: dict[Path, set[str]]) -> 
     if not ready:
         return
     fresh = _mark(repo, result)
-    blocking = _blocking_writers(leases.live_leases(directory), fresh.snapshots)
+    blocking = _blocking_writers(leases.live_leases(store.leases_dir), fresh.snapshots)
     if blocking:
         result.waited_for |= blocking
         result.waiting_batches = len(batches)
         return
     for batch in ready:
-        _empty_batch(repo, batch, fresh.live, result)
+        _empty_batch(store, batch, fresh.live, result)
         sealed.pop(batch, None)
 
 
-def _empty_batch(repo: Repository, batch: Path, live: set[bytes], result: GcResult) -> None:
-    restored_into: set[Path] = set()
-    for dirpath, _, files in os.walk(batch):
-        for name in files:
-            path = Path(dirpath) / name
-            try:
-                chunk_id = bytes.fromhex(name)
-            except ValueError:
-                chunk_id = b""
-            if chunk_id in live:
-                dest = repo.chunk_path(chunk_id)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                if not dest.exists():
-                    os.rename(path, dest)
-                    restored_into.update((dest.parent, dest.parent.parent))
-                result.restored += 1
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                size = path.stat().st_size
-                path.unlink()
-                if chunk_id:
-                    result.freed += 1
-                    result.freed_bytes += size
-    # The chunks brought back are durable in chunks/ before their batch goes.
-    for directory in sorted(restored_into, key=lambda p: len(p.parts), reverse=True):
-        fsync_dir(directory)
-    shutil.rmtree(batch, ignore_errors=True)
+def _trashed_chunks(store: LocalStore, batch: str) -> Iterator[tuple[ObjectInfo, bytes]]:
+    """The objects of a trash batch and the chunk id each holds (b"" for the seal)."""
+    for info in store.list(Kind.TRASH, f"{batch}/"):
+        try:
+            chunk_id = bytes.fromhex(info.name.key.removeprefix(f"{batch}/"))
+        except ValueError:
+            chunk_id = b""
+        yield info, chunk_id
+
+
+def _empty_batch(store: LocalStore, batch: str, live: set[bytes], result: GcResult) -> None:
+    for info, chunk_id in list(_trashed_chunks(store, batch)):
+        if chunk_id in live:
+            # Durable in chunks/ before its batch goes.
+            store.move(info.name, storage.chunk(chunk_id), if_absent=True, durable=True)
+            result.restored += 1
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            size = info.size
+            if store.delete(info.name, durable=False) and chunk_id:
+                result.freed += 1
+                result.freed_bytes += size
+    store.delete_group(Kind.TRASH, batch)
 
 
 # --- sweeping -----------------------------------------------------------------------------
@@ -201,35 +192,33 @@ def _empty_batch(repo: Repository, batch: Path, live: set[bytes], result: GcResu
 
 def _unreferenced(
     repo: Repository, live: set[bytes], cutoff: float
-) -> Iterator[tuple[os.DirEntry[str], int]]:
-    for entry in repo.iter_chunk_files():
+) -> Iterator[tuple[ObjectInfo, int]]:
+    for info in repo.store.list(Kind.CHUNKS):
         try:
-            chunk_id = bytes.fromhex(entry.name)
+            chunk_id = bytes.fromhex(info.name.key)
         except ValueError:
             continue
         if chunk_id in live:
             continue
         try:
-            st = entry.stat()
+            size, mtime = info.size, info.mtime
         except FileNotFoundError:
             continue
-        if st.st_mtime >= cutoff:
+        if mtime >= cutoff:
             continue  # likely a running backup's, not committed yet: spare it the round trip
-        yield entry, st.st_size
+        yield info, size
 
 
-def _sweep(repo: Repository, live: set[bytes], batch: Path, result: GcResult) -> bool:
+def _sweep(repo: Repository, live: set[bytes], batch: str, result: GcResult) -> bool:
     """Move unreferenced chunks into ``batch``; False if the drive has no room for it."""
-    writers = leases.live_leases(repo.path / "leases", ("writer",))
+    store = repo.local_store
+    writers = leases.live_leases(store.leases_dir, ("writer",))
     cutoff = min(lease.started for lease in writers) - SKEW_MARGIN if writers else float("inf")
     try:
-        (repo.path / "trash").mkdir(exist_ok=True)
-        batch.mkdir()
-        for entry, size in _unreferenced(repo, live, cutoff):
-            dest = batch / Path(entry.path).relative_to(repo.path / "chunks")
-            dest.parent.mkdir(parents=True, exist_ok=True)
+        store.make_group(Kind.TRASH, batch)
+        for info, size in _unreferenced(repo, live, cutoff):
             with contextlib.suppress(FileNotFoundError):
-                os.rename(entry.path, dest)
+                store.move(info.name, storage.trashed(batch, info.name.key))
                 result.trashed += 1
                 result.trashed_bytes += size
     except OSError as e:
@@ -242,7 +231,7 @@ def _sweep(repo: Repository, live: set[bytes], batch: Path, result: GcResult) ->
 def _delete_directly(repo: Repository, result: GcResult) -> None:
     """A full drive: delete unreferenced chunks without trash, which is only safe while no
     writer or reader runs, and only with the flag up that stops new writers at their start."""
-    directory = repo.path / "leases"
+    directory = repo.local_store.leases_dir
     flag = directory / leases.GC_DIRECT
     try:
         fd = os.open(flag, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -264,9 +253,8 @@ def _delete_directly(repo: Repository, result: GcResult) -> None:
             )
         result.direct = True
         live = _mark(repo, result).live
-        for entry, size in _unreferenced(repo, live, float("inf")):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.path)
+        for info, size in _unreferenced(repo, live, float("inf")):
+            if repo.store.delete(info.name, durable=False):
                 result.freed += 1
                 result.freed_bytes += size
     finally:
@@ -276,23 +264,23 @@ def _delete_directly(repo: Repository, result: GcResult) -> None:
 def collect(repo: Repository) -> GcResult:
     """Run one garbage collection; see the module docstring for the guarantees."""
     result = GcResult()
-    directory = repo.path / "leases"
-    sealed: dict[Path, set[str]] = {}
-    with leases.hold_gc(directory) as held:
-        _clean_tmp(repo)  # frees what a dead backup left before anything needs room
+    store = repo.local_store
+    sealed: dict[str, set[str]] = {}
+    with leases.hold_gc(store.leases_dir) as held:
+        _clean_tmp(store)  # frees what a dead backup left before anything needs room
         _purge(repo, result, sealed)
         live = _mark(repo, result).live
         result.referenced = len(live)
-        batch = repo.path / "trash" / f"{held.started:.6f}-{os.getpid()}"
+        batch = f"{held.started:.6f}-{os.getpid()}"
         if _sweep(repo, live, batch, result):
             if result.trashed:
-                _seal(batch, leases.live_leases(directory), sealed)
+                _seal(store, batch, leases.live_leases(store.leases_dir), sealed)
             else:
-                shutil.rmtree(batch, ignore_errors=True)
+                store.delete_group(Kind.TRASH, batch)
         else:
             # No room for trash: bring back what was moved, then delete directly.
-            if batch.exists():
-                _empty_batch(repo, batch, live | _all_ids(batch), result)
+            if batch in store.trash_batches():
+                _empty_batch(store, batch, live | _all_ids(store, batch), result)
                 result.restored = result.trashed = result.trashed_bytes = 0
             _delete_directly(repo, result)
         _purge(repo, result, sealed)
@@ -300,22 +288,17 @@ def collect(repo: Repository) -> GcResult:
     return result
 
 
-def _all_ids(batch: Path) -> set[bytes]:
-    ids = set()
-    for _, _, files in os.walk(batch):
-        for name in files:
-            with contextlib.suppress(ValueError):
-                ids.add(bytes.fromhex(name))
-    return ids
+def _all_ids(store: LocalStore, batch: str) -> set[bytes]:
+    return {chunk_id for _, chunk_id in _trashed_chunks(store, batch) if chunk_id}
 
 
-def _clean_tmp(repo: Repository) -> None:
+def _clean_tmp(store: LocalStore) -> None:
     """``tmp/`` files of dead backups: every one when no writer runs, else those older than
     a day. A writer that starts after the look writes files newer than it."""
-    writers = leases.live_leases(repo.path / "leases", ("writer",))
+    writers = leases.live_leases(store.leases_dir, ("writer",))
     now = time.time()
     with contextlib.suppress(FileNotFoundError):
-        for path in (repo.path / "tmp").iterdir():
+        for path in store.tmp_dir.iterdir():
             with contextlib.suppress(FileNotFoundError):
                 age = now - path.stat().st_mtime
                 if (not writers and age > 0) or age > TMP_MAX_AGE:
@@ -323,14 +306,15 @@ def _clean_tmp(repo: Repository) -> None:
 
 
 def _clean_orphans(repo: Repository, result: GcResult) -> None:
-    """Index directories of backups that never committed (``tmp/`` is cleaned at gc's start)."""
+    """Index groups of backups that never committed (``tmp/`` is cleaned at gc's start)."""
     committed = set(repo.snapshot_ids())
-    running = leases.live_leases(repo.path / "leases")
+    running = leases.live_leases(repo.local_store.leases_dir)
     now = time.time()
-    for directory in (repo.path / "indexes").iterdir():
-        if directory.name in committed:
+    for group in list(repo.store.groups(Kind.INDEXES)):
+        snapshot_id = group.name.key
+        if snapshot_id in committed:
             continue
-        if running and now - directory.stat().st_mtime < STALE_INDEX_AGE:
+        if running and now - group.mtime < STALE_INDEX_AGE:
             continue  # a running backup's, or a forgotten snapshot a restore still reads
-        shutil.rmtree(directory, ignore_errors=True)
+        repo.store.delete_group(Kind.INDEXES, snapshot_id)
         result.orphan_indexes += 1

@@ -8,7 +8,7 @@ import os
 import re
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
 import blake3
@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from imaging.coredumps import forbid_core_dumps
 from imaging.errors import FormatError, IntegrityError, PassphraseError
-from imaging.repository.fsutil import write_atomic
+from imaging.repository import storage
+from imaging.repository.storage import Kind, Name, Store
 
 ENC_CONTEXT = "hourglass 2026-11 chunk and manifest encryption"
 ID_CONTEXT = "hourglass 2026-11 chunk id"
@@ -266,37 +267,46 @@ def looks_like_recovery_key(text: str) -> bool:
     return True
 
 
-def write_slot(keys_dir: Path, slot: dict[str, Any]) -> Path:
-    path = keys_dir / f"{slot['slot']}.key"
-    write_atomic(path, json.dumps(slot, indent=1).encode() + b"\n", mode=0o600)
-    return path
+def write_slot(store: Store, slot: dict[str, Any]) -> Name:
+    name = storage.key_slot(slot["slot"])
+    store.put(name, json.dumps(slot, indent=1).encode() + b"\n")
+    return name
 
 
-def _read_slots(keys_dir: Path) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
-    """The parsed slots of ``keys_dir`` and a description of each damaged key file."""
-    slots: list[tuple[Path, dict[str, Any]]] = []
+def _file_name(name: Name) -> str:
+    return PurePosixPath(storage.object_key(name)).name
+
+
+def _read_slots(store: Store) -> tuple[list[tuple[Name, dict[str, Any]]], list[str]]:
+    """The parsed slots of the store's key files and a description of each damaged one."""
+    slots: list[tuple[Name, dict[str, Any]]] = []
     damaged: list[str] = []
-    for path in sorted(keys_dir.glob("*.key")):
+    try:
+        names = sorted(info.name for info in store.list(Kind.KEYS))
+    except FileNotFoundError:
+        names = []
+    for name in names:
         try:
-            slots.append((path, parse_slot(path.read_bytes())))
+            slots.append((name, parse_slot(store.get(name))))
         except FormatError as e:
-            damaged.append(f"{path.name}: {e.message}")
+            damaged.append(f"{_file_name(name)}: {e.message}")
         except OSError as e:
-            damaged.append(f"{path.name}: {e.strerror}")
+            damaged.append(f"{_file_name(name)}: {e.strerror}")
     return slots, damaged
 
 
-def unlock(keys_dir: Path, secret: str, repo_id: str, config_hash: str) -> tuple[bytes, str]:
+def unlock(store: Store, secret: str, repo_id: str, config_hash: str) -> tuple[bytes, str]:
     """Try every slot; return the master key and the slot that opened it.
 
     :class:`PassphraseError` when ``secret`` opens no slot; :class:`IntegrityError` when
     there are no key files, or when a slot opens but the key files and the config do not
     belong together (:func:`check_bindings`).
     """
-    slots, damaged = _read_slots(keys_dir)
+    slots, damaged = _read_slots(store)
     if not slots and not damaged:
         raise IntegrityError(
-            f"The repository's config says it is encrypted, but {keys_dir} holds no key files.",
+            "The repository's config says it is encrypted, but "
+            f"{store.describe(Kind.KEYS)} holds no key files.",
             "The key files were deleted or the config was altered; without a key file the "
             "backups cannot be decrypted. Restore keys/ from a copy of the drive.",
         )
@@ -305,7 +315,7 @@ def unlock(keys_dir: Path, secret: str, repo_id: str, config_hash: str) -> tuple
     # key: they are fast.
     recovery_first = looks_like_recovery_key(secret)
 
-    def order(ps: tuple[Path, dict[str, Any]]) -> tuple[bool, bool]:
+    def order(ps: tuple[Name, dict[str, Any]]) -> tuple[bool, bool]:
         slot = ps[1]
         foreign = slot["version"] >= 2 and (slot["repository"], slot["config"]) != (
             repo_id,
@@ -320,14 +330,14 @@ def unlock(keys_dir: Path, secret: str, repo_id: str, config_hash: str) -> tuple
         if master is not None:
             if len(master) != 32:
                 raise FormatError(f"Key slot {slot['slot']} holds a master key of the wrong size.")
-            check_bindings(keys_dir, master, repo_id, config_hash)
+            check_bindings(store, master, repo_id, config_hash)
             return master, slot["slot"]
     if damaged and not slots:
         raise FormatError("Every key file is damaged: " + "; ".join(damaged))
     detail = f" (damaged key files: {'; '.join(damaged)})" if damaged else ""
     foreign = [
-        path.name
-        for path, slot in slots
+        _file_name(name)
+        for name, slot in slots
         if slot["version"] >= 2 and (slot["repository"], slot["config"]) != (repo_id, config_hash)
     ]
     hint = None
@@ -341,7 +351,7 @@ def unlock(keys_dir: Path, secret: str, repo_id: str, config_hash: str) -> tuple
     )
 
 
-def check_bindings(keys_dir: Path, master: bytes, repo_id: str, config_hash: str) -> int:
+def check_bindings(store: Store, master: bytes, repo_id: str, config_hash: str) -> int:
     """Check every version 2 slot against the config; returns how many were checked.
 
     A slot's record is authenticated by its binding MAC under the master key: a config
@@ -349,12 +359,13 @@ def check_bindings(keys_dir: Path, master: bytes, repo_id: str, config_hash: str
     another repository, is refused as tampering (:class:`IntegrityError`, naming the file).
     Version 1 slots (repositories made before format 2) record nothing to check.
     """
-    slots, _ = _read_slots(keys_dir)
+    slots, _ = _read_slots(store)
     checked = 0
-    for path, slot in slots:
+    config = store.describe(storage.CONFIG)
+    for slot_name, slot in slots:
         if slot["version"] < 2:
             continue
-        name = f"{keys_dir.name}/{path.name}"
+        name = storage.object_key(slot_name)
         if not secrets.compare_digest(slot["binding"], _binding_mac(master, slot)):
             raise IntegrityError(
                 f"The key file {name} does not belong to this repository: it was altered or "
@@ -362,7 +373,6 @@ def check_bindings(keys_dir: Path, master: bytes, repo_id: str, config_hash: str
                 "Remove it if you did not add it yourself; the repository's files have been "
                 "tampered with.",
             )
-        config = keys_dir.parent / "config"
         if slot["repository"] != repo_id:
             raise IntegrityError(
                 f"The repository's files do not belong together: {config} names repository "

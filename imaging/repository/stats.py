@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from imaging.repository import codec
+from imaging.repository.storage import Kind
 from imaging.repository.store import Repository
 
 
@@ -57,11 +58,11 @@ def collect(repo: Repository) -> RepositoryInfo:
                 data_bytes += length
                 unique.setdefault(chunk_id, length)
     chunks = stored = 0
-    for entry in repo.iter_chunk_files():
+    for info in repo.store.list(Kind.CHUNKS):
         chunks += 1
-        stored += entry.stat().st_size
+        stored += info.size
     return RepositoryInfo(
-        path=str(repo.path),
+        path=repo.store.describe(),
         id=repo.id,
         encryption=str(repo.config["encryption"]),
         block_size=repo.block_size,

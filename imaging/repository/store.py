@@ -1,4 +1,5 @@
-"""The repository: a directory on a mounted drive (docs/FORMAT.md)."""
+"""The repository: its objects in a store, by default a directory on a mounted drive
+(docs/FORMAT.md; imaging/repository/storage.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import json
 import os
 import secrets
 import shutil
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,8 +26,9 @@ from imaging.errors import (
     SnapshotNotFound,
     UsageError,
 )
-from imaging.repository import codec, fsutil, keys, leases, seen
-from imaging.repository.fsutil import fsync_dir, raise_no_space, write_all, write_atomic
+from imaging.repository import codec, keys, leases, seen, storage
+from imaging.repository.fsutil import raise_no_space
+from imaging.repository.storage import Kind, LocalStore, Store
 from imaging.units import human_size, local_now
 
 # 2: key slots (version 2) bind the repository id and the config's hash. Format 1
@@ -37,16 +38,12 @@ ENCRYPTIONS = ("aes-256-gcm", "none")
 # zstd level 1: on the benchmark data level 3 stored 7 % less but took 39 % longer (5.9 s
 # against 4.2 s for 2 GiB on 2 cores, bench/README.md); `hourglass init --compression-level`.
 DEFAULT_LEVEL = 1
-# New chunks made durable together by one syncfs (write_chunk): what a power cut can cost
-# a backup is at most this much work redone, and only until the snapshot is committed.
-SYNC_BATCH_BYTES = 64 * 2**20
-# ... and at most this many chunk files: compressible blocks make small chunks, and a FAT
-# directory holds 65,536 entries of 32 bytes, where a temporary chunk's name (c-<16 hex>,
-# 18 characters) takes three (two long-name entries and the 8.3 one): tmp/ would be full
-# at 21,844 (docs/FORMAT.md, "FAT"). 4096 leaves room for several backups at once.
-SYNC_BATCH_CHUNKS = 4096
+# Every kind a new repository gets (keys/ only when it is encrypted).
+LAYOUT = (Kind.CHUNKS, Kind.SNAPSHOTS, Kind.INDEXES, Kind.LEASES, Kind.TRASH, Kind.VERIFY)
 
 PassphraseSource = str | Callable[[], str] | None
+Location = str | Path | Store
+"""Where a repository is: a directory, or a store."""
 
 
 @dataclass(frozen=True)
@@ -176,38 +173,40 @@ class Repository:
 
     def __init__(
         self,
-        path: Path,
+        store: Store,
         config: dict[str, Any],
         key_set: keys.Keys,
         slot: str | None,
         config_hash: str | None = None,
     ):
-        self.path = path
+        self.store = store
         self.config = config
         # The hash of the config file as it was opened: new key slots bind this one.
-        self.config_hash = config_hash or keys.config_digest((path / "config").read_bytes())
+        self.config_hash = config_hash or keys.config_digest(store.get(storage.CONFIG))
         self.keys = key_set
         self.unlocked_slot = slot
         self.id: str = config["id"]
         self.level: int = int(config.get("compression_level", DEFAULT_LEVEL))
         self.block_size: int = int(config["block_size"])
-        # Directories that got a chunk (or a new subdirectory) since the last sync_chunk_dirs.
-        self._unsynced: set[Path] = set()
-        self._unsynced_lock = threading.Lock()
-        # Chunk files written to tmp/ and not yet durable, renamed in batches after one
-        # syncfs (see write_chunk); not batched, each chunk gets its own fdatasync.
-        self._batched = fsutil.filesystem_type(path) in fsutil.SYNCFS_FILESYSTEMS
-        self._pending: list[tuple[Path, Path]] = []
-        self._pending_bytes = 0
-        self._pending_lock = threading.Lock()
-        self._commit_lock = threading.Lock()
+
+    @property
+    def path(self) -> Path:
+        """The repository's directory (for the callers that need one: storage.py)."""
+        return self.local_store.path
+
+    @property
+    def local_store(self) -> LocalStore:
+        """The store, for what only a local store does (leases, trash, chunk files)."""
+        if not isinstance(self.store, LocalStore):
+            raise UsageError(f"{self.store.describe()} is not a directory on this machine.")
+        return self.store
 
     # --- creation and opening ---------------------------------------------------------------
 
     @classmethod
     def init(
         cls,
-        path: str | Path,
+        path: Location,
         *,
         encryption: str = "aes-256-gcm",
         passphrase: PassphraseSource = None,
@@ -215,24 +214,23 @@ class Repository:
         block_size: int = codec.DEFAULT_BLOCK_SIZE,
     ) -> Repository:
         """Create a repository in ``path`` (which must be missing or empty)."""
-        path = Path(path)
+        store = as_store(path)
         if encryption not in ENCRYPTIONS:
             raise UsageError(f"Unknown encryption {encryption!r}; choose one of {ENCRYPTIONS}.")
         if block_size not in codec.BLOCK_SIZES:
             sizes = ", ".join(human_size(n) for n in codec.BLOCK_SIZES)
             raise UsageError(f"A block size of {block_size} bytes is not supported: {sizes}.")
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            if (path / "config").exists():
-                raise UsageError(f"{path} already holds a repository.")
-            raise UsageError(f"{path} exists and is not an empty directory.")
+        root = store.local_path
+        if root is not None and root.exists() and (not root.is_dir() or any(root.iterdir())):
+            if store.exists(storage.CONFIG):
+                raise UsageError(f"{root} already holds a repository.")
+            raise UsageError(f"{root} exists and is not an empty directory.")
         secret = _resolve(passphrase) if encryption != "none" else None
         if encryption != "none" and not secret:
             raise UsageError("An encrypted repository needs a passphrase.")
-        made = _first_missing(path)
+        made = _first_missing(root) if root is not None else None
         try:
-            path.mkdir(parents=True, exist_ok=True)
-            for sub in ("chunks", "snapshots", "indexes", "leases", "tmp", "trash", "verify"):
-                (path / sub).mkdir()
+            store.create(LAYOUT + ((Kind.KEYS,) if encryption != "none" else ()))
             repo_id = secrets.token_hex(16)
             config: dict[str, Any] = {
                 "format": FORMAT_VERSION,
@@ -248,57 +246,59 @@ class Repository:
             master = None
             if encryption != "none":
                 assert secret is not None
-                (path / "keys").mkdir(mode=0o700)
                 master = os.urandom(32)
                 keys.write_slot(
-                    path / "keys",
-                    keys.make_slot(master, secret, repo_id, "passphrase", config_hash),
+                    store, keys.make_slot(master, secret, repo_id, "passphrase", config_hash)
                 )
-            write_atomic(path / "config", raw_config)
+            store.put(storage.CONFIG, raw_config)
         except BaseException as e:
-            _undo_init(path, made)  # a half-made repository would make the next init refuse
+            if root is not None:  # a half-made repository would make the next init refuse
+                _undo_init(root, made)
             if isinstance(e, OSError):
-                raise_no_space(e, path)
-                raise HourglassError(f"Cannot create a repository in {path}: {e.strerror}.") from e
+                place = Path(store.describe())
+                raise_no_space(e, place)
+                raise HourglassError(f"Cannot create a repository in {place}: {e.strerror}.") from e
             raise
-        return cls(path, config, keys.Keys(master), None, config_hash)
+        return cls(store, config, keys.Keys(master), None, config_hash)
 
     @classmethod
-    def open(cls, path: str | Path, passphrase: PassphraseSource = None) -> Repository:
+    def open(cls, path: Location, passphrase: PassphraseSource = None) -> Repository:
         """Open ``path``; ``passphrase`` (a string or a function asking for it) if encrypted."""
-        path = Path(path)
-        config, config_hash = load_config(path)
+        store = as_store(path)
+        config, config_hash = load_config(store)
         if config["encryption"] == "none":
-            _refuse_downgrade(path, config)
-            return cls(path, config, keys.Keys(None), None, config_hash)
+            _refuse_downgrade(store, config)
+            return cls(store, config, keys.Keys(None), None, config_hash)
         secret = _resolve(passphrase)
         if not secret:
             raise UsageError("This repository is encrypted: a passphrase is needed.")
-        master, slot = keys.unlock(path / "keys", secret, config["id"], config_hash)
-        repo = cls(path, config, keys.Keys(master), slot, config_hash)
+        master, slot = keys.unlock(store, secret, config["id"], config_hash)
+        repo = cls(store, config, keys.Keys(master), slot, config_hash)
         seen.note_open(repo)
         return repo
 
     @classmethod
-    def open_with_master(cls, path: str | Path, master: bytes | None) -> Repository:
+    def open_with_master(cls, path: Location, master: bytes | None) -> Repository:
         """Open ``path`` with a master key already unlocked by another process.
 
         For helper processes (the file-level restore's FUSE server) that receive the key
         through a pipe: no passphrase, no key derivation. ``None`` for an unencrypted
         repository.
         """
-        path = Path(path)
-        config, config_hash = load_config(path)
+        store = as_store(path)
+        config, config_hash = load_config(store)
         if config["encryption"] == "none":
-            _refuse_downgrade(path, config)
+            _refuse_downgrade(store, config)
         if (config["encryption"] == "none") != (master is None):
-            raise UsageError(f"The key given for {path} does not fit its encryption setting.")
+            raise UsageError(
+                f"The key given for {store.describe()} does not fit its encryption setting."
+            )
         if master is not None:
             if len(master) != 32:
                 raise UsageError("A master key is 32 bytes.")
             # The config may have changed since the parent opened it: check it again.
-            keys.check_bindings(path / "keys", master, config["id"], config_hash)
-        return cls(path, config, keys.Keys(master), None, config_hash)
+            keys.check_bindings(store, master, config["id"], config_hash)
+        return cls(store, config, keys.Keys(master), None, config_hash)
 
     @property
     def encrypted(self) -> bool:
@@ -307,117 +307,43 @@ class Repository:
     # --- chunks -----------------------------------------------------------------------------
 
     def chunk_path(self, chunk_id: bytes) -> Path:
-        h = chunk_id.hex()
-        return self.path / "chunks" / h[:2] / h[2:4] / h
+        """The chunk's file (local stores only: tests and the FUSE helpers)."""
+        return self.local_store.path_of(storage.chunk(chunk_id))
 
     def has_chunk(self, chunk_id: bytes) -> bool:
-        return os.path.exists(self.chunk_path(chunk_id))
+        return self.store.exists(storage.chunk(chunk_id))
 
     def write_chunk(self, chunk_id: bytes, data: bytes) -> bool:
         """Store an encoded chunk; False if it was already there.
 
-        A chunk file gets its final name only once its content is durable. On a local
-        filesystem the chunk waits in ``tmp/`` until ``SYNC_BATCH_BYTES`` of chunks (or
-        ``SYNC_BATCH_CHUNKS`` files) do, then
-        one syncfs makes them all durable and they are renamed: one journal commit per batch
-        instead of one fdatasync per chunk (a first backup into 1 MiB blocks spent half its
-        time in fdatasync). The caller must :meth:`commit_chunks` before it refers to the
-        chunk in an index (the backup does, before it writes any).
+        The store may defer it to make a batch of chunks durable at once
+        (:meth:`Store.put_chunk`): the caller must :meth:`commit_chunks` before it refers to
+        the chunk in an index (the backup does, before it writes any).
         """
-        final = self.chunk_path(chunk_id)
-        if final.exists():
-            return False
-        tmp = self.path / "tmp" / f"c-{secrets.token_hex(8)}"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                write_all(fd, data)
-                if not self._batched:
-                    os.fdatasync(fd)
-            finally:
-                os.close(fd)
-        except OSError as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise_no_space(e, final)
-            raise HourglassError(f"Cannot write {final}: {e.strerror}.") from e
-        if not self._batched:
-            self._rename_chunks([(tmp, final)])
-            return True
-        with self._pending_lock:
-            self._pending.append((tmp, final))
-            self._pending_bytes += len(data)
-            full = (
-                self._pending_bytes >= SYNC_BATCH_BYTES or len(self._pending) >= SYNC_BATCH_CHUNKS
-            )
-        if full:
-            self.commit_chunks()
-        return True
+        return self.store.put_chunk(chunk_id, data)
 
     def commit_chunks(self) -> None:
         """Make the chunks written so far durable and give them their final names."""
-        with self._commit_lock:  # a batch is renamed only after its own syncfs
-            with self._pending_lock:
-                batch, self._pending, self._pending_bytes = self._pending, [], 0
-            if not batch:
-                return
-            try:
-                fd = os.open(self.path / "tmp", os.O_RDONLY | os.O_DIRECTORY)
-                try:
-                    fsutil.syncfs(fd)
-                finally:
-                    os.close(fd)
-            except OSError as e:
-                self._discard(batch)
-                raise HourglassError(
-                    f"Cannot make the new chunks in {self.path} durable: {e.strerror}.",
-                    "The repository drive may have failed or been unplugged.",
-                ) from e
-            self._rename_chunks(batch)
+        self.store.flush_chunks()
 
     def discard_chunks(self) -> None:
         """Remove chunks written and not committed (a backup that failed or was cancelled)."""
-        with self._commit_lock, self._pending_lock:
-            batch, self._pending, self._pending_bytes = self._pending, [], 0
-        self._discard(batch)
+        self.store.discard_chunks()
 
-    @staticmethod
-    def _discard(batch: list[tuple[Path, Path]]) -> None:
-        for tmp, _ in batch:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-
-    def _rename_chunks(self, batch: list[tuple[Path, Path]]) -> None:
-        touched: set[Path] = set()
-        try:
-            for number, (tmp, final) in enumerate(batch):
-                touched.add(final.parent)
-                try:
-                    try:
-                        os.rename(tmp, final)
-                    except FileNotFoundError:
-                        final.parent.mkdir(parents=True, exist_ok=True)
-                        os.rename(tmp, final)
-                        # The new directories' entries must be durable too: fsync their parents.
-                        touched.update((final.parent.parent, final.parent.parent.parent))
-                except OSError as e:
-                    self._discard(batch[number:])
-                    raise_no_space(e, final)
-                    raise HourglassError(f"Cannot write {final}: {e.strerror}.") from e
-        finally:
-            with self._unsynced_lock:
-                self._unsynced.update(touched)
+    def sync_chunk_dirs(self) -> None:
+        """Make the names of the chunks committed since the last call durable (a local
+        store fsyncs the directories it renamed them into: the batched directory fsync of
+        the write order)."""
+        self.store.sync_chunks()
 
     def read_chunk_file(self, chunk_id: bytes) -> bytes:
         """The raw chunk file (from trash if gc set it aside); IntegrityError if missing."""
-        path = self.chunk_path(chunk_id)
+        name = storage.chunk(chunk_id)
         try:
-            return path.read_bytes()
+            return self.store.get(name)
         except FileNotFoundError:
-            for batch in self._trash_batches():
-                candidate = batch / path.relative_to(self.path / "chunks")
-                with contextlib.suppress(FileNotFoundError):
-                    return candidate.read_bytes()
+            with contextlib.suppress(FileNotFoundError):
+                return self.store.get_set_aside(name)
             raise IntegrityError(
                 f"Chunk {chunk_id.hex()} is missing from the repository."
             ) from None
@@ -431,63 +357,38 @@ class Repository:
     def encode_chunk(self, chunk_id: bytes, plaintext: bytes | bytearray | memoryview) -> bytes:
         return codec.encode_chunk(chunk_id, plaintext, self.keys, self.level)
 
-    def sync_chunk_dirs(self) -> None:
-        """fsync the chunk directories this process wrote into since the last call (the
-        batched directory fsync of the write order), deepest first. Only those: a repository
-        has up to 65,536 chunk directories, and fsyncing each of them cost an incremental
-        backup more time than its new chunks did."""
-        with self._unsynced_lock:
-            dirs, self._unsynced = self._unsynced, set()
-        for directory in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
-            fsync_dir(directory)
-
     def iter_chunk_files(self) -> Iterator[os.DirEntry[str]]:
-        """Every chunk file under chunks/ (no order)."""
-        root = self.path / "chunks"
-        for top in os.scandir(root):
-            if not top.is_dir():
-                continue
-            for sub in os.scandir(top.path):
-                if not sub.is_dir():
-                    continue
-                for entry in os.scandir(sub.path):
-                    if len(entry.name) == 64:
-                        yield entry
-
-    def _trash_batches(self) -> list[Path]:
-        trash = self.path / "trash"
-        try:
-            return sorted(p for p in trash.iterdir() if p.is_dir())
-        except FileNotFoundError:
-            return []
+        """Every chunk file under chunks/ (no order; local stores only: tests, tools)."""
+        return self.local_store.chunk_files()
 
     # --- indexes ----------------------------------------------------------------------------
 
     def index_path(self, snapshot_id: str, image: str) -> Path:
-        return self.path / "indexes" / snapshot_id / f"{image}.idx"
+        """The index's file (local stores only: tests)."""
+        return self.local_store.path_of(storage.index(snapshot_id, image))
 
     def write_index(self, snapshot_id: str, image: str, ids: bytes | bytearray, size: int) -> str:
         """Store an image's index; returns its MAC for the manifest."""
         header, tail = codec.index_frame(ids, size, self.block_size)
-        path = self.index_path(snapshot_id, image)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, header, ids, tail, tmp_dir=self.path / "tmp")
+        self.store.put(storage.index(snapshot_id, image), header, ids, tail)
         return self.keys.mac(header, ids, tail).hex()
 
     def load_index(self, snapshot: Snapshot, image: str) -> bytes:
         """The chunk ids of one image, authenticated against the manifest."""
         meta = snapshot.image(image)
-        path = self.index_path(snapshot.id, image)
+        stored = storage.index(snapshot.id, image)
         name = f"index of snapshot {snapshot.id[:12]} image {image}"
         # Read as three parts so that the ids, up to 64 MiB, are never copied.
         try:
-            with open(path, "rb") as f:
-                length = os.fstat(f.fileno()).st_size
-                header = f.read(codec.INDEX_HEADER.size)
-                ids = f.read(max(0, length - codec.INDEX_HEADER.size - codec.TRAILER_SIZE))
-                tail = f.read()
+            length = self.store.size(stored)
+            header = self.store.get_range(stored, 0, codec.INDEX_HEADER.size)
+            ids_length = max(0, length - codec.INDEX_HEADER.size - codec.TRAILER_SIZE)
+            ids = self.store.get_range(stored, len(header), ids_length)
+            tail = self.store.get_range(stored, len(header) + len(ids), length)
         except FileNotFoundError:
-            raise IntegrityError(f"The {name} is missing ({path}).") from None
+            raise IntegrityError(
+                f"The {name} is missing ({self.store.describe(stored)})."
+            ) from None
         except OSError as e:
             raise IntegrityError(f"The {name} cannot be read: {e.strerror}.") from e
         if self.keys.mac(header, ids, tail).hex() != meta["index_mac"]:
@@ -501,17 +402,16 @@ class Repository:
 
     def snapshot_ids(self) -> list[str]:
         try:
-            names = os.listdir(self.path / "snapshots")
+            names = [info.name.key for info in self.store.list(Kind.SNAPSHOTS)]
         except FileNotFoundError:
-            raise RepositoryNotFound(f"{self.path} is not a repository any more.") from None
-        return sorted(
-            n[:-5] for n in names if n.endswith(".snap") and len(n) == 37 and _is_hex(n[:-5])
-        )
+            raise RepositoryNotFound(
+                f"{self.store.describe()} is not a repository any more."
+            ) from None
+        return sorted(n for n in names if len(n) == 32 and _is_hex(n))
 
     def load_snapshot(self, snapshot_id: str) -> Snapshot:
-        path = self.path / "snapshots" / f"{snapshot_id}.snap"
         try:
-            data = path.read_bytes()
+            data = self.store.get(storage.snapshot(snapshot_id))
         except FileNotFoundError:
             raise SnapshotNotFound(f"Snapshot {snapshot_id} does not exist.") from None
         except OSError as e:
@@ -542,9 +442,8 @@ class Repository:
         return SnapshotList(result, damaged)
 
     def _written(self, snapshot_id: str) -> datetime:
-        path = self.path / "snapshots" / f"{snapshot_id}.snap"
         try:
-            mtime = path.stat().st_mtime
+            mtime = self.store.stat(storage.snapshot(snapshot_id)).mtime
         except OSError:
             mtime = 0.0
         return datetime.fromtimestamp(mtime).astimezone()
@@ -552,8 +451,7 @@ class Repository:
     def commit_snapshot(self, manifest: dict[str, Any]) -> Snapshot:
         """Write the manifest: the commit point of a backup."""
         data = codec.encode_manifest(manifest, self.keys, self.id)
-        path = self.path / "snapshots" / f"{manifest['id']}.snap"
-        write_atomic(path, data, tmp_dir=self.path / "tmp")
+        self.store.put(storage.snapshot(manifest["id"]), data)
         snapshot = Snapshot(manifest)
         seen.note_commit(self, snapshot)
         return snapshot
@@ -561,10 +459,7 @@ class Repository:
     def delete_snapshot(self, snapshot_id: str) -> None:
         """Remove a snapshot's manifest (the commit point of a deletion). Its indexes stay
         until gc, which removes them when no restore or mount that may still read them runs."""
-        path = self.path / "snapshots" / f"{snapshot_id}.snap"
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        fsync_dir(path.parent)
+        self.store.delete(storage.snapshot(snapshot_id))
         seen.note_forget(self, snapshot_id)
 
     def new_snapshot_id(self) -> str:
@@ -575,10 +470,10 @@ class Repository:
     def writer(self) -> contextlib.AbstractContextManager[leases.LeaseHandle]:
         """A writer lease; name the parent snapshot in it (``update(parent=...)``) before
         taking any of the parent's chunks as stored (gc relies on it)."""
-        return leases.hold(self.path / "leases", "writer")
+        return leases.hold(self.local_store.leases_dir, "writer")
 
     def reader(self) -> contextlib.AbstractContextManager[leases.LeaseHandle]:
-        return leases.hold(self.path / "leases", "reader")
+        return leases.hold(self.local_store.leases_dir, "reader")
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -587,7 +482,7 @@ class Repository:
         if not self.encrypted or self.keys.master is None:
             raise UsageError("This repository is not encrypted: it has no keys.")
         slot = keys.make_slot(self.keys.master, secret, self.id, kind, self.config_hash)
-        keys.write_slot(self.path / "keys", slot)
+        keys.write_slot(self.store, slot)
         return str(slot["slot"])
 
     def change_key(self, new_secret: str) -> str:
@@ -600,37 +495,47 @@ class Repository:
         kinds = {slot["slot"]: slot["kind"] for slot in self.key_slots()}
         new = self.add_key(new_secret)
         if old is not None and kinds.get(old) == "passphrase":
-            (self.path / "keys" / f"{old}.key").unlink(missing_ok=True)
-            fsync_dir(self.path / "keys")
+            self.store.delete(storage.key_slot(old))
         self.unlocked_slot = new
         return new
 
     def key_slots(self) -> list[dict[str, Any]]:
         result = []
-        for path in sorted((self.path / "keys").glob("*.key")):
+        try:
+            names = sorted(info.name for info in self.store.list(Kind.KEYS))
+        except FileNotFoundError:
+            names = []
+        for name in names:
             try:
-                slot = keys.parse_slot(path.read_bytes())
+                slot = keys.parse_slot(self.store.get(name))
             except FormatError:
                 continue
             result.append({"slot": slot["slot"], "kind": slot["kind"]})
         return result
 
 
-def read_config(path: Path) -> dict[str, Any]:
+def as_store(location: Location) -> Store:
+    """The store of a repository given by its directory (or already a store)."""
+    return location if isinstance(location, Store) else LocalStore(Path(location))
+
+
+def read_config(path: Location) -> dict[str, Any]:
     """The repository's config; clear errors for a missing, foreign or newer repository."""
     return load_config(path)[0]
 
 
-def load_config(path: Path) -> tuple[dict[str, Any], str]:
+def load_config(location: Location) -> tuple[dict[str, Any], str]:
     """:func:`read_config` and the hash of the file's bytes (what key slots bind)."""
-    config_path = path / "config"
-    if not path.exists():
+    store = as_store(location)
+    path = store.describe()
+    config_path = store.describe(storage.CONFIG)
+    if not store.reachable():
         raise RepositoryNotFound(f"There is no repository at {path}: the path does not exist.")
     try:
-        raw = config_path.read_bytes()
+        raw = store.get(storage.CONFIG)
     except FileNotFoundError:
         raise RepositoryNotFound(
-            f"There is no repository at {path}.", "Create one with: hourglass init " + str(path)
+            f"There is no repository at {path}.", "Create one with: hourglass init " + path
         ) from None
     except OSError as e:
         raise RepositoryNotFound(f"Cannot read {config_path}: {e.strerror}.") from e
@@ -661,14 +566,14 @@ def load_config(path: Path) -> tuple[dict[str, Any], str]:
     return config, keys.config_digest(raw)
 
 
-def _refuse_downgrade(path: Path, config: dict[str, Any]) -> None:
+def _refuse_downgrade(store: Store, config: dict[str, Any]) -> None:
     """An unencrypted config in a repository that has (or had) keys was altered: reading it
     as unencrypted would trust files anyone can write (docs/SECURITY.md)."""
-    config_path = path / "config"
-    if (path / "keys").exists():
+    config_path = store.describe(storage.CONFIG)
+    if store.has_kind(Kind.KEYS):
         raise IntegrityError(
             f"{config_path} says the repository is not encrypted, but it has key files in "
-            f"{path / 'keys'}: the config was altered.",
+            f"{store.describe(Kind.KEYS)}: the config was altered.",
             "Hourglass will not read an encrypted repository as unencrypted. Put the "
             "original config back (from a copy of the drive).",
         )

@@ -16,14 +16,13 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from imaging.errors import HourglassError
 from imaging.progress import Meter, ProgressCallback, no_progress
-from imaging.repository import codec
-from imaging.repository.fsutil import write_atomic
-from imaging.repository.store import Repository, Snapshot, read_config
+from imaging.repository import codec, storage
+from imaging.repository.storage import Kind, Name, Store
+from imaging.repository.store import Location, Repository, Snapshot, as_store, read_config
 from imaging.units import human_size, local_now
 
 
@@ -128,9 +127,8 @@ def verify(
     else:
         meter = Meter("verify", len(referenced), progress)
         for chunk_id in referenced:
-            path = repo.chunk_path(chunk_id)
             try:
-                size = path.stat().st_size
+                size = repo.store.size(storage.chunk(chunk_id))
                 if size < codec.CHUNK_HEADER.size + codec.TRAILER_SIZE:
                     bad[chunk_id] = f"truncated ({size} bytes)"
             except FileNotFoundError:
@@ -155,27 +153,20 @@ def verify(
     return report
 
 
-def _state_path(repo: Repository) -> str:
-    return str(repo.path / "verify" / "state.json")
-
-
 def _load_state(repo: Repository, scope: str) -> bytes | None:
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        with open(_state_path(repo), "rb") as f:
-            state = json.load(f)
+        state = json.loads(repo.store.get(storage.VERIFY_STATE))
         if state["scope"] == scope:
             return bytes.fromhex(state["cursor"])
     return None
 
 
 def _save_state(repo: Repository, scope: str, cursor: bytes | None) -> None:
-    path = repo.path / "verify" / "state.json"
     if cursor is None:
-        path.unlink(missing_ok=True)
+        repo.store.delete(storage.VERIFY_STATE, durable=False)
         return
-    path.parent.mkdir(exist_ok=True)
     state = {"scope": scope, "cursor": cursor.hex(), "saved": local_now().isoformat()}
-    write_atomic(path, json.dumps(state).encode())
+    repo.store.put(storage.VERIFY_STATE, json.dumps(state).encode())
 
 
 def _check_chunk(repo: Repository, chunk_id: bytes) -> tuple[int, str | None]:
@@ -241,36 +232,37 @@ def summary_line(report: VerifyReport) -> str:
     return f"{report.snapshots} snapshot(s), {done} checked"
 
 
-def verify_keyless(path: Path, *, progress: ProgressCallback = no_progress) -> VerifyReport:
+def verify_keyless(path: Location, *, progress: ProgressCallback = no_progress) -> VerifyReport:
     """Check every stored file's plain checksum: bit rot is found without the passphrase
     (what it breaks cannot be named without the key: the manifests are encrypted)."""
-    read_config(path)
+    store = as_store(path)
+    read_config(store)
     report = VerifyReport()
-    files = [p for p in (path / "snapshots").glob("*.snap")]
-    files += list((path / "indexes").glob("*/*.idx"))
-    files += [Path(e) for e in _chunk_paths(path)]
-    meter = Meter("verify", len(files), progress)
-    for file in sorted(files):
+    snapshots = _names(store, Kind.SNAPSHOTS)
+    names = snapshots + _names(store, Kind.INDEXES) + _names(store, Kind.CHUNKS)
+    meter = Meter("verify", len(names), progress)
+    for name in sorted(names, key=storage.object_key):
+        what = storage.object_key(name)
         try:
-            data = file.read_bytes()
+            data = store.get(name)
         except OSError as e:
-            report.damage.append(Damage(str(file.relative_to(path)), f"unreadable: {e.strerror}"))
+            report.damage.append(Damage(what, f"unreadable: {e.strerror}"))
             continue
         report.checked += 1
         report.checked_bytes += len(data)
         if not codec.trailer_ok(data):
-            report.damage.append(
-                Damage(str(file.relative_to(path)), "its checksum does not match (bit rot)")
-            )
+            report.damage.append(Damage(what, "its checksum does not match (bit rot)"))
         meter.add(1)
     meter.finish()
-    report.snapshots = len(list((path / "snapshots").glob("*.snap")))
+    report.snapshots = len(snapshots)
     report.chunks = report.checked
     return report
 
 
-def _chunk_paths(path: Path) -> Iterator[str]:
-    for dirpath, _, names in os.walk(path / "chunks"):
-        for name in names:
-            if len(name) == 64:
-                yield os.path.join(dirpath, name)
+def _names(store: Store, kind: Kind) -> list[Name]:
+    """Every object of ``kind`` (none when its directory is missing: the keyless check
+    reports what there is)."""
+    try:
+        return [info.name for info in store.list(kind)]
+    except FileNotFoundError:
+        return []

@@ -22,6 +22,7 @@ import pytest
 from imaging.backup import backup_path
 from imaging.progress import Progress
 from imaging.repository import gc, leases
+from imaging.repository.storage import LocalStore
 from imaging.repository.store import Repository
 from imaging.repository.verify import verify
 from imaging.restore import restore_snapshot
@@ -230,9 +231,11 @@ def test_backup_starting_after_the_sweep_is_safe(
     made: list[Any] = []
     real_seal = gc._seal
 
-    def seal_after_a_backup(batch: Path, alive: list[leases.Lease], sealed: Any) -> None:
+    def seal_after_a_backup(
+        store: LocalStore, batch: str, alive: list[leases.Lease], sealed: Any
+    ) -> None:
         made.append(backup_path(Repository.open(repo_path, PASSPHRASE), other))
-        real_seal(batch, leases.live_leases(repo.path / "leases"), sealed)
+        real_seal(store, batch, leases.live_leases(repo.path / "leases"), sealed)
 
     monkeypatch.setattr(gc, "_seal", seal_after_a_backup)
     result = gc.collect(repo)
@@ -259,8 +262,10 @@ def test_a_writer_trusting_a_parent_forgotten_after_the_seal(
     w2_box: list[PausedBackup] = []
     real_seal = gc._seal
 
-    def seal_then_interleave(batch: Path, alive: list[leases.Lease], sealed: Any) -> None:
-        real_seal(batch, alive, sealed)
+    def seal_then_interleave(
+        store: LocalStore, batch: str, alive: list[leases.Lease], sealed: Any
+    ) -> None:
+        real_seal(store, batch, alive, sealed)
         parent = w1.resume()
         w2 = PausedBackup(repo_path, src).start()
         (lease,) = writer_leases(repo)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from imaging.backup import backup_path
-from imaging.repository import codec, store
+from imaging.repository import codec, storage
 from imaging.repository.fsutil import SYNCFS_FILESYSTEMS, filesystem_type
 from imaging.repository.store import Repository
 from tests.support import MiB
@@ -35,7 +35,7 @@ def test_the_filesystem_type_is_the_one_findmnt_names(tmp_path: Path) -> None:
 
 
 def test_a_chunk_gets_its_name_only_when_committed(repo: Repository) -> None:
-    if not repo._batched:
+    if not repo.local_store.batched:
         pytest.skip(f"{filesystem_type(repo.path)} gets one fdatasync per chunk")
     data = os.urandom(100_000)
     chunk_id, blob = encoded(repo, data)
@@ -52,8 +52,8 @@ def test_a_full_batch_commits_itself(repo: Repository, monkeypatch: pytest.Monke
     # Without batching every chunk is named at once and this would prove nothing.
     if filesystem_type(repo.path) not in SYNCFS_FILESYSTEMS:
         pytest.skip(f"{filesystem_type(repo.path)} gets one fdatasync per chunk")
-    assert repo._batched
-    monkeypatch.setattr(store, "SYNC_BATCH_BYTES", 150_000)
+    assert repo.local_store.batched
+    monkeypatch.setattr(storage, "SYNC_BATCH_BYTES", 150_000)
     first, second = encoded(repo, os.urandom(100_000)), encoded(repo, os.urandom(100_000))
     repo.write_chunk(*first)
     assert not repo.has_chunk(first[0]) and len(tmp_files(repo)) == 1  # pending
@@ -67,7 +67,7 @@ def test_discarded_chunks_leave_nothing(repo: Repository) -> None:
     repo.write_chunk(chunk_id, blob)
     repo.discard_chunks()
     assert tmp_files(repo) == []
-    if repo._batched:
+    if repo.local_store.batched:
         assert not repo.has_chunk(chunk_id)
 
 

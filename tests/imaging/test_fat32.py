@@ -134,7 +134,7 @@ def test_the_chunk_batch_is_capped_by_count(tmp_path: Path) -> None:
     """Small (compressible) chunks stayed in tmp/ until 64 MiB of them: more files than a FAT
     directory holds. Now several backups' batches at once fit in one FAT tmp/."""
     repo = Repository.init(tmp_path / "repo", encryption="none")
-    if not repo._batched:
+    if not repo.local_store.batched:
         pytest.skip("tmp_path is not on a filesystem whose chunks are batched")
     count = FAT_TMP_NAMES + 100
     peak = 0
