@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from imaging.backup import device_size, is_block_device
+from imaging.devices import device_size, is_block_device
 from imaging.units import decimal_size, human_size
 
 
