@@ -22,8 +22,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from imaging.disks import mounting, mounts, sysfs
+from imaging.disks import mounts, sysfs
 from imaging.errors import Busy, HourglassError, TargetUnsuitable, ToolFailed, UsageError
+from imaging.mounts import mount, mountinfo
+from imaging.mounts.drivers import REPOSITORY_FILESYSTEMS, Mode
 from imaging.process import run
 from imaging.repository.store import is_repository
 
@@ -125,14 +127,14 @@ def mount_partition(device: str, fstype: str, *, writable: bool) -> Location:
                 "Unmount it (or mount it read-write) and try again.",
             )
         for m in probe_mounts:
-            mounting.unmount(m.mountpoint)
-    if fstype not in mounting.MOUNTABLE:
+            mount.unmount(m.mountpoint, remove=True)
+    if fstype not in REPOSITORY_FILESYSTEMS:
         raise UsageError(
             f"{device} holds {fstype or 'no filesystem'}, which Hourglass cannot use for files.",
             "Choose a partition with a filesystem such as ext4, exFAT or NTFS.",
         )
     where = _mountpoint(os.path.basename(device))
-    mounting.mount(device, fstype, where, read_only=not writable)
+    mount.mount(device, fstype, where, Mode.READ_WRITE if writable else Mode.READ_ONLY)
     return Location(where, device, "partition", writable, True)
 
 
@@ -149,13 +151,13 @@ def unmount(location: Location) -> None:
     """Unmount a location this module mounted (nothing for one that was mounted already)."""
     if location.mounted_by_us:
         os.sync()
-        mounting.unmount(location.mountpoint)
+        mount.unmount(location.mountpoint, remove=True)
 
 
 def mounted_locations() -> list[Location]:
     """What is mounted under :data:`ROOT` now (partitions and shares mounted by the app)."""
     result = []
-    for m in mounts.mounts():
+    for m in mountinfo.mounts():
         if Path(m.mountpoint).parent != ROOT:
             continue
         kind = {"cifs": "smb", "nfs": "nfs", "nfs4": "nfs", "fuse.sshfs": "ssh"}.get(

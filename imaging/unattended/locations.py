@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imaging import locations as places
-from imaging.disks import mounting, mounts
+from imaging.disks import mounts
 from imaging.disks.discover import list_disks
 from imaging.errors import HourglassError, NotFound, UsageError
+from imaging.mounts.mount import unmount
 from imaging.process import run
 from imaging.unattended.orders import Location
 
@@ -39,7 +40,7 @@ class Locations(contextlib.AbstractContextManager["Locations"]):
     def __exit__(self, *_: object) -> None:
         for mountpoint in reversed(self._http):
             with contextlib.suppress(HourglassError, OSError):
-                mounting.unmount(mountpoint)
+                unmount(mountpoint, remove=True)
         for location in reversed(self._mounted):
             with contextlib.suppress(HourglassError, OSError):
                 places.unmount(location)

@@ -53,14 +53,14 @@ class Target:
 def usable_partitions(disks: list[Disk]) -> list[tuple[Disk, Partition]]:
     """Partitions a repository can live on: a filesystem the engine mounts, not the disk
     the system started from."""
-    from imaging.disks.mounting import MOUNTABLE
+    from imaging.mounts.drivers import REPOSITORY_FILESYSTEMS
 
     return [
         (disk, p)
         for disk in disks
         if not disk.is_boot_disk
         for p in disk.partitions
-        if p.device and p.fstype in MOUNTABLE
+        if p.device and p.fstype in REPOSITORY_FILESYSTEMS
     ]
 
 

@@ -17,11 +17,13 @@ from pathlib import Path
 import pytest
 
 from imaging import locations
-from imaging.disks import mounting, mounts, sysfs
+from imaging.disks import mounts, sysfs
 from imaging.disks.repos import PROBE_ROOT
 from imaging.disks.table import read_table
 from imaging.errors import Busy, HourglassError, TargetUnsuitable, UsageError
 from imaging.locations import Share
+from imaging.mounts.drivers import Mode
+from imaging.mounts.mount import mount
 from imaging.repository.store import Repository
 from tests.conftest import PASSPHRASE
 from tests.support import MiB, loop_device, sh
@@ -65,7 +67,7 @@ def test_partition_mounted_read_write_on_demand(ext4_device: str) -> None:
 @pytest.mark.integration
 def test_probe_mount_is_replaced_by_a_read_write_one(ext4_device: str) -> None:
     probe = str(PROBE_ROOT / os.path.basename(ext4_device))
-    mounting.mount_readonly(ext4_device, "ext4", probe)
+    mount(ext4_device, "ext4", probe, Mode.READ_ONLY)
     location = locations.mount_partition(ext4_device, "ext4", writable=True)
     try:
         assert not os.path.ismount(probe)
