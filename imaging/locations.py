@@ -6,6 +6,10 @@
 - a network share: SMB (``mount -t cifs``), NFS (``mount -t nfs``) or a folder over SSH
   (``sshfs``).
 
+A :class:`Location` is one such place, as it is named (by the person, or by unattended orders
+in their kernel-parameter syntax, :mod:`imaging.unattended.orders`) and, once mounted, the
+directory it is at.
+
 Secrets never go on a command line or into a child's environment: an SMB password goes in a
 credentials file readable only by root that is deleted as soon as ``mount`` returns, an SSH
 password goes to ``sshfs`` on its standard input (``-o password_stdin``).
@@ -41,16 +45,32 @@ _USER = re.compile(r"^[A-Za-z0-9._-]*$")
 
 @dataclass(frozen=True)
 class Location:
-    """A mounted directory a repository can live in."""
+    """A place a repository or a file lives: a partition, a network share, a URL or a folder.
 
-    mountpoint: str
-    source: str  # /dev/sdb1, //server/share, server:/export, user@host:/path
-    kind: str  # "partition", "smb", "nfs" or "ssh"
-    writable: bool
-    mounted_by_us: bool
+    As it is named it has no ``mountpoint``; mounted (:func:`mount_partition`,
+    :func:`mount_share`), ``mountpoint`` is the directory it is at.
+    """
+
+    kind: str  # "partition", "label", "uuid", "smb", "nfs", "ssh", "http" or "path"
+    # /dev/sdb1, the label, the UUID, //server/share, server:/export, user@host:/path, or the
+    # URL the orders name (nfs://, smb://, http(s)://); "" for a path
+    source: str
+    path: str = "/"  # the folder inside it
+    mountpoint: str = ""  # where it is mounted; "" when it is not (yet)
+    writable: bool = False
+    mounted_by_us: bool = False
 
     def describe(self) -> str:
-        return f"{self.source} ({self.kind}) at {self.mountpoint}"
+        """The location as unattended orders write it (``LABEL=x:/path``, a URL, a path)."""
+        if self.kind in ("label", "uuid"):
+            named = f"{self.kind.upper()}={self.source}:{self.path}"
+        elif self.kind == "partition":
+            named = f"{self.source}:{self.path}"
+        elif self.kind == "path":
+            named = self.path
+        else:
+            named = self.source
+        return f"{named} at {self.mountpoint}" if self.mountpoint else named
 
 
 @dataclass(frozen=True)
@@ -118,7 +138,7 @@ def mount_partition(device: str, fstype: str, *, writable: bool) -> Location:
         rw = [m for m in current if not m.read_only]
         if rw or not writable:
             chosen = (rw or current)[0]
-            return Location(chosen.mountpoint, device, "partition", bool(rw), False)
+            return Location("partition", device, mountpoint=chosen.mountpoint, writable=bool(rw))
         probe_mounts = [m for m in current if Path(m.mountpoint).parent == PROBE_ROOT]
         if len(probe_mounts) != len(current):
             where = ", ".join(m.mountpoint for m in current)
@@ -135,7 +155,7 @@ def mount_partition(device: str, fstype: str, *, writable: bool) -> Location:
         )
     where = _mountpoint(os.path.basename(device))
     mount.mount(device, fstype, where, Mode.READ_WRITE if writable else Mode.READ_ONLY)
-    return Location(where, device, "partition", writable, True)
+    return Location("partition", device, mountpoint=where, writable=writable, mounted_by_us=True)
 
 
 def moved_path(path: str, old_root: str, new_root: str) -> str:
@@ -163,7 +183,15 @@ def mounted_locations() -> list[Location]:
         kind = {"cifs": "smb", "nfs": "nfs", "nfs4": "nfs", "fuse.sshfs": "ssh"}.get(
             m.fstype, "partition"
         )
-        result.append(Location(m.mountpoint, m.source, kind, not m.read_only, True))
+        result.append(
+            Location(
+                kind,
+                m.source,
+                mountpoint=m.mountpoint,
+                writable=not m.read_only,
+                mounted_by_us=True,
+            )
+        )
     return result
 
 
@@ -290,7 +318,9 @@ def mount_share(
         with contextlib.suppress(OSError):
             os.rmdir(where)
         raise
-    return Location(where, share.source(), share.kind, writable, True)
+    return Location(
+        share.kind, share.source(), mountpoint=where, writable=writable, mounted_by_us=True
+    )
 
 
 def smb_options(share: Share, credentials: str | None, writable: bool) -> str:
