@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imaging.disks import mounts, sysfs
+from imaging.disks.repos import PROBE_ROOT
 from imaging.errors import Busy, HourglassError, TargetUnsuitable, ToolFailed, UsageError
 from imaging.mounts import mount, mountinfo
 from imaging.mounts.drivers import REPOSITORY_FILESYSTEMS, Mode
 from imaging.process import run
-from imaging.repository.store import is_repository
 
 ROOT = Path("/run/hourglass/locations")
 SECRETS = Path("/run/hourglass/secrets")
@@ -130,8 +130,6 @@ def mount_partition(device: str, fstype: str, *, writable: bool) -> Location:
     mounted by us (read-write when ``writable``). A partition mounted read-only by a
     repository probe (``/run/hourglass/probe``) is unmounted there and mounted read-write
     here; one mounted read-only by someone else is refused."""
-    from imaging.disks.repos import PROBE_ROOT
-
     name = sysfs.name_of(device)
     current = mounts.mounts_of(name)
     if current:
@@ -193,22 +191,6 @@ def mounted_locations() -> list[Location]:
             )
         )
     return result
-
-
-def repositories_in(directory: str) -> list[str]:
-    """Repositories at ``directory`` and one level below it (where people put them)."""
-    candidates = [directory]
-    with contextlib.suppress(OSError), os.scandir(directory) as entries:
-        for entry in entries:
-            with contextlib.suppress(OSError):
-                if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
-                    candidates.append(entry.path)
-    found = []
-    for path in sorted(candidates):
-        with contextlib.suppress(OSError):
-            if (Path(path) / "config").is_file() and is_repository(Path(path)):
-                found.append(path)
-    return found
 
 
 # --- a blank drive --------------------------------------------------------------------------

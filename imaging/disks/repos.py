@@ -43,19 +43,15 @@ def _mount_root(path: str) -> str:
     return str(p)
 
 
-def _candidates(root: str) -> list[str]:
-    """``root`` and its subdirectories: where a repository may sit."""
-    found = [root]
-    with contextlib.suppress(OSError), os.scandir(root) as entries:
+def repositories_in(directory: str) -> list[str]:
+    """Repositories at ``directory`` and one level below it (where people put them)."""
+    candidates = [directory]
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
         for entry in entries:
             with contextlib.suppress(OSError):
                 if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
-                    found.append(entry.path)
-    return found
-
-
-def _repositories_under(root: str) -> list[str]:
-    return [path for path in _candidates(root) if _is_repository(path)]
+                    candidates.append(entry.path)
+    return [path for path in sorted(candidates) if _is_repository(path)]
 
 
 def _is_repository(path: str) -> bool:
@@ -92,7 +88,7 @@ def mounted_repositories(
         device = f"/dev/{disk}"
         if device not in wanted:
             continue
-        for path in _repositories_under(m.mountpoint):
+        for path in repositories_in(m.mountpoint):
             real = os.path.realpath(path)
             if real in seen:
                 continue
@@ -127,7 +123,7 @@ def find_repositories(
                 mount(part.device, part.fstype, str(where), Mode.READ_ONLY)
             except HourglassError:
                 continue
-            found = _repositories_under(str(where))
+            found = repositories_in(str(where))
             if not found:
                 unmount(str(where), remove=True)
                 continue

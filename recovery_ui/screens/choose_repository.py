@@ -216,7 +216,8 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
     # --- the list ---------------------------------------------------------------------------
 
     def _fill_list(self) -> None:
-        from imaging.locations import mounted_locations, repositories_in
+        from imaging.disks.repos import repositories_in
+        from imaging.locations import mounted_locations
 
         app = self.hourglass
         where = self.query_one("#where", OptionList)
@@ -318,7 +319,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         if location is None:
             return
         self._fill_list()
-        from imaging.locations import repositories_in
+        from imaging.disks.repos import repositories_in
 
         found = repositories_in(location.mountpoint)
         if len(found) == 1:

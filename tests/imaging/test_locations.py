@@ -18,7 +18,7 @@ import pytest
 
 from imaging import locations
 from imaging.disks import mounts, sysfs
-from imaging.disks.repos import PROBE_ROOT
+from imaging.disks.repos import PROBE_ROOT, repositories_in
 from imaging.disks.table import read_table
 from imaging.errors import Busy, HourglassError, TargetUnsuitable, UsageError
 from imaging.locations import Share
@@ -115,9 +115,7 @@ def test_blank_drive_is_formatted_with_one_ext4_partition(tmp_path: Path) -> Non
             location = locations.mount_partition(node, "ext4", writable=True)
             try:
                 Repository.init(Path(location.mountpoint) / "repo", passphrase=PASSPHRASE)
-                assert locations.repositories_in(location.mountpoint) == [
-                    f"{location.mountpoint}/repo"
-                ]
+                assert repositories_in(location.mountpoint) == [f"{location.mountpoint}/repo"]
                 # A disk with something mounted is never formatted.
                 with pytest.raises(TargetUnsuitable):
                     locations.format_drive(device)
@@ -235,7 +233,7 @@ def test_folder_over_ssh_is_a_location(sshd: tuple[int, Path, Path]) -> None:
         assert location in locations.mounted_locations()
         Repository.init(Path(location.mountpoint) / "repo", passphrase=PASSPHRASE)
         assert (remote / "repo" / "config").is_file()
-        assert locations.repositories_in(location.mountpoint) == [f"{location.mountpoint}/repo"]
+        assert repositories_in(location.mountpoint) == [f"{location.mountpoint}/repo"]
     finally:
         locations.unmount(location)
     assert not os.path.exists(location.mountpoint)
