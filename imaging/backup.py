@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from imaging.blockio import SourceFile, aligned_buffer, data_extents
+from imaging.devices import device_size, is_block_device
 from imaging.errors import Cancelled, HourglassError, NoSpace, SourceError
 from imaging.memory import keep_large_buffers
 from imaging.progress import Meter, ProgressCallback, no_progress
@@ -90,22 +91,6 @@ class _Stats:
 
     def as_dict(self) -> dict[str, int]:
         return {k: v for k, v in vars(self).items() if isinstance(v, int)}
-
-
-def device_size(path: str) -> int:
-    """Size in bytes of a file or block device."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.lseek(fd, 0, os.SEEK_END)
-    finally:
-        os.close(fd)
-
-
-def is_block_device(path: str) -> bool:
-    try:
-        return stat.S_ISBLK(os.stat(path).st_mode)
-    except OSError:
-        return False
 
 
 def _check_imageable(path: str, real: str) -> None:

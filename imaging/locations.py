@@ -6,6 +6,10 @@
 - a network share: SMB (``mount -t cifs``), NFS (``mount -t nfs``) or a folder over SSH
   (``sshfs``).
 
+A :class:`Location` is one such place, as it is named (by the person, or by unattended orders
+in their kernel-parameter syntax, :mod:`imaging.unattended.orders`) and, once mounted, the
+directory it is at.
+
 Secrets never go on a command line or into a child's environment: an SMB password goes in a
 credentials file readable only by root that is deleted as soon as ``mount`` returns, an SSH
 password goes to ``sshfs`` on its standard input (``-o password_stdin``).
@@ -22,10 +26,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from imaging.disks import mounting, mounts, sysfs
+from imaging.disks import mounts, sysfs
+from imaging.disks.repos import PROBE_ROOT
 from imaging.errors import Busy, HourglassError, TargetUnsuitable, ToolFailed, UsageError
+from imaging.mounts import mount, mountinfo
+from imaging.mounts.drivers import REPOSITORY_FILESYSTEMS, Mode
 from imaging.process import run
-from imaging.repository.store import is_repository
 
 ROOT = Path("/run/hourglass/locations")
 SECRETS = Path("/run/hourglass/secrets")
@@ -39,16 +45,32 @@ _USER = re.compile(r"^[A-Za-z0-9._-]*$")
 
 @dataclass(frozen=True)
 class Location:
-    """A mounted directory a repository can live in."""
+    """A place a repository or a file lives: a partition, a network share, a URL or a folder.
 
-    mountpoint: str
-    source: str  # /dev/sdb1, //server/share, server:/export, user@host:/path
-    kind: str  # "partition", "smb", "nfs" or "ssh"
-    writable: bool
-    mounted_by_us: bool
+    As it is named it has no ``mountpoint``; mounted (:func:`mount_partition`,
+    :func:`mount_share`), ``mountpoint`` is the directory it is at.
+    """
+
+    kind: str  # "partition", "label", "uuid", "smb", "nfs", "ssh", "http" or "path"
+    # /dev/sdb1, the label, the UUID, //server/share, server:/export, user@host:/path, or the
+    # URL the orders name (nfs://, smb://, http(s)://); "" for a path
+    source: str
+    path: str = "/"  # the folder inside it
+    mountpoint: str = ""  # where it is mounted; "" when it is not (yet)
+    writable: bool = False
+    mounted_by_us: bool = False
 
     def describe(self) -> str:
-        return f"{self.source} ({self.kind}) at {self.mountpoint}"
+        """The location as unattended orders write it (``LABEL=x:/path``, a URL, a path)."""
+        if self.kind in ("label", "uuid"):
+            named = f"{self.kind.upper()}={self.source}:{self.path}"
+        elif self.kind == "partition":
+            named = f"{self.source}:{self.path}"
+        elif self.kind == "path":
+            named = self.path
+        else:
+            named = self.source
+        return f"{named} at {self.mountpoint}" if self.mountpoint else named
 
 
 @dataclass(frozen=True)
@@ -108,15 +130,13 @@ def mount_partition(device: str, fstype: str, *, writable: bool) -> Location:
     mounted by us (read-write when ``writable``). A partition mounted read-only by a
     repository probe (``/run/hourglass/probe``) is unmounted there and mounted read-write
     here; one mounted read-only by someone else is refused."""
-    from imaging.disks.repos import PROBE_ROOT
-
     name = sysfs.name_of(device)
     current = mounts.mounts_of(name)
     if current:
         rw = [m for m in current if not m.read_only]
         if rw or not writable:
             chosen = (rw or current)[0]
-            return Location(chosen.mountpoint, device, "partition", bool(rw), False)
+            return Location("partition", device, mountpoint=chosen.mountpoint, writable=bool(rw))
         probe_mounts = [m for m in current if Path(m.mountpoint).parent == PROBE_ROOT]
         if len(probe_mounts) != len(current):
             where = ", ".join(m.mountpoint for m in current)
@@ -125,15 +145,15 @@ def mount_partition(device: str, fstype: str, *, writable: bool) -> Location:
                 "Unmount it (or mount it read-write) and try again.",
             )
         for m in probe_mounts:
-            mounting.unmount(m.mountpoint)
-    if fstype not in mounting.MOUNTABLE:
+            mount.unmount(m.mountpoint, remove=True)
+    if fstype not in REPOSITORY_FILESYSTEMS:
         raise UsageError(
             f"{device} holds {fstype or 'no filesystem'}, which Hourglass cannot use for files.",
             "Choose a partition with a filesystem such as ext4, exFAT or NTFS.",
         )
     where = _mountpoint(os.path.basename(device))
-    mounting.mount(device, fstype, where, read_only=not writable)
-    return Location(where, device, "partition", writable, True)
+    mount.mount(device, fstype, where, Mode.READ_WRITE if writable else Mode.READ_ONLY)
+    return Location("partition", device, mountpoint=where, writable=writable, mounted_by_us=True)
 
 
 def moved_path(path: str, old_root: str, new_root: str) -> str:
@@ -149,36 +169,28 @@ def unmount(location: Location) -> None:
     """Unmount a location this module mounted (nothing for one that was mounted already)."""
     if location.mounted_by_us:
         os.sync()
-        mounting.unmount(location.mountpoint)
+        mount.unmount(location.mountpoint, remove=True)
 
 
 def mounted_locations() -> list[Location]:
     """What is mounted under :data:`ROOT` now (partitions and shares mounted by the app)."""
     result = []
-    for m in mounts.mounts():
+    for m in mountinfo.mounts():
         if Path(m.mountpoint).parent != ROOT:
             continue
         kind = {"cifs": "smb", "nfs": "nfs", "nfs4": "nfs", "fuse.sshfs": "ssh"}.get(
             m.fstype, "partition"
         )
-        result.append(Location(m.mountpoint, m.source, kind, not m.read_only, True))
+        result.append(
+            Location(
+                kind,
+                m.source,
+                mountpoint=m.mountpoint,
+                writable=not m.read_only,
+                mounted_by_us=True,
+            )
+        )
     return result
-
-
-def repositories_in(directory: str) -> list[str]:
-    """Repositories at ``directory`` and one level below it (where people put them)."""
-    candidates = [directory]
-    with contextlib.suppress(OSError), os.scandir(directory) as entries:
-        for entry in entries:
-            with contextlib.suppress(OSError):
-                if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
-                    candidates.append(entry.path)
-    found = []
-    for path in sorted(candidates):
-        with contextlib.suppress(OSError):
-            if (Path(path) / "config").is_file() and is_repository(Path(path)):
-                found.append(path)
-    return found
 
 
 # --- a blank drive --------------------------------------------------------------------------
@@ -288,7 +300,9 @@ def mount_share(
         with contextlib.suppress(OSError):
             os.rmdir(where)
         raise
-    return Location(where, share.source(), share.kind, writable, True)
+    return Location(
+        share.kind, share.source(), mountpoint=where, writable=writable, mounted_by_us=True
+    )
 
 
 def smb_options(share: Share, credentials: str | None, writable: bool) -> str:

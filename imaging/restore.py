@@ -21,8 +21,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imaging.backup import device_size, hole_map, is_block_device
+from imaging.backup import hole_map
 from imaging.blockio import SourceFile, TargetFile, aligned_buffer
+from imaging.devices import device_size, is_block_device
 from imaging.errors import (
     Cancelled,
     HourglassError,

@@ -39,9 +39,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
-    from imaging.files.mount import umount
+    from imaging.files.mount import unmount_snapshot
 
-    umount(args.dir)
+    unmount_snapshot(args.dir)
     print(f"Unmounted {args.dir}.")
     return 0
 

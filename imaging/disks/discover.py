@@ -19,6 +19,7 @@ from imaging.disks import filesystems, mounts, sysfs
 from imaging.disks.model import Disk, Partition
 from imaging.disks.table import PartitionTable, read_table
 from imaging.errors import HourglassError, SourceError, UsageError
+from imaging.mounts import mountinfo
 
 UDEV_CONTROL = Path("/run/udev/control")
 BY_ID = Path("/dev/disk/by-id")
@@ -51,7 +52,7 @@ def list_disks(*, used: bool = True) -> list[Disk]:
     ``used=False`` skips asking each filesystem how much it uses (faster)."""
     from imaging.disks.repos import mounted_repositories
 
-    all_mounts = mounts.mounts()
+    all_mounts = mountinfo.mounts()
     boot = boot_disk_names(all_mounts)
     disks = []
     for name, properties in _enumerate():
@@ -79,7 +80,7 @@ def get_disk(path: str, *, used: bool = True) -> Disk:
         mode = os.stat(real).st_mode
     except OSError:
         raise SourceError(f"{path} does not exist.") from None
-    all_mounts = mounts.mounts()
+    all_mounts = mountinfo.mounts()
     if stat.S_ISREG(mode):
         return read_image_file(real, used=used)
     if not stat.S_ISBLK(mode):
@@ -176,7 +177,7 @@ def _read_block_disk(
     properties: dict[str, str],
     *,
     used: bool,
-    all_mounts: list[mounts.Mount],
+    all_mounts: list[mountinfo.Mount],
     boot: set[str],
 ) -> Disk:
     device = f"/dev/{name}"
@@ -235,7 +236,7 @@ def _partition(
     size: int,
     entry: Any,
     used: bool,
-    all_mounts: list[mounts.Mount],
+    all_mounts: list[mountinfo.Mount],
 ) -> Partition:
     role = entry.role if entry is not None else "primary"
     if role == "extended":
@@ -312,14 +313,14 @@ def read_image_file(path: str, *, used: bool = False) -> Disk:
     )
 
 
-def boot_disk_names(all_mounts: list[mounts.Mount] | None = None) -> set[str]:
+def boot_disk_names(all_mounts: list[mountinfo.Mount] | None = None) -> set[str]:
     """Kernel names of the disks the running system was started from: those under /, /boot,
     the EFI partition and a live system's medium (through its squashfs loop device)."""
     result: set[str] = set()
-    for m in all_mounts if all_mounts is not None else mounts.mounts():
+    for m in all_mounts if all_mounts is not None else mountinfo.mounts():
         if m.mountpoint not in BOOT_MOUNTPOINTS and not m.mountpoint.startswith("/run/live/"):
             continue
-        name = m.block_name
+        name = mounts.block_name(m)
         if name is not None:
             result |= mounts.disks_below(name)
     return result

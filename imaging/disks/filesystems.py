@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from imaging.backup import device_size
+from imaging.devices import device_size
 from imaging.errors import HourglassError, ToolFailed
 from imaging.process import run
 from imaging.usedmap import UsedMap

@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from imaging.disks import mounting
 from imaging.errors import ToolFailed
+from imaging.mounts.drivers import Mode
+from imaging.mounts.mount import mount, unmount
 from imaging.process import run
 
 GROW_ROOT = Path("/run/hourglass/grow")
@@ -39,7 +40,7 @@ def grow_filesystem(device: str, fstype: str) -> str:
         return "ntfsresize"
     if fstype in ("xfs", "btrfs"):
         where = str(GROW_ROOT / os.path.basename(device))
-        mounting.mount(device, fstype, where, read_only=False)
+        mount(device, fstype, where, Mode.READ_WRITE)
         try:
             if fstype == "xfs":
                 run(["xfs_growfs", where])
@@ -47,5 +48,5 @@ def grow_filesystem(device: str, fstype: str) -> str:
             run(["btrfs", "filesystem", "resize", "max", where])
             return "btrfs filesystem resize"
         finally:
-            mounting.unmount(where)
+            unmount(where, remove=True)
     raise ToolFailed(f"Hourglass has no tool to grow {fstype or 'this'} filesystem.")

@@ -3,77 +3,29 @@
 from __future__ import annotations
 
 import os
-import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 from imaging.disks import sysfs
+from imaging.mounts.mountinfo import Mount, mounts, unescape
 
-MOUNTINFO = Path("/proc/self/mountinfo")
 SWAPS = Path("/proc/swaps")
-_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
-@dataclass(frozen=True)
-class Mount:
-    major: int
-    minor: int
-    mountpoint: str
-    fstype: str
-    source: str
-    read_only: bool
-
-    @property
-    def block_name(self) -> str | None:
-        """The kernel name of the block device mounted here (FUSE mounts name it as source)."""
-        name = sysfs.name_of_numbers(self.major, self.minor) if self.major else None
-        if name is not None:
-            return name
-        if self.source.startswith("/dev/"):
-            try:
-                st = os.stat(self.source)
-            except OSError:
-                return None
-            if stat.S_ISBLK(st.st_mode):
-                return sysfs.name_of_numbers(os.major(st.st_rdev), os.minor(st.st_rdev))
-        return None
-
-
-def _unescape(text: str) -> str:
-    """mountinfo writes space, tab, newline and backslash as octal escapes (``\\040``)."""
-    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), text)
-
-
-def mounts() -> list[Mount]:
-    """Every mount this process can see, in mount order."""
-    result = []
-    try:
-        lines = MOUNTINFO.read_text().splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        fields = left.split()
-        tail = right.split()
-        if len(fields) < 6 or len(tail) < 2:
-            continue
-        major, _, minor = fields[2].partition(":")
-        options = fields[5].split(",")
-        super_options = tail[2].split(",") if len(tail) > 2 else []
-        result.append(
-            Mount(
-                major=int(major),
-                minor=int(minor),
-                mountpoint=_unescape(fields[4]),
-                fstype=tail[0],
-                source=_unescape(tail[1]),
-                read_only="ro" in options or "ro" in super_options,
-            )
-        )
-    return result
+def block_name(mount: Mount) -> str | None:
+    """The kernel name of the block device mounted at ``mount`` (FUSE mounts such as
+    ntfs-3g's have no device numbers of it, and name it as their source)."""
+    name = sysfs.name_of_numbers(mount.major, mount.minor) if mount.major else None
+    if name is not None:
+        return name
+    if mount.source.startswith("/dev/"):
+        try:
+            st = os.stat(mount.source)
+        except OSError:
+            return None
+        if stat.S_ISBLK(st.st_mode):
+            return sysfs.name_of_numbers(os.major(st.st_rdev), os.minor(st.st_rdev))
+    return None
 
 
 def swaps() -> list[str]:
@@ -87,7 +39,7 @@ def swaps() -> list[str]:
         fields = line.split()
         if fields and fields[0].startswith("/dev/"):
             try:
-                names.append(sysfs.name_of(_unescape(fields[0])))
+                names.append(sysfs.name_of(unescape(fields[0])))
             except Exception:  # noqa: S112 - a swap device that vanished is not in use
                 continue
     return names
@@ -95,7 +47,9 @@ def swaps() -> list[str]:
 
 def mounts_of(name: str, all_mounts: list[Mount] | None = None) -> list[Mount]:
     """Mounts of the block device ``name`` itself."""
-    return [m for m in (all_mounts if all_mounts is not None else mounts()) if m.block_name == name]
+    return [
+        m for m in (all_mounts if all_mounts is not None else mounts()) if block_name(m) == name
+    ]
 
 
 def mount_of_path(path: str, all_mounts: list[Mount] | None = None) -> Mount | None:
@@ -142,7 +96,7 @@ def disks_of_path(path: str, *, _seen: set[str] | None = None) -> set[str]:
     mount = mount_of_path(real)
     if mount is None:
         return set()
-    name = mount.block_name
+    name = block_name(mount)
     return disks_below(name, _seen=_seen) if name else set()
 
 

@@ -15,7 +15,8 @@ import stat
 from collections.abc import Iterator
 from typing import Any
 
-from imaging.backup import BackupPlan, ImageSource, device_size
+from imaging.backup import BackupPlan, ImageSource
+from imaging.devices import device_size
 from imaging.disks import crosscheck, filesystems, mounts, sysfs
 from imaging.disks.discover import get_disk, read_image_file
 from imaging.disks.model import Disk, Partition

@@ -12,9 +12,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from imaging.disks import mounting, mounts, sysfs
+from imaging.disks import mounts, sysfs
 from imaging.disks.model import Disk
 from imaging.errors import HourglassError
+from imaging.mounts import mountinfo
+from imaging.mounts.drivers import REPOSITORY_FILESYSTEMS, Mode
+from imaging.mounts.mount import mount, unmount
 from imaging.repository.store import is_repository
 
 PROBE_ROOT = Path("/run/hourglass/probe")
@@ -30,7 +33,7 @@ class FoundRepository:
     def release(self) -> None:
         """Unmount a filesystem a probe mounted (nothing for one that was mounted already)."""
         if self.mounted_by_us:
-            mounting.unmount(_mount_root(self.path))
+            unmount(_mount_root(self.path), remove=True)
 
 
 def _mount_root(path: str) -> str:
@@ -40,19 +43,15 @@ def _mount_root(path: str) -> str:
     return str(p)
 
 
-def _candidates(root: str) -> list[str]:
-    """``root`` and its subdirectories: where a repository may sit."""
-    found = [root]
-    with contextlib.suppress(OSError), os.scandir(root) as entries:
+def repositories_in(directory: str) -> list[str]:
+    """Repositories at ``directory`` and one level below it (where people put them)."""
+    candidates = [directory]
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
         for entry in entries:
             with contextlib.suppress(OSError):
                 if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
-                    found.append(entry.path)
-    return found
-
-
-def _repositories_under(root: str) -> list[str]:
-    return [path for path in _candidates(root) if _is_repository(path)]
+                    candidates.append(entry.path)
+    return [path for path in sorted(candidates) if _is_repository(path)]
 
 
 def _is_repository(path: str) -> bool:
@@ -75,21 +74,21 @@ def _owner(name: str) -> tuple[str, int | None]:
 
 
 def mounted_repositories(
-    disks: list[Disk], all_mounts: list[mounts.Mount] | None = None
+    disks: list[Disk], all_mounts: list[mountinfo.Mount] | None = None
 ) -> list[FoundRepository]:
     """Repositories on filesystems that are mounted now, on ``disks``."""
     wanted = {d.device for d in disks}
     result: list[FoundRepository] = []
     seen: set[str] = set()
-    for m in all_mounts if all_mounts is not None else mounts.mounts():
-        name = m.block_name
+    for m in all_mounts if all_mounts is not None else mountinfo.mounts():
+        name = mounts.block_name(m)
         if name is None:
             continue
         disk, number = _owner(name)
         device = f"/dev/{disk}"
         if device not in wanted:
             continue
-        for path in _repositories_under(m.mountpoint):
+        for path in repositories_in(m.mountpoint):
             real = os.path.realpath(path)
             if real in seen:
                 continue
@@ -109,24 +108,24 @@ def find_repositories(
 
     if disks is None:
         disks = list_disks(used=False)
-    all_mounts = mounts.mounts()
+    all_mounts = mountinfo.mounts()
     result = mounted_repositories(disks, all_mounts)
     if not probe:
         return result
     for disk in disks:
         for part in disk.partitions:
-            if part.mountpoint or not part.device or part.fstype not in mounting.MOUNTABLE:
+            if part.mountpoint or not part.device or part.fstype not in REPOSITORY_FILESYSTEMS:
                 continue
             if mounts.mounts_of(sysfs.name_of(part.device), all_mounts):
                 continue
             where = PROBE_ROOT / os.path.basename(part.device)
             try:
-                mounting.mount_readonly(part.device, part.fstype, str(where))
+                mount(part.device, part.fstype, str(where), Mode.READ_ONLY)
             except HourglassError:
                 continue
-            found = _repositories_under(str(where))
+            found = repositories_in(str(where))
             if not found:
-                mounting.unmount(str(where))
+                unmount(str(where), remove=True)
                 continue
             result.extend(FoundRepository(path, disk.device, part.number, True) for path in found)
     return result

@@ -22,12 +22,12 @@ import contextlib
 import fcntl
 import os
 import secrets
-import stat
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
+from imaging.devices import is_block_device, open_size
 from imaging.disks import ondisk, sysfs
 from imaging.errors import HourglassError, SourceError, TargetUnsuitable
 from imaging.process import run
@@ -364,17 +364,6 @@ def _parted_device(path: str) -> Iterator[tuple[Any, _Problems]]:
         parted.clear_exn_handler()
 
 
-def _is_block(path: str) -> bool:
-    try:
-        return stat.S_ISBLK(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
-def _device_size(fd: int) -> int:
-    return os.lseek(fd, 0, os.SEEK_END)
-
-
 # --- reading --------------------------------------------------------------------------------
 
 
@@ -402,9 +391,9 @@ def read_table(path: str) -> PartitionTable | None:
         raise SourceError(f"Cannot open {path}: {e.strerror}.") from e
     try:
         sector_size = _sector_size(path)
-        kind = ondisk.detect(fd, sector_size, _device_size(fd))
+        kind = ondisk.detect(fd, sector_size, open_size(fd))
         if kind == "gpt":
-            return _from_gpt(ondisk.read_gpt(fd, sector_size, _device_size(fd)), sector_size)
+            return _from_gpt(ondisk.read_gpt(fd, sector_size, open_size(fd)), sector_size)
         if kind == "msdos":
             return _from_mbr(ondisk.read_mbr(fd, sector_size), sector_size)
         return None
@@ -413,7 +402,7 @@ def read_table(path: str) -> PartitionTable | None:
 
 
 def _sector_size(path: str) -> int:
-    if _is_block(path):
+    if is_block_device(path):
         return sysfs.sector_sizes(sysfs.name_of(path))[0]
     return 512
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from imaging import selectors
 from imaging.errors import UsageError
-from imaging.files.fstypes import NOT_FILESYSTEMS
+from imaging.mounts.drivers import NOT_FILESYSTEMS
 from imaging.repository.store import Repository, Snapshot
 from imaging.units import human_size
 

@@ -8,14 +8,9 @@ from pathlib import Path
 
 from imaging.errors import Busy, NotFound, UsageError
 from imaging.files.images import resolve
-from imaging.files.session import (
-    Session,
-    cleanup_stale,
-    is_mounted,
-    sessions,
-    teardown_recorded,
-    unmount,
-)
+from imaging.files.session import Session, cleanup_stale, sessions, teardown_recorded
+from imaging.mounts.mount import unmount
+from imaging.mounts.mountinfo import is_mounted
 from imaging.repository.store import Repository, Snapshot
 
 
@@ -37,7 +32,7 @@ def mount_snapshot(
     partition: int | None = None,
     source: str | None = None,
 ) -> MountInfo:
-    """Mount a snapshot's partition read-only at ``mountpoint`` until :func:`umount`."""
+    """Mount a snapshot's partition read-only at ``mountpoint`` until :func:`unmount_snapshot`."""
     cleaned = cleanup_stale()
     target = Path(os.path.abspath(mountpoint))
     if not target.exists():
@@ -62,7 +57,7 @@ def mount_snapshot(
     return MountInfo(snapshot, image, mounted.fstype, target, mounted.record.driver, cleaned)
 
 
-def umount(mountpoint: str | Path) -> None:
+def unmount_snapshot(mountpoint: str | Path) -> None:
     """Undo :func:`mount_snapshot`: the filesystem, the loop device, the server."""
     target = os.path.realpath(mountpoint)
     for state in sessions():

@@ -29,9 +29,12 @@ from types import TracebackType
 from typing import Any
 
 from imaging.errors import Busy, HourglassError, ToolFailed, UsageError
-from imaging.files import fstypes
 from imaging.files.blockview import DEFAULT_CACHE_BYTES, Damage
 from imaging.files.server import write_master
+from imaging.mounts import drivers
+from imaging.mounts.drivers import Mode
+from imaging.mounts.mount import unmount
+from imaging.mounts.mountinfo import is_mounted, mount_points, mounts_of_source
 from imaging.process import run, spawn
 from imaging.repository.store import Repository, Snapshot
 
@@ -60,39 +63,6 @@ def alive(pid: int | None, started: str | None) -> bool:
     except OSError:
         return False
     return fields[0] not in ("Z", "X") and fields[19] == started
-
-
-def _unescape(path: str) -> str:
-    for code in ("\\040", "\\011", "\\012", "\\134"):
-        path = path.replace(code, chr(int(code[1:], 8)))
-    return path
-
-
-def mount_points() -> set[str]:
-    """Every mount point of this mount namespace."""
-    try:
-        text = Path("/proc/self/mountinfo").read_text()
-    except OSError:
-        return set()
-    return {_unescape(line.split()[4]) for line in text.splitlines() if line}
-
-
-def mounts_of(device: str) -> list[str]:
-    """Mount points whose source is ``device`` (found even when the directory was renamed)."""
-    try:
-        text = Path("/proc/self/mountinfo").read_text()
-    except OSError:
-        return []
-    result = []
-    for line in text.splitlines():
-        fields = line.split()
-        if " - " in line and fields[fields.index("-") + 2] == device:
-            result.append(_unescape(fields[4]))
-    return result
-
-
-def is_mounted(path: str | Path) -> bool:
-    return str(path) in mount_points()
 
 
 def _fusermount() -> str:
@@ -162,21 +132,6 @@ class State:
         return not self.persistent and not alive(self.owner_pid, self.owner_start)
 
 
-def unmount(mountpoint: str, *, lazy: bool) -> None:
-    """Unmount ``mountpoint``; :class:`Busy` when it is in use and ``lazy`` is False."""
-    if not is_mounted(mountpoint):
-        return
-    result = run(["umount", mountpoint], check=False)
-    if result.returncode == 0 or not is_mounted(mountpoint):
-        return
-    if not lazy:
-        raise Busy(
-            f"{mountpoint} is in use: a program has files open there or a shell is in it.",
-            "Close them and run the command again.",
-        )
-    _quiet(["umount", "-l", mountpoint])
-
-
 def serves(loop: str | None, view: str) -> bool:
     """Does ``loop`` still serve ``view`` (loop numbers are reused)? Once the FUSE directory
     is detached, the kernel names the backing file relative to it: ``/<snapshot>.<image>``."""
@@ -199,7 +154,7 @@ def teardown_recorded(path: Path, *, unmount_server: bool = True) -> None:
     for record in reversed(state.mounts):
         unmount(record.mountpoint, lazy=True)
         if record.loop and serves(record.loop, record.view):
-            for elsewhere in mounts_of(record.loop):  # the mount point was moved or renamed
+            for elsewhere in mounts_of_source(record.loop):  # the mount point was moved or renamed
                 unmount(elsewhere, lazy=True)
         detach_loop(record.loop, record.view)
         if Path(record.mountpoint).parent == state.directory:
@@ -404,8 +359,8 @@ class Session:
         """The filesystem of ``image``: from the manifest, else what blkid finds."""
         recorded = snapshot.image(image).get("fstype")
         if recorded:
-            return fstypes.normalize(str(recorded))
-        return fstypes.detect(str(self.view(snapshot, image)))
+            return drivers.normalize(str(recorded))
+        return drivers.detect(str(self.view(snapshot, image)))
 
     def mount(self, snapshot: Snapshot, image: str, mountpoint: Path | None = None) -> Mounted:
         """Mount ``image`` of ``snapshot`` read-only (a fresh directory unless ``mountpoint``)."""
@@ -415,9 +370,9 @@ class Session:
         fstype = self.fstype(snapshot, image)
         if fstype is None:
             raise UsageError(f"No filesystem was found on {what}.")
-        if fstype in fstypes.NOT_FILESYSTEMS:
+        if fstype in drivers.NOT_FILESYSTEMS:
             raise UsageError(f"{what} holds {fstype}, not a filesystem that can be browsed.")
-        driver = fstypes.driver_for(fstype)
+        driver = drivers.driver_for(fstype, Mode.READ_ONLY)
         if driver is None:
             raise UsageError(f"{what} holds {fstype}, which this system cannot mount.")
         if fstype == "btrfs":
@@ -437,15 +392,11 @@ class Session:
         self.state.save()
         try:
             device = str(view)
-            if driver.needs_loop:
+            if driver.needs_block_device:
                 out = run(["losetup", "--read-only", "--find", "--show", str(view)])
                 device = record.loop = out.stdout.decode().strip()
                 self.state.save()
-            if driver.kernel is not None:
-                argv = ["mount", "-t", driver.kernel, "-o", driver.options, device]
-            else:
-                argv = [*driver.fuse, device]
-            result = run([*argv, str(mountpoint)], check=False)
+            result = run(driver.argv(device, str(mountpoint)), check=False)
             if result.returncode != 0 or not is_mounted(mountpoint):
                 reason = _mount_failure(result, record.loop)
                 raise HourglassError(

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from imaging.errors import NoSpace
+from imaging.mounts.mountinfo import filesystem_of
 
 
 def fsync_dir(path: Path) -> None:
@@ -101,18 +102,8 @@ SYNCFS_FILESYSTEMS = frozenset(
 
 def filesystem_type(path: Path) -> str:
     """The type of the filesystem ``path`` lives on, from /proc/self/mountinfo ("" unknown)."""
-    try:
-        dev = os.stat(path).st_dev
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return ""
-    wanted = f"{os.major(dev)}:{os.minor(dev)}"
-    found = ""
-    for line in lines:
-        fields = line.split()
-        if len(fields) > 3 and fields[2] == wanted and " - " in line:
-            found = line.split(" - ", 1)[1].split()[0]  # the last mount of it wins
-    return found
+    mount = filesystem_of(path)
+    return mount.fstype if mount is not None else ""
 
 
 def syncfs(fd: int) -> None:

@@ -4,6 +4,7 @@ available as a directory, and undoing it afterwards."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import secrets
 import urllib.parse
@@ -12,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imaging import locations as places
-from imaging.disks import mounting, mounts
+from imaging.disks import mounts
 from imaging.disks.discover import list_disks
 from imaging.errors import HourglassError, NotFound, UsageError
+from imaging.locations import Location
+from imaging.mounts.mount import unmount
 from imaging.process import run
-from imaging.unattended.orders import Location
 
 MOUNT_ROOT = Path("/run/hourglass/unattended")
 
@@ -32,21 +34,21 @@ class Locations(contextlib.AbstractContextManager["Locations"]):
     everything it mounted is unmounted on exit."""
 
     def __init__(self, credentials: tuple[str, str] = ("", "")) -> None:
-        self._mounted: list[places.Location] = []
+        self._mounted: list[Location] = []
         self._http: list[str] = []
         self.credentials = credentials  # (username, password) for smb://
 
     def __exit__(self, *_: object) -> None:
         for mountpoint in reversed(self._http):
             with contextlib.suppress(HourglassError, OSError):
-                mounting.unmount(mountpoint)
+                unmount(mountpoint, remove=True)
         for location in reversed(self._mounted):
             with contextlib.suppress(HourglassError, OSError):
                 places.unmount(location)
         self._mounted.clear()
         self._http.clear()
 
-    def _keep(self, location: places.Location) -> str:
+    def _keep(self, location: Location) -> str:
         if location.mounted_by_us:
             self._mounted.append(location)
         return location.mountpoint
@@ -55,12 +57,12 @@ class Locations(contextlib.AbstractContextManager["Locations"]):
         """The directory ``location`` names, mounted if it has to be."""
         if location.kind == "path":
             return Mounted(Path(location.path), _disks_of(location.path))
-        if location.kind in ("label", "uuid", "device"):
+        if location.kind in ("label", "uuid", "partition"):
             device, fstype = _partition_of(location)
             root = self._keep(places.mount_partition(device, fstype, writable=writable))
             name = os.path.basename(os.path.realpath(device))
             return Mounted(_inside(root, location.path), mounts.disks_below(name))
-        url = urllib.parse.urlsplit(location.where)
+        url = urllib.parse.urlsplit(location.source)
         if location.kind in ("nfs", "smb"):
             username, password = self.credentials
             share = places.Share(location.kind, url.hostname or "", url.path, username=username)
@@ -68,11 +70,11 @@ class Locations(contextlib.AbstractContextManager["Locations"]):
             return Mounted(Path(root))
         if location.kind == "http":
             if writable:
-                raise UsageError(f"{location.where} is read-only: it can serve restores only.")
+                raise UsageError(f"{location.source} is read-only: it can serve restores only.")
             MOUNT_ROOT.mkdir(parents=True, exist_ok=True)
             root = str(MOUNT_ROOT / secrets.token_hex(4))
             os.makedirs(root)
-            run(["httpdirfs", location.where, root])
+            run(["httpdirfs", location.source, root])
             self._http.append(root)
             return Mounted(Path(root))
         raise UsageError(f"Cannot use the location {location.describe()}.")
@@ -81,14 +83,14 @@ class Locations(contextlib.AbstractContextManager["Locations"]):
         """The content of a small file (a passphrase or config file) at ``location``."""
         if location.kind == "http":
             try:
-                with urllib.request.urlopen(location.where, timeout=30) as response:  # noqa: S310
+                with urllib.request.urlopen(location.source, timeout=30) as response:  # noqa: S310
                     return bytes(response.read(1 << 20))
             except OSError as e:
-                raise NotFound(f"Cannot fetch {location.where}: {e}.") from e
+                raise NotFound(f"Cannot fetch {location.source}: {e}.") from e
         if location.kind == "path":
             path = Path(location.path)
         else:
-            parent = Location(location.kind, location.where, str(Path(location.path).parent))
+            parent = dataclasses.replace(location, path=str(Path(location.path).parent))
             path = self.directory(parent, writable=False).directory / Path(location.path).name
         try:
             return path.read_bytes()
@@ -108,11 +110,13 @@ def _partition_of(location: Location) -> tuple[str, str]:
     for disk in list_disks(used=False):
         for partition in disk.partitions:
             if (
-                (location.kind == "label" and partition.label == location.where)
-                or (location.kind == "uuid" and partition.fs_uuid.lower() == location.where.lower())
+                (location.kind == "label" and partition.label == location.source)
                 or (
-                    location.kind == "device"
-                    and os.path.realpath(location.where) == os.path.realpath(partition.device)
+                    location.kind == "uuid" and partition.fs_uuid.lower() == location.source.lower()
+                )
+                or (
+                    location.kind == "partition"
+                    and os.path.realpath(location.source) == os.path.realpath(partition.device)
                 )
             ):
                 if not partition.fstype:
@@ -120,9 +124,9 @@ def _partition_of(location: Location) -> tuple[str, str]:
                 return partition.device, partition.fstype
     # A drive formatted without a partition table (a "superfloppy" USB disk), or a device the
     # discovery did not list: ask blkid.
-    device = location.where
+    device = location.source
     if location.kind in ("label", "uuid"):
-        token = f"{location.kind.upper()}={location.where}"
+        token = f"{location.kind.upper()}={location.source}"
         found = run(["blkid", "-o", "device", "-t", token], check=False).stdout.decode().split()
         device = found[0] if found else ""
     if device and os.path.exists(device):

@@ -21,6 +21,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from imaging.errors import UsageError
+from imaging.locations import Location
 
 RUNS = ("backup", "restore", "verify", "files-restore")
 AFTER = ("poweroff", "reboot", "shell", "ui")
@@ -44,34 +45,19 @@ KNOWN = {
 }
 
 
-@dataclass(frozen=True)
-class Location:
-    """Where a repository or a file lives, before it is mounted."""
-
-    kind: str  # label, uuid, device, nfs, smb, http, path
-    where: str  # the label, uuid, device, host/export or URL
-    path: str  # the path inside it ("/" for its root)
-
-    def describe(self) -> str:
-        if self.kind in ("label", "uuid"):
-            return f"{self.kind.upper()}={self.where}:{self.path}"
-        if self.kind == "device":
-            return f"{self.where}:{self.path}"
-        return self.where if self.kind in ("nfs", "smb", "http") else self.path
-
-
 _URL = re.compile(r"^(nfs|smb|https?)://[^/\s]+(/\S*)?$")
 
 
 def parse_location(text: str, *, key: str = "repo") -> Location:
-    """``LABEL=x:/path``, ``UUID=x:/path``, ``/dev/sdb1:/path``, a URL or a plain path."""
+    """``LABEL=x:/path``, ``UUID=x:/path``, ``/dev/sdb1:/path``, a URL or a plain path, as
+    a :class:`Location` that is not mounted yet."""
     text = text.strip()
     m = re.match(r"^(LABEL|UUID)=([^:]+)(?::(/.*))?$", text)
     if m:
         return Location(m.group(1).lower(), m.group(2), m.group(3) or "/")
     m = re.match(r"^(/dev/[^:]+)(?::(/.*))?$", text)
     if m:
-        return Location("device", m.group(1), m.group(2) or "/")
+        return Location("partition", m.group(1), m.group(2) or "/")
     if _URL.match(text):
         scheme = text.split("://", 1)[0]
         return Location("http" if scheme.startswith("http") else scheme, text, "/")

@@ -53,14 +53,14 @@ class Target:
 def usable_partitions(disks: list[Disk]) -> list[tuple[Disk, Partition]]:
     """Partitions a repository can live on: a filesystem the engine mounts, not the disk
     the system started from."""
-    from imaging.disks.mounting import MOUNTABLE
+    from imaging.mounts.drivers import REPOSITORY_FILESYSTEMS
 
     return [
         (disk, p)
         for disk in disks
         if not disk.is_boot_disk
         for p in disk.partitions
-        if p.device and p.fstype in MOUNTABLE
+        if p.device and p.fstype in REPOSITORY_FILESYSTEMS
     ]
 
 
@@ -216,7 +216,8 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
     # --- the list ---------------------------------------------------------------------------
 
     def _fill_list(self) -> None:
-        from imaging.locations import mounted_locations, repositories_in
+        from imaging.disks.repos import repositories_in
+        from imaging.locations import mounted_locations
 
         app = self.hourglass
         where = self.query_one("#where", OptionList)
@@ -318,7 +319,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         if location is None:
             return
         self._fill_list()
-        from imaging.locations import repositories_in
+        from imaging.disks.repos import repositories_in
 
         found = repositories_in(location.mountpoint)
         if len(found) == 1:

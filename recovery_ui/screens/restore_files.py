@@ -49,7 +49,7 @@ SEARCH_LIMIT = 200
 
 def file_images(snapshot: Snapshot) -> list[dict[str, Any]]:
     """The images of a snapshot that may hold files (not the head, not swap)."""
-    from imaging.files.fstypes import NOT_FILESYSTEMS
+    from imaging.mounts.drivers import NOT_FILESYSTEMS
 
     return [
         image

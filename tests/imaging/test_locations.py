@@ -17,11 +17,13 @@ from pathlib import Path
 import pytest
 
 from imaging import locations
-from imaging.disks import mounting, mounts, sysfs
-from imaging.disks.repos import PROBE_ROOT
+from imaging.disks import mounts, sysfs
+from imaging.disks.repos import PROBE_ROOT, repositories_in
 from imaging.disks.table import read_table
 from imaging.errors import Busy, HourglassError, TargetUnsuitable, UsageError
 from imaging.locations import Share
+from imaging.mounts.drivers import Mode
+from imaging.mounts.mount import mount
 from imaging.repository.store import Repository
 from tests.conftest import PASSPHRASE
 from tests.support import MiB, loop_device, sh
@@ -65,7 +67,7 @@ def test_partition_mounted_read_write_on_demand(ext4_device: str) -> None:
 @pytest.mark.integration
 def test_probe_mount_is_replaced_by_a_read_write_one(ext4_device: str) -> None:
     probe = str(PROBE_ROOT / os.path.basename(ext4_device))
-    mounting.mount_readonly(ext4_device, "ext4", probe)
+    mount(ext4_device, "ext4", probe, Mode.READ_ONLY)
     location = locations.mount_partition(ext4_device, "ext4", writable=True)
     try:
         assert not os.path.ismount(probe)
@@ -113,9 +115,7 @@ def test_blank_drive_is_formatted_with_one_ext4_partition(tmp_path: Path) -> Non
             location = locations.mount_partition(node, "ext4", writable=True)
             try:
                 Repository.init(Path(location.mountpoint) / "repo", passphrase=PASSPHRASE)
-                assert locations.repositories_in(location.mountpoint) == [
-                    f"{location.mountpoint}/repo"
-                ]
+                assert repositories_in(location.mountpoint) == [f"{location.mountpoint}/repo"]
                 # A disk with something mounted is never formatted.
                 with pytest.raises(TargetUnsuitable):
                     locations.format_drive(device)
@@ -233,7 +233,7 @@ def test_folder_over_ssh_is_a_location(sshd: tuple[int, Path, Path]) -> None:
         assert location in locations.mounted_locations()
         Repository.init(Path(location.mountpoint) / "repo", passphrase=PASSPHRASE)
         assert (remote / "repo" / "config").is_file()
-        assert locations.repositories_in(location.mountpoint) == [f"{location.mountpoint}/repo"]
+        assert repositories_in(location.mountpoint) == [f"{location.mountpoint}/repo"]
     finally:
         locations.unmount(location)
     assert not os.path.exists(location.mountpoint)

@@ -135,7 +135,7 @@ def test_the_vendors_repository_among_found_ones(tmp_path: Path) -> None:
         assert vendor_choice(RepositoryHint("label", "OTHER", "/backups"), found, [drive]) == ""
     finally:
         sh("umount", mnt)
-    share = Location(str(mnt), "//nas/backups", "smb", True, True)
+    share = Location("smb", "//nas/backups", mountpoint=str(mnt), writable=True, mounted_by_us=True)
     shared = {"share-0": (share, str(mnt / "pc1")), "share-1": (share, str(mnt / "hourglass"))}
     hint = RepositoryHint("smb", "NAS", "backups/hourglass")
     assert vendor_choice(hint, shared, []) == "share-1"

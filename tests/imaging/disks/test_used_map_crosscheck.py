@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from imaging.backup import device_size
+from imaging.devices import device_size
 from imaging.disks import filesystems
 from tests.conftest import PASSPHRASE
 from tests.imaging.disks.conftest import weak_repository

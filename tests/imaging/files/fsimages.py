@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from imaging.files.session import is_mounted
+from imaging.mounts.mountinfo import is_mounted
 from tests.support import MiB, loop_device, sh
 
 SIZES = {"ext4": 64, "xfs": 300, "btrfs": 120, "vfat": 64, "ntfs": 64, "exfat": 64}

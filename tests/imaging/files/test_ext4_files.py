@@ -20,8 +20,9 @@ from imaging.files import restore as restore_module
 from imaging.files import session as session_module
 from imaging.files.browse import SnapshotBrowser
 from imaging.files.restore import restore_files
-from imaging.files.session import Session, is_mounted, sessions
+from imaging.files.session import Session, sessions
 from imaging.files.versions import fiemap
+from imaging.mounts.mountinfo import is_mounted
 from imaging.repository.store import Repository
 from tests.conftest import PASSPHRASE
 from tests.imaging.files.fsimages import make_fs, writable

@@ -14,9 +14,9 @@ import pytest
 
 from imaging.backup import backup_path
 from imaging.files.browse import SnapshotBrowser
-from imaging.files.fstypes import kernel_filesystems
 from imaging.files.restore import restore_files
 from imaging.files.versions import file_versions
+from imaging.mounts.drivers import kernel_filesystems
 from imaging.repository.store import Repository
 from tests.imaging.files.fsimages import make_fs, vfat_delete, vfat_put, writable
 from tests.support import MiB

@@ -19,25 +19,26 @@ def test_cmdline_keys() -> None:
     orders = orders_from(keys)
     assert orders.run == "restore" and orders.after == "poweroff"
     assert orders.repo is not None and orders.repo.kind == "label"
-    assert (orders.repo.where, orders.repo.path) == ("BACKUP", "/repos/lab")
+    assert (orders.repo.source, orders.repo.path) == ("BACKUP", "/repos/lab")
     assert orders.snapshot == "2026-11-22T10:31:05"
     assert orders.target == "S3Z9NB0K123456"
 
 
 @pytest.mark.parametrize(
-    ("text", "kind", "where", "path"),
+    ("text", "kind", "source", "path"),
     [
         ("UUID=1234-ABCD:/r", "uuid", "1234-ABCD", "/r"),
         ("LABEL=x", "label", "x", "/"),
-        ("/dev/sdb1:/hourglass", "device", "/dev/sdb1", "/hourglass"),
+        ("/dev/sdb1:/hourglass", "partition", "/dev/sdb1", "/hourglass"),
         ("nfs://server/export/backups", "nfs", "nfs://server/export/backups", "/"),
         ("smb://nas/share/pc1", "smb", "smb://nas/share/pc1", "/"),
         ("https://lab.example/repo/", "http", "https://lab.example/repo/", "/"),
     ],
 )
-def test_locations(text: str, kind: str, where: str, path: str) -> None:
+def test_locations(text: str, kind: str, source: str, path: str) -> None:
     loc = parse_location(text)
-    assert (loc.kind, loc.where, loc.path) == (kind, where, path)
+    assert (loc.kind, loc.source, loc.path) == (kind, source, path)
+    assert parse_location(loc.describe()) == loc  # what messages show parses back
 
 
 def test_bad_orders_name_the_key() -> None:

@@ -45,7 +45,7 @@ def test_the_vendor_action_alone_is_a_whole_order() -> None:
     }
     orders = orders_from(found)
     assert (orders.run, orders.source, orders.after) == ("backup", "/dev/nvme0n1", "poweroff")
-    assert orders.repo is not None and (orders.repo.kind, orders.repo.where) == (
+    assert orders.repo is not None and (orders.repo.kind, orders.repo.source) == (
         "label",
         "ACME-DATA",
     )
