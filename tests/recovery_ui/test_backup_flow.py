@@ -14,6 +14,8 @@ import pytest
 
 from imaging.repository.store import Repository
 from recovery_ui.app import HourglassApp
+from recovery_ui.screens.backup import BackupScreen
+from recovery_ui.screens.home import HomeScreen
 from tests.conftest import PASSPHRASE
 from tests.recovery_ui.conftest import (
     Drive,
@@ -68,6 +70,38 @@ async def test_back_up_a_whole_disk(
         assert repo.snapshots()[-1].source == source.device
     # The app unmounted what it mounted read-write when it quit.
     assert not os.path.exists(opened.path)
+
+
+async def test_escape_goes_back_a_step(
+    make_app: Callable[..., HourglassApp], source: Source, backup_drive: Drive
+) -> None:
+    """Escape in the repository chooser and on the summary goes back to choosing the disk,
+    with the disk list focused; escape there leaves the wizard."""
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("1")
+        await settle(pilot)
+        await choose_option(pilot, "disks", source.device)
+        await pilot.click("#source-next")
+        await settle(pilot)
+        assert "Where should the backup go?" in screen_text(app)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert isinstance(app.screen, BackupScreen) and app.screen.pane == "source"
+        assert app.focused is app.screen.query_one("#disks")
+        await pilot.click("#source-next")
+        await open_found_repository(pilot)
+        assert app.screen.pane == "summary"
+        assert "Check before the backup starts" in screen_text(app)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen.pane == "source"
+        assert app.focused is app.screen.query_one("#disks")
+        assert "Which disk do you want to back up?" in screen_text(app)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, HomeScreen)
 
 
 @pytest.fixture
