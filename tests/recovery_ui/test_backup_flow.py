@@ -29,7 +29,7 @@ from tests.recovery_ui.conftest import (
     unmount_all,
     wait_for,
 )
-from tests.recovery_ui.flows import choose_option, open_found_repository, type_text
+from tests.recovery_ui.flows import back_up_disk, choose_option, open_found_repository, type_text
 from tests.support import MiB, sh
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
@@ -79,12 +79,7 @@ async def test_escape_goes_back_a_step(
     with the disk list focused; escape there leaves the wizard."""
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await settle(pilot)
-        await pilot.press("1")
-        await settle(pilot)
-        await choose_option(pilot, "disks", source.device)
-        await pilot.click("#source-next")
-        await settle(pilot)
+        await back_up_disk(pilot, source.device)
         assert "Where should the backup go?" in screen_text(app)
         await pilot.press("escape")
         await settle(pilot)
@@ -144,11 +139,7 @@ async def test_cancel_leaves_no_snapshot(
 ) -> None:
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await settle(pilot)
-        await pilot.press("1")
-        await settle(pilot)
-        await choose_option(pilot, "disks", slow_disk)
-        await pilot.click("#source-next")
+        await back_up_disk(pilot, slow_disk)
         await open_found_repository(pilot)
         assert app.opened is not None
         before = [s.id for s in app.opened.repo.snapshots()]
@@ -177,12 +168,7 @@ async def test_new_repository_on_a_blank_drive_formatted_first(
 ) -> None:
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await settle(pilot)
-        await pilot.press("1")
-        await settle(pilot)
-        await choose_option(pilot, "disks", source.device)
-        await pilot.click("#source-next")
-        await settle(pilot)
+        await back_up_disk(pilot, source.device)
         await choose_option(pilot, "where", "create")
         await settle(pilot)
         await choose_option(pilot, "partitions", f"format-{blank_disk}")
@@ -222,11 +208,7 @@ async def test_quitting_during_a_backup_asks_and_records_nothing(
 ) -> None:
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await settle(pilot)
-        await pilot.press("1")
-        await settle(pilot)
-        await choose_option(pilot, "disks", slow_disk)
-        await pilot.click("#source-next")
+        await back_up_disk(pilot, slow_disk)
         await open_found_repository(pilot)
         assert app.opened is not None
         before = [s.id for s in app.opened.repo.snapshots()]
