@@ -4,23 +4,22 @@ commits a snapshot only when everything is stored)."""
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, ContentSwitcher, OptionList, SelectionList
+from textual.widgets import Button, OptionList, SelectionList
 from textual.worker import Worker
 
 from imaging.errors import Cancelled, UsageError
 from recovery_ui import text
 from recovery_ui.i18n import N_, _, ngettext
 from recovery_ui.messages import ProgressRelay
-from recovery_ui.screens.base import BaseScreen
+from recovery_ui.screens.base import failure_reason
+from recovery_ui.screens.wizard import CancelQuestion, WizardScreen
 from recovery_ui.widgets.controls import Label, Static, option
 from recovery_ui.widgets.progress_panel import ProgressPanel
-from recovery_ui.widgets.steps import Steps
 
 if TYPE_CHECKING:
     from imaging.backup import BackupPlan
@@ -29,98 +28,79 @@ if TYPE_CHECKING:
     from imaging.repository.verify import VerifyReport
     from recovery_ui.state import OpenedRepository
 
-STEPS = (N_("What"), N_("Where to"), N_("Check"), N_("Back up"), N_("Result"))
-PANES = ("source", "repository", "summary", "progress", "result")
 
-
-class BackupScreen(BaseScreen[None]):
+class BackupScreen(WizardScreen):
     TITLE_TEXT = N_("Back up")
+    STEPS = (N_("What"), N_("Where to"), N_("Check"), N_("Back up"), N_("Result"))
+    PANES = ("source", "repository", "summary", "progress", "result")
+    BACK: ClassVar[dict[str, tuple[str, str]]] = {
+        "repository": ("source", "#disks"),
+        "summary": ("source", "#disks"),
+    }
+    CANCEL = CancelQuestion(
+        N_("Cancel the backup?"),
+        N_("The backup stops and no snapshot is recorded. The disk is not changed."),
+        N_("Cancel the backup"),
+        N_("Go on backing up"),
+    )
     DEFAULT_CSS = """
-    BackupScreen ContentSwitcher { height: 1fr; }
     BackupScreen #source { height: 1fr; }
     BackupScreen #disk-side { width: 1fr; height: 1fr; }
     BackupScreen #part-side { width: 1fr; height: 1fr; }
     BackupScreen #disks { height: auto; max-height: 10; margin: 0 1; }
     BackupScreen #parts { height: auto; max-height: 12; margin: 0 1; }
-    BackupScreen #summary-text, BackupScreen #result-text { padding: 0 1; height: auto; }
+    BackupScreen #summary-text { padding: 0 1; height: auto; }
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.sources: list[str] = []
         self.source_disk: Disk | None = None
-        self.opened: OpenedRepository | None = None
         self.plan: BackupPlan | None = None
-        self.cancel = threading.Event()
-        self.relay: ProgressRelay | None = None
         self.committed: Snapshot | None = None
 
-    def compose_body(self) -> ComposeResult:
-        yield Steps([_(s) for s in STEPS])
-        with ContentSwitcher(initial="source"):
-            with Horizontal(id="source"):
-                with Vertical(id="disk-side"):
-                    yield Label(_("Which disk do you want to back up?"), classes="section first")
-                    yield OptionList(id="disks", compact=True)
-                    yield Static("", id="disk-note", classes="note")
-                with Vertical(id="part-side"):
-                    yield Label(_("Which partitions?"), classes="section first")
-                    yield SelectionList[int](id="parts", compact=True)
-                    yield Static(
-                        _(
-                            "All partitions: the whole disk, with its partition table and boot "
-                            "code, so it can be restored to a new disk."
-                        ),
-                        classes="note",
-                    )
-                    with Horizontal(classes="buttons"):
-                        yield Button(_("Next"), id="source-next", compact=True, variant="primary")
-            with Vertical(id="repository"):
-                yield Static(_("Choose where the backup goes..."), classes="note")
-            with Vertical(id="summary"):
-                yield Label(_("Check before the backup starts"), classes="section first")
-                yield Static(_("Working out what to read..."), id="summary-text", markup=False)
+    def compose_steps(self) -> ComposeResult:
+        with Horizontal(id="source"):
+            with Vertical(id="disk-side"):
+                yield Label(_("Which disk do you want to back up?"), classes="section first")
+                yield OptionList(id="disks", compact=True)
+                yield Static("", id="disk-note", classes="note")
+            with Vertical(id="part-side"):
+                yield Label(_("Which partitions?"), classes="section first")
+                yield SelectionList[int](id="parts", compact=True)
+                yield Static(
+                    _(
+                        "All partitions: the whole disk, with its partition table and boot "
+                        "code, so it can be restored to a new disk."
+                    ),
+                    classes="note",
+                )
                 with Horizontal(classes="buttons"):
-                    yield Button(
-                        _("Start the backup"),
-                        id="start",
-                        compact=True,
-                        variant="primary",
-                        disabled=True,
-                    )
-                    yield Button(_("Choose another repository"), id="other-repo", compact=True)
-            with Vertical(id="progress"):
-                yield Label(_("Backing up"), classes="section first")
-                yield ProgressPanel(id="panel")
-                with Horizontal(classes="buttons"):
-                    yield Button(_("Cancel the backup"), id="cancel", compact=True, variant="error")
-            with Vertical(id="result"):
-                yield Label("", id="result-title", classes="section first")
-                yield Static("", id="result-text", markup=False)
-                with Horizontal(classes="buttons"):
-                    yield Button(_("Done"), id="done", compact=True, variant="primary")
+                    yield Button(_("Next"), id="source-next", compact=True, variant="primary")
+        with Vertical(id="repository"):
+            yield Static(_("Choose where the backup goes..."), classes="note")
+        with Vertical(id="summary"):
+            yield Label(_("Check before the backup starts"), classes="section first")
+            yield Static(_("Working out what to read..."), id="summary-text", markup=False)
+            with Horizontal(classes="buttons"):
+                yield Button(
+                    _("Start the backup"),
+                    id="start",
+                    compact=True,
+                    variant="primary",
+                    disabled=True,
+                )
+                yield Button(_("Choose another repository"), id="other-repo", compact=True)
+        yield from self.compose_running(
+            _("Backing up"), ProgressPanel(id="panel"), _("Cancel the backup")
+        )
 
     def on_mount(self) -> None:
-        self.hourglass.cancel_events.add(self.cancel)
         self.hourglass.disks_changed.subscribe(self, self._disks_changed)
         self._fill_disks()
 
     def on_unmount(self) -> None:
         self.hourglass.disks_changed.unsubscribe(self)
-
-    def _step(self, pane: str) -> None:
-        self.query_one(ContentSwitcher).current = pane
-        self.query_one(Steps).current = PANES.index(pane)
-
-    def action_back(self) -> None:
-        pane = self.query_one(ContentSwitcher).current
-        if pane == "progress":
-            self._ask_cancel()
-        elif pane == "summary":
-            self._step("source")
-            self.query_one("#disks", OptionList).focus()
-        else:
-            self.dismiss(None)
 
     # --- 1: what ----------------------------------------------------------------------------
 
@@ -128,7 +108,7 @@ class BackupScreen(BaseScreen[None]):
         return [d for d in self.hourglass.disks if not d.is_boot_disk and d.partitions]
 
     def _disks_changed(self, _app: object) -> None:
-        if self.query_one(ContentSwitcher).current == "source":
+        if self.pane == "source":
             self._fill_disks()
 
     def _fill_disks(self) -> None:
@@ -172,10 +152,6 @@ class BackupScreen(BaseScreen[None]):
             self._start()
         elif button == "other-repo":
             self._choose_repository()
-        elif button == "cancel":
-            self._ask_cancel()
-        elif button == "done":
-            self.dismiss(None)
 
     def _source_chosen(self) -> None:
         disk = self.source_disk
@@ -195,22 +171,17 @@ class BackupScreen(BaseScreen[None]):
     # --- 2: where to ------------------------------------------------------------------------
 
     def _choose_repository(self) -> None:
-        from recovery_ui.screens.choose_repository import ChooseRepository
-
-        self._step("repository")
-        self.app.push_screen(
-            ChooseRepository(_("Where should the backup go?"), writable=True, allow_create=True),
+        self.step("repository")
+        self.choose_repository(
+            _("Where should the backup go?"),
             self._repository_chosen,
+            writable=True,
+            allow_create=True,
         )
 
-    def _repository_chosen(self, opened: OpenedRepository | None) -> None:
-        if opened is None:
-            self._step("source")
-            self.query_one("#disks", OptionList).focus()
-            return
+    def _repository_chosen(self, opened: OpenedRepository) -> None:
         self.opened = opened
-        self.set_status(self.hourglass.repository_status())
-        self._step("summary")
+        self.step("summary")
         self.query_one("#start", Button).disabled = True
         self.query_one("#summary-text", Static).update(_("Working out what to read..."))
         self.make_plan()
@@ -289,38 +260,26 @@ class BackupScreen(BaseScreen[None]):
     def _start(self) -> None:
         if self.plan is None or self.opened is None:
             return
-        self.cancel.clear()
         self.committed = None
-        self.query_one("#cancel", Button).disabled = False
-        self._step("progress")
-        panel = self.query_one(ProgressPanel)
-        panel.set_phase(_("Reading and storing the disk"))
-        self.query_one("#cancel", Button).focus()
-        self.relay = ProgressRelay(self, "backup")
-        self.back_up(self.plan, self.opened)
-
-    def on_progress_relay_updated(self, message: ProgressRelay.Updated) -> None:
-        event = message.relay.take()
-        if event is not None:
-            self.query_one(ProgressPanel).show(event)
+        relay = self.start_running(_("Reading and storing the disk"), "backup")
+        self.back_up(self.plan, self.opened, relay)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine")
-    def back_up(self, plan: BackupPlan, opened: OpenedRepository) -> None:
+    def back_up(self, plan: BackupPlan, opened: OpenedRepository, relay: ProgressRelay) -> None:
         import logging
 
         from imaging.backup import BackupOptions, run_backup
         from imaging.repository.verify import verify
 
         log = logging.getLogger("recovery_ui")
-        assert self.relay is not None
         log.info("backup of %s into %s", " ".join(self.sources), opened.path)
         snapshot = run_backup(
-            opened.repo, plan, progress=self.relay, options=BackupOptions(cancel=self.cancel)
+            opened.repo, plan, progress=relay, options=BackupOptions(cancel=self.cancel)
         )
         log.info("snapshot %s committed", snapshot.id)
         self.committed = snapshot
         self.app.call_from_thread(self._checking)
-        report = verify(opened.repo, [snapshot], read_data=True, progress=self.relay)
+        report = verify(opened.repo, [snapshot], read_data=True, progress=relay)
         log.info("verify of %s: %s", snapshot.id[:12], "ok" if report.ok else "DAMAGED")
         self.app.call_from_thread(self._finished, snapshot, report)
 
@@ -328,25 +287,8 @@ class BackupScreen(BaseScreen[None]):
         self.query_one(ProgressPanel).set_phase(_("Checking the backup"), counts_bytes=False)
         self.query_one("#cancel", Button).disabled = True
 
-    def _ask_cancel(self) -> None:
-        if self.committed is not None:
-            return  # recorded already: the check runs to its end
-        from recovery_ui.screens.question import Question
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.cancel.set()
-                self.query_one(ProgressPanel).set_phase(_("Stopping..."))
-
-        self.app.push_screen(
-            Question(
-                _("Cancel the backup?"),
-                _("The backup stops and no snapshot is recorded. The disk is not changed."),
-                _("Cancel the backup"),
-                _("Go on backing up"),
-            ),
-            answered,
-        )
+    def can_cancel(self) -> bool:
+        return self.committed is None  # recorded already: the check runs to its end
 
     # --- 5: result --------------------------------------------------------------------------
 
@@ -391,24 +333,10 @@ class BackupScreen(BaseScreen[None]):
         )
         self._result(title, "\n".join(lines), good=report.ok)
 
-    def _result(self, title: str, body: str, *, good: bool) -> None:
-        self._step("result")
-        title_label = self.query_one("#result-title", Label)
-        title_label.update(title)
-        title_label.set_class(good, "good")
-        title_label.set_class(not good, "error")
-        self.query_one("#result-text", Static).update(body)
-        self.query_one("#done", Button).focus()
-
-    def expected(self, error: BaseException) -> bool:
-        return isinstance(error, Cancelled) and self.cancel.is_set()
-
     def work_failed(self, worker: Worker[object], error: BaseException) -> None:
         if worker.name == "make_plan":
             self.query_one("#summary-text", Static).update(
-                _("The backup cannot start: {reason}").format(
-                    reason=getattr(error, "message", str(error))
-                )
+                _("The backup cannot start: {reason}").format(reason=failure_reason(error))
             )
         elif worker.name == "back_up":
             if self.committed is not None:
@@ -416,7 +344,7 @@ class BackupScreen(BaseScreen[None]):
                     _("The backup was recorded, but checking it failed."),
                     _("Snapshot of {when}.").format(when=text.when(self.committed.time))
                     + "\n"
-                    + getattr(error, "message", str(error)),
+                    + failure_reason(error),
                     good=False,
                 )
             elif isinstance(error, Cancelled):
@@ -428,6 +356,6 @@ class BackupScreen(BaseScreen[None]):
             else:
                 self._result(
                     _("The backup failed."),
-                    _("No snapshot was recorded.") + "\n" + getattr(error, "message", str(error)),
+                    _("No snapshot was recorded.") + "\n" + failure_reason(error),
                     good=False,
                 )

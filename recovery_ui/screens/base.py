@@ -1,9 +1,11 @@
 """What every screen of the app shares: the title bar, the keys bar, the way errors of the
-engine's work come back (a dialog with the message and hint, the detail in the log)."""
+engine's work come back (a dialog with the message and hint, the detail in the log), its
+progress, and asking for the repository to work on."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, TypeVar, cast
 
 from textual.app import ComposeResult
@@ -12,11 +14,15 @@ from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
 from recovery_ui.i18n import N_, _
+from recovery_ui.messages import ProgressRelay
 from recovery_ui.widgets.keys_bar import KeysBar
+from recovery_ui.widgets.progress_panel import ProgressPanel
 from recovery_ui.widgets.title_bar import TitleBar
 
 if TYPE_CHECKING:
+    from imaging.progress import Progress
     from recovery_ui.app import HourglassApp
+    from recovery_ui.state import OpenedRepository
 
 log = logging.getLogger("recovery_ui")
 
@@ -35,6 +41,11 @@ def describe_failure(error: BaseException) -> tuple[str, str]:
         ),
         _("The details are in the log (Logs on the main screen)."),
     )
+
+
+def failure_reason(error: BaseException) -> str:
+    """The engine's message for ``error`` (without its hint), to show on the screen."""
+    return getattr(error, "message", str(error))
 
 
 class AppScreenMixin:
@@ -67,6 +78,38 @@ class BaseScreen(AppScreenMixin, Screen[ResultT]):
 
     def set_status(self, status: str) -> None:
         self.query_one(TitleBar).status = status
+
+    def choose_repository(
+        self,
+        title: str,
+        then: Callable[[OpenedRepository], None],
+        *,
+        writable: bool = False,
+        allow_create: bool = False,
+    ) -> None:
+        """Ask for the repository (the chooser opens it), then ``then`` with it; if the person
+        chose none, go back (``action_back``)."""
+        from recovery_ui.screens.choose_repository import ChooseRepository
+
+        def chosen(opened: OpenedRepository | None) -> None:
+            if opened is None:
+                self.action_back()
+                return
+            self.set_status(self.hourglass.repository_status())
+            then(opened)
+
+        self.app.push_screen(
+            ChooseRepository(title, writable=writable, allow_create=allow_create), chosen
+        )
+
+    def on_progress_relay_updated(self, message: ProgressRelay.Updated) -> None:
+        event = message.relay.take()
+        if event is not None:
+            self.show_progress(event)
+
+    def show_progress(self, event: Progress) -> None:
+        """Show the newest progress of the screen's engine work (in its progress panel)."""
+        self.query_one(ProgressPanel).show(event)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state is WorkerState.ERROR and event.worker.error is not None:

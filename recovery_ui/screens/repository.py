@@ -15,7 +15,7 @@ from imaging.errors import UsageError
 from recovery_ui import text
 from recovery_ui.i18n import N_, _, ngettext
 from recovery_ui.messages import ProgressRelay
-from recovery_ui.screens.base import BaseScreen
+from recovery_ui.screens.base import BaseScreen, failure_reason
 from recovery_ui.widgets.controls import Label, Static, checkbox, option
 from recovery_ui.widgets.progress_panel import ProgressPanel
 
@@ -142,22 +142,14 @@ class RepositoryScreen(BaseScreen[None]):
                     )
 
     def on_mount(self) -> None:
-        from recovery_ui.screens.choose_repository import ChooseRepository
-
         self.query_one("#verify-progress").display = False
         table = self.query_one("#forget-table", DataTable)
         table.add_columns(_("Backup"), _("Of"), _("Size"), _("Kept?"))
         self.query_one("#budget", OptionList).highlighted = 1
-        self.app.push_screen(
-            ChooseRepository(_("Which repository?"), writable=True), self._repository_chosen
-        )
+        self.choose_repository(_("Which repository?"), self._repository_chosen, writable=True)
 
-    def _repository_chosen(self, opened: OpenedRepository | None) -> None:
-        if opened is None:
-            self.dismiss(None)
-            return
+    def _repository_chosen(self, opened: OpenedRepository) -> None:
         self.opened = opened
-        self.set_status(self.hourglass.repository_status())
         self._tab("stats")
 
     def _tab(self, tab: str) -> None:
@@ -244,11 +236,6 @@ class RepositoryScreen(BaseScreen[None]):
         self.query_one("#verify-result", Static).update("")
         self.query_one("#verify-go", Button).disabled = True
         self.verify(seconds or None, read_data, ProgressRelay(self, "verify"))
-
-    def on_progress_relay_updated(self, message: ProgressRelay.Updated) -> None:
-        event = message.relay.take()
-        if event is not None:
-            self.query_one("#verify-progress", ProgressPanel).show(event)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine")
     def verify(self, max_time: float | None, read_data: bool, relay: ProgressRelay) -> None:
@@ -475,7 +462,5 @@ class RepositoryScreen(BaseScreen[None]):
             self.query_one("#verify-go", Button).disabled = False
         elif worker.name == "forget":
             self.query_one("#forget-summary", Static).update(
-                _("Forgetting stopped: {reason}").format(
-                    reason=getattr(error, "message", str(error))
-                )
+                _("Forgetting stopped: {reason}").format(reason=failure_reason(error))
             )

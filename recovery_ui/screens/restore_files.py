@@ -10,19 +10,19 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, ContentSwitcher, DataTable, Input, OptionList, Tree
+from textual.widgets import Button, DataTable, Input, OptionList, Tree
 from textual.worker import Worker
 
 from imaging.errors import UsageError
 from recovery_ui import text
 from recovery_ui.i18n import N_, _, ngettext
 from recovery_ui.messages import ProgressRelay
-from recovery_ui.screens.base import BaseScreen
+from recovery_ui.screens.base import failure_reason
 from recovery_ui.screens.choose_repository import usable_partitions
+from recovery_ui.screens.wizard import WizardScreen
 from recovery_ui.widgets.controls import Label, Static, option
 from recovery_ui.widgets.progress_panel import ProgressPanel
 from recovery_ui.widgets.snapshot_tree import Item, SnapshotTree
-from recovery_ui.widgets.steps import Steps
 from recovery_ui.widgets.timeline import Timeline
 
 if TYPE_CHECKING:
@@ -35,15 +35,6 @@ if TYPE_CHECKING:
     from imaging.repository.store import Snapshot
     from recovery_ui.state import OpenedRepository
 
-STEPS = (
-    N_("Repository"),
-    N_("When"),
-    N_("Partition"),
-    N_("Files"),
-    N_("Destination"),
-    N_("Result"),
-)
-PANES = ("repository", "when", "partition", "browse", "dest", "result")
 SEARCH_LIMIT = 200
 
 
@@ -72,15 +63,28 @@ class FileTree(SnapshotTree):
                 screen.marks_changed()
 
 
-class RestoreFilesScreen(BaseScreen[None]):
+class RestoreFilesScreen(WizardScreen):
     TITLE_TEXT = N_("Restore files")
+    STEPS = (
+        N_("Repository"),
+        N_("When"),
+        N_("Partition"),
+        N_("Files"),
+        N_("Destination"),
+        N_("Result"),
+    )
+    PANES = ("repository", "when", "partition", "browse", "dest", "result")
+    BACK: ClassVar[dict[str, tuple[str, str]]] = {
+        "partition": ("when", "#timeline"),
+        "browse": ("partition", "#images"),
+        "dest": ("browse", "#tree"),
+    }
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "search", N_("Search")),
         Binding("v", "versions", N_("Versions")),
         Binding("r", "restore", N_("Restore marked")),
     ]
     DEFAULT_CSS = """
-    RestoreFilesScreen ContentSwitcher { height: 1fr; }
     RestoreFilesScreen #when, RestoreFilesScreen #browse { height: 1fr; }
     RestoreFilesScreen #timeline, RestoreFilesScreen #images, RestoreFilesScreen #dests {
         margin: 0 1; }
@@ -91,13 +95,12 @@ class RestoreFilesScreen(BaseScreen[None]):
     RestoreFilesScreen #results { height: 1fr; display: none; }
     RestoreFilesScreen #versions { height: 1fr; overflow-x: hidden; }
     RestoreFilesScreen #tree { overflow-x: hidden; }
-    RestoreFilesScreen #marked, RestoreFilesScreen #result-text { height: auto; padding: 0 1; }
+    RestoreFilesScreen #marked { height: auto; padding: 0 1; }
     RestoreFilesScreen #dest-folder { width: 40; }
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.opened: OpenedRepository | None = None
         self.snapshot: Snapshot | None = None
         self.image: dict[str, Any] | None = None
         self.browser: SnapshotBrowser | None = None
@@ -107,74 +110,66 @@ class RestoreFilesScreen(BaseScreen[None]):
         self.restore_paths: list[str] = []
         self.destinations: list[tuple[Disk, Partition]] = []
 
-    def compose_body(self) -> ComposeResult:
-        yield Steps([_(s) for s in STEPS])
-        with ContentSwitcher(initial="repository"):
-            with Vertical(id="repository"):
-                yield Static(_("Choose the repository that holds the backups..."), classes="note")
-            with Vertical(id="when"):
-                yield Label(_("Files as they were when?"), classes="section first")
-                yield Timeline(id="timeline")
-                with Horizontal(classes="buttons"):
-                    yield Label(_("Or type a date and time:"))
-                    yield Input(placeholder="YYYY-MM-DD HH:MM:SS", id="typed", compact=True)
-            with Vertical(id="partition"):
-                yield Label(_("Which partition held the files?"), classes="section first")
-                yield OptionList(id="images", compact=True)
-            with Horizontal(id="browse"):
-                with Vertical(id="tree-side"):
-                    yield Input(placeholder=_("Search by name (Enter)"), id="search", compact=True)
-                    yield OptionList(id="results", compact=True)
-                    yield FileTree("/", id="tree")
-                with Vertical(id="side"):
-                    yield Label(_("Marked for restoring"), classes="section first")
-                    yield Static(
-                        _("Nothing yet: Space marks a file or folder."), id="marked", markup=False
-                    )
-                    yield Label(_("Versions"), classes="section")
-                    yield Static(
-                        _("Enter on a file lists its versions."),
-                        id="versions-of",
-                        classes="note",
-                        markup=False,
-                    )
-                    yield DataTable(id="versions", cursor_type="row", zebra_stripes=True)
-                    with Horizontal(classes="buttons"):
-                        yield Button(
-                            _("Restore..."), id="restore-marked", compact=True, variant="primary"
-                        )
-            with Vertical(id="dest"):
-                yield Label(_("Where should the files go?"), classes="section first")
-                yield Static("", id="dest-what", classes="note", markup=False)
-                yield OptionList(id="dests", compact=True)
-                yield Label(_("Into this folder on it:"), classes="field-label")
-                yield Input(id="dest-folder", compact=True)
+    def compose_steps(self) -> ComposeResult:
+        with Vertical(id="repository"):
+            yield Static(_("Choose the repository that holds the backups..."), classes="note")
+        with Vertical(id="when"):
+            yield Label(_("Files as they were when?"), classes="section first")
+            yield Timeline(id="timeline")
+            with Horizontal(classes="buttons"):
+                yield Label(_("Or type a date and time:"))
+                yield Input(placeholder="YYYY-MM-DD HH:MM:SS", id="typed", compact=True)
+        with Vertical(id="partition"):
+            yield Label(_("Which partition held the files?"), classes="section first")
+            yield OptionList(id="images", compact=True)
+        with Horizontal(id="browse"):
+            with Vertical(id="tree-side"):
+                yield Input(placeholder=_("Search by name (Enter)"), id="search", compact=True)
+                yield OptionList(id="results", compact=True)
+                yield FileTree("/", id="tree")
+            with Vertical(id="side"):
+                yield Label(_("Marked for restoring"), classes="section first")
                 yield Static(
-                    _(
-                        "Files already there are kept: a restored file with the same name gets "
-                        "a new name ending in .restored-DATE."
-                    ),
-                    classes="note",
+                    _("Nothing yet: Space marks a file or folder."), id="marked", markup=False
                 )
+                yield Label(_("Versions"), classes="section")
+                yield Static(
+                    _("Enter on a file lists its versions."),
+                    id="versions-of",
+                    classes="note",
+                    markup=False,
+                )
+                yield DataTable(id="versions", cursor_type="row", zebra_stripes=True)
                 with Horizontal(classes="buttons"):
-                    yield Button(_("Restore"), id="dest-go", compact=True, variant="primary")
-                yield ProgressPanel(dedup=False, item=_("File"), id="dest-progress")
-            with Vertical(id="result"):
-                yield Label("", id="result-title", classes="section first")
-                yield Static("", id="result-text", markup=False)
-                with Horizontal(classes="buttons"):
-                    yield Button(_("Restore more files"), id="more", compact=True)
-                    yield Button(_("Done"), id="done", compact=True, variant="primary")
+                    yield Button(
+                        _("Restore..."), id="restore-marked", compact=True, variant="primary"
+                    )
+        with Vertical(id="dest"):
+            yield Label(_("Where should the files go?"), classes="section first")
+            yield Static("", id="dest-what", classes="note", markup=False)
+            yield OptionList(id="dests", compact=True)
+            yield Label(_("Into this folder on it:"), classes="field-label")
+            yield Input(id="dest-folder", compact=True)
+            yield Static(
+                _(
+                    "Files already there are kept: a restored file with the same name gets "
+                    "a new name ending in .restored-DATE."
+                ),
+                classes="note",
+            )
+            with Horizontal(classes="buttons"):
+                yield Button(_("Restore"), id="dest-go", compact=True, variant="primary")
+            yield ProgressPanel(dedup=False, item=_("File"), id="dest-progress")
+
+    def compose_result_buttons(self) -> ComposeResult:
+        yield Button(_("Restore more files"), id="more", compact=True)
+        yield from super().compose_result_buttons()
 
     def on_mount(self) -> None:
-        from recovery_ui.screens.choose_repository import ChooseRepository
-
         self.query_one("#dest-progress").display = False
         table = self.query_one("#versions", DataTable)
         table.add_columns(_("Backup"), _("Size"))
-        self.app.push_screen(
-            ChooseRepository(_("Which repository holds the backups?")), self._repository_chosen
-        )
+        self.choose_repository(_("Which repository holds the backups?"), self._repository_chosen)
 
     def on_unmount(self) -> None:
         self._close_browser()
@@ -184,35 +179,19 @@ class RestoreFilesScreen(BaseScreen[None]):
         if browser is not None:
             browser.close()
 
-    def _step(self, pane: str) -> None:
-        self.query_one(ContentSwitcher).current = pane
-        self.query_one(Steps).current = PANES.index(pane)
-        self.refresh_bindings()
-
     def action_back(self) -> None:
-        pane = self.query_one(ContentSwitcher).current
-        if pane == "browse" and self.query_one("#results").display:
+        if self.pane == "browse" and self.query_one("#results").display:
             self.query_one("#search", Input).value = ""
             self._search("")
             self.query_one("#tree").focus()
             return
-        previous = {"partition": "when", "browse": "partition", "dest": "browse"}
-        if pane in previous:
-            self._step(previous[pane])
-            focus = {"when": "#timeline", "partition": "#images", "browse": "#tree"}
-            self.query_one(focus[previous[pane]]).focus()
-        else:
-            self.dismiss(None)
+        super().action_back()
 
     # --- repository, time, partition --------------------------------------------------------
 
-    def _repository_chosen(self, opened: OpenedRepository | None) -> None:
-        if opened is None:
-            self.dismiss(None)
-            return
+    def _repository_chosen(self, opened: OpenedRepository) -> None:
         self.opened = opened
-        self.set_status(self.hourglass.repository_status())
-        self._step("when")
+        self.step("when")
         self.load_snapshots()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="snapshots")
@@ -267,12 +246,12 @@ class RestoreFilesScreen(BaseScreen[None]):
         widget = self.query_one("#images", OptionList)
         widget.set_options(options)
         widget.highlighted = 0
-        self._step("partition")
+        self.step("partition")
         widget.focus()
 
     def _image_chosen(self, image: dict[str, Any]) -> None:
         self.image = image
-        self._step("browse")
+        self.step("browse")
         tree = self.query_one("#tree", FileTree)
         tree.clear()
         tree.marked.clear()
@@ -329,11 +308,11 @@ class RestoreFilesScreen(BaseScreen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Search, versions and restore belong to the browsing step."""
         if action in ("search", "versions", "restore"):
-            return self.query_one(ContentSwitcher).current == "browse"
+            return self.pane == "browse"
         return True
 
     def action_search(self) -> None:
-        if self.query_one(ContentSwitcher).current == "browse":
+        if self.pane == "browse":
             self.query_one("#search", Input).focus()
 
     def _search(self, needle: str) -> None:
@@ -462,7 +441,7 @@ class RestoreFilesScreen(BaseScreen[None]):
     # --- destination, restore, result -------------------------------------------------------
 
     def action_restore(self) -> None:
-        if self.query_one(ContentSwitcher).current == "browse":
+        if self.pane == "browse":
             self._restore_marked()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
@@ -472,10 +451,8 @@ class RestoreFilesScreen(BaseScreen[None]):
         elif button == "dest-go":
             self._restore_to_destination()
         elif button == "more":
-            self._step("browse")
+            self.step("browse")
             self.query_one("#tree").focus()
-        elif button == "done":
-            self.dismiss(None)
 
     def _restore_marked(self) -> None:
         marked = sorted(self.query_one("#tree", FileTree).marked)
@@ -520,7 +497,7 @@ class RestoreFilesScreen(BaseScreen[None]):
         dests.highlighted = 0
         self.query_one("#dest-go", Button).disabled = False
         self.query_one("#dest-progress").display = False
-        self._step("dest")
+        self.step("dest")
         dests.focus()
 
     def _restore_to_destination(self) -> None:
@@ -546,11 +523,6 @@ class RestoreFilesScreen(BaseScreen[None]):
             folder,
             ProgressRelay(self, "files"),
         )
-
-    def on_progress_relay_updated(self, message: ProgressRelay.Updated) -> None:
-        event = message.relay.take()
-        if event is not None:
-            self.query_one("#dest-progress", ProgressPanel).show(event)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine")
     def restore(
@@ -617,29 +589,23 @@ class RestoreFilesScreen(BaseScreen[None]):
         lines.extend(_("Note: {warning}").format(warning=w) for w in result.warnings)
         if unmounted and (disk.transport == "usb" or disk.removable):
             lines += ["", _("You can remove the USB stick now.")]
-        self._step("result")
-        title = self.query_one("#result-title", Label)
-        title.update(
+        self._result(
             _("The files are restored.")
             if result.ok
-            else _("Restored, but some files were damaged in the backup.")
+            else _("Restored, but some files were damaged in the backup."),
+            "\n".join(lines),
+            good=result.ok,
         )
-        title.set_class(result.ok, "good")
-        title.set_class(not result.ok, "error")
-        self.query_one("#result-text", Static).update("\n".join(lines))
-        self.query_one("#done", Button).focus()
 
     def work_failed(self, worker: Worker[object], error: BaseException) -> None:
         if worker.name == "restore":
             self.query_one("#dest-go", Button).disabled = False
             self.query_one("#dest-progress", ProgressPanel).set_phase(
-                _("The restore failed: {reason}").format(
-                    reason=getattr(error, "message", str(error))
-                )
+                _("The restore failed: {reason}").format(reason=failure_reason(error))
             )
         elif worker.name in ("open_browser", "load_versions"):
-            self.query_one("#versions-of", Static).update(getattr(error, "message", str(error)))
+            self.query_one("#versions-of", Static).update(failure_reason(error))
         elif worker.name == "search":
             self.query_one("#results", OptionList).set_options(
-                [option(getattr(error, "message", str(error)), disabled=True)]
+                [option(failure_reason(error), disabled=True)]
             )

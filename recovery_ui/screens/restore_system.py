@@ -5,33 +5,30 @@ that names the disk and everything on it; then verified, with an offer to reboot
 from __future__ import annotations
 
 import os
-import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, ContentSwitcher, Input, OptionList
+from textual.widgets import Button, Input, OptionList
 from textual.worker import Worker
 
 from imaging.errors import Cancelled
 from recovery_ui import text
 from recovery_ui.i18n import N_, _
 from recovery_ui.messages import ProgressRelay
-from recovery_ui.screens.base import BaseScreen
+from recovery_ui.screens.base import failure_reason
+from recovery_ui.screens.wizard import CancelQuestion, WizardScreen
 from recovery_ui.widgets.controls import Label, Static, checkbox, option
 from recovery_ui.widgets.progress_panel import ProgressPanel
-from recovery_ui.widgets.steps import Steps
 from recovery_ui.widgets.timeline import Timeline
 
 if TYPE_CHECKING:
     from imaging.disks.model import Disk
+    from imaging.progress import Progress
     from imaging.repository.store import Snapshot
     from imaging.restore import RestoreResult
     from recovery_ui.state import OpenedRepository
-
-STEPS = (N_("Repository"), N_("When"), N_("Disk"), N_("Restore"), N_("Result"))
-PANES = ("repository", "when", "target", "progress", "result")
 
 
 def snapshot_details(snapshot: Snapshot) -> str:
@@ -60,10 +57,18 @@ def default_target(snapshot: Snapshot, disks: list[Disk]) -> int:
     return 0
 
 
-class RestoreSystemScreen(BaseScreen[None]):
+class RestoreSystemScreen(WizardScreen):
     TITLE_TEXT = N_("Restore system")
+    STEPS = (N_("Repository"), N_("When"), N_("Disk"), N_("Restore"), N_("Result"))
+    PANES = ("repository", "when", "target", "progress", "result")
+    BACK: ClassVar[dict[str, tuple[str, str]]] = {"target": ("when", "#timeline")}
+    CANCEL = CancelQuestion(
+        N_("Stop the restore?"),
+        N_("The disk is left half written: it will not start until a restore completes."),
+        N_("Stop"),
+        N_("Go on restoring"),
+    )
     DEFAULT_CSS = """
-    RestoreSystemScreen ContentSwitcher { height: 1fr; }
     RestoreSystemScreen #when, RestoreSystemScreen #target { height: 1fr; }
     RestoreSystemScreen #timeline-side { width: 1fr; height: 1fr; }
     RestoreSystemScreen #typed-side { width: 1fr; height: 1fr; }
@@ -71,99 +76,65 @@ class RestoreSystemScreen(BaseScreen[None]):
     RestoreSystemScreen #targets { height: auto; max-height: 8; margin: 0 1; }
     RestoreSystemScreen #target-side { width: 1fr; height: 1fr; }
     RestoreSystemScreen #erase-side { width: 1fr; height: 1fr; }
-    RestoreSystemScreen #chosen, RestoreSystemScreen #erase, RestoreSystemScreen #result-text {
-        padding: 0 1; height: auto; }
+    RestoreSystemScreen #chosen, RestoreSystemScreen #erase { padding: 0 1; height: auto; }
     RestoreSystemScreen #typed { width: 24; }
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.opened: OpenedRepository | None = None
         self.snapshot: Snapshot | None = None
         self.target: Disk | None = None
-        self.cancel = threading.Event()
         self.phase = ""
 
-    def compose_body(self) -> ComposeResult:
-        yield Steps([_(s) for s in STEPS])
-        with ContentSwitcher(initial="repository"):
-            with Vertical(id="repository"):
-                yield Static(_("Choose the repository that holds the backups..."), classes="note")
-            with Horizontal(id="when"):
-                with Vertical(id="timeline-side"):
-                    yield Label(_("Back to which point in time?"), classes="section first")
-                    yield Timeline(id="timeline")
-                with Vertical(id="typed-side"):
-                    yield Label(_("Or type a date and time:"), classes="section first")
-                    yield Input(placeholder="YYYY-MM-DD HH:MM:SS", id="typed", compact=True)
-                    yield Static(
-                        _("The newest backup taken at or before that second is chosen."),
-                        classes="note",
+    def compose_steps(self) -> ComposeResult:
+        with Vertical(id="repository"):
+            yield Static(_("Choose the repository that holds the backups..."), classes="note")
+        with Horizontal(id="when"):
+            with Vertical(id="timeline-side"):
+                yield Label(_("Back to which point in time?"), classes="section first")
+                yield Timeline(id="timeline")
+            with Vertical(id="typed-side"):
+                yield Label(_("Or type a date and time:"), classes="section first")
+                yield Input(placeholder="YYYY-MM-DD HH:MM:SS", id="typed", compact=True)
+                yield Static(
+                    _("The newest backup taken at or before that second is chosen."),
+                    classes="note",
+                )
+                yield Label(_("Chosen backup"), classes="section")
+                yield Static("", id="chosen", markup=False)
+                with Horizontal(classes="buttons"):
+                    yield Button(_("Next"), id="when-next", compact=True, variant="primary")
+        with Horizontal(id="target"):
+            with Vertical(id="target-side"):
+                yield Label(_("Restore onto which disk?"), classes="section first")
+                yield OptionList(id="targets", compact=True)
+                yield Static("", id="check", classes="note")
+                yield checkbox(_("Make the last partition fill a larger disk"), id="grow")
+                with Horizontal(classes="buttons"):
+                    yield Button(
+                        _("Restore..."),
+                        id="restore",
+                        compact=True,
+                        variant="error",
+                        disabled=True,
                     )
-                    yield Label(_("Chosen backup"), classes="section")
-                    yield Static("", id="chosen", markup=False)
-                    with Horizontal(classes="buttons"):
-                        yield Button(_("Next"), id="when-next", compact=True, variant="primary")
-            with Horizontal(id="target"):
-                with Vertical(id="target-side"):
-                    yield Label(_("Restore onto which disk?"), classes="section first")
-                    yield OptionList(id="targets", compact=True)
-                    yield Static("", id="check", classes="note")
-                    yield checkbox(_("Make the last partition fill a larger disk"), id="grow")
-                    with Horizontal(classes="buttons"):
-                        yield Button(
-                            _("Restore..."),
-                            id="restore",
-                            compact=True,
-                            variant="error",
-                            disabled=True,
-                        )
-                with Vertical(id="erase-side"):
-                    yield Label(_("Everything on it will be erased:"), classes="section first")
-                    yield Static("", id="erase", markup=False)
-            with Vertical(id="progress"):
-                yield Label(_("Restoring"), classes="section first")
-                yield ProgressPanel(dedup=False)
-                with Horizontal(classes="buttons"):
-                    yield Button(_("Stop"), id="cancel", compact=True, variant="error")
-            with Vertical(id="result"):
-                yield Label("", id="result-title", classes="section first")
-                yield Static("", id="result-text", markup=False)
-                with Horizontal(classes="buttons"):
-                    yield Button(_("Reboot now"), id="reboot", compact=True, variant="primary")
-                    yield Button(_("Done"), id="done", compact=True)
+            with Vertical(id="erase-side"):
+                yield Label(_("Everything on it will be erased:"), classes="section first")
+                yield Static("", id="erase", markup=False)
+        yield from self.compose_running(_("Restoring"), ProgressPanel(dedup=False), _("Stop"))
+
+    def compose_result_buttons(self) -> ComposeResult:
+        yield Button(_("Reboot now"), id="reboot", compact=True, variant="primary")
+        yield Button(_("Done"), id="done", compact=True)
 
     def on_mount(self) -> None:
-        self.hourglass.cancel_events.add(self.cancel)
-        from recovery_ui.screens.choose_repository import ChooseRepository
-
-        self.app.push_screen(
-            ChooseRepository(_("Which repository holds the backups?")), self._repository_chosen
-        )
-
-    def _step(self, pane: str) -> None:
-        self.query_one(ContentSwitcher).current = pane
-        self.query_one(Steps).current = PANES.index(pane)
-
-    def action_back(self) -> None:
-        pane = self.query_one(ContentSwitcher).current
-        if pane == "progress":
-            self._ask_cancel()
-        elif pane == "target":
-            self._step("when")
-            self.query_one("#timeline", Timeline).focus()
-        else:
-            self.dismiss(None)
+        self.choose_repository(_("Which repository holds the backups?"), self._repository_chosen)
 
     # --- 1, 2: repository and time ----------------------------------------------------------
 
-    def _repository_chosen(self, opened: OpenedRepository | None) -> None:
-        if opened is None:
-            self.dismiss(None)
-            return
+    def _repository_chosen(self, opened: OpenedRepository) -> None:
         self.opened = opened
-        self.set_status(self.hourglass.repository_status())
-        self._step("when")
+        self.step("when")
         self.query_one("#chosen", Static).update(_("Reading the snapshots..."))
         self.load_snapshots()
 
@@ -228,22 +199,18 @@ class RestoreSystemScreen(BaseScreen[None]):
             self._when_next()
         elif button == "restore":
             self._confirm()
-        elif button == "cancel":
-            self._ask_cancel()
         elif button == "reboot":
             from recovery_ui.screens.home import HomeScreen
 
             home = next(s for s in self.app.screen_stack if isinstance(s, HomeScreen))
             home.action_do("reboot")
-        elif button == "done":
-            self.dismiss(None)
 
     # --- 3: the disk ------------------------------------------------------------------------
 
     def _when_next(self) -> None:
         if self.snapshot is None:
             return
-        self._step("target")
+        self.step("target")
         self._fill_targets()
 
     def _fill_targets(self) -> None:
@@ -334,17 +301,11 @@ class RestoreSystemScreen(BaseScreen[None]):
     def _start(self, disk: Disk, snapshot: Snapshot) -> None:
         assert self.opened is not None
         grow = bool(self.query_one("#grow").display and self.query_one("#grow").value)  # type: ignore[attr-defined]
-        self.cancel.clear()
         self.phase = ""
-        self._step("progress")
-        self.query_one(ProgressPanel).set_phase(_("Writing the disk"))
-        self.query_one("#cancel", Button).focus()
-        self.restore(self.opened, snapshot, disk, grow, ProgressRelay(self, "restore"))
+        relay = self.start_running(_("Writing the disk"), "restore")
+        self.restore(self.opened, snapshot, disk, grow, relay)
 
-    def on_progress_relay_updated(self, message: ProgressRelay.Updated) -> None:
-        event = message.relay.take()
-        if event is None:
-            return
+    def show_progress(self, event: Progress) -> None:
         panel = self.query_one(ProgressPanel)
         if event.phase != self.phase:
             self.phase = event.phase
@@ -388,24 +349,6 @@ class RestoreSystemScreen(BaseScreen[None]):
         self.app.call_from_thread(self._finished, result)
         self.app.call_from_thread(self.hourglass.refresh_disks)
 
-    def _ask_cancel(self) -> None:
-        from recovery_ui.screens.question import Question
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.cancel.set()
-                self.query_one(ProgressPanel).set_phase(_("Stopping..."))
-
-        self.app.push_screen(
-            Question(
-                _("Stop the restore?"),
-                _("The disk is left half written: it will not start until a restore completes."),
-                _("Stop"),
-                _("Go on restoring"),
-            ),
-            answered,
-        )
-
     def _finished(self, result: RestoreResult) -> None:
         ok = result.verified and not result.damaged
         lines = [
@@ -428,35 +371,27 @@ class RestoreSystemScreen(BaseScreen[None]):
             )
         if ok:
             lines += ["", _("Remove the Hourglass stick and reboot to start the restored system.")]
-        self._step("result")
-        title = self.query_one("#result-title", Label)
-        title.update(
-            _("The system is restored.") if ok else _("The restore finished with problems.")
+        self._result(
+            _("The system is restored.") if ok else _("The restore finished with problems."),
+            "\n".join(lines),
+            good=ok,
+            focus="#reboot" if ok else "#done",
         )
-        title.set_class(ok, "good")
-        title.set_class(not ok, "error")
-        self.query_one("#result-text", Static).update("\n".join(lines))
-        self.query_one("#reboot" if ok else "#done", Button).focus()
-
-    def expected(self, error: BaseException) -> bool:
-        return isinstance(error, Cancelled) and self.cancel.is_set()
 
     def work_failed(self, worker: Worker[object], error: BaseException) -> None:
         if worker.name == "load_snapshots":
-            self.query_one("#chosen", Static).update(getattr(error, "message", str(error)))
+            self.query_one("#chosen", Static).update(failure_reason(error))
         elif worker.name == "restore":
-            self._step("result")
-            title = self.query_one("#result-title", Label)
-            stopped = isinstance(error, Cancelled)
-            title.update(_("The restore was stopped.") if stopped else _("The restore failed."))
-            title.add_class("error")
-            self.query_one("#result-text", Static).update(
-                getattr(error, "message", str(error))
+            self.query_one("#reboot", Button).display = False
+            self._result(
+                _("The restore was stopped.")
+                if isinstance(error, Cancelled)
+                else _("The restore failed."),
+                failure_reason(error)
                 + "\n"
                 + _(
                     "If writing had started, the disk is only partly written and will not "
                     "start as it is: restore again to finish."
-                )
+                ),
+                good=False,
             )
-            self.query_one("#reboot", Button).display = False
-            self.query_one("#done", Button).focus()

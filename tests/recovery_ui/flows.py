@@ -40,3 +40,14 @@ async def open_found_repository(pilot: Pilot[Any], passphrase: str = PASSPHRASE)
     await type_text(pilot, passphrase)
     await pilot.press("enter")
     await settle(pilot)
+
+
+async def back_up_disk(pilot: Pilot[Any], device: str) -> None:
+    """From the home screen: Back up, the disk ``device`` (all of it), Next: the repository
+    chooser is shown."""
+    await settle(pilot)
+    await pilot.press("1")
+    await settle(pilot)
+    await choose_option(pilot, "disks", device)
+    await pilot.click("#source-next")
+    await settle(pilot)

@@ -14,6 +14,8 @@ import pytest
 
 from imaging.repository.store import Repository
 from recovery_ui.app import HourglassApp
+from recovery_ui.screens.backup import BackupScreen
+from recovery_ui.screens.home import HomeScreen
 from tests.conftest import PASSPHRASE
 from tests.recovery_ui.conftest import (
     Drive,
@@ -27,7 +29,7 @@ from tests.recovery_ui.conftest import (
     unmount_all,
     wait_for,
 )
-from tests.recovery_ui.flows import choose_option, open_found_repository, type_text
+from tests.recovery_ui.flows import back_up_disk, choose_option, open_found_repository, type_text
 from tests.support import MiB, sh
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
@@ -70,6 +72,33 @@ async def test_back_up_a_whole_disk(
     assert not os.path.exists(opened.path)
 
 
+async def test_escape_goes_back_a_step(
+    make_app: Callable[..., HourglassApp], source: Source, backup_drive: Drive
+) -> None:
+    """Escape in the repository chooser and on the summary goes back to choosing the disk,
+    with the disk list focused; escape there leaves the wizard."""
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await back_up_disk(pilot, source.device)
+        assert "Where should the backup go?" in screen_text(app)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert isinstance(app.screen, BackupScreen) and app.screen.pane == "source"
+        assert app.focused is app.screen.query_one("#disks")
+        await pilot.click("#source-next")
+        await open_found_repository(pilot)
+        assert app.screen.pane == "summary"
+        assert "Check before the backup starts" in screen_text(app)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen.pane == "source"
+        assert app.focused is app.screen.query_one("#disks")
+        assert "Which disk do you want to back up?" in screen_text(app)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, HomeScreen)
+
+
 @pytest.fixture
 def slow_disk(tmp_path: Path) -> Iterator[str]:
     """A disk that reads at about 30 MB/s (FUSE under a loop device, see slowdisk.py): one
@@ -110,11 +139,7 @@ async def test_cancel_leaves_no_snapshot(
 ) -> None:
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await settle(pilot)
-        await pilot.press("1")
-        await settle(pilot)
-        await choose_option(pilot, "disks", slow_disk)
-        await pilot.click("#source-next")
+        await back_up_disk(pilot, slow_disk)
         await open_found_repository(pilot)
         assert app.opened is not None
         before = [s.id for s in app.opened.repo.snapshots()]
@@ -143,12 +168,7 @@ async def test_new_repository_on_a_blank_drive_formatted_first(
 ) -> None:
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await settle(pilot)
-        await pilot.press("1")
-        await settle(pilot)
-        await choose_option(pilot, "disks", source.device)
-        await pilot.click("#source-next")
-        await settle(pilot)
+        await back_up_disk(pilot, source.device)
         await choose_option(pilot, "where", "create")
         await settle(pilot)
         await choose_option(pilot, "partitions", f"format-{blank_disk}")
@@ -188,11 +208,7 @@ async def test_quitting_during_a_backup_asks_and_records_nothing(
 ) -> None:
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await settle(pilot)
-        await pilot.press("1")
-        await settle(pilot)
-        await choose_option(pilot, "disks", slow_disk)
-        await pilot.click("#source-next")
+        await back_up_disk(pilot, slow_disk)
         await open_found_repository(pilot)
         assert app.opened is not None
         before = [s.id for s in app.opened.repo.snapshots()]

@@ -15,7 +15,7 @@ from recovery_ui.app import HourglassApp
 from recovery_ui.text import when
 from tests.imaging.test_locations import sshd  # noqa: F401 (a fixture)
 from tests.recovery_ui.conftest import Drive, Source, screen_text, settle, shot
-from tests.recovery_ui.flows import choose_option, type_text
+from tests.recovery_ui.flows import back_up_disk, choose_option, type_text
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
@@ -62,12 +62,7 @@ async def test_backup_into_a_new_repository_on_an_ssh_folder(
     port, key, remote = sshd
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await settle(pilot)
-        await pilot.press("1")
-        await settle(pilot)
-        await choose_option(pilot, "disks", source.device)
-        await pilot.click("#source-next")
-        await settle(pilot)
+        await back_up_disk(pilot, source.device)
         await choose_option(pilot, "where", "share")
         await settle(pilot)
         await choose_option(pilot, "kind", "ssh")

@@ -13,7 +13,8 @@ from imaging.disks.model import Disk
 from imaging.disks.table import read_table
 from imaging.repository.store import Snapshot
 from recovery_ui.app import HourglassApp
-from recovery_ui.screens.restore_system import default_target
+from recovery_ui.screens.home import HomeScreen
+from recovery_ui.screens.restore_system import RestoreSystemScreen, default_target
 from recovery_ui.text import when
 from tests.recovery_ui.conftest import (
     THESIS,
@@ -91,6 +92,35 @@ async def test_restore_an_earlier_point_in_time(
     assert table is not None and [p.number for p in table.partitions] == [1, 2, 3]
     with mounted(f"{blank_disk}p2", tmp_path / "check") as root:
         assert (root / THESIS.lstrip("/")).read_text() == "My thesis, first draft.\n"
+
+
+async def test_escape_goes_back_a_step(
+    make_app: Callable[..., HourglassApp], backup_drive: Drive
+) -> None:
+    """Escape on the disk step goes back to the time, with the timeline focused; escape there
+    leaves the wizard, and so does escape in the repository chooser."""
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+        assert "Which repository holds the backups?" in screen_text(app)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert isinstance(app.screen, HomeScreen)
+        await pilot.press("2")
+        await open_found_repository(pilot)
+        await pilot.click("#when-next")
+        await settle(pilot)
+        assert isinstance(app.screen, RestoreSystemScreen) and app.screen.pane == "target"
+        assert "Restore onto which disk?" in screen_text(app)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen.pane == "when"
+        assert app.focused is app.screen.query_one("#timeline")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, HomeScreen)
 
 
 def _disk(device: str, serial: str) -> Disk:
