@@ -24,8 +24,9 @@ def refuse_repository_on_source(repo: Repository, plan: BackupPlan) -> None:
 
     holding = mounts.disks_of_path(str(repo.path))
     mount = mounts.mount_of_path(os.path.realpath(repo.path))
-    if mount is not None and mount.block_name:
-        holding.add(mount.block_name)  # the partition, beside its disk
+    partition = mounts.block_name(mount) if mount is not None else None
+    if partition:
+        holding.add(partition)  # the partition, beside its disk
     if not holding:
         return
     for path in dict.fromkeys(image.path for image in plan.images):
