@@ -70,21 +70,21 @@ def cmd_disks(args: argparse.Namespace) -> int:
 
 
 def describe_snapshot(snapshot: Snapshot, partition: int | None) -> str:
-    disk = snapshot.manifest.get("disk", {})
-    model = disk.get("model") or "disk"
-    serial = f" ({disk['serial']})" if disk.get("serial") else ""
+    disk = snapshot.record.disk
+    model = (disk and disk.model) or "disk"
+    serial = f" ({disk.serial})" if disk and disk.serial else ""
     when = snapshot.time.strftime("%Y-%m-%d %H:%M:%S")
     lines = [
         f"snapshot {snapshot.id[:12]} of {snapshot.source}, {model}{serial}, "
         f"{decimal_size(snapshot.size)}, taken {when}:"
     ]
     for image in snapshot.images:
-        if image["name"] == "head" or (partition is not None and image.get("number") != partition):
+        if image.name == "head" or (partition is not None and image.number != partition):
             continue
-        label = f' "{image["label"]}"' if image.get("label") else ""
+        label = f' "{image.label}"' if image.label else ""
         lines.append(
-            f"  partition {image.get('number')}, {decimal_size(int(image['size']))}, "
-            f"{image.get('fstype') or image.get('type_name') or 'raw'}{label}"
+            f"  partition {image.number}, {decimal_size(image.size)}, "
+            f"{image.fstype or image.type_name or 'raw'}{label}"
         )
     return "\n".join(lines)
 

@@ -141,24 +141,24 @@ def cmd_backup(args: argparse.Namespace) -> int:
         print_json(
             snapshot.summary()
             | {
-                "stats": snapshot.manifest.get("stats", {}),
-                "warnings": snapshot.manifest.get("warnings", []) + describe_unreadable(snapshot),
+                "stats": snapshot.record.stats.to_dict(),
+                "warnings": [*snapshot.record.warnings, *describe_unreadable(snapshot)],
             }
         )
         return 0
-    st = snapshot.manifest.get("stats", {})
-    elapsed = float(st.get("elapsed", 0)) or 1e-9
+    st = snapshot.record.stats
+    elapsed = st.elapsed or 1e-9
     print(
         f"Snapshot {snapshot.id[:12]} of {snapshot.source} at "
         f"{snapshot.time.strftime('%Y-%m-%d %H:%M:%S %z')}\n"
-        f"  read {human_size(st.get('read', 0))} in {human_duration(elapsed)} "
-        f"({human_size(st.get('read', 0) / elapsed)}/s); new {human_size(st.get('new_bytes', 0))}, "
-        f"already stored {human_size(st.get('dedup_bytes', 0))}; "
+        f"  read {human_size(st.read)} in {human_duration(elapsed)} "
+        f"({human_size(st.read / elapsed)}/s); new {human_size(st.new_bytes)}, "
+        f"already stored {human_size(st.dedup_bytes)}; "
         f"added {human_size(snapshot.stored)} to the repository"
     )
     for line in describe_unreadable(snapshot):
         print(f"  WARNING {line}")
-    for line in snapshot.manifest.get("warnings", []):
+    for line in snapshot.record.warnings:
         print(f"  WARNING {line}")
     return 0
 
@@ -237,7 +237,7 @@ def _restore(repo: Repository, args: argparse.Namespace) -> int:
     if partition is not None:
         raise UsageError(f"Snapshot {snapshot.id[:12]} is not a disk: it has no partitions.")
     target = args.target
-    size = int(snapshot.images[0]["size"])
+    size = snapshot.images[0].size
     from imaging.disks.restore import check_block_target
     from imaging.restore import check_target_size
 

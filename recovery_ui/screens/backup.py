@@ -5,7 +5,7 @@ commits a snapshot only when everything is stored)."""
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import ComposeResult
@@ -351,19 +351,19 @@ class BackupScreen(BaseScreen[None]):
     # --- 5: result --------------------------------------------------------------------------
 
     def _finished(self, snapshot: Snapshot, report: VerifyReport) -> None:
-        stats: dict[str, Any] = snapshot.manifest.get("stats", {})
+        stats = snapshot.record.stats
         lines = [
             _("Snapshot of {when}").format(when=text.when(snapshot.time)),
             _("Size: {size}; data read: {read}").format(
                 size=text.decimal_size(snapshot.size),
-                read=text.decimal_size(int(stats.get("read", 0))),
+                read=text.decimal_size(stats.read),
             ),
             _("New data stored: {new}; already in the repository: {dedup}").format(
-                new=text.decimal_size(int(stats.get("new_bytes", 0))),
-                dedup=text.decimal_size(int(stats.get("dedup_bytes", 0))),
+                new=text.decimal_size(stats.new_bytes),
+                dedup=text.decimal_size(stats.dedup_bytes),
             ),
             _("Added to the backup drive: {size}").format(size=text.decimal_size(snapshot.stored)),
-            _("Time taken: {time}").format(time=text.duration(float(stats.get("elapsed", 0)))),
+            _("Time taken: {time}").format(time=text.duration(stats.elapsed)),
             "",
         ]
         if report.ok:
@@ -377,7 +377,7 @@ class BackupScreen(BaseScreen[None]):
         else:
             lines.append(_("The check found damage:"))
             lines.extend(d.describe() for d in report.damage[:10])
-        unreadable = [i["name"] for i in snapshot.images if i.get("unreadable")]
+        unreadable = [i.name for i in snapshot.images if i.unreadable]
         if unreadable:
             lines.append(
                 _("Parts of the disk could not be read: {images}").format(
