@@ -34,6 +34,7 @@ from imaging.errors import Cancelled, HourglassError, NoSpace, SourceError
 from imaging.memory import keep_large_buffers
 from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository import codec
+from imaging.repository.records import BackupStats, ChunkIndex, ImageRecord, Manifest
 from imaging.repository.store import Repository, Snapshot
 from imaging.units import human_size, local_now
 from imaging.usedmap import FULL, UNUSED, UsedMap
@@ -89,8 +90,18 @@ class _Stats:
     unused_bytes: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def as_dict(self) -> dict[str, int]:
-        return {k: v for k, v in vars(self).items() if isinstance(v, int)}
+    def record(self, elapsed: float) -> BackupStats:
+        """The manifest's stats of a backup that took ``elapsed`` seconds."""
+        return BackupStats(
+            read=self.read,
+            new_bytes=self.new_bytes,
+            stored=self.stored,
+            new_chunks=self.new_chunks,
+            dedup_bytes=self.dedup_bytes,
+            zero_bytes=self.zero_bytes,
+            unused_bytes=self.unused_bytes,
+            elapsed=elapsed,
+        )
 
 
 def _check_imageable(path: str, real: str) -> None:
@@ -178,8 +189,8 @@ class _Pipeline:
         buf: mmap.mmap,
         first: int,
         count: int,
-        ids: bytearray,
-        parent: bytes | None,
+        ids: ChunkIndex,
+        parent: ChunkIndex | None,
         bad: list[list[int]],
     ) -> None:
         """Read blocks ``first`` to ``first + count - 1`` in one request and store each."""
@@ -204,20 +215,21 @@ class _Pipeline:
         finally:
             self.pool.put(buf)
 
-    def _process(self, view: memoryview, ids: bytearray, parent: bytes | None, block: int) -> None:
+    def _process(
+        self, view: memoryview, ids: ChunkIndex, parent: ChunkIndex | None, block: int
+    ) -> None:
         length = len(view)
-        here = slice(block * 32, block * 32 + 32)
         if codec.is_zero(view):
-            ids[here] = codec.ZERO_ID
+            ids[block] = codec.ZERO_ID
             with self.stats.lock:
                 self.stats.zero_bytes += length
             self.meter.add(length)
             return
         chunk_id = self.repo.keys.chunk_id(view)
-        ids[here] = chunk_id
+        ids[block] = chunk_id
         # The parent snapshot's chunk for this very block is stored (see unchanged_from);
         # any other chunk is looked up.
-        if (parent is not None and parent[here] == chunk_id) or not self._claim(chunk_id):
+        if (parent is not None and parent[block] == chunk_id) or not self._claim(chunk_id):
             with self.stats.lock:
                 self.stats.dedup_bytes += length
             self.meter.add(length, dedup_bytes=length)
@@ -268,7 +280,7 @@ class _Pipeline:
             raise Cancelled("The backup was cancelled. No snapshot was recorded.")
 
     def image(
-        self, image: ImageSource, ids: bytearray, parent: bytes | None = None
+        self, image: ImageSource, ids: ChunkIndex, parent: ChunkIndex | None = None
     ) -> list[list[int]]:
         """Read and submit every block of ``image``; returns the unreadable ranges.
 
@@ -313,14 +325,14 @@ class _Pipeline:
                     state = used.state(block) if used is not None else FULL
                     if state != UNUSED and holes is not None and holes.state(block) == UNUSED:
                         submit()
-                        ids[block * 32 : block * 32 + 32] = codec.ZERO_ID  # a hole: all zeros
+                        ids[block] = codec.ZERO_ID  # a hole: all zeros
                         with self.stats.lock:
                             self.stats.zero_bytes += length
                         self.meter.add(length)
                         continue
                     if state == UNUSED:
                         submit()
-                        ids[block * 32 : block * 32 + 32] = codec.UNUSED_ID
+                        ids[block] = codec.UNUSED_ID
                         with self.stats.lock:
                             self.stats.unused_bytes += length
                         self.meter.add(length)
@@ -447,7 +459,9 @@ class _sequential:
             os.posix_fadvise(self.fd, self.offset, self.size, os.POSIX_FADV_DONTNEED)
 
 
-def unchanged_from(repo: Repository, parent: Snapshot | None, image: ImageSource) -> bytes | None:
+def unchanged_from(
+    repo: Repository, parent: Snapshot | None, image: ImageSource
+) -> ChunkIndex | None:
     """The parent snapshot's index of ``image``: its chunk for a block counts as stored when
     the block still has that content, so it needs no lookup.
 
@@ -462,8 +476,8 @@ def unchanged_from(repo: Repository, parent: Snapshot | None, image: ImageSource
     """
     if parent is None:
         return None
-    meta = next((m for m in parent.images if m["name"] == image.name), None)
-    if meta is None or int(meta["size"]) != image.size:
+    meta = next((m for m in parent.images if m.name == image.name), None)
+    if meta is None or meta.size != image.size:
         return None
     try:
         return repo.load_index(parent, image.name)
@@ -519,13 +533,13 @@ def _run_backup(
         parent = latest_of_source(repo.snapshots(on_damage=lambda *_: None), plan.source_id)
         lease.update(parent=parent.id if parent else None)
         pipeline = _Pipeline(repo, options, meter, stats)
-        images_meta = []
-        all_ids: list[bytearray] = []
+        images: list[ImageRecord] = []
+        all_ids: list[ChunkIndex] = []
         try:
             unreadable: dict[str, list[list[int]]] = {}
             for image in plan.images:
                 meter.set_item(image.name)
-                ids = bytearray(32 * (-(-image.size // repo.block_size)))
+                ids = ChunkIndex.empty(-(-image.size // repo.block_size))
                 all_ids.append(ids)
                 bad = pipeline.image(image, ids, unchanged_from(repo, parent, image))
                 if bad:
@@ -543,19 +557,11 @@ def _run_backup(
         repo.sync_chunk_dirs()
         for image, ids in zip(plan.images, all_ids, strict=True):
             mac = repo.write_index(snapshot_id, image.name, ids, image.size)
-            meta = {
-                **image.meta,
-                "name": image.name,
-                "offset": image.offset,
-                "size": image.size,
-                "blocks": len(ids) // 32,
-                "method": image.method,
-                "index_mac": mac,
-            }
+            record: dict[str, Any] = {}
             if image.used is not None:
-                meta["used"] = image.used.used_bytes
+                record["used"] = image.used.used_bytes
             if image.name in unreadable:
-                meta["unreadable"] = unreadable[image.name]
+                record["unreadable"] = tuple((s, n) for s, n in unreadable[image.name])
                 from imaging.disks.badfiles import files_hit
 
                 hit = files_hit(
@@ -566,38 +572,47 @@ def _run_backup(
                     unreadable[image.name],
                 )
                 if hit:
-                    meta["unreadable_files"] = hit
-            images_meta.append(meta)
+                    record["unreadable_files"] = tuple(hit)
+            images.append(
+                ImageRecord.make(
+                    image.meta,
+                    name=image.name,
+                    offset=image.offset,
+                    size=image.size,
+                    blocks=len(ids),
+                    method=image.method,
+                    index_mac=mac,
+                    **record,
+                )
+            )
         meter.finish()
-        manifest: dict[str, Any] = {
-            "version": 1,
-            "id": snapshot_id,
-            "time": when.isoformat(),
-            "time_ns": when_ns,
-            "hostname": socket.gethostname(),
-            "source": plan.source,
-            "source_id": plan.source_id,
-            "kind": plan.kind,
-            "size": plan.size,
-            "parent": parent.id if parent else None,
-            "images": images_meta,
-            **plan.extra,
-            "stats": {**stats.as_dict(), "elapsed": round(time.monotonic() - started, 3)},
-        }
-        return repo.commit_snapshot(manifest)
+        manifest = Manifest.make(
+            plan.extra,
+            id=snapshot_id,
+            time=when.isoformat(),
+            time_ns=when_ns,
+            hostname=socket.gethostname(),
+            source=plan.source,
+            source_id=plan.source_id,
+            kind=plan.kind,
+            size=plan.size,
+            parent=parent.id if parent else None,
+            images=tuple(images),
+            stats=stats.record(round(time.monotonic() - started, 3)),
+        )
+        return repo.commit_snapshot(manifest.to_dict())
 
 
 def describe_unreadable(snapshot: Snapshot) -> list[str]:
     """Lines naming the unreadable ranges a rescue backup recorded, and the files they hit."""
     lines = []
     for image in snapshot.images:
-        for start, length in image.get("unreadable", []):
+        for start, length in image.unreadable:
             lines.append(
-                f"{image['name']}: {human_size(length)} unreadable at byte {start} "
-                f"(stored as zeros)"
+                f"{image.name}: {human_size(length)} unreadable at byte {start} (stored as zeros)"
             )
-        for path in image.get("unreadable_files", []):
-            lines.append(f"{image['name']}: damaged file {path}")
+        for path in image.unreadable_files:
+            lines.append(f"{image.name}: damaged file {path}")
     return lines
 
 

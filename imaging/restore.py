@@ -16,7 +16,6 @@ import os
 import stat
 import struct
 import threading
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -273,9 +272,8 @@ class _Writer:
     def write_image(
         self, snapshot: Snapshot, image: str, target: TargetFile, offset: int, block_device: bool
     ) -> int:
-        meta = snapshot.image(image)
         ids = self.repo.load_index(snapshot, image)
-        size = int(meta["size"])
+        size = snapshot.image(image).size
         bs = self.repo.block_size
         futures: list[Future[None]] = []
         zero_run: list[int] = []  # [start, length] of pending zero blocks, coalesced
@@ -289,9 +287,8 @@ class _Writer:
                 zero_run.clear()
 
         written = 0
-        for block in range(len(ids) // 32):
+        for block, chunk_id in enumerate(ids):
             self.check()
-            chunk_id = ids[block * 32 : block * 32 + 32]
             start = block * bs
             length = min(bs, size - start)
             if chunk_id == codec.UNUSED_ID:
@@ -374,14 +371,14 @@ def restore_images(
     result = result or RestoreResult(snapshot=snapshot, target=targets[0].path if targets else "")
     for path in dict.fromkeys(t.path for t in targets):
         refuse_repository_target(repo, path)
-    total = sum(int(snapshot.image(t.image)["size"]) for t in targets)
+    total = sum(snapshot.image(t.image).size for t in targets)
     meter = Meter("restore", total, progress)
     writer = _Writer(repo, options, meter)
     try:
         for target in targets:
             meter.set_item(target.image)
             block_device = is_block_device(target.path)
-            size = int(snapshot.image(target.image)["size"])
+            size = snapshot.image(target.image).size
             try:
                 out = TargetFile(open_target(target, size), target.path)
             except OSError as e:
@@ -420,20 +417,19 @@ def verify_written(
     options = options or RestoreOptions()
     damaged = {(d.image, d.start) for d in result.damaged}
     bs = repo.block_size
-    total = sum(int(snapshot.image(t.image)["size"]) for t in targets)
+    total = sum(snapshot.image(t.image).size for t in targets)
     meter = Meter("verify", total, progress)
     mismatches: list[str] = []
     for target in targets:
         ids = repo.load_index(snapshot, target.image)
-        size = int(snapshot.image(target.image)["size"])
+        size = snapshot.image(target.image).size
         holes = hole_map(target.path, target.offset, size, bs)
         source = SourceFile(target.path)
         try:
             _drop_cache(source.fd)
             with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool:
                 jobs = []
-                for block in range(len(ids) // 32):
-                    chunk_id = ids[block * 32 : block * 32 + 32]
+                for block, chunk_id in enumerate(ids):
                     start = block * bs
                     length = min(bs, size - start)
                     if chunk_id == codec.UNUSED_ID or (target.image, start) in damaged:
@@ -451,7 +447,7 @@ def verify_written(
                             length,
                         )
                     )
-                    while len(jobs) > 8 or (jobs and block == len(ids) // 32 - 1):
+                    while len(jobs) > 8 or (jobs and block == len(ids) - 1):
                         job, job_start, job_length = jobs.pop(0)
                         if not job.result():
                             mismatches.append(f"{target.image} at byte {job_start}")
@@ -515,18 +511,13 @@ def restore_snapshot(
             f"Snapshot {snapshot.id[:12]} holds {len(images)} images (a whole disk).",
             "Restore it to a disk, or name one partition as SNAPSHOT:N.",
         )
-    check_target_size(target, int(images[0]["size"]))
+    check_target_size(target, images[0].size)
     result = RestoreResult(snapshot=snapshot, target=target)
     return restore_images(
         repo,
         snapshot,
-        [ImageTarget(image=images[0]["name"], path=target, create=True)],
+        [ImageTarget(image=images[0].name, path=target, create=True)],
         progress=progress,
         options=options,
         result=result,
     )
-
-
-def iter_blocks(ids: bytes) -> Iterator[bytes]:
-    for i in range(0, len(ids), 32):
-        yield ids[i : i + 32]

@@ -127,8 +127,8 @@ def damaged_after(snapshots: list[Snapshot], chosen: Snapshot) -> list[DamagedSn
 def started(snapshot: Snapshot) -> float:
     """When the backup started, in seconds since the epoch, as precisely as recorded (the
     manifest's time is to the second; ``time_ns`` is exact)."""
-    time_ns = snapshot.manifest.get("time_ns")
-    if isinstance(time_ns, int) and not isinstance(time_ns, bool):
+    time_ns = snapshot.record.time_ns
+    if time_ns is not None:
         return time_ns / 1e9
     return snapshot.time.timestamp()
 

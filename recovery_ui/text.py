@@ -7,13 +7,14 @@ same facts here, through gettext.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from imaging.units import decimal_size, human_duration, human_size
 from recovery_ui.i18n import _, ngettext
 
 if TYPE_CHECKING:
     from imaging.disks.model import Disk, Partition
+    from imaging.repository.records import ImageRecord
     from imaging.repository.store import Snapshot
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -108,9 +109,9 @@ def erase_lines(disk: Disk) -> list[str]:
 
 def snapshot_source(snapshot: Snapshot, *, serial: bool = True) -> str:
     """The disk a snapshot was taken of: model and serial as recorded, or its source path."""
-    disk: dict[str, Any] = snapshot.manifest.get("disk") or {}
-    model = str(disk.get("model") or "")
-    number = str(disk.get("serial") or "") if serial else ""
+    disk = snapshot.record.disk
+    model = (disk and disk.model) or ""
+    number = ((disk and disk.serial) or "") if serial else ""
     if model and number:
         return f"{model} ({number})"
     return model or snapshot.source
@@ -125,7 +126,7 @@ def snapshot_line(snapshot: Snapshot) -> str:
 
 
 def _partitions(snapshot: Snapshot) -> int:
-    return sum(1 for image in snapshot.images if image["name"] != "head")
+    return sum(1 for image in snapshot.images if image.name != "head")
 
 
 def image_name(name: str) -> str:
@@ -139,16 +140,16 @@ def image_name(name: str) -> str:
     return name
 
 
-def image_line(image: dict[str, Any]) -> str:
+def image_line(image: ImageRecord) -> str:
     """One partition image of a snapshot."""
-    number = image.get("number")
+    number = image.number
     what = _("partition {number}").format(number=number) if number is not None else _("filesystem")
-    cells = [what, str(image.get("fstype") or _("no filesystem"))]
-    if image.get("label"):
-        cells.append(f'"{image["label"]}"')
-    cells.append(decimal_size(int(image["size"])))
-    if image.get("used") is not None:
-        cells.append(_("{size} used").format(size=human_size(int(image["used"]))))
+    cells = [what, image.fstype or _("no filesystem")]
+    if image.label:
+        cells.append(f'"{image.label}"')
+    cells.append(decimal_size(image.size))
+    if image.used is not None:
+        cells.append(_("{size} used").format(size=human_size(image.used)))
     return ", ".join(cells)
 
 

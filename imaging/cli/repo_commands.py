@@ -127,15 +127,15 @@ def cmd_backup(args: argparse.Namespace) -> int:
         print_json(
             snapshot.summary()
             | {
-                "stats": snapshot.manifest.get("stats", {}),
+                "stats": snapshot.record.stats.to_dict(),
                 "warnings": result.warnings,
                 "check": result.check.value,
                 "check_ok": result.ok,
             }
         )
     else:
-        st = snapshot.manifest.get("stats", {})
-        elapsed = float(st.get("elapsed", 0)) or 1e-9
+        st = snapshot.record.stats
+        elapsed = st.elapsed or 1e-9
         checked = {
             jobs.Check.NONE: "not checked",
             jobs.Check.STRUCTURE: "structure checked",
@@ -144,10 +144,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
         print(
             f"Snapshot {snapshot.id[:12]} of {snapshot.source} at "
             f"{snapshot.time.strftime('%Y-%m-%d %H:%M:%S %z')}\n"
-            f"  read {human_size(st.get('read', 0))} in {human_duration(elapsed)} "
-            f"({human_size(st.get('read', 0) / elapsed)}/s); "
-            f"new {human_size(st.get('new_bytes', 0))}, "
-            f"already stored {human_size(st.get('dedup_bytes', 0))}; "
+            f"  read {human_size(st.read)} in {human_duration(elapsed)} "
+            f"({human_size(st.read / elapsed)}/s); "
+            f"new {human_size(st.new_bytes)}, "
+            f"already stored {human_size(st.dedup_bytes)}; "
             f"added {human_size(snapshot.stored)} to the repository; {checked}"
         )
         for line in result.warnings:

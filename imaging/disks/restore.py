@@ -24,7 +24,6 @@ import os
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from imaging.disks import mounts, sysfs
 from imaging.disks.discover import boot_disk_names, get_disk, read_image_file
@@ -48,6 +47,7 @@ from imaging.errors import (
 )
 from imaging.progress import ProgressCallback, no_progress
 from imaging.repository import codec
+from imaging.repository.records import ImageRecord
 from imaging.repository.store import Repository, Snapshot
 from imaging.restore import (
     ImageTarget,
@@ -86,13 +86,13 @@ class _Target:
 
 
 def snapshot_table(snapshot: Snapshot) -> PartitionTable:
-    disk = snapshot.manifest.get("disk")
-    if snapshot.kind != "disk" or not isinstance(disk, dict) or "table" not in disk:
+    disk = snapshot.record.disk
+    if snapshot.kind != "disk" or disk is None or disk.table is None:
         raise UsageError(f"Snapshot {snapshot.id[:12]} is not a whole-disk snapshot.")
-    return PartitionTable.from_dict(disk["table"])
+    return PartitionTable.from_dict(dict(disk.table))
 
 
-def _partition_image(snapshot: Snapshot, table: PartitionTable, number: int) -> dict[str, Any]:
+def _partition_image(snapshot: Snapshot, table: PartitionTable, number: int) -> ImageRecord:
     try:
         entry = table.partition(number)
     except KeyError:
@@ -239,8 +239,7 @@ class _Destination:
 def _partition_destination(
     snapshot: Snapshot, table: PartitionTable, number: int, t: _Target
 ) -> _Destination:
-    meta = _partition_image(snapshot, table, number)
-    size = int(meta["size"])
+    size = _partition_image(snapshot, table, number).size
     hint = "Choose a larger partition or disk."
     if t.kind == "file":
         return _Destination(t.path, 0, size, "")
@@ -389,7 +388,7 @@ def restore_disk(
 
 
 def _has_image(snapshot: Snapshot, name: str) -> bool:
-    return any(image["name"] == name for image in snapshot.images)
+    return any(image.name == name for image in snapshot.images)
 
 
 def _prepare_file(path: str, size: int) -> None:
@@ -409,11 +408,10 @@ def _head_pieces(
     written): the boot code and the gap. Block by block, however far the first partition is."""
     if not _has_image(snapshot, "head"):
         return
-    size = int(snapshot.image("head")["size"])
+    size = snapshot.image("head").size
     ids = repo.load_index(snapshot, "head")
     bs = repo.block_size
-    for block in range(len(ids) // 32):
-        chunk_id = ids[block * 32 : block * 32 + 32]
+    for block, chunk_id in enumerate(ids):
         start = block * bs
         length = min(bs, size - start)
         if chunk_id in (codec.ZERO_ID, codec.UNUSED_ID):
@@ -478,7 +476,7 @@ def _grow(
     image = f"p{grown.number}"
     if not _has_image(snapshot, image):
         return f"partition {grown.number} extended to {size}"
-    fstype = str(snapshot.image(image).get("fstype", ""))
+    fstype = snapshot.image(image).fstype or ""
     if not can_grow(fstype):
         result.notes.append(
             f"Partition {grown.number} was extended to {size}, but its "
@@ -521,9 +519,9 @@ def _restore_partition(
             result.kernel = reread_partitions(t.path, dest.new_table)
         else:
             flush_partition_caches(t.path)
-    size = int(snapshot.image(image)["size"])
+    size = snapshot.image(image).size
     if grow and dest.room > size:
-        fstype = str(snapshot.image(image).get("fstype", ""))
+        fstype = snapshot.image(image).fstype or ""
         node = dest.node or next(
             (p.device for p in sysfs.partitions(t.name) if p.number == number), ""
         )

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from imaging.errors import IntegrityError
 from imaging.memory import keep_large_buffers
 from imaging.repository.codec import UNUSED_ID, ZERO_ID
+from imaging.repository.records import ChunkIndex
 from imaging.repository.store import Repository
 
 # 32 chunks: with 512 MiB a single-file restore's server reached 600 MB resident and was
@@ -128,7 +129,7 @@ class ImageView:
     def __init__(
         self,
         name: str,
-        ids: bytes,
+        ids: ChunkIndex,
         size: int,
         block_size: int,
         cache: ChunkCache,
@@ -141,10 +142,10 @@ class ImageView:
         self.cache = cache
         self.on_damage = on_damage
         self._last_block = -2
-        self._blocks = len(ids) // 32
+        self._blocks = len(ids)
 
     def chunk_id(self, block: int) -> bytes:
-        return self.ids[32 * block : 32 * block + 32]
+        return self.ids[block]
 
     def read(self, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes at ``offset`` (fewer at the end of the image)."""

@@ -5,27 +5,27 @@ from __future__ import annotations
 from imaging import selectors
 from imaging.errors import UsageError
 from imaging.mounts.drivers import NOT_FILESYSTEMS
+from imaging.repository.records import ImageRecord
 from imaging.repository.store import Repository, Snapshot
 from imaging.units import human_size
 
 
-def _candidates(snapshot: Snapshot) -> list[dict[str, object]]:
+def _candidates(snapshot: Snapshot) -> list[ImageRecord]:
     """Images that may hold a filesystem: not the area before the first partition, not swap."""
     return [
         image
         for image in snapshot.images
-        if image["name"] != "head" and image.get("fstype") not in NOT_FILESYSTEMS
+        if image.name != "head" and image.fstype not in NOT_FILESYSTEMS
     ]
 
 
 def describe_images(snapshot: Snapshot) -> str:
     parts = []
     for image in _candidates(snapshot):
-        number = image.get("number")
-        label = f" {image['label']!r}" if image.get("label") else ""
-        fstype = image.get("fstype") or "unknown filesystem"
-        size = human_size(int(str(image["size"])))
-        parts.append(f"{number if number else image['name']}: {fstype}{label}, {size}")
+        label = f" {image.label!r}" if image.label else ""
+        fstype = image.fstype or "unknown filesystem"
+        size = human_size(image.size)
+        parts.append(f"{image.number if image.number else image.name}: {fstype}{label}, {size}")
     return "; ".join(parts)
 
 
@@ -33,9 +33,9 @@ def image_for(snapshot: Snapshot, partition: int | None) -> str:
     """The name of the image holding partition ``partition`` (or the only filesystem)."""
     if partition is not None:
         for image in snapshot.images:
-            if image.get("number") == partition or image["name"] == f"p{partition}":
-                return str(image["name"])
-        if partition == 1 and [i["name"] for i in snapshot.images] == ["data"]:
+            if image.number == partition or image.name == f"p{partition}":
+                return image.name
+        if partition == 1 and [i.name for i in snapshot.images] == ["data"]:
             return "data"  # a partition snapshot: its one filesystem is partition 1 of itself
         raise UsageError(
             f"Snapshot {snapshot.id[:12]} has no partition {partition}.",
@@ -43,7 +43,7 @@ def image_for(snapshot: Snapshot, partition: int | None) -> str:
         )
     candidates = _candidates(snapshot)
     if len(candidates) == 1:
-        return str(candidates[0]["name"])
+        return candidates[0].name
     if not candidates:
         raise UsageError(f"Snapshot {snapshot.id[:12]} holds no filesystem.")
     raise UsageError(

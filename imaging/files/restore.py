@@ -407,7 +407,7 @@ class _Copier:
                 repo = browser.repo
                 with contextlib.suppress(HourglassError):
                     ids = repo.load_index(browser.snapshot, browser.image)
-                    size = int(browser.snapshot.image(browser.image)["size"])
+                    size = browser.snapshot.image(browser.image).size
                     workers = 2 * (os.cpu_count() or 1)
                     cache = ChunkCache(repo, DIRECT_CACHE, workers=workers)
                     self._direct = ImageView(browser.image, ids, size, repo.block_size, cache)

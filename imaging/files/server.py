@@ -82,7 +82,7 @@ class Views:
         try:
             snapshot = self.repo.load_snapshot(m.group(1))
             ids = self.repo.load_index(snapshot, m.group(2))
-            size = int(snapshot.image(m.group(2))["size"])
+            size = snapshot.image(m.group(2)).size
         except HourglassError as e:
             logging.warning("cannot serve %s: %s", name, e.message)
             with self._lock:

@@ -238,8 +238,8 @@ def server_argv() -> list[str]:
 
 
 def describe_image(snapshot: Snapshot, image: str) -> str:
-    meta = snapshot.image(image)
-    what = f"partition {meta['number']} ({image})" if meta.get("number") else f"image {image}"
+    number = snapshot.image(image).number
+    what = f"partition {number} ({image})" if number else f"image {image}"
     return f"{what} of snapshot {snapshot.id[:12]} ({snapshot.time.strftime('%Y-%m-%d %H:%M:%S')})"
 
 
@@ -357,9 +357,9 @@ class Session:
 
     def fstype(self, snapshot: Snapshot, image: str) -> str | None:
         """The filesystem of ``image``: from the manifest, else what blkid finds."""
-        recorded = snapshot.image(image).get("fstype")
+        recorded = snapshot.image(image).fstype
         if recorded:
-            return drivers.normalize(str(recorded))
+            return drivers.normalize(recorded)
         return drivers.detect(str(self.view(snapshot, image)))
 
     def mount(self, snapshot: Snapshot, image: str, mountpoint: Path | None = None) -> Mounted:

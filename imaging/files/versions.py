@@ -36,6 +36,7 @@ from imaging.files.images import image_for
 from imaging.files.session import Session
 from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository.codec import UNUSED_ID, ZERO_ID
+from imaging.repository.records import ChunkIndex
 from imaging.repository.store import Repository, Snapshot
 
 FS_IOC_FIEMAP = 0xC020660B
@@ -178,7 +179,7 @@ def file_history(
     meter = Meter("versions", len(snapshots), progress)
     history = History(shown, source_id, [], [])
     hashes: dict[bytes, str] = {}
-    previous_ids: bytes | None = None
+    previous_ids: ChunkIndex | None = None
     previous: _Observation | None = None
     observations: list[tuple[SnapshotRef, _Observation | None]] = []
     with Session(repo) as session:
@@ -246,7 +247,7 @@ def _observe(
     root: str,
     parts: list[str],
     fstype: str,
-    ids: bytes,
+    ids: ChunkIndex,
     block_size: int,
     hashes: dict[bytes, str],
     history: History,
@@ -358,20 +359,20 @@ def fiemap(fd: int, size: int) -> list[tuple[int, int, int, int]] | None:
             return extents if last or start >= size else None
 
 
-def _extent_key(fd: int, size: int, ids: bytes, block_size: int) -> bytes | None:
+def _extent_key(fd: int, size: int, ids: ChunkIndex, block_size: int) -> bytes | None:
     """A key equal for two files exactly when their bytes are provably equal, else None."""
     extents = fiemap(fd, size)
     if extents is None:
         return None
     hasher = hashlib.sha256(struct.pack("=Q", size))
-    blocks = len(ids) // 32
+    blocks = len(ids)
     for logical, physical, length, flags in extents:
         hasher.update(struct.pack("=QQQI", logical, physical, length, flags))
         first, last = physical // block_size, (physical + length - 1) // block_size
         if last >= blocks:
             return None
         for block in range(first, last + 1):
-            chunk = ids[32 * block : 32 * block + 32]
+            chunk = ids[block]
             if chunk == UNUSED_ID:  # the filesystem said free: metadata must be out of date
                 return None
             hasher.update(chunk if chunk != ZERO_ID else ZERO_ID)

@@ -76,20 +76,20 @@ def describe_snapshot(snapshot: Snapshot, partition: int | None = None) -> str:
             f"snapshot {snapshot.id[:12]} of {snapshot.source} taken {when} "
             f"({human_size(snapshot.size)})."
         )
-    disk = snapshot.manifest.get("disk", {})
-    model = disk.get("model") or "disk"
-    serial = f" ({disk['serial']})" if disk.get("serial") else ""
+    disk = snapshot.record.disk
+    model = (disk and disk.model) or "disk"
+    serial = f" ({disk.serial})" if disk and disk.serial else ""
     lines = [
         f"snapshot {snapshot.id[:12]} of {snapshot.source}, {model}{serial}, "
         f"{decimal_size(snapshot.size)}, taken {when}:"
     ]
     for image in snapshot.images:
-        if image["name"] == "head" or (partition is not None and image.get("number") != partition):
+        if image.name == "head" or (partition is not None and image.number != partition):
             continue
-        label = f' "{image["label"]}"' if image.get("label") else ""
+        label = f' "{image.label}"' if image.label else ""
         lines.append(
-            f"  partition {image.get('number')}, {decimal_size(int(image['size']))}, "
-            f"{image.get('fstype') or image.get('type_name') or 'raw'}{label}"
+            f"  partition {image.number}, {decimal_size(image.size)}, "
+            f"{image.fstype or image.type_name or 'raw'}{label}"
         )
     return "\n".join(lines)
 
@@ -107,7 +107,7 @@ def check_restore_target(
     if partition is not None:
         raise UsageError(f"Snapshot {snapshot.id[:12]} is not a disk: it has no partitions.")
     check_block_target(repo, target)
-    check_target_size(target, int(snapshot.images[0]["size"]))
+    check_target_size(target, snapshot.images[0].size)
 
 
 def restore(
@@ -135,7 +135,7 @@ def restore(
             extras.append("The disk and its partitions get new GUIDs (or a new MBR signature).")
         size = snapshot.size
         if partition is not None:
-            size = int(snapshot.image(f"p{partition}")["size"])
+            size = snapshot.image(f"p{partition}").size
         confirm(
             RestorePreview(
                 snapshot=snapshot,

@@ -78,9 +78,7 @@ def _mark(repo: Repository, result: GcResult) -> _Mark:
     snapshots = repo.snapshots(on_damage=on_damage)
     for snapshot in snapshots:
         for image in snapshot.images:
-            ids = repo.load_index(snapshot, image["name"])
-            for i in range(0, len(ids), 32):
-                live.add(ids[i : i + 32])
+            live.update(repo.load_index(snapshot, image.name))
     live.discard(codec.ZERO_ID)
     live.discard(codec.UNUSED_ID)
     result.damaged_snapshots = damaged

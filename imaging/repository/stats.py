@@ -47,14 +47,13 @@ def collect(repo: Repository) -> RepositoryInfo:
     bs = repo.block_size
     for snapshot in snapshots:
         for image in snapshot.images:
-            size = int(image["size"])
+            size = image.size
             logical += size
-            ids = repo.load_index(snapshot, image["name"])
-            for i in range(0, len(ids), 32):
-                chunk_id = ids[i : i + 32]
+            ids = repo.load_index(snapshot, image.name)
+            for block, chunk_id in enumerate(ids):
                 if chunk_id in codec.RESERVED_IDS:
                     continue
-                length = min(bs, size - (i // 32) * bs)
+                length = min(bs, size - block * bs)
                 data_bytes += length
                 unique.setdefault(chunk_id, length)
     chunks = stored = 0

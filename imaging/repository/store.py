@@ -10,9 +10,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,12 @@ from imaging.errors import (
 )
 from imaging.repository import codec, keys, leases, seen, storage
 from imaging.repository.fsutil import raise_no_space
+from imaging.repository.records import ChunkIndex
+
+# The snapshot types live in records; importing them from here keeps working.
+from imaging.repository.records import DamagedSnapshot as DamagedSnapshot  # noqa: PLC0414
+from imaging.repository.records import Snapshot as Snapshot  # noqa: PLC0414
+from imaging.repository.records import SnapshotList as SnapshotList  # noqa: PLC0414
 from imaging.repository.storage import Kind, LocalStore, Store
 from imaging.units import human_size, local_now
 
@@ -44,128 +48,6 @@ LAYOUT = (Kind.CHUNKS, Kind.SNAPSHOTS, Kind.INDEXES, Kind.LEASES, Kind.TRASH, Ki
 PassphraseSource = str | Callable[[], str] | None
 Location = str | Path | Store
 """Where a repository is: a directory, or a store."""
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A committed snapshot: its manifest and what readers need most from it."""
-
-    manifest: dict[str, Any]
-
-    @property
-    def id(self) -> str:
-        return str(self.manifest["id"])
-
-    @cached_property
-    def time(self) -> datetime:
-        return datetime.fromisoformat(self.manifest["time"])
-
-    @property
-    def order(self) -> tuple[datetime, int, str]:
-        """Oldest first: the time to the second, then the start in nanoseconds (two backups
-        can start within one second: "latest" must be the later one), then the id."""
-        time_ns = self.manifest.get("time_ns")
-        return (self.time, time_ns if isinstance(time_ns, int) else 0, self.id)
-
-    @property
-    def source(self) -> str:
-        return str(self.manifest["source"])
-
-    @property
-    def source_id(self) -> str:
-        return str(self.manifest["source_id"])
-
-    @property
-    def kind(self) -> str:
-        return str(self.manifest["kind"])
-
-    @property
-    def size(self) -> int:
-        return int(self.manifest["size"])
-
-    @property
-    def stored(self) -> int:
-        return int(self.manifest.get("stats", {}).get("stored", 0))
-
-    @property
-    def images(self) -> list[dict[str, Any]]:
-        return list(self.manifest["images"])
-
-    def image(self, name: str) -> dict[str, Any]:
-        for image in self.manifest["images"]:
-            if image["name"] == name:
-                return dict(image)
-        raise SnapshotNotFound(f"Snapshot {self.id[:12]} has no image {name!r}.")
-
-    def summary(self) -> dict[str, Any]:
-        """The JSON object `hourglass snapshots --json` prints for this snapshot."""
-        return {
-            "id": self.id,
-            "time": self.time.isoformat(),
-            "source": self.source,
-            "source_id": self.source_id,
-            "kind": self.kind,
-            "hostname": self.manifest.get("hostname", ""),
-            "size": self.size,
-            "stored": self.stored,
-            "images": [
-                {
-                    k: image.get(k)
-                    for k in (
-                        "name",
-                        "number",
-                        "offset",
-                        "size",
-                        "method",
-                        "fstype",
-                        "label",
-                        "used",
-                    )
-                    if k in image
-                }
-                for image in self.images
-            ],
-        }
-
-
-@dataclass(frozen=True)
-class DamagedSnapshot:
-    """A manifest that cannot be read: which, why, and when its file was last written.
-
-    Its own time, source and images are lost with it; ``written`` (the file's mtime, the
-    moment the backup committed unless the file was copied since) is all there is to place
-    it among the others.
-    """
-
-    id: str
-    error: HourglassError
-    written: datetime
-
-    @property
-    def reason(self) -> str:
-        """What is wrong with the manifest, without the snapshot's name."""
-        return self.error.message.removeprefix(f"snapshot {self.id}: ")
-
-    def describe(self) -> str:
-        return f"snapshot {self.id}: {self.reason}"
-
-    def summary(self) -> dict[str, Any]:
-        """The JSON object `hourglass snapshots --json` prints for a damaged snapshot."""
-        return {
-            "id": self.id,
-            "damaged": True,
-            "error": self.reason,
-            "written": self.written.isoformat(),
-        }
-
-
-class SnapshotList(list[Snapshot]):
-    """The intact snapshots, oldest first, and in ``damaged`` the manifests that could not
-    be read (so that one damaged manifest never hides the others)."""
-
-    def __init__(self, snapshots: list[Snapshot], damaged: list[DamagedSnapshot]) -> None:
-        super().__init__(snapshots)
-        self.damaged = damaged
 
 
 class Repository:
@@ -367,13 +249,14 @@ class Repository:
         """The index's file (local stores only: tests)."""
         return self.local_store.path_of(storage.index(snapshot_id, image))
 
-    def write_index(self, snapshot_id: str, image: str, ids: bytes | bytearray, size: int) -> str:
+    def write_index(self, snapshot_id: str, image: str, index: ChunkIndex, size: int) -> str:
         """Store an image's index; returns its MAC for the manifest."""
+        ids = index.raw
         header, tail = codec.index_frame(ids, size, self.block_size)
         self.store.put(storage.index(snapshot_id, image), header, ids, tail)
         return self.keys.mac(header, ids, tail).hex()
 
-    def load_index(self, snapshot: Snapshot, image: str) -> bytes:
+    def load_index(self, snapshot: Snapshot, image: str) -> ChunkIndex:
         """The chunk ids of one image, authenticated against the manifest."""
         meta = snapshot.image(image)
         stored = storage.index(snapshot.id, image)
@@ -391,12 +274,12 @@ class Repository:
             ) from None
         except OSError as e:
             raise IntegrityError(f"The {name} cannot be read: {e.strerror}.") from e
-        if self.keys.mac(header, ids, tail).hex() != meta["index_mac"]:
+        if self.keys.mac(header, ids, tail).hex() != meta.index_mac:
             raise IntegrityError(f"The {name} is damaged or altered (checksum mismatch).")
         block_size, size, ids = codec.decode_index_parts(header, ids, tail, name=name)
-        if size != meta["size"] or block_size != self.block_size:
+        if size != meta.size or block_size != self.block_size:
             raise IntegrityError(f"The {name} does not match its manifest.")
-        return ids
+        return ChunkIndex(ids)
 
     # --- snapshots --------------------------------------------------------------------------
 

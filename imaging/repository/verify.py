@@ -16,11 +16,11 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from imaging.errors import HourglassError
 from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository import codec, storage
+from imaging.repository.records import ChunkIndex, ImageRecord
 from imaging.repository.storage import Kind, Name, Store
 from imaging.repository.store import Location, Repository, Snapshot, as_store, read_config
 from imaging.units import human_size, local_now
@@ -59,19 +59,18 @@ class VerifyReport:
 
 
 def _ranges(
-    ids: bytes, wanted: set[bytes], block_size: int, size: int
+    ids: ChunkIndex, wanted: set[bytes], block_size: int, size: int
 ) -> Iterator[tuple[bytes, int, int]]:
-    for i in range(0, len(ids), 32):
-        chunk_id = ids[i : i + 32]
+    for block, chunk_id in enumerate(ids):
         if chunk_id in wanted:
-            start = (i // 32) * block_size
+            start = block * block_size
             yield chunk_id, start, min(block_size, size - start)
 
 
-def _describe(snapshot: Snapshot, image: dict[str, Any], start: int, length: int) -> str:
+def _describe(snapshot: Snapshot, image: ImageRecord, start: int, length: int) -> str:
     return (
         f"snapshot {snapshot.id[:12]} ({snapshot.time.strftime('%Y-%m-%d %H:%M:%S')}, "
-        f"{snapshot.source}) image {image['name']} bytes {start}-{start + length - 1}"
+        f"{snapshot.source}) image {image.name} bytes {start}-{start + length - 1}"
     )
 
 
@@ -99,24 +98,23 @@ def verify(
         )
     report.snapshots = len(snapshots)
     # Which chunk ids are referenced, and the indexes needed to map damage back to snapshots.
-    indexes: list[tuple[Snapshot, dict[str, Any], bytes]] = []
+    indexes: list[tuple[Snapshot, ImageRecord, ChunkIndex]] = []
     referenced: set[bytes] = set()
     for snapshot in snapshots:
         for image in snapshot.images:
             try:
-                ids = repo.load_index(snapshot, image["name"])
+                ids = repo.load_index(snapshot, image.name)
             except HourglassError as e:
                 report.damage.append(
                     Damage(
-                        f"index {snapshot.id[:12]}/{image['name']}",
+                        f"index {snapshot.id[:12]}/{image.name}",
                         e.message,
-                        [_describe(snapshot, image, 0, int(image["size"]))],
+                        [_describe(snapshot, image, 0, image.size)],
                     )
                 )
                 continue
             indexes.append((snapshot, image, ids))
-            for i in range(0, len(ids), 32):
-                referenced.add(ids[i : i + 32])
+            referenced.update(ids)
     referenced.discard(codec.ZERO_ID)
     referenced.discard(codec.UNUSED_ID)
     report.chunks = len(referenced)
@@ -144,9 +142,7 @@ def verify(
         wanted = set(bad)
         affects: dict[bytes, list[str]] = {chunk_id: [] for chunk_id in bad}
         for snapshot, image, ids in indexes:
-            for chunk_id, start, length in _ranges(
-                ids, wanted, repo.block_size, int(image["size"])
-            ):
+            for chunk_id, start, length in _ranges(ids, wanted, repo.block_size, image.size):
                 affects[chunk_id].append(_describe(snapshot, image, start, length))
         for chunk_id, reason in sorted(bad.items()):
             report.damage.append(Damage(f"chunk {chunk_id.hex()}", reason, affects[chunk_id]))

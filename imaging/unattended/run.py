@@ -148,10 +148,10 @@ def carry_out(orders: Orders, locations: Locations, say: Callable[[str], None]) 
             )
         for warning in done.warnings:
             say(f"warning: {warning}")
-        st = snapshot.manifest.get("stats", {})
+        st = snapshot.record.stats
         return (
             f"backup {snapshot.id[:12]} of {disk.device} ({disk.title()}) at "
-            f"{snapshot.time.strftime('%Y-%m-%d %H:%M:%S')}: read {human_size(st.get('read', 0))}, "
+            f"{snapshot.time.strftime('%Y-%m-%d %H:%M:%S')}: read {human_size(st.read)}, "
             f"added {human_size(snapshot.stored)}, verified"
         )
 

@@ -4,7 +4,7 @@ commits a snapshot only when everything is stored)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
 from textual.app import ComposeResult
@@ -293,19 +293,19 @@ class BackupScreen(WizardScreen):
     # --- 5: result --------------------------------------------------------------------------
 
     def _finished(self, snapshot: Snapshot, report: VerifyReport) -> None:
-        stats: dict[str, Any] = snapshot.manifest.get("stats", {})
+        stats = snapshot.record.stats
         lines = [
             _("Snapshot of {when}").format(when=text.when(snapshot.time)),
             _("Size: {size}; data read: {read}").format(
                 size=text.decimal_size(snapshot.size),
-                read=text.decimal_size(int(stats.get("read", 0))),
+                read=text.decimal_size(stats.read),
             ),
             _("New data stored: {new}; already in the repository: {dedup}").format(
-                new=text.decimal_size(int(stats.get("new_bytes", 0))),
-                dedup=text.decimal_size(int(stats.get("dedup_bytes", 0))),
+                new=text.decimal_size(stats.new_bytes),
+                dedup=text.decimal_size(stats.dedup_bytes),
             ),
             _("Added to the backup drive: {size}").format(size=text.decimal_size(snapshot.stored)),
-            _("Time taken: {time}").format(time=text.duration(float(stats.get("elapsed", 0)))),
+            _("Time taken: {time}").format(time=text.duration(stats.elapsed)),
             "",
         ]
         if report.ok:
@@ -319,7 +319,7 @@ class BackupScreen(WizardScreen):
         else:
             lines.append(_("The check found damage:"))
             lines.extend(d.describe() for d in report.damage[:10])
-        unreadable = [i["name"] for i in snapshot.images if i.get("unreadable")]
+        unreadable = [i.name for i in snapshot.images if i.unreadable]
         if unreadable:
             lines.append(
                 _("Parts of the disk could not be read: {images}").format(

@@ -4,7 +4,7 @@ copied to a partition of a local disk or a USB stick, mounted read-write for it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
 from textual.app import ComposeResult
@@ -32,20 +32,21 @@ if TYPE_CHECKING:
     from imaging.files.browse import Entry, SnapshotBrowser
     from imaging.files.restore import FileRestoreResult
     from imaging.files.versions import Version
+    from imaging.repository.records import ImageRecord
     from imaging.repository.store import Snapshot
     from recovery_ui.state import OpenedRepository
 
 SEARCH_LIMIT = 200
 
 
-def file_images(snapshot: Snapshot) -> list[dict[str, Any]]:
+def file_images(snapshot: Snapshot) -> list[ImageRecord]:
     """The images of a snapshot that may hold files (not the head, not swap)."""
     from imaging.mounts.drivers import NOT_FILESYSTEMS
 
     return [
         image
         for image in snapshot.images
-        if image["name"] != "head" and image.get("fstype") not in NOT_FILESYSTEMS
+        if image.name != "head" and image.fstype not in NOT_FILESYSTEMS
     ]
 
 
@@ -102,7 +103,7 @@ class RestoreFilesScreen(WizardScreen):
     def __init__(self) -> None:
         super().__init__()
         self.snapshot: Snapshot | None = None
-        self.image: dict[str, Any] | None = None
+        self.image: ImageRecord | None = None
         self.browser: SnapshotBrowser | None = None
         self.versions: list[Version] = []
         self.versions_path = ""
@@ -229,7 +230,7 @@ class RestoreFilesScreen(WizardScreen):
                 self._snapshot_chosen(chosen)
         elif list_id == "images":
             assert self.snapshot is not None
-            image = next(i for i in file_images(self.snapshot) if i["name"] == event.option.id)
+            image = next(i for i in file_images(self.snapshot) if i.name == event.option.id)
             self._image_chosen(image)
         elif list_id == "results":
             self._result_chosen(str(event.option.id or ""))
@@ -242,14 +243,14 @@ class RestoreFilesScreen(WizardScreen):
         if len(images) == 1:
             self._image_chosen(images[0])
             return
-        options = [option(text.image_line(image), id=str(image["name"])) for image in images]
+        options = [option(text.image_line(image), id=image.name) for image in images]
         widget = self.query_one("#images", OptionList)
         widget.set_options(options)
         widget.highlighted = 0
         self.step("partition")
         widget.focus()
 
-    def _image_chosen(self, image: dict[str, Any]) -> None:
+    def _image_chosen(self, image: ImageRecord) -> None:
         self.image = image
         self.step("browse")
         tree = self.query_one("#tree", FileTree)
@@ -263,9 +264,8 @@ class RestoreFilesScreen(WizardScreen):
         self.open_browser(self.snapshot, self._partition_number(image))
 
     @staticmethod
-    def _partition_number(image: dict[str, Any]) -> int | None:
-        number = image.get("number")
-        return int(number) if number is not None else None
+    def _partition_number(image: ImageRecord) -> int | None:
+        return image.number
 
     # --- browsing ---------------------------------------------------------------------------
 

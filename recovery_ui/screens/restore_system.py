@@ -37,14 +37,13 @@ def snapshot_details(snapshot: Snapshot) -> str:
         _("Taken of: {source}").format(source=text.snapshot_source(snapshot)),
         _("Size: {size}").format(size=text.decimal_size(snapshot.size)),
     ]
-    lines.extend(
-        "  " + text.image_line(image) for image in snapshot.images if image["name"] != "head"
-    )
+    lines.extend("  " + text.image_line(image) for image in snapshot.images if image.name != "head")
     return "\n".join(lines)
 
 
 def snapshot_serial(snapshot: Snapshot) -> str:
-    return str((snapshot.manifest.get("disk") or {}).get("serial") or "")
+    disk = snapshot.record.disk
+    return (disk and disk.serial) or ""
 
 
 def default_target(snapshot: Snapshot, disks: list[Disk]) -> int:

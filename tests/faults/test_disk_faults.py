@@ -42,8 +42,8 @@ def test_read_errors_stop_the_backup_or_are_rescued(tmp_path: Path) -> None:
         assert repo.snapshots() == []
         snapshot = run_backup(repo, plan_for([dev]), options=BackupOptions(rescue=True))
     (image_meta,) = snapshot.images
-    assert image_meta["unreadable"] == [[bad_offset, 8192]]
-    assert image_meta["unreadable_files"] == ["/victim.bin"]
+    assert image_meta.unreadable == ((bad_offset, 8192),)
+    assert image_meta.unreadable_files == ("/victim.bin",)
     report = describe_unreadable(snapshot)
     assert any("/victim.bin" in line for line in report)
     out = tmp_path / "restored.img"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from imaging.forget import Policy, apply
+from imaging.repository.records import Manifest
 from imaging.repository.store import Snapshot
 
 START = datetime.fromisoformat("2026-01-01T00:30:00+00:00")
@@ -13,13 +14,15 @@ START = datetime.fromisoformat("2026-01-01T00:30:00+00:00")
 def hourly_snapshots(hours: int, source: str = "disk:a") -> list[Snapshot]:
     return [
         Snapshot(
-            {
-                "id": f"{i:032x}",
-                "time": (START + timedelta(hours=i)).isoformat(),
-                "source": "/dev/sda",
-                "source_id": source,
-                "images": [],
-            }
+            Manifest(
+                id=f"{i:032x}",
+                time=(START + timedelta(hours=i)).isoformat(),
+                source="/dev/sda",
+                source_id=source,
+                kind="disk",
+                size=0,
+                images=(),
+            )
         )
         for i in range(hours)
     ]

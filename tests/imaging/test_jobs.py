@@ -23,9 +23,8 @@ def chunk_files(repo: Repository, snapshot: Snapshot) -> list[Path]:
     """The chunk files the snapshot's images name (zero and unused blocks store none)."""
     paths = []
     for image in snapshot.images:
-        ids = repo.load_index(snapshot, image["name"])
-        for i in range(len(ids) // 32):
-            path = repo.chunk_path(bytes(ids[32 * i : 32 * i + 32]))
+        for chunk_id in repo.load_index(snapshot, image.name):
+            path = repo.chunk_path(chunk_id)
             if path.exists():
                 paths.append(path)
     return paths

@@ -9,6 +9,7 @@ import pytest
 
 from imaging.backup import backup_path
 from imaging.errors import SnapshotNotFound, UsageError
+from imaging.repository.records import Manifest
 from imaging.repository.store import Repository, Snapshot
 from imaging.selectors import parse_time, select, split_partition
 
@@ -17,7 +18,15 @@ TZ = timezone(timedelta(hours=1))
 
 def snap(snapshot_id: str, when: str, source: str = "disk:a") -> Snapshot:
     return Snapshot(
-        {"id": snapshot_id, "time": when, "source": "/dev/sda", "source_id": source, "images": []}
+        Manifest(
+            id=snapshot_id,
+            time=when,
+            source="/dev/sda",
+            source_id=source,
+            kind="disk",
+            size=0,
+            images=(),
+        )
     )
 
 

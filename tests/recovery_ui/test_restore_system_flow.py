@@ -11,6 +11,7 @@ import pytest
 
 from imaging.disks.model import Disk
 from imaging.disks.table import read_table
+from imaging.repository.records import DiskRecord, Manifest
 from imaging.repository.store import Snapshot
 from recovery_ui.app import HourglassApp
 from recovery_ui.screens.home import HomeScreen
@@ -127,9 +128,24 @@ def _disk(device: str, serial: str) -> Disk:
     return Disk(device, "", "Model", serial, 10**9, 512, 512, "sata", False, False, "gpt")
 
 
+def _of_disk(disk: DiskRecord) -> Snapshot:
+    return Snapshot(
+        Manifest(
+            id="0" * 32,
+            time="2026-11-22T10:31:05+01:00",
+            source="/dev/sda",
+            source_id="disk:a",
+            kind="disk",
+            size=0,
+            images=(),
+            disk=disk,
+        )
+    )
+
+
 def test_default_target_is_the_disk_with_the_snapshots_serial() -> None:
-    snapshot = Snapshot({"id": "0" * 32, "disk": {"serial": "S2"}})
+    snapshot = _of_disk(DiskRecord(serial="S2"))
     disks = [_disk("/dev/sda", "S1"), _disk("/dev/sdb", "S2"), _disk("/dev/sdc", "")]
     assert default_target(snapshot, disks) == 1
-    assert default_target(Snapshot({"id": "0" * 32, "disk": {"serial": "S9"}}), disks) == 0
-    assert default_target(Snapshot({"id": "0" * 32, "disk": {}}), disks) == 0
+    assert default_target(_of_disk(DiskRecord(serial="S9")), disks) == 0
+    assert default_target(_of_disk(DiskRecord()), disks) == 0

@@ -25,6 +25,7 @@ from imaging.disks.model import Disk, Partition
 from imaging.disks.repos import FoundRepository
 from imaging.jobs.disks import Scope
 from imaging.repository import codec
+from imaging.repository.records import ChunkIndex
 from imaging.repository.store import Repository
 from imaging.units import decimal_size, human_size
 from recovery_ui.app import HourglassApp
@@ -162,7 +163,7 @@ def _build_demo_repository() -> None:
         images = []
         for image in _images(kind):
             blocks = -(-int(image["size"]) // repo.block_size)
-            ids = codec.ZERO_ID * blocks
+            ids = ChunkIndex(codec.ZERO_ID * blocks)
             mac = repo.write_index(snapshot_id, image["name"], ids, int(image["size"]))
             images.append({**image, "offset": 0, "blocks": blocks, "method": "raw",
                            "index_mac": mac})  # fmt: skip

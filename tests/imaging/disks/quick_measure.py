@@ -119,7 +119,7 @@ def main(work: Path) -> None:
                     "--yes",
                 ] + ([] if verify else ["--no-verify"])
                 seconds = timed_env(argv, env)
-                written = sum(i.get("used", i["size"]) for i in snap.images)
+                written = sum(i.size if i.used is None else i.used for i in snap.images)
                 results[f"disk_restore{'_verified' if verify else ''}"] = {
                     "seconds": round(seconds, 2),
                     "data_MB_per_s": round(written / 1e6 / seconds, 1),
@@ -179,7 +179,7 @@ def main(work: Path) -> None:
                     ),
                     2,
                 ),
-                "used_MB": round(mapped.images[0]["used"] / 1e6, 1),
+                "used_MB": round((mapped.images[0].used or 0) / 1e6, 1),
             }
             assert helpers.fsck(pt, "ext4").returncode == 0
     print(json.dumps(results, indent=1))

@@ -46,9 +46,9 @@ def test_snapshot_records_table_methods_and_used_blocks(
 ) -> None:
     snap = gpt_backup.snapshot
     assert snap.kind == "disk"
-    names = [image["name"] for image in snap.images]
+    names = [image.name for image in snap.images]
     assert names == ["head", "p1", "p2", "p3", "p4", "p5", "p6", "p8"]
-    methods = {image["name"]: image["method"] for image in snap.images}
+    methods = {image.name: image.method for image in snap.images}
     assert methods == {
         "head": "raw",
         "p1": "raw",
@@ -60,8 +60,8 @@ def test_snapshot_records_table_methods_and_used_blocks(
         "p8": "partclone.ext4",
     }
     for image in snap.images:
-        if image["method"].startswith("partclone"):
-            assert 0 < image["used"] < image["size"], image
+        if image.method and image.method.startswith("partclone"):
+            assert image.used is not None and 0 < image.used < image.size, image
     table = read_table(gpt_source.device)
     assert table is not None
     assert snap.manifest["disk"]["table"] == table.to_dict()
@@ -215,7 +215,7 @@ def test_mbr_disk_same_size_and_larger_with_grow(
     mbr_source: SourceDisk, mbr_backup: Backup, tmp_path: Path
 ) -> None:
     snap = mbr_backup.snapshot
-    assert [i["name"] for i in snap.images] == ["head", "p1", "p2", "p5", "p6"]
+    assert [i.name for i in snap.images] == ["head", "p1", "p2", "p5", "p6"]
     table = snap.manifest["disk"]["table"]
     assert table["signature"] == f"{helpers.MBR_SIGNATURE:#010x}"
     roles = {p["number"]: (p["role"], p["type"], p["boot"]) for p in table["partitions"]}
@@ -256,7 +256,7 @@ def test_partitions_of_one_disk_back_up_with_the_table(
     backup = backup_of(helpers.node(dev, 2), tmp_path, helpers.node(dev, 8))
     snap = backup.snapshot
     assert snap.kind == "disk"
-    assert [i["name"] for i in snap.images] == ["head", "p2", "p8"]
+    assert [i.name for i in snap.images] == ["head", "p2", "p8"]
     assert snap.manifest["disk"]["imaged"] == [2, 8]
     image = target_disk(tmp_path, "partial.img", helpers.GPT_DISK_MIB)
     with helpers.attached(image) as target:

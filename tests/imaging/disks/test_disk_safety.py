@@ -126,7 +126,7 @@ def test_partition_snapshots_use_the_map_and_the_same_protections(
     backup = backup_of(helpers.node(gpt_source.device, ext4.number), tmp_path)
     snap = backup.snapshot
     assert snap.kind == "partition"
-    assert snap.images[0]["method"] == "partclone.ext4"
+    assert snap.images[0].method == "partclone.ext4"
     assert snap.source_id.startswith("fs:")
     assert snap.manifest["partition"]["number"] == ext4.number
     image = tmp_path / "two.img"

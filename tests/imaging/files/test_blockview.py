@@ -13,13 +13,14 @@ from imaging.errors import UsageError
 from imaging.files import paths
 from imaging.files.blockview import ChunkCache, Damage, DamagedRead, ImageView
 from imaging.files.images import image_for
+from imaging.repository.records import ImageRecord, Manifest
 from imaging.repository.store import Repository, Snapshot
 from tests.support import MiB, write_random_image
 
 
 def view_of(repo: Repository, snapshot: Snapshot, cache: ChunkCache, **kw: Any) -> ImageView:
     ids = repo.load_index(snapshot, "data")
-    size = int(snapshot.image("data")["size"])
+    size = snapshot.image("data").size
     return ImageView(f"{snapshot.id}.data", ids, size, repo.block_size, cache, **kw)
 
 
@@ -54,7 +55,7 @@ def test_a_damaged_chunk_fails_only_its_range(tmp_path: Path, repo: Repository) 
     write_random_image(source, 12 * MiB, zero_every=0)
     snapshot = backup_path(repo, source)
     ids = repo.load_index(snapshot, "data")
-    chunk = repo.chunk_path(ids[32:64])  # the second block
+    chunk = repo.chunk_path(ids[1])  # the second block
     raw = bytearray(chunk.read_bytes())
     raw[100] ^= 1
     chunk.write_bytes(bytes(raw))
@@ -64,12 +65,25 @@ def test_a_damaged_chunk_fails_only_its_range(tmp_path: Path, repo: Repository) 
     with pytest.raises(DamagedRead) as caught:
         view.read(repo.block_size + 10, 100)
     assert caught.value.errno == 5
-    assert seen[0].chunk == ids[32:64].hex() and seen[0].offset == repo.block_size + 10
+    assert seen[0].chunk == ids[1].hex() and seen[0].offset == repo.block_size + 10
     assert view.read(8 * MiB, 10) == source.read_bytes()[8 * MiB : 8 * MiB + 10]
 
 
 def snapshot_with(images: list[dict[str, Any]]) -> Snapshot:
-    return Snapshot({"id": "ab" * 16, "time": "2026-11-22T10:31:05+01:00", "images": images})
+    records = tuple(
+        ImageRecord(offset=0, blocks=1, index_mac="0" * 64, **image) for image in images
+    )
+    return Snapshot(
+        Manifest(
+            id="ab" * 16,
+            time="2026-11-22T10:31:05+01:00",
+            source="/dev/sda",
+            source_id="disk:a",
+            kind="disk",
+            size=4,
+            images=records,
+        )
+    )
 
 
 def test_choosing_the_image() -> None:

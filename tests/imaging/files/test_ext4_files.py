@@ -140,7 +140,7 @@ def test_damaged_chunk_names_the_file_and_the_others_restore(
         for b in range(p // repo.block_size, (p + n - 1) // repo.block_size + 1)
         if b not in good_blocks and b != 0
     )
-    chunk = repo.chunk_path(ids[32 * block : 32 * block + 32])
+    chunk = repo.chunk_path(ids[block])
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0xFF
     chunk.write_bytes(bytes(data))
