@@ -10,7 +10,7 @@ from imaging.repository.store import Repository, Snapshot
 from imaging.units import human_size
 
 
-def _candidates(snapshot: Snapshot) -> list[ImageRecord]:
+def file_images(snapshot: Snapshot) -> list[ImageRecord]:
     """Images that may hold a filesystem: not the area before the first partition, not swap."""
     return [
         image
@@ -21,7 +21,7 @@ def _candidates(snapshot: Snapshot) -> list[ImageRecord]:
 
 def describe_images(snapshot: Snapshot) -> str:
     parts = []
-    for image in _candidates(snapshot):
+    for image in file_images(snapshot):
         label = f" {image.label!r}" if image.label else ""
         fstype = image.fstype or "unknown filesystem"
         size = human_size(image.size)
@@ -41,7 +41,7 @@ def image_for(snapshot: Snapshot, partition: int | None) -> str:
             f"Snapshot {snapshot.id[:12]} has no partition {partition}.",
             f"Its partitions: {describe_images(snapshot)}.",
         )
-    candidates = _candidates(snapshot)
+    candidates = file_images(snapshot)
     if len(candidates) == 1:
         return candidates[0].name
     if not candidates:

@@ -9,6 +9,7 @@ maps errors to its own words.
 """
 
 from imaging.jobs.backup import (
+    BackupPlan,
     BackupPreview,
     BackupRequest,
     BackupResult,
@@ -16,12 +17,15 @@ from imaging.jobs.backup import (
     backup,
     plan_backup,
 )
-from imaging.jobs.common import Chosen, choose_snapshot
+from imaging.jobs.common import Chosen, choose_snapshot, no_confirm, select
 from imaging.jobs.files import FilesRestoreRequest, files_restore
 from imaging.jobs.maintenance import (
     ForgetPlan,
     ForgetRequest,
     ForgetResult,
+    GcResult,
+    Policy,
+    VerifyReport,
     VerifyRequest,
     apply_forget,
     forget,
@@ -40,6 +44,7 @@ from imaging.jobs.restore import (
 )
 
 __all__ = [
+    "BackupPlan",
     "BackupPreview",
     "BackupRequest",
     "BackupResult",
@@ -50,9 +55,12 @@ __all__ = [
     "ForgetPlan",
     "ForgetRequest",
     "ForgetResult",
+    "GcResult",
+    "Policy",
     "RestorePreview",
     "RestoreRequest",
     "RestoreResult",
+    "VerifyReport",
     "VerifyRequest",
     "apply_forget",
     "backup",
@@ -61,9 +69,11 @@ __all__ = [
     "files_restore",
     "forget",
     "gc",
+    "no_confirm",
     "plan_backup",
     "plan_forget",
     "restore",
+    "select",
     "verify",
     "verify_keyless",
 ]

@@ -9,6 +9,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from imaging.backup import BackupOptions, BackupPlan, describe_unreadable, latest_of_source
+
+__all__ = [
+    "BackupPlan",
+    "BackupPreview",
+    "BackupRequest",
+    "BackupResult",
+    "Check",
+    "backup",
+    "plan_backup",
+]
 from imaging.backup import run_backup as _run_backup
 from imaging.jobs.protected import refuse_repository_on_source
 from imaging.progress import ProgressCallback, no_progress

@@ -16,6 +16,11 @@ P = TypeVar("P")
 Confirm = Callable[[P], None]
 
 
+def select(snapshots: list[Snapshot], selector: str, *, source: str | None = None) -> Snapshot:
+    """The snapshot ``selector`` names among ``snapshots`` already listed (oldest first)."""
+    return selectors.select(snapshots, selector, source=source)
+
+
 def no_confirm(_: object) -> None:
     """For callers that asked already (the app's typed confirmation) or run unattended."""
 

@@ -18,6 +18,7 @@ from imaging.disks.repos import FoundRepository
 from imaging.disks.repos import find_repositories as _find_repositories
 from imaging.disks.watch import DiskWatcher
 from imaging.errors import HourglassError
+from imaging.mounts.drivers import REPOSITORY_FILESYSTEMS
 
 __all__ = [
     "Disk",
@@ -25,8 +26,10 @@ __all__ = [
     "FoundRepository",
     "Partition",
     "Scope",
+    "blank_disks",
     "find_repositories",
     "list_disks",
+    "repository_partitions",
 ]
 
 ENV = "HOURGLASS_DISKS"
@@ -94,3 +97,27 @@ def find_repositories(
     for repository in found:
         unique.setdefault(os.path.realpath(repository.path), repository)
     return sorted(unique.values(), key=lambda r: (r.disk, r.partition or 0, r.path))
+
+
+def repository_partitions(disks: list[Disk]) -> list[tuple[Disk, Partition]]:
+    """Partitions a repository can live on: a filesystem Hourglass mounts read-write, not on
+    the disk the system started from."""
+    return [
+        (disk, p)
+        for disk in disks
+        if not disk.is_boot_disk
+        for p in disk.partitions
+        if p.device and p.fstype in REPOSITORY_FILESYSTEMS
+    ]
+
+
+def blank_disks(disks: list[Disk]) -> list[Disk]:
+    """Disks that can become a backup drive: nothing on them that a filesystem holds."""
+    return [
+        d
+        for d in disks
+        if not d.is_boot_disk
+        and not d.holds_repository
+        and not d.mounted
+        and not any(p.fstype for p in d.partitions)
+    ]

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from imaging.files.restore import FileRestoreResult, restore_files
+from imaging.files.browse import Entry, SnapshotBrowser, printable
+from imaging.files.images import file_images
+from imaging.files.restore import FileRestoreResult, restore_files, restore_from
+from imaging.files.versions import Version, file_versions
 from imaging.jobs.common import choose_snapshot
 from imaging.progress import ProgressCallback, no_progress
 from imaging.repository.store import Repository
 from imaging.restore import refuse_repository_target
 
-__all__ = ["FileRestoreResult", "FilesRestoreRequest", "files_restore"]
+__all__ = [
+    "Entry",
+    "FileRestoreResult",
+    "FilesRestoreRequest",
+    "SnapshotBrowser",
+    "Version",
+    "file_images",
+    "file_versions",
+    "files_restore",
+    "printable",
+    "restore_from",
+]
 
 
 @dataclass(frozen=True)

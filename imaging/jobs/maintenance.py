@@ -21,6 +21,7 @@ __all__ = [
     "ForgetRequest",
     "ForgetResult",
     "GcResult",
+    "Policy",
     "VerifyReport",
     "VerifyRequest",
     "apply_forget",
