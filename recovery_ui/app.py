@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import work
@@ -33,9 +34,7 @@ from recovery_ui.messages import DiskEvent
 
 if TYPE_CHECKING:
     from imaging.appliance import VendorSettings
-    from imaging.disks.model import Disk
-    from imaging.disks.repos import FoundRepository
-    from imaging.disks.watch import DiskWatcher
+    from imaging.jobs.disks import Disk, DiskWatcher, FoundRepository
     from imaging.settings import Settings
     from recovery_ui.state import OpenedRepository
 
@@ -185,7 +184,7 @@ class HourglassApp(App[int]):
             announce_ready()
 
     def _start_watcher(self) -> None:
-        from imaging.disks.watch import DiskWatcher
+        from imaging.jobs.disks import DiskWatcher
 
         def event(action: str, device: str) -> None:
             self.post_message(DiskEvent(action, device))
@@ -206,7 +205,7 @@ class HourglassApp(App[int]):
 
     def _release_mounts(self) -> None:
         from imaging.errors import HourglassError
-        from imaging.locations import unmount
+        from imaging.jobs.locations import unmount
 
         if self.opened is not None and self.opened.location is not None:
             try:
@@ -355,7 +354,7 @@ class HourglassApp(App[int]):
 
     def _release_location(self, opened: OpenedRepository) -> None:
         from imaging.errors import HourglassError
-        from imaging.locations import unmount
+        from imaging.jobs.locations import unmount
 
         if opened.location is None:
             return
@@ -394,7 +393,8 @@ class HourglassApp(App[int]):
     def _find_writable_drive(self) -> str:
         import os
 
-        from imaging import locations, settings
+        from imaging import settings
+        from imaging.jobs import locations
 
         if self.opened is not None and self.opened.writable:
             return str(self.opened.drive)
@@ -421,6 +421,31 @@ class HourglassApp(App[int]):
         return ""
 
     # --- errors -----------------------------------------------------------------------------
+
+    # --- navigation (screens reach other screens through the app: no screen imports the
+    # app or a screen that imports it back) ------------------------------------------------
+
+    def push_repository_chooser(
+        self,
+        title: str,
+        then: Callable[[OpenedRepository | None], None],
+        *,
+        writable: bool = False,
+        allow_create: bool = False,
+    ) -> None:
+        """Show the repository chooser; ``then`` gets the opened repository or None."""
+        from recovery_ui.screens.choose_repository import ChooseRepository
+
+        self.push_screen(
+            ChooseRepository(title, writable=writable, allow_create=allow_create), then
+        )
+
+    def home_action(self, action: str) -> None:
+        """Run one of the home screen's actions (``reboot``, ``poweroff``) from any screen."""
+        from recovery_ui.screens.home import HomeScreen
+
+        home = next(s for s in self.screen_stack if isinstance(s, HomeScreen))
+        home.action_do(action)
 
     def report_error(self, error: BaseException, context: str = "") -> None:
         """Show ``error`` in a dialog (message and hint); the full detail goes to the log."""

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from imaging.locations import Location
-    from imaging.repository.store import Repository
+    from imaging.jobs.locations import Location
+    from imaging.jobs.repositories import Repository
 
 
 @dataclass

@@ -13,9 +13,8 @@ from imaging.units import decimal_size, human_duration, human_size
 from recovery_ui.i18n import _, ngettext
 
 if TYPE_CHECKING:
-    from imaging.disks.model import Disk, Partition
-    from imaging.repository.records import ImageRecord
-    from imaging.repository.store import Snapshot
+    from imaging.jobs.disks import Disk, Partition
+    from imaging.repository.records import ImageRecord, Snapshot
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 

@@ -22,10 +22,9 @@ from recovery_ui.widgets.controls import Label, Static, option
 from recovery_ui.widgets.progress_panel import ProgressPanel
 
 if TYPE_CHECKING:
-    from imaging.backup import BackupPlan
-    from imaging.disks.model import Disk
-    from imaging.repository.store import Snapshot
-    from imaging.repository.verify import VerifyReport
+    from imaging.jobs import BackupPlan, BackupResult
+    from imaging.jobs.disks import Disk
+    from imaging.repository.records import Snapshot
     from recovery_ui.state import OpenedRepository
 
 
@@ -191,25 +190,15 @@ class BackupScreen(WizardScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="plan")
     def make_plan(self) -> None:
         import os
-        import shutil
 
-        from imaging.backup import latest_of_source
-        from imaging.disks import mounts, sysfs
-        from imaging.plans import plan_for
+        from imaging import jobs
 
         assert self.opened is not None and self.source_disk is not None
-        repo_disks = mounts.disks_of_path(self.opened.path)
-        if sysfs.name_of(self.source_disk.device) in repo_disks:
-            raise UsageError(
-                _("The repository is on the disk you want to back up."),
-                _("Choose a repository on another drive."),
-            )
-        plan = plan_for(self.sources)
-        to_read = sum(
-            image.used.used_bytes if image.used is not None else image.size for image in plan.images
+        preview = jobs.plan_backup(
+            self.opened.repo, jobs.BackupRequest(sources=tuple(self.sources))
         )
-        free = shutil.disk_usage(self.opened.path).free
-        previous = latest_of_source(self.opened.repo.snapshots(), plan.source_id)
+        plan, to_read, previous = preview.plan, preview.to_read, preview.previous
+        free = preview.free or 0
         lines = [
             _("Back up: {what}").format(
                 what=f"{self.source_disk.device}, {text.disk_title(self.source_disk)}"
@@ -268,20 +257,25 @@ class BackupScreen(WizardScreen):
     def back_up(self, plan: BackupPlan, opened: OpenedRepository, relay: ProgressRelay) -> None:
         import logging
 
-        from imaging.backup import BackupOptions, run_backup
-        from imaging.repository.verify import verify
+        from imaging import jobs
 
         log = logging.getLogger("recovery_ui")
         log.info("backup of %s into %s", " ".join(self.sources), opened.path)
-        snapshot = run_backup(
-            opened.repo, plan, progress=relay, options=BackupOptions(cancel=self.cancel)
+
+        def committed(snapshot: Snapshot) -> None:
+            log.info("snapshot %s committed", snapshot.id)
+            self.committed = snapshot
+            self.app.call_from_thread(self._checking)
+
+        request = jobs.BackupRequest(plan=plan, cancel=self.cancel)
+        result = jobs.backup(opened.repo, request, progress=relay, on_committed=committed)
+        log.info(
+            "check (%s) of %s: %s",
+            result.check.value,
+            result.snapshot.id[:12],
+            "ok" if result.ok else "DAMAGED",
         )
-        log.info("snapshot %s committed", snapshot.id)
-        self.committed = snapshot
-        self.app.call_from_thread(self._checking)
-        report = verify(opened.repo, [snapshot], read_data=True, progress=relay)
-        log.info("verify of %s: %s", snapshot.id[:12], "ok" if report.ok else "DAMAGED")
-        self.app.call_from_thread(self._finished, snapshot, report)
+        self.app.call_from_thread(self._finished, result)
 
     def _checking(self) -> None:
         self.query_one(ProgressPanel).set_phase(_("Checking the backup"), counts_bytes=False)
@@ -292,7 +286,10 @@ class BackupScreen(WizardScreen):
 
     # --- 5: result --------------------------------------------------------------------------
 
-    def _finished(self, snapshot: Snapshot, report: VerifyReport) -> None:
+    def _finished(self, result: BackupResult) -> None:
+        from imaging.jobs import Check
+
+        snapshot, report = result.snapshot, result.report
         stats = snapshot.record.stats
         lines = [
             _("Snapshot of {when}").format(when=text.when(snapshot.time)),
@@ -308,13 +305,24 @@ class BackupScreen(WizardScreen):
             _("Time taken: {time}").format(time=text.duration(stats.elapsed)),
             "",
         ]
-        if report.ok:
+        good = report is None or report.ok
+        if report is None:
+            pass  # not asked for (the app asks for the default check)
+        elif report.ok and result.check is Check.DATA:
             lines.append(
                 ngettext(
                     "Checked: {count} stored piece was read back and is intact.",
                     "Checked: all {count} stored pieces were read back and are intact.",
                     report.checked,
                 ).format(count=report.checked)
+            )
+        elif report.ok:
+            lines.append(
+                ngettext(
+                    "Checked: the {count} stored piece the backup needs is in the repository.",
+                    "Checked: all {count} stored pieces the backup needs are in the repository.",
+                    report.chunks,
+                ).format(count=report.chunks)
             )
         else:
             lines.append(_("The check found damage:"))
@@ -328,10 +336,10 @@ class BackupScreen(WizardScreen):
             )
         title = (
             _("The backup is complete and checked.")
-            if report.ok
+            if good
             else _("The backup was recorded, but the check found damage.")
         )
-        self._result(title, "\n".join(lines), good=report.ok)
+        self._result(title, "\n".join(lines), good=good)
 
     def work_failed(self, worker: Worker[object], error: BaseException) -> None:
         if worker.name == "make_plan":

@@ -44,7 +44,12 @@ def describe_failure(error: BaseException) -> tuple[str, str]:
 
 
 def failure_reason(error: BaseException) -> str:
-    """The engine's message for ``error`` (without its hint), to show on the screen."""
+    """The engine's message for ``error`` (without its hint), to show on the screen; in the
+    app's language where the app knows the error's kind."""
+    from imaging.errors import RepositoryOnSource
+
+    if isinstance(error, RepositoryOnSource):
+        return _("The repository is on the disk you want to back up.")
     return getattr(error, "message", str(error))
 
 
@@ -89,7 +94,6 @@ class BaseScreen(AppScreenMixin, Screen[ResultT]):
     ) -> None:
         """Ask for the repository (the chooser opens it), then ``then`` with it; if the person
         chose none, go back (``action_back``)."""
-        from recovery_ui.screens.choose_repository import ChooseRepository
 
         def chosen(opened: OpenedRepository | None) -> None:
             if opened is None:
@@ -98,8 +102,8 @@ class BaseScreen(AppScreenMixin, Screen[ResultT]):
             self.set_status(self.hourglass.repository_status())
             then(opened)
 
-        self.app.push_screen(
-            ChooseRepository(title, writable=writable, allow_create=allow_create), chosen
+        self.hourglass.push_repository_chooser(
+            title, chosen, writable=writable, allow_create=allow_create
         )
 
     def on_progress_relay_updated(self, message: ProgressRelay.Updated) -> None:

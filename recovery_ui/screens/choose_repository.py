@@ -22,6 +22,7 @@ from textual.widgets.option_list import Option
 from textual.worker import Worker
 
 from imaging.errors import UsageError
+from imaging.jobs.disks import blank_disks, repository_partitions
 from recovery_ui import text
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseScreen
@@ -30,9 +31,8 @@ from recovery_ui.widgets.controls import Label, Static, checkbox, option
 
 if TYPE_CHECKING:
     from imaging.appliance import RepositoryHint
-    from imaging.disks.model import Disk, Partition
-    from imaging.disks.repos import FoundRepository
-    from imaging.locations import Location, Share
+    from imaging.jobs.disks import Disk, FoundRepository, Partition
+    from imaging.jobs.locations import Location, Share
 
 DEFAULT_FOLDER = "hourglass-backups"
 
@@ -50,32 +50,6 @@ class Target:
     exists: bool = True
 
 
-def usable_partitions(disks: list[Disk]) -> list[tuple[Disk, Partition]]:
-    """Partitions a repository can live on: a filesystem the engine mounts, not the disk
-    the system started from."""
-    from imaging.mounts.drivers import REPOSITORY_FILESYSTEMS
-
-    return [
-        (disk, p)
-        for disk in disks
-        if not disk.is_boot_disk
-        for p in disk.partitions
-        if p.device and p.fstype in REPOSITORY_FILESYSTEMS
-    ]
-
-
-def blank_disks(disks: list[Disk]) -> list[Disk]:
-    """Disks that can become a backup drive: nothing on them that a filesystem holds."""
-    return [
-        d
-        for d in disks
-        if not d.is_boot_disk
-        and not d.holds_repository
-        and not d.mounted
-        and not any(p.fstype for p in d.partitions)
-    ]
-
-
 def _inside(path: str, root: str) -> str:
     """``path`` as seen from the root of the filesystem (or share) mounted at ``root``."""
     relative = os.path.relpath(path, root)
@@ -90,7 +64,7 @@ def _choice_path(choice: Any) -> str:
 
 
 def _is_vendors(hint: RepositoryHint, choice: Any, disks: list[Disk]) -> bool:
-    from imaging.disks.repos import FoundRepository
+    from imaging.jobs.disks import FoundRepository
 
     if hint.kind == "path":
         return _same(_choice_path(choice), hint.path)
@@ -216,8 +190,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
     # --- the list ---------------------------------------------------------------------------
 
     def _fill_list(self) -> None:
-        from imaging.disks.repos import repositories_in
-        from imaging.locations import mounted_locations
+        from imaging.jobs.locations import mounted_locations, repositories_in
 
         app = self.hourglass
         where = self.query_one("#where", OptionList)
@@ -268,7 +241,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
     def _offer_vendor_path(self, hint: RepositoryHint) -> bool:
         """The vendor's path is offered when a repository is there, or (for a new one) when
         its folder can be made there."""
-        from imaging.repository.store import is_repository
+        from imaging.jobs.repositories import is_repository
 
         if hint.kind != "path":
             return False
@@ -310,7 +283,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
 
     def _vendor_share(self) -> Share | None:
         """The vendor's SMB share, to fill in the share screen."""
-        from imaging.locations import Share
+        from imaging.jobs.locations import Share
 
         hint = self.hourglass.vendor.repository_hint()
         return Share("smb", hint.where, hint.path) if hint and hint.kind == "smb" else None
@@ -319,7 +292,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         if location is None:
             return
         self._fill_list()
-        from imaging.disks.repos import repositories_in
+        from imaging.jobs.locations import repositories_in
 
         found = repositories_in(location.mountpoint)
         if len(found) == 1:
@@ -346,7 +319,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         self.query_one("#partition-question", Label).update(question)
         options: list[Option | None] = []
         disks = self.hourglass.disks
-        for disk, p in usable_partitions(disks):
+        for disk, p in repository_partitions(disks):
             self.choices[f"part-{p.device}"] = (disk, p)
             options.append(
                 option(
@@ -431,7 +404,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
     def prepare_found(self, found: FoundRepository) -> None:
-        from imaging import locations
+        from imaging.jobs import locations
 
         disk = next((d for d in self.hourglass.disks if d.device == found.disk), None)
         partition = (
@@ -450,7 +423,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
     def prepare_partition(self, disk: Disk, partition: Partition, folder: str) -> None:
-        from imaging import locations
+        from imaging.jobs import locations
 
         location = locations.mount_partition(
             partition.device, partition.fstype, writable=self.writable or self.creating
@@ -469,7 +442,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
     def format_and_prepare(self, disk: Disk, folder: str) -> None:
         import logging
 
-        from imaging import locations
+        from imaging.jobs import locations
 
         logging.getLogger("recovery_ui").info("formatting %s (%s)", disk.device, disk.title())
         node = locations.format_drive(disk.device)
@@ -505,7 +478,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
 
     def _check_and_ready(self, target: Target) -> None:
         """In a worker: a repository there, or (when creating) an empty or missing folder."""
-        from imaging.repository.store import is_repository
+        from imaging.jobs.repositories import is_repository
 
         if is_repository(Path(target.path)):
             self.app.call_from_thread(self._target_ready, self._with_encryption(target))
@@ -526,9 +499,9 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
 
     @staticmethod
     def _with_encryption(target: Target) -> Target:
-        from imaging.repository.store import read_config
+        from imaging.jobs.repositories import is_encrypted
 
-        target.encrypted = read_config(Path(target.path))["encryption"] != "none"
+        target.encrypted = is_encrypted(target.path)
         return target
 
     def _target_ready(self, target: Target) -> None:
@@ -571,20 +544,20 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
     def open_target(self, secret: str) -> None:
-        from imaging.repository.store import Repository
+        from imaging.jobs import repositories
 
         assert self.target is not None
-        repo = Repository.open(self.target.path, secret or None)
+        repo = repositories.open_repository(self.target.path, secret or None)
         self.app.call_from_thread(self._done, repo)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
     def create_target(self, secret: str, encrypt: bool) -> None:
         import logging
 
-        from imaging.repository.store import Repository
+        from imaging.jobs import repositories
 
         assert self.target is not None
-        repo = Repository.init(
+        repo = repositories.create(
             self.target.path,
             encryption="aes-256-gcm" if encrypt else "none",
             passphrase=secret or None,

@@ -11,7 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import OptionList
 
-from imaging.repository import seen
+from imaging.jobs import repositories
 from recovery_ui import text
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseScreen
@@ -34,7 +34,7 @@ ACTIONS = (
 RECENT = 6
 
 if TYPE_CHECKING:
-    from imaging.disks.repos import FoundRepository
+    from imaging.jobs.disks import FoundRepository
 
 
 class HomeScreen(BaseScreen[None]):
@@ -147,13 +147,14 @@ class HomeScreen(BaseScreen[None]):
         opened = self.hourglass.opened
         if opened is None:
             return
-        snapshots = opened.repo.snapshots()
+        listing = repositories.list_snapshots(opened.repo)
+        snapshots = listing.snapshots
         lines = [text.snapshot_line(s) for s in reversed(snapshots[-RECENT:])]
         if not lines:
             lines = [_("The repository holds no snapshots yet.")]
         elif len(snapshots) > RECENT:
             lines.append(_("... and {count} older").format(count=len(snapshots) - RECENT))
-        if seen.note_listing(opened.repo, snapshots):
+        if listing.rollback:
             lines.insert(
                 0,
                 _(

@@ -15,7 +15,7 @@ from recovery_ui.screens.base import BaseScreen
 from recovery_ui.widgets.controls import Label, Static, option
 
 if TYPE_CHECKING:
-    from imaging.locations import Location
+    from imaging.jobs.locations import Location
     from imaging.network import Interface
 
 
@@ -186,7 +186,7 @@ class NetworkScreen(BaseScreen[None]):
         self._show_shares()
 
     def _show_shares(self) -> None:
-        from imaging.locations import mounted_locations
+        from imaging.jobs.locations import mounted_locations
 
         shares = [loc for loc in mounted_locations() if loc.kind != "partition"]
         self.query_one("#shares", Static).update(
@@ -196,7 +196,7 @@ class NetworkScreen(BaseScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="apply")
     def unmount_shares(self) -> None:
-        from imaging.locations import mounted_locations, unmount
+        from imaging.jobs.locations import mounted_locations, unmount
 
         for location in mounted_locations():
             if location.kind != "partition":

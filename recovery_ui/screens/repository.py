@@ -20,10 +20,9 @@ from recovery_ui.widgets.controls import Label, Static, checkbox, option
 from recovery_ui.widgets.progress_panel import ProgressPanel
 
 if TYPE_CHECKING:
-    from imaging.forget import Decision
-    from imaging.repository.stats import RepositoryInfo
-    from imaging.repository.store import Snapshot
-    from imaging.repository.verify import VerifyReport
+    from imaging.jobs import ForgetPlan, VerifyReport
+    from imaging.jobs.repositories import RepositoryInfo
+    from imaging.repository.records import Snapshot
     from recovery_ui.state import OpenedRepository
 
 TABS = (
@@ -67,7 +66,7 @@ class RepositoryScreen(BaseScreen[None]):
     def __init__(self) -> None:
         super().__init__()
         self.opened: OpenedRepository | None = None
-        self.decision: Decision | None = None
+        self.decision: ForgetPlan | None = None
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="tabs"):
@@ -188,10 +187,10 @@ class RepositoryScreen(BaseScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="stats")
     def load_stats(self) -> None:
-        from imaging.repository.stats import collect
+        from imaging.jobs import repositories
 
         assert self.opened is not None
-        info = collect(self.opened.repo)
+        info = repositories.info(self.opened.repo)
         self.app.call_from_thread(self._stats_loaded, info)
 
     def _stats_loaded(self, info: RepositoryInfo) -> None:
@@ -241,12 +240,11 @@ class RepositoryScreen(BaseScreen[None]):
     def verify(self, max_time: float | None, read_data: bool, relay: ProgressRelay) -> None:
         import logging
 
-        from imaging.repository.verify import verify
+        from imaging import jobs
 
         assert self.opened is not None
-        report = verify(
-            self.opened.repo, None, read_data=read_data, max_time=max_time, progress=relay
-        )
+        request = jobs.VerifyRequest(read_data=read_data, max_time=max_time)
+        report = jobs.verify(self.opened.repo, request, progress=relay)
         logging.getLogger("recovery_ui").info(
             "verify: %d of %d chunks checked, %d problem(s), complete: %s",
             report.checked,
@@ -314,13 +312,14 @@ class RepositoryScreen(BaseScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="forget")
     def preview(self, numbers: dict[str, int]) -> None:
-        from imaging.forget import Policy, apply
+        from imaging import jobs
 
         assert self.opened is not None
-        decision = apply(self.opened.repo.snapshots(), Policy(**numbers))
+        request = jobs.ForgetRequest(policy=jobs.Policy(**numbers))
+        decision = jobs.plan_forget(self.opened.repo, request)
         self.app.call_from_thread(self._previewed, decision)
 
-    def _previewed(self, decision: Decision) -> None:
+    def _previewed(self, decision: ForgetPlan) -> None:
         self.decision = decision
         table = self.query_one("#forget-table", DataTable)
         table.clear()
@@ -345,7 +344,8 @@ class RepositoryScreen(BaseScreen[None]):
 
         if self.decision is None or not self.decision.remove or self.opened is None:
             return
-        remove = sorted(self.decision.remove, key=lambda s: s.order)
+        decision = self.decision
+        remove = sorted(decision.remove, key=lambda s: s.order)
         count = str(len(remove))
         lines = [_("Repository: {label}").format(label=self.opened.label), ""]
         lines += [text.snapshot_line(s) for s in remove]
@@ -353,7 +353,7 @@ class RepositoryScreen(BaseScreen[None]):
         def confirmed(yes: bool | None) -> None:
             if yes:
                 self.query_one("#forget-go", Button).disabled = True
-                self.forget(remove)
+                self.forget(decision)
 
         self.app.push_screen(
             TypedConfirmation(
@@ -367,17 +367,18 @@ class RepositoryScreen(BaseScreen[None]):
         )
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine")
-    def forget(self, remove: list[Snapshot]) -> None:
+    def forget(self, decision: ForgetPlan) -> None:
         import logging
 
-        from imaging.repository.gc import collect
+        from imaging import jobs
 
         assert self.opened is not None
         log = logging.getLogger("recovery_ui")
+        remove = decision.remove
+        jobs.apply_forget(self.opened.repo, decision)  # exactly what was shown and confirmed
         for snapshot in remove:
-            self.opened.repo.delete_snapshot(snapshot.id)
             log.info("forgot snapshot %s (%s)", snapshot.id, text.when(snapshot.time))
-        result = collect(self.opened.repo)
+        result = jobs.gc(self.opened.repo)
         log.info("gc: freed %d chunks, %d bytes", result.freed, result.freed_bytes)
         summary = _("Forgot {count} backup(s); freed {size} on the drive.").format(
             count=len(remove), size=text.decimal_size(result.freed_bytes)
@@ -443,7 +444,7 @@ class RepositoryScreen(BaseScreen[None]):
     def add_recovery_key(self) -> None:
         import logging
 
-        from imaging.repository.keys import new_recovery_key
+        from imaging.jobs.repositories import new_recovery_key
 
         assert self.opened is not None
         key = new_recovery_key()

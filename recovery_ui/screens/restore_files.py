@@ -14,11 +14,12 @@ from textual.widgets import Button, DataTable, Input, OptionList, Tree
 from textual.worker import Worker
 
 from imaging.errors import UsageError
+from imaging.jobs.disks import repository_partitions
+from imaging.jobs.files import file_images
 from recovery_ui import text
 from recovery_ui.i18n import N_, _, ngettext
 from recovery_ui.messages import ProgressRelay
 from recovery_ui.screens.base import failure_reason
-from recovery_ui.screens.choose_repository import usable_partitions
 from recovery_ui.screens.wizard import WizardScreen
 from recovery_ui.widgets.controls import Label, Static, option
 from recovery_ui.widgets.progress_panel import ProgressPanel
@@ -28,26 +29,12 @@ from recovery_ui.widgets.timeline import Timeline
 if TYPE_CHECKING:
     from textual.widgets.tree import TreeNode
 
-    from imaging.disks.model import Disk, Partition
-    from imaging.files.browse import Entry, SnapshotBrowser
-    from imaging.files.restore import FileRestoreResult
-    from imaging.files.versions import Version
-    from imaging.repository.records import ImageRecord
-    from imaging.repository.store import Snapshot
+    from imaging.jobs.disks import Disk, Partition
+    from imaging.jobs.files import Entry, FileRestoreResult, SnapshotBrowser, Version
+    from imaging.repository.records import ImageRecord, Snapshot
     from recovery_ui.state import OpenedRepository
 
 SEARCH_LIMIT = 200
-
-
-def file_images(snapshot: Snapshot) -> list[ImageRecord]:
-    """The images of a snapshot that may hold files (not the head, not swap)."""
-    from imaging.mounts.drivers import NOT_FILESYSTEMS
-
-    return [
-        image
-        for image in snapshot.images
-        if image.name != "head" and image.fstype not in NOT_FILESYSTEMS
-    ]
 
 
 class FileTree(SnapshotTree):
@@ -218,7 +205,7 @@ class RestoreFilesScreen(WizardScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="typed")
     def choose_typed(self, snapshots: list[Snapshot], typed: str) -> None:
-        from imaging.selectors import select
+        from imaging.jobs import select
 
         self.app.call_from_thread(self._snapshot_chosen, select(snapshots, typed))
 
@@ -271,7 +258,7 @@ class RestoreFilesScreen(WizardScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="browser")
     def open_browser(self, snapshot: Snapshot, partition: int | None) -> None:
-        from imaging.files.browse import SnapshotBrowser
+        from imaging.jobs.files import SnapshotBrowser
 
         assert self.opened is not None
         self._close_browser()
@@ -384,7 +371,7 @@ class RestoreFilesScreen(WizardScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="versions")
     def load_versions(self, path: str, source: str, partition: int | None) -> None:
-        from imaging.files.versions import file_versions
+        from imaging.jobs.files import file_versions
 
         assert self.opened is not None
         versions = file_versions(self.opened.repo, path, partition=partition, source=source)
@@ -481,7 +468,7 @@ class RestoreFilesScreen(WizardScreen):
         if not folder.value:
             folder.value = "restored-" + datetime.now().strftime("%Y%m%d-%H%M%S")
         dests = self.query_one("#dests", OptionList)
-        self.destinations = usable_partitions(self.hourglass.disks)
+        self.destinations = repository_partitions(self.hourglass.disks)
         options = []
         for disk, p in self.destinations:
             mark = "  [USB]" if disk.transport == "usb" or disk.removable else ""
@@ -538,8 +525,8 @@ class RestoreFilesScreen(WizardScreen):
         import logging
         import os
 
-        from imaging import locations
-        from imaging.files.restore import restore_files, restore_from
+        from imaging.jobs import locations
+        from imaging.jobs.files import FilesRestoreRequest, files_restore, restore_from
 
         assert self.opened is not None
         log = logging.getLogger("recovery_ui")
@@ -551,9 +538,10 @@ class RestoreFilesScreen(WizardScreen):
             if browser is not None and browser.snapshot.id == snapshot.id:
                 result = restore_from(browser, paths, dest, progress=relay)
             else:
-                result = restore_files(
-                    self.opened.repo, snapshot, partition, paths, dest, progress=relay
+                request = FilesRestoreRequest(
+                    snapshot=snapshot.id, paths=tuple(paths), dest=dest, partition=partition
                 )
+                result = files_restore(self.opened.repo, request, progress=relay)
         finally:
             unmounted = False
             if location.mounted_by_us:

@@ -24,10 +24,10 @@ from recovery_ui.widgets.progress_panel import ProgressPanel
 from recovery_ui.widgets.timeline import Timeline
 
 if TYPE_CHECKING:
-    from imaging.disks.model import Disk
+    from imaging.jobs import RestoreResult
+    from imaging.jobs.disks import Disk
     from imaging.progress import Progress
-    from imaging.repository.store import Snapshot
-    from imaging.restore import RestoreResult
+    from imaging.repository.records import Snapshot
     from recovery_ui.state import OpenedRepository
 
 
@@ -182,7 +182,7 @@ class RestoreSystemScreen(WizardScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="typed")
     def choose_typed(self, snapshots: list[Snapshot], typed: str) -> None:
         """The newest snapshot at or before the typed second (the engine's selector)."""
-        from imaging.selectors import select
+        from imaging.jobs import select
 
         self.app.call_from_thread(self._typed_chosen, select(snapshots, typed))
 
@@ -199,10 +199,7 @@ class RestoreSystemScreen(WizardScreen):
         elif button == "restore":
             self._confirm()
         elif button == "reboot":
-            from recovery_ui.screens.home import HomeScreen
-
-            home = next(s for s in self.app.screen_stack if isinstance(s, HomeScreen))
-            home.action_do("reboot")
+            self.hourglass.home_action("reboot")
 
     # --- 3: the disk ------------------------------------------------------------------------
 
@@ -243,12 +240,12 @@ class RestoreSystemScreen(WizardScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="check")
     def check_target(self, disk: Disk) -> None:
-        from imaging.disks.restore import check_disk_target
         from imaging.errors import HourglassError
+        from imaging.jobs import check_restore_target
 
         assert self.opened is not None and self.snapshot is not None
         try:
-            check_disk_target(self.opened.repo, self.snapshot, disk.device)
+            check_restore_target(self.opened.repo, self.snapshot, disk.device)
         except HourglassError as e:
             problem = e.message + (f" {e.hint}" if e.hint else "")
             self.app.call_from_thread(self._checked, disk, problem)
@@ -324,20 +321,15 @@ class RestoreSystemScreen(WizardScreen):
     ) -> None:
         import logging
 
-        from imaging.disks.restore import restore_disk
-        from imaging.restore import RestoreOptions
+        from imaging import jobs
 
         log = logging.getLogger("recovery_ui")
         log.info("restore of snapshot %s onto %s (%s)", snapshot.id, disk.device, disk.title())
-        with opened.repo.reader():
-            result = restore_disk(
-                opened.repo,
-                snapshot,
-                disk.device,
-                grow=grow,
-                progress=relay,
-                options=RestoreOptions(verify=True, cancel=self.cancel),
-            )
+        request = jobs.RestoreRequest(
+            snapshot=snapshot.id, target=disk.device, grow=grow, cancel=self.cancel
+        )
+        # The person confirmed on the typed confirmation screen, naming this disk.
+        result = jobs.restore(opened.repo, request, confirm=jobs.no_confirm, progress=relay)
         log.info(
             "restored %s bytes onto %s, verified: %s, damaged ranges: %d",
             result.written,

@@ -15,7 +15,7 @@ from recovery_ui.screens.base import BaseScreen
 from recovery_ui.widgets.controls import Label, Static, option
 
 if TYPE_CHECKING:
-    from imaging.locations import Location, Share
+    from imaging.jobs.locations import Location, Share
 
 KINDS = (
     ("smb", N_("Windows share or NAS (SMB)")),
@@ -102,7 +102,7 @@ class ShareScreen(BaseScreen["Location | None"]):
             self._connect()
 
     def _connect(self) -> None:
-        from imaging.locations import Share
+        from imaging.jobs.locations import Share
 
         value = {
             f: self.query_one(f"#{f}", Input).value.strip()
@@ -127,7 +127,7 @@ class ShareScreen(BaseScreen["Location | None"]):
     def connect(self, share: object, password: str, key: str) -> None:
         import logging
 
-        from imaging.locations import Share, mount_share
+        from imaging.jobs.locations import Share, mount_share
 
         assert isinstance(share, Share)
         logging.getLogger("recovery_ui").info("mounting %s (%s)", share.source(), share.kind)

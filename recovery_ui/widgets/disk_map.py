@@ -14,7 +14,7 @@ from recovery_ui import text
 from recovery_ui.console import Glyphs, glyphs_of
 
 if TYPE_CHECKING:
-    from imaging.disks.model import Disk
+    from imaging.jobs.disks import Disk
 
 # ANSI colours: every console has them, and the true-colour themes map them.
 PALETTE = ("blue", "green", "magenta", "cyan", "yellow", "red")

@@ -14,7 +14,7 @@ from recovery_ui.console import glyphs_of
 from recovery_ui.i18n import _
 
 if TYPE_CHECKING:
-    from imaging.files.browse import Entry
+    from imaging.jobs.files import Entry
 
 
 @dataclass

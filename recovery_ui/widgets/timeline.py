@@ -11,7 +11,7 @@ from recovery_ui import text
 from recovery_ui.widgets.controls import option
 
 if TYPE_CHECKING:
-    from imaging.repository.store import Snapshot
+    from imaging.repository.records import Snapshot
 
 
 class Timeline(OptionList):
