@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from imaging.cli.main import print_json
+from imaging.cli.common import print_json
 from imaging.disks.model import Disk
 from imaging.units import decimal_size, human_size
 
