@@ -8,11 +8,15 @@ import stat
 import sys
 from typing import Any
 
+from imaging import jobs
 from imaging.cli.common import local_time, open_repo, print_json
 from imaging.errors import IntegrityError, NotFound
 from imaging.files.browse import Entry, SnapshotBrowser, printable
 from imaging.files.images import resolve
+from imaging.files.server import main as serve
+from imaging.files.versions import file_history
 from imaging.progress import reporter_for
+from imaging.selectors import split_partition
 from imaging.units import human_size
 
 
@@ -45,8 +49,6 @@ def cmd_files_ls(args: argparse.Namespace) -> int:
 
 
 def _partition(args: argparse.Namespace) -> int | None:
-    from imaging.selectors import split_partition
-
     return split_partition(args.snapshot)[1]
 
 
@@ -54,8 +56,6 @@ def _partition(args: argparse.Namespace) -> int | None:
 
 
 def cmd_files_versions(args: argparse.Namespace) -> int:
-    from imaging.files.versions import file_history
-
     repo = open_repo(args)
     history = file_history(
         repo,
@@ -97,8 +97,6 @@ def cmd_files_versions(args: argparse.Namespace) -> int:
 
 
 def cmd_files_restore(args: argparse.Namespace) -> int:
-    from imaging import jobs
-
     repo = open_repo(args)
     request = jobs.FilesRestoreRequest(
         snapshot=args.snapshot,
@@ -148,10 +146,8 @@ def cmd_files_restore(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """The FUSE server inside a frozen `hourglass` binary (no `python -m` there)."""
-    from imaging.files.server import main
-
     argv = list(args.server_args)
-    return main(argv[1:] if argv[:1] == ["--"] else argv)
+    return serve(argv[1:] if argv[:1] == ["--"] else argv)
 
 
 def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.ArgumentParser) -> None:

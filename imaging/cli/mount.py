@@ -7,11 +7,10 @@ import sys
 from typing import Any
 
 from imaging.cli.common import local_time, open_repo
+from imaging.files.mount import mount_snapshot, unmount_snapshot
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    from imaging.files.mount import mount_snapshot
-
     repo = open_repo(args)
     info = mount_snapshot(repo, args.snapshot, args.dir, source=args.source)
     for path in info.cleaned:
@@ -25,8 +24,6 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
-    from imaging.files.mount import unmount_snapshot
-
     unmount_snapshot(args.dir)
     print(f"Unmounted {args.dir}.")
     return 0
