@@ -1,1 +1,1 @@
-"""The `hourglass` command line."""
+"""The `hourglass` command line: `main` gathers one module per command; they share `common`."""

@@ -3,47 +3,49 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from importlib.metadata import entry_points
-from typing import Any
 
 from imaging import __version__
+from imaging.cli import (
+    backup,
+    disks,
+    files,
+    forget,
+    gc,
+    info,
+    init,
+    key,
+    mount,
+    restore,
+    snapshots,
+    unattended,
+    verify,
+)
+from imaging.cli.common import Handler, options
 from imaging.errors import HourglassError
 
-Handler = Callable[[argparse.Namespace], int]
-
-
-def _common(repo: bool = True) -> argparse.ArgumentParser:
-    """Options every command takes, also after the command name."""
-    p = argparse.ArgumentParser(add_help=False)
-    if repo:
-        p.add_argument(
-            "--repo",
-            default=os.environ.get("HOURGLASS_REPO"),
-            help="repository directory (default: $HOURGLASS_REPO)",
-        )
-        p.add_argument(
-            "--passphrase-file",
-            metavar="FILE",
-            help="read the passphrase from FILE (else $HOURGLASS_PASSPHRASE, else a prompt)",
-        )
-    p.add_argument(
-        "--progress",
-        choices=["auto", "tty", "json", "none"],
-        default="auto",
-        help="progress display: a bar on a terminal, JSON lines on stderr, or nothing",
-    )
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return p
+# In the order `hourglass --help` lists them; the app's `ui` comes after, from its entry point.
+COMMANDS = (
+    init,
+    backup,
+    snapshots,
+    restore,
+    verify,
+    forget,
+    gc,
+    info,
+    key,
+    disks,
+    mount,
+    files,
+    unattended,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from imaging.cli import disk_commands, files_commands, repo_commands, unattended_commands
-
     parser = argparse.ArgumentParser(
         prog="hourglass",
         description=(
@@ -53,12 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hourglass {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    common = _common()
-    plain = _common(repo=False)
-    repo_commands.register(sub, common)
-    disk_commands.register(sub, common, plain)
-    files_commands.register(sub, common)
-    unattended_commands.register(sub, common, plain)
+    common = options()
+    plain = options(repo=False)
+    for command in COMMANDS:
+        command.register(sub, common, plain)
     for entry_point in entry_points(group="hourglass.commands"):
         try:
             register = entry_point.load()
@@ -66,11 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
             continue  # that package is not installed completely: its commands are absent
         register(sub, common, plain)
     return parser
-
-
-def print_json(value: Any) -> None:
-    json.dump(value, sys.stdout, indent=1, ensure_ascii=False)
-    sys.stdout.write("\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

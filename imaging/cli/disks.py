@@ -6,7 +6,8 @@ import argparse
 import dataclasses
 from typing import Any
 
-from imaging.cli.main import print_json
+from imaging.cli.common import print_json
+from imaging.disks.discover import list_disks, udev_running
 from imaging.disks.model import Disk
 from imaging.units import decimal_size, human_size
 
@@ -44,8 +45,6 @@ def partition_rows(disk: Disk) -> list[str]:
 
 
 def cmd_disks(args: argparse.Namespace) -> int:
-    from imaging.disks.discover import list_disks, udev_running
-
     disks = list_disks(used=not args.no_used)
     if args.json:
         print_json(

@@ -1,4 +1,5 @@
-"""mount, umount, files ls, files versions, files restore (file-level restore, docs/FILES.md)."""
+"""`hourglass files`: ls, versions and restore (file-level restore, docs/FILES.md), and the
+FUSE server's `_serve`."""
 
 from __future__ import annotations
 
@@ -7,46 +8,16 @@ import stat
 import sys
 from typing import Any
 
-from imaging.cli.main import print_json
-from imaging.cli.repo_commands import open_repo
+from imaging import jobs
+from imaging.cli.common import local_time, open_repo, print_json
 from imaging.errors import IntegrityError, NotFound
 from imaging.files.browse import Entry, SnapshotBrowser, printable
 from imaging.files.images import resolve
+from imaging.files.server import main as serve
+from imaging.files.versions import file_history
 from imaging.progress import reporter_for
+from imaging.selectors import split_partition
 from imaging.units import human_size
-
-
-def _when(snapshot_time: Any) -> str:
-    return str(snapshot_time.strftime("%Y-%m-%d %H:%M:%S"))
-
-
-# --- mount and umount -----------------------------------------------------------------------
-
-
-def cmd_mount(args: argparse.Namespace) -> int:
-    from imaging.files.mount import mount_snapshot
-
-    repo = open_repo(args)
-    info = mount_snapshot(repo, args.snapshot, args.dir, source=args.source)
-    for path in info.cleaned:
-        print(f"Cleaned up a stale mount at {path}.", file=sys.stderr)
-    print(
-        f"Mounted {info.image} ({info.fstype}) of snapshot {info.snapshot.id[:12]} "
-        f"({_when(info.snapshot.time)}) read-only at {info.mountpoint}. "
-        f"Unmount with: hourglass umount {info.mountpoint}"
-    )
-    return 0
-
-
-def cmd_umount(args: argparse.Namespace) -> int:
-    from imaging.files.mount import unmount_snapshot
-
-    unmount_snapshot(args.dir)
-    print(f"Unmounted {args.dir}.")
-    return 0
-
-
-# --- files ls -------------------------------------------------------------------------------
 
 
 def entry_line(entry: Entry) -> str:
@@ -78,8 +49,6 @@ def cmd_files_ls(args: argparse.Namespace) -> int:
 
 
 def _partition(args: argparse.Namespace) -> int | None:
-    from imaging.selectors import split_partition
-
     return split_partition(args.snapshot)[1]
 
 
@@ -87,8 +56,6 @@ def _partition(args: argparse.Namespace) -> int | None:
 
 
 def cmd_files_versions(args: argparse.Namespace) -> int:
-    from imaging.files.versions import file_history
-
     repo = open_repo(args)
     history = file_history(
         repo,
@@ -105,11 +72,11 @@ def cmd_files_versions(args: argparse.Namespace) -> int:
             f"{printable(history.path)} in {len(history.timeline)} snapshot(s) of {history.source}:"
         )
         for ref, version in history.timeline:
-            when = _when(ref.time)
+            when = local_time(ref.time)
             if version is None:
                 print(f"  {ref.id[:12]}  {when}  absent")
                 continue
-            detail = f"{human_size(version.size):>10}  modified {_when(version.mtime)}"
+            detail = f"{human_size(version.size):>10}  modified {local_time(version.mtime)}"
             digest = "DAMAGED" if version.damaged else (version.hash or "")[:16]
             print(
                 f"  {ref.id[:12]}  {when}  version {numbers[id(version)]}  {version.type:<7} "
@@ -130,8 +97,6 @@ def cmd_files_versions(args: argparse.Namespace) -> int:
 
 
 def cmd_files_restore(args: argparse.Namespace) -> int:
-    from imaging import jobs
-
     repo = open_repo(args)
     request = jobs.FilesRestoreRequest(
         snapshot=args.snapshot,
@@ -162,7 +127,7 @@ def cmd_files_restore(args: argparse.Namespace) -> int:
     else:
         print(
             f"Restored {result.restored} item(s), {human_size(result.bytes)}, from snapshot "
-            f"{snapshot.id[:12]} ({_when(snapshot.time)}) to {result.dest}."
+            f"{snapshot.id[:12]} ({local_time(snapshot.time)}) to {result.dest}."
         )
         for path, name in result.renamed:
             print(f"  {printable(path)}: an existing entry was kept; restored as {printable(name)}")
@@ -181,27 +146,12 @@ def cmd_files_restore(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """The FUSE server inside a frozen `hourglass` binary (no `python -m` there)."""
-    from imaging.files.server import main
-
     argv = list(args.server_args)
-    return main(argv[1:] if argv[:1] == ["--"] else argv)
+    return serve(argv[1:] if argv[:1] == ["--"] else argv)
 
 
-# --- registration ---------------------------------------------------------------------------
-
-
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.ArgumentParser) -> None:
     snapshot_help = "id, prefix, 'latest' or a local time; :N for partition N"
-
-    p = sub.add_parser("mount", parents=[common], help="mount a snapshot's partition read-only")
-    p.add_argument("snapshot", metavar="SNAPSHOT[:N]", help=snapshot_help)
-    p.add_argument("dir", metavar="DIR", help="mount point (created if missing)")
-    p.add_argument("--source", help="choose among snapshots of this source only")
-    p.set_defaults(handler=cmd_mount)
-
-    p = sub.add_parser("umount", parents=[common], help="unmount what `hourglass mount` mounted")
-    p.add_argument("dir", metavar="DIR")
-    p.set_defaults(handler=cmd_umount)
 
     files = sub.add_parser("files", help="browse snapshots, list versions, restore files")
     fsub = files.add_subparsers(dest="files_command", metavar="ACTION", required=True)

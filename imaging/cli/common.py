@@ -1,0 +1,115 @@
+"""What several commands share: the options every command takes, opening the repository,
+asking for confirmation, and the rows and messages more than one command prints.
+
+Command modules import this and the engine, never each other (tests/imaging/test_cli_layout.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from imaging import passphrase
+from imaging.errors import Cancelled, UsageError
+from imaging.repository.store import DamagedSnapshot, Repository, Snapshot
+from imaging.units import human_size
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def options(repo: bool = True) -> argparse.ArgumentParser:
+    """Options every command takes, also after the command name."""
+    p = argparse.ArgumentParser(add_help=False)
+    if repo:
+        p.add_argument(
+            "--repo",
+            default=os.environ.get("HOURGLASS_REPO"),
+            help="repository directory (default: $HOURGLASS_REPO)",
+        )
+        p.add_argument(
+            "--passphrase-file",
+            metavar="FILE",
+            help="read the passphrase from FILE (else $HOURGLASS_PASSPHRASE, else a prompt)",
+        )
+    p.add_argument(
+        "--progress",
+        choices=["auto", "tty", "json", "none"],
+        default="auto",
+        help="progress display: a bar on a terminal, JSON lines on stderr, or nothing",
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=1, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def repo_path(args: argparse.Namespace) -> str:
+    if not args.repo:
+        raise UsageError("No repository given.", "Use --repo REPO or set HOURGLASS_REPO.")
+    return str(args.repo)
+
+
+def open_repo(args: argparse.Namespace) -> Repository:
+    return Repository.open(repo_path(args), passphrase.source(args.passphrase_file))
+
+
+def can_confirm(args: argparse.Namespace) -> None:
+    """Refuse, before anything is shown or done, when a confirmation will be needed and there
+    is no terminal to ask on (and no ``--yes``)."""
+    if not getattr(args, "yes", False) and not sys.stdin.isatty():
+        raise UsageError(
+            "Confirmation needed, but there is no terminal to ask on.",
+            "Add --yes to confirm on the command line.",
+        )
+
+
+def confirm(question: str, args: argparse.Namespace) -> None:
+    """Ask for a typed ``yes`` unless ``--yes``; refuse when there is nobody to ask."""
+    if getattr(args, "yes", False):
+        return
+    can_confirm(args)
+    print(question, file=sys.stderr)
+    answer = input("Type yes to continue: ").strip().lower()
+    if answer != "yes":
+        raise Cancelled("Cancelled: nothing was changed.")
+
+
+def local_time(moment: datetime) -> str:
+    """A snapshot's or a file's time as every listing shows it."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def snapshot_row(s: Snapshot) -> str:
+    when = s.time.strftime("%Y-%m-%d %H:%M:%S")
+    return f"{s.id[:12]}  {when}  {human_size(s.size):>10}  {human_size(s.stored):>10}  {s.source}"
+
+
+def damaged_row(d: DamagedSnapshot) -> str:
+    """A damaged snapshot where its row would be: its time is lost, its file's is shown."""
+    when = d.written.strftime("%Y-%m-%d %H:%M:%S")
+    return f"{d.id[:12]}  {when}  {'DAMAGED':>10}  {'':>10}  {d.reason}"
+
+
+def report_damaged(damaged: list[DamagedSnapshot]) -> None:
+    """Name every damaged manifest on stderr, with what can be done about it."""
+    for d in damaged:
+        print(f"DAMAGED {d.describe()}", file=sys.stderr)
+    if damaged:
+        print(
+            f"hourglass: error: {len(damaged)} snapshot manifest(s) cannot be read; the other "
+            "snapshots are intact.",
+            file=sys.stderr,
+        )
+        print(
+            "hourglass: hint: `hourglass forget ID` removes a damaged snapshot (gc stops "
+            "until then).",
+            file=sys.stderr,
+        )

@@ -1,0 +1,38 @@
+"""`hourglass gc`: free the space of forgotten snapshots."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from imaging import jobs
+from imaging.cli.common import open_repo, print_json
+from imaging.units import human_size
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    result = jobs.gc(repo)
+    if args.json:
+        print_json({**vars(result), "waited_for": sorted(result.waited_for)})
+        return 0
+    print(
+        f"Referenced chunks: {result.referenced}. Freed {result.freed} chunk(s), "
+        f"{human_size(result.freed_bytes)}."
+    )
+    if result.direct:
+        print("The drive had no room for trash: unreferenced chunks were deleted directly.")
+    if result.waiting_batches:
+        print(
+            f"{result.waiting_batches} batch(es) of unreferenced chunks wait in trash until the "
+            "backups or restores running now have finished; the next gc frees them."
+        )
+    if result.restored:
+        print(f"Moved {result.restored} chunk(s) back from trash: a new snapshot needs them.")
+    return 0
+
+
+def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("gc", parents=[common], help="free the space of forgotten snapshots")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_gc)

@@ -1,0 +1,71 @@
+"""`hourglass init`: create a repository."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from imaging import passphrase
+from imaging.cli.common import repo_path
+from imaging.repository import codec
+from imaging.repository.store import DEFAULT_LEVEL, Repository
+from imaging.units import human_size
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    path = args.path or repo_path(args)
+    secret = None
+    if args.encryption != "none":
+        secret = passphrase.source(args.passphrase_file, confirm=True)
+    repo = Repository.init(
+        path,
+        encryption=args.encryption,
+        passphrase=secret,
+        level=args.compression_level,
+        block_size=args.block_size,
+    )
+    kind = "an encrypted" if repo.encrypted else "an unencrypted"
+    print(f"Created {kind} repository at {repo.path} ({human_size(repo.block_size)} blocks).")
+    if repo.encrypted:
+        print(
+            "Keep the passphrase safe: without it the backups cannot be read. "
+            "`hourglass key add --recovery` prints a recovery key to store on paper."
+        )
+    return 0
+
+
+def _block_size(text: str) -> int:
+    sizes = {human_block(n): n for n in codec.BLOCK_SIZES}
+    key = text.strip().upper().removesuffix("IB").removesuffix("B")
+    if key not in sizes:
+        raise argparse.ArgumentTypeError(f"choose one of {', '.join(sizes)}")
+    return sizes[key]
+
+
+def human_block(n: int) -> str:
+    """``1048576`` -> ``"1M"``, the spelling --block-size takes."""
+    return f"{n >> 20}M" if n >= 1 << 20 else f"{n >> 10}K"
+
+
+def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("init", parents=[common], help="create a repository")
+    p.add_argument("path", nargs="?", metavar="REPO", help="directory to create (or --repo)")
+    p.add_argument("--encryption", choices=["aes-256-gcm", "none"], default="aes-256-gcm")
+    p.add_argument(
+        "--compression-level",
+        type=int,
+        choices=range(1, 20),
+        default=DEFAULT_LEVEL,
+        metavar="1-19",
+        help=f"zstd level for every chunk (default {DEFAULT_LEVEL}: fastest; 3 stores about 7 %% "
+        "less and takes about 40 %% longer)",
+    )
+    p.add_argument(
+        "--block-size",
+        type=_block_size,
+        default=codec.DEFAULT_BLOCK_SIZE,
+        metavar="SIZE",
+        help="unit of deduplication, fixed for the repository's life: 256K, 512K, 1M, 2M or 4M "
+        "(default 1M; smaller stores less for small changes and needs more memory per TiB)",
+    )
+    p.set_defaults(handler=cmd_init)

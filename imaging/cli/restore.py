@@ -1,0 +1,82 @@
+"""`hourglass restore`: write a snapshot back to a disk, a partition or a file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from imaging import jobs
+from imaging.backup import describe_unreadable
+from imaging.cli.common import confirm, open_repo
+from imaging.errors import IntegrityError
+from imaging.progress import reporter_for
+from imaging.restore import RestoreResult
+from imaging.units import human_size
+
+
+def report_restore(result: RestoreResult, args: argparse.Namespace) -> int:
+    for damaged in result.damaged:
+        print(f"DAMAGED {damaged.describe()}", file=sys.stderr)
+    status = "verified" if result.verified else "not verified"
+    print(
+        f"Restored snapshot {result.snapshot.id[:12]} "
+        f"({result.snapshot.time.strftime('%Y-%m-%d %H:%M:%S')}) to {result.target}: "
+        f"{human_size(result.written)} written, {status}."
+    )
+    for line in describe_unreadable(result.snapshot):
+        print(f"WARNING the source was unreadable there at backup: {line}", file=sys.stderr)
+    if result.damaged:
+        print(
+            f"hourglass: error: {len(result.damaged)} damaged range(s) were filled with zeros.",
+            file=sys.stderr,
+        )
+        return IntegrityError.exit_code
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+
+    def confirm_restore(preview: jobs.RestorePreview) -> None:
+        for warning in preview.warnings:
+            print(f"hourglass: warning: {warning}", file=sys.stderr)
+        confirm(preview.question(), args)
+
+    request = jobs.RestoreRequest(
+        snapshot=args.snapshot,
+        target=args.target,
+        source=args.source,
+        grow=args.grow,
+        new_ids=args.new_ids,
+        verify=not args.no_verify,
+        ignore_damage=args.ignore_damage,
+    )
+    result = jobs.restore(
+        repo, request, confirm=confirm_restore, progress=reporter_for(args.progress)
+    )
+    if isinstance(result, jobs.DiskRestoreResult):
+        if result.table:
+            print(f"Partition table ({result.table}) recreated on {args.target}.")
+        if result.kernel:
+            print(f"The kernel re-read the partition table ({result.kernel}).")
+        if result.grown:
+            print(f"Grown: {result.grown}.")
+        for note in result.notes:
+            print(f"Note: {note}", file=sys.stderr)
+    return report_restore(result, args)
+
+
+def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("restore", parents=[common], help="restore a snapshot to a disk or file")
+    p.add_argument("snapshot", metavar="SNAPSHOT", help="id, prefix, 'latest' or a local time")
+    p.add_argument("target", metavar="TARGET", help="block device or file to overwrite")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--source", help="choose among snapshots of this source only")
+    p.add_argument("--no-verify", action="store_true", help="do not read back what was written")
+    p.add_argument(
+        "--ignore-damage", action="store_true", help="write zeros for damaged chunks and go on"
+    )
+    p.add_argument("--grow", action="store_true", help="grow the last partition to fill the disk")
+    p.add_argument("--new-ids", action="store_true", help="give the disk and partitions new GUIDs")
+    p.set_defaults(handler=cmd_restore)
