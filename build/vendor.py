@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from build.errors import VendorError
-from imaging.appliance import VendorSettings
+from imaging.appliance.vendor import VendorSettings
 
 LANGUAGES = ("en_US", "zh_CN")
 UNATTENDED_ACTIONS = ("none", "backup", "restore", "verify")
@@ -26,8 +26,8 @@ PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 @dataclass(frozen=True)
 class Vendor(VendorSettings):
     """Everything a vendor can change; the defaults are Hourglass's own. What the appliance
-    reads back at run time is :class:`imaging.appliance.VendorSettings` (one set of defaults);
-    the build adds the packages, files and PXE address."""
+    reads back at run time is :class:`imaging.appliance.vendor.VendorSettings` (one set of
+    defaults); the build adds the packages, files and PXE address."""
 
     packages: tuple[str, ...] = ()
     files: dict[str, str] = field(default_factory=dict)

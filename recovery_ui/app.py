@@ -33,9 +33,9 @@ from recovery_ui.logs import SessionLog, install, uninstall
 from recovery_ui.messages import DiskEvent
 
 if TYPE_CHECKING:
-    from imaging.appliance import VendorSettings
+    from imaging.appliance.settings import Settings
+    from imaging.appliance.vendor import VendorSettings
     from imaging.jobs.disks import Disk, DiskWatcher, FoundRepository
-    from imaging.settings import Settings
     from recovery_ui.state import OpenedRepository
 
 log = logging.getLogger("recovery_ui")
@@ -91,7 +91,7 @@ class HourglassApp(App[int]):
         netns: str | None = None,
         vendor: VendorSettings | None = None,
     ) -> None:
-        from imaging.appliance import in_appliance, vendor_settings
+        from imaging.appliance.vendor import in_appliance, vendor_settings
 
         self.vendor = vendor if vendor is not None else vendor_settings()
         self.terminal = terminal or detect()
@@ -177,7 +177,7 @@ class HourglassApp(App[int]):
         self.call_after_refresh(self._announce)
 
     def _announce(self) -> None:
-        from imaging.appliance import announce_ready
+        from imaging.appliance.vendor import announce_ready
 
         if not self._announced:
             self._announced = True
@@ -290,7 +290,7 @@ class HourglassApp(App[int]):
     # --- settings and language --------------------------------------------------------------
 
     def _load_settings_from_drives(self) -> None:
-        from imaging import settings
+        from imaging.appliance import settings
 
         for repository in self.found:
             drive = settings.drive_root(repository.path)
@@ -302,7 +302,7 @@ class HourglassApp(App[int]):
                 return
 
     def current_settings(self) -> Settings:
-        from imaging.settings import Settings
+        from imaging.appliance.settings import Settings
 
         return Settings(language=self.wanted_language, theme=self.theme_choice)
 
@@ -370,7 +370,7 @@ class HourglassApp(App[int]):
 
     def attach_log(self, drive: str) -> None:
         """Write the session log to ``drive`` too (from now on, and everything so far)."""
-        from imaging import settings
+        from imaging.appliance import settings
         from imaging.errors import HourglassError
 
         try:
@@ -393,7 +393,7 @@ class HourglassApp(App[int]):
     def _find_writable_drive(self) -> str:
         import os
 
-        from imaging import settings
+        from imaging.appliance import settings
         from imaging.jobs import locations
 
         if self.opened is not None and self.opened.writable:

@@ -26,6 +26,6 @@ class OpenedRepository:
     @property
     def drive(self) -> Path:
         """Where settings and logs go: the filesystem the repository is on."""
-        from imaging.settings import drive_root
+        from imaging.appliance.settings import drive_root
 
         return drive_root(self.path)

@@ -16,7 +16,7 @@ from imaging.files.images import resolve
 from imaging.files.server import main as serve
 from imaging.files.versions import file_history
 from imaging.progress import reporter_for
-from imaging.selectors import split_partition
+from imaging.repository.selectors import split_partition
 from imaging.units import human_size
 
 

@@ -14,7 +14,7 @@ from imaging.cli.common import (
     print_json,
     snapshot_row,
 )
-from imaging.forget import Policy
+from imaging.repository.retention import Policy
 
 
 def cmd_forget(args: argparse.Namespace) -> int:

@@ -7,11 +7,11 @@ import sys
 from typing import Any
 
 from imaging import jobs
-from imaging.backup import describe_unreadable
 from imaging.cli.common import confirm, open_repo
 from imaging.errors import IntegrityError
+from imaging.image.backup import describe_unreadable
+from imaging.image.restore import RestoreResult
 from imaging.progress import reporter_for
-from imaging.restore import RestoreResult
 from imaging.units import human_size
 
 

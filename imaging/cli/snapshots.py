@@ -6,10 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-from imaging import selectors
 from imaging.cli.common import damaged_row, open_repo, print_json, report_damaged, snapshot_row
 from imaging.errors import IntegrityError
-from imaging.repository import seen
+from imaging.repository import seen, selectors
 from imaging.repository.store import DamagedSnapshot, SnapshotList
 
 

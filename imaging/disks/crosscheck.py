@@ -24,9 +24,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from imaging.errors import ToolFailed
+from imaging.image.usedmap import UsedMap, merge_ranges
 from imaging.process import run
 from imaging.units import human_size
-from imaging.usedmap import UsedMap, merge_ranges
 
 C_LOCALE = {"LC_ALL": "C"}  # the tools' messages are parsed: never translated
 EXT = ("ext2", "ext3", "ext4")

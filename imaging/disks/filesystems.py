@@ -14,10 +14,10 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from imaging.devices import device_size
 from imaging.errors import HourglassError, ToolFailed
+from imaging.image.devices import device_size
+from imaging.image.usedmap import UsedMap
 from imaging.process import run
-from imaging.usedmap import UsedMap
 
 # blkid's TYPE -> the partclone program that reads its bitmap.
 PARTCLONE = {

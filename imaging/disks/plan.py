@@ -15,16 +15,16 @@ import stat
 from collections.abc import Iterator
 from typing import Any
 
-from imaging.backup import BackupPlan, ImageSource
-from imaging.devices import device_size
 from imaging.disks import crosscheck, filesystems, mounts, sysfs
 from imaging.disks.discover import get_disk, read_image_file
 from imaging.disks.model import Disk, Partition
 from imaging.disks.table import PartitionTable, read_table
 from imaging.errors import HourglassError, SourceError, UsageError
+from imaging.image.backup import BackupPlan, ImageSource
+from imaging.image.devices import device_size
+from imaging.image.usedmap import UsedMap
 from imaging.process import run
 from imaging.repository import codec
-from imaging.usedmap import UsedMap
 
 FORCE_HINT = "--force images it anyway (experts only: the image may not mount or boot)."
 

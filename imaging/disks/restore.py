@@ -45,11 +45,7 @@ from imaging.errors import (
     TargetUnsuitable,
     UsageError,
 )
-from imaging.progress import ProgressCallback, no_progress
-from imaging.repository import codec
-from imaging.repository.records import ImageRecord
-from imaging.repository.store import Repository, Snapshot
-from imaging.restore import (
+from imaging.image.restore import (
     ImageTarget,
     RestoreOptions,
     RestoreResult,
@@ -57,6 +53,10 @@ from imaging.restore import (
     restore_images,
     verify_written,
 )
+from imaging.progress import ProgressCallback, no_progress
+from imaging.repository import codec
+from imaging.repository.records import ImageRecord
+from imaging.repository.store import Repository, Snapshot
 from imaging.units import decimal_size
 
 

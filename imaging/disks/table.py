@@ -27,9 +27,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
-from imaging.devices import is_block_device, open_size
 from imaging.disks import ondisk, sysfs
 from imaging.errors import HourglassError, SourceError, TargetUnsuitable
+from imaging.image.devices import is_block_device, open_size
 from imaging.process import run
 
 BLKRRPART = 0x125F

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from imaging import selectors
 from imaging.errors import UsageError
 from imaging.mounts.drivers import NOT_FILESYSTEMS
+from imaging.repository import selectors
 from imaging.repository.records import ImageRecord
 from imaging.repository.store import Repository, Snapshot
 from imaging.units import human_size

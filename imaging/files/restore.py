@@ -38,9 +38,9 @@ from imaging.files import paths
 from imaging.files.blockview import ChunkCache, DamagedRead, ImageView
 from imaging.files.browse import SnapshotBrowser, printable
 from imaging.files.versions import FIEMAP_FILESYSTEMS, fiemap
+from imaging.image.restore import refuse_repository_target
 from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository.store import Repository, Snapshot
-from imaging.restore import refuse_repository_target
 from imaging.units import local_now
 
 PIECE = 4 * 1024 * 1024

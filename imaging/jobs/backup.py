@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from imaging.backup import BackupOptions, BackupPlan, describe_unreadable, latest_of_source
+from imaging.image.backup import BackupOptions, BackupPlan, describe_unreadable, latest_of_source
 
 __all__ = [
     "BackupPlan",
@@ -19,7 +19,7 @@ __all__ = [
     "backup",
     "plan_backup",
 ]
-from imaging.backup import run_backup as _run_backup
+from imaging.image.backup import run_backup as _run_backup
 from imaging.jobs.protected import refuse_repository_on_source
 from imaging.progress import ProgressCallback, no_progress
 from imaging.repository.store import Repository, Snapshot
@@ -79,7 +79,7 @@ class BackupResult:
 
 
 def _plan(request: BackupRequest) -> BackupPlan:
-    from imaging.plans import plan_for
+    from imaging.image.plan import plan_for
 
     if request.plan is not None:
         return request.plan

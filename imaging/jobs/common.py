@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from imaging import selectors
 from imaging.errors import UsageError
+from imaging.repository import selectors
 from imaging.repository.store import Repository, Snapshot, SnapshotList
 
 P = TypeVar("P")

@@ -8,10 +8,10 @@ from imaging.files.browse import Entry, SnapshotBrowser, printable
 from imaging.files.images import file_images
 from imaging.files.restore import FileRestoreResult, restore_files, restore_from
 from imaging.files.versions import Version, file_versions
+from imaging.image.restore import refuse_repository_target
 from imaging.jobs.common import choose_snapshot
 from imaging.progress import ProgressCallback, no_progress
 from imaging.repository.store import Repository
-from imaging.restore import refuse_repository_target
 
 __all__ = [
     "Entry",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from imaging.disks.repos import repositories_in
-from imaging.locations import (
+from imaging.mounts.locations import (
     Location,
     Share,
     format_drive,

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imaging import selectors
 from imaging.errors import UsageError
-from imaging.forget import Policy, apply
 from imaging.jobs.common import Confirm, choose_snapshot
 from imaging.progress import ProgressCallback, no_progress
 from imaging.repository import gc as _gc
+from imaging.repository import selectors
 from imaging.repository import verify as _verify
 from imaging.repository.gc import GcResult
+from imaging.repository.retention import Policy, apply
 from imaging.repository.store import DamagedSnapshot, Repository, Snapshot
 from imaging.repository.verify import VerifyReport
 

@@ -4,7 +4,7 @@
   repository being written, and the backup would chase its own tail.
 - A restore never writes the boot medium, the repository's disk (or a file inside the
   repository by any path), or a disk that is mounted or held: those rules live with the
-  restore engine (:func:`imaging.restore.refuse_repository_target`,
+  restore engine (:func:`imaging.image.restore.refuse_repository_target`,
   :func:`imaging.disks.restore.check_disk_target`), which every restore goes through.
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import stat
 
-from imaging.backup import BackupPlan
 from imaging.errors import RepositoryOnSource
+from imaging.image.backup import BackupPlan
 from imaging.repository.store import Repository
 
 

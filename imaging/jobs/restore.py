@@ -10,11 +10,11 @@ from imaging.disks.restore import DiskRestoreResult, check_block_target, check_d
 from imaging.disks.restore import describe_target as _describe_target
 from imaging.disks.restore import restore_disk as _restore_disk
 from imaging.errors import UsageError
+from imaging.image.restore import RestoreOptions, RestoreResult, check_target_size
+from imaging.image.restore import restore_snapshot as _restore_snapshot
 from imaging.jobs.common import Confirm, choose_snapshot
 from imaging.progress import ProgressCallback, no_progress
 from imaging.repository.store import Repository, Snapshot
-from imaging.restore import RestoreOptions, RestoreResult, check_target_size
-from imaging.restore import restore_snapshot as _restore_snapshot
 from imaging.units import decimal_size, human_size
 
 __all__ = [

@@ -12,11 +12,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imaging import locations as places
 from imaging.disks import mounts
 from imaging.disks.discover import list_disks
 from imaging.errors import HourglassError, NotFound, UsageError
-from imaging.locations import Location
+from imaging.mounts import locations as places
+from imaging.mounts.locations import Location
 from imaging.mounts.mount import unmount
 from imaging.process import run
 
@@ -30,7 +30,7 @@ class Mounted:
 
 
 class Locations(contextlib.AbstractContextManager["Locations"]):
-    """Mounts what the orders name (through :mod:`imaging.locations`, as the app does);
+    """Mounts what the orders name (through :mod:`imaging.mounts.locations`, as the app does);
     everything it mounted is unmounted on exit."""
 
     def __init__(self, credentials: tuple[str, str] = ("", "")) -> None:

@@ -21,7 +21,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from imaging.errors import UsageError
-from imaging.locations import Location
+from imaging.mounts.locations import Location
 
 RUNS = ("backup", "restore", "verify", "files-restore")
 AFTER = ("poweroff", "reboot", "shell", "ui")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from imaging.appliance import VendorSettings, console_line, serial_line, vendor_settings
+from imaging.appliance.vendor import VendorSettings, console_line, serial_line, vendor_settings
 from imaging.errors import HourglassError, UsageError
 from imaging.progress import Progress
 from imaging.unattended.locations import Locations

@@ -30,7 +30,7 @@ from recovery_ui.state import OpenedRepository
 from recovery_ui.widgets.controls import Label, Static, checkbox, option
 
 if TYPE_CHECKING:
-    from imaging.appliance import RepositoryHint
+    from imaging.appliance.vendor import RepositoryHint
     from imaging.jobs.disks import Disk, FoundRepository, Partition
     from imaging.jobs.locations import Location, Share
 

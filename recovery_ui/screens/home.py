@@ -217,7 +217,7 @@ class HomeScreen(BaseScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="power")
     def power(self, name: str) -> None:
-        from imaging import power
+        from imaging.appliance import power
 
         if name == "reboot":
             power.reboot()
@@ -225,7 +225,7 @@ class HomeScreen(BaseScreen[None]):
             power.poweroff()
 
     def _shell(self) -> None:
-        from imaging import power
+        from imaging.appliance import power
 
         try:
             with self.app.suspend():

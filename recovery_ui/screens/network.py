@@ -15,8 +15,8 @@ from recovery_ui.screens.base import BaseScreen
 from recovery_ui.widgets.controls import Label, Static, option
 
 if TYPE_CHECKING:
+    from imaging.appliance.network import Interface
     from imaging.jobs.locations import Location
-    from imaging.network import Interface
 
 
 class NetworkScreen(BaseScreen[None]):
@@ -73,7 +73,7 @@ class NetworkScreen(BaseScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="network")
     def load(self) -> None:
-        from imaging.network import interfaces
+        from imaging.appliance.network import interfaces
 
         found = interfaces(netns=self.hourglass.netns)
         self.app.call_from_thread(self._loaded, found)
@@ -156,7 +156,7 @@ class NetworkScreen(BaseScreen[None]):
     def apply(self, name: str, mode: str, values: dict[str, str]) -> None:
         import logging
 
-        from imaging import network
+        from imaging.appliance import network
 
         log = logging.getLogger("recovery_ui")
         netns = self.hourglass.netns

@@ -86,7 +86,7 @@ class SettingsScreen(BaseScreen[None]):
     def save(self, chosen: object) -> None:
         import logging
 
-        from imaging import settings
+        from imaging.appliance import settings
 
         assert isinstance(chosen, settings.Settings)
         drive = self.hourglass.writable_drive()

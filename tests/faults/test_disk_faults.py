@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from imaging.backup import BackupOptions, describe_unreadable, run_backup
 from imaging.errors import HourglassError, SourceError
-from imaging.plans import plan_for
+from imaging.image.backup import BackupOptions, describe_unreadable, run_backup
+from imaging.image.plan import plan_for
+from imaging.image.restore import restore_snapshot
 from imaging.repository.store import Repository
-from imaging.restore import restore_snapshot
 from tests.conftest import PASSPHRASE
 from tests.faultydisk import faulty_disk
 from tests.support import MiB, loop_device, mounted, run_cli, sh

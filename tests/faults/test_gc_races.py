@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
-from imaging.backup import backup_path
+from imaging.image.backup import backup_path
+from imaging.image.restore import restore_snapshot
 from imaging.progress import Progress
 from imaging.repository import gc, leases
 from imaging.repository.storage import LocalStore
 from imaging.repository.store import Repository
 from imaging.repository.verify import verify
-from imaging.restore import restore_snapshot
 from tests.conftest import PASSPHRASE
 from tests.support import MiB
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from imaging.backup import backup_path
+from imaging.image.backup import backup_path
+from imaging.image.restore import restore_snapshot
 from imaging.repository import gc, leases
 from imaging.repository.store import Repository
 from imaging.repository.verify import verify
-from imaging.restore import restore_snapshot
 from tests.conftest import PASSPHRASE
 from tests.support import MiB, write_random_image
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from imaging.backup import backup_path
+from imaging.image.backup import backup_path
 from imaging.process import child_environment, run
 from imaging.repository import codec
 from imaging.repository.store import Repository

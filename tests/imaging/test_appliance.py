@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from imaging.appliance import (
+from imaging.appliance.vendor import (
     VENDOR_FILE_VARIABLE,
     RepositoryHint,
     VendorSettings,

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from imaging.backup import BackupOptions, BackupPlan, ImageSource, backup_path, run_backup
 from imaging.errors import Cancelled, IntegrityError
+from imaging.image.backup import BackupOptions, BackupPlan, ImageSource, backup_path, run_backup
+from imaging.image.restore import ImageTarget, RestoreOptions, restore_images, restore_snapshot
+from imaging.image.usedmap import UsedMap
 from imaging.progress import Progress
 from imaging.repository import codec
 from imaging.repository.store import Repository, Snapshot
 from imaging.repository.verify import verify
-from imaging.restore import ImageTarget, RestoreOptions, restore_images, restore_snapshot
-from imaging.usedmap import UsedMap
 from tests.support import MiB, loop_device, write_random_image
 
 

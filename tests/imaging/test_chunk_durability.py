@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from imaging.backup import backup_path
+from imaging.image.backup import backup_path
 from imaging.repository import codec, storage
 from imaging.repository.fsutil import SYNCFS_FILESYSTEMS, filesystem_type
 from imaging.repository.store import Repository

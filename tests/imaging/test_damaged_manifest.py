@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from imaging.backup import backup_path
 from imaging.errors import IntegrityError
+from imaging.image.backup import backup_path
 from imaging.repository.store import Repository
 from tests.conftest import PASSPHRASE
 from tests.support import MiB, run_cli, write_random_image
@@ -47,14 +47,14 @@ class Damaged:
 @pytest.fixture
 def three(repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Damaged:
     """Three snapshots of one image file a minute apart, each with its own content."""
-    import imaging.backup
+    import imaging.image.backup
 
     source = tmp_path / "source.img"
     ids, sources = [], []
     start = datetime.now().astimezone().replace(microsecond=0) - timedelta(hours=1)
     for seed in range(3):
         when = start + timedelta(minutes=seed)
-        monkeypatch.setattr(imaging.backup, "local_now", lambda when=when: when)
+        monkeypatch.setattr(imaging.image.backup, "local_now", lambda when=when: when)
         write_random_image(source, 3 * MiB, seed=seed, zero_every=0)  # 3 chunks of its own
         sources.append(source.read_bytes())
         ids.append(backup_path(repo, source).id)

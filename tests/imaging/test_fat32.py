@@ -1,7 +1,7 @@
 """A repository on a FAT32 backup drive, what many USB sticks carry (issue 14, item 10).
 
 The drive is a real FAT32 image on a loop device, mounted the way the app and unattended runs
-mount a backup drive (``imaging.locations.mount_partition``): with the kernel's vfat where it
+mount a backup drive (``imaging.mounts.locations.mount_partition``): with the kernel's vfat where it
 has one, with fusefat otherwise (this sandbox), then used through the real CLI.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from imaging import locations
+from imaging.mounts import locations
 from imaging.repository import fsutil
 from imaging.repository.store import Repository
 from tests.conftest import PASSPHRASE

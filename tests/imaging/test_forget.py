@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from imaging.forget import Policy, apply
 from imaging.repository.records import Manifest
+from imaging.repository.retention import Policy, apply
 from imaging.repository.store import Snapshot
 
 START = datetime.fromisoformat("2026-01-01T00:30:00+00:00")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from imaging.backup import backup_path
 from imaging.errors import Cancelled, UsageError
-from imaging.forget import MAX_KEEP, Policy
+from imaging.image.backup import backup_path
+from imaging.repository.retention import MAX_KEEP, Policy
 from imaging.repository.store import Repository
 from tests.conftest import PASSPHRASE
 from tests.support import run_cli

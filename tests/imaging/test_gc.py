@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from imaging.backup import backup_path
 from imaging.errors import Busy
+from imaging.image.backup import backup_path
+from imaging.image.restore import restore_snapshot
 from imaging.repository import gc, leases
 from imaging.repository.store import Repository
 from imaging.repository.verify import verify
-from imaging.restore import restore_snapshot
 
 
 def write(path: Path, blocks: list[bytes]) -> Path:

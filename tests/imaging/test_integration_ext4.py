@@ -100,7 +100,7 @@ def test_full_backup_drive(tmp_path: Path) -> None:
     source.write_bytes(os.urandom(96 * MiB))
     with loop_device(drive) as dev, mounted(dev, tmp_path / "drive") as mnt:
         repo = Repository.init(mnt / "repo", passphrase=PASSPHRASE)
-        from imaging.backup import backup_path
+        from imaging.image.backup import backup_path
 
         with pytest.raises(NoSpace, match="full"):
             backup_path(repo, source)

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from imaging import locations
 from imaging.disks import mounts, sysfs
 from imaging.disks.repos import PROBE_ROOT, repositories_in
 from imaging.disks.table import read_table
 from imaging.errors import Busy, HourglassError, TargetUnsuitable, UsageError
-from imaging.locations import Share
+from imaging.mounts import locations
 from imaging.mounts.drivers import Mode
+from imaging.mounts.locations import Share
 from imaging.mounts.mount import mount
 from imaging.repository.store import Repository
 from tests.conftest import PASSPHRASE

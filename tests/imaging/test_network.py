@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from imaging import network
+from imaging.appliance import network
 from imaging.errors import ToolMissing, UsageError
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from imaging import power
-from imaging.appliance import in_appliance
+from imaging.appliance import power
+from imaging.appliance.vendor import in_appliance
 from imaging.errors import UsageError
 
 

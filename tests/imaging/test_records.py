@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from imaging.backup import backup_path, run_backup
 from imaging.disks.plan import plan_disk
 from imaging.errors import FormatError
-from imaging.plans import plan_for
+from imaging.image.backup import backup_path, run_backup
+from imaging.image.plan import plan_for
 from imaging.repository import codec
 from imaging.repository.records import (
     BackupStats,

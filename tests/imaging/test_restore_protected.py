@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from imaging.backup import backup_path
 from imaging.errors import TargetUnsuitable
+from imaging.image.backup import backup_path
+from imaging.image.restore import restore_snapshot
 from imaging.repository.store import Repository
-from imaging.restore import restore_snapshot
 from tests.conftest import PASSPHRASE
 from tests.imaging.disks import helpers
 from tests.support import MiB, loop_device, mounted, run_cli, sh, write_random_image

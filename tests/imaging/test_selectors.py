@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from imaging.backup import backup_path
 from imaging.errors import SnapshotNotFound, UsageError
+from imaging.image.backup import backup_path
 from imaging.repository.records import Manifest
+from imaging.repository.selectors import parse_time, select, split_partition
 from imaging.repository.store import Repository, Snapshot
-from imaging.selectors import parse_time, select, split_partition
 
 TZ = timezone(timedelta(hours=1))
 
@@ -91,12 +91,12 @@ def test_two_backups_within_one_second_keep_their_order(
 ) -> None:
     """Fast backups can start within one second: the one started later is "latest" and comes
     after the other in the listing, whatever their random ids."""
-    import imaging.backup
+    import imaging.image.backup
 
     repo = Repository.init(tmp_path / "repo", encryption="none")
     source = tmp_path / "source.img"
     second = datetime(2026, 11, 23, 18, 13, 55, tzinfo=TZ)
-    monkeypatch.setattr(imaging.backup, "local_now", lambda: second)  # both in that second
+    monkeypatch.setattr(imaging.image.backup, "local_now", lambda: second)  # both in that second
     taken = []
     for round_ in range(6):
         source.write_bytes(bytes([round_ + 1]) * 4096)

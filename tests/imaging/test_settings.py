@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from imaging import settings
+from imaging.appliance import settings
+from imaging.appliance.settings import Settings
 from imaging.errors import HourglassError
-from imaging.settings import Settings
 
 
 def test_round_trip(tmp_path: Path) -> None:

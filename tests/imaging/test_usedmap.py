@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from imaging.usedmap import FULL, PARTIAL, UNUSED, UsedMap
+from imaging.image.usedmap import FULL, PARTIAL, UNUSED, UsedMap
 
 MiB = 1024 * 1024
 

@@ -146,8 +146,8 @@ def source(ui_base: Path) -> Iterator[Source]:
 @pytest.fixture(scope="session")
 def template(source: Source, ui_base: Path) -> tuple[Path, list[Snapshot]]:
     """A repository with two snapshots of the source; the thesis changed between them."""
-    from imaging.backup import run_backup
-    from imaging.plans import plan_for
+    from imaging.image.backup import run_backup
+    from imaging.image.plan import plan_for
 
     path = ui_base / "template" / "hourglass-backups"
     repo = Repository.init(path, passphrase=PASSPHRASE)

@@ -20,10 +20,7 @@ ALLOWED = (
     "imaging.progress",
     "imaging.units",
     # the appliance's own services: settings, vendor defaults, network, power
-    "imaging.settings",
     "imaging.appliance",
-    "imaging.network",
-    "imaging.power",
 )
 
 

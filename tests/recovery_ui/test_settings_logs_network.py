@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from imaging import network
+from imaging.appliance import network
 from recovery_ui import i18n
 from recovery_ui.app import HourglassApp
 from recovery_ui.console import Terminal

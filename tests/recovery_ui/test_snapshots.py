@@ -127,8 +127,8 @@ def _documents_snapshot(repo: Repository, snapshot_id: str, when: str) -> None:
     """A real backup of a small ext4 filesystem with fixed files, given a fixed id and time."""
     import shutil
 
-    from imaging.backup import run_backup
-    from imaging.plans import plan_for
+    from imaging.image.backup import run_backup
+    from imaging.image.plan import plan_for
 
     tree = DEMO / "documents"
     for name, size in DOCUMENTS.items():

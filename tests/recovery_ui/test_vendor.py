@@ -11,7 +11,7 @@ from textual.color import Color
 from textual.pilot import Pilot
 from textual.widgets import Input, OptionList
 
-from imaging.appliance import VENDOR_FILE_VARIABLE
+from imaging.appliance.vendor import VENDOR_FILE_VARIABLE
 from imaging.repository.store import Repository
 from recovery_ui import i18n
 from recovery_ui.app import VENDOR_THEME, HourglassApp
@@ -115,10 +115,10 @@ async def test_the_vendors_repository_is_offered_first(
 def test_the_vendors_repository_among_found_ones(tmp_path: Path) -> None:
     """``label:LABEL/path`` is a repository found at that path of the labelled filesystem;
     ``smb://server/share/path`` one on that share."""
-    from imaging.appliance import RepositoryHint
+    from imaging.appliance.vendor import RepositoryHint
     from imaging.disks.model import Disk, Partition
     from imaging.disks.repos import FoundRepository
-    from imaging.locations import Location
+    from imaging.mounts.locations import Location
     from recovery_ui.screens.choose_repository import vendor_choice
     from tests.support import sh
 

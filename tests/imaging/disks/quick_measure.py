@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from imaging.backup import plan_file, run_backup
-from imaging.plans import plan_for
+from imaging.image.backup import plan_file, run_backup
+from imaging.image.plan import plan_for
 from imaging.repository.store import Repository
 from tests.imaging.disks import helpers
 from tests.support import MiB, sh

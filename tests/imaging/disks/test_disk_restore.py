@@ -10,7 +10,7 @@ import pytest
 from imaging.disks import restore as disk_restore
 from imaging.disks.table import read_table
 from imaging.errors import TargetTooSmall
-from imaging.restore import RestoreOptions
+from imaging.image.restore import RestoreOptions
 from tests.imaging.disks import helpers
 from tests.imaging.disks.conftest import Backup, SourceDisk
 from tests.support import MiB, sh

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from imaging import plans
 from imaging.disks import mounts
 from imaging.disks.discover import boot_disk_names
 from imaging.disks.restore import check_disk_target
 from imaging.errors import SourceError, TargetUnsuitable
+from imaging.image import plan as plans
 from imaging.repository.store import Repository
 from tests.imaging.disks import helpers
 from tests.imaging.disks.conftest import Backup, SourceDisk, weak_repository

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from imaging import plans
 from imaging.disks import filesystems
 from imaging.disks.model import Disk
 from imaging.disks.plan import source_id
 from imaging.disks.restore import _pieces, restore_disk
 from imaging.disks.table import PartitionTable, read_table, write_table
 from imaging.disks.watch import DiskWatcher
+from imaging.image import plan as plans
+from imaging.image.usedmap import FULL, PARTIAL, UNUSED
 from imaging.repository.store import Repository
-from imaging.usedmap import FULL, PARTIAL, UNUSED
 from tests.imaging.disks import helpers
 from tests.support import MiB, sh
 
@@ -151,7 +151,7 @@ def test_domain_log_becomes_used_ranges_with_the_tail_kept() -> None:
     size = 64 * MiB
     ranges = list(filesystems.used_ranges(log, size))
     assert ranges == [(0, 0x3000), (0x4000, 0x400000), (0x03FFF000, size - 0x03FFF000)]
-    from imaging.usedmap import UsedMap
+    from imaging.image.usedmap import UsedMap
 
     used = UsedMap.from_ranges(size, 4 * MiB, ranges)
     assert used.state(0) == PARTIAL and used.state(1) == PARTIAL
@@ -224,7 +224,7 @@ def test_image_file_disk_backs_up_and_restores_to_a_file(tmp_path: Path) -> None
     assert [i.name for i in plan.images] == ["head", "p1", "p2"]
     assert plan.images[1].meta["fstype"] == "ext4"
     repo = Repository.init(tmp_path / "repo", encryption="none")
-    from imaging.backup import run_backup
+    from imaging.image.backup import run_backup
 
     snapshot = run_backup(repo, plan)
     out = tmp_path / "restored.img"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from imaging.devices import device_size
 from imaging.disks import filesystems
+from imaging.image.devices import device_size
 from tests.conftest import PASSPHRASE
 from tests.imaging.disks.conftest import weak_repository
 from tests.support import MiB, fill_with_files, have, loop_device, mounted, run_cli, sh, tree_digest

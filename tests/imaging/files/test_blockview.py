@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from imaging.backup import backup_path
 from imaging.errors import UsageError
 from imaging.files import paths
 from imaging.files.blockview import ChunkCache, Damage, DamagedRead, ImageView
 from imaging.files.images import image_for
+from imaging.image.backup import backup_path
 from imaging.repository.records import ImageRecord, Manifest
 from imaging.repository.store import Repository, Snapshot
 from tests.support import MiB, write_random_image

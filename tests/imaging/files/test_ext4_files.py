@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from imaging.backup import backup_path
 from imaging.errors import HourglassError
 from imaging.files import restore as restore_module
 from imaging.files import session as session_module
@@ -22,6 +21,7 @@ from imaging.files.browse import SnapshotBrowser
 from imaging.files.restore import restore_files
 from imaging.files.session import Session, sessions
 from imaging.files.versions import fiemap
+from imaging.image.backup import backup_path
 from imaging.mounts.mountinfo import is_mounted
 from imaging.repository.store import Repository
 from tests.conftest import PASSPHRASE

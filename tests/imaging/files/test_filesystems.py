@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from imaging.backup import backup_path
 from imaging.files.browse import SnapshotBrowser
 from imaging.files.restore import restore_files
 from imaging.files.versions import file_versions
+from imaging.image.backup import backup_path
 from imaging.mounts.drivers import kernel_filesystems
 from imaging.repository.store import Repository
 from tests.imaging.files.fsimages import make_fs, vfat_delete, vfat_put, writable

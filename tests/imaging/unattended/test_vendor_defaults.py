@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imaging.appliance import VENDOR_FILE_VARIABLE, VendorSettings
+from imaging.appliance.vendor import VENDOR_FILE_VARIABLE, VendorSettings
 from imaging.repository.store import Repository
 from imaging.unattended.locations import Locations
 from imaging.unattended.orders import orders_from

@@ -28,16 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imaging.blockio import SourceFile, aligned_buffer, data_extents
-from imaging.devices import device_size, is_block_device
 from imaging.errors import Cancelled, HourglassError, NoSpace, SourceError
+from imaging.image.blockio import SourceFile, aligned_buffer, data_extents
+from imaging.image.devices import device_size, is_block_device
+from imaging.image.usedmap import FULL, UNUSED, UsedMap
 from imaging.memory import keep_large_buffers
 from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository import codec
 from imaging.repository.records import BackupStats, ChunkIndex, ImageRecord, Manifest
 from imaging.repository.store import Repository, Snapshot
 from imaging.units import human_size, local_now
-from imaging.usedmap import FULL, UNUSED, UsedMap
 
 READ_SPAN = codec.MAX_BLOCK_SIZE  # bytes of consecutive blocks read in one request
 RESCUE_PIECE = 64 * 1024

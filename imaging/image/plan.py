@@ -14,11 +14,11 @@ from __future__ import annotations
 import os
 import stat
 
-from imaging.backup import BackupPlan, plan_file
 from imaging.disks import filesystems, sysfs
 from imaging.disks.plan import plan_disk, plan_filesystem
 from imaging.disks.table import read_table
 from imaging.errors import SourceError, UsageError
+from imaging.image.backup import BackupPlan, plan_file
 
 
 def plan_for(sources: list[str], *, force: bool = False) -> BackupPlan:

@@ -20,9 +20,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imaging.backup import hole_map
-from imaging.blockio import SourceFile, TargetFile, aligned_buffer
-from imaging.devices import device_size, is_block_device
 from imaging.errors import (
     Cancelled,
     HourglassError,
@@ -30,12 +27,15 @@ from imaging.errors import (
     TargetTooSmall,
     TargetUnsuitable,
 )
+from imaging.image.backup import hole_map
+from imaging.image.blockio import SourceFile, TargetFile, aligned_buffer
+from imaging.image.devices import device_size, is_block_device
+from imaging.image.usedmap import UNUSED
 from imaging.memory import keep_large_buffers
 from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository import codec, fsutil
 from imaging.repository.store import Repository, Snapshot
 from imaging.units import decimal_size, human_size
-from imaging.usedmap import UNUSED
 
 BLKZEROOUT = 0x127F
 BLKFLSBUF = 0x1261

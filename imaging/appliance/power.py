@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from imaging.appliance import in_appliance
+from imaging.appliance.vendor import in_appliance
 from imaging.errors import UsageError
 from imaging.process import run
 

@@ -1,0 +1,2 @@
+"""The appliance's own services: vendor defaults, settings on the backup drive, the network,
+power."""
