@@ -17,6 +17,7 @@ import os
 import random
 import re
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
+
+import blake3
+import zstandard
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from imaging.repository.codec import DEFAULT_BLOCK_SIZE
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -124,7 +131,6 @@ def repeated(make: Callable[[], Run], reset: Callable[[], None] | None = None) -
 
 
 def shlex_quote(text: str) -> str:
-    import shlex
 
     return shlex.quote(text)
 
@@ -249,11 +255,6 @@ def drop_state(saved: list[tuple[Path, Path]]) -> None:
 
 
 def limits(device: str, results: Results) -> None:
-    import blake3
-    import zstandard
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    from imaging.repository.codec import DEFAULT_BLOCK_SIZE
 
     drop_caches()
     out = sh("dd", f"if={device}", "of=/dev/null", "bs=4M", "iflag=direct").stderr

@@ -10,6 +10,12 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from build.context import REPOSITORY, Context
+from build.demo import run_appliance
+from build.pipeline import build_image, retarget_pxe_bundle
+from build.provision import provision
+from build.vendor import load_vendor
+from imaging import passphrase
 from imaging.errors import HourglassError
 
 
@@ -52,7 +58,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def default_vendor() -> Path:
-    from build.context import REPOSITORY
 
     return REPOSITORY / "image" / "vendor.toml"
 
@@ -61,22 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
-        from build.context import Context
-        from build.vendor import load_vendor
-
         ctx = Context(vendor=load_vendor(args.vendor or default_vendor()))
         # MIRROR and SECURITY_MIRROR: a local Debian mirror (for labs without the internet).
         ctx.mirror = os.environ.get("MIRROR", ctx.mirror).rstrip("/")
         ctx.security_mirror = os.environ.get("SECURITY_MIRROR", ctx.security_mirror).rstrip("/")
         if args.command == "image":
-            from build.pipeline import build_image
-
             ctx.forced = frozenset(args.force)
             build_image(ctx, until=args.until)
         elif args.command == "provision":
-            from build.provision import provision
-            from imaging import passphrase
-
             info = provision(
                 ctx,
                 args.disk,
@@ -87,12 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(f"{info.device} is now a {ctx.vendor.name} backup drive.")
         elif args.command == "pxe-url":
-            from build.pipeline import retarget_pxe_bundle
-
             retarget_pxe_bundle(ctx, args.bundle, args.url)
         elif args.command == "run":
-            from build.demo import run_appliance
-
             return run_appliance(ctx)
         return 0
     except HourglassError as e:

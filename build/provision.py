@@ -28,6 +28,7 @@ from build.errors import BuildError, NotRoot
 from build.pipeline import render_menu, staged_boot_file, write
 from imaging.errors import Cancelled, UsageError
 from imaging.process import run
+from imaging.repository.store import Repository
 
 log = logging.getLogger("build")
 
@@ -312,7 +313,6 @@ def make_data_partition(
     partition: str, filesystem: str, encryption: str, passphrase: str | None
 ) -> None:
     """ext4 or exFAT labelled HOURGLASS-DATA with an empty repository in /hourglass."""
-    from imaging.repository.store import Repository
 
     if filesystem == "ext4":
         run(["mkfs.ext4", "-q", "-F", "-L", DATA_LABEL, "-m", "0", partition])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.color import Color
 from textual.scrollbar import ScrollBar, ScrollBarRender
 from textual.signal import Signal
 from textual.theme import Theme
@@ -25,12 +27,24 @@ from textual.timer import Timer
 from textual.widgets._toggle_button import ToggleButton
 from textual.worker import Worker, WorkerState
 
-from imaging.jobs.disks import Scope
+from imaging.appliance import settings
+from imaging.appliance.settings import Settings
+from imaging.appliance.vendor import announce_ready, in_appliance, vendor_settings
+from imaging.errors import HourglassError
+from imaging.jobs import disks as discovery
+from imaging.jobs import locations
+from imaging.jobs.disks import DiskWatcher, Scope
+from imaging.jobs.locations import unmount
 from recovery_ui import i18n
 from recovery_ui.console import Terminal, detect
 from recovery_ui.i18n import N_, _
 from recovery_ui.logs import SessionLog, install, uninstall
 from recovery_ui.messages import DiskEvent
+from recovery_ui.screens.base import describe_failure
+from recovery_ui.screens.choose_repository import ChooseRepository
+from recovery_ui.screens.error import ErrorDialog
+from recovery_ui.screens.home import HomeScreen
+from recovery_ui.screens.question import Question
 
 if TYPE_CHECKING:
     from imaging.appliance.settings import Settings
@@ -53,7 +67,6 @@ VENDOR_THEME = "vendor"
 
 def vendor_theme(vendor: VendorSettings) -> Theme:
     """The vendor's colours as a Textual theme; Textual derives the other shades from them."""
-    from textual.color import Color
 
     return Theme(
         name=VENDOR_THEME,
@@ -91,7 +104,6 @@ class HourglassApp(App[int]):
         netns: str | None = None,
         vendor: VendorSettings | None = None,
     ) -> None:
-        from imaging.appliance.vendor import in_appliance, vendor_settings
 
         self.vendor = vendor if vendor is not None else vendor_settings()
         self.terminal = terminal or detect()
@@ -161,7 +173,6 @@ class HourglassApp(App[int]):
     # --- start and stop ---------------------------------------------------------------------
 
     def on_mount(self) -> None:
-        from recovery_ui.screens.home import HomeScreen
 
         log.info(
             "Hourglass app started: terminal %s (%s), language %s, vendor settings %s",
@@ -177,14 +188,12 @@ class HourglassApp(App[int]):
         self.call_after_refresh(self._announce)
 
     def _announce(self) -> None:
-        from imaging.appliance.vendor import announce_ready
 
         if not self._announced:
             self._announced = True
             announce_ready()
 
     def _start_watcher(self) -> None:
-        from imaging.jobs.disks import DiskWatcher
 
         def event(action: str, device: str) -> None:
             self.post_message(DiskEvent(action, device))
@@ -204,8 +213,6 @@ class HourglassApp(App[int]):
         self._release_mounts()
 
     def _release_mounts(self) -> None:
-        from imaging.errors import HourglassError
-        from imaging.jobs.locations import unmount
 
         if self.opened is not None and self.opened.location is not None:
             try:
@@ -220,7 +227,6 @@ class HourglassApp(App[int]):
     async def action_quit(self) -> None:
         """Quit (the appliance starts the app again); while engine work runs, ask first and
         cancel it."""
-        from recovery_ui.screens.question import Question
 
         if not self.busy():
             self.exit(0)
@@ -260,7 +266,6 @@ class HourglassApp(App[int]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="disks", name="disks")
     def _list_disks(self, generation: int) -> None:
-        from imaging.jobs import disks as discovery
 
         disks = discovery.list_disks(self.scope)
         self.call_from_thread(self._disks_listed, generation, disks, None)
@@ -290,7 +295,6 @@ class HourglassApp(App[int]):
     # --- settings and language --------------------------------------------------------------
 
     def _load_settings_from_drives(self) -> None:
-        from imaging.appliance import settings
 
         for repository in self.found:
             drive = settings.drive_root(repository.path)
@@ -302,7 +306,6 @@ class HourglassApp(App[int]):
                 return
 
     def current_settings(self) -> Settings:
-        from imaging.appliance.settings import Settings
 
         return Settings(language=self.wanted_language, theme=self.theme_choice)
 
@@ -325,7 +328,6 @@ class HourglassApp(App[int]):
     async def rebuild(self) -> None:
         """Recreate the screens so every label is drawn again in the current language. The
         screen on top comes back if it can be made afresh (Settings, Logs, Network)."""
-        from recovery_ui.screens.home import HomeScreen
 
         top = type(self.screen)
         while len(self.screen_stack) > 2:
@@ -353,8 +355,6 @@ class HourglassApp(App[int]):
         self.repository_changed.publish(self)
 
     def _release_location(self, opened: OpenedRepository) -> None:
-        from imaging.errors import HourglassError
-        from imaging.jobs.locations import unmount
 
         if opened.location is None:
             return
@@ -370,8 +370,6 @@ class HourglassApp(App[int]):
 
     def attach_log(self, drive: str) -> None:
         """Write the session log to ``drive`` too (from now on, and everything so far)."""
-        from imaging.appliance import settings
-        from imaging.errors import HourglassError
 
         try:
             path = settings.log_file(drive, self.session_log.started)
@@ -391,10 +389,6 @@ class HourglassApp(App[int]):
         return drive
 
     def _find_writable_drive(self) -> str:
-        import os
-
-        from imaging.appliance import settings
-        from imaging.jobs import locations
 
         if self.opened is not None and self.opened.writable:
             return str(self.opened.drive)
@@ -434,7 +428,6 @@ class HourglassApp(App[int]):
         allow_create: bool = False,
     ) -> None:
         """Show the repository chooser; ``then`` gets the opened repository or None."""
-        from recovery_ui.screens.choose_repository import ChooseRepository
 
         self.push_screen(
             ChooseRepository(title, writable=writable, allow_create=allow_create), then
@@ -442,15 +435,12 @@ class HourglassApp(App[int]):
 
     def home_action(self, action: str) -> None:
         """Run one of the home screen's actions (``reboot``, ``poweroff``) from any screen."""
-        from recovery_ui.screens.home import HomeScreen
 
         home = next(s for s in self.screen_stack if isinstance(s, HomeScreen))
         home.action_do(action)
 
     def report_error(self, error: BaseException, context: str = "") -> None:
         """Show ``error`` in a dialog (message and hint); the full detail goes to the log."""
-        from recovery_ui.screens.base import describe_failure
-        from recovery_ui.screens.error import ErrorDialog
 
         log.error(
             "%s failed: %s",

@@ -8,7 +8,9 @@ from typing import Any
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from recovery_ui.app import run
+    # Late on purpose: every `hourglass` command builds its parser with this module, and
+    # Textual must load only for `hourglass ui` (start-up time; scripts without the app).
+    from recovery_ui.app import run  # noqa: PLC0415
 
     return run()
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from imaging.appliance.settings import drive_root
+
 if TYPE_CHECKING:
     from imaging.jobs.locations import Location
     from imaging.jobs.repositories import Repository
@@ -26,6 +28,5 @@ class OpenedRepository:
     @property
     def drive(self) -> Path:
         """Where settings and logs go: the filesystem the repository is on."""
-        from imaging.appliance.settings import drive_root
 
         return drive_root(self.path)

@@ -19,13 +19,18 @@ Reading a source disk does not go through libparted (see :func:`read_table`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import fcntl
+import locale
 import os
 import secrets
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
+
+import parted
 
 from imaging.disks import ondisk, sysfs
 from imaging.errors import HourglassError, SourceError, TargetUnsuitable
@@ -262,7 +267,6 @@ class _Problems:
         self.messages: list[str] = []
 
     def __call__(self, exc: Any) -> int:
-        import parted
 
         self.messages.append(str(exc.message))
         if exc.options & parted.EXCEPTION_RESOLVE_IGNORE:
@@ -293,7 +297,6 @@ PARTED_EXCEPTIONS = (
 
 def parted_errors() -> tuple[type[BaseException], ...]:
     """Every exception class pyparted raises (they share no common base)."""
-    import parted
 
     found = (getattr(parted, name, None) for name in PARTED_EXCEPTIONS)
     return tuple(cls for cls in found if isinstance(cls, type))
@@ -313,9 +316,6 @@ def _utf8_ctype() -> Iterator[None]:
     only (``setlocale`` would change it under every thread of the app), and writing names
     with ``sgdisk --change-name`` instead would cut a name at its first colon.
     """
-    import ctypes
-    import ctypes.util
-    import locale
 
     if locale.nl_langinfo(locale.CODESET).replace("-", "").upper() == "UTF8":
         yield
@@ -345,7 +345,6 @@ def _utf8_ctype() -> Iterator[None]:
 def _parted_device(path: str) -> Iterator[tuple[Any, _Problems]]:
     """A libparted device for ``path``, dropped from libparted's cache afterwards (its size
     would be stale once a file target grows). GPT names convert as UTF-8 inside."""
-    import parted
 
     problems = _Problems()
     parted.register_exn_handler(problems)
@@ -452,7 +451,6 @@ def libparted_disagreements(path: str, table: PartitionTable) -> list[str]:
     """Where libparted's reading of ``path`` differs from ``table`` in what it can report
     (numbers, sectors, roles, GPT names, MBR boot flags). Used on what Hourglass just wrote:
     a target it opened for writing anyway."""
-    import parted
 
     with _parted_device(path) as (device, problems):
         try:
@@ -499,7 +497,6 @@ def libparted_disagreements(path: str, table: PartitionTable) -> list[str]:
 def write_table(path: str, table: PartitionTable) -> None:
     """Create ``table`` on ``path`` (a disk or an image file), replacing whatever was there,
     then read it back and raise if it differs from what was asked."""
-    import parted
 
     with _parted_device(path) as (device, problems):
         if int(device.sectorSize) != table.sector_size:
@@ -622,7 +619,6 @@ def reread_partitions(path: str, table: PartitionTable) -> str:
     table itself or refuses, libparted's per-partition updates (BLKPG). Then drop every
     partition's page cache, which can hold blocks read before the restore wrote through the
     whole disk. Returns how it was done."""
-    import parted
 
     how = "BLKRRPART"
     fd = os.open(path, os.O_RDONLY)

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import pyudev
+
 from imaging.disks import sysfs
 from imaging.disks.discover import IGNORED_PREFIXES, udev_running
 
@@ -38,7 +40,6 @@ class DiskWatcher:
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        import pyudev
 
         if self._observer is not None:
             return

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imaging.disks.badfiles import files_hit
 from imaging.errors import Cancelled, HourglassError, NoSpace, SourceError
 from imaging.image.blockio import SourceFile, aligned_buffer, data_extents
 from imaging.image.devices import device_size, is_block_device
@@ -562,7 +563,6 @@ def _run_backup(
                 record["used"] = image.used.used_bytes
             if image.name in unreadable:
                 record["unreadable"] = tuple((s, n) for s, n in unreadable[image.name])
-                from imaging.disks.badfiles import files_hit
 
                 hit = files_hit(
                     image.path,

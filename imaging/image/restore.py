@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imaging.disks import mounts, sysfs
 from imaging.errors import (
     Cancelled,
     HourglassError,
@@ -156,7 +157,6 @@ def _aliases_repository(repo: Repository, real: str, st: os.stat_result | None) 
 
 
 def _refuse_repository_device(repo: Repository, target: str, real: str) -> None:
-    from imaging.disks import mounts, sysfs
 
     name = sysfs.name_of(real)
     devices, files = _layers(name, set())
@@ -181,7 +181,6 @@ def _layers(name: str, seen: set[str]) -> tuple[set[str], list[str]]:
     """The block devices that writing ``name`` writes to (itself, its disk, the members of a
     dm/md device, a loop device's backing device, recursively) and the files loop devices
     among them are backed by."""
-    from imaging.disks import sysfs
 
     if name in seen:
         return set(), []

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from imaging.image.backup import BackupOptions, BackupPlan, describe_unreadable, latest_of_source
+from imaging.image.plan import plan_for
 
 __all__ = [
     "BackupPlan",
@@ -79,7 +80,6 @@ class BackupResult:
 
 
 def _plan(request: BackupRequest) -> BackupPlan:
-    from imaging.image.plan import plan_for
 
     if request.plan is not None:
         return request.plan

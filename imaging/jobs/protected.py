@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import stat
 
+from imaging.disks import mounts, sysfs
 from imaging.errors import RepositoryOnSource
 from imaging.image.backup import BackupPlan
 from imaging.repository.store import Repository
@@ -20,7 +21,6 @@ from imaging.repository.store import Repository
 
 def refuse_repository_on_source(repo: Repository, plan: BackupPlan) -> None:
     """:class:`RepositoryOnSource` when a block device the plan reads holds the repository."""
-    from imaging.disks import mounts, sysfs
 
     holding = mounts.disks_of_path(str(repo.path))
     mount = mounts.mount_of_path(os.path.realpath(repo.path))

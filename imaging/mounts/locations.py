@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imaging.disks import mounts, sysfs
+from imaging.disks.discover import get_disk
 from imaging.disks.repos import PROBE_ROOT
+from imaging.disks.table import MIB, PartitionTable, TablePartition, reread_partitions, write_table
 from imaging.errors import Busy, HourglassError, TargetUnsuitable, ToolFailed, UsageError
 from imaging.mounts import mount, mountinfo
 from imaging.mounts.drivers import REPOSITORY_FILESYSTEMS, Mode
@@ -201,14 +203,6 @@ def format_drive(disk_path: str, *, label: str = NEW_DRIVE_LABEL) -> str:
     returns the partition's device. Refuses the boot disk, a disk holding a repository and a
     disk with anything mounted or in use. The caller has shown the disk and had the person
     confirm (the app's typed confirmation)."""
-    from imaging.disks.discover import get_disk
-    from imaging.disks.table import (
-        MIB,
-        PartitionTable,
-        TablePartition,
-        reread_partitions,
-        write_table,
-    )
 
     disk = get_disk(disk_path, used=False)
     name = sysfs.name_of(disk.device)

@@ -17,9 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from imaging import jobs
 from imaging.appliance.vendor import VendorSettings, console_line, serial_line, vendor_settings
+from imaging.disks.discover import list_disks
 from imaging.errors import HourglassError, UsageError
 from imaging.progress import Progress
+from imaging.repository.store import Repository
+from imaging.unattended.choose import choose_disk
 from imaging.unattended.locations import Locations
 from imaging.unattended.orders import (
     Orders,
@@ -121,10 +125,6 @@ def _credentials(text: str) -> tuple[str, str]:
 
 def carry_out(orders: Orders, locations: Locations, say: Callable[[str], None]) -> str:
     """Do the work; returns the summary for the OK line, raises on any failure."""
-    from imaging import jobs
-    from imaging.disks.discover import list_disks
-    from imaging.repository.store import Repository
-    from imaging.unattended.choose import choose_disk
 
     assert orders.repo is not None
     if orders.credentials is not None:

@@ -4,6 +4,8 @@ commits a snapshot only when everything is stored)."""
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
@@ -12,7 +14,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, OptionList, SelectionList
 from textual.worker import Worker
 
+from imaging import jobs
 from imaging.errors import Cancelled, UsageError
+from imaging.jobs import Check
 from recovery_ui import text
 from recovery_ui.i18n import N_, _, ngettext
 from recovery_ui.messages import ProgressRelay
@@ -189,9 +193,6 @@ class BackupScreen(WizardScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="plan")
     def make_plan(self) -> None:
-        import os
-
-        from imaging import jobs
 
         assert self.opened is not None and self.source_disk is not None
         preview = jobs.plan_backup(
@@ -255,9 +256,6 @@ class BackupScreen(WizardScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine")
     def back_up(self, plan: BackupPlan, opened: OpenedRepository, relay: ProgressRelay) -> None:
-        import logging
-
-        from imaging import jobs
 
         log = logging.getLogger("recovery_ui")
         log.info("backup of %s into %s", " ".join(self.sources), opened.path)
@@ -287,7 +285,6 @@ class BackupScreen(WizardScreen):
     # --- 5: result --------------------------------------------------------------------------
 
     def _finished(self, result: BackupResult) -> None:
-        from imaging.jobs import Check
 
         snapshot, report = result.snapshot, result.report
         stats = snapshot.record.stats

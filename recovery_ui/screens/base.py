@@ -13,6 +13,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
+from imaging.errors import HourglassError, RepositoryOnSource
 from recovery_ui.i18n import N_, _
 from recovery_ui.messages import ProgressRelay
 from recovery_ui.widgets.keys_bar import KeysBar
@@ -31,7 +32,6 @@ ResultT = TypeVar("ResultT")
 
 def describe_failure(error: BaseException) -> tuple[str, str]:
     """(message, hint) to show for ``error``: the engine's own words for its errors."""
-    from imaging.errors import HourglassError
 
     if isinstance(error, HourglassError):
         return error.message, error.hint or ""
@@ -46,7 +46,6 @@ def describe_failure(error: BaseException) -> tuple[str, str]:
 def failure_reason(error: BaseException) -> str:
     """The engine's message for ``error`` (without its hint), to show on the screen; in the
     app's language where the app knows the error's kind."""
-    from imaging.errors import RepositoryOnSource
 
     if isinstance(error, RepositoryOnSource):
         return _("The repository is on the disk you want to back up.")

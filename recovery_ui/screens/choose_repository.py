@@ -9,6 +9,7 @@ share filled in)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +23,15 @@ from textual.widgets.option_list import Option
 from textual.worker import Worker
 
 from imaging.errors import UsageError
-from imaging.jobs.disks import blank_disks, repository_partitions
+from imaging.jobs import locations, repositories
+from imaging.jobs.disks import FoundRepository, blank_disks, repository_partitions
+from imaging.jobs.locations import Share, mounted_locations, repositories_in
+from imaging.jobs.repositories import is_encrypted, is_repository
 from recovery_ui import text
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseScreen
+from recovery_ui.screens.confirm import TypedConfirmation
+from recovery_ui.screens.share import ShareScreen
 from recovery_ui.state import OpenedRepository
 from recovery_ui.widgets.controls import Label, Static, checkbox, option
 
@@ -64,7 +70,6 @@ def _choice_path(choice: Any) -> str:
 
 
 def _is_vendors(hint: RepositoryHint, choice: Any, disks: list[Disk]) -> bool:
-    from imaging.jobs.disks import FoundRepository
 
     if hint.kind == "path":
         return _same(_choice_path(choice), hint.path)
@@ -190,7 +195,6 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
     # --- the list ---------------------------------------------------------------------------
 
     def _fill_list(self) -> None:
-        from imaging.jobs.locations import mounted_locations, repositories_in
 
         app = self.hourglass
         where = self.query_one("#where", OptionList)
@@ -241,7 +245,6 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
     def _offer_vendor_path(self, hint: RepositoryHint) -> bool:
         """The vendor's path is offered when a repository is there, or (for a new one) when
         its folder can be made there."""
-        from imaging.jobs.repositories import is_repository
 
         if hint.kind != "path":
             return False
@@ -277,13 +280,10 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
             self._fill_partitions()
             self._show("partition")
         elif option_id == "share":
-            from recovery_ui.screens.share import ShareScreen
-
             self.app.push_screen(ShareScreen(self._vendor_share()), self._share_mounted)
 
     def _vendor_share(self) -> Share | None:
         """The vendor's SMB share, to fill in the share screen."""
-        from imaging.jobs.locations import Share
 
         hint = self.hourglass.vendor.repository_hint()
         return Share("smb", hint.where, hint.path) if hint and hint.kind == "smb" else None
@@ -292,7 +292,6 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         if location is None:
             return
         self._fill_list()
-        from imaging.jobs.locations import repositories_in
 
         found = repositories_in(location.mountpoint)
         if len(found) == 1:
@@ -381,7 +380,6 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
             self.prepare_partition(disk, partition, folder)
 
     def _confirm_format(self, disk: Disk, folder: str) -> None:
-        from recovery_ui.screens.confirm import TypedConfirmation
 
         word = os.path.basename(disk.device)
 
@@ -404,7 +402,6 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
     def prepare_found(self, found: FoundRepository) -> None:
-        from imaging.jobs import locations
 
         disk = next((d for d in self.hourglass.disks if d.device == found.disk), None)
         partition = (
@@ -423,7 +420,6 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
     def prepare_partition(self, disk: Disk, partition: Partition, folder: str) -> None:
-        from imaging.jobs import locations
 
         location = locations.mount_partition(
             partition.device, partition.fstype, writable=self.writable or self.creating
@@ -440,9 +436,6 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
     def format_and_prepare(self, disk: Disk, folder: str) -> None:
-        import logging
-
-        from imaging.jobs import locations
 
         logging.getLogger("recovery_ui").info("formatting %s (%s)", disk.device, disk.title())
         node = locations.format_drive(disk.device)
@@ -478,7 +471,6 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
 
     def _check_and_ready(self, target: Target) -> None:
         """In a worker: a repository there, or (when creating) an empty or missing folder."""
-        from imaging.jobs.repositories import is_repository
 
         if is_repository(Path(target.path)):
             self.app.call_from_thread(self._target_ready, self._with_encryption(target))
@@ -499,7 +491,6 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
 
     @staticmethod
     def _with_encryption(target: Target) -> Target:
-        from imaging.jobs.repositories import is_encrypted
 
         target.encrypted = is_encrypted(target.path)
         return target
@@ -544,7 +535,6 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
     def open_target(self, secret: str) -> None:
-        from imaging.jobs import repositories
 
         assert self.target is not None
         repo = repositories.open_repository(self.target.path, secret or None)
@@ -552,9 +542,6 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
     def create_target(self, secret: str, encrypt: bool) -> None:
-        import logging
-
-        from imaging.jobs import repositories
 
         assert self.target is not None
         repo = repositories.create(

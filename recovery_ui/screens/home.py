@@ -11,10 +11,20 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import OptionList
 
+from imaging.appliance import power
 from imaging.jobs import repositories
 from recovery_ui import text
 from recovery_ui.i18n import N_, _
+from recovery_ui.screens.backup import BackupScreen
 from recovery_ui.screens.base import BaseScreen
+from recovery_ui.screens.choose_repository import ChooseRepository
+from recovery_ui.screens.logs import LogsScreen
+from recovery_ui.screens.network import NetworkScreen
+from recovery_ui.screens.question import Question
+from recovery_ui.screens.repository import RepositoryScreen
+from recovery_ui.screens.restore_files import RestoreFilesScreen
+from recovery_ui.screens.restore_system import RestoreSystemScreen
+from recovery_ui.screens.settings import SettingsScreen
 from recovery_ui.widgets.controls import Label, Static, option
 from recovery_ui.widgets.disk_map import DiskMap
 
@@ -175,7 +185,6 @@ class HomeScreen(BaseScreen[None]):
             self.open_found(found)
 
     def open_found(self, found: FoundRepository) -> None:
-        from recovery_ui.screens.choose_repository import ChooseRepository
 
         self.app.push_screen(ChooseRepository(_("Open a repository"), preselect=found))
 
@@ -189,7 +198,6 @@ class HomeScreen(BaseScreen[None]):
             self.app.push_screen(_screen_for(name))
 
     def _ask_power(self, name: str) -> None:
-        from recovery_ui.screens.question import Question
 
         if name == "reboot":
             title, question, yes = (
@@ -217,7 +225,6 @@ class HomeScreen(BaseScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="power")
     def power(self, name: str) -> None:
-        from imaging.appliance import power
 
         if name == "reboot":
             power.reboot()
@@ -225,7 +232,6 @@ class HomeScreen(BaseScreen[None]):
             power.poweroff()
 
     def _shell(self) -> None:
-        from imaging.appliance import power
 
         try:
             with self.app.suspend():
@@ -236,13 +242,6 @@ class HomeScreen(BaseScreen[None]):
 
 
 def _screen_for(name: str) -> BaseScreen[None]:
-    from recovery_ui.screens.backup import BackupScreen
-    from recovery_ui.screens.logs import LogsScreen
-    from recovery_ui.screens.network import NetworkScreen
-    from recovery_ui.screens.repository import RepositoryScreen
-    from recovery_ui.screens.restore_files import RestoreFilesScreen
-    from recovery_ui.screens.restore_system import RestoreSystemScreen
-    from recovery_ui.screens.settings import SettingsScreen
 
     screens: dict[str, type[BaseScreen[None]]] = {
         "backup": BackupScreen,

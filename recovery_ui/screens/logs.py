@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Button, Log
 
+from imaging.errors import NotFound
 from recovery_ui.i18n import N_, _
 from recovery_ui.messages import LogLine
 from recovery_ui.screens.base import BaseScreen
@@ -63,7 +64,6 @@ class LogsScreen(BaseScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="log")
     def write_to_drive(self) -> None:
-        from imaging.errors import NotFound
 
         drive = self.hourglass.writable_drive()
         if not drive:

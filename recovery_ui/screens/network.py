@@ -3,6 +3,7 @@ mounted as places for repositories."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
@@ -10,8 +11,12 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, DataTable, Input, OptionList
 
+from imaging.appliance import network
+from imaging.appliance.network import interfaces
+from imaging.jobs.locations import mounted_locations, unmount
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseScreen
+from recovery_ui.screens.share import ShareScreen
 from recovery_ui.widgets.controls import Label, Static, option
 
 if TYPE_CHECKING:
@@ -73,7 +78,6 @@ class NetworkScreen(BaseScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="network")
     def load(self) -> None:
-        from imaging.appliance.network import interfaces
 
         found = interfaces(netns=self.hourglass.netns)
         self.app.call_from_thread(self._loaded, found)
@@ -134,8 +138,6 @@ class NetworkScreen(BaseScreen[None]):
         if button == "apply":
             self._apply()
         elif button == "mount":
-            from recovery_ui.screens.share import ShareScreen
-
             self.app.push_screen(ShareScreen(), self._mounted)
         elif button == "unmount":
             self.unmount_shares()
@@ -154,9 +156,6 @@ class NetworkScreen(BaseScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="apply")
     def apply(self, name: str, mode: str, values: dict[str, str]) -> None:
-        import logging
-
-        from imaging.appliance import network
 
         log = logging.getLogger("recovery_ui")
         netns = self.hourglass.netns
@@ -186,7 +185,6 @@ class NetworkScreen(BaseScreen[None]):
         self._show_shares()
 
     def _show_shares(self) -> None:
-        from imaging.jobs.locations import mounted_locations
 
         shares = [loc for loc in mounted_locations() if loc.kind != "partition"]
         self.query_one("#shares", Static).update(
@@ -196,7 +194,6 @@ class NetworkScreen(BaseScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="apply")
     def unmount_shares(self) -> None:
-        from imaging.jobs.locations import mounted_locations, unmount
 
         for location in mounted_locations():
             if location.kind != "partition":

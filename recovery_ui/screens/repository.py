@@ -3,6 +3,7 @@ preview of what goes), changing the passphrase, adding a printable recovery key.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
@@ -11,11 +12,16 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, ContentSwitcher, DataTable, Input, OptionList
 from textual.worker import Worker
 
+from imaging import jobs
 from imaging.errors import UsageError
+from imaging.jobs import repositories
+from imaging.jobs.repositories import new_recovery_key
 from recovery_ui import text
 from recovery_ui.i18n import N_, _, ngettext
 from recovery_ui.messages import ProgressRelay
 from recovery_ui.screens.base import BaseScreen, failure_reason
+from recovery_ui.screens.confirm import TypedConfirmation
+from recovery_ui.screens.recovery_key import RecoveryKeyDialog
 from recovery_ui.widgets.controls import Label, Static, checkbox, option
 from recovery_ui.widgets.progress_panel import ProgressPanel
 
@@ -187,7 +193,6 @@ class RepositoryScreen(BaseScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="stats")
     def load_stats(self) -> None:
-        from imaging.jobs import repositories
 
         assert self.opened is not None
         info = repositories.info(self.opened.repo)
@@ -238,9 +243,6 @@ class RepositoryScreen(BaseScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine")
     def verify(self, max_time: float | None, read_data: bool, relay: ProgressRelay) -> None:
-        import logging
-
-        from imaging import jobs
 
         assert self.opened is not None
         request = jobs.VerifyRequest(read_data=read_data, max_time=max_time)
@@ -312,7 +314,6 @@ class RepositoryScreen(BaseScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="forget")
     def preview(self, numbers: dict[str, int]) -> None:
-        from imaging import jobs
 
         assert self.opened is not None
         request = jobs.ForgetRequest(policy=jobs.Policy(**numbers))
@@ -340,7 +341,6 @@ class RepositoryScreen(BaseScreen[None]):
         self.query_one("#forget-go", Button).disabled = not decision.remove
 
     def _confirm_forget(self) -> None:
-        from recovery_ui.screens.confirm import TypedConfirmation
 
         if self.decision is None or not self.decision.remove or self.opened is None:
             return
@@ -368,9 +368,6 @@ class RepositoryScreen(BaseScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine")
     def forget(self, decision: ForgetPlan) -> None:
-        import logging
-
-        from imaging import jobs
 
         assert self.opened is not None
         log = logging.getLogger("recovery_ui")
@@ -410,7 +407,6 @@ class RepositoryScreen(BaseScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine")
     def change_key(self, secret: str) -> None:
-        import logging
 
         assert self.opened is not None
         if not self.opened.repo.encrypted:
@@ -442,9 +438,6 @@ class RepositoryScreen(BaseScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine")
     def add_recovery_key(self) -> None:
-        import logging
-
-        from imaging.jobs.repositories import new_recovery_key
 
         assert self.opened is not None
         key = new_recovery_key()
@@ -453,7 +446,6 @@ class RepositoryScreen(BaseScreen[None]):
         self.app.call_from_thread(self._recovery_added, key)
 
     def _recovery_added(self, key: str) -> None:
-        from recovery_ui.screens.recovery_key import RecoveryKeyDialog
 
         self._show_slots()
         self.app.push_screen(RecoveryKeyDialog(key))

@@ -4,6 +4,9 @@ copied to a partition of a local disk or a USB stick, mounted read-write for it.
 
 from __future__ import annotations
 
+import logging
+import os
+from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
@@ -14,8 +17,16 @@ from textual.widgets import Button, DataTable, Input, OptionList, Tree
 from textual.worker import Worker
 
 from imaging.errors import UsageError
+from imaging.jobs import locations, select
 from imaging.jobs.disks import repository_partitions
-from imaging.jobs.files import file_images
+from imaging.jobs.files import (
+    FilesRestoreRequest,
+    SnapshotBrowser,
+    file_images,
+    file_versions,
+    files_restore,
+    restore_from,
+)
 from recovery_ui import text
 from recovery_ui.i18n import N_, _, ngettext
 from recovery_ui.messages import ProgressRelay
@@ -205,7 +216,6 @@ class RestoreFilesScreen(WizardScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="typed")
     def choose_typed(self, snapshots: list[Snapshot], typed: str) -> None:
-        from imaging.jobs import select
 
         self.app.call_from_thread(self._snapshot_chosen, select(snapshots, typed))
 
@@ -258,7 +268,6 @@ class RestoreFilesScreen(WizardScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="browser")
     def open_browser(self, snapshot: Snapshot, partition: int | None) -> None:
-        from imaging.jobs.files import SnapshotBrowser
 
         assert self.opened is not None
         self._close_browser()
@@ -371,7 +380,6 @@ class RestoreFilesScreen(WizardScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="versions")
     def load_versions(self, path: str, source: str, partition: int | None) -> None:
-        from imaging.jobs.files import file_versions
 
         assert self.opened is not None
         versions = file_versions(self.opened.repo, path, partition=partition, source=source)
@@ -452,7 +460,6 @@ class RestoreFilesScreen(WizardScreen):
         self._go_destination(self.snapshot, marked)
 
     def _go_destination(self, snapshot: Snapshot, paths: list[str]) -> None:
-        from datetime import datetime
 
         self.restore_snapshot = snapshot
         self.restore_paths = paths
@@ -522,11 +529,6 @@ class RestoreFilesScreen(WizardScreen):
         folder: str,
         relay: ProgressRelay,
     ) -> None:
-        import logging
-        import os
-
-        from imaging.jobs import locations
-        from imaging.jobs.files import FilesRestoreRequest, files_restore, restore_from
 
         assert self.opened is not None
         log = logging.getLogger("recovery_ui")

@@ -4,6 +4,7 @@ that names the disk and everything on it; then verified, with an offer to reboot
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import TYPE_CHECKING, ClassVar
 
@@ -13,11 +14,14 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, OptionList
 from textual.worker import Worker
 
-from imaging.errors import Cancelled
+from imaging import jobs
+from imaging.errors import Cancelled, HourglassError
+from imaging.jobs import check_restore_target, select
 from recovery_ui import text
 from recovery_ui.i18n import N_, _
 from recovery_ui.messages import ProgressRelay
 from recovery_ui.screens.base import failure_reason
+from recovery_ui.screens.confirm import TypedConfirmation
 from recovery_ui.screens.wizard import CancelQuestion, WizardScreen
 from recovery_ui.widgets.controls import Label, Static, checkbox, option
 from recovery_ui.widgets.progress_panel import ProgressPanel
@@ -182,7 +186,6 @@ class RestoreSystemScreen(WizardScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="typed")
     def choose_typed(self, snapshots: list[Snapshot], typed: str) -> None:
         """The newest snapshot at or before the typed second (the engine's selector)."""
-        from imaging.jobs import select
 
         self.app.call_from_thread(self._typed_chosen, select(snapshots, typed))
 
@@ -240,8 +243,6 @@ class RestoreSystemScreen(WizardScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="check")
     def check_target(self, disk: Disk) -> None:
-        from imaging.errors import HourglassError
-        from imaging.jobs import check_restore_target
 
         assert self.opened is not None and self.snapshot is not None
         try:
@@ -265,7 +266,6 @@ class RestoreSystemScreen(WizardScreen):
         self.query_one("#restore", Button).disabled = bool(problem)
 
     def _confirm(self) -> None:
-        from recovery_ui.screens.confirm import TypedConfirmation
 
         if self.target is None or self.snapshot is None:
             return
@@ -319,9 +319,6 @@ class RestoreSystemScreen(WizardScreen):
         grow: bool,
         relay: ProgressRelay,
     ) -> None:
-        import logging
-
-        from imaging import jobs
 
         log = logging.getLogger("recovery_ui")
         log.info("restore of snapshot %s onto %s (%s)", snapshot.id, disk.device, disk.title())

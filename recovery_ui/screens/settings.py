@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import ClassVar
 
 from textual import work
@@ -9,6 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, OptionList
 
+from imaging.appliance import settings
 from recovery_ui import i18n
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseScreen
@@ -84,9 +86,6 @@ class SettingsScreen(BaseScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="settings")
     def save(self, chosen: object) -> None:
-        import logging
-
-        from imaging.appliance import settings
 
         assert isinstance(chosen, settings.Settings)
         drive = self.hourglass.writable_drive()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from textual import work
@@ -10,6 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, OptionList
 
 from imaging.errors import UsageError
+from imaging.jobs.locations import Share, mount_share
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseScreen
 from recovery_ui.widgets.controls import Label, Static, option
@@ -102,7 +104,6 @@ class ShareScreen(BaseScreen["Location | None"]):
             self._connect()
 
     def _connect(self) -> None:
-        from imaging.jobs.locations import Share
 
         value = {
             f: self.query_one(f"#{f}", Input).value.strip()
@@ -125,9 +126,6 @@ class ShareScreen(BaseScreen["Location | None"]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="share")
     def connect(self, share: object, password: str, key: str) -> None:
-        import logging
-
-        from imaging.jobs.locations import Share, mount_share
 
         assert isinstance(share, Share)
         logging.getLogger("recovery_ui").info("mounting %s (%s)", share.source(), share.kind)

@@ -17,6 +17,7 @@ from imaging.errors import Cancelled
 from recovery_ui.i18n import _
 from recovery_ui.messages import ProgressRelay
 from recovery_ui.screens.base import BaseScreen
+from recovery_ui.screens.question import Question
 from recovery_ui.widgets.controls import Label, Static
 from recovery_ui.widgets.progress_panel import ProgressPanel
 from recovery_ui.widgets.steps import Steps
@@ -136,7 +137,6 @@ class WizardScreen(BaseScreen[None]):
         question = self.CANCEL
         if question is None or not self.can_cancel():
             return
-        from recovery_ui.screens.question import Question
 
         def answered(yes: bool | None) -> None:
             if yes:
