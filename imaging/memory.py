@@ -3,9 +3,9 @@
 Every chunk the engine handles passes through a few new ``bytes`` of up to 4 MiB (the chunk
 file read, the decrypted body, the decompressed block). glibc serves allocations that large
 with a fresh ``mmap`` and unmaps them on free, so each one costs a thousand page faults,
-each zeroing a page: a restore of 2.3 GiB took 886,000 faults and 2.1 s of system time, 0.7 s
-with the thresholds below (wall time 3.7 s to 2.9 s on two cores; peak RSS unchanged at
-120 MB, as the buffers in use at once are bounded by the worker pools).
+each zeroing a page, and a restore spends much of its system time there. Keeping them costs
+no peak memory: the buffers in use at once are bounded by the worker pools. bench/README.md
+has the measurements.
 """
 
 from __future__ import annotations

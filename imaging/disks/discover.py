@@ -17,6 +17,7 @@ from typing import Any
 
 from imaging.disks import filesystems, mounts, sysfs
 from imaging.disks.model import Disk, Partition
+from imaging.disks.repos import FoundRepository, mounted_repositories
 from imaging.disks.table import PartitionTable, read_table
 from imaging.errors import HourglassError, SourceError, UsageError
 from imaging.mounts import mountinfo
@@ -50,8 +51,6 @@ def list_disks(*, used: bool = True) -> list[Disk]:
     """Every disk with its partitions, marked when it is the boot disk or holds a repository.
 
     ``used=False`` skips asking each filesystem how much it uses (faster)."""
-    from imaging.disks.repos import mounted_repositories
-
     all_mounts = mountinfo.mounts()
     boot = boot_disk_names(all_mounts)
     disks = []
@@ -73,8 +72,6 @@ def list_disks(*, used: bool = True) -> list[Disk]:
 def get_disk(path: str, *, used: bool = True) -> Disk:
     """The disk at ``path``: /dev/sdX, a /dev/disk/by-id link, a loop device, or a whole-disk
     image file (transport ``file``)."""
-    from imaging.disks.repos import mounted_repositories
-
     real = os.path.realpath(path)
     try:
         mode = os.stat(real).st_mode
@@ -103,7 +100,7 @@ def get_disk(path: str, *, used: bool = True) -> Disk:
     return _with_repositories(disk, mounted_repositories([disk], all_mounts))
 
 
-def _with_repositories(disk: Disk, found: list[Any]) -> Disk:
+def _with_repositories(disk: Disk, found: list[FoundRepository]) -> Disk:
     paths = tuple(r.path for r in found if r.disk == disk.device)
     return replace(disk, repositories=paths) if paths else disk
 

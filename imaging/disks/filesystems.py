@@ -167,9 +167,9 @@ def used_map(
         domain = os.path.join(tmp, "domain.log")
         log = os.path.join(tmp, "partclone.log")
         # partclone 0.3.23 joins its progress thread at the end, and that thread sleeps its
-        # refresh interval (2 s by default, 3 s with --quiet) whole: mapping a 3 GiB ext4
-        # took 2.0 s of which 0.02 s was work. "--UI-fresh 0" wakes it at once; the domain
-        # log is the same, and the progress output is captured anyway.
+        # refresh interval (2 s by default, 3 s with --quiet) whole: far longer than mapping
+        # takes. "--UI-fresh 0" wakes it at once; the domain log is the same, and the
+        # progress output is captured anyway.
         argv = [tool, "--domain", "--UI-fresh", "0", "--source", device, "--output", domain]
         argv += ["--logfile", log]
         if mounted:

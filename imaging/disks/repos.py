@@ -97,17 +97,11 @@ def mounted_repositories(
     return result
 
 
-def find_repositories(
-    disks: list[Disk] | None = None, *, probe: bool = False
-) -> list[FoundRepository]:
-    """Repositories on ``disks`` (default: every disk). With ``probe``, unmounted partitions
-    whose filesystem Hourglass can mount are mounted read-only under /run/hourglass/probe and
-    looked at; those holding a repository stay mounted (``mounted_by_us``), the others are
-    unmounted again. Call :meth:`FoundRepository.release` when done with one."""
-    from imaging.disks.discover import list_disks
-
-    if disks is None:
-        disks = list_disks(used=False)
+def find_repositories(disks: list[Disk], *, probe: bool = False) -> list[FoundRepository]:
+    """Repositories on ``disks``. With ``probe``, unmounted partitions whose filesystem
+    Hourglass can mount are mounted read-only under /run/hourglass/probe and looked at;
+    those holding a repository stay mounted (``mounted_by_us``), the others are unmounted
+    again. Call :meth:`FoundRepository.release` when done with one."""
     all_mounts = mountinfo.mounts()
     result = mounted_repositories(disks, all_mounts)
     if not probe:

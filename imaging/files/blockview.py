@@ -20,8 +20,8 @@ from imaging.repository.codec import UNUSED_ID, ZERO_ID
 from imaging.repository.records import ChunkIndex
 from imaging.repository.store import Repository
 
-# 32 chunks: with 512 MiB a single-file restore's server reached 600 MB resident and was
-# no faster (bench: 1.4 to 2.0 s for 512 MiB either way); the appliance lives in RAM.
+# 32 chunks: a larger cache made a single-file restore's server much larger and no faster
+# (bench/README.md), and the appliance lives in RAM.
 DEFAULT_CACHE_BYTES = 128 * 1024 * 1024
 READAHEAD_BYTES = 12 * 1024 * 1024  # decoded ahead of a sequential reader
 

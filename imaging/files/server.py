@@ -1,9 +1,8 @@
 """The FUSE server: every image of every snapshot as a read-only file, chunks on demand.
 
 Run as ``python -m imaging.files.server --repo REPO --mountpoint DIR --damage-log FILE``
-by :mod:`imaging.files.session`. The master key never travels on argv or in the
-environment: the parent writes it to this process's stdin (one byte ``1`` and the 32 key
-bytes, or one byte ``0`` for an unencrypted repository).
+by :mod:`imaging.files.session`, which writes the master key to its stdin
+(:mod:`imaging.files.keypipe`).
 
 ``DIR/<snapshot id>.<image>`` is resolved on first lookup (manifest and index are loaded and
 authenticated then). All files share one :class:`ChunkCache`, so a chunk shared by several
@@ -32,29 +31,12 @@ from typing import Any
 
 from imaging.errors import HourglassError
 from imaging.files.blockview import DEFAULT_CACHE_BYTES, ChunkCache, Damage, ImageView
+from imaging.files.keypipe import read_master
+from imaging.files.session import teardown_recorded
 from imaging.repository.store import Repository
 
 VIEW_NAME = re.compile(r"^([0-9a-f]{32})\.([A-Za-z0-9_-]{1,32})$")
 TIMEOUT = 86400.0  # the files never change: the kernel may cache names and attributes
-
-
-def read_master(stream: Any) -> bytes | None:
-    """The key the parent wrote: ``b"\\0"`` or ``b"\\1"`` followed by 32 bytes."""
-    flag = stream.read(1)
-    if flag == b"\0":
-        return None
-    if flag != b"\1":
-        raise SystemExit("imaging.files.server: no key on stdin")
-    master = stream.read(32)
-    if len(master) != 32:
-        raise SystemExit("imaging.files.server: short key on stdin")
-    return bytes(master)
-
-
-def write_master(stream: Any, master: bytes | None) -> None:
-    """The parent's half of :func:`read_master`."""
-    stream.write(b"\0" if master is None else b"\1" + master)
-    stream.flush()
 
 
 class Views:
@@ -166,8 +148,6 @@ def make_operations(views: Views) -> Any:
 
 def watch_stdin(state: Path, mountpoint: str) -> None:
     """Tear the session down when the parent dies (its end of our stdin closes)."""
-    from imaging.files.session import teardown_recorded
-
     while sys.stdin.buffer.read(65536):
         pass
     logging.warning("the parent process is gone: tearing the session down")

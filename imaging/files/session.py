@@ -30,7 +30,7 @@ from typing import Any
 
 from imaging.errors import Busy, HourglassError, ToolFailed, UsageError
 from imaging.files.blockview import DEFAULT_CACHE_BYTES, Damage
-from imaging.files.server import write_master
+from imaging.files.keypipe import write_master
 from imaging.mounts import drivers
 from imaging.mounts.drivers import Mode
 from imaging.mounts.mount import unmount

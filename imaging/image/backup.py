@@ -5,9 +5,9 @@ This thread walks the source's blocks and hands each run of up to 4 MiB of block
 the worker reads the run in one request, then hashes each block, checks for duplicates,
 compresses, encrypts and writes the chunk. Reads, BLAKE3, zstd, AES-GCM and file I/O all
 release the GIL, so both cores work and several reads are in flight at once (a disk or a
-loop device delivers more with more than one request queued: the incremental backup read
-1.2 GB/s one block at a time; and 1 MiB requests read slower than 4 MiB ones). The bounded
-pool keeps memory flat whatever the source size.
+loop device delivers more with several requests queued, and more with 4 MiB requests than
+with 1 MiB ones: bench/README.md). The bounded pool keeps memory flat whatever the source
+size.
 
 Write order (docs/FORMAT.md): chunks, then indexes, then the manifest as the commit point.
 """

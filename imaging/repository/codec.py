@@ -11,6 +11,7 @@ import json
 import os
 import struct
 import threading
+from datetime import datetime
 from typing import Any
 
 import blake3
@@ -264,7 +265,60 @@ def decode_manifest(data: bytes, keys: Keys, repo_id: str, snapshot_id: str) -> 
         manifest: dict[str, Any] = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise FormatError(f"{name}: the manifest is not valid JSON.") from None
-    from imaging.repository.records import validate_manifest  # records imports codec
-
     validate_manifest(manifest, name, snapshot_id)
     return manifest
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _require(cond: bool, name: str, what: str) -> None:
+    if not cond:
+        raise FormatError(f"{name}: the manifest has {what}.")
+
+
+def validate_manifest(m: Any, name: str, snapshot_id: str) -> None:
+    """Check the fields every reader relies on, so later code can index them safely."""
+    _require(isinstance(m, dict), name, "no object")
+    _require(_is_int(m.get("version")) and m["version"] == 1, name, "an unknown version")
+    _require(m.get("id") == snapshot_id, name, "an id that does not match its file name")
+    _require(isinstance(m.get("time"), str), name, "no time")
+    _require(_is_int(m.get("time_ns", 0)), name, "an invalid time_ns")
+    _require(isinstance(m.get("source"), str), name, "no source")
+    _require(isinstance(m.get("source_id"), str), name, "no source id")
+    _require(m.get("kind") in ("file", "partition", "disk"), name, "an unknown kind")
+    _require(_is_int(m.get("size")), name, "no valid size")
+    images = m.get("images")
+    _require(isinstance(images, list) and len(images) > 0, name, "no images")
+    seen: set[str] = set()
+    for image in images:
+        validate_image(image, name, seen)
+    try:
+        datetime.fromisoformat(m["time"])
+    except ValueError:
+        raise FormatError(f"{name}: the manifest's time is not ISO 8601.") from None
+
+
+def validate_image(image: Any, name: str, seen: set[str]) -> None:
+    """Check one image of a manifest (:func:`validate_manifest`); ``seen`` holds the names
+    of the images before it."""
+    _require(isinstance(image, dict), name, "an image that is not an object")
+    img_name = image.get("name")
+    _require(
+        isinstance(img_name, str)
+        and 0 < len(img_name) <= 32
+        and img_name.replace("_", "").replace("-", "").isalnum()
+        and img_name not in seen,
+        name,
+        "an invalid or repeated image name",
+    )
+    seen.add(img_name)
+    for key in ("offset", "size", "blocks"):
+        _require(_is_int(image.get(key)), name, f"an image without a valid {key}")
+    _require(
+        isinstance(image.get("index_mac"), str) and len(image["index_mac"]) == 64,
+        name,
+        "an image without an index checksum",
+    )
+    _require(isinstance(image.get("method", ""), str), name, "an invalid method")

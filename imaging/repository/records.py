@@ -20,8 +20,8 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, TypeVar
 
-from imaging.errors import FormatError, HourglassError, SnapshotNotFound
-from imaging.repository.codec import ID_SIZE, UNUSED_ID, ZERO_ID
+from imaging.errors import HourglassError, SnapshotNotFound
+from imaging.repository.codec import ID_SIZE, UNUSED_ID, ZERO_ID, validate_image, validate_manifest
 
 Check = Callable[[Any], bool]
 _R = TypeVar("_R", bound="_Record")
@@ -167,7 +167,7 @@ class ImageRecord(_Record):
     def from_dict(cls, d: Any, name: str) -> ImageRecord:
         """The image record of ``d``; :class:`FormatError` naming ``name`` (the snapshot)
         when a reader could not rely on it."""
-        _validate_image(d, name, set())
+        validate_image(d, name, set())
         return cls._load(d)
 
     @classmethod
@@ -248,7 +248,8 @@ class Manifest(_Record):
     @classmethod
     def from_dict(cls, d: Any, name: str, snapshot_id: str) -> Manifest:
         """The manifest of ``d``, the JSON of snapshot ``snapshot_id``; :class:`FormatError`
-        naming ``name`` when a reader could not rely on it (:func:`validate_manifest`)."""
+        naming ``name`` when a reader could not rely on it
+        (:func:`imaging.repository.codec.validate_manifest`)."""
         validate_manifest(d, name, snapshot_id)
         return cls._load(d)
 
@@ -256,56 +257,6 @@ class Manifest(_Record):
     def make(cls, described: Mapping[str, Any], **values: Any) -> Manifest:
         """A new manifest: ``values`` and what the plan ``described`` (disk, warnings)."""
         return cls._make(described, **values)
-
-
-def _require(cond: bool, name: str, what: str) -> None:
-    if not cond:
-        raise FormatError(f"{name}: the manifest has {what}.")
-
-
-def validate_manifest(m: Any, name: str, snapshot_id: str) -> None:
-    """Check the fields every reader relies on, so later code can index them safely."""
-    _require(isinstance(m, dict), name, "no object")
-    _require(_is_int(m.get("version")) and m["version"] == 1, name, "an unknown version")
-    _require(m.get("id") == snapshot_id, name, "an id that does not match its file name")
-    _require(isinstance(m.get("time"), str), name, "no time")
-    _require(_is_int(m.get("time_ns", 0)), name, "an invalid time_ns")
-    _require(isinstance(m.get("source"), str), name, "no source")
-    _require(isinstance(m.get("source_id"), str), name, "no source id")
-    _require(m.get("kind") in ("file", "partition", "disk"), name, "an unknown kind")
-    _require(_is_int(m.get("size")), name, "no valid size")
-    images = m.get("images")
-    _require(isinstance(images, list) and len(images) > 0, name, "no images")
-    seen: set[str] = set()
-    for image in images:
-        _validate_image(image, name, seen)
-    try:
-        datetime.fromisoformat(m["time"])
-    except ValueError:
-        raise FormatError(f"{name}: the manifest's time is not ISO 8601.") from None
-
-
-def _validate_image(image: Any, name: str, seen: set[str]) -> None:
-    """One image of :func:`validate_manifest`; ``seen`` holds the names before it."""
-    _require(isinstance(image, dict), name, "an image that is not an object")
-    img_name = image.get("name")
-    _require(
-        isinstance(img_name, str)
-        and 0 < len(img_name) <= 32
-        and img_name.replace("_", "").replace("-", "").isalnum()
-        and img_name not in seen,
-        name,
-        "an invalid or repeated image name",
-    )
-    seen.add(img_name)
-    for key in ("offset", "size", "blocks"):
-        _require(_is_int(image.get(key)), name, f"an image without a valid {key}")
-    _require(
-        isinstance(image.get("index_mac"), str) and len(image["index_mac"]) == 64,
-        name,
-        "an image without an index checksum",
-    )
-    _require(isinstance(image.get("method", ""), str), name, "an invalid method")
 
 
 # --- chunk indexes --------------------------------------------------------------------------

@@ -19,14 +19,14 @@ import json
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from imaging.errors import HourglassError
 from imaging.repository.fsutil import write_atomic
 from imaging.units import local_now
 
 if TYPE_CHECKING:
-    from imaging.repository.store import Repository, Snapshot
+    from imaging.repository.records import Snapshot
 
 STATE_ENV = "HOURGLASS_STATE_DIR"
 # Anything unexpected in a record (a hand edit, a full disk) must never stop a command.
@@ -39,6 +39,20 @@ _IGNORED = (
     AttributeError,
     RecursionError,
 )
+
+
+class RepositoryIdentity(Protocol):
+    """What a record needs of a repository. :class:`~imaging.repository.store.Repository`
+    has it; the store calls this module, so this module does not import the store."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def encrypted(self) -> bool: ...
+
+    @property
+    def path(self) -> Path: ...
 
 
 def state_dir() -> Path | None:
@@ -112,7 +126,7 @@ def was_encrypted(repo_id: str) -> bool:
     return bool(record and record.get("encrypted") is True)
 
 
-def note_open(repo: Repository) -> None:
+def note_open(repo: RepositoryIdentity) -> None:
     """Remember that ``repo`` is encrypted (written once: opening costs one small read)."""
     if not repo.encrypted:
         return
@@ -121,7 +135,7 @@ def note_open(repo: Repository) -> None:
         _save(repo.id, {**record, "encrypted": True, "path": str(repo.path)})
 
 
-def note_commit(repo: Repository, snapshot: Snapshot) -> None:
+def note_commit(repo: RepositoryIdentity, snapshot: Snapshot) -> None:
     """A snapshot was committed here: it is the newest this machine has seen."""
     record = load(repo.id) or {}
     remembered = _newest_of(record)
@@ -132,7 +146,7 @@ def note_commit(repo: Repository, snapshot: Snapshot) -> None:
         )
 
 
-def note_forget(repo: Repository, snapshot_id: str) -> None:
+def note_forget(repo: RepositoryIdentity, snapshot_id: str) -> None:
     """A snapshot was forgotten here: if it was the newest remembered, forget that too, so
     the next listing takes the newest left as its reference and does not warn."""
     record = load(repo.id)
@@ -141,7 +155,7 @@ def note_forget(repo: Repository, snapshot_id: str) -> None:
         _save(repo.id, {k: v for k, v in record.items() if k != "newest"})
 
 
-def note_listing(repo: Repository, snapshots: list[Snapshot]) -> str | None:
+def note_listing(repo: RepositoryIdentity, snapshots: list[Snapshot]) -> str | None:
     """Compare a full listing (oldest first) with the record; a warning when the newest
     snapshot remembered is gone and nothing newer is there (the drive rolled back), else
     ``None``. The record moves forward only: the warning stays until a newer snapshot is

@@ -39,8 +39,8 @@ from imaging.units import human_size, local_now
 # repositories (version 1 slots) are read as before.
 FORMAT_VERSION = 2
 ENCRYPTIONS = ("aes-256-gcm", "none")
-# zstd level 1: on the benchmark data level 3 stored 7 % less but took 39 % longer (5.9 s
-# against 4.2 s for 2 GiB on 2 cores, bench/README.md); `hourglass init --compression-level`.
+# zstd level 1: level 3 stores a little less and takes much longer on two cores, where
+# compression bounds a first backup (bench/README.md); `hourglass init --compression-level`.
 DEFAULT_LEVEL = 1
 # Every kind a new repository gets (keys/ only when it is encrypted).
 LAYOUT = (Kind.CHUNKS, Kind.SNAPSHOTS, Kind.INDEXES, Kind.LEASES, Kind.TRASH, Kind.VERIFY)

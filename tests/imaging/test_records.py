@@ -21,7 +21,6 @@ from imaging.repository.records import (
     DiskRecord,
     ImageRecord,
     Manifest,
-    validate_manifest,
 )
 from imaging.repository.store import Repository, Snapshot
 from tests.imaging.disks import helpers
@@ -174,7 +173,7 @@ def test_unknown_keys_and_odd_values_survive() -> None:
 def test_validation_messages(change: dict[str, Any], message: str) -> None:
     broken = {**VALID, **change}
     for parse in (
-        lambda: validate_manifest(broken, "snapshot x", "ab" * 16),
+        lambda: codec.validate_manifest(broken, "snapshot x", "ab" * 16),
         lambda: Manifest.from_dict(broken, "snapshot x", "ab" * 16),
     ):
         with pytest.raises(FormatError) as caught:
