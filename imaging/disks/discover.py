@@ -15,6 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pyudev
+
 from imaging.disks import filesystems, mounts, sysfs
 from imaging.disks.model import Disk, Partition
 from imaging.disks.repos import FoundRepository, mounted_repositories
@@ -108,8 +110,6 @@ def _with_repositories(disk: Disk, found: list[FoundRepository]) -> Disk:
 def _enumerate() -> list[tuple[str, dict[str, str]]]:
     """(kernel name, udev properties) of every whole disk; pyudev, or /sys without it."""
     try:
-        import pyudev
-
         context = pyudev.Context()
         result = []
         for device in context.list_devices(subsystem="block", DEVTYPE="disk"):
@@ -128,8 +128,6 @@ def _properties(device: Any) -> dict[str, str]:
 
 def _udev_properties(name: str) -> dict[str, str]:
     try:
-        import pyudev
-
         return _properties(pyudev.Devices.from_name(pyudev.Context(), "block", name))
     except Exception:
         return {}

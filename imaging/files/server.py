@@ -98,8 +98,10 @@ class Views:
 
 
 def make_operations(views: Views) -> Any:
-    """The mfusepy operations object (mfusepy is imported here: it loads libfuse)."""
-    import mfusepy
+    """The mfusepy operations object."""
+    # Late on purpose: importing mfusepy loads libfuse, which only the FUSE server process
+    # needs (every `hourglass` command imports this module through its `files` command).
+    import mfusepy  # noqa: PLC0415
 
     class BlockViews(mfusepy.Operations):  # type: ignore[misc]
         use_ns = True
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         threading.Thread(
             target=watch_stdin, args=(Path(args.state), args.mountpoint), daemon=True
         ).start()
-    import mfusepy
+    import mfusepy  # noqa: PLC0415 (see make_operations)
 
     with repo.reader():
         mfusepy.FUSE(
