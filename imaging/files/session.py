@@ -18,7 +18,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from imaging.files.blockview import DEFAULT_CACHE_BYTES, Damage
 from imaging.files.keypipe import write_master
 from imaging.mounts import drivers
 from imaging.mounts.drivers import Mode
-from imaging.mounts.mount import unmount
+from imaging.mounts.mount import detach_fuse, unmount
 from imaging.mounts.mountinfo import is_mounted, mount_points, mounts_of_source
 from imaging.process import run, spawn
 from imaging.repository.store import Repository, Snapshot
@@ -63,10 +62,6 @@ def alive(pid: int | None, started: str | None) -> bool:
     except OSError:
         return False
     return fields[0] not in ("Z", "X") and fields[19] == started
-
-
-def _fusermount() -> str:
-    return "fusermount3" if shutil.which("fusermount3") else "fusermount"
 
 
 def _quiet(argv: list[str]) -> None:
@@ -162,10 +157,7 @@ def teardown_recorded(path: Path, *, unmount_server: bool = True) -> None:
                 os.rmdir(record.mountpoint)
     if not unmount_server:
         return
-    if is_mounted(state.fuse_dir):
-        _quiet([_fusermount(), "-u", "-z", state.fuse_dir])
-        if is_mounted(state.fuse_dir):
-            _quiet(["umount", "-l", state.fuse_dir])
+    detach_fuse(state.fuse_dir)
     if alive(state.server_pid, state.server_start):
         assert state.server_pid is not None
         with contextlib.suppress(OSError):
@@ -444,8 +436,7 @@ class Session:
             return
         for record in list(reversed(self.state.mounts)):
             self._forget(record)
-        if is_mounted(self.fuse_dir):
-            _quiet([_fusermount(), "-u", "-z", str(self.fuse_dir)])
+        detach_fuse(str(self.fuse_dir))
         if self._server is not None:
             if self._server.stdin is not None:
                 with contextlib.suppress(OSError):
@@ -455,8 +446,7 @@ class Session:
             except subprocess.TimeoutExpired:
                 self._server.kill()
                 self._server.wait()
-        if is_mounted(self.fuse_dir):
-            _quiet(["umount", "-l", str(self.fuse_dir)])
+        detach_fuse(str(self.fuse_dir))  # the server is gone: whatever is left
         _remove_directory(self.state.directory)
         self.state = None
         self._server = None

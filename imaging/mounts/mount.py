@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 
 from imaging.errors import Busy, HourglassError, ToolFailed, ToolMissing
 from imaging.mounts.drivers import Mode, driver_for
@@ -48,6 +49,19 @@ def unmount(mountpoint: str, *, lazy: bool = False, remove: bool = False) -> Non
     if remove:
         with contextlib.suppress(OSError):
             os.rmdir(mountpoint)
+
+
+def detach_fuse(mountpoint: str) -> None:
+    """Detach a FUSE filesystem now, whoever uses it (``fusermount -u -z``, the FUSE way, else
+    ``umount -l``): for the file-level restore's own server, whose users are gone or must go."""
+    if not is_mounted(mountpoint):
+        return
+    fusermount = "fusermount3" if shutil.which("fusermount3") else "fusermount"
+    with contextlib.suppress(HourglassError):
+        run([fusermount, "-u", "-z", mountpoint], check=False)
+    if is_mounted(mountpoint):
+        with contextlib.suppress(HourglassError):
+            run(["umount", "-l", mountpoint], check=False)
 
 
 def _refuse(mountpoint: str, code: int, stderr: bytes) -> None:
