@@ -16,7 +16,8 @@ from typing import Any
 
 from imaging import passphrase
 from imaging.errors import Cancelled, UsageError
-from imaging.repository.store import DamagedSnapshot, Repository, Snapshot
+from imaging.repository.storage import Store
+from imaging.repository.store import DamagedSnapshot, Repository, Snapshot, as_store
 from imaging.units import human_size
 
 Handler = Callable[[argparse.Namespace], int]
@@ -29,7 +30,14 @@ def options(repo: bool = True) -> argparse.ArgumentParser:
         p.add_argument(
             "--repo",
             default=os.environ.get("HOURGLASS_REPO"),
-            help="repository directory (default: $HOURGLASS_REPO)",
+            help="repository: a directory or s3://BUCKET[/PREFIX] (default: $HOURGLASS_REPO)",
+        )
+        p.add_argument(
+            "--s3-endpoint",
+            metavar="URL",
+            help="the object store's endpoint for s3:// repositories (default: "
+            "$AWS_ENDPOINT_URL, else AWS); credentials come from the environment or "
+            "~/.aws/credentials, never the command line",
         )
         p.add_argument(
             "--passphrase-file",
@@ -57,8 +65,13 @@ def repo_path(args: argparse.Namespace) -> str:
     return str(args.repo)
 
 
+def repo_location(args: argparse.Namespace, path: str | None = None) -> Store:
+    """The store of ``path`` (else --repo): a directory, or s3:// with --s3-endpoint."""
+    return as_store(path or repo_path(args), s3_endpoint=getattr(args, "s3_endpoint", None))
+
+
 def open_repo(args: argparse.Namespace) -> Repository:
-    return Repository.open(repo_path(args), passphrase.source(args.passphrase_file))
+    return Repository.open(repo_location(args), passphrase.source(args.passphrase_file))
 
 
 def can_confirm(args: argparse.Namespace) -> None:

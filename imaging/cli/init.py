@@ -6,14 +6,14 @@ import argparse
 from typing import Any
 
 from imaging import passphrase
-from imaging.cli.common import repo_path
+from imaging.cli.common import repo_location
 from imaging.repository import codec
 from imaging.repository.store import DEFAULT_LEVEL, Repository
 from imaging.units import human_size
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    path = args.path or repo_path(args)
+    path = repo_location(args, args.path)
     secret = None
     if args.encryption != "none":
         secret = passphrase.source(args.passphrase_file, confirm=True)
@@ -25,7 +25,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         block_size=args.block_size,
     )
     kind = "an encrypted" if repo.encrypted else "an unencrypted"
-    print(f"Created {kind} repository at {repo.path} ({human_size(repo.block_size)} blocks).")
+    print(f"Created {kind} repository at {repo.location} ({human_size(repo.block_size)} blocks).")
     if repo.encrypted:
         print(
             "Keep the passphrase safe: without it the backups cannot be read. "
@@ -49,7 +49,12 @@ def human_block(n: int) -> str:
 
 def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.ArgumentParser) -> None:
     p = sub.add_parser("init", parents=[common], help="create a repository")
-    p.add_argument("path", nargs="?", metavar="REPO", help="directory to create (or --repo)")
+    p.add_argument(
+        "path",
+        nargs="?",
+        metavar="REPO",
+        help="directory or s3://BUCKET[/PREFIX] to create (or --repo)",
+    )
     p.add_argument("--encryption", choices=["aes-256-gcm", "none"], default="aes-256-gcm")
     p.add_argument(
         "--compression-level",

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from imaging import jobs
-from imaging.cli.common import open_repo, print_json, repo_path
+from imaging.cli.common import open_repo, print_json, repo_location
 from imaging.errors import IntegrityError
 from imaging.progress import reporter_for
 from imaging.repository.verify import VerifyReport, summary_line
@@ -16,7 +16,7 @@ from imaging.units import parse_duration
 
 def cmd_verify(args: argparse.Namespace) -> int:
     if args.keyless:
-        report = jobs.verify_keyless(repo_path(args), progress=reporter_for(args.progress))
+        report = jobs.verify_keyless(repo_location(args), progress=reporter_for(args.progress))
         print(f"Checked {report.checked} stored files without the key.")
         return _print_damage(report)
     repo = open_repo(args)

@@ -110,6 +110,8 @@ def refuse_repository_target(repo: Repository, target: str) -> None:
 
     Every restore goes through it (:func:`restore_images`), so no caller can forget it.
     """
+    if repo.store.local_path is None:
+        return  # an object store: nothing of it is on this machine
     real = os.path.realpath(target)
     try:
         st = os.stat(real)

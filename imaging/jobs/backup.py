@@ -91,8 +91,9 @@ def plan_backup(repo: Repository, request: BackupRequest) -> BackupPreview:
     plan = _plan(request)
     refuse_repository_on_source(repo, plan)
     to_read = sum(i.used.used_bytes if i.used is not None else i.size for i in plan.images)
+    root = repo.store.local_path
     try:
-        free: int | None = shutil.disk_usage(repo.path).free
+        free: int | None = shutil.disk_usage(root).free if root is not None else None
     except OSError:
         free = None
     previous = latest_of_source(repo.snapshots(on_damage=lambda *_: None), plan.source_id)

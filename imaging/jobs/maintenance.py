@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from imaging.errors import UsageError
 from imaging.jobs.common import Confirm, choose_snapshot
@@ -13,7 +12,7 @@ from imaging.repository import selectors
 from imaging.repository import verify as _verify
 from imaging.repository.gc import GcResult
 from imaging.repository.retention import Policy, apply
-from imaging.repository.store import DamagedSnapshot, Repository, Snapshot
+from imaging.repository.store import DamagedSnapshot, Location, Repository, Snapshot
 from imaging.repository.verify import VerifyReport
 
 __all__ = [
@@ -66,9 +65,9 @@ def verify(
         )
 
 
-def verify_keyless(path: str | Path, *, progress: ProgressCallback = no_progress) -> VerifyReport:
+def verify_keyless(path: Location, *, progress: ProgressCallback = no_progress) -> VerifyReport:
     """The stored checksums of every file, without the key (bit rot, not tampering)."""
-    return _verify.verify_keyless(Path(path), progress=progress)
+    return _verify.verify_keyless(path, progress=progress)
 
 
 @dataclass(frozen=True)

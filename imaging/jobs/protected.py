@@ -22,6 +22,8 @@ from imaging.repository.store import Repository
 def refuse_repository_on_source(repo: Repository, plan: BackupPlan) -> None:
     """:class:`RepositoryOnSource` when a block device the plan reads holds the repository."""
 
+    if repo.store.local_path is None:
+        return  # an object store: on no disk of this machine
     holding = mounts.disks_of_path(str(repo.path))
     mount = mounts.mount_of_path(os.path.realpath(repo.path))
     partition = mounts.block_name(mount) if mount is not None else None

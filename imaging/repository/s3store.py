@@ -447,7 +447,7 @@ class S3Store(Store):
         return UsageError(
             f"{self.url} is an object store: {what} is not supported there yet.",
             "Object-store repositories take backups, restores, verify and snapshots for now; "
-            "gc and forget need a repository directory.",
+            "gc needs a repository directory.",
         )
 
     # --- leases -----------------------------------------------------------------------------

@@ -52,7 +52,7 @@ class RepositoryIdentity(Protocol):
     def encrypted(self) -> bool: ...
 
     @property
-    def path(self) -> Path: ...
+    def location(self) -> str: ...
 
 
 def state_dir() -> Path | None:
@@ -132,7 +132,7 @@ def note_open(repo: RepositoryIdentity) -> None:
         return
     record = load(repo.id) or {}
     if record.get("encrypted") is not True:
-        _save(repo.id, {**record, "encrypted": True, "path": str(repo.path)})
+        _save(repo.id, {**record, "encrypted": True, "path": repo.location})
 
 
 def note_commit(repo: RepositoryIdentity, snapshot: Snapshot) -> None:

@@ -32,6 +32,7 @@ from imaging.repository.records import ChunkIndex
 from imaging.repository.records import DamagedSnapshot as DamagedSnapshot  # noqa: PLC0414
 from imaging.repository.records import Snapshot as Snapshot  # noqa: PLC0414
 from imaging.repository.records import SnapshotList as SnapshotList  # noqa: PLC0414
+from imaging.repository.s3store import S3Store, url_scheme
 from imaging.repository.storage import Kind, LocalStore, Store
 from imaging.units import human_size, local_now
 
@@ -47,7 +48,7 @@ LAYOUT = (Kind.CHUNKS, Kind.SNAPSHOTS, Kind.INDEXES, Kind.LEASES, Kind.TRASH, Ki
 
 PassphraseSource = str | Callable[[], str] | None
 Location = str | Path | Store
-"""Where a repository is: a directory, or a store."""
+"""Where a repository is: a directory, an ``s3://BUCKET/PREFIX`` string, or a store."""
 
 
 class Repository:
@@ -77,10 +78,19 @@ class Repository:
         return self.local_store.path
 
     @property
+    def location(self) -> str:
+        """Where the repository is, for messages and records (a directory or a URL)."""
+        return self.store.describe()
+
+    @property
     def local_store(self) -> LocalStore:
         """The store, for what only a local store does (leases, trash, chunk files)."""
         if not isinstance(self.store, LocalStore):
-            raise UsageError(f"{self.store.describe()} is not a directory on this machine.")
+            raise UsageError(
+                f"{self.store.describe()} is not a directory on this machine: this needs one.",
+                "Object-store repositories take backups, restores, verify and snapshots for "
+                "now; gc and file-level restore need a repository directory.",
+            )
         return self.store
 
     # --- creation and opening ---------------------------------------------------------------
@@ -353,10 +363,15 @@ class Repository:
     def writer(self) -> contextlib.AbstractContextManager[leases.LeaseHandle]:
         """A writer lease; name the parent snapshot in it (``update(parent=...)``) before
         taking any of the parent's chunks as stored (gc relies on it)."""
-        return leases.hold(self.local_store.leases_dir, "writer")
+        return self._lease("writer")
 
     def reader(self) -> contextlib.AbstractContextManager[leases.LeaseHandle]:
-        return leases.hold(self.local_store.leases_dir, "reader")
+        return self._lease("reader")
+
+    def _lease(self, kind: str) -> contextlib.AbstractContextManager[leases.LeaseHandle]:
+        if isinstance(self.store, S3Store):
+            return self.store.lease(kind)
+        return leases.hold(self.local_store.leases_dir, kind)
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -397,9 +412,21 @@ class Repository:
         return result
 
 
-def as_store(location: Location) -> Store:
-    """The store of a repository given by its directory (or already a store)."""
-    return location if isinstance(location, Store) else LocalStore(Path(location))
+def as_store(location: Location, *, s3_endpoint: str | None = None) -> Store:
+    """The store of a repository given by its directory, its ``s3://BUCKET/PREFIX``
+    (``s3_endpoint``, else ``AWS_ENDPOINT_URL``, else AWS), or already a store. A string
+    that looks like a URL of another scheme is refused, never taken as a relative path."""
+    if isinstance(location, Store):
+        return location
+    scheme = url_scheme(location) if isinstance(location, str) else None
+    if isinstance(location, str) and scheme == "s3":
+        return S3Store.from_url(location, endpoint=s3_endpoint)
+    if scheme is not None:
+        raise UsageError(
+            f"{location}: Hourglass does not know {scheme}:// repository locations.",
+            "A repository is a directory (mount network shares first) or s3://BUCKET/PREFIX.",
+        )
+    return LocalStore(Path(location))
 
 
 def read_config(path: Location) -> dict[str, Any]:
