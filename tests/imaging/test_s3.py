@@ -1,0 +1,362 @@
+"""Repositories in an S3 bucket, against the suite's own Ceph radosgw (tests/s3server.sh):
+round trips, incrementals, verify, requests per GiB, damage in a pack, locations."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imaging.image.backup import backup_path
+from imaging.image.restore import restore_snapshot
+from imaging.repository import verify
+from imaging.repository.s3store import PACK_BYTES, S3Store
+from imaging.repository.storage import Kind, Name, chunk
+from imaging.repository.store import Repository
+from tests.conftest import PASSPHRASE
+from tests.s3server import S3Server
+from tests.support import (
+    MiB,
+    fill_with_files,
+    loop_device,
+    mounted,
+    run_cli,
+    sh,
+    tree_digest,
+    write_random_image,
+)
+
+s3 = pytest.mark.s3
+
+
+def make_ext4(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        f.truncate(size)
+    sh("mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", path)
+
+
+GiB = 1024 * MiB
+
+
+class Requests:
+    """Every HTTP request a client sends (retries too), by operation."""
+
+    def __init__(self, client: Any) -> None:
+        self.by_operation: Counter[str] = Counter()
+        client.meta.events.register("before-send.s3", self._count)
+
+    def _count(self, **kwargs: Any) -> None:
+        event = str(kwargs.get("event_name", ""))
+        self.by_operation[event.rsplit(".", 1)[-1]] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_operation.values())
+
+    def reset(self) -> None:
+        self.by_operation.clear()
+
+
+def counted_store(server: S3Server, bucket: str, prefix: str = "") -> tuple[S3Store, Requests]:
+    client = server.client()
+    return S3Store(bucket, prefix, client=client), Requests(client)
+
+
+def change_one_percent(path: Path) -> None:
+    """Overwrite 1 % of the image, in 64 KiB pieces spread over it."""
+    size = path.stat().st_size
+    piece = 64 * 1024
+    count = max(1, size // 100 // piece)
+    with open(path, "r+b") as f:
+        for n in range(count):
+            f.seek(n * (size // count))
+            f.write(os.urandom(piece))
+
+
+@s3
+def test_round_trip_incremental_verify(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"s3://{s3_bucket}/machines/pc1"
+    store = S3Store(s3_bucket, "machines/pc1", client=s3_server.client())
+    repo = Repository.init(store, passphrase=PASSPHRASE)
+    source = tmp_path / "source.img"
+    write_random_image(source, 64 * MiB + 4096 + 17)
+    first = backup_path(repo, source)
+    original = source.read_bytes()
+    change_one_percent(source)
+    second = backup_path(repo, source)
+    assert second.manifest["parent"] == first.id
+    # Only the changed blocks are new: ten 64 KiB pieces touch at most ten 1 MiB blocks.
+    assert 0 < second.manifest["stats"]["new_chunks"] <= 10
+    # Nothing but packs and their indexes hold chunks: no object per chunk.
+    keys = [o["Key"] for o in store.client.list_objects_v2(Bucket=s3_bucket)["Contents"]]
+    assert not [k for k in keys if "/chunks/" in k]
+    packs = [k for k in keys if k.startswith("machines/pc1/packs/") and not k.endswith(".idx")]
+    assert len(packs) == 2 and all(f"{k}.idx" in keys for k in packs)
+
+    # A fresh open (another process) finds every chunk through the pack indexes.
+    reopened = Repository.open(S3Store(s3_bucket, "machines/pc1"), PASSPHRASE)
+    for snapshot, expected in ((first, original), (second, source.read_bytes())):
+        out = tmp_path / f"{snapshot.id}.img"
+        assert restore_snapshot(reopened, snapshot, out).verified
+        assert out.read_bytes() == expected
+    report = verify.verify(reopened, read_data=True)
+    assert report.ok and report.checked == len(list(reopened.store.list(Kind.CHUNKS)))
+
+    # The CLI takes the same location.
+    passfile = tmp_path / "pass"
+    passfile.write_text(PASSPHRASE)
+    capsys.readouterr()
+    assert run_cli("snapshots", "--repo", url, "--passphrase-file", str(passfile)) == 0
+    listed = capsys.readouterr().out
+    assert first.id[:12] in listed and second.id[:12] in listed
+    assert run_cli("verify", "--repo", url, "--passphrase-file", str(passfile)) == 0
+    assert run_cli("verify", "--read-data", "--repo", url, "--passphrase-file", str(passfile)) == 0
+    assert run_cli("verify", "--keyless", "--repo", url) == 0
+    # No lease is left behind.
+    assert not list(reopened.store.list(Kind.LEASES))
+
+
+@s3
+@pytest.mark.slow
+def test_requests_per_gib_and_throughput(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's target: at most 64 requests per GiB of new data, everything a backup
+    does counted (open, lease, packs, indexes, manifest)."""
+    store, requests = counted_store(s3_server, s3_bucket)
+    Repository.init(store, encryption="none")
+    source = tmp_path / "big.img"
+    write_random_image(source, 1 * GiB, zero_every=0)  # random data: nothing compresses
+    requests.reset()
+    started = time.monotonic()
+    repo = Repository.open(store)
+    snapshot = backup_path(repo, source)
+    backup_seconds = time.monotonic() - started
+    new = snapshot.manifest["stats"]["new_bytes"]
+    per_gib = requests.total / (new / GiB)
+    with capsys.disabled():
+        print(
+            f"\n[s3] backup of {new / GiB:.2f} GiB new: {requests.total} requests "
+            f"({per_gib:.1f}/GiB: {dict(requests.by_operation)}), "
+            f"{new / MiB / backup_seconds:.0f} MiB/s; server started in "
+            f"{s3_server.started_in:.1f} s"
+        )
+    assert new >= 0.99 * GiB
+    assert per_gib <= 64, requests.by_operation
+    assert requests.by_operation["PutObject"] <= 2 * (new // PACK_BYTES + 1) + 4
+
+    started = time.monotonic()
+    out = tmp_path / "out.img"
+    restore_snapshot(Repository.open(S3Store(s3_bucket)), snapshot, out)
+    restore_seconds = time.monotonic() - started
+    with capsys.disabled():
+        print(f"[s3] restore: {snapshot.size / MiB / restore_seconds:.0f} MiB/s")
+    assert _same_file(out, source)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(16 * MiB), fb.read(16 * MiB)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+@s3
+def test_damaged_pack_is_named(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = S3Store(s3_bucket, client=s3_server.client())
+    repo = Repository.init(store, passphrase=PASSPHRASE)
+    source = tmp_path / "source.img"
+    write_random_image(source, 8 * MiB)
+    snapshot = backup_path(repo, source)
+    (pack,) = store.pack_names()
+    raw = repo.load_index(snapshot, "data").raw
+    ids = [bytes(raw[i : i + 32]) for i in range(0, len(raw), 32)]
+    victim = next(c for c in ids if store.exists(chunk(c)))
+    _, offset, length = store._locate(victim)
+    client = store.client
+    data = bytearray(client.get_object(Bucket=s3_bucket, Key=f"packs/{pack}")["Body"].read())
+    data[offset + length // 2] ^= 0x01
+    client.put_object(Bucket=s3_bucket, Key=f"packs/{pack}", Body=bytes(data))
+
+    passfile = tmp_path / "pass"
+    passfile.write_text(PASSPHRASE)
+    url = f"s3://{s3_bucket}"
+    capsys.readouterr()
+    assert run_cli("verify", "--repo", url, "--passphrase-file", str(passfile)) == 0
+    code = run_cli("verify", "--read-data", "--repo", url, "--passphrase-file", str(passfile))
+    found = capsys.readouterr()
+    assert code == 3
+    assert victim.hex() in found.out + found.err
+    assert run_cli("verify", "--keyless", "--repo", url) == 3
+    found = capsys.readouterr()
+    assert victim.hex() in found.out + found.err
+
+
+@s3
+def test_init_creates_the_bucket_and_refuses_a_used_prefix(
+    s3_bucket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"s3://{s3_bucket}/a"
+    assert run_cli("init", url, "--encryption", "none") == 0
+    assert url in capsys.readouterr().out
+    assert run_cli("init", url, "--encryption", "none") == 2
+    assert "already holds a repository" in capsys.readouterr().err
+    # The same bucket, another prefix: a second repository.
+    assert run_cli("init", f"s3://{s3_bucket}/b", "--encryption", "none") == 0
+
+
+@s3
+def test_gc_is_refused_clearly(s3_bucket: str, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"s3://{s3_bucket}"
+    assert run_cli("init", url, "--encryption", "none") == 0
+    capsys.readouterr()
+    assert run_cli("gc", "--repo", url) == 2
+    err = capsys.readouterr().err
+    assert "not a directory on this machine" in err and "Traceback" not in err
+
+
+@s3
+def test_wrong_credentials_are_a_clear_error(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"s3://{s3_bucket}"
+    assert run_cli("init", url, "--encryption", "none") == 0
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    capsys.readouterr()
+    assert run_cli("snapshots", "--repo", url) == 1
+    err = capsys.readouterr().err
+    assert "refused access" in err and "AWS_SECRET_ACCESS_KEY" in err
+    assert "Traceback" not in err
+
+
+@s3
+def test_unreachable_endpoint_is_a_clear_error(
+    s3_bucket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run_cli(
+        "snapshots", "--repo", f"s3://{s3_bucket}", "--s3-endpoint", "http://127.0.0.1:9"
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "Cannot reach the object store" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("location", ["foo://x/y", "S3x://b", "http://host/repo"])
+def test_unknown_scheme_is_refused(
+    location: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Never taken as a relative path (it used to make a directory named after the scheme)."""
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("init", location, "--encryption", "none") == 2
+    assert "does not know" in capsys.readouterr().err
+    assert run_cli("snapshots", "--repo", location) == 2
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("location", ["s3://", "s3://B", "s3://b/../x", "s3://ok-bucket/a//b"])
+def test_bad_s3_location_is_refused(location: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("snapshots", "--repo", location) == 2
+    assert location in capsys.readouterr().err
+
+
+def test_boto3_is_imported_only_for_object_stores() -> None:
+    """It takes longer to import than the rest of the CLI: local repositories never pay."""
+    code = (
+        "import sys, imaging.cli.main, imaging.repository.store as s, tempfile, pathlib\n"
+        "d = pathlib.Path(tempfile.mkdtemp()) / 'r'\n"
+        "s.Repository.init(d, encryption='none'); s.Repository.open(d)\n"
+        "print('boto3' in sys.modules or 'botocore' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "HOURGLASS_STATE_DIR": "none"},
+    )
+    assert out.stdout.strip() == "False"
+
+
+@s3
+@pytest.mark.root
+@pytest.mark.integration
+def test_ext4_partition_through_the_cli(s3_bucket: str, tmp_path: Path) -> None:
+    """A partition of real files (partclone reads only the used blocks), backed up, changed,
+    backed up and restored onto a loop device from the bucket, with every file identical."""
+    url = f"s3://{s3_bucket}/pc"
+    passfile = tmp_path / "pass"
+    passfile.write_text(PASSPHRASE)
+    key = ("--passphrase-file", str(passfile))
+    assert run_cli("init", url, *key) == 0
+    source_img = tmp_path / "source.img"
+    make_ext4(source_img, 96 * MiB)
+    with loop_device(source_img) as dev:
+        with mounted(dev, tmp_path / "mnt") as mnt:
+            fill_with_files(mnt, 30 * MiB)
+            first_files = tree_digest(mnt)
+        assert run_cli("backup", "--repo", url, *key, dev) == 0
+        with mounted(dev, tmp_path / "mnt") as mnt:
+            (mnt / "new-file").write_bytes(os.urandom(2 * MiB))
+            second_files = tree_digest(mnt)
+        assert run_cli("backup", "--repo", url, *key, dev, "--check", "data") == 0
+    first, second = Repository.open(url, PASSPHRASE).snapshots()
+    assert second.stored < first.stored / 4
+    for snapshot, expected in ((first, first_files), (second, second_files)):
+        target_img = tmp_path / f"target-{snapshot.id}.img"
+        with open(target_img, "wb") as f:
+            f.truncate(96 * MiB)
+        with loop_device(target_img) as target:
+            assert run_cli("restore", "--repo", url, *key, snapshot.id, target, "--yes") == 0
+            sh("e2fsck", "-fn", target)
+            with mounted(target, tmp_path / "check", "ro") as mnt:
+                assert tree_digest(mnt) == expected
+
+
+@s3
+def test_store_objects(s3_server: S3Server, s3_bucket: str) -> None:
+    """The Store interface on radosgw: conditional puts, ranges, listings, leases."""
+    store = S3Store(s3_bucket, "p", client=s3_server.client())
+    store.create(())
+    name = Name(Kind.INDEXES, "snap1/data")
+    assert store.put(name, b"hello ", b"world", if_absent=True)
+    assert not store.put(name, b"other", if_absent=True)
+    assert store.get(name) == b"hello world"
+    assert store.get_range(name, 6, 100) == b"world"
+    assert store.get_range(name, 11, 5) == b""
+    assert store.stat(name).size == 11
+    assert [i.name for i in store.list(Kind.INDEXES, "snap1/")] == [name]
+    assert [i.name.key for i in store.groups(Kind.INDEXES)] == ["snap1"]
+    with pytest.raises(FileNotFoundError):
+        store.get(Name(Kind.SNAPSHOTS, "0" * 32))
+    with pytest.raises(FileNotFoundError):
+        store.get(chunk(b"\x01" * 32))
+    assert store.delete(name) and not store.delete(name)
+    with store.lease("writer") as lease:
+        (held,) = store.list(Kind.LEASES)
+        lease.update(parent=None)
+        assert json.loads(store.get(held.name))["parent"] is None
+    assert not list(store.list(Kind.LEASES))
+    # A chunk is visible once its pack and index are written, in a new open too.
+    assert store.put_chunk(b"\x02" * 32, b"x" * 1000)
+    assert not store.exists(chunk(b"\x02" * 32))
+    store.flush_chunks()
+    again = S3Store(s3_bucket, "p", client=s3_server.client())
+    assert again.get(chunk(b"\x02" * 32)) == b"x" * 1000
+    assert again.get_range(chunk(b"\x02" * 32), 990, 100) == b"x" * 10
+    assert not again.put_chunk(b"\x02" * 32, b"x" * 1000)
