@@ -25,6 +25,7 @@ from tests.s3server import S3Server
 from tests.support import (
     MiB,
     fill_with_files,
+    hourglass_subprocess,
     loop_device,
     mounted,
     run_cli,
@@ -360,3 +361,50 @@ def test_store_objects(s3_server: S3Server, s3_bucket: str) -> None:
     assert again.get(chunk(b"\x02" * 32)) == b"x" * 1000
     assert again.get_range(chunk(b"\x02" * 32), 990, 100) == b"x" * 10
     assert not again.put_chunk(b"\x02" * 32, b"x" * 1000)
+
+
+@s3
+def test_killed_backup_leaves_only_packs_the_next_one_reuses(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    url = f"s3://{s3_bucket}"
+    assert run_cli("init", url, "--encryption", "none") == 0
+    source = tmp_path / "source.img"
+    write_random_image(source, 4 * PACK_BYTES, zero_every=0)
+    client = s3_server.client()
+
+    def indexes() -> list[str]:
+        listing = client.list_objects_v2(Bucket=s3_bucket, Prefix="packs/")
+        return [o["Key"] for o in listing.get("Contents", []) if o["Key"].endswith(".idx")]
+
+    child = hourglass_subprocess(
+        "backup",
+        "--repo",
+        url,
+        "--progress",
+        "none",
+        str(source),
+        env={**s3_server.env(), "HOURGLASS_STATE_DIR": "none"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not indexes() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert child.poll() is None, "the backup ended before its first pack was written"
+    finally:
+        child.kill()
+        child.wait()
+    left = indexes()
+    assert left
+    repo = Repository.open(url)
+    assert not repo.snapshots()  # nothing is listed that cannot be restored
+    reused = sum(1 for _ in repo.store.list(Kind.CHUNKS))
+    assert reused > 0
+    snapshot = backup_path(repo, source)
+    stats = snapshot.manifest["stats"]
+    assert stats["dedup_bytes"] >= reused * MiB  # the killed run's chunks were not sent again
+    out = tmp_path / "out.img"
+    restore_snapshot(Repository.open(url), snapshot, out)
+    assert _same_file(out, source)
