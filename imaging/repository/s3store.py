@@ -196,13 +196,6 @@ class S3Store(Store):
     def _key(self, relative: str) -> str:
         return f"{self.prefix}/{relative}" if self.prefix else relative
 
-    def key_of(self, name: Name) -> str:
-        """The object's key in the bucket (chunks: their pack's, see :meth:`pack_of`)."""
-        if name.kind is Kind.CHUNKS:
-            pack, _, _ = self._locate(bytes.fromhex(name.key))
-            return self._key(f"packs/{pack}")
-        return self._key(object_key(name))
-
     def _call(self, what: str, operation: str, **kwargs: Any) -> Any:
         """One request; errors as the Store interface has them (FileNotFoundError, OSError)
         or, for what the person must fix (credentials, endpoint), an :class:`S3Error`."""
