@@ -221,11 +221,13 @@ def test_init_creates_the_bucket_and_refuses_a_used_prefix(
 
 
 @s3
-def test_gc_is_refused_clearly(s3_bucket: str, capsys: pytest.CaptureFixture[str]) -> None:
-    url = f"s3://{s3_bucket}"
-    assert run_cli("init", url, "--encryption", "none") == 0
+def test_gc_is_refused_clearly(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HOURGLASS_REPO", f"s3://{s3_bucket}")
+    assert run_cli("init", "--encryption", "none") == 0
     capsys.readouterr()
-    assert run_cli("gc", "--repo", url) == 2
+    assert run_cli("gc") == 2
     err = capsys.readouterr().err
     assert "not a directory on this machine" in err and "Traceback" not in err
 
