@@ -28,7 +28,6 @@ from build.errors import BuildError, NotRoot
 from build.pipeline import render_menu, staged_boot_file, write
 from imaging.errors import Cancelled, UsageError
 from imaging.process import run
-from imaging.repository.store import Repository
 
 log = logging.getLogger("build")
 
@@ -313,6 +312,10 @@ def make_data_partition(
     partition: str, filesystem: str, encryption: str, passphrase: str | None
 ) -> None:
     """ext4 or exFAT labelled HOURGLASS-DATA with an empty repository in /hourglass."""
+    # Late on purpose: `python -m build` runs with Debian's Python, before any venv with the
+    # engine's dependencies (blake3, zstandard, cryptography) exists; only provisioning,
+    # which needs root and the venv anyway, loads the repository code.
+    from imaging.repository.store import Repository  # noqa: PLC0415
 
     if filesystem == "ext4":
         run(["mkfs.ext4", "-q", "-F", "-L", DATA_LABEL, "-m", "0", partition])
