@@ -8,7 +8,6 @@ from imaging.files.browse import Entry, SnapshotBrowser, printable
 from imaging.files.images import file_images
 from imaging.files.restore import FileRestoreResult, restore_files, restore_from
 from imaging.files.versions import Version, file_versions
-from imaging.image.restore import refuse_repository_target
 from imaging.jobs.common import choose_snapshot
 from imaging.progress import ProgressCallback, no_progress
 from imaging.repository.store import Repository
@@ -42,7 +41,7 @@ def files_restore(
 ) -> FileRestoreResult:
     """Copy ``paths`` out of the snapshot into ``dest``, never into the repository, under a
     reader lease from choosing the snapshot to the last byte copied."""
-    refuse_repository_target(repo, request.dest)  # before the snapshot is even opened
+    # restore_files refuses a destination inside the repository before it opens anything.
     with repo.reader():
         chosen = choose_snapshot(
             repo, request.snapshot, source=request.source, partition=request.partition
