@@ -38,9 +38,9 @@ class S3Server:
 
     def client(self, **kwargs: Any) -> Any:
         """A boto3 client of this server (the store's own settings: path style)."""
-        from imaging.repository.s3store import make_client
+        from imaging.repository.s3store import S3Options, make_client
 
-        return make_client(self.endpoint, **kwargs)
+        return make_client(S3Options(endpoint=self.endpoint, **kwargs))
 
 
 def free_port(low: int = 20000, high: int = 29999) -> int:

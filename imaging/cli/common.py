@@ -12,10 +12,12 @@ import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from imaging import passphrase
 from imaging.errors import Cancelled, UsageError
+from imaging.repository.s3store import S3Options
 from imaging.repository.storage import Store
 from imaging.repository.store import DamagedSnapshot, Repository, Snapshot, as_store
 from imaging.units import human_size
@@ -37,7 +39,21 @@ def options(repo: bool = True) -> argparse.ArgumentParser:
             metavar="URL",
             help="the object store's endpoint for s3:// repositories (default: "
             "$AWS_ENDPOINT_URL, else AWS); credentials come from the environment or "
-            "~/.aws/credentials, never the command line",
+            "~/.aws/credentials or --credentials, never the command line",
+        )
+        p.add_argument(
+            "--credentials",
+            metavar="FILE",
+            type=Path,
+            help="s3:// repositories: an AWS credentials file ([default] aws_access_key_id, "
+            "aws_secret_access_key) instead of boto3's usual chain",
+        )
+        p.add_argument(
+            "--ca-file",
+            metavar="FILE",
+            type=Path,
+            help="s3:// repositories: trust this CA certificate (PEM) for the endpoint's TLS "
+            "instead of the system's CAs",
         )
         p.add_argument(
             "--passphrase-file",
@@ -65,9 +81,19 @@ def repo_path(args: argparse.Namespace) -> str:
     return str(args.repo)
 
 
+def s3_options(args: argparse.Namespace) -> S3Options:
+    """How to reach s3:// locations: --s3-endpoint, --ca-file, --credentials."""
+    return S3Options(
+        endpoint=getattr(args, "s3_endpoint", None),
+        ca_file=getattr(args, "ca_file", None),
+        credentials_file=getattr(args, "credentials", None),
+    )
+
+
 def repo_location(args: argparse.Namespace, path: str | None = None) -> Store:
-    """The store of ``path`` (else --repo): a directory, or s3:// with --s3-endpoint."""
-    return as_store(path or repo_path(args), s3_endpoint=getattr(args, "s3_endpoint", None))
+    """The store of ``path`` (else --repo): a directory, or s3:// reached as
+    :func:`s3_options` says."""
+    return as_store(path or repo_path(args), s3=s3_options(args))
 
 
 def open_repo(args: argparse.Namespace) -> Repository:

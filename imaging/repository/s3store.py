@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -122,10 +123,62 @@ def _exceptions() -> Any:
     return botocore.exceptions
 
 
-def make_client(endpoint: str | None = None, *, verify: bool | str = True) -> Any:
-    """An S3 client: ``endpoint`` (else ``AWS_ENDPOINT_URL``, which boto3 reads itself),
-    credentials and region through boto3's usual chain, path-style addressing (non-AWS
-    endpoints have no bucket host names), TLS verified against the system CAs."""
+@dataclass(frozen=True)
+class S3Options:
+    """How to reach an object store, beyond the location itself: the endpoint (else
+    ``AWS_ENDPOINT_URL``, else AWS), a CA bundle to trust instead of the system's, and the
+    credentials: a file in the AWS shared-credentials format (``[default]``,
+    ``aws_access_key_id``, ``aws_secret_access_key``) or keys typed in the app. Without
+    either, boto3's usual chain (environment, ``~/.aws/credentials``). Never on a command
+    line, and never shown (``repr`` leaves the secret out)."""
+
+    endpoint: str | None = None
+    ca_file: Path | None = None
+    credentials_file: Path | None = None
+    access_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+
+    def verify(self) -> bool | str:
+        """What boto3's ``verify`` takes: the CA bundle's path, or True (system CAs)."""
+        if self.ca_file is None:
+            return True
+        if not self.ca_file.is_file():
+            raise UsageError(f"The CA file {self.ca_file} does not exist.")
+        return str(self.ca_file)
+
+
+def _session(options: S3Options) -> Any:
+    """A boto3 session with the credentials ``options`` name, else boto3's own chain."""
+    boto3 = _boto3()
+    if options.access_key or options.secret_key:
+        if not (options.access_key and options.secret_key):
+            raise UsageError("An access key needs its secret, and a secret its access key.")
+        return boto3.session.Session(
+            aws_access_key_id=options.access_key, aws_secret_access_key=options.secret_key
+        )
+    if options.credentials_file is not None:
+        path = options.credentials_file
+        if not path.is_file():
+            raise UsageError(
+                f"The credentials file {path} does not exist.",
+                "It is an AWS credentials file: [default], aws_access_key_id = ..., "
+                "aws_secret_access_key = ...",
+            )
+        import botocore.session  # noqa: PLC0415 (module docstring)
+
+        core = botocore.session.Session()
+        core.set_config_variable("credentials_file", str(path))
+        # The shared config file may name another profile's keys; only this file counts.
+        core.set_config_variable("config_file", os.devnull)
+        return boto3.session.Session(botocore_session=core)
+    return boto3.session.Session()
+
+
+def make_client(options: S3Options | None = None) -> Any:
+    """An S3 client: ``options``' endpoint (else ``AWS_ENDPOINT_URL``, which boto3 reads
+    itself), credentials (:class:`S3Options`), path-style addressing (non-AWS endpoints have
+    no bucket host names), TLS verified against the system CAs or ``options.ca_file``."""
+    options = options or S3Options()
     config = _botocore_config(
         s3={"addressing_style": "path"},
         retries={"mode": "standard", "max_attempts": 4},
@@ -133,13 +186,13 @@ def make_client(endpoint: str | None = None, *, verify: bool | str = True) -> An
         connect_timeout=10,
         read_timeout=60,
     )
-    session = _boto3().session.Session()
+    session = _session(options)
     return session.client(
         "s3",
-        endpoint_url=endpoint or None,
+        endpoint_url=options.endpoint or None,
         region_name=session.region_name or "us-east-1",
         config=config,
-        verify=verify,
+        verify=options.verify(),
     )
 
 
@@ -180,9 +233,9 @@ class S3Store(Store):
         self._write_error: BaseException | None = None
 
     @classmethod
-    def from_url(cls, url: str, *, endpoint: str | None = None) -> S3Store:
+    def from_url(cls, url: str, options: S3Options | None = None) -> S3Store:
         bucket, prefix = parse_url(url)
-        return cls(bucket, prefix, client=make_client(endpoint))
+        return cls(bucket, prefix, client=make_client(options))
 
     def __repr__(self) -> str:
         return f"S3Store({self.url!r})"
@@ -213,14 +266,15 @@ class S3Store(Store):
             if code in _DENIED or status == 403:
                 raise S3Error(
                     f"The object store refused access to {self.url} ({code or status}).",
-                    "Check the access key and secret (AWS_ACCESS_KEY_ID and "
-                    "AWS_SECRET_ACCESS_KEY, or ~/.aws/credentials) and the bucket's policy.",
+                    "Check the access key and secret (--credentials FILE, AWS_ACCESS_KEY_ID "
+                    "and AWS_SECRET_ACCESS_KEY, or ~/.aws/credentials) and the bucket's policy.",
                 ) from None
             raise OSError(errno.EIO, f"{operation} {what}: {code or status}", what) from e
         except exceptions.NoCredentialsError:
             raise S3Error(
                 f"No credentials for {self.url}.",
-                "Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or write ~/.aws/credentials.",
+                "Give --credentials FILE, set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+                "write ~/.aws/credentials.",
             ) from None
         except exceptions.EndpointConnectionError as e:
             raise S3Error(
@@ -229,7 +283,9 @@ class S3Store(Store):
             ) from None
         except exceptions.SSLError as e:
             raise S3Error(
-                f"The object store's TLS certificate for {self.url} is not trusted: {e}."
+                f"The object store's TLS certificate for {self.url} is not trusted: {e}.",
+                "If the store uses its own certificate authority, give its certificate with "
+                "--ca-file FILE.",
             ) from None
         except exceptions.BotoCoreError as e:
             raise OSError(errno.EIO, f"{operation} {what}: {e}", what) from e

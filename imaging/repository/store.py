@@ -32,7 +32,7 @@ from imaging.repository.records import ChunkIndex
 from imaging.repository.records import DamagedSnapshot as DamagedSnapshot  # noqa: PLC0414
 from imaging.repository.records import Snapshot as Snapshot  # noqa: PLC0414
 from imaging.repository.records import SnapshotList as SnapshotList  # noqa: PLC0414
-from imaging.repository.s3store import S3Store, url_scheme
+from imaging.repository.s3store import S3Options, S3Store, url_scheme
 from imaging.repository.storage import Kind, LocalStore, Store
 from imaging.units import human_size, local_now
 
@@ -412,15 +412,15 @@ class Repository:
         return result
 
 
-def as_store(location: Location, *, s3_endpoint: str | None = None) -> Store:
+def as_store(location: Location, *, s3: S3Options | None = None) -> Store:
     """The store of a repository given by its directory, its ``s3://BUCKET/PREFIX``
-    (``s3_endpoint``, else ``AWS_ENDPOINT_URL``, else AWS), or already a store. A string
+    (reached as ``s3`` says: endpoint, CA file, credentials), or already a store. A string
     that looks like a URL of another scheme is refused, never taken as a relative path."""
     if isinstance(location, Store):
         return location
     scheme = url_scheme(location) if isinstance(location, str) else None
     if isinstance(location, str) and scheme == "s3":
-        return S3Store.from_url(location, endpoint=s3_endpoint)
+        return S3Store.from_url(location, s3)
     if scheme is not None:
         raise UsageError(
             f"{location}: Hourglass does not know {scheme}:// repository locations.",
