@@ -6,12 +6,14 @@ A command module that imports another grows the cycle this layout removed (``mai
 
 from __future__ import annotations
 
+import argparse
 import ast
 import importlib
 import inspect
 from pathlib import Path
 
 import imaging.cli
+from imaging.cli import main
 
 CLI = Path(imaging.cli.__file__).parent
 SHARED = {"imaging.cli.common"}
@@ -52,12 +54,28 @@ def test_command_modules_import_only_common() -> None:
 
 
 def test_only_main_gathers_the_commands() -> None:
-    commands = {f"imaging.cli.{p.stem}" for p in command_modules()}
-    assert commands <= cli_imports(CLI / "main.py")
+    assert set(main.COMMANDS.values()) == {p.stem for p in command_modules()}
     engine = Path(imaging.cli.__file__).parents[1]
     for path in engine.rglob("*.py"):
         if path != CLI / "main.py":
             assert "imaging.cli.main" not in cli_imports(path), path
+
+
+def subcommands(parser: argparse.ArgumentParser) -> set[str]:
+    (action,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return set(action.choices)
+
+
+def test_a_command_alone_loads_only_its_module() -> None:
+    everything = subcommands(main.build_parser())
+    assert set(main.COMMANDS) <= everything
+    for command, module in main.COMMANDS.items():
+        alone = subcommands(main.build_parser(command))
+        # the module's own commands (mount registers umount too), and nothing else
+        assert command in alone
+        assert alone == {c for c, m in main.COMMANDS.items() if m == module}
+    assert main.command_named(["--debug", "backup", "--repo", "r"]) == "backup"
+    assert main.command_named(["--help"]) is None
 
 
 def test_every_command_registers_the_same_way() -> None:
