@@ -26,6 +26,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         max_time=parse_duration(args.max_time) if args.max_time else None,
     )
     report = jobs.verify(repo, request, progress=reporter_for(args.progress))
+    for warning in report.warnings:
+        print(f"hourglass: warning: {warning}", file=sys.stderr)
     if args.json:
         print_json(
             {
@@ -34,6 +36,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 "snapshots": report.snapshots,
                 "chunks": report.chunks,
                 "checked": report.checked,
+                "warnings": report.warnings,
                 "damage": [
                     {"what": d.what, "reason": d.reason, "affects": d.affects}
                     for d in report.damage

@@ -51,11 +51,13 @@ def verify(
     with repo.reader():
         selected = None
         scope = "*"
+        warnings: list[str] = []
         if request.snapshot is not None or request.source:
             chosen = choose_snapshot(repo, request.snapshot or "latest", source=request.source)
             selected = [chosen.snapshot]
             scope = chosen.snapshot.id
-        return _verify.verify(
+            warnings = chosen.warnings
+        report = _verify.verify(
             repo,
             selected,
             read_data=request.read_data,
@@ -63,6 +65,8 @@ def verify(
             scope=scope,
             progress=progress,
         )
+        report.warnings.extend(warnings)
+        return report
 
 
 def verify_keyless(path: Location, *, progress: ProgressCallback = no_progress) -> VerifyReport:

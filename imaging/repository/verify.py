@@ -52,6 +52,9 @@ class VerifyReport:
     complete: bool = True
     resumed: bool = False
     damage: list[Damage] = field(default_factory=list)
+    # What a person should know about the choice of snapshot (a damaged manifest that may be
+    # newer than the one ``latest`` or a time chose: jobs.common.Chosen).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

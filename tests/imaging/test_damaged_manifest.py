@@ -160,6 +160,24 @@ def test_latest_warns_when_the_newest_manifest_is_damaged(
     assert "warning" in err and three.ids[2] in err and three.ids[1][:12] in err
 
 
+def test_verify_latest_warns_when_the_newest_manifest_is_damaged(
+    three: Damaged, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`verify latest` checks the newest intact snapshot and says so, as a restore does; the
+    JSON carries the warning too."""
+    flip_bit(three.manifest(2))
+    capsys.readouterr()
+    assert run_cli("verify", "latest", *three.options) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and three.ids[2] in err and three.ids[1][:12] in err
+    assert run_cli("verify", "latest", "--json", *three.options) == 0
+    (warning,) = json.loads(capsys.readouterr().out)["warnings"]
+    assert three.ids[2] in warning
+    # an id names one snapshot: nothing to warn about
+    assert run_cli("verify", three.ids[1], *three.options) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_every_manifest_damaged_is_damage_not_an_empty_repository(
     three: Damaged, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
