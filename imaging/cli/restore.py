@@ -48,6 +48,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         target=args.target,
         source=args.source,
         grow=args.grow,
+        grow_partition=args.grow_partition,
         new_ids=args.new_ids,
         verify=not args.no_verify,
         ignore_damage=args.ignore_damage,
@@ -60,6 +61,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
             print(f"Partition table ({result.table}) recreated on {args.target}.")
         if result.kernel:
             print(f"The kernel re-read the partition table ({result.kernel}).")
+        for line in result.plan:
+            print(line)
         if result.grown:
             print(f"Grown: {result.grown}.")
         for note in result.notes:
@@ -77,6 +80,17 @@ def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.Argument
     p.add_argument(
         "--ignore-damage", action="store_true", help="write zeros for damaged chunks and go on"
     )
-    p.add_argument("--grow", action="store_true", help="grow the last partition to fill the disk")
+    p.add_argument(
+        "--grow",
+        action="store_true",
+        help="on a larger disk: grow the largest data partition (C:, / or /home) into the "
+        "room, and move the partitions after it to the end",
+    )
+    p.add_argument(
+        "--grow-partition",
+        metavar="N",
+        type=int,
+        help="like --grow, but grow partition N (the partitions after it move)",
+    )
     p.add_argument("--new-ids", action="store_true", help="give the disk and partitions new GUIDs")
     p.set_defaults(handler=cmd_restore)

@@ -6,15 +6,16 @@ A whole-disk restore, in order:
    it mounted or held, large enough for every partition where it was (the size needed is
    named otherwise), same logical sector size;
 2. recreate the partition table with the snapshot's GUIDs and signature (fresh ones with
-   ``new_ids``), the GPT backup header at the end of the target, the last partition extended
-   to the end of the disk with ``grow``;
+   ``new_ids``), the GPT backup header at the end of the target; with ``grow``, the plan of
+   imaging.disks.resize: the largest data partition (or ``grow_partition``) takes the room
+   a larger disk adds and the partitions after it move to the end;
 3. write the boot code and the gap before the first partition from the ``head`` image, but
    not the table sectors just written;
 4. write every partition image at its offset (the engine's parallel, aligned writer);
 5. read back and compare: every partition block against its chunk id, the boot code and gap
    against the head image, the table against the snapshot's (``verify``, the default);
 6. make the kernel re-read the table and drop stale partition caches;
-7. with ``grow``, grow the last partition's filesystem with its own tool.
+7. with ``grow``, grow that partition's filesystem with its own tool.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from imaging.disks import mounts, sysfs
 from imaging.disks.discover import boot_disk_names, get_disk, read_image_file
 from imaging.disks.grow import can_grow, grow_filesystem
+from imaging.disks.resize import GrowPlan, plan_grow
 from imaging.disks.table import (
     PartitionTable,
     TablePartition,
@@ -67,6 +69,7 @@ class DiskRestoreResult(RestoreResult):
     table: str = ""  # "gpt" or "msdos" when a table was written
     kernel: str = ""  # how the kernel was made to re-read the table
     grown: str = ""  # "p7: ext4 grown to 2.1 GB with resize2fs"
+    plan: list[str] = field(default_factory=list)  # what the grow plan did, in words
     notes: list[str] = field(default_factory=list)
 
 
@@ -316,12 +319,14 @@ def restore_disk(
     *,
     partition: int | None = None,
     grow: bool = False,
+    grow_partition: int | None = None,
     new_ids: bool = False,
     progress: ProgressCallback = no_progress,
     options: RestoreOptions | None = None,
 ) -> RestoreResult:
     """Restore a whole-disk snapshot to ``target`` (a disk or an image file), or with
-    ``partition`` that partition alone into a partition, a disk or a file.
+    ``partition`` that partition alone into a partition, a disk or a file. ``grow``
+    (implied by ``grow_partition``) follows :func:`grow_plan`.
 
     The caller holds the reader lease (:func:`imaging.jobs.restore` does, from choosing
     the snapshot to the end)."""
@@ -344,10 +349,11 @@ def restore_disk(
             grow = False
     layout = table.with_new_ids() if new_ids else table
     grown: TablePartition | None = None
-    if grow:
-        layout, grown = layout.grown(t.size)
-        if grown is None:
-            result.notes.append("The target is no larger than the original: nothing to grow.")
+    if grow or grow_partition is not None:
+        plan = plan_grow(layout, _fstypes(snapshot), t.size, grow_partition)
+        layout, grown = plan.after, plan.grown
+        result.plan = plan.lines()
+        result.notes.extend(plan.notes)
     write_table(t.path, layout)
     result.table = layout.kind
     skip = table_area(t.path, layout)
@@ -385,6 +391,25 @@ def restore_disk(
     if grown is not None:
         result.grown = _grow(t, layout, grown, snapshot, result)
     return result
+
+
+def _fstypes(snapshot: Snapshot) -> dict[int, str]:
+    """The filesystem of each partition the snapshot holds an image of."""
+    return {
+        image.number: image.fstype or ""
+        for image in snapshot.images
+        if image.name != "head" and image.number is not None
+    }
+
+
+def grow_plan(snapshot: Snapshot, target: str, number: int | None = None) -> GrowPlan | None:
+    """What ``grow`` would do restoring ``snapshot`` to the disk ``target``, for the
+    confirmation; None for a target that is not a whole disk (a file keeps the size of the
+    original, a single partition grows alone)."""
+    t = _target(target)
+    if t.kind != "disk":
+        return None
+    return plan_grow(snapshot_table(snapshot), _fstypes(snapshot), t.size, number)
 
 
 def _has_image(snapshot: Snapshot, name: str) -> bool:

@@ -175,7 +175,7 @@ class PartitionTable:
         return self.end() + self.backup_area()
 
     def last_partition(self) -> TablePartition | None:
-        """The data partition that ends last on the disk (the one --grow extends)."""
+        """The data partition that ends last on the disk."""
         data = self.data_partitions
         return max(data, key=lambda p: p.end) if data else None
 
@@ -213,33 +213,6 @@ class PartitionTable:
                 partitions=tuple(replace(p, guid=str(uuid.uuid4())) for p in self.partitions),
             )
         return replace(self, disk_id=f"{secrets.randbits(32) | 1:#010x}")
-
-    def grown(self, device_size: int) -> tuple[PartitionTable, TablePartition | None]:
-        """This layout with the last partition extended to the end of a disk of
-        ``device_size`` bytes (aligned down to 1 MiB); its extended container grows along."""
-        last = self.last_partition()
-        if last is None:
-            return self, None
-        ss = self.sector_size
-        limit = device_size // ss - 1
-        if self.kind == "gpt":
-            limit -= self.backup_area() // ss
-        else:
-            limit = min(limit, MBR_MAX_SECTORS - 1)
-        align = max(1, MIB // ss)
-        new_end = ((limit + 1) // align) * align - 1
-        if new_end <= last.end:
-            return self, None
-        grown = replace(last, end=new_end)
-        parts = []
-        for p in self.partitions:
-            if p.number == last.number:
-                parts.append(grown)
-            elif p.is_container and last.role == "logical" and p.end < new_end:
-                parts.append(replace(p, end=new_end))
-            else:
-                parts.append(p)
-        return replace(self, partitions=tuple(parts)), grown
 
     def differences(self, other: PartitionTable) -> list[str]:
         """What differs between two tables, ignoring what depends on the disk's size."""

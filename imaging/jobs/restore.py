@@ -6,7 +6,12 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from imaging.disks.restore import DiskRestoreResult, check_block_target, check_disk_target
+from imaging.disks.restore import (
+    DiskRestoreResult,
+    check_block_target,
+    check_disk_target,
+    grow_plan,
+)
 from imaging.disks.restore import describe_target as _describe_target
 from imaging.disks.restore import restore_disk as _restore_disk
 from imaging.errors import UsageError
@@ -38,6 +43,7 @@ class RestoreRequest:
     source: str | None = None
     partition: int | None = None
     grow: bool = False
+    grow_partition: int | None = None  # grow this one, not the plan's choice (implies grow)
     new_ids: bool = False
     verify: bool = True
     ignore_damage: bool = False
@@ -129,8 +135,15 @@ def restore(
         snapshot, partition = chosen.snapshot, chosen.partition
         check_restore_target(repo, snapshot, request.target, partition=partition)
         extras = []
-        if request.grow:
-            extras.append("The last partition and its filesystem will be grown to fill the target.")
+        grow = request.grow or request.grow_partition is not None
+        if grow and snapshot.kind == "disk" and partition is None:
+            plan = grow_plan(snapshot, request.target, request.grow_partition)
+            if plan is None:
+                extras.append("An image file is made the size of the original disk: nothing grows.")
+            else:
+                extras.extend(plan.lines() or list(plan.notes))
+        elif grow:
+            extras.append("The filesystem will be grown to fill the target partition.")
         if request.new_ids:
             extras.append("The disk and its partitions get new GUIDs (or a new MBR signature).")
         size = snapshot.size
@@ -158,6 +171,7 @@ def restore(
                 request.target,
                 partition=partition,
                 grow=request.grow,
+                grow_partition=request.grow_partition,
                 new_ids=request.new_ids,
                 progress=progress,
                 options=options,

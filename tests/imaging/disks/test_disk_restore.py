@@ -88,21 +88,58 @@ def test_restore_to_same_size_disk(
         check_filesystems(gpt_source, target, tmp_path)
 
 
-def test_restore_to_larger_disk_grows_the_last_partition(
-    gpt_source: SourceDisk, gpt_backup: Backup, tmp_path: Path
+def rows_by_number(device: str) -> dict[int, list[str]]:
+    """partx's rows by partition number: NR, START, SECTORS, TYPE, UUID, NAME, FLAGS."""
+    rows = helpers.table_dump(device).splitlines()[2:]
+    return {int(row.split()[0]): row.split() for row in rows}
+
+
+def test_restore_to_larger_disk_grows_the_largest_data_partition(
+    gpt_source: SourceDisk, gpt_backup: Backup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The plan grows the xfs partition (the largest data filesystem) and moves the four
+    partitions after it to the end of the disk, unchanged and in order."""
     image = target_disk(tmp_path, "large.img", helpers.GPT_DISK_MIB + 200)
     with helpers.attached(image) as target:
+        capsys.readouterr()
         assert gpt_backup.cli("restore", "latest", target, "--yes", "--grow") == 0
-        source_rows = gpt_source.table.splitlines()
-        rows = helpers.table_dump(target).splitlines()
-        assert rows[:-1] == source_rows[:-1], "all but the last partition as they were"
-        assert rows[-1].split()[4:] == source_rows[-1].split()[4:], "same GUID, name, flags"
+        out = capsys.readouterr()
+        before, after = rows_by_number(gpt_source.device), rows_by_number(target)
+        assert after[1] == before[1] and after[2] == before[2], "before the grown one: as it was"
+        delta = int(after[3][2]) - int(before[3][2])
+        assert delta >= 199 * 2048 and delta % 2048 == 0
+        assert after[3][:2] == before[3][:2] and after[3][3:] == before[3][3:]
+        for number in (4, 5, 6, 8):
+            assert int(after[number][1]) == int(before[number][1]) + delta, f"p{number} moved"
+            assert after[number][2:] == before[number][2:], f"p{number}: same size, GUID, name"
+        end = (helpers.GPT_DISK_MIB + 200) * MiB // 512
+        assert end - (int(after[8][1]) + int(after[8][2])) < 2048 + 34, "p8 ends at the end"
         assert "No problems found" in sh("sgdisk", "--verify", target).stdout
-        last = helpers.node(target, 8)
-        grown = helpers.fs_size(last, "ext4")
-        assert grown > helpers.fs_size(helpers.node(gpt_source.device, 8), "ext4") + 190 * MiB
+        assert (
+            helpers.fs_size(helpers.node(target, 3), "xfs")
+            > helpers.fs_size(helpers.node(gpt_source.device, 3), "xfs") + 190 * MiB
+        )
+        assert "Partition 3 grows" in out.out and "Partition 8 (" in out.out, out.out
+        assert "xfs grown" in out.out
+        assert helpers.read_bytes(helpers.node(target, 1), 0, MiB) == gpt_source.raw[1]
         check_filesystems(gpt_source, target, tmp_path)
+
+
+def test_grow_partition_names_the_one_to_grow(
+    gpt_source: SourceDisk, gpt_backup: Backup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = target_disk(tmp_path, "large8.img", helpers.GPT_DISK_MIB + 120)
+    with helpers.attached(image) as target:
+        assert gpt_backup.cli("restore", "latest", target, "--yes", "--grow-partition", "8") == 0
+        before, after = rows_by_number(gpt_source.device), rows_by_number(target)
+        assert all(after[n] == before[n] for n in (1, 2, 3, 4, 5, 6))
+        assert int(after[8][2]) >= int(before[8][2]) + 119 * 2048
+        assert helpers.fs_size(helpers.node(target, 8), "ext4") > 96 * MiB + 110 * MiB
+        check_filesystems(gpt_source, target, tmp_path)
+        capsys.readouterr()
+        assert gpt_backup.cli("restore", "latest", target, "--yes", "--grow-partition", "7") == 2
+        assert "no partition 7" in capsys.readouterr().err
+        assert rows_by_number(target) == after, "a refused plan writes nothing"
 
 
 def test_too_small_disk_is_refused_with_the_size_needed(
@@ -239,8 +276,13 @@ def test_mbr_disk_same_size_and_larger_with_grow(
         assert mbr_backup.cli("restore", "latest", target, "--yes", "--grow") == 0
         grown = read_table(target)
         assert grown is not None
-        assert grown.partition(6).end > grown.partition(4).end - 2048
-        assert grown.partition(4).end == grown.partition(6).end
+        # the last logical grows, its container with it; the 1 MiB left between their ends
+        # in the original is left as it was
+        original = read_table(mbr_source.device)
+        assert original is not None
+        gap = original.partition(4).end - original.partition(6).end
+        assert grown.partition(4).end - grown.partition(6).end == gap == 2048
+        assert grown.partition(4).end >= (helpers.MBR_DISK_MIB + 149) * 2048 - 1
         assert grown.disk_id == f"{helpers.MBR_SIGNATURE:#010x}"
         last = helpers.node(target, 6)
         assert helpers.fs_size(last, "btrfs") > 128 * MiB + 140 * MiB

@@ -11,6 +11,7 @@ import pytest
 from imaging.disks import filesystems
 from imaging.disks.model import Disk
 from imaging.disks.plan import source_id
+from imaging.disks.resize import plan_grow
 from imaging.disks.restore import _pieces, restore_disk
 from imaging.disks.table import PartitionTable, read_table, write_table
 from imaging.disks.watch import DiskWatcher
@@ -94,8 +95,9 @@ def test_new_ids_and_grow(gpt_image: Path, tmp_path: Path) -> None:
         (p.number, p.start, p.end, p.type) for p in table.partitions
     ]
     bigger = (helpers.GPT_DISK_MIB + 100) * MiB
-    grown, last = table.grown(bigger)
-    assert last is not None and last.number == 8
+    plan = plan_grow(table, {}, bigger)  # no filesystem known: the last partition grows
+    grown, last = plan.after, plan.grown
+    assert last is not None and last.number == 8 and not plan.moved
     assert (last.end + 1) % 2048 == 0
     assert (last.end + 1) * 512 + table.backup_area() <= bigger
     assert bigger - (last.end + 1) * 512 < MiB + table.backup_area()
@@ -103,7 +105,7 @@ def test_new_ids_and_grow(gpt_image: Path, tmp_path: Path) -> None:
     sh("truncate", "-s", str(bigger), target)
     write_table(str(target), grown)
     assert "No problems found" in sh("sgdisk", "--verify", target).stdout
-    assert table.grown(table.required_size())[1] is None, "no room: nothing grows"
+    assert plan_grow(table, {}, table.required_size()).grown is None, "no room: nothing grows"
 
 
 def test_mbr_with_extended_and_logical_partitions(tmp_path: Path) -> None:

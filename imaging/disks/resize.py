@@ -1,0 +1,167 @@
+"""Which partition grows when a disk snapshot is restored to a larger disk, and where the
+partitions after it go.
+
+The plan (``--grow``): grow the partition that holds the largest data filesystem (Windows'
+C:, a Linux root or /home), or the one ``--grow-partition N`` names, by all the room the
+larger disk adds; every partition after it moves to the end of the new disk unchanged, in
+the same order with the same gaps between them (a Windows Recovery partition, a trailing
+swap, an ESP placed last, another data partition). A restore writes each partition's image
+where the new table puts it, so moving costs nothing.
+
+What never moves: a BIOS boot partition. GRUB's boot code in the MBR holds the sector of the
+``core.img`` written there, so a partition that lies after one is never grown; the plan
+then grows the last partition, as Hourglass always did, and says why. An MBR extended
+container grows along when the partition grown is one of its logical partitions, and moves
+whole (with its logical partitions and their EBRs, which libparted rewrites) when it lies
+after the one grown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from imaging.disks.table import MBR_MAX_SECTORS, MIB, PartitionTable, TablePartition
+from imaging.errors import UsageError
+from imaging.units import decimal_size
+
+BIOS_BOOT = "21686148-6449-6e6f-744e-656564454649"
+# Partitions of one fixed purpose: never the one grown by default, whatever they hold.
+FIXED_PURPOSE = {
+    BIOS_BOOT,
+    "c12a7328-f81f-11d2-ba4b-00a0c93ec93b",  # EFI System
+    "e3c9e316-0b5c-4db8-817d-f92df00215ae",  # Microsoft reserved
+    "de94bba4-06d1-4d40-a16a-bfd50179d6ac",  # Windows recovery
+    "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f",  # Linux swap
+    "bc13c2ff-59e6-4262-a352-b275fd6f7172",  # Linux extended boot
+    "0xef",  # EFI System
+    "0x27",  # Windows recovery
+    "0x82",  # Linux swap
+    "0x12",  # vendor diagnostics / recovery
+    "0x84",  # hibernation
+}
+# Filesystems a person keeps data in, and that Hourglass can grow (imaging.disks.grow).
+DATA_FILESYSTEMS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "ntfs", "vfat", "exfat"}
+
+
+@dataclass(frozen=True)
+class GrowPlan:
+    """The table to write on the larger disk and what changed against the snapshot's."""
+
+    before: PartitionTable
+    after: PartitionTable
+    grown: TablePartition | None  # as it is in ``after``
+    moved: tuple[TablePartition, ...] = ()  # as they are in ``after``
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def lines(self) -> list[str]:
+        """What the plan changes, in words, for the confirmation and the result (its notes
+        say what it could not do)."""
+        if self.grown is None:
+            return []
+        ss = self.after.sector_size
+        old = self.before.partition(self.grown.number)
+        lines = [
+            f"Partition {self.grown.number} grows from {decimal_size(old.sectors * ss)} to "
+            f"{decimal_size(self.grown.sectors * ss)}, and its filesystem with it."
+        ]
+        for p in self.moved:
+            if p.is_container:
+                continue
+            lines.append(
+                f"Partition {p.number} ({p.type_name}, {decimal_size(p.sectors * ss)}) moves "
+                "to the end of the disk, unchanged."
+            )
+        return lines
+
+
+def default_partition(table: PartitionTable, fstypes: Mapping[int, str]) -> int | None:
+    """The partition the plan grows: the largest data filesystem with no BIOS boot
+    partition after it; None when there is none (the caller grows the last partition)."""
+    bios_boot_starts = [p.start for p in table.partitions if p.type == BIOS_BOOT]
+    candidates = [
+        p
+        for p in table.data_partitions
+        if p.type not in FIXED_PURPOSE
+        and fstypes.get(p.number, "") in DATA_FILESYSTEMS
+        and not any(start > p.start for start in bios_boot_starts)
+    ]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: (p.sectors, p.start)).number
+
+
+def _limit(table: PartitionTable, device_size: int) -> int:
+    """The last sector a partition may use on a disk of ``device_size`` bytes, so that the
+    end stays aligned to 1 MiB."""
+    ss = table.sector_size
+    limit = device_size // ss - 1
+    if table.kind == "gpt":
+        limit -= table.backup_area() // ss
+    else:
+        limit = min(limit, MBR_MAX_SECTORS - 1)
+    align = max(1, MIB // ss)
+    return ((limit + 1) // align) * align - 1
+
+
+def plan_grow(
+    table: PartitionTable,
+    fstypes: Mapping[int, str],
+    device_size: int,
+    number: int | None = None,
+) -> GrowPlan:
+    """The plan for a disk of ``device_size`` bytes; ``number`` (``--grow-partition``) picks
+    the partition to grow instead of :func:`default_partition`. A plan that grows nothing
+    (the disk is no larger) says so in its notes."""
+    notes: list[str] = []
+    if number is not None:
+        try:
+            chosen = table.partition(number)
+        except KeyError:
+            raise UsageError(f"The snapshot's disk has no partition {number} to grow.") from None
+        if chosen.is_container:
+            raise UsageError(
+                f"Partition {number} is an extended container: name one of its logical "
+                "partitions to grow."
+            )
+        if any(p.type == BIOS_BOOT and p.start > chosen.start for p in table.partitions):
+            raise UsageError(
+                f"Partition {number} cannot grow: a BIOS boot partition after it would have to "
+                "move, and GRUB finds its core.img there by sector.",
+                "Grow the last partition (--grow) instead.",
+            )
+    else:
+        found = default_partition(table, fstypes)
+        if found is None:
+            last = table.last_partition()
+            if last is None:
+                return GrowPlan(table, table, None, notes=("The disk has no partitions.",))
+            found = last.number
+            if any(p.type == BIOS_BOOT for p in table.partitions):
+                notes.append(
+                    "No data filesystem could grow without moving the BIOS boot partition: "
+                    f"the last partition ({found}) grows instead."
+                )
+        chosen = table.partition(found)
+    last_end = max(p.end for p in table.partitions)
+    align = max(1, MIB // table.sector_size)
+    delta = ((_limit(table, device_size) - last_end) // align) * align
+    if delta <= 0:
+        notes.append("The target is no larger than the original: nothing to grow.")
+        return GrowPlan(table, table, None, notes=tuple(notes))
+    grown = replace(chosen, end=chosen.end + delta)
+    parts: list[TablePartition] = []
+    moved: list[TablePartition] = []
+    for p in table.partitions:
+        if p.number == chosen.number:
+            parts.append(grown)
+        elif p.start > chosen.start:
+            shifted = replace(p, start=p.start + delta, end=p.end + delta)
+            parts.append(shifted)
+            moved.append(shifted)
+        elif p.is_container and p.start < chosen.start <= p.end:
+            parts.append(replace(p, end=p.end + delta))  # the container of the one grown
+        else:
+            parts.append(p)
+    after = replace(table, partitions=tuple(parts))
+    return GrowPlan(table, after, grown, tuple(moved), tuple(notes))
