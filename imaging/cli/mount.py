@@ -30,7 +30,7 @@ def cmd_umount(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.ArgumentParser) -> None:
-    snapshot_help = "id, prefix, 'latest' or a local time; :N for partition N"
+    snapshot_help = "id, prefix, 'latest' or a local time; @N for partition N"
 
     p = sub.add_parser("mount", parents=[common], help="mount a snapshot's partition read-only")
     p.add_argument("snapshot", metavar="SNAPSHOT[:N]", help=snapshot_help)

@@ -510,7 +510,7 @@ def restore_snapshot(
     if len(images) != 1:
         raise HourglassError(
             f"Snapshot {snapshot.id[:12]} holds {len(images)} images (a whole disk).",
-            "Restore it to a disk, or name one partition as SNAPSHOT:N.",
+            "Restore it to a disk, or name one partition as SNAPSHOT@N.",
         )
     check_target_size(target, images[0].size)
     result = RestoreResult(snapshot=snapshot, target=target)

@@ -1,8 +1,13 @@
 """Choosing snapshots: ``latest``, an id or unique prefix, or "as of" a local second.
 
-``2026-11-22 10:31:05`` (or ISO 8601, with or without a UTC offset) means the newest snapshot
-taken at or before that second; a time without an offset is the machine's local time.
-A selector may end in ``:N`` to name partition N of a disk snapshot.
+``2026-11-22 10:31:05`` or ``2026-11-22 10:31`` (also with ``T``, with or without a UTC
+offset) means the newest snapshot taken at or before that moment; a time without an offset
+is the machine's local time, a bare date the end of that day.
+
+A selector may end in ``@N`` to name partition N of a disk snapshot; ``:N`` too where it
+cannot be part of a time: after ``latest``, an id or prefix, or a time with its seconds
+(``latest:2``, ``3f2a9c:2``, ``2026-11-22 10:31:05:2``). ``2026-11-22 10:31:5`` is no time and
+no partition: it is refused, with the forms a time takes.
 """
 
 from __future__ import annotations
@@ -13,25 +18,33 @@ from datetime import datetime
 from imaging.errors import IntegrityError, SnapshotNotFound, UsageError
 from imaging.repository.store import DamagedSnapshot, Snapshot, SnapshotList
 
-_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}(:\d{2}(:\d{2})?)?)?([+-]\d{2}:?\d{2}|Z)?$")
-_PART = re.compile(r"^(.*?):(\d+)$")
+_OFFSET = r"([+-]\d{2}:?\d{2}|Z)?"
+_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2})?)?" + _OFFSET + "$")
+_TIME_TO_THE_SECOND = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}" + _OFFSET + "$")
+_LOOKS_LIKE_TIME = re.compile(r"^\d{4}-\d")
+_PART_AT = re.compile(r"^(.*?)\s*@(\d+)$")
+_PART = re.compile(r"^(.*):(\d+)$")
+TIME_FORMS = "YYYY-MM-DD HH:MM:SS, YYYY-MM-DD HH:MM or YYYY-MM-DD (local time; T for the space)"
 
 
 def split_partition(selector: str) -> tuple[str, int | None]:
-    """``"latest:2"`` -> ``("latest", 2)``; a bare time's colons are not a partition."""
-    m = _PART.match(selector)
-    if m and not _TIME.match(selector):
+    """``"latest@2"`` and ``"latest:2"`` -> ``("latest", 2)``; a colon that may belong to a
+    time is never a partition (module docstring)."""
+    text = selector.strip()
+    m = _PART_AT.match(text)
+    if m:
         return m.group(1), int(m.group(2))
-    return selector, None
+    m = _PART.match(text)
+    if m and (m.group(1) == "latest" or is_id(m.group(1)) or _TIME_TO_THE_SECOND.match(m.group(1))):
+        return m.group(1), int(m.group(2))
+    return text, None
 
 
 def parse_time(text: str) -> datetime:
     """A point in time typed by a person; local time unless it carries an offset."""
     cleaned = text.strip().replace("Z", "+00:00")
     if not _TIME.match(text.strip()):
-        raise UsageError(
-            f"Cannot read {text!r} as a time.", "Write it as YYYY-MM-DD HH:MM:SS (local time)."
-        )
+        raise UsageError(f"Cannot read {text!r} as a time.", f"A time is written {TIME_FORMS}.")
     try:
         when = datetime.fromisoformat(cleaned)
     except ValueError as e:
@@ -81,6 +94,11 @@ def find(
         raise SnapshotNotFound("The repository holds no snapshots yet.")
     if text == "latest":
         return candidates[-1]
+    if _LOOKS_LIKE_TIME.match(text) and not _TIME.match(text):
+        raise UsageError(
+            f"Cannot read {selector!r} as a time: a time is written {TIME_FORMS}.",
+            _nearest(candidates),
+        )
     if _TIME.match(text) and not re.fullmatch(r"[0-9a-f]{4,32}", text):
         when = parse_time(text)
         before = [s for s in candidates if s.time <= when]
@@ -93,8 +111,15 @@ def find(
         return before[-1]
     raise SnapshotNotFound(
         f"No snapshot matches {selector!r}.",
-        "Use an id (or a unique prefix), 'latest', or a time like 2026-11-22 10:31:05.",
+        "Name one by 'latest', by a time like 2026-11-22 10:31:05, or by its id from "
+        f"`hourglass snapshots`. {_nearest(candidates)}",
     )
+
+
+def _nearest(candidates: list[Snapshot]) -> str:
+    """The newest snapshots' times, for a person who mistyped one."""
+    newest = [s.time.strftime("%Y-%m-%d %H:%M:%S") for s in candidates[-3:]]
+    return "The newest snapshots are from " + ", ".join(reversed(newest)) + "."
 
 
 def _by_id(

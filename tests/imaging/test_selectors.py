@@ -84,6 +84,27 @@ def test_partition_suffix() -> None:
     assert split_partition("2026-11-22 10:31:05") == ("2026-11-22 10:31:05", None)
     assert split_partition("2026-11-22 10:31:05:3") == ("2026-11-22 10:31:05", 3)
     assert split_partition("2026-11-22T10:31:05+01:00") == ("2026-11-22T10:31:05+01:00", None)
+    assert split_partition("latest@2") == ("latest", 2)
+    assert split_partition("2026-11-22 10:31@3") == ("2026-11-22 10:31", 3)
+    assert split_partition("2026-11-22 10:31 @3") == ("2026-11-22 10:31", 3)
+    # a colon that may be part of the time is never a partition (issue 22, item 8)
+    assert split_partition("2026-12-01 19:1") == ("2026-12-01 19:1", None)
+    assert split_partition("2026-12-01 18:2300") == ("2026-12-01 18:2300", None)
+    assert split_partition("2026-11-22 10:31") == ("2026-11-22 10:31", None)
+
+
+@pytest.mark.parametrize(
+    "typed", ["2026-12-01 18:23:0O", "2026-12-01 19:1", "2026-12-01 18:2300", "2026-12-01 18"]
+)
+def test_a_mistyped_time_is_refused_with_the_forms_and_the_nearest(typed: str) -> None:
+    with pytest.raises(UsageError) as raised:
+        select(SNAPS, typed)
+    assert "YYYY-MM-DD HH:MM:SS" in raised.value.message
+    assert "2026-11-22 10:31:05" in (raised.value.hint or "")  # a snapshot's time
+
+
+def test_minutes_are_enough() -> None:
+    assert select(SNAPS, "2026-11-22 10:31").id == select(SNAPS, "2026-11-22 10:31:00").id
 
 
 def test_two_backups_within_one_second_keep_their_order(
