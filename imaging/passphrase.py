@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from imaging.coredumps import forbid_core_dumps
-from imaging.errors import UsageError
+from imaging.errors import Cancelled, UsageError
 
 ENV = "HOURGLASS_PASSPHRASE"
 
@@ -35,12 +35,21 @@ def _prompt(confirm: bool, what: str) -> str:
             f"A {what} is needed and there is no terminal to ask on.",
             f"Set {ENV} or use --passphrase-file FILE.",
         )
-    first = getpass.getpass(f"Enter {what}: ")
+    first = _ask(f"Enter {what}: ")
     if not first:
         raise UsageError(f"The {what} must not be empty.")
-    if confirm and getpass.getpass(f"Enter {what} again: ") != first:
+    if confirm and _ask(f"Enter {what} again: ") != first:
         raise UsageError(f"The two {what}s do not match.")
     return first
+
+
+def _ask(prompt: str) -> str:
+    """One hidden answer; Ctrl-C or Ctrl-D at the prompt cancels (nothing was done yet)."""
+    try:
+        return getpass.getpass(prompt)
+    except (EOFError, KeyboardInterrupt):
+        print(file=sys.stderr)
+        raise Cancelled("Cancelled: nothing was changed.") from None
 
 
 def source(passphrase_file: str | None = None, *, confirm: bool = False) -> Callable[[], str]:

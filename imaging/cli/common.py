@@ -116,7 +116,11 @@ def confirm(question: str, args: argparse.Namespace) -> None:
         return
     can_confirm(args)
     print(question, file=sys.stderr)
-    answer = input("Type yes to continue: ").strip().lower()
+    try:
+        answer = input("Type yes to continue: ").strip().lower()
+    except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C at the question: a "no"
+        print(file=sys.stderr)
+        answer = ""
     if answer != "yes":
         raise Cancelled("Cancelled: nothing was changed.")
 
