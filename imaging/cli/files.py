@@ -34,7 +34,7 @@ def entry_line(entry: Entry) -> str:
 
 def cmd_files_ls(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    snapshot, _ = resolve(repo, args.snapshot, source=args.source)
+    snapshot, _ = resolve(repo, args.snapshot, args.partition, source=args.source)
     with SnapshotBrowser(repo, snapshot, _partition(args)) as browser:
         entry = browser.stat(args.path)
         if entry is None:
@@ -49,7 +49,8 @@ def cmd_files_ls(args: argparse.Namespace) -> int:
 
 
 def _partition(args: argparse.Namespace) -> int | None:
-    return split_partition(args.snapshot)[1]
+    """--partition N, else the SNAPSHOT@N suffix (resolve refused the two disagreeing)."""
+    return args.partition if args.partition is not None else split_partition(args.snapshot)[1]
 
 
 # --- files versions -------------------------------------------------------------------------
@@ -102,6 +103,7 @@ def cmd_files_restore(args: argparse.Namespace) -> int:
         snapshot=args.snapshot,
         paths=tuple(args.paths),
         dest=args.to,
+        partition=args.partition,
         source=args.source,
         overwrite=args.overwrite,
     )
@@ -151,14 +153,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.ArgumentParser) -> None:
-    snapshot_help = "id, prefix, 'latest' or a local time; :N for partition N"
+    snapshot_help = "id, prefix, 'latest' or a local time; @N for partition N"
+    partition_help = "partition N of a disk snapshot (the same as SNAPSHOT@N)"
 
     files = sub.add_parser("files", help="browse snapshots, list versions, restore files")
     fsub = files.add_subparsers(dest="files_command", metavar="ACTION", required=True)
 
     p = fsub.add_parser("ls", parents=[common], help="list a directory of a snapshot")
-    p.add_argument("snapshot", metavar="SNAPSHOT[:N]", help=snapshot_help)
+    p.add_argument("snapshot", metavar="SNAPSHOT[@N]", help=snapshot_help)
     p.add_argument("path", metavar="PATH", nargs="?", default="/")
+    p.add_argument("--partition", type=int, metavar="N", help=partition_help)
     p.add_argument("--source", help="choose among snapshots of this source only")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_files_ls)
@@ -167,14 +171,15 @@ def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.Argument
         "versions", parents=[common], help="every distinct version of a file across snapshots"
     )
     p.add_argument("path", metavar="PATH")
-    p.add_argument("--partition", type=int, metavar="N")
+    p.add_argument("--partition", type=int, metavar="N", help="partition N of disk snapshots")
     p.add_argument("--source", help="the source whose snapshots to compare")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_files_versions)
 
     p = fsub.add_parser("restore", parents=[common], help="restore files and directories")
-    p.add_argument("snapshot", metavar="SNAPSHOT[:N]", help=snapshot_help)
+    p.add_argument("snapshot", metavar="SNAPSHOT[@N]", help=snapshot_help)
     p.add_argument("paths", metavar="PATH", nargs="+")
+    p.add_argument("--partition", type=int, metavar="N", help=partition_help)
     p.add_argument("--to", required=True, metavar="DEST", help="directory to restore into")
     p.add_argument(
         "--overwrite", action="store_true", help="replace existing files instead of renaming"

@@ -48,7 +48,7 @@ def image_for(snapshot: Snapshot, partition: int | None) -> str:
         raise UsageError(f"Snapshot {snapshot.id[:12]} holds no filesystem.")
     raise UsageError(
         f"Snapshot {snapshot.id[:12]} holds {len(candidates)} partitions: say which one with "
-        f"SNAPSHOT:N (or --partition N).",
+        "--partition N (or SNAPSHOT@N where a snapshot is named).",
         f"Its partitions: {describe_images(snapshot)}.",
     )
 
