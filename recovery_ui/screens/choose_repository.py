@@ -531,11 +531,14 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
     def _target_ready(self, target: Target) -> None:
         self.target = target
         if not target.exists:
-            self.query_one("#create-where", Static).update(
+            where = (
                 _("The new repository will be created in {path} ({label}).").format(
                     path=target.path, label=target.label
                 )
+                if target.store is None
+                else _("The new repository will be created in {label}.").format(label=target.label)
             )
+            self.query_one("#create-where", Static).update(where)
             self._show("create")
         elif target.encrypted:
             self.query_one("#unlock-what", Static).update(target.label)

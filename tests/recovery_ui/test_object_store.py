@@ -111,9 +111,12 @@ async def test_back_up_a_partition_into_a_new_repository_in_a_bucket(
         await settle(pilot, timeout=60)
         summary = screen_text(app)
         assert "p2" in summary, summary
+        assert "Free space" not in summary, summary  # a bucket has no free space to show
         await pilot.click("#start")
         await settle(pilot, timeout=120)
-        assert "The backup is complete and checked." in screen_text(app), screen_text(app)
+        result = screen_text(app)
+        assert "The backup is complete and checked." in result, result
+        assert "Added to the object store" in result, result
 
         place = ObjectStore(s3_server.endpoint, s3_bucket, PREFIX, s3_server.access_key)
         repo = Repository.open(
