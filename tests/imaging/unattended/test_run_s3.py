@@ -1,7 +1,7 @@
 """Unattended runs against an object store: ``hourglass.repo=s3://BUCKET/PREFIX`` with the
 keys in an AWS credentials file on a labelled drive (``hourglass.credentials=LABEL=x:/f``)
 and ``hourglass.s3_endpoint=``: a backup of a real disk, then a restore onto another disk,
-byte for byte; a wrong secret fails with one clear line. Nothing comes from the environment:
+byte for byte, and a verify; a missing CA file and a wrong secret fail with one clear line. Nothing comes from the environment:
 the server's keys and endpoint are taken out of it first."""
 
 from __future__ import annotations
@@ -93,6 +93,16 @@ def test_backup_and_restore_through_a_bucket(
         sh("partx", "--update", new)
         for number in (1, 2):
             assert digest(node(new, number)) == digest(node(pc, number)), f"partition {number}"
+
+        outcome = run_unattended(common + "hourglass.run=verify hourglass.read_data=1")
+        assert outcome.ok, outcome.line
+        line = one_result(said, capsys.readouterr().out)
+        assert line.startswith(f"{RESULT} OK verify (data) of 1 snapshot(s)"), line
+
+        no_ca = common + "hourglass.ca_file=LABEL=HGS3KEYS:/no-such-ca.pem hourglass.run=verify"
+        outcome = run_unattended(no_ca)
+        line = one_result(said, capsys.readouterr().out)
+        assert not outcome.ok and "no-such-ca.pem does not exist" in line, line
 
         wrong = common.replace("HGS3KEYS:/aws", "HGS3KEYS:/wrong")
         outcome = run_unattended(wrong + f"hourglass.run=backup hourglass.source={pc}")
