@@ -350,7 +350,7 @@ class HourglassApp(App[int]):
         self.opened = opened
         if opened is not None:
             log.info("repository opened: %s (%s)", opened.path, opened.label)
-            if opened.writable:
+            if opened.writable and opened.drive is not None:
                 self.attach_log(str(opened.drive))
         self.repository_changed.publish(self)
 
@@ -390,7 +390,7 @@ class HourglassApp(App[int]):
 
     def _find_writable_drive(self) -> str:
 
-        if self.opened is not None and self.opened.writable:
+        if self.opened is not None and self.opened.writable and self.opened.drive is not None:
             return str(self.opened.drive)
         by_device = {d.device: d for d in self.disks}
         for found in self.found:

@@ -4,8 +4,8 @@ warnings that go with it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
+from imaging.errors import RepositoryNotFound
 from imaging.repository import seen
 from imaging.repository.keys import new_recovery_key
 from imaging.repository.stats import RepositoryInfo
@@ -13,6 +13,7 @@ from imaging.repository.stats import collect as _collect
 from imaging.repository.store import (
     DEFAULT_LEVEL,
     DamagedSnapshot,
+    Location,
     PassphraseSource,
     Repository,
     Snapshot,
@@ -30,6 +31,7 @@ __all__ = [
     "Snapshot",
     "SnapshotList",
     "create",
+    "holds_repository",
     "info",
     "is_encrypted",
     "is_repository",
@@ -39,20 +41,23 @@ __all__ = [
 ]
 
 
-def open_repository(path: str | Path, passphrase: PassphraseSource = None) -> Repository:
-    """Open the repository at ``path`` (``passphrase``: a string or a function asking)."""
+def open_repository(path: Location, passphrase: PassphraseSource = None) -> Repository:
+    """Open the repository at ``path`` (a directory, or the store of a bucket:
+    :func:`imaging.jobs.locations.connect_object_store`); ``passphrase``: a string or a
+    function asking."""
     return Repository.open(path, passphrase)
 
 
 def create(
-    path: str | Path,
+    path: Location,
     *,
     encryption: str = "aes-256-gcm",
     passphrase: PassphraseSource = None,
     level: int = DEFAULT_LEVEL,
     block_size: int | None = None,
 ) -> Repository:
-    """Create a repository in ``path`` (missing or empty)."""
+    """Create a repository in ``path`` (a directory, missing or empty, or a store: an
+    object store's bucket is made when it is missing)."""
     if block_size is None:
         return Repository.init(path, encryption=encryption, passphrase=passphrase, level=level)
     return Repository.init(
@@ -60,9 +65,20 @@ def create(
     )
 
 
-def is_encrypted(path: str | Path) -> bool:
+def holds_repository(location: Location) -> bool:
+    """Whether ``location`` (a directory or a store) holds a repository. Unlike
+    :func:`is_repository` a store that cannot be reached says why (an object store's keys,
+    endpoint, certificate: :class:`~imaging.jobs.locations.S3Error`)."""
+    try:
+        read_config(location)
+    except RepositoryNotFound:
+        return False
+    return True
+
+
+def is_encrypted(path: Location) -> bool:
     """Whether the repository at ``path`` needs a passphrase (read from its config)."""
-    return bool(read_config(Path(path))["encryption"] != "none")
+    return bool(read_config(path)["encryption"] != "none")
 
 
 @dataclass(frozen=True)

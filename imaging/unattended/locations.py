@@ -1,5 +1,6 @@
 """Making a location of the orders (LABEL=, UUID=, /dev/..., nfs://, smb://, http(s)://)
-available as a directory, and undoing it afterwards."""
+available as a directory, and undoing it afterwards. (An s3:// repository is no directory:
+:func:`imaging.unattended.run.carry_out` reaches it through its store.)"""
 
 from __future__ import annotations
 
@@ -79,6 +80,20 @@ class Locations(contextlib.AbstractContextManager["Locations"]):
             return Mounted(Path(root))
         raise UsageError(f"Cannot use the location {location.describe()}.")
 
+    def file_path(self, location: Location) -> Path:
+        """The path of the file at ``location`` on this machine (its drive or share mounted,
+        read-only, until the end of the run): for what a library reads itself (an AWS
+        credentials file, a CA certificate). Not for http(s):// (nothing to mount)."""
+        if location.kind == "http":
+            raise UsageError(
+                f"{location.source}: this file must be on a drive or a share "
+                "(LABEL=x:/path, UUID=x:/path, /dev/...:/path, nfs://, smb://), not at a URL."
+            )
+        if location.kind == "path":
+            return Path(location.path)
+        parent = dataclasses.replace(location, path=str(Path(location.path).parent))
+        return self.directory(parent, writable=False).directory / Path(location.path).name
+
     def read_file(self, location: Location) -> bytes:
         """The content of a small file (a passphrase or config file) at ``location``."""
         if location.kind == "http":
@@ -87,11 +102,7 @@ class Locations(contextlib.AbstractContextManager["Locations"]):
                     return bytes(response.read(1 << 20))
             except OSError as e:
                 raise NotFound(f"Cannot fetch {location.source}: {e}.") from e
-        if location.kind == "path":
-            path = Path(location.path)
-        else:
-            parent = dataclasses.replace(location, path=str(Path(location.path).parent))
-            path = self.directory(parent, writable=False).directory / Path(location.path).name
+        path = self.file_path(location)
         try:
             return path.read_bytes()
         except OSError as e:

@@ -4,6 +4,7 @@
     hourglass.source=  hourglass.target=   (device path, /dev/disk/by-id/..., or serial)
     hourglass.repo=    LABEL=x:/path | UUID=x:/path | /dev/...:/path | nfs://host/export/path
                        | smb://host/share/path | http(s)://... (read-only, restores)
+                       | s3://BUCKET[/PREFIX] (an object store)
     hourglass.snapshot=latest|ID|YYYY-MM-DDTHH:MM:SS
     hourglass.passphrase_file=   (same location forms as the repository)
     hourglass.after=poweroff|reboot|shell|ui
@@ -11,7 +12,13 @@
 
 Additions of ours: hourglass.grow=1 and hourglass.new_ids=1 (restore), hourglass.paths=a,b
 and hourglass.to= (files-restore), hourglass.partition=N, hourglass.read_data=1 (verify),
-hourglass.credentials= (a file with username=/password= lines for smb://).
+hourglass.credentials=LOCATION (for smb://: a file with username=/password= lines; for
+s3://: an AWS credentials file, ``[default]`` with ``aws_access_key_id`` and
+``aws_secret_access_key``), and for s3:// hourglass.s3_endpoint=URL (the object store's
+endpoint; default AWS_ENDPOINT_URL, else Amazon S3) and hourglass.ca_file=LOCATION (a CA
+certificate, PEM, to trust for the endpoint instead of the system's). LOCATION is a file in
+the location forms above (LABEL=x:/path, UUID=x:/path, /dev/...:/path, a path, nfs://,
+smb://), never a URL of the store itself.
 """
 
 from __future__ import annotations
@@ -42,10 +49,12 @@ KNOWN = {
     "partition",
     "read_data",
     "credentials",
+    "s3_endpoint",
+    "ca_file",
 }
 
 
-_URL = re.compile(r"^(nfs|smb|https?)://[^/\s]+(/\S*)?$")
+_URL = re.compile(r"^(nfs|smb|https?|s3)://[^/\s]+(/\S*)?$")
 
 
 def parse_location(text: str, *, key: str = "repo") -> Location:
@@ -61,12 +70,17 @@ def parse_location(text: str, *, key: str = "repo") -> Location:
     if _URL.match(text):
         scheme = text.split("://", 1)[0]
         return Location("http" if scheme.startswith("http") else scheme, text, "/")
+    if text.startswith("s3://"):
+        raise UsageError(
+            f"hourglass.{key}={text!r} is not an object-store location.",
+            "Write it as s3://BUCKET or s3://BUCKET/PREFIX.",
+        )
     if text.startswith("/"):
         return Location("path", "", text)
     raise UsageError(
         f"hourglass.{key}={text!r} is not a location I understand.",
         "Use LABEL=x:/path, UUID=x:/path, /dev/sdX1:/path, nfs://host/export/path, "
-        "smb://host/share/path or http(s)://...",
+        "smb://host/share/path, http(s)://... or (a repository) s3://BUCKET/PREFIX",
     )
 
 
@@ -86,6 +100,8 @@ class Orders:
     partition: int | None = None
     read_data: bool = False
     credentials: Location | None = None
+    s3_endpoint: str = ""
+    ca_file: Location | None = None
     unknown: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -135,6 +151,20 @@ def orders_from(keys: dict[str, str]) -> Orders:
         raise UsageError("hourglass.repo is missing: where is the repository?")
     if repo.kind == "http" and run == "backup":
         raise UsageError("An http(s) repository is read-only: it can serve restores, not backups.")
+    if repo.kind == "s3" and run == "files-restore":
+        raise UsageError(
+            "files-restore needs a repository directory: an s3:// repository serves backups, "
+            "restores and verify."
+        )
+    for key in ("passphrase_file", "credentials", "ca_file", "config", "to"):
+        if keys.get(key, "").startswith("s3://"):
+            raise UsageError(f"hourglass.{key} is a file on a drive or a share, not in a bucket.")
+    endpoint = keys.get("s3_endpoint", "").strip()
+    if endpoint and not re.match(r"^https?://[^/\s]+/?$", endpoint):
+        raise UsageError(
+            f"hourglass.s3_endpoint={endpoint!r} is not an endpoint URL.",
+            "Write it as https://host[:port] (or http://host:port).",
+        )
     partition = keys.get("partition")
     if partition is not None and not partition.isdigit():
         raise UsageError(f"hourglass.partition={partition!r} is not a partition number.")
@@ -160,5 +190,7 @@ def orders_from(keys: dict[str, str]) -> Orders:
         credentials=parse_location(keys["credentials"], key="credentials")
         if keys.get("credentials")
         else None,
+        s3_endpoint=endpoint,
+        ca_file=parse_location(keys["ca_file"], key="ca_file") if keys.get("ca_file") else None,
         unknown=tuple(sorted(set(keys) - KNOWN)),
     )

@@ -21,8 +21,9 @@ from imaging import jobs
 from imaging.appliance.vendor import VendorSettings, console_line, serial_line, vendor_settings
 from imaging.disks.discover import list_disks
 from imaging.errors import HourglassError, UsageError
+from imaging.jobs.locations import S3Options, Store, object_store
+from imaging.jobs.repositories import open_repository
 from imaging.progress import Progress
-from imaging.repository.store import Repository
 from imaging.unattended.choose import choose_disk
 from imaging.unattended.locations import Locations
 from imaging.unattended.orders import (
@@ -123,18 +124,36 @@ def _credentials(text: str) -> tuple[str, str]:
     return values.get("username", ""), values.get("password", "")
 
 
+def _object_store(orders: Orders, locations: Locations) -> Store:
+    """The store of an ``s3://`` repository: the endpoint, CA file and AWS credentials file
+    of the orders (the files read where they are, by boto3; the keys go nowhere else)."""
+    assert orders.repo is not None
+    options = S3Options(
+        endpoint=orders.s3_endpoint or None,
+        ca_file=locations.file_path(orders.ca_file) if orders.ca_file else None,
+        credentials_file=locations.file_path(orders.credentials) if orders.credentials else None,
+    )
+    return object_store(orders.repo.source, options)
+
+
 def carry_out(orders: Orders, locations: Locations, say: Callable[[str], None]) -> str:
     """Do the work; returns the summary for the OK line, raises on any failure."""
 
     assert orders.repo is not None
-    if orders.credentials is not None:
-        locations.credentials = _credentials(locations.read_file(orders.credentials).decode())
-    repo_dir = locations.directory(orders.repo, writable=orders.run != "restore")
+    where: Path | Store
+    if orders.repo.kind == "s3":
+        where, disks = _object_store(orders, locations), set()
+    else:
+        if orders.credentials is not None:
+            text = locations.read_file(orders.credentials).decode()
+            locations.credentials = _credentials(text)
+        repo_dir = locations.directory(orders.repo, writable=orders.run != "restore")
+        where, disks = repo_dir.directory, repo_dir.disks
     passphrase = _passphrase(orders, locations)
-    repo = Repository.open(repo_dir.directory, passphrase)
+    repo = open_repository(where, passphrase)
     say(f"repository {orders.repo.describe()} opened")
     progress = LineProgress(say)
-    exclude = {f"/dev/{name}" for name in repo_dir.disks}
+    exclude = {f"/dev/{name}" for name in disks}
     source = orders.source or None
 
     if orders.run == "backup":

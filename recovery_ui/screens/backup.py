@@ -199,7 +199,7 @@ class BackupScreen(WizardScreen):
             self.opened.repo, jobs.BackupRequest(sources=tuple(self.sources))
         )
         plan, to_read, previous = preview.plan, preview.to_read, preview.previous
-        free = preview.free or 0
+        free = preview.free  # None: not known (an object store)
         lines = [
             _("Back up: {what}").format(
                 what=f"{self.source_disk.device}, {text.disk_title(self.source_disk)}"
@@ -216,8 +216,11 @@ class BackupScreen(WizardScreen):
             _("Data to read (the rest is unused space): about {size}").format(
                 size=text.decimal_size(to_read)
             ),
-            _("Free space on the backup drive: {size}").format(size=text.decimal_size(free)),
         ]
+        if free is not None:
+            lines.append(
+                _("Free space on the backup drive: {size}").format(size=text.decimal_size(free))
+            )
         if previous is not None:
             lines.append(
                 _(
@@ -225,7 +228,7 @@ class BackupScreen(WizardScreen):
                     "stored again."
                 ).format(when=text.when(previous.time))
             )
-        elif to_read > free:
+        elif free is not None and to_read > free:
             lines.append(
                 _(
                     "The data may not fit (it is compressed, so it may). Free some space or use "
@@ -298,7 +301,11 @@ class BackupScreen(WizardScreen):
                 new=text.decimal_size(stats.new_bytes),
                 dedup=text.decimal_size(stats.dedup_bytes),
             ),
-            _("Added to the backup drive: {size}").format(size=text.decimal_size(snapshot.stored)),
+            (
+                _("Added to the backup drive: {size}")
+                if self.opened is None or self.opened.drive is not None
+                else _("Added to the object store: {size}")
+            ).format(size=text.decimal_size(snapshot.stored)),
             _("Time taken: {time}").format(time=text.duration(stats.elapsed)),
             "",
         ]

@@ -14,6 +14,7 @@ from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
 from imaging.errors import HourglassError, RepositoryOnSource
+from imaging.jobs.locations import S3Error
 from recovery_ui.i18n import N_, _
 from recovery_ui.messages import ProgressRelay
 from recovery_ui.widgets.keys_bar import KeysBar
@@ -31,8 +32,18 @@ ResultT = TypeVar("ResultT")
 
 
 def describe_failure(error: BaseException) -> tuple[str, str]:
-    """(message, hint) to show for ``error``: the engine's own words for its errors."""
+    """(message, hint) to show for ``error``: the engine's own words for its errors (an
+    object store's with a line and a hint in the app's language: the engine's hint names
+    command-line options)."""
 
+    if isinstance(error, S3Error):
+        return (
+            _("The object store could not be used.") + "\n" + error.message,
+            _(
+                "Check the endpoint, the bucket, the access key and the secret key; for a "
+                "store with a certificate of its own, give its CA certificate file."
+            ),
+        )
     if isinstance(error, HourglassError):
         return error.message, error.hint or ""
     return (

@@ -1,6 +1,7 @@
 """Choosing the repository to work with: one found on a drive, a folder on a partition, a
-network share, or a new one (on a partition, or on a blank drive formatted first); then its
-passphrase. The screen returns the opened repository (and makes it the app's).
+network share, a bucket of an object store (S3), or a new one (on a partition, or on a
+blank drive formatted first); then its passphrase. The screen returns the opened
+repository (and makes it the app's).
 
 The vendor's repository (``[defaults] repository`` of the vendor file) is highlighted when it
 is in the list: a found repository on the labelled filesystem, the path (offered on its own
@@ -25,8 +26,8 @@ from textual.worker import Worker
 from imaging.errors import UsageError
 from imaging.jobs import locations, repositories
 from imaging.jobs.disks import FoundRepository, blank_disks, repository_partitions
-from imaging.jobs.locations import Share, mounted_locations, repositories_in
-from imaging.jobs.repositories import is_encrypted, is_repository
+from imaging.jobs.locations import Bucket, Share, mounted_locations, repositories_in
+from imaging.jobs.repositories import holds_repository, is_encrypted, is_repository
 from recovery_ui import text
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseScreen
@@ -38,22 +39,29 @@ from recovery_ui.widgets.controls import Label, Static, checkbox, option
 if TYPE_CHECKING:
     from imaging.appliance.vendor import RepositoryHint
     from imaging.jobs.disks import Disk, FoundRepository, Partition
-    from imaging.jobs.locations import Location, Share
+    from imaging.jobs.locations import Location, Share, Store
 
 DEFAULT_FOLDER = "hourglass-backups"
 
 
 @dataclass
 class Target:
-    """A repository directory made available (mounted), not yet opened."""
+    """A repository directory made available (mounted), or a bucket reached; not yet
+    opened."""
 
-    path: str
+    path: str  # the directory, or s3://BUCKET/PREFIX
     label: str
     disk: str
     writable: bool
     location: Location | None
     encrypted: bool = True
     exists: bool = True
+    store: Store | None = None  # an object store's, with the keys that reached it
+
+    @property
+    def where(self) -> str | Store:
+        """What the repository functions take: the store when there is one."""
+        return self.store if self.store is not None else self.path
 
 
 def _inside(path: str, root: str) -> str:
@@ -233,7 +241,9 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         options.append(option(_("A folder on a partition of a disk..."), id="folder"))
         if self.allow_create:
             options.append(option(_("Create a new repository..."), id="create"))
-        options.append(option(_("Mount a network share (SMB, NFS or SSH)..."), id="share"))
+        options.append(
+            option(_("A network share (SMB, NFS, SSH) or an object store (S3)..."), id="share")
+        )
         if not vendors and hint is not None and hint.kind == "smb":
             vendors = "share"
         where.set_options(options)
@@ -280,7 +290,9 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
             self._fill_partitions()
             self._show("partition")
         elif option_id == "share":
-            self.app.push_screen(ShareScreen(self._vendor_share()), self._share_mounted)
+            self.app.push_screen(
+                ShareScreen(self._vendor_share(), object_store=True), self._share_mounted
+            )
 
     def _vendor_share(self) -> Share | None:
         """The vendor's SMB share, to fill in the share screen."""
@@ -288,8 +300,11 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         hint = self.hourglass.vendor.repository_hint()
         return Share("smb", hint.where, hint.path) if hint and hint.kind == "smb" else None
 
-    def _share_mounted(self, location: Location | None) -> None:
+    def _share_mounted(self, location: Location | Bucket | None) -> None:
         if location is None:
+            return
+        if isinstance(location, Bucket):
+            self.prepare_bucket(location)
             return
         self._fill_list()
 
@@ -469,6 +484,24 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         )
         self._check_and_ready(target)
 
+    @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
+    def prepare_bucket(self, bucket: Bucket) -> None:
+        """A bucket: its repository, or (when creating) a new one there."""
+        target = Target(
+            bucket.place.url, bucket.place.describe(), "", True, None, store=bucket.store
+        )
+        if holds_repository(bucket.store):
+            self.app.call_from_thread(self._target_ready, self._with_encryption(target))
+        elif self.allow_create:
+            self.creating = True
+            target.exists = False
+            self.app.call_from_thread(self._target_ready, target)
+        else:
+            raise UsageError(
+                _("There is no repository in {path}.").format(path=target.label),
+                _("Check the bucket and the folder, or create a new repository (Back up)."),
+            )
+
     def _check_and_ready(self, target: Target) -> None:
         """In a worker: a repository there, or (when creating) an empty or missing folder."""
 
@@ -492,17 +525,20 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
     @staticmethod
     def _with_encryption(target: Target) -> Target:
 
-        target.encrypted = is_encrypted(target.path)
+        target.encrypted = is_encrypted(target.where)
         return target
 
     def _target_ready(self, target: Target) -> None:
         self.target = target
         if not target.exists:
-            self.query_one("#create-where", Static).update(
+            where = (
                 _("The new repository will be created in {path} ({label}).").format(
                     path=target.path, label=target.label
                 )
+                if target.store is None
+                else _("The new repository will be created in {label}.").format(label=target.label)
             )
+            self.query_one("#create-where", Static).update(where)
             self._show("create")
         elif target.encrypted:
             self.query_one("#unlock-what", Static).update(target.label)
@@ -537,7 +573,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
     def open_target(self, secret: str) -> None:
 
         assert self.target is not None
-        repo = repositories.open_repository(self.target.path, secret or None)
+        repo = repositories.open_repository(self.target.where, secret or None)
         self.app.call_from_thread(self._done, repo)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
@@ -545,12 +581,12 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
 
         assert self.target is not None
         repo = repositories.create(
-            self.target.path,
+            self.target.where,
             encryption="aes-256-gcm" if encrypt else "none",
             passphrase=secret or None,
         )
         logging.getLogger("recovery_ui").info(
-            "repository created at %s (%s)", repo.path, "encrypted" if encrypt else "plain"
+            "repository created at %s (%s)", repo.location, "encrypted" if encrypt else "plain"
         )
         self.app.call_from_thread(self._done, repo)
 

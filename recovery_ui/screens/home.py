@@ -93,6 +93,10 @@ class HomeScreen(BaseScreen[None]):
         self._show_disks()
         self._show_repository()
 
+    def on_screen_resume(self) -> None:
+        """Back from a backup (or a forget): the list of snapshots is read again."""
+        self._show_repository()
+
     def on_unmount(self) -> None:
         self.hourglass.disks_changed.unsubscribe(self)
         self.hourglass.repository_changed.unsubscribe(self)

@@ -21,7 +21,6 @@ from recovery_ui.widgets.controls import Label, Static, option
 
 if TYPE_CHECKING:
     from imaging.appliance.network import Interface
-    from imaging.jobs.locations import Location
 
 
 class NetworkScreen(BaseScreen[None]):
@@ -181,7 +180,7 @@ class NetworkScreen(BaseScreen[None]):
 
     # --- shares -----------------------------------------------------------------------------
 
-    def _mounted(self, location: Location | None) -> None:
+    def _mounted(self, location: object) -> None:
         self._show_shares()
 
     def _show_shares(self) -> None:

@@ -33,6 +33,7 @@ def test_cmdline_keys() -> None:
         ("nfs://server/export/backups", "nfs", "nfs://server/export/backups", "/"),
         ("smb://nas/share/pc1", "smb", "smb://nas/share/pc1", "/"),
         ("https://lab.example/repo/", "http", "https://lab.example/repo/", "/"),
+        ("s3://lab-images/pc/7", "s3", "s3://lab-images/pc/7", "/"),
     ],
 )
 def test_locations(text: str, kind: str, source: str, path: str) -> None:
@@ -54,6 +55,31 @@ def test_bad_orders_name_the_key() -> None:
         orders_from({"run": "backup", "repo": "ftp://x"})
     with pytest.raises(UsageError, match="paths"):
         orders_from({"run": "files-restore", "repo": "LABEL=x"})
+
+
+def test_object_store_orders() -> None:
+    orders = orders_from(
+        {
+            "run": "restore",
+            "repo": "s3://lab-images/pc7",
+            "credentials": "LABEL=KEYS:/aws",
+            "s3_endpoint": "https://s3.lab.example:7480",
+            "ca_file": "UUID=1234-ABCD:/lab-ca.pem",
+        }
+    )
+    assert orders.repo is not None and orders.repo.kind == "s3"
+    assert orders.s3_endpoint == "https://s3.lab.example:7480"
+    assert orders.credentials is not None and orders.credentials.kind == "label"
+    assert orders.ca_file is not None and orders.ca_file.path == "/lab-ca.pem"
+    assert not orders.unknown
+    with pytest.raises(UsageError, match="s3_endpoint"):
+        orders_from({"run": "backup", "repo": "s3://b1b", "s3_endpoint": "s3.lab.example"})
+    with pytest.raises(UsageError, match="files-restore"):
+        orders_from({"run": "files-restore", "repo": "s3://b1b", "paths": "/a", "to": "/x"})
+    with pytest.raises(UsageError, match="not in a bucket"):
+        orders_from({"run": "backup", "repo": "s3://b1b", "passphrase_file": "s3://b1b/p"})
+    with pytest.raises(UsageError, match="s3://BUCKET"):
+        orders_from({"run": "backup", "repo": "s3://"})
 
 
 def test_config_file() -> None:
