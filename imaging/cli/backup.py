@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from imaging import jobs
-from imaging.cli.common import open_repo, print_json
+from imaging.cli.common import add_bwlimit, open_repo, print_json
 from imaging.errors import IntegrityError
 from imaging.progress import reporter_for
 from imaging.units import human_duration, human_size
@@ -82,5 +82,6 @@ def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.Argument
         help="once committed: structure (default: every chunk the snapshot names is "
         "stored), data (also read every chunk back), none",
     )
+    add_bwlimit(p)
     p.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     p.set_defaults(handler=cmd_backup)
