@@ -116,6 +116,14 @@ def copy(
     lease on ``repo`` and a writer lease on the target; creates the mirror when missing."""
     target_store = request.target
     result = CopyResult(source=repo.location, target=target_store.describe())
+    window = request.window
+    if window is not None and not window.contains(clock()):
+        # Wait before taking any lease (a reader lease held all day would hold gc back),
+        # and only when there is something to copy.
+        listed = repo.snapshots()
+        present = _present(repo, target_store)
+        if any(s.id not in present for s in _select(repo, listed, request.snapshots)):
+            result.waited = _wait_for(window, clock, say)
     with repo.reader():
         listed = repo.snapshots()
         wanted = _select(repo, listed, request.snapshots)
@@ -126,8 +134,6 @@ def copy(
             todo = [s for s in wanted if s.id not in present]
             if not todo:
                 return result
-            if request.window is not None:
-                result.waited = _wait_for(request.window, clock, say)
             started = time.monotonic()
             try:
                 _copy_snapshots(repo, target, todo, request.window, clock, progress, result)
@@ -146,14 +152,16 @@ def _select(repo: Repository, listed: SnapshotList, selectors: tuple[str, ...]) 
     return sorted(chosen.values(), key=lambda s: s.order)
 
 
-def _mirror(repo: Repository, store: Store) -> tuple[Repository, bool]:
-    """The target opened with the source's key, created first when it holds nothing: key
-    slots, then the config (which makes it a repository), each byte for byte."""
-    created = False
+def _present(repo: Repository, store: Store) -> set[str]:
+    """The snapshots a target has (none when it is missing); another repository is refused
+    here already."""
     if not store.reachable() or not store.exists(storage.CONFIG):
-        _create_mirror(repo, store)
-        created = True
-    config, _ = load_config(store)
+        return set()
+    _refuse_other(repo, store, load_config(store)[0])
+    return {info.name.key for info in store.list(Kind.SNAPSHOTS)}
+
+
+def _refuse_other(repo: Repository, store: Store, config: dict[str, object]) -> None:
     if config["id"] != repo.id:
         raise UsageError(
             f"{store.describe()} is another repository (id {config['id']}), not a copy of "
@@ -161,6 +169,16 @@ def _mirror(repo: Repository, store: Store) -> tuple[Repository, bool]:
             "copy only fills mirrors of the same repository: choose an empty or new "
             "location, or the mirror made by an earlier copy.",
         )
+
+
+def _mirror(repo: Repository, store: Store) -> tuple[Repository, bool]:
+    """The target opened with the source's key, created first when it holds nothing: key
+    slots, then the config (which makes it a repository), each byte for byte."""
+    created = False
+    if not store.reachable() or not store.exists(storage.CONFIG):
+        _create_mirror(repo, store)
+        created = True
+    _refuse_other(repo, store, load_config(store)[0])
     # Key slots added to the source since: the same passphrases open both.
     for info in list(repo.store.list(Kind.KEYS)) if repo.encrypted else []:
         if not store.exists(info.name):
