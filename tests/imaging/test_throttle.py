@@ -3,6 +3,7 @@ keeps to it."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -187,3 +188,28 @@ def test_throttled_store_charges_puts_and_gets(tmp_path: Path) -> None:
     assert store.stat(name).size == MiB  # not charged
     assert store.unwrapped() is inner
     assert throttled(inner, "off") is inner and throttled(inner, None) is inner
+
+
+def test_backup_and_restore_keep_to_bwlimit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The limit holds for a backup's writes and a restore's reads: 8 MiB at 2 MiB/s cannot
+    take less than 4 s (load only makes it slower)."""
+    from tests.support import run_cli, write_random_image
+
+    repo = tmp_path / "repo"
+    assert run_cli("init", str(repo), "--encryption", "none") == 0
+    image = tmp_path / "disk.img"
+    write_random_image(image, 8 * MiB, zero_every=0)
+    started = time.monotonic()
+    assert run_cli("backup", "--repo", str(repo), "--bwlimit", "2M", str(image)) == 0
+    assert time.monotonic() - started >= 3.9
+    out = tmp_path / "out.img"
+    started = time.monotonic()
+    code = run_cli(
+        "restore", "--repo", str(repo), "--bwlimit", "1M:4M", "--yes", "latest", str(out)
+    )
+    assert code == 0
+    assert time.monotonic() - started >= 1.9  # downloads at 4 MiB/s
+    assert out.read_bytes() == image.read_bytes()
+    capsys.readouterr()
