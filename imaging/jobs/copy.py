@@ -256,26 +256,26 @@ def _copy_snapshots(
     store = target.store
     closes = window.closes(clock()) if window is not None else None
     have = {bytes.fromhex(info.name.key) for info in store.list(Kind.CHUNKS)}
-    # What each snapshot needs sent, counted first for the progress total.
-    plans: list[tuple[Snapshot, dict[str, bytes], list[bytes]]] = []
-    planned: set[bytes] = set()
+    # What each snapshot needs sent, counted first for the progress total. The indexes are
+    # read again when they are written: held for every snapshot, a 2 TiB disk's would take
+    # 64 MiB each.
+    plans: list[tuple[Snapshot, list[bytes]]] = []
     total = 0
     for snapshot in todo:
-        indexes = {img.name: _read_index(repo, snapshot, img.name) for img in snapshot.images}
         send: list[bytes] = []
-        for data in indexes.values():
-            _, _, ids = codec.decode_index(data)
-            for chunk_id in ChunkIndex(ids):
-                if chunk_id in codec.RESERVED_IDS or chunk_id in have or chunk_id in planned:
+        for image in snapshot.images:
+            data = _read_index(repo, snapshot, image.name)
+            total += len(data)
+            for chunk_id in ChunkIndex(codec.decode_index(data)[2]):
+                if chunk_id in codec.RESERVED_IDS or chunk_id in have:
                     continue
-                planned.add(chunk_id)
+                have.add(chunk_id)  # sent with this snapshot: not again with a later one
                 send.append(chunk_id)
         total += sum(repo.store.size(storage.chunk(i)) for i in send)
-        total += sum(len(d) for d in indexes.values())
-        plans.append((snapshot, indexes, send))
+        plans.append((snapshot, send))
     meter = Meter("copy", total, progress)
     try:
-        for number, (snapshot, indexes, send) in enumerate(plans):
+        for number, (snapshot, send) in enumerate(plans):
             meter.set_item(snapshot.id[:12])
             try:
                 for chunk_id in send:
@@ -292,12 +292,13 @@ def _copy_snapshots(
                 store.sync_chunks()
                 result.complete = False
                 result.stopped_at = clock()
-                result.remaining = [s.id for s, _, _ in plans[number:]]
+                result.remaining = [s.id for s, _ in plans[number:]]
                 return
             store.flush_chunks()
             store.sync_chunks()
-            for image, data in indexes.items():
-                store.put(storage.index(snapshot.id, image), data)
+            for image in snapshot.images:
+                data = _read_index(repo, snapshot, image.name)
+                store.put(storage.index(snapshot.id, image.name), data)
                 result.bytes_sent += len(data)
                 meter.add(len(data))
             manifest = repo.store.get(storage.snapshot(snapshot.id))
