@@ -307,6 +307,11 @@ def test_killed_copy_resends_at_most_one_pack(
     assert Repository.open(remote).snapshot_ids() == []  # nothing listed that cannot be restored
     code, result = copy_json(capsys, "--repo", str(src), "--to", remote)
     assert code == 0 and result["complete"] is True
+    print(
+        f"killed copy: {reported / MiB:.1f} MiB reported sent, {durable / MiB:.1f} MiB durable "
+        f"on the target; the resumed copy sent {int(result['chunk_bytes']) / MiB:.1f} MiB of "
+        f"{total / MiB:.1f} MiB"
+    )
     assert int(result["chunk_bytes"]) + durable == total  # nothing durable was sent again
     assert int(result["chunk_bytes"]) <= total - reported + PACK_BYTES + 4 * MiB
     dst = Repository.open(remote)
