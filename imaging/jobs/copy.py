@@ -18,12 +18,11 @@ reuses every chunk that made it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from imaging.errors import HourglassError, IntegrityError, UsageError
-from imaging.jobs.common import choose_snapshot
+from imaging.jobs.common import Clock, Say, choose_snapshot, no_say, now, wait_for_window
 from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository import codec, keys, storage
 from imaging.repository.records import ChunkIndex
@@ -32,17 +31,6 @@ from imaging.repository.store import LAYOUT, Repository, Snapshot, SnapshotList,
 from imaging.repository.throttle import Window
 
 __all__ = ["CopyRequest", "CopyResult", "copy"]
-
-Say = Callable[[str], None]
-Clock = Callable[[], datetime]
-
-
-def _no_say(_: str) -> None:
-    """For callers that show nothing but the result."""
-
-
-def _now() -> datetime:
-    return datetime.now()
 
 
 @dataclass(frozen=True)
@@ -109,8 +97,8 @@ def copy(
     request: CopyRequest,
     *,
     progress: ProgressCallback = no_progress,
-    say: Say = _no_say,
-    clock: Clock = _now,
+    say: Say = no_say,
+    clock: Clock = now,
 ) -> CopyResult:
     """Copy snapshots into the mirror ``request.target`` (module docstring), under a reader
     lease on ``repo`` and a writer lease on the target; creates the mirror when missing."""
@@ -123,7 +111,7 @@ def copy(
         listed = repo.snapshots()
         present = _present(repo, target_store)
         if any(s.id not in present for s in _select(repo, listed, request.snapshots)):
-            result.waited = _wait_for(window, clock, say)
+            result.waited = wait_for_window(window, say=say, clock=clock)
     with repo.reader():
         listed = repo.snapshots()
         wanted = _select(repo, listed, request.snapshots)
@@ -210,24 +198,6 @@ def _create_mirror(repo: Repository, store: Store) -> None:
         for info in repo.store.list(Kind.KEYS):
             store.put(info.name, repo.store.get(info.name))
     store.put(storage.CONFIG, raw_config)
-
-
-def _wait_for(window: Window, clock: Clock, say: Say) -> float:
-    """Sleep until the window opens; the seconds waited."""
-    now = clock()
-    opens = window.opens(now)
-    if opens <= now:
-        return 0.0
-    say(
-        f"Outside the window {window}: waiting until {opens.strftime('%Y-%m-%d %H:%M:%S')} "
-        "to start."
-    )
-    waited = 0.0
-    while (left := (window.opens(clock()) - clock()).total_seconds()) > 0:
-        step = min(left, 30.0)
-        time.sleep(step)
-        waited += step
-    return waited
 
 
 def _read_index(repo: Repository, snapshot: Snapshot, image: str) -> bytes:
