@@ -3,6 +3,7 @@ keeps to it."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -213,3 +214,37 @@ def test_backup_and_restore_keep_to_bwlimit(
     assert time.monotonic() - started >= 1.9  # downloads at 4 MiB/s
     assert out.read_bytes() == image.read_bytes()
     capsys.readouterr()
+
+
+def test_backup_window_stops_with_no_snapshot_and_the_next_backup_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Closing 2 s after the start, while a 24 MiB backup at 4 MiB/s needs 6 s: exit 14,
+    nothing listed; the next backup reuses what was stored."""
+    from imaging.repository.store import Repository
+    from tests.support import run_cli, write_random_image
+
+    repo = tmp_path / "repo"
+    assert run_cli("init", str(repo), "--encryption", "none") == 0
+    image = tmp_path / "disk.img"
+    write_random_image(image, 24 * MiB, zero_every=0)
+    moment = datetime.now()
+    window = f"{(moment - timedelta(hours=1)):%H:%M:%S}-{(moment + timedelta(seconds=2)):%H:%M:%S}"
+    capsys.readouterr()
+    code = run_cli("backup", "--repo", str(repo), "--window", window, "--bwlimit", "4M", str(image))
+    err = capsys.readouterr().err
+    assert code == 14, err
+    assert "closed" in err and "run the same backup again" in err
+    assert Repository.open(repo).snapshots() == []
+    kept = sum(1 for _ in Repository.open(repo).store.list(storage.Kind.CHUNKS))
+    assert kept > 0
+    assert run_cli("backup", "--repo", str(repo), "--json", str(image)) == 0
+    stats = json.loads(capsys.readouterr().out)["stats"]
+    assert stats["dedup_bytes"] >= kept * MiB
+    # Outside the window a backup says until when it waits.
+    moment = datetime.now()
+    window = f"{(moment + timedelta(seconds=2)):%H:%M:%S}-{(moment + timedelta(hours=1)):%H:%M:%S}"
+    assert run_cli("backup", "--repo", str(repo), "--window", window, str(image)) == 0
+    assert f"waiting until {(moment + timedelta(seconds=2)):%Y-%m-%d %H:%M:%S}" in (
+        capsys.readouterr().err
+    )
