@@ -18,6 +18,9 @@ reuses every chunk that made it.
 from __future__ import annotations
 
 import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -31,6 +34,11 @@ from imaging.repository.store import LAYOUT, Repository, Snapshot, SnapshotList,
 from imaging.repository.throttle import Window
 
 __all__ = ["CopyRequest", "CopyResult", "copy"]
+
+# Chunks read from the source at once, and read ahead of the one being written (at most
+# READ_AHEAD chunks of up to 4 MiB in memory).
+READERS = 8
+READ_AHEAD = 16
 
 
 @dataclass(frozen=True)
@@ -214,6 +222,25 @@ def _read_index(repo: Repository, snapshot: Snapshot, image: str) -> bytes:
     return data
 
 
+def _read_ahead(repo: Repository, ids: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
+    """The stored bytes of each chunk, in order, READERS read at once: from an object
+    store each is a request, and one at a time the round trips would bound the copy."""
+    with ThreadPoolExecutor(READERS, thread_name_prefix="copy-read") as pool:
+        pending: deque[tuple[bytes, Future[bytes]]] = deque()
+        try:
+            for chunk_id in ids:
+                pending.append((chunk_id, pool.submit(repo.read_chunk_file, chunk_id)))
+                if len(pending) >= READ_AHEAD:
+                    done, future = pending.popleft()
+                    yield done, future.result()
+            while pending:
+                done, future = pending.popleft()
+                yield done, future.result()
+        finally:  # stopped early (the window, an error): the reads not taken are dropped
+            for _, future in pending:
+                future.cancel()
+
+
 def _copy_snapshots(
     repo: Repository,
     target: Repository,
@@ -248,10 +275,9 @@ def _copy_snapshots(
         for number, (snapshot, send) in enumerate(plans):
             meter.set_item(snapshot.id[:12])
             try:
-                for chunk_id in send:
+                for chunk_id, data in _read_ahead(repo, send):
                     if closes is not None and clock() >= closes:
                         raise _WindowClosed
-                    data = repo.read_chunk_file(chunk_id)
                     if store.put_chunk(chunk_id, data):
                         result.chunks_sent += 1
                         result.chunk_bytes += len(data)
