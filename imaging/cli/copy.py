@@ -8,7 +8,7 @@ from typing import Any
 
 from imaging import jobs
 from imaging.cli.common import add_bwlimit, limiter, open_repo, print_json, repo_location
-from imaging.errors import NotFinished, UsageError
+from imaging.errors import IntegrityError, NotFinished, UsageError
 from imaging.progress import reporter_for
 from imaging.repository.throttle import parse_window
 from imaging.units import human_duration, human_size
@@ -25,7 +25,10 @@ def cmd_copy(args: argparse.Namespace) -> int:
     limiter(args)  # a bad --bwlimit is refused before anything is opened
     repo = open_repo(args)
     request = jobs.CopyRequest(
-        target=repo_location(args, args.to), snapshots=tuple(args.snapshots), window=window
+        target=repo_location(args, args.to),
+        snapshots=tuple(args.snapshots),
+        source=args.source,
+        window=window,
     )
     result = jobs.copy(repo, request, progress=reporter_for(args.progress), say=_say)
     if args.json:
@@ -38,6 +41,14 @@ def cmd_copy(args: argparse.Namespace) -> int:
             f"{human_size(result.bytes_sent)} in {human_duration(result.elapsed)} "
             f"({human_size(result.rate)}/s)."
         )
+    for line in result.damaged:
+        print(f"DAMAGED {line}", file=sys.stderr)
+    if result.damaged:
+        print(
+            f"hourglass: error: {len(result.damaged)} snapshot manifest(s) of the source cannot "
+            "be read and were not copied; the other snapshots were.",
+            file=sys.stderr,
+        )
     if not result.complete:
         when = result.stopped_at.strftime("%H:%M:%S") if result.stopped_at else "?"
         left = ", ".join(s[:12] for s in result.remaining)
@@ -48,7 +59,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return NotFinished.exit_code
-    return 0
+    return IntegrityError.exit_code if result.damaged else 0
 
 
 def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.ArgumentParser) -> None:
@@ -65,6 +76,7 @@ def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.Argument
         metavar="DST",
         help="the mirror: a directory or s3://BUCKET[/PREFIX] (made when missing)",
     )
+    p.add_argument("--source", help="copy only snapshots of this source")
     add_bwlimit(p)
     p.add_argument(
         "--window",

@@ -49,6 +49,8 @@ class CopyRequest:
 
     target: Store
     snapshots: tuple[str, ...] = ()
+    source: str | None = None
+    """Only snapshots of this source (as ``--source`` of other commands)."""
     window: Window | None = None
 
 
@@ -72,6 +74,9 @@ class CopyResult:
     """Seconds spent waiting for the window to open (not in ``elapsed``)."""
     complete: bool = True
     stopped_at: datetime | None = None
+    damaged: list[str] = field(default_factory=list)
+    """Snapshots of the source whose manifest cannot be read: not copied (their
+    descriptions); a front end must not call such a copy a success."""
 
     @property
     def rate(self) -> float:
@@ -93,6 +98,7 @@ class CopyResult:
             "rate": round(self.rate, 1),
             "waited": round(self.waited, 3),
             "stopped_at": self.stopped_at.isoformat() if self.stopped_at else None,
+            "damaged": self.damaged,
         }
 
 
@@ -118,11 +124,13 @@ def copy(
         # and only when there is something to copy.
         listed = repo.snapshots()
         present = _present(repo, target_store)
-        if any(s.id not in present for s in _select(repo, listed, request.snapshots)):
+        if any(s.id not in present for s in _select(repo, listed, request)):
             result.waited = wait_for_window(window, say=say, clock=clock)
     with repo.reader():
         listed = repo.snapshots()
-        wanted = _select(repo, listed, request.snapshots)
+        wanted = _select(repo, listed, request)
+        if not request.snapshots:
+            result.damaged = [d.describe() for d in listed.damaged]
         target, result.created = _mirror(repo, target_store)
         with target.writer():
             present = set(target.snapshot_ids())
@@ -138,12 +146,14 @@ def copy(
     return result
 
 
-def _select(repo: Repository, listed: SnapshotList, selectors: tuple[str, ...]) -> list[Snapshot]:
-    if not selectors:
-        return list(listed)
+def _select(repo: Repository, listed: SnapshotList, request: CopyRequest) -> list[Snapshot]:
+    """The snapshots ``request`` names (all, or of its source), oldest first."""
+    source = request.source
+    if not request.snapshots:
+        return [s for s in listed if not source or source in (s.source, s.source_id)]
     chosen: dict[str, Snapshot] = {}
-    for selector in selectors:
-        snapshot = choose_snapshot(repo, selector, listed=listed).snapshot
+    for selector in request.snapshots:
+        snapshot = choose_snapshot(repo, selector, source=source, listed=listed).snapshot
         chosen[snapshot.id] = snapshot
     return sorted(chosen.values(), key=lambda s: s.order)
 

@@ -442,3 +442,29 @@ def test_bwlimit_averages_twenty_mib_per_second_over_a_minute(
     )
     assert 0.9 * rate <= measured <= 1.1 * rate
     assert 0.9 * rate <= sent / wall <= 1.1 * rate
+
+
+def test_source_filter_and_a_damaged_manifest_is_named_not_hidden(
+    tmp_path: Path, env_passphrase: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    two_snapshots(tmp_path, tmp_path / "src")
+    src_repo = Repository.open(tmp_path / "src", PASSPHRASE)
+    other = tmp_path / "other.img"
+    write_random_image(other, 4 * MiB, seed=7)
+    third = backup_path(src_repo, other)
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    code, result = copy_json(capsys, "--repo", src, "--to", dst, "--source", third.source)
+    assert code == 0 and result["copied"] == [third.id]
+    # One manifest of the source flipped: the rest is copied, the damage named, exit 3.
+    first = src_repo.snapshots()[0]
+    manifest = tmp_path / "src" / "snapshots" / f"{first.id}.snap"
+    data = bytearray(manifest.read_bytes())
+    data[40] ^= 0xFF
+    manifest.write_bytes(bytes(data))
+    capsys.readouterr()
+    code = cli("copy", "--repo", src, "--to", dst, "--progress", "none")
+    err = capsys.readouterr().err
+    assert code == 3
+    assert f"DAMAGED snapshot {first.id}" in err and "were not copied" in err
+    copied = Repository.open(dst, PASSPHRASE).snapshot_ids()
+    assert first.id not in copied and len(copied) == 2
