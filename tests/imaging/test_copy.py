@@ -468,3 +468,21 @@ def test_source_filter_and_a_damaged_manifest_is_named_not_hidden(
     assert f"DAMAGED snapshot {first.id}" in err and "were not copied" in err
     copied = Repository.open(dst, PASSPHRASE).snapshot_ids()
     assert first.id not in copied and len(copied) == 2
+
+
+@s3
+def test_backup_and_restore_with_bwlimit_on_an_object_store(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The limited store wraps an S3 store: its leases, packs and ranged reads still work."""
+    url = f"s3://{s3_bucket}/bw"
+    assert run_cli("init", url, "--encryption", "none") == 0
+    image = tmp_path / "disk.img"
+    write_random_image(image, 12 * MiB)
+    assert run_cli("backup", "--repo", url, "--bwlimit", "08:00,50M 20:00,40M", str(image)) == 0
+    out = tmp_path / "out.img"
+    assert (
+        run_cli("restore", "--repo", url, "--bwlimit", "off:30M", "--yes", "latest", str(out)) == 0
+    )
+    assert same_file(out, image)
+    assert run_cli("verify", "--repo", url, "--read-data") == 0
