@@ -102,3 +102,10 @@ class Busy(HourglassError):
     """Another process holds what this operation needs (a gc lease, a mount)."""
 
     exit_code = 13
+
+
+class NotFinished(HourglassError):
+    """Work stopped cleanly with some left to do (a copy at the end of its ``--window``):
+    what was done is kept, and running the same command again resumes."""
+
+    exit_code = 14

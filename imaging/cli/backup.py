@@ -7,21 +7,28 @@ import sys
 from typing import Any
 
 from imaging import jobs
-from imaging.cli.common import open_repo, print_json
+from imaging.cli.common import add_bwlimit, open_repo, print_json
 from imaging.errors import IntegrityError
 from imaging.progress import reporter_for
+from imaging.repository.throttle import parse_window
 from imaging.units import human_duration, human_size
 
 
+def _say(line: str) -> None:
+    print(f"hourglass: {line}", file=sys.stderr, flush=True)
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
+    window = parse_window(args.window) if args.window else None
     repo = open_repo(args)
     request = jobs.BackupRequest(
         sources=tuple(args.sources),
         check=jobs.Check(args.check),
         rescue=args.rescue,
         force=args.force,
+        window=window,
     )
-    result = jobs.backup(repo, request, progress=reporter_for(args.progress))
+    result = jobs.backup(repo, request, progress=reporter_for(args.progress), say=_say)
     snapshot, report = result.snapshot, result.report
     if args.json:
         print_json(
@@ -81,6 +88,13 @@ def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.Argument
         default=jobs.Check.STRUCTURE.value,
         help="once committed: structure (default: every chunk the snapshot names is "
         "stored), data (also read every chunk back), none",
+    )
+    add_bwlimit(p)
+    p.add_argument(
+        "--window",
+        metavar="START-END",
+        help="back up only between these local times (22:00-06:00): wait for the start; "
+        "at the end stop with no snapshot, keeping what was stored (exit 14)",
     )
     p.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     p.set_defaults(handler=cmd_backup)

@@ -20,6 +20,7 @@ from imaging.errors import Cancelled, UsageError
 from imaging.repository.s3store import S3Options
 from imaging.repository.storage import Store
 from imaging.repository.store import DamagedSnapshot, Repository, Snapshot, as_store
+from imaging.repository.throttle import Limiter, ThrottledStore, parse_timetable
 from imaging.units import human_size
 
 Handler = Callable[[argparse.Namespace], int]
@@ -90,10 +91,36 @@ def s3_options(args: argparse.Namespace) -> S3Options:
     )
 
 
+def add_bwlimit(p: argparse.ArgumentParser) -> None:
+    """``--bwlimit``, for the commands that move data to or from a repository."""
+    p.add_argument(
+        "--bwlimit",
+        metavar="TIMETABLE",
+        help='limit the bandwidth, in rclone\'s syntax: "10M", "UP:DOWN" or times of day '
+        '"08:00,512k 18:00,10M 23:00,off" (weekdays: "Mon-08:00,512k"); k, M, G are '
+        "KiB, MiB, GiB per second",
+    )
+
+
+def limiter(args: argparse.Namespace) -> Limiter | None:
+    """The one bandwidth limiter of this command (``--bwlimit``), shared by every store it
+    opens; None without a limit."""
+    text = getattr(args, "bwlimit", None)
+    if not text:
+        return None
+    made: Limiter | None = getattr(args, "_limiter", None)
+    if made is None:
+        made = Limiter(parse_timetable(text))
+        args._limiter = made
+    return made if made.timetable.limited else None
+
+
 def repo_location(args: argparse.Namespace, path: str | None = None) -> Store:
     """The store of ``path`` (else --repo): a directory, or s3:// reached as
-    :func:`s3_options` says."""
-    return as_store(path or repo_path(args), s3=s3_options(args))
+    :func:`s3_options` says; kept to ``--bwlimit`` when the command has one."""
+    store = as_store(path or repo_path(args), s3=s3_options(args))
+    limit = limiter(args)
+    return ThrottledStore(store, limit) if limit is not None else store
 
 
 def open_repo(args: argparse.Namespace) -> Repository:

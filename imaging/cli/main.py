@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "snapshots": "snapshots",
     "restore": "restore",
     "verify": "verify",
+    "copy": "copy",
     "forget": "forget",
     "gc": "gc",
     "info": "info",

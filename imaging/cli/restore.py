@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from imaging import jobs
-from imaging.cli.common import confirm, open_repo
+from imaging.cli.common import add_bwlimit, confirm, open_repo
 from imaging.errors import IntegrityError
 from imaging.image.backup import describe_unreadable
 from imaging.image.restore import RestoreResult
@@ -80,6 +80,7 @@ def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.Argument
     p.add_argument(
         "--ignore-damage", action="store_true", help="write zeros for damaged chunks and go on"
     )
+    add_bwlimit(p)
     p.add_argument(
         "--grow",
         action="store_true",

@@ -9,8 +9,9 @@ maps errors to its own words.
 
 The operations of the maintenance and files modules are loaded on first use (PEP 562):
 they pull in the file-level stack, which a backup or a restore from the command line does
-not need and which cost each run ~0.05 s to import. ``backup`` and ``restore`` load at once:
-they are also the names of their modules, which an import would put in their place.
+not need and which cost each run ~0.05 s to import. ``backup``, ``copy`` and ``restore``
+load at once: they are also the names of their modules, which an import would put in their
+place.
 """
 
 import importlib
@@ -26,6 +27,7 @@ from imaging.jobs.backup import (
     plan_backup,
 )
 from imaging.jobs.common import Chosen, choose_snapshot, no_confirm, select
+from imaging.jobs.copy import CopyRequest, CopyResult, copy
 
 if TYPE_CHECKING:
     from imaging.jobs.files import FilesRestoreRequest, files_restore
@@ -60,6 +62,8 @@ __all__ = [
     "BackupResult",
     "Check",
     "Chosen",
+    "CopyRequest",
+    "CopyResult",
     "DiskRestoreResult",
     "FilesRestoreRequest",
     "ForgetPlan",
@@ -76,6 +80,7 @@ __all__ = [
     "backup",
     "check_restore_target",
     "choose_snapshot",
+    "copy",
     "files_restore",
     "forget",
     "gc",

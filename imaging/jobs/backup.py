@@ -20,10 +20,13 @@ __all__ = [
     "backup",
     "plan_backup",
 ]
+from imaging.errors import Cancelled, NotFinished
 from imaging.image.backup import run_backup as _run_backup
+from imaging.jobs.common import Say, no_say, now, wait_for_window
 from imaging.jobs.protected import refuse_repository_on_source
 from imaging.progress import ProgressCallback, no_progress
 from imaging.repository.store import Repository, Snapshot
+from imaging.repository.throttle import Window
 from imaging.repository.verify import VerifyReport
 from imaging.repository.verify import verify as _verify
 
@@ -54,6 +57,9 @@ class BackupRequest:
     rescue: bool = False
     force: bool = False
     cancel: threading.Event | None = None
+    window: Window | None = None
+    """Start only inside this window (wait for it); stop when it closes: no snapshot, the
+    chunks stored so far kept for the next backup (:class:`NotFinished`)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,7 @@ def backup(
     *,
     progress: ProgressCallback = no_progress,
     on_committed: Callable[[Snapshot], None] | None = None,
+    say: Say = no_say,
 ) -> BackupResult:
     """Store a new snapshot, then check it as ``request.check`` says.
 
@@ -116,8 +123,11 @@ def backup(
     """
     plan = _plan(request)
     refuse_repository_on_source(repo, plan)
-    options = BackupOptions(rescue=request.rescue, cancel=request.cancel)
-    snapshot = _run_backup(repo, plan, progress=progress, options=options)
+    if request.window is None:
+        options = BackupOptions(rescue=request.rescue, cancel=request.cancel)
+        snapshot = _run_backup(repo, plan, progress=progress, options=options)
+    else:
+        snapshot = _backup_in_window(repo, plan, request, request.window, progress, say)
     if on_committed is not None:
         on_committed(snapshot)
     report = None
@@ -128,3 +138,35 @@ def backup(
             )
     warnings = list(snapshot.manifest.get("warnings", [])) + describe_unreadable(snapshot)
     return BackupResult(snapshot, report, request.check, warnings)
+
+
+def _backup_in_window(
+    repo: Repository,
+    plan: BackupPlan,
+    request: BackupRequest,
+    window: Window,
+    progress: ProgressCallback,
+    say: Say,
+) -> Snapshot:
+    """The backup, started when ``window`` opens and cancelled when it closes (a cancelled
+    backup keeps the chunks it stored: the next one does not send them again)."""
+    wait_for_window(window, say=say)
+    closes = window.closes(now())
+    cancel = request.cancel or threading.Event()
+    timer = threading.Timer(max(0.0, (closes - now()).total_seconds()), cancel.set)
+    timer.daemon = True
+    timer.start()
+    try:
+        options = BackupOptions(rescue=request.rescue, cancel=cancel)
+        return _run_backup(repo, plan, progress=progress, options=options)
+    except Cancelled:
+        if now() < closes:
+            raise  # cancelled by the caller, not by the clock
+        raise NotFinished(
+            f"The window {window} closed at {closes.strftime('%H:%M:%S')}: the backup "
+            "stopped and no snapshot was recorded.",
+            "The chunks stored so far are kept: run the same backup again (in the next "
+            "window) and it goes on from there.",
+        ) from None
+    finally:
+        timer.cancel()

@@ -2,18 +2,48 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TypeVar
 
 from imaging.errors import UsageError
 from imaging.repository import selectors
 from imaging.repository.store import Repository, Snapshot, SnapshotList
+from imaging.repository.throttle import Window
 
 P = TypeVar("P")
 # Called with what an operation is about to destroy; returns to go on, raises
 # :class:`imaging.errors.Cancelled` to stop with nothing changed.
 Confirm = Callable[[P], None]
+# Called with a line a person should see while the operation runs (waiting for a window).
+Say = Callable[[str], None]
+Clock = Callable[[], datetime]
+
+
+def no_say(_: str) -> None:
+    """For callers that show nothing but the result."""
+
+
+def now() -> datetime:
+    """Local time, as windows are given in."""
+    return datetime.now()
+
+
+def wait_for_window(window: Window, *, say: Say = no_say, clock: Clock = now) -> float:
+    """Sleep until ``window`` is open, saying until when; the seconds waited."""
+    opens = window.opens(clock())
+    if opens <= clock():
+        return 0.0
+    say(
+        f"Outside the window {window}: waiting until {opens.strftime('%Y-%m-%d %H:%M:%S')} "
+        "to start."
+    )
+    started = time.monotonic()
+    while (left := (window.opens(clock()) - clock()).total_seconds()) > 0:
+        time.sleep(min(left, 30.0))
+    return time.monotonic() - started
 
 
 def select(snapshots: list[Snapshot], selector: str, *, source: str | None = None) -> Snapshot:

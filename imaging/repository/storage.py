@@ -196,6 +196,11 @@ class Store(ABC):
         docstring); None for a store without one."""
         return None
 
+    def unwrapped(self) -> Store:
+        """The store that holds the objects, under any wrappers (a bandwidth limit:
+        imaging.repository.throttle), for what only one kind of store does."""
+        return self
+
     @abstractmethod
     def reachable(self) -> bool:
         """Whether the store's location exists at all (a local store: its directory)."""

@@ -85,13 +85,14 @@ class Repository:
     @property
     def local_store(self) -> LocalStore:
         """The store, for what only a local store does (leases, trash, chunk files)."""
-        if not isinstance(self.store, LocalStore):
+        store = self.store.unwrapped()
+        if not isinstance(store, LocalStore):
             raise UsageError(
                 f"{self.store.describe()} is not a directory on this machine: this needs one.",
                 "Object-store repositories take backups, restores, verify and snapshots for "
                 "now; gc and file-level restore need a repository directory.",
             )
-        return self.store
+        return store
 
     # --- creation and opening ---------------------------------------------------------------
 
@@ -369,8 +370,9 @@ class Repository:
         return self._lease("reader")
 
     def _lease(self, kind: str) -> contextlib.AbstractContextManager[leases.LeaseHandle]:
-        if isinstance(self.store, S3Store):
-            return self.store.lease(kind)
+        store = self.store.unwrapped()
+        if isinstance(store, S3Store):
+            return store.lease(kind)
         return leases.hold(self.local_store.leases_dir, kind)
 
     # --- keys -------------------------------------------------------------------------------
