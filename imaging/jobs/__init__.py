@@ -48,10 +48,12 @@ if TYPE_CHECKING:
     )
 from imaging.jobs.restore import (
     DiskRestoreResult,
+    GrowPlan,
     RestorePreview,
     RestoreRequest,
     RestoreResult,
     check_restore_target,
+    grow_plan,
     restore,
 )
 
@@ -70,6 +72,7 @@ __all__ = [
     "ForgetRequest",
     "ForgetResult",
     "GcResult",
+    "GrowPlan",
     "Policy",
     "RestorePreview",
     "RestoreRequest",
@@ -84,6 +87,7 @@ __all__ = [
     "files_restore",
     "forget",
     "gc",
+    "grow_plan",
     "no_confirm",
     "plan_backup",
     "plan_forget",

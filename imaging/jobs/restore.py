@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from imaging.disks.resize import GrowPlan
 from imaging.disks.restore import (
     DiskRestoreResult,
     check_block_target,
@@ -24,11 +25,13 @@ from imaging.units import decimal_size, human_size
 
 __all__ = [
     "DiskRestoreResult",
+    "GrowPlan",
     "RestorePreview",
     "RestoreRequest",
     "RestoreResult",
     "check_restore_target",
     "describe_snapshot",
+    "grow_plan",
     "restore",
 ]
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, ClassVar
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Input, OptionList
+from textual.widgets import Button, Checkbox, Input, OptionList
 from textual.worker import Worker
 
 from imaging import jobs
@@ -87,6 +87,7 @@ class RestoreSystemScreen(WizardScreen):
         super().__init__()
         self.snapshot: Snapshot | None = None
         self.target: Disk | None = None
+        self.plan: jobs.GrowPlan | None = None  # what grow would do on the chosen disk
         self.phase = ""
 
     def compose_steps(self) -> ComposeResult:
@@ -112,7 +113,10 @@ class RestoreSystemScreen(WizardScreen):
                 yield Label(_("Restore onto which disk?"), classes="section first")
                 yield OptionList(id="targets", compact=True)
                 yield Static("", id="check", classes="note")
-                yield checkbox(_("Make the last partition fill a larger disk"), id="grow")
+                yield checkbox(
+                    _("Grow the largest partition into the extra space"), True, id="grow"
+                )
+                yield Static("", id="plan", classes="note", markup=False)
                 with Horizontal(classes="buttons"):
                     yield Button(
                         _("Restore..."),
@@ -247,17 +251,21 @@ class RestoreSystemScreen(WizardScreen):
         assert self.opened is not None and self.snapshot is not None
         try:
             check_restore_target(self.opened.repo, self.snapshot, disk.device)
+            plan = jobs.grow_plan(self.snapshot, disk.device)
         except HourglassError as e:
             problem = e.message + (f" {e.hint}" if e.hint else "")
-            self.app.call_from_thread(self._checked, disk, problem)
+            self.app.call_from_thread(self._checked, disk, problem, None)
             return
-        self.app.call_from_thread(self._checked, disk, "")
+        self.app.call_from_thread(self._checked, disk, "", plan)
 
-    def _checked(self, disk: Disk, problem: str) -> None:
+    def _checked(self, disk: Disk, problem: str, plan: jobs.GrowPlan | None) -> None:
         if self.target is None or disk.device != self.target.device:
             return
-        larger = self.snapshot is not None and disk.size > self.snapshot.size
+        self.plan = plan if plan is not None and plan.grown is not None else None
+        larger = self.plan is not None
         self.query_one("#grow").display = larger and not problem
+        self.query_one("#plan", Static).display = larger and not problem
+        self.query_one("#plan", Static).update("\n".join(self._plan_lines()))
         self.query_one("#check", Static).update(
             _("This disk cannot take the backup: {problem}").format(problem=problem)
             if problem
@@ -281,6 +289,8 @@ class RestoreSystemScreen(WizardScreen):
             _("It will then hold the backup of:"),
             "  " + text.snapshot_line(snapshot),
         ]
+        if self._grow():
+            lines += ["", *self._plan_lines()]
         self.app.push_screen(
             TypedConfirmation(
                 _("Erase this disk and restore the backup onto it?"),
@@ -292,11 +302,36 @@ class RestoreSystemScreen(WizardScreen):
             confirmed,
         )
 
+    def _grow(self) -> bool:
+        """Whether the restore grows (the disk is larger and the box is ticked)."""
+        return bool(self.plan is not None and self.query_one("#grow", Checkbox).value)
+
+    def _plan_lines(self) -> list[str]:
+        """The grow plan in the app's words: before and after, partition by partition."""
+        plan = self.plan
+        if plan is None or plan.grown is None:
+            return []
+        ss = plan.after.sector_size
+        before = plan.before.partition(plan.grown.number)
+        lines = [
+            _("Partition {number} grows from {before} to {after}.").format(
+                number=plan.grown.number,
+                before=text.decimal_size(before.sectors * ss),
+                after=text.decimal_size(plan.grown.sectors * ss),
+            )
+        ]
+        moves = _("Partition {number} ({size}) moves to the end of the disk, unchanged.")
+        for moved in plan.moved:
+            if not moved.is_container:
+                size = text.decimal_size(moved.sectors * ss)
+                lines.append(moves.format(number=moved.number, size=size))
+        return lines
+
     # --- 4, 5: restore and result -----------------------------------------------------------
 
     def _start(self, disk: Disk, snapshot: Snapshot) -> None:
         assert self.opened is not None
-        grow = bool(self.query_one("#grow").display and self.query_one("#grow").value)  # type: ignore[attr-defined]
+        grow = self._grow()
         self.phase = ""
         relay = self.start_running(_("Writing the disk"), "restore")
         self.restore(self.opened, snapshot, disk, grow, relay)

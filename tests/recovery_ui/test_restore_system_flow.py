@@ -27,6 +27,7 @@ from tests.recovery_ui.conftest import (
     shot,
 )
 from tests.recovery_ui.flows import choose_option, open_found_repository, type_text
+from tests.support import MiB
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
@@ -93,6 +94,54 @@ async def test_restore_an_earlier_point_in_time(
     assert table is not None and [p.number for p in table.partitions] == [1, 2, 3]
     with mounted(f"{blank_disk}p2", tmp_path / "check") as root:
         assert (root / THESIS.lstrip("/")).read_text() == "My thesis, first draft.\n"
+
+
+async def test_a_larger_disk_grows_the_largest_partition(
+    make_app: Callable[..., HourglassApp],
+    source: Source,
+    template: tuple[Path, list[Snapshot]],
+    backup_drive: Drive,
+    tmp_path: Path,
+) -> None:
+    """On a larger disk the grow choice is offered ticked, with the plan (root grows, the
+    data partition after it moves to the end), the confirmation repeats it, and the disk
+    written follows it (issue 20; issue 22, item 9: the choice was off and unexplained)."""
+    from tests.imaging.disks import helpers
+
+    image = tmp_path / "larger.img"
+    helpers.garbage_file(image, 200 * MiB)
+    with helpers.attached(image) as larger:
+        app = make_app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            await pilot.press("2")
+            await open_found_repository(pilot)
+            await pilot.click("#when-next")
+            await settle(pilot)
+            await choose_option(pilot, "targets", larger)
+            await settle(pilot)
+            offered = " ".join(screen_text(app).split())  # the plan wraps in its column
+            assert "Grow the largest partition into the extra space" in offered, offered
+            assert "Partition 2 grows from 67.1 MB to " in offered
+            assert "Partition 3 (33.6 MB) moves to the end of the disk, unchanged." in offered
+            assert app.screen.query_one("#grow").value
+            await pilot.click("#restore")
+            await settle(pilot)
+            confirm = " ".join(screen_text(app).split())
+            assert "Partition 2 grows from" in confirm and "Partition 3 (33.6 MB)" in confirm
+            await type_text(pilot, os.path.basename(larger))
+            await pilot.press("enter")
+            await settle(pilot, timeout=120)
+            assert "The system is restored." in screen_text(app)
+        before, after = read_table(source.device), read_table(larger)
+        assert before is not None and after is not None
+        assert after.partition(1) == before.partition(1)
+        assert after.partition(2).sectors > before.partition(2).sectors + 55 * 2048
+        assert after.partition(3).sectors == before.partition(3).sectors
+        assert (after.partition(3).end + 1) * 512 >= 199 * MiB, "data moved to the end"
+        with mounted(f"{larger}p2", tmp_path / "check") as root:
+            assert (root / THESIS.lstrip("/")).exists()
+            assert os.statvfs(root).f_blocks * os.statvfs(root).f_frsize > 100 * MiB
 
 
 async def test_escape_goes_back_a_step(
