@@ -11,6 +11,7 @@ from importlib.metadata import entry_points
 from imaging import __version__
 from imaging.cli import (
     backup,
+    check,
     disks,
     files,
     forget,
@@ -34,6 +35,7 @@ COMMANDS = (
     snapshots,
     restore,
     verify,
+    check,
     forget,
     gc,
     info,

@@ -17,6 +17,7 @@ from imaging.jobs.backup import (
     backup,
     plan_backup,
 )
+from imaging.jobs.check import CheckReport, CheckRequest, LocationReport, check
 from imaging.jobs.common import Chosen, choose_snapshot, no_confirm, select
 from imaging.jobs.files import FilesRestoreRequest, files_restore
 from imaging.jobs.maintenance import (
@@ -49,6 +50,8 @@ __all__ = [
     "BackupRequest",
     "BackupResult",
     "Check",
+    "CheckReport",
+    "CheckRequest",
     "Chosen",
     "DiskRestoreResult",
     "FilesRestoreRequest",
@@ -56,6 +59,7 @@ __all__ = [
     "ForgetRequest",
     "ForgetResult",
     "GcResult",
+    "LocationReport",
     "Policy",
     "RestorePreview",
     "RestoreRequest",
@@ -64,6 +68,7 @@ __all__ = [
     "VerifyRequest",
     "apply_forget",
     "backup",
+    "check",
     "check_restore_target",
     "choose_snapshot",
     "files_restore",
