@@ -389,11 +389,17 @@ def _repair_member(
                 ids = member.chunks_in_packs(packs)
                 member.drop_packs(packs)
                 todo.update(storage.chunk(i) for i in ids)
+        lost: list[str] = []
         for name in sorted(todo, key=lambda n: (_ORDER.get(n.kind, 0), object_key(n))):
-            data = store.read(name, exclude={number}, note=False)
-            piece = (
-                encode_shards(data, store.k, store.m)[number] if store.sharded(name.kind) else data
-            )
+            try:
+                data = store.read(name, exclude={number}, note=False)
+            except OSError:
+                lost.append(object_key(name))  # too few good copies or shards elsewhere
+                continue
+            if store.sharded(name.kind):
+                piece = encode_shards(data, store.k, store.m)[number]
+            else:
+                piece = data
             if name.kind is Kind.CHUNKS:
                 if isinstance(member, LocalStore) and name in damaged:
                     member.delete(name, durable=False)
@@ -403,6 +409,11 @@ def _repair_member(
             location.rebuilt.append(object_key(name))
         member.flush_chunks()
         member.sync_chunks()
+        if lost:
+            location.repair_error = (
+                f"{len(lost)} object(s) cannot be rebuilt: the other members do not hold "
+                f"enough good copies or shards of them ({', '.join(lost[:4])})"
+            )
     except (OSError, HourglassError) as e:
         member.discard_chunks()
         location.repair_error = str(getattr(e, "strerror", None) or getattr(e, "message", e))
