@@ -312,3 +312,31 @@ def test_check_a_plain_repository(tmp_path: Path, capsys: pytest.CaptureFixture[
     victim.write_bytes(b"short")
     assert run_cli("check", "--repo", str(root)) == 3
     assert "truncated" in capsys.readouterr().out
+
+
+def test_forget_and_gc_on_a_set(
+    tmp_path: Path, passfile: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    places = [tmp_path / n for n in "abc"]
+    pw = ("--passphrase-file", str(passfile))
+    assert run_cli("init", "--redundancy", "2+1", *map(str, places), *pw) == 0
+    source = tmp_path / "source.img"
+    write_random_image(source, 12 * MiB, zero_every=0)
+    repo = Repository.open(places[2], PASSPHRASE)
+    first = backup_path(repo, source)
+    write_random_image(source, 12 * MiB, seed=7, zero_every=0)
+    second = backup_path(repo, source)
+    before = [len(chunk_files(p)) for p in places]
+    assert run_cli("forget", "--repo", str(places[0]), *pw, "--yes", first.id) == 0
+    capsys.readouterr()
+    assert run_cli("gc", "--repo", str(places[1]), *pw) == 0
+    assert "Freed" in capsys.readouterr().out
+    after = [len(chunk_files(p)) for p in places]
+    # Every member freed the same shards: those only the forgotten snapshot needed.
+    assert after[0] == after[1] == after[2] < before[0]
+    repo = Repository.open(places[0], PASSPHRASE)
+    assert [s.id for s in repo.snapshots()] == [second.id]
+    out = tmp_path / "out.img"
+    assert restore_snapshot(repo, repo.snapshots()[0], out).verified
+    assert out.read_bytes() == source.read_bytes()
+    assert run_cli("check", "--repo", str(places[0]), "--read-data") == 0
