@@ -34,6 +34,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 "snapshots": report.snapshots,
                 "chunks": report.chunks,
                 "checked": report.checked,
+                "degraded": report.degraded,
                 "damage": [
                     {"what": d.what, "reason": d.reason, "affects": d.affects}
                     for d in report.damage
@@ -47,6 +48,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print("Continued where the previous time-boxed verify stopped.")
         if not report.complete:
             print("Time is up; run the same command again to continue where this one stopped.")
+        for line in report.degraded:
+            print(f"WARNING read around {line}; `hourglass check --repair` rebuilds it.")
     return _print_damage(report, quiet=args.json)
 
 

@@ -71,6 +71,8 @@ class RestoreResult:
     written: int = 0
     verified: bool = False
     damaged: list[DamagedRange] = field(default_factory=list)
+    degraded: list[str] = field(default_factory=list)
+    """Members of a set that lacked or held damaged data the restore read around."""
 
 
 @dataclass(frozen=True)

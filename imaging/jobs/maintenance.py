@@ -55,7 +55,7 @@ def verify(
             chosen = choose_snapshot(repo, request.snapshot or "latest", source=request.source)
             selected = [chosen.snapshot]
             scope = chosen.snapshot.id
-        return _verify.verify(
+        report = _verify.verify(
             repo,
             selected,
             read_data=request.read_data,
@@ -63,6 +63,8 @@ def verify(
             scope=scope,
             progress=progress,
         )
+        report.degraded = list(repo.store.degraded())
+        return report
 
 
 def verify_keyless(path: Location, *, progress: ProgressCallback = no_progress) -> VerifyReport:

@@ -52,6 +52,9 @@ class VerifyReport:
     complete: bool = True
     resumed: bool = False
     damage: list[Damage] = field(default_factory=list)
+    degraded: list[str] = field(default_factory=list)
+    """Members of a set that lacked or held damaged objects the check read around (the
+    repository is intact, less redundant: `hourglass check --repair`)."""
 
     @property
     def ok(self) -> bool:
