@@ -273,7 +273,9 @@ def _check_set(
     if repair:
         report.repaired = True
         for number in range(members):
-            _repair_member(store, number, held[number], expected, damaged[number], reports, kinds)
+            _repair_member(
+                store, number, held[number], expected, damaged[number], reports, kinds, progress
+            )
         if descriptors_wrong or any(loc.unreachable for loc in reports):
             with contextlib.suppress(HourglassError):
                 store.write_descriptors()
@@ -381,6 +383,7 @@ def _repair_member(
     damaged: dict[Name, str],
     reports: list[LocationReport],
     kinds: tuple[Kind, ...],
+    progress: ProgressCallback,
 ) -> None:
     location = reports[number]
     member = store.members[number]
@@ -400,14 +403,16 @@ def _repair_member(
                 member.drop_packs(packs)
                 todo.update(storage.chunk(i) for i in ids)
         lost: list[str] = []
+        meter = Meter("repair", len(todo), progress, item=member.describe())
         for name in sorted(todo, key=lambda n: (_ORDER.get(n.kind, 0), object_key(n))):
+            meter.add(1)
             try:
                 data = store.read(name, exclude={number}, note=False)
             except OSError:
                 lost.append(object_key(name))  # too few good copies or shards elsewhere
                 continue
             if store.sharded(name.kind):
-                piece = encode_shards(data, store.k, store.m)[number]
+                piece = encode_shards(data, store.k, store.m, name)[number]
             else:
                 piece = data
             if name.kind is Kind.CHUNKS:
@@ -419,6 +424,7 @@ def _repair_member(
             location.rebuilt.append(object_key(name))
         member.flush_chunks()
         member.sync_chunks()
+        meter.finish()
         if lost:
             location.repair_error = (
                 f"{len(lost)} object(s) cannot be rebuilt: the other members do not hold "

@@ -16,6 +16,7 @@ import json
 import secrets
 import struct
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,8 +43,8 @@ COPIES = "copies"
 
 SHARD_MAGIC = b"HGSH"
 SHARD_VERSION = 1
-# magic, version, K, M, shard number, object size (u64).
-SHARD_HEADER = struct.Struct("<4sBBBBQ")
+# magic, version, K, M, shard number, object size (u64), BLAKE3 of the object's key.
+SHARD_HEADER = struct.Struct("<4sBBBBQ32s")
 TRAILER_SIZE = 32
 SHARD_OVERHEAD = SHARD_HEADER.size + TRAILER_SIZE
 
@@ -51,6 +52,8 @@ SHARDED = frozenset({Kind.CHUNKS, Kind.INDEXES, Kind.TRASH})
 """Kinds a K+M set erasure-codes; the others (small) are copied whole to every member."""
 TRAILERS = frozenset({Kind.CHUNKS, Kind.INDEXES, Kind.SNAPSHOTS, Kind.TRASH})
 """Kinds whose objects end in a plain BLAKE3 trailer: a copy can be checked alone."""
+VOTED = frozenset({Kind.CONFIG, Kind.KEYS})
+"""Small kinds without a checksum of their own, read from every member and compared."""
 MAX_MEMBERS = 255
 
 
@@ -153,8 +156,14 @@ def shard_length(size: int, k: int) -> int:
     return max(1, -(-size // k))
 
 
-def encode_shards(data: bytes | bytearray | memoryview, k: int, m: int) -> list[bytes]:
-    """The K+M shards of ``data`` (docs/FORMAT.md, "Shard")."""
+def object_tag(name: Name) -> bytes:
+    """What a shard records of the object it belongs to: BLAKE3 of its key."""
+    return blake3.blake3(object_key(name).encode()).digest()
+
+
+def encode_shards(data: bytes | bytearray | memoryview, k: int, m: int, name: Name) -> list[bytes]:
+    """The K+M shards of object ``name``, ``data`` (docs/FORMAT.md, "Shard")."""
+    tag = object_tag(name)
     size = len(data)
     length = shard_length(size, k)
     padded = bytes(data) + bytes(k * length - size)
@@ -162,20 +171,24 @@ def encode_shards(data: bytes | bytearray | memoryview, k: int, m: int) -> list[
     blocks = zfec.Encoder(k, k + m).encode(pieces)
     shards = []
     for number, block in enumerate(blocks):
-        head = SHARD_HEADER.pack(SHARD_MAGIC, SHARD_VERSION, k, m, number, size) + bytes(block)
+        head = SHARD_HEADER.pack(SHARD_MAGIC, SHARD_VERSION, k, m, number, size, tag)
+        head += bytes(block)
         shards.append(head + blake3.blake3(head).digest())
     return shards
 
 
-def check_shard(data: bytes, k: int, m: int, number: int) -> str | None:
-    """Why ``data`` is not a good shard ``number`` of a K+M set (None: it is)."""
+def check_shard(data: bytes, k: int, m: int, number: int, name: Name) -> str | None:
+    """Why ``data`` is not a good shard ``number`` of object ``name`` in a K+M set (None:
+    it is)."""
     if len(data) < SHARD_OVERHEAD + 1:
         return f"truncated ({len(data)} bytes)"
     if blake3.blake3(data[:-TRAILER_SIZE]).digest() != data[-TRAILER_SIZE:]:
         return "its checksum does not match (bit rot)"
-    magic, version, sk, sm, snumber, size = SHARD_HEADER.unpack_from(data)
+    magic, version, sk, sm, snumber, size, tag = SHARD_HEADER.unpack_from(data)
     if magic != SHARD_MAGIC or version != SHARD_VERSION:
         return "not a shard"
+    if tag != object_tag(name):
+        return "a shard of another object"
     if (sk, sm, snumber) != (k, m, number):
         return f"shard {snumber} of {sk}+{sm}, not shard {number} of {k}+{m}"
     if len(data) != SHARD_OVERHEAD + shard_length(size, k):
@@ -351,7 +364,7 @@ class RedundantStore(Store):
 
     def put(self, name: Name, *parts: bytes | bytearray, if_absent: bool = False) -> bool:
         if self.sharded(name.kind):
-            shards: list[bytes] = encode_shards(b"".join(parts), self.k, self.m)
+            shards: list[bytes] = encode_shards(b"".join(parts), self.k, self.m, name)
         else:
             shards = [b"".join(parts)] * len(self.members)
         wrote = False
@@ -383,6 +396,9 @@ class RedundantStore(Store):
                 return self._cache[1]
         fetch = getter or (lambda store, n: store.get(n))
         skip = set(exclude)
+        # Copies without a checksum are compared with each other: read them all.
+        voted = not self.sharded(name.kind) and name.kind in VOTED
+        wanted = len(self.members) if voted else self.k if self.sharded(name.kind) else 1
         missing = 0
         found: dict[int, bytes] = {}
         shard_sizes: dict[int, int] = {}
@@ -411,13 +427,13 @@ class RedundantStore(Store):
                     self._note(number, name, problem)
                 continue
             found[number] = data
-            if len(found) >= (self.k if self.sharded(name.kind) else 1):
+            if len(found) >= wanted:
                 break
-        else:
+        need = self.k if self.sharded(name.kind) else 1
+        if len(found) < need:
             if missing and not found and missing == len(self.members) - len(skip):
                 where = self.describe(name)
                 raise FileNotFoundError(errno.ENOENT, f"{where} does not exist", where)
-            need = self.k if self.sharded(name.kind) else 1
             where = self.describe(name)
             raise OSError(
                 errno.EIO,
@@ -427,8 +443,15 @@ class RedundantStore(Store):
             )
         if self.sharded(name.kind):
             data = decode_shards(found, self.k, self.m)
-        else:
+        elif len(found) == 1:
             data = next(iter(found.values()))
+        else:
+            # Objects without a checksum of their own (config, key slots): the majority.
+            votes = Counter(found.values())
+            data = votes.most_common(1)[0][0]
+            for number, copy in found.items():
+                if copy != data and note:
+                    self._note(number, name, "differs from the other copies")
         if getter is None and name.kind is Kind.INDEXES:
             with self._lock:
                 self._cache = (name, data)
@@ -437,7 +460,7 @@ class RedundantStore(Store):
     def check_copy(self, name: Name, data: bytes, number: int) -> str | None:
         """Why member ``number``'s copy or shard of ``name`` is bad (None: it is good)."""
         if self.sharded(name.kind):
-            return check_shard(data, self.k, self.m, number)
+            return check_shard(data, self.k, self.m, number, name)
         if name.kind in TRAILERS and not trailer_ok(data):
             return "is damaged (its checksum does not match)"
         return None
@@ -567,7 +590,7 @@ class RedundantStore(Store):
         if self.descriptor.copies:
             shards = [data] * len(self.members)
         else:
-            shards = encode_shards(data, self.k, self.m)
+            shards = encode_shards(data, self.k, self.m, Name(Kind.CHUNKS, chunk_id.hex()))
         wrote = False
         for number, member in enumerate(self.members):
             try:

@@ -24,11 +24,13 @@ from imaging.repository.redundant import (
     encode_shards,
 )
 from imaging.repository.s3store import S3Store
-from imaging.repository.storage import Kind, LocalStore
+from imaging.repository.storage import Kind, LocalStore, chunk
 from imaging.repository.store import Repository
 from tests.conftest import PASSPHRASE
 from tests.s3server import S3Server
 from tests.support import MiB, run_cli, write_random_image
+
+NAME = chunk(bytes(range(32)))
 
 
 def change_some_blocks(path: Path) -> None:
@@ -59,15 +61,22 @@ def test_shards_decode_from_any_k() -> None:
     for k, m in ((2, 1), (4, 2), (3, 3)):
         for size in (0, 1, k, 4097, 100_003):
             data = os.urandom(size)
-            shards = encode_shards(data, k, m)
-            assert all(check_shard(s, k, m, i) is None for i, s in enumerate(shards))
+            shards = encode_shards(data, k, m, NAME)
+            assert all(check_shard(s, k, m, i, NAME) is None for i, s in enumerate(shards))
             # The last K shards (parity among them) rebuild the object.
             last = {i: shards[i] for i in range(m, k + m)}
             assert decode_shards(last, k, m) == data
-    bad = bytearray(encode_shards(b"hello world", 2, 1)[1])
-    bad[20] ^= 1
-    assert check_shard(bytes(bad), 2, 1, 1) == "its checksum does not match (bit rot)"
-    assert "not shard 0" in str(check_shard(encode_shards(b"x", 2, 1)[1], 2, 1, 0))
+    bad = bytearray(encode_shards(b"hello world", 2, 1, NAME)[1])
+    bad[50] ^= 1
+    assert check_shard(bytes(bad), 2, 1, 1, NAME) == "its checksum does not match (bit rot)"
+    assert "not shard 0" in str(check_shard(encode_shards(b"x", 2, 1, NAME)[1], 2, 1, 0, NAME))
+    # A shard names its object: the same bytes of two objects are two different shards.
+    other = chunk(bytes(32))
+    same = b"\0" * 1000
+    assert encode_shards(same, 2, 1, NAME)[0] != encode_shards(same, 2, 1, other)[0]
+    assert check_shard(encode_shards(same, 2, 1, other)[0], 2, 1, 0, NAME) == (
+        "a shard of another object"
+    )
 
 
 def test_copies_on_two_directories(
