@@ -320,6 +320,10 @@ class RedundantStore(Store):
             return text
         return f"{object_key(what) if isinstance(what, Name) else str(what) + '/'} in {text}"
 
+    @property
+    def local_paths(self) -> tuple[Path, ...]:
+        return tuple(path for member in self.members for path in member.local_paths)
+
     def reachable(self) -> bool:
         answering = 0
         for member in self.members:

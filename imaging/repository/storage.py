@@ -201,6 +201,12 @@ class Store(ABC):
         docstring); None for a store without one."""
         return None
 
+    @property
+    def local_paths(self) -> tuple[Path, ...]:
+        """Every directory on this machine that holds part of the repository (a set's
+        local members): what backups never read and restores never write."""
+        return (self.local_path,) if self.local_path is not None else ()
+
     @abstractmethod
     def reachable(self) -> bool:
         """Whether the store's location exists at all (a local store: its directory)."""

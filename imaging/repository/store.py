@@ -74,7 +74,10 @@ class Repository:
 
     @property
     def path(self) -> Path:
-        """The repository's directory (for the callers that need one: storage.py)."""
+        """The repository's directory (for the callers that need one: storage.py); of a
+        set, its first member on this machine (which opens the set: the FUSE helpers)."""
+        if not isinstance(self.store, LocalStore) and self.store.local_paths:
+            return self.store.local_paths[0]
         return self.local_store.path
 
     @property

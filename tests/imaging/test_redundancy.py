@@ -115,6 +115,10 @@ def test_copies_on_two_directories(
     out = capsys.readouterr().out
     assert "member 0" in out and "member 1" in out and "OK" in out
 
+    # No restore writes into any member, whichever member opened the set.
+    assert run_cli("restore", "--repo", str(a), *pw, "--yes", "latest", str(b / "x.img")) == 6
+    assert not (b / "x.img").exists()
+
     # One copy lost entirely: reads go on from the other and say which member is missing.
     shutil.rmtree(a)
     capsys.readouterr()
