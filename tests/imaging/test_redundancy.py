@@ -278,6 +278,16 @@ def test_replace_a_lost_member(
     source = tmp_path / "source.img"
     write_random_image(source, 6 * MiB)
     backup_path(Repository.open(a, PASSPHRASE), source)
+    # --read-data=50 reads half the objects on every member, the next run the other half.
+    halves = [jobs.check(a, jobs.CheckRequest(read_percent=50)) for _ in range(2)]
+    total = halves[0].objects
+    assert all(h.ok for h in halves) and total > 3
+    assert halves[0].read + halves[1].read == 3 * total
+    flip_a_byte(chunk_files(b)[0])
+    found = [jobs.check(a, jobs.CheckRequest(read_percent=50)).ok for _ in range(2)]
+    assert sorted(found) == [False, True]  # one of two runs reads it
+    assert run_cli("check", "--repo", str(a), "--read-data", "--repair") == 0
+
     # A truncated shard is found without reading data (its size), and rebuilt.
     victim = chunk_files(c)[0]
     victim.write_bytes(victim.read_bytes()[:100])
