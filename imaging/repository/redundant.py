@@ -719,6 +719,8 @@ def open_member(store: Store, s3: S3Options | None = None) -> Store:
     except OSError:  # no descriptor (or an unreachable location: opening says why)
         return store
     descriptor, own = Descriptor.decode(data, store.describe(DESCRIPTOR))
+    if isinstance(store, LocalStore) and not store.path.is_absolute():
+        store = LocalStore(store.path.absolute())  # named in messages as the others are
     members = _members(descriptor, own, store, s3)
     # The newest membership among the members that answer wins (docs/FORMAT.md).
     for number, member in enumerate(members):
