@@ -277,11 +277,14 @@ def _check_set(
                 store, number, held[number], expected, damaged[number], reports, kinds, progress
             )
         if descriptors_wrong or any(loc.unreachable for loc in reports):
-            with contextlib.suppress(HourglassError):
-                store.write_descriptors()
-                for number, location in enumerate(reports):
-                    if DESCRIPTOR in damaged[number] and location.repair_error is None:
-                        location.rebuilt.append(object_key(DESCRIPTOR))
+            failed = store.write_descriptors()
+            for number, location in enumerate(reports):
+                if number in failed:
+                    location.repair_error = location.repair_error or (
+                        f"the set descriptor cannot be written: {failed[number]}"
+                    )
+                elif DESCRIPTOR in damaged[number] and location.repair_error is None:
+                    location.rebuilt.append(object_key(DESCRIPTOR))
     return report
 
 
@@ -390,6 +393,14 @@ def _repair_member(
     todo = {name for name in expected if found is None or name not in found}
     todo.update(name for name in damaged if name != DESCRIPTOR)
     if not todo:
+        return
+    if found is None and isinstance(member, LocalStore) and not member.reachable():
+        # Not made again where it was: an unmounted drive's mount point would get the copy
+        # (on the system disk). The person names the place: --replace N=DIRECTORY.
+        location.repair_error = (
+            f"{member.path} does not exist (a drive that is not mounted?). Mount it, or "
+            f"rebuild the member with --replace {number}=DIRECTORY"
+        )
         return
     try:
         if found is None:

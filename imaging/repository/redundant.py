@@ -620,13 +620,17 @@ class RedundantStore(Store):
 
     # --- membership -------------------------------------------------------------------------
 
-    def write_descriptors(self) -> None:
-        """Give every member the current descriptor (after a replacement)."""
+    def write_descriptors(self) -> dict[int, str]:
+        """Give every member that answers the current descriptor (after a replacement);
+        returns the members that could not take it, and why (a member down keeps its old
+        descriptor, which the higher generation of the others outvotes on open)."""
+        failed = {}
         for number, member in enumerate(self.members):
             try:
                 member.put(DESCRIPTOR, self.descriptor.encode(number))
             except (OSError, HourglassError) as e:
-                raise self._write_failed(number, "the set descriptor", e) from e
+                failed[number] = _reason(e)
+        return failed
 
     def replace_member(self, number: int, store: Store, location: str) -> None:
         """Put ``store`` (empty) in member ``number``'s place; the caller fills it and then

@@ -137,7 +137,11 @@ def test_copies_on_two_directories(
         backup_path(Repository.open(b, PASSPHRASE), source)
     assert run_cli("check", "--repo", str(b)) == 3
     assert "unreachable" in capsys.readouterr().out
-    assert run_cli("check", "--repo", str(b), "--repair") == 0
+    # Not made again where it was (an unmounted drive's mount point): the person says where.
+    assert run_cli("check", "--repo", str(b), "--repair") == 3
+    assert "--replace 0=DIRECTORY" in capsys.readouterr().out
+    assert not a.exists()
+    assert run_cli("check", "--repo", str(b), "--repair", "--replace", f"0={a}") == 0
     assert run_cli("check", "--repo", str(a), "--read-data") == 0
     assert run_cli("verify", "--read-data", "--repo", str(a), *pw) == 0
 
