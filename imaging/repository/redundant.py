@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import blake3
-import zfec
 
 from imaging.errors import HourglassError, UsageError
 from imaging.repository import leases
@@ -152,6 +151,12 @@ class Descriptor:
 # --- shards ---------------------------------------------------------------------------------
 
 
+def _zfec() -> Any:
+    import zfec  # noqa: PLC0415 (only K+M sets need it: every other repository opens without)
+
+    return zfec
+
+
 def shard_length(size: int, k: int) -> int:
     return max(1, -(-size // k))
 
@@ -168,7 +173,7 @@ def encode_shards(data: bytes | bytearray | memoryview, k: int, m: int, name: Na
     length = shard_length(size, k)
     padded = bytes(data) + bytes(k * length - size)
     pieces = tuple(padded[i * length : (i + 1) * length] for i in range(k))
-    blocks = zfec.Encoder(k, k + m).encode(pieces)
+    blocks = _zfec().Encoder(k, k + m).encode(pieces)
     shards = []
     for number, block in enumerate(blocks):
         head = SHARD_HEADER.pack(SHARD_MAGIC, SHARD_VERSION, k, m, number, size, tag)
@@ -208,7 +213,8 @@ def decode_shards(shards: dict[int, bytes], k: int, m: int) -> bytes:
         body = b"".join(shards[n][SHARD_HEADER.size : -TRAILER_SIZE] for n in numbers)
     else:
         blocks = tuple(shards[n][SHARD_HEADER.size : -TRAILER_SIZE] for n in numbers)
-        body = b"".join(bytes(b) for b in zfec.Decoder(k, k + m).decode(blocks, tuple(numbers)))
+        decoded = _zfec().Decoder(k, k + m).decode(blocks, tuple(numbers))
+        body = b"".join(bytes(b) for b in decoded)
     return body[:size]
 
 
