@@ -40,6 +40,10 @@ from imaging.repository.verify import verify_keyless
 CHECKED = (Kind.CONFIG, Kind.KEYS, Kind.CHUNKS, Kind.INDEXES, Kind.SNAPSHOTS)
 """What must be on every member, in the order a repair writes it (manifests last)."""
 CHECK_STATE = Name(Kind.VERIFY, "check")
+READERS = 8
+"""Objects read at once by --read-data."""
+VOTED_KINDS = (Kind.CONFIG, Kind.KEYS)
+"""Objects without a checksum of their own: each member's copy is compared with the others."""
 _ORDER = {kind: n for n, kind in enumerate(CHECKED)}
 
 
@@ -335,33 +339,49 @@ def _read_share(
     share = [ordered[(start + n) % len(ordered)] for n in range(count)] if ordered else []
     report.read_share = percent
     meter = Meter("check data", len(share), progress)
-    for name in share:
-        meter.add(1)
-        digests: dict[int, bytes] = {}
+    known = [set(problems) for problems in damaged]  # found damaged already: not read again
+
+    def read_one(name: Name) -> list[tuple[int, str | None, int, bytes | None]]:
+        """(member, problem, bytes read, digest to compare) for each member's copy."""
+        results: list[tuple[int, str | None, int, bytes | None]] = []
         for number, member in enumerate(store.members):
             found = held[number]
-            if found is None or name not in found or name in damaged[number]:
+            if found is None or name not in found or name in known[number]:
                 continue
             try:
                 data = member.get(name)
             except FileNotFoundError:
-                damaged[number][name] = "vanished while checked"
+                results.append((number, "vanished while checked", 0, None))
                 continue
             except (OSError, HourglassError) as e:
-                damaged[number][name] = f"unreadable ({getattr(e, 'strerror', None) or e})"
+                why = getattr(e, "strerror", None) or getattr(e, "message", None) or e
+                results.append((number, f"unreadable ({why})", 0, None))
                 continue
-            report.read += 1
-            report.read_bytes += len(data)
-            why = store.check_copy(name, data, number)
-            if why is not None:
-                damaged[number][name] = why
-            elif not store.sharded(name.kind) and name.kind not in (Kind.CHUNKS, Kind.INDEXES):
-                digests[number] = blake3.blake3(data).digest()
-        if digests:  # copies without a trailer (config, key slots): the majority is right
-            usual = Counter(digests.values()).most_common(1)[0][0]
-            for number, digest in digests.items():
-                if digest != usual:
-                    damaged[number][name] = "differs from the other copies"
+            problem = store.check_copy(name, data, number)
+            digest = None
+            if problem is None and not store.sharded(name.kind) and name.kind in VOTED_KINDS:
+                digest = blake3.blake3(data).digest()
+            results.append((number, problem, len(data), digest))
+        meter.add(1)
+        return results
+
+    # Several objects at once: an S3 member answers each ranged GET after a round trip.
+    with ThreadPoolExecutor(READERS, thread_name_prefix="check-read") as pool:
+        for name, results in zip(share, pool.map(read_one, share), strict=True):
+            digests: dict[int, bytes] = {}
+            for number, problem, size, digest in results:
+                if size:
+                    report.read += 1
+                    report.read_bytes += size
+                if problem is not None:
+                    damaged[number][name] = problem
+                elif digest is not None:
+                    digests[number] = digest
+            if digests:  # copies without a checksum (config, key slots): the majority wins
+                usual = Counter(digests.values()).most_common(1)[0][0]
+                for number, digest in digests.items():
+                    if digest != usual:
+                        damaged[number][name] = "differs from the other copies"
     meter.finish()
     if share:
         last = object_key(share[-1])
