@@ -374,3 +374,23 @@ def test_forget_and_gc_on_a_set(
     assert restore_snapshot(repo, repo.snapshots()[0], out).verified
     assert out.read_bytes() == source.read_bytes()
     assert run_cli("check", "--repo", str(places[0]), "--read-data") == 0
+
+
+@pytest.mark.s3
+def test_check_a_plain_bucket(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"s3://{s3_bucket}/pc1"
+    repo = Repository.init(url, encryption="none")
+    source = tmp_path / "source.img"
+    write_random_image(source, 9 * MiB)
+    backup_path(repo, source)
+    assert run_cli("check", "--repo", url) == 0
+    # A pack gone from the listing while its index stays: its chunks are named, unread.
+    store = _bucket_store(s3_server, s3_bucket)
+    (pack,) = store.pack_names()
+    s3_server.client().delete_object(Bucket=s3_bucket, Key=f"pc1/packs/{pack}")
+    capsys.readouterr()
+    assert run_cli("check", "--repo", url) == 3
+    found = capsys.readouterr().out
+    assert f"its pack {pack[:16]}… is missing" in found
