@@ -17,6 +17,7 @@ from typing import Any
 
 from imaging import passphrase
 from imaging.errors import Cancelled, UsageError
+from imaging.repository.redundant import Problem, RedundantStore
 from imaging.repository.s3store import S3Options
 from imaging.repository.storage import Store
 from imaging.repository.store import DamagedSnapshot, Repository, Snapshot, as_store
@@ -119,8 +120,19 @@ def repo_location(args: argparse.Namespace, path: str | None = None) -> Store:
     """The store of ``path`` (else --repo): a directory, or s3:// reached as
     :func:`s3_options` says; kept to ``--bwlimit`` when the command has one."""
     store = as_store(path or repo_path(args), s3=s3_options(args))
+    if isinstance(store, RedundantStore):
+        store.on_problem = _warn
     limit = limiter(args)
     return ThrottledStore(store, limit) if limit is not None else store
+
+
+def _warn(problem: Problem) -> None:
+    """A set read around a member: say so as it happens (once per member)."""
+    print(
+        f"hourglass: warning: {problem.describe()}; read from the other members. "
+        "`hourglass check` lists what is missing, `hourglass check --repair` rebuilds it.",
+        file=sys.stderr,
+    )
 
 
 def open_repo(args: argparse.Namespace) -> Repository:

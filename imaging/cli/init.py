@@ -6,14 +6,26 @@ import argparse
 from typing import Any
 
 from imaging import passphrase
-from imaging.cli.common import repo_location
+from imaging.cli.common import repo_location, s3_options
+from imaging.errors import UsageError
 from imaging.repository import codec
+from imaging.repository.redundant import new_set
+from imaging.repository.storage import Store
 from imaging.repository.store import DEFAULT_LEVEL, Repository
 from imaging.units import human_size
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    path = repo_location(args, args.path)
+    if args.redundancy:
+        locations = args.path or ([args.repo] if args.repo else [])
+        path: Store = new_set(args.redundancy, locations, s3_options(args))
+    elif len(args.path) > 1:
+        raise UsageError(
+            f"init takes one location, {len(args.path)} given.",
+            "A repository over several locations: --redundancy copies|K+M LOC1 LOC2 ...",
+        )
+    else:
+        path = repo_location(args, args.path[0] if args.path else None)
     secret = None
     if args.encryption != "none":
         secret = passphrase.source(args.passphrase_file, confirm=True)
@@ -26,6 +38,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     )
     kind = "an encrypted" if repo.encrypted else "an unencrypted"
     print(f"Created {kind} repository at {repo.location} ({human_size(repo.block_size)} blocks).")
+    if args.redundancy:
+        print("Any of its locations opens it: the others are named in each one's descriptor.")
     if repo.encrypted:
         print(
             "Keep the passphrase safe: without it the backups cannot be read. "
@@ -51,9 +65,16 @@ def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.Argument
     p = sub.add_parser("init", parents=[common], help="create a repository")
     p.add_argument(
         "path",
-        nargs="?",
+        nargs="*",
         metavar="REPO",
-        help="directory or s3://BUCKET[/PREFIX] to create (or --repo)",
+        help="directory or s3://BUCKET[/PREFIX] to create (or --repo); with --redundancy, "
+        "every location of the set, in member order",
+    )
+    p.add_argument(
+        "--redundancy",
+        metavar="copies|K+M",
+        help="spread the repository over the locations given: a whole copy on each (copies, "
+        "2 or more locations) or K+M erasure shards (exactly K+M locations; survives M lost)",
     )
     p.add_argument("--encryption", choices=["aes-256-gcm", "none"], default="aes-256-gcm")
     p.add_argument(

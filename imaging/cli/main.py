@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "restore": "restore",
     "verify": "verify",
     "copy": "copy",
+    "check": "check",
     "forget": "forget",
     "gc": "gc",
     "info": "info",

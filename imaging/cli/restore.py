@@ -26,6 +26,8 @@ def report_restore(result: RestoreResult, args: argparse.Namespace) -> int:
     )
     for line in describe_unreadable(result.snapshot):
         print(f"WARNING the source was unreadable there at backup: {line}", file=sys.stderr)
+    for line in result.degraded:
+        print(f"WARNING read around {line}", file=sys.stderr)
     if result.damaged:
         print(
             f"hourglass: error: {len(result.damaged)} damaged range(s) were filled with zeros.",

@@ -37,6 +37,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 "chunks": report.chunks,
                 "checked": report.checked,
                 "warnings": report.warnings,
+                "degraded": report.degraded,
                 "damage": [
                     {"what": d.what, "reason": d.reason, "affects": d.affects}
                     for d in report.damage
@@ -50,6 +51,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print("Continued where the previous time-boxed verify stopped.")
         if not report.complete:
             print("Time is up; run the same command again to continue where this one stopped.")
+        for line in report.degraded:
+            print(f"WARNING read around {line}; `hourglass check --repair` rebuilds it.")
     return _print_damage(report, quiet=args.json)
 
 

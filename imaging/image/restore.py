@@ -71,6 +71,8 @@ class RestoreResult:
     written: int = 0
     verified: bool = False
     damaged: list[DamagedRange] = field(default_factory=list)
+    degraded: list[str] = field(default_factory=list)
+    """Members of a set that lacked or held damaged data the restore read around."""
 
 
 @dataclass(frozen=True)
@@ -110,32 +112,37 @@ def refuse_repository_target(repo: Repository, target: str) -> None:
 
     Every restore goes through it (:func:`restore_images`), so no caller can forget it.
     """
-    if repo.store.local_path is None:
-        return  # an object store: nothing of it is on this machine
+    # An object store has no directory here; a set over several locations has one per
+    # member on this machine, and each is protected.
+    for root in repo.store.local_paths:
+        _refuse_inside(root, target)
+
+
+def _refuse_inside(root: Path, target: str) -> None:
     real = os.path.realpath(target)
     try:
         st = os.stat(real)
     except FileNotFoundError:
         st = None
     if st is not None and stat.S_ISBLK(st.st_mode):
-        _refuse_repository_device(repo, target, real)
+        _refuse_repository_device(root, target, real)
         return
-    why = _aliases_repository(repo, real, st)
+    why = _aliases_repository(root, real, st)
     if why:
         raise TargetUnsuitable(
-            f"{target} {why} the repository {repo.path}: restoring onto it could destroy the "
+            f"{target} {why} the repository {root}: restoring onto it could destroy the "
             "repository. Hourglass never writes there.",
             "Choose a target outside the repository.",
         )
 
 
-def _aliases_repository(repo: Repository, real: str, st: os.stat_result | None) -> str:
+def _aliases_repository(root: Path, real: str, st: os.stat_result | None) -> str:
     """How the file ``real`` is part of the repository ("" when it is not)."""
-    here = os.path.realpath(repo.path).rstrip("/") + "/"
+    here = os.path.realpath(root).rstrip("/") + "/"
     if real.startswith(here) or real + "/" == here:
         return "is inside"
     try:
-        top = os.stat(repo.path)
+        top = os.stat(root)
     except OSError:
         return ""
     # Walk up from the file: a directory that *is* the repository's (same device and inode)
@@ -151,30 +158,30 @@ def _aliases_repository(repo: Repository, real: str, st: os.stat_result | None) 
         return ""
     if st.st_nlink > 1 and stat.S_ISREG(st.st_mode):
         return f"has {st.st_nlink} names (hard links) on the filesystem of"
-    if fsutil.filesystem_type(repo.path) in CASE_INSENSITIVE and real.casefold().startswith(
+    if fsutil.filesystem_type(root) in CASE_INSENSITIVE and real.casefold().startswith(
         here.casefold()
     ):
         return "is inside"
     return ""
 
 
-def _refuse_repository_device(repo: Repository, target: str, real: str) -> None:
+def _refuse_repository_device(root: Path, target: str, real: str) -> None:
 
     name = sysfs.name_of(real)
     devices, files = _layers(name, set())
-    held = mounts.disks_of_path(str(repo.path)) & devices
+    held = mounts.disks_of_path(str(root)) & devices
     if held:
         raise TargetUnsuitable(
-            f"{target} holds the repository {repo.path} (on /dev/{sorted(held)[0]}): "
+            f"{target} holds the repository {root} (on /dev/{sorted(held)[0]}): "
             "Hourglass never writes to it.",
             "Choose another disk.",
         )
     for backing in files:
-        why = _aliases_repository(repo, os.path.realpath(backing), _stat(backing))
+        why = _aliases_repository(root, os.path.realpath(backing), _stat(backing))
         if why:
             raise TargetUnsuitable(
                 f"{target} is a loop device on {backing}, which {why} the repository "
-                f"{repo.path}: Hourglass never writes there.",
+                f"{root}: Hourglass never writes there.",
                 "Choose another disk.",
             )
 

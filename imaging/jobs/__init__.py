@@ -9,7 +9,7 @@ maps errors to its own words.
 
 The operations of the maintenance and files modules are loaded on first use (PEP 562):
 they pull in the file-level stack, which a backup or a restore from the command line does
-not need and which cost each run ~0.05 s to import. ``backup``, ``copy`` and ``restore``
+not need and which cost each run ~0.05 s to import. ``backup``, ``check``, ``copy`` and ``restore``
 load at once: they are also the names of their modules, which an import would put in their
 place.
 """
@@ -26,6 +26,7 @@ from imaging.jobs.backup import (
     backup,
     plan_backup,
 )
+from imaging.jobs.check import CheckReport, CheckRequest, LocationReport, check
 from imaging.jobs.common import Chosen, choose_snapshot, no_confirm, select
 from imaging.jobs.copy import CopyRequest, CopyResult, copy
 
@@ -63,6 +64,8 @@ __all__ = [
     "BackupRequest",
     "BackupResult",
     "Check",
+    "CheckReport",
+    "CheckRequest",
     "Chosen",
     "CopyRequest",
     "CopyResult",
@@ -73,6 +76,7 @@ __all__ = [
     "ForgetResult",
     "GcResult",
     "GrowPlan",
+    "LocationReport",
     "Policy",
     "RestorePreview",
     "RestoreRequest",
@@ -81,6 +85,7 @@ __all__ = [
     "VerifyRequest",
     "apply_forget",
     "backup",
+    "check",
     "check_restore_target",
     "choose_snapshot",
     "copy",

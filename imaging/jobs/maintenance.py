@@ -66,6 +66,7 @@ def verify(
             progress=progress,
         )
         report.warnings.extend(warnings)
+        report.degraded = list(repo.store.degraded())
         return report
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 from imaging.disks import mounts, sysfs
 from imaging.errors import RepositoryOnSource
@@ -22,10 +23,14 @@ from imaging.repository.store import Repository
 def refuse_repository_on_source(repo: Repository, plan: BackupPlan) -> None:
     """:class:`RepositoryOnSource` when a block device the plan reads holds the repository."""
 
-    if repo.store.local_path is None:
-        return  # an object store: on no disk of this machine
-    holding = mounts.disks_of_path(str(repo.path))
-    mount = mounts.mount_of_path(os.path.realpath(repo.path))
+    # An object store is on no disk of this machine; a set has a directory per local member.
+    for root in repo.store.local_paths:
+        _refuse_source(root, plan)
+
+
+def _refuse_source(root: Path, plan: BackupPlan) -> None:
+    holding = mounts.disks_of_path(str(root))
+    mount = mounts.mount_of_path(os.path.realpath(root))
     partition = mounts.block_name(mount) if mount is not None else None
     if partition:
         holding.add(partition)  # the partition, beside its disk
@@ -46,7 +51,6 @@ def refuse_repository_on_source(repo: Repository, plan: BackupPlan) -> None:
         mine = read & holding
         if mine:
             raise RepositoryOnSource(
-                f"The repository {repo.path} is on /dev/{sorted(mine)[0]}, which the backup "
-                "would read.",
+                f"The repository {root} is on /dev/{sorted(mine)[0]}, which the backup would read.",
                 "Choose a repository on another drive.",
             )

@@ -167,8 +167,9 @@ def restore(
         options = RestoreOptions(
             verify=request.verify, ignore_damage=request.ignore_damage, cancel=request.cancel
         )
+        result: RestoreResult
         if snapshot.kind == "disk":
-            return _restore_disk(
+            result = _restore_disk(
                 repo,
                 snapshot,
                 request.target,
@@ -179,4 +180,9 @@ def restore(
                 progress=progress,
                 options=options,
             )
-        return _restore_snapshot(repo, snapshot, request.target, progress=progress, options=options)
+        else:
+            result = _restore_snapshot(
+                repo, snapshot, request.target, progress=progress, options=options
+            )
+        result.degraded = list(repo.store.degraded())
+        return result

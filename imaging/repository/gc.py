@@ -28,11 +28,14 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from imaging.errors import Busy, HourglassError, NoSpace
+from imaging.errors import Busy, HourglassError, NoSpace, UsageError
 from imaging.repository import codec, leases, storage
+from imaging.repository.records import ChunkIndex, SnapshotList
+from imaging.repository.redundant import RedundantStore
 from imaging.repository.storage import SEAL, Kind, LocalStore, Name, ObjectInfo
-from imaging.repository.store import Repository
+from imaging.repository.store import Repository, Snapshot
 
 SKEW_MARGIN = 300.0
 TMP_MAX_AGE = 86400.0
@@ -261,6 +264,8 @@ def _delete_directly(repo: Repository, result: GcResult) -> None:
 
 def collect(repo: Repository) -> GcResult:
     """Run one garbage collection; see the module docstring for the guarantees."""
+    if isinstance(repo.store, RedundantStore):
+        return _collect_set(repo, repo.store)
     result = GcResult()
     store = repo.local_store
     sealed: dict[str, set[str]] = {}
@@ -284,6 +289,57 @@ def collect(repo: Repository) -> GcResult:
         _purge(repo, result, sealed)
         _clean_orphans(repo, result)
     return result
+
+
+class _MemberRepository(Repository):
+    """One member of a set, as gc sees it: its own chunks, trash and leases, and the set's
+    snapshots and indexes (a member may lack a manifest the others have, and a K+M
+    member's indexes are shards): the mark is always the whole set's."""
+
+    def __init__(self, whole: Repository, member: LocalStore) -> None:
+        super().__init__(member, whole.config, whole.keys, whole.unlocked_slot, whole.config_hash)
+        self.whole = whole
+
+    def snapshot_ids(self) -> list[str]:
+        return self.whole.snapshot_ids()
+
+    def snapshots(self, **kwargs: Any) -> SnapshotList:
+        return self.whole.snapshots(**kwargs)
+
+    def load_index(self, snapshot: Snapshot, image: str) -> ChunkIndex:
+        return self.whole.load_index(snapshot, image)
+
+
+def _collect_set(repo: Repository, store: RedundantStore) -> GcResult:
+    """gc on every member in turn, each with the set's mark. Writers take a lease on every
+    member (redundant.py), so each member's gc sees every writer, as on one drive."""
+    members = []
+    for number, member in enumerate(store.members):
+        if not isinstance(member, LocalStore):
+            raise UsageError(
+                f"Member {number} of {store.describe()} ({member.describe()}) is an object "
+                "store: gc is not supported there yet.",
+                "gc runs on sets whose members are all directories.",
+            )
+        if not member.reachable():
+            raise HourglassError(
+                f"Member {number} of {store.describe()} ({member.describe()}) does not "
+                "answer: gc needs every member.",
+                "Bring it back or rebuild it (`hourglass check --repair`), then run gc again.",
+            )
+        members.append(member)
+    total = GcResult()
+    for number, member in enumerate(members):
+        one = collect(_MemberRepository(repo, member))
+        total.trashed_bytes += one.trashed_bytes
+        total.freed_bytes += one.freed_bytes
+        total.waiting_batches = max(total.waiting_batches, one.waiting_batches)
+        total.waited_for |= one.waited_for
+        total.direct |= one.direct
+        if number == 0:  # the counts of chunks are the same on every member
+            total.referenced, total.trashed, total.freed = one.referenced, one.trashed, one.freed
+            total.restored, total.orphan_indexes = one.restored, one.orphan_indexes
+    return total
 
 
 def _all_ids(store: LocalStore, batch: str) -> set[bytes]:

@@ -219,6 +219,7 @@ class S3Store(Store):
         self._chunks: dict[bytes, int] | None = None
         self._packs: list[tuple[str, float]] = []  # pack number -> (hex name, mtime)
         self._pack_numbers: dict[str, int] = {}
+        self._pack_sizes: dict[str, int] = {}  # pack -> the size its index records
         self._map_lock = threading.Lock()
         self._load_lock = threading.RLock()  # one loader of pack indexes at a time
         self._loaded = False
@@ -552,9 +553,12 @@ class S3Store(Store):
     def _read_pack_index(self, pack: str) -> _Places | None:
         data = self.get_pack_index(pack)
         try:
-            return [(i, o, n) for i, o, n, _ in decode_pack_index(data, pack)[1]]
+            (size, _), entries = decode_pack_index(data, pack)
         except ValueError:
             return None  # a damaged index: its chunks are missing (verify names them)
+        with self._map_lock:
+            self._pack_sizes[pack] = size
+        return [(i, o, n) for i, o, n, _ in entries]
 
     def get_pack_index(self, pack: str) -> bytes:
         """The raw pack index of pack ``pack`` (hex)."""
@@ -591,6 +595,46 @@ class S3Store(Store):
         pack = self._packs[value >> (_OFFSET_BITS + _LENGTH_BITS)][0]
         offset = (value >> _LENGTH_BITS) & ((1 << _OFFSET_BITS) - 1)
         return pack, offset, value & ((1 << _LENGTH_BITS) - 1)
+
+    def pack_problems(self) -> dict[str, str]:
+        """Packs whose object is missing from the listing or listed with another size than
+        its pack index records (the keyless check without downloading: check.py)."""
+        self._chunk_map()
+        root = self._key("packs/")
+        listed = {
+            item["Key"][len(root) :]: int(item["Size"])
+            for item in self._objects(root)
+            if not item["Key"].endswith(".idx")
+        }
+        with self._map_lock:
+            expected = dict(self._pack_sizes)
+        problems = {}
+        for pack, size in expected.items():
+            if pack not in listed:
+                problems[pack] = "is missing"
+            elif listed[pack] != size:
+                problems[pack] = f"is {listed[pack]} bytes, its index says {size}"
+        return problems
+
+    def chunks_in_packs(self, packs: Iterable[str]) -> set[bytes]:
+        """The chunk ids the chunk map finds in ``packs``."""
+        chunks = self._chunk_map()
+        with self._map_lock:
+            numbers = {self._pack_numbers[p] for p in packs if p in self._pack_numbers}
+            shift = _OFFSET_BITS + _LENGTH_BITS
+            return {i for i, v in chunks.items() if v >> shift in numbers}
+
+    def drop_packs(self, packs: Iterable[str]) -> None:
+        """Delete packs and their indexes (a repair that writes their chunks again), and
+        forget the chunk map: the next chunk operation reads the pack indexes again."""
+        for pack in packs:
+            for key in (f"packs/{pack}.idx", f"packs/{pack}"):
+                self._call(
+                    f"{self.url}/{key}", "delete_object", Bucket=self.bucket, Key=self._key(key)
+                )
+        with self._load_lock, self._map_lock:
+            self._chunks, self._loaded = None, False
+            self._packs, self._pack_numbers, self._pack_sizes = [], {}, {}
 
     def pack_names(self) -> tuple[str, ...]:
         """The packs the chunk map knows (hex names)."""

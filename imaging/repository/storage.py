@@ -57,9 +57,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
-from imaging.errors import HourglassError
+from imaging.errors import HourglassError, UsageError
 from imaging.repository import fsutil
 from imaging.repository.fsutil import fsync_dir, raise_no_space, write_all, write_atomic
+from imaging.repository.leases import LeaseHandle
 
 # New chunks made durable together by one syncfs (put_chunk): what a power cut can cost
 # a backup is at most this much work redone, and only until the snapshot is committed.
@@ -86,6 +87,8 @@ class Kind(StrEnum):
     LEASES = "leases"
     TRASH = "trash"
     VERIFY = "verify"
+    REDUNDANCY = "redundancy"
+    """The set descriptor of a member of a redundant set (one object, ``redundancy.json``)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -135,6 +138,8 @@ def object_key(name: Name) -> str:
     kind, key = name.kind, name.key
     if kind is Kind.CONFIG:
         return "config"
+    if kind is Kind.REDUNDANCY:
+        return "redundancy.json"
     if kind is Kind.CHUNKS:
         return f"chunks/{_chunk_key(key)}"
     if kind is Kind.SNAPSHOTS:
@@ -200,6 +205,12 @@ class Store(ABC):
         """The store that holds the objects, under any wrappers (a bandwidth limit:
         imaging.repository.throttle), for what only one kind of store does."""
         return self
+
+    @property
+    def local_paths(self) -> tuple[Path, ...]:
+        """Every directory on this machine that holds part of the repository (a set's
+        local members): what backups never read and restores never write."""
+        return (self.local_path,) if self.local_path is not None else ()
 
     @abstractmethod
     def reachable(self) -> bool:
@@ -273,6 +284,16 @@ class Store(ABC):
     @abstractmethod
     def delete_group(self, kind: Kind, group: str) -> None:
         """Remove every object of a group, and the group."""
+
+    def lease(self, kind: str) -> contextlib.AbstractContextManager[LeaseHandle]:
+        """A writer or reader lease held by the store itself (an object store, a set); a
+        local store's leases are files (``leases.hold`` on :attr:`LocalStore.leases_dir`)."""
+        raise UsageError(f"{self.describe()} keeps no leases of its own.")
+
+    def degraded(self) -> Sequence[str]:
+        """What reads found missing or damaged and read around (a set's members), one line
+        each; a store of one location has nothing to read around."""
+        return []
 
     def get_set_aside(self, name: Name) -> bytes:
         """An object gc set aside but has not deleted yet (still readable by restores that

@@ -24,7 +24,7 @@ from imaging.errors import (
     SnapshotNotFound,
     UsageError,
 )
-from imaging.repository import codec, keys, leases, seen, storage
+from imaging.repository import codec, keys, leases, redundant, seen, storage
 from imaging.repository.fsutil import raise_no_space
 from imaging.repository.records import ChunkIndex
 
@@ -74,7 +74,10 @@ class Repository:
 
     @property
     def path(self) -> Path:
-        """The repository's directory (for the callers that need one: storage.py)."""
+        """The repository's directory (for the callers that need one: storage.py); of a
+        set, its first member on this machine (which opens the set: the FUSE helpers)."""
+        if not isinstance(self.store, LocalStore) and self.store.local_paths:
+            return self.store.local_paths[0]
         return self.local_store.path
 
     @property
@@ -371,9 +374,9 @@ class Repository:
 
     def _lease(self, kind: str) -> contextlib.AbstractContextManager[leases.LeaseHandle]:
         store = self.store.unwrapped()
-        if isinstance(store, S3Store):
-            return store.lease(kind)
-        return leases.hold(self.local_store.leases_dir, kind)
+        if isinstance(store, LocalStore):
+            return leases.hold(store.leases_dir, kind)
+        return store.lease(kind)
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -416,19 +419,23 @@ class Repository:
 
 def as_store(location: Location, *, s3: S3Options | None = None) -> Store:
     """The store of a repository given by its directory, its ``s3://BUCKET/PREFIX``
-    (reached as ``s3`` says: endpoint, CA file, credentials), or already a store. A string
+    (reached as ``s3`` says: endpoint, CA file, credentials), or already a store; the set
+    when the location is a member of one (docs/FORMAT.md). A string
     that looks like a URL of another scheme is refused, never taken as a relative path."""
     if isinstance(location, Store):
         return location
     scheme = url_scheme(location) if isinstance(location, str) else None
     if isinstance(location, str) and scheme == "s3":
-        return S3Store.from_url(location, s3)
-    if scheme is not None:
+        store: Store = S3Store.from_url(location, s3)
+    elif scheme is not None:
         raise UsageError(
             f"{location}: Hourglass does not know {scheme}:// repository locations.",
             "A repository is a directory (mount network shares first) or s3://BUCKET/PREFIX.",
         )
-    return LocalStore(Path(location))
+    else:
+        store = LocalStore(Path(location))
+    # A member of a set over several locations opens the whole set (redundant.py).
+    return redundant.open_member(store, s3)
 
 
 def read_config(path: Location) -> dict[str, Any]:

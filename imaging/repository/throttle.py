@@ -22,16 +22,18 @@ time a pack's upload takes is not lost from the average.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
 from imaging.errors import UsageError
+from imaging.repository.leases import LeaseHandle
 from imaging.repository.storage import Kind, Name, ObjectInfo, Store
 
 KiB = 1024
@@ -265,6 +267,16 @@ class ThrottledStore(Store):
     @property
     def local_path(self) -> Path | None:
         return self.inner.local_path
+
+    @property
+    def local_paths(self) -> tuple[Path, ...]:
+        return self.inner.local_paths
+
+    def lease(self, kind: str) -> contextlib.AbstractContextManager[LeaseHandle]:
+        return self.inner.lease(kind)
+
+    def degraded(self) -> Sequence[str]:
+        return self.inner.degraded()
 
     def reachable(self) -> bool:
         return self.inner.reachable()

@@ -55,6 +55,9 @@ class VerifyReport:
     # What a person should know about the choice of snapshot (a damaged manifest that may be
     # newer than the one ``latest`` or a time chose: jobs.common.Chosen).
     warnings: list[str] = field(default_factory=list)
+    degraded: list[str] = field(default_factory=list)
+    """Members of a set that lacked or held damaged objects the check read around (the
+    repository is intact, less redundant: `hourglass check --repair`)."""
 
     @property
     def ok(self) -> bool:
