@@ -185,6 +185,11 @@ def make_client(options: S3Options | None = None) -> Any:
         max_pool_connections=INDEX_READERS + 8,
         connect_timeout=10,
         read_timeout=60,
+        # boto3 otherwise sends PUT bodies over https as aws-chunked with a trailing
+        # checksum, which radosgw 16 refuses (MissingContentLength); plain http never did.
+        # Packs and stored objects carry their own BLAKE3 checksums (docs/FORMAT.md).
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
     )
     session = _session(options)
     return session.client(

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from imaging.repository.s3store import PACK_BYTES, S3Store
 from imaging.repository.storage import Kind, Name, chunk
 from imaging.repository.store import Repository
 from tests.conftest import PASSPHRASE
-from tests.s3server import S3Server
+from tests.s3server import S3Server, running
 from tests.support import (
     MiB,
     fill_with_files,
@@ -410,3 +411,115 @@ def test_killed_backup_leaves_only_packs_the_next_one_reuses(
     out = tmp_path / "out.img"
     restore_snapshot(Repository.open(url), snapshot, out)
     assert _same_file(out, source)
+
+
+# --- TLS and credentials -------------------------------------------------------------------
+
+
+def _bucket_names(server: S3Server) -> list[str]:
+    return [b["Name"] for b in server.client().list_buckets().get("Buckets", [])]
+
+
+def _clean_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL_S3",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+
+
+def _credentials_file(path: Path, access: str, secret: str) -> Path:
+    path.write_text(f"[default]\naws_access_key_id = {access}\naws_secret_access_key = {secret}\n")
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A private radosgw that speaks https only, its certificate signed by a CA of its own."""
+    with running(tmp_path_factory.mktemp("s3tls") / "state", tls=True) as server:
+        yield server
+
+
+@s3
+def test_tls_endpoint_needs_its_ca(
+    tls_server: S3Server,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """https to a store with its own CA: refused without --ca-file (nothing created), then
+    init, backup and restore with it; the keys come from --credentials alone."""
+    _clean_aws_env(monkeypatch)
+    assert tls_server.endpoint.startswith("https://127.0.0.1:")
+    assert tls_server.ca_file is not None
+    creds = _credentials_file(tmp_path / "creds", tls_server.access_key, tls_server.secret_key)
+    url = "s3://hg-tls-test"
+    reach = ("--s3-endpoint", tls_server.endpoint, "--credentials", str(creds))
+    capsys.readouterr()
+    assert run_cli("init", url, *reach, "--encryption", "none") == 1
+    err = capsys.readouterr().err
+    assert "TLS" in err and "--ca-file" in err and "Traceback" not in err
+    assert "hg-tls-test" not in _bucket_names(tls_server)
+
+    with_ca = (*reach, "--ca-file", str(tls_server.ca_file))
+    assert run_cli("init", url, *with_ca, "--encryption", "none") == 0
+    assert "hg-tls-test" in _bucket_names(tls_server)
+    source = tmp_path / "source.img"
+    write_random_image(source, 3 * MiB)
+    assert run_cli("backup", "--repo", url, *reach, str(source)) == 1
+    err = capsys.readouterr().err
+    assert "--ca-file" in err and "Traceback" not in err
+    assert run_cli("backup", "--repo", url, *with_ca, "--progress", "none", str(source)) == 0
+    store = S3Store("hg-tls-test", client=tls_server.client())
+    (snapshot,) = Repository.open(store).snapshots()
+    out = tmp_path / "out.img"
+    assert run_cli("restore", "--repo", url, *with_ca, snapshot.id, str(out), "--yes") == 0
+    assert out.read_bytes() == source.read_bytes()
+    # A CA file that does not exist is the person's mistake, said as such.
+    assert run_cli("snapshots", "--repo", url, *reach, "--ca-file", str(tmp_path / "no")) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@s3
+def test_credentials_file(
+    s3_server: S3Server,
+    s3_bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--credentials FILE is the only source of keys; wrong keys and a missing file are
+    clear errors that never show the secret."""
+    _clean_aws_env(monkeypatch)
+    url = f"s3://{s3_bucket}"
+    endpoint = ("--s3-endpoint", s3_server.endpoint)
+    good = _credentials_file(tmp_path / "good", s3_server.access_key, s3_server.secret_key)
+    capsys.readouterr()
+    assert run_cli("init", url, *endpoint, "--encryption", "none") == 1
+    assert "No credentials" in capsys.readouterr().err
+    assert run_cli("init", url, *endpoint, "--credentials", str(good), "--encryption", "none") == 0
+    assert run_cli("snapshots", "--repo", url, *endpoint, "--credentials", str(good)) == 0
+
+    secret = "wrong-secret-b5f0e7c1d2"
+    for access, name in ((s3_server.access_key, "bad-secret"), ("no-such-key", "bad-key")):
+        bad = _credentials_file(tmp_path / name, access, secret)
+        capsys.readouterr()
+        code = run_cli("snapshots", "--repo", url, *endpoint, "--credentials", str(bad))
+        found = capsys.readouterr()
+        assert code == 1
+        assert url in found.err and "refused access" in found.err
+        assert "--credentials" in found.err and "Check the access key and secret" in found.err
+        assert secret not in found.err + found.out and "Traceback" not in found.err
+
+    missing = tmp_path / "missing"
+    assert run_cli("snapshots", "--repo", url, *endpoint, "--credentials", str(missing)) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "does not exist" in err and "Traceback" not in err
