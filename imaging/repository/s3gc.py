@@ -244,9 +244,11 @@ def _empty_pack(
 
 
 def _clean_unindexed_packs(store: S3Store) -> None:
-    """Packs without an index (a backup killed between the two PUTs): never read, deleted
-    once no backup runs and they are older than the clock margin, or a day old. A running
-    backup's pack waits for its index only for the time of a PUT."""
+    """Packs without an index (a backup killed between the two PUTs, or the store killed
+    under it): never read. Listed first, then the leases: with no writer live then, a
+    listed pack is a dead backup's unless its index appeared meanwhile (a backup that ended
+    since wrote it before its end), so each is deleted after a last look at its index and its
+    date. With a writer live, only those a day old go."""
     indexed, trashed = set(), set()
     packs: dict[str, float] = {}
     for key, _, mtime in store.raw_objects("packs/"):
@@ -257,15 +259,21 @@ def _clean_unindexed_packs(store: S3Store) -> None:
             packs[name] = mtime
     for key, _, _ in store.raw_objects("trash/"):
         trashed.add(key.rsplit("/", 1)[-1].removesuffix(".idx"))
+    candidates = {p: m for p, m in packs.items() if p not in indexed and p not in trashed}
+    if not candidates:
+        return
     writers = store.live_leases(("writer",))
     now = time.time()
-    for pack, mtime in packs.items():
-        if pack in indexed or pack in trashed:
+    for pack, mtime in candidates.items():
+        if writers and now - mtime < local_gc.TMP_MAX_AGE:
             continue
-        age = now - mtime
-        if (not writers and age > local_gc.SKEW_MARGIN) or age > local_gc.TMP_MAX_AGE:
-            with contextlib.suppress(FileNotFoundError):
-                store.raw_delete(f"packs/{pack}")
+        if store.raw_stat(f"packs/{pack}.idx") is not None:
+            continue
+        again = store.raw_stat(f"packs/{pack}")
+        if again is None or abs(again - mtime) >= 1.0:  # HEAD dates have whole seconds
+            continue  # gone, or written again since the listing: a new backup's
+        with contextlib.suppress(FileNotFoundError):
+            store.raw_delete(f"packs/{pack}")
 
 
 def _clean_orphans(repo: Repository, store: S3Store, result: local_gc.GcResult) -> None:

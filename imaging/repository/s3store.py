@@ -786,6 +786,16 @@ class S3Store(Store):
             raise
         return True
 
+    def raw_stat(self, relative: str) -> float | None:
+        """The mtime of an object, None if there is none."""
+        try:
+            response = self._call(
+                f"{self.url}/{relative}", "head_object", Bucket=self.bucket, Key=self._key(relative)
+            )
+        except FileNotFoundError:
+            return None
+        return float(response["LastModified"].timestamp())
+
     def raw_delete(self, relative: str) -> None:
         self._call(
             f"{self.url}/{relative}", "delete_object", Bucket=self.bucket, Key=self._key(relative)

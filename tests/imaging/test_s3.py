@@ -630,3 +630,75 @@ def test_stale_leases_do_not_block_gc(s3_server: S3Server, s3_bucket: str) -> No
     store.put(Name(Kind.LEASES, "gc"), json.dumps(gc_record).encode())
     gc.collect(repo)
     assert not list(store.list(Kind.LEASES))
+
+
+@s3
+@pytest.mark.faults
+def test_radosgw_killed_mid_backup(tmp_path: Path) -> None:
+    """The store dies under a backup: the backup fails clearly; once the store is back, the
+    next backup completes on top of the packs left behind, nothing unrestorable is listed,
+    and gc leaves only packs with live chunks (and no lease of the failed run)."""
+    source = tmp_path / "source.img"
+    write_random_image(source, 2 * PACK_BYTES + 8 * MiB, zero_every=0)
+    with running(tmp_path / "state") as server:
+        client = server.client()
+        bucket = "hg-killed"
+        url = f"s3://{bucket}"
+        Repository.init(S3Store(bucket, client=client), encryption="none")
+
+        def indexes() -> list[str]:
+            listing = client.list_objects_v2(Bucket=bucket, Prefix="packs/")
+            return [o["Key"] for o in listing.get("Contents", []) if o["Key"].endswith(".idx")]
+
+        child = hourglass_subprocess(
+            "backup",
+            "--repo",
+            url,
+            "--progress",
+            "none",
+            str(source),
+            env={**server.env(), "HOURGLASS_STATE_DIR": "none"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not indexes() and child.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert child.poll() is None, "the backup ended before its first pack was written"
+            server.kill_gateway()
+            _, err = child.communicate(timeout=240)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        message = err.decode()
+        assert child.returncode not in (0, None), message
+        assert "Cannot reach the object store" in message and url in message
+        assert "Traceback" not in message
+
+        server.start_gateway()
+        repo = Repository.open(S3Store(bucket, client=client))
+        assert not repo.snapshots()  # nothing is listed that cannot be restored
+        left = set(indexes())
+        assert left
+        snapshot = backup_path(repo, source)
+        assert snapshot.manifest["stats"]["dedup_bytes"] >= MiB  # the leftovers were reused
+        assert [s.id for s in Repository.open(S3Store(bucket, client=client)).snapshots()] == [
+            snapshot.id
+        ]
+
+        result = gc.collect(Repository.open(S3Store(bucket, client=client)))
+        assert result.waiting_batches == 0
+        live = set(repo.load_index(snapshot, "data"))
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
+        packs = [k for k in keys if k.startswith("packs/") and not k.endswith(".idx")]
+        store = S3Store(bucket, client=client)
+        for pack in packs:
+            assert f"{pack}.idx" in keys, f"{pack} has no index after gc"
+            entries = store.pack_indexes()[pack.removeprefix("packs/")][1]
+            assert entries and any(i in live for i, _, _, _ in entries), f"{pack} is dead"
+        assert not [k for k in keys if k.startswith(("leases/", "trash/"))]
+        out = tmp_path / "out.img"
+        restore_snapshot(Repository.open(store), snapshot, out)
+        assert _same_file(out, source)
