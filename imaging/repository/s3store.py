@@ -33,7 +33,7 @@ from typing import Any
 import blake3
 
 from imaging.errors import Busy, HourglassError, UsageError
-from imaging.repository import leases
+from imaging.repository import codec, leases
 from imaging.repository.storage import (
     CONFIG,
     Kind,
@@ -821,6 +821,43 @@ class S3Store(Store):
         with ThreadPoolExecutor(INDEX_READERS, thread_name_prefix="pack-index") as pool:
             loaded = list(pool.map(read, [pack for pack, _ in found]))
         return {pack: (mtime, e) for (pack, mtime), e in zip(found, loaded, strict=True)}
+
+    def check_packs(self) -> Iterator[tuple[str, str | None, int]]:
+        """Keyless verify of every pack: (what, problem or None, bytes) per chunk, and a
+        line for a pack or index that is damaged as a whole. Each pack is read once, whole,
+        and checked against its BLAKE3 name, then each chunk against the index's BLAKE3
+        and its own trailer (docs/FORMAT.md, "Object stores")."""
+        packs = sorted(self.pack_indexes())
+
+        def check(pack: str) -> list[tuple[str, str | None, int]]:
+            where = f"{self.url}/packs/{pack}"
+            try:
+                entries = decode_pack_index(self.get_pack_index(pack), pack)[1]
+            except ValueError as e:
+                return [(f"{where}.idx", f"{e}; its chunks cannot be found", 0)]
+            except FileNotFoundError:
+                return []  # superseded by a gc meanwhile
+            try:
+                data = self.get_pack(pack)
+            except FileNotFoundError:
+                return [(where, "missing (its index names it)", 0)]
+            found: list[tuple[str, str | None, int]] = []
+            if blake3.blake3(data).hexdigest() != pack:
+                found.append((where, "its BLAKE3 does not match its name (bit rot)", 0))
+            for chunk_id, offset, length, digest in entries:
+                body = data[offset : offset + length]
+                what = f"{where}: chunk {chunk_id.hex()} at offset {offset}"
+                problem = None
+                if len(body) != length:
+                    problem = "cut short: the pack ends before it"
+                elif blake3.blake3(body).digest() != digest or not codec.trailer_ok(body):
+                    problem = "its checksum does not match (bit rot)"
+                found.append((what, problem, len(body)))
+            return found
+
+        with ThreadPoolExecutor(4, thread_name_prefix="verify-pack") as pool:
+            for results in pool.map(check, packs):
+                yield from results
 
     def write_pack(self, chunks: Iterable[tuple[bytes, bytes]]) -> str:
         """Write ``chunks`` (id, encoded bytes) as one new pack and its index, whether or

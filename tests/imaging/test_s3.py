@@ -205,7 +205,16 @@ def test_damaged_pack_is_named(
     assert victim.hex() in found.out + found.err
     assert run_cli("verify", "--keyless", "--repo", url) == 3
     found = capsys.readouterr()
-    assert victim.hex() in found.out + found.err
+    # The pack is named, with its BLAKE3 mismatch, and the chunk with its offset, once.
+    text = found.out + found.err
+    assert f"packs/{pack}: its BLAKE3 does not match" in text
+    assert f"packs/{pack}: chunk {victim.hex()} at offset {offset}" in text
+    report = verify.verify_keyless(store)
+    assert [d.what for d in report.damage] == [
+        f"{store.url}/packs/{pack}",
+        f"{store.url}/packs/{pack}: chunk {victim.hex()} at offset {offset}",
+    ]
+    assert report.checked == len(list(store.list(Kind.CHUNKS))) + 2  # and manifest, index
 
 
 @s3
