@@ -24,7 +24,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -69,6 +69,7 @@ _LENGTH_BITS = 32
 _Entries = list[tuple[bytes, int, int, bytes]]
 """A pack's chunks: id, offset, length, BLAKE3 of the chunk (``list`` is a store method)."""
 _Leases = list[leases.Lease]
+_Pieces = list[bytes]
 _Places = list[tuple[bytes, int, int]]
 """A pack's chunks as the chunk map keeps them: id, offset, length."""
 
@@ -661,6 +662,23 @@ class S3Store(Store):
         pack = self._packs[value >> (_OFFSET_BITS + _LENGTH_BITS)][0]
         offset = (value >> _LENGTH_BITS) & ((1 << _OFFSET_BITS) - 1)
         return pack, offset, value & ((1 << _LENGTH_BITS) - 1)
+
+    def chunk_place(self, chunk_id: bytes) -> tuple[str, int, int] | None:
+        """(pack, offset, length) of a stored chunk, None if no pack holds it: lets a reader
+        join neighbouring chunks of a pack into one GET (:meth:`get_pack_run`)."""
+        try:
+            return self._locate(chunk_id)
+        except FileNotFoundError:
+            return None
+
+    def get_pack_run(self, pack: str, offset: int, lengths: Sequence[int]) -> _Pieces:
+        """Chunks that lie end to end in ``pack`` from ``offset``, in one ranged GET."""
+        data = self._get_pack_range(pack, offset, sum(lengths))
+        pieces, at = [], 0
+        for length in lengths:
+            pieces.append(data[at : at + length])
+            at += length
+        return pieces
 
     def pack_names(self) -> tuple[str, ...]:
         """The packs the chunk map knows (hex names)."""
