@@ -231,6 +231,7 @@ class S3Store(Store):
         self._map_lock = threading.Lock()
         self._load_lock = threading.RLock()  # one loader of pack indexes at a time
         self._loaded = False
+        self._aside: dict[bytes, tuple[str, int, int]] | None = None  # get_set_aside
         # The pack being filled: its bytes and entries (id, offset, length, checksum).
         self._buffer = bytearray()
         self._entries: _Entries = []
@@ -839,6 +840,32 @@ class S3Store(Store):
         with ThreadPoolExecutor(INDEX_READERS, thread_name_prefix="pack-index") as pool:
             loaded = list(pool.map(read, [pack for pack, _ in found]))
         return {pack: (mtime, e) for (pack, mtime), e in zip(found, loaded, strict=True)}
+
+    def get_set_aside(self, name: Name) -> bytes:
+        """A chunk of a pack gc superseded but has not deleted (its index in ``trash/``):
+        a restore of a snapshot forgotten meanwhile still reads it, as from a local trash.
+        The trashed indexes are read at the first call (a pack superseded later was in
+        this process's chunk map already: its lease was in that gc's seal)."""
+        if name.kind is Kind.CHUNKS:
+            with self._load_lock:
+                if self._aside is None:
+                    self._aside = self._load_aside()
+            place = self._aside.get(bytes.fromhex(name.key))
+            if place is not None:
+                return self._get_pack_range(*place)
+        return super().get_set_aside(name)
+
+    def _load_aside(self) -> dict[bytes, tuple[str, int, int]]:
+        aside: dict[bytes, tuple[str, int, int]] = {}
+        for key, _, _ in list(self.raw_objects("trash/")):
+            if key.endswith(".idx"):
+                pack = PurePosixPath(key).name.removesuffix(".idx")
+                with contextlib.suppress(FileNotFoundError, ValueError):
+                    for chunk_id, offset, length, _ in decode_pack_index(self.raw_get(key), pack)[
+                        1
+                    ]:
+                        aside.setdefault(chunk_id, (pack, offset, length))
+        return aside
 
     def check_packs(self) -> Iterator[tuple[str, str | None, int]]:
         """Keyless verify of every pack: (what, problem or None, bytes) per chunk, and a
