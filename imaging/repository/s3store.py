@@ -6,7 +6,10 @@ TiB is what PBS's S3 backend is criticised for. New chunks are appended to a pac
 memory; a pack of :data:`PACK_BYTES` (or the chunks a :meth:`S3Store.flush_chunks` finds) is
 written as one immutable object ``packs/<hex>`` and then its pack index ``packs/<hex>.idx``
 (restic and kopia do the same). A chunk is read with a ranged GET into its pack, found
-through the pack indexes, which are loaded once per open and kept in memory.
+through the pack indexes, which are loaded once per open and kept in memory (a restore joins
+neighbours in one pack into one GET: :meth:`S3Store.chunk_place`, :meth:`S3Store.get_pack_run`).
+gc (imaging/repository/s3gc.py) deletes and repacks whole packs; what it has superseded but
+not deleted is still readable (:meth:`S3Store.get_set_aside`).
 
 boto3 is imported on the first use of a bucket: it takes 0.2-0.4 s to import, more than the
 whole CLI without it, and only object-store repositories need it.
