@@ -44,7 +44,7 @@ from imaging.units import decimal_size, human_size
 # An object store: a GET costs a round trip, so more fetch at once, and neighbouring chunks
 # of one pack come in one GET of up to RUN_BYTES. Memory: workers x run, twice (raw, plain).
 REMOTE_WORKERS = 12
-RUN_BYTES = 4 * 2**20
+RUN_BYTES = 4 * 2**20 + 64 * 1024  # four 1 MiB chunks with their headers and trailers
 
 BLKZEROOUT = 0x127F
 BLKFLSBUF = 0x1261
