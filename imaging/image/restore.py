@@ -45,6 +45,7 @@ from imaging.units import decimal_size, human_size
 # of one pack come in one GET of up to RUN_BYTES. Memory: workers x run, twice (raw, plain).
 REMOTE_WORKERS = 12
 RUN_BYTES = 4 * 2**20 + 64 * 1024  # four 1 MiB chunks with their headers and trailers
+WINDOW = 64  # blocks sorted by their place in the packs before they are cut into runs
 
 BLKZEROOUT = 0x127F
 BLKFLSBUF = 0x1261
@@ -324,7 +325,10 @@ class _Writer:
                 zero_run.clear()
 
         written = 0
-        run: _Run | None = None  # neighbours in one pack, not yet handed to a worker
+        # Blocks found in packs, not yet handed to workers: a backup's workers put chunks
+        # into a pack in the order they finish, so neighbours on disk are near each other
+        # in the pack but not always in order. A window is sorted by place, then cut in runs.
+        window: list[tuple[str, int, int, bytes, int, int]] = []
 
         def submit(task: Future[None]) -> None:
             nonlocal futures
@@ -332,11 +336,17 @@ class _Writer:
             if len(futures) > 3 * self.workers:
                 futures = _reap(futures, wait_one=True)
 
-        def flush_run() -> None:
-            nonlocal run
+        def flush_window() -> None:
+            run: _Run | None = None
+            for pack, at, stored, chunk_id, start, length in sorted(window):
+                if run is None or not run.takes(pack, at, stored):
+                    if run is not None:
+                        submit(self.executor.submit(self._run, image, run, target, offset))
+                    run = _Run(pack, at, at)
+                run.add(chunk_id, start, length, stored)
             if run is not None:
                 submit(self.executor.submit(self._run, image, run, target, offset))
-                run = None
+            window.clear()
 
         for block, chunk_id in enumerate(ids):
             self.check()
@@ -358,17 +368,15 @@ class _Writer:
             written += length
             place = self.place(chunk_id) if self.place is not None else None
             if place is not None:
-                pack, at, stored = place
-                if run is None or not run.takes(pack, at, stored):
-                    flush_run()
-                    run = _Run(pack, at, at)
-                run.add(chunk_id, start, length, stored)
+                window.append((*place, chunk_id, start, length))
+                if len(window) >= WINDOW:
+                    flush_window()
                 continue
-            flush_run()  # a missing chunk: _block says so, in order
+            flush_window()  # a missing chunk: _block says so, in order
             submit(
                 self.executor.submit(self._block, image, chunk_id, target, offset, start, length)
             )
-        flush_run()
+        flush_window()
         flush_zero()
         for f in futures:
             f.result()

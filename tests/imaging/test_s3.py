@@ -52,11 +52,16 @@ class Requests:
 
     def __init__(self, client: Any) -> None:
         self.by_operation: Counter[str] = Counter()
+        self.pack_reads = 0
         client.meta.events.register("before-send.s3", self._count)
 
     def _count(self, **kwargs: Any) -> None:
         event = str(kwargs.get("event_name", ""))
         self.by_operation[event.rsplit(".", 1)[-1]] += 1
+        request = kwargs.get("request")
+        url = str(getattr(request, "url", ""))
+        if "/packs/" in url and not url.split("?", maxsplit=1)[0].endswith(".idx"):
+            self.pack_reads += 1
 
     @property
     def total(self) -> int:
@@ -64,6 +69,7 @@ class Requests:
 
     def reset(self) -> None:
         self.by_operation.clear()
+        self.pack_reads = 0
 
 
 def counted_store(server: S3Server, bucket: str, prefix: str = "") -> tuple[S3Store, Requests]:
@@ -754,3 +760,26 @@ def test_gc_puts_back_a_pack_a_running_backup_took_as_stored(
     restore_snapshot(fresh, again, out)
     assert out.read_bytes() == source.read_bytes()
     assert verify.verify(fresh, read_data=True).ok
+
+
+@s3
+def test_restore_reads_neighbours_in_one_get(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    """Chunks that lie end to end in a pack come in one ranged GET (four 1 MiB chunks at a
+    time), straight into the target: nothing else is written on local disk."""
+    repo = Repository.init(S3Store(s3_bucket, client=s3_server.client()), passphrase=PASSPHRASE)
+    source = tmp_path / "source.img"
+    write_random_image(source, 32 * MiB, seed=4, zero_every=0)
+    snapshot = backup_path(repo, source)
+    store, requests = counted_store(s3_server, s3_bucket)
+    reader = Repository.open(store, PASSPHRASE)
+    reader.load_index(snapshot, "data")
+    store.pack_names()  # the pack indexes: one GET each, before counting
+    requests.reset()
+    out = tmp_path / "out.img"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    restore_snapshot(reader, snapshot, out)
+    assert out.read_bytes() == source.read_bytes()
+    assert requests.pack_reads == 32 // 4, requests.by_operation
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "out.img"])
