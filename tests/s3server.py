@@ -11,7 +11,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,17 @@ class S3Server:
     region: str
     started_in: float
     """Seconds from nothing to a server that answers signed requests."""
+    ca_file: Path | None = None
+    """The CA certificate that signed the server's own (a server started with ``tls=True``)."""
+    script_env: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def kill_gateway(self) -> None:
+        """SIGKILL radosgw alone: the mon and the OSD keep what was written."""
+        _script("gateway-kill", self.script_env)
+
+    def start_gateway(self) -> None:
+        """Start radosgw again (same port, same data) and wait until it answers."""
+        _script("gateway-start", self.script_env)
 
     def env(self) -> dict[str, str]:
         """What boto3 (and so `hourglass`) needs to reach this server."""
@@ -37,10 +48,22 @@ class S3Server:
         }
 
     def client(self, **kwargs: Any) -> Any:
-        """A boto3 client of this server (the store's own settings: path style)."""
+        """A boto3 client of this server (the store's own settings: path style), with its
+        keys and CA unless told otherwise."""
         from imaging.repository.s3store import S3Options, make_client
 
+        kwargs.setdefault("ca_file", self.ca_file)
+        kwargs.setdefault("access_key", self.access_key)
+        kwargs.setdefault("secret_key", self.secret_key)
         return make_client(S3Options(endpoint=self.endpoint, **kwargs))
+
+
+def _script(command: str, env: dict[str, str]) -> None:
+    out = subprocess.run(
+        [str(SCRIPT), command], env=env, capture_output=True, text=True, timeout=300
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"tests/s3server.sh {command} failed:\n{out.stderr[-3000:]}")
 
 
 def free_port(low: int = 20000, high: int = 29999) -> int:
@@ -61,9 +84,10 @@ def _free(port: int) -> bool:
 
 
 @contextmanager
-def running(state: Path) -> Iterator[S3Server]:
+def running(state: Path, *, tls: bool = False) -> Iterator[S3Server]:
     """Start a fresh server keeping its state in ``state``; stop it (by its recorded PIDs)
-    at the end, even when the start failed halfway."""
+    at the end, even when the start failed halfway. With ``tls``, it serves https only, with
+    a certificate for IP 127.0.0.1 signed by a CA of its own (``S3Server.ca_file``)."""
     port = free_port()
     env = {
         **os.environ,
@@ -71,6 +95,7 @@ def running(state: Path) -> Iterator[S3Server]:
         "S3_PORT": str(port),
         "CEPH_MON_PORT": str(port + 1),
         "CEPH_STORE": "memstore",
+        "S3_TLS": "1" if tls else "0",
     }
     start = time.monotonic()
     try:
@@ -90,6 +115,8 @@ def running(state: Path) -> Iterator[S3Server]:
             secret_key=found["S3_SECRET_KEY"],
             region=found["S3_REGION"],
             started_in=time.monotonic() - start,
+            ca_file=Path(found["S3_CA_FILE"]) if "S3_CA_FILE" in found else None,
+            script_env=env,
         )
     finally:
         subprocess.run([str(SCRIPT), "stop"], env=env, capture_output=True, timeout=120)

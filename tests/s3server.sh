@@ -13,7 +13,11 @@
 #
 # Knobs: S3_DIR (state, default /tmp/hourglass-s3), S3_PORT (default 17480), CEPH_MON_PORT
 # (13300; the OSD takes ports from Ceph's 6800-7300 range), CEPH_STORE (bluestore | memstore),
-# S3_ACCESS_KEY, S3_SECRET_KEY.
+# S3_ACCESS_KEY, S3_SECRET_KEY, S3_TLS=1 (serve https only, with a certificate for IP 127.0.0.1
+# from a CA made in $S3_DIR/tls; S3_CA_FILE names that CA's certificate).
+#
+#   s3server.sh gateway-kill    SIGKILL radosgw only (mon and OSD keep the data)
+#   s3server.sh gateway-start   start radosgw again on the same port and wait until it answers
 # Everything listens on 127.0.0.1 only. Only processes whose command line names $S3_DIR are
 # ever signalled.
 set -euo pipefail
@@ -25,7 +29,9 @@ CEPH_MON_PORT=${CEPH_MON_PORT:-13300}
 CEPH_STORE=${CEPH_STORE:-bluestore}
 ACCESS=${S3_ACCESS_KEY:-hourglass-access}
 SECRET=${S3_SECRET_KEY:-hourglass-secret-0123456789}
-EP="http://127.0.0.1:$S3_PORT"
+S3_TLS=${S3_TLS:-0}
+if [ "$S3_TLS" = 1 ]; then EP="https://127.0.0.1:$S3_PORT"; else EP="http://127.0.0.1:$S3_PORT"; fi
+CA="$S3_DIR/tls/ca.pem"
 SELF=$(readlink -f "$0")
 T0=$(date +%s.%N)
 
@@ -78,6 +84,7 @@ EMPTY_SHA=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
 s3curl() {  # s3curl METHOD PATH [DATAFILE] -> prints HTTP code
   local m=$1 p=$2 f=${3:-} sha=$EMPTY_SHA extra=()
   if [ -n "$f" ]; then sha=$(sha256sum "$f" | cut -d' ' -f1); extra=(--data-binary "@$f"); fi
+  [ "$S3_TLS" = 1 ] && extra+=(--cacert "$CA")
   curl -s -o /dev/null -w '%{http_code}' -m 10 --aws-sigv4 "aws:amz:us-east-1:s3" \
     --user "$ACCESS:$SECRET" -H "x-amz-content-sha256: $sha" -X "$m" "${extra[@]}" "$EP$p" || true
 }
@@ -110,6 +117,8 @@ export S3_REGION=us-east-1
 export S3_SERVER_KIND=$(cat "$S3_DIR/server" 2>/dev/null || echo "$S3_SERVER")
 export S3_STOP="S3_DIR=$S3_DIR $SELF stop"
 EOF
+  [ "$S3_TLS" = 1 ] && echo "export S3_CA_FILE=$CA"
+  return 0
 }
 port_free() { ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
 
@@ -130,9 +139,40 @@ install_ceph() {
     "${apt[@]}" update >&2
     DEBIAN_FRONTEND=noninteractive "${apt[@]}" install --no-install-recommends "${pkgs[@]}" >&2; }
 }
+make_tls() {  # a throw-away CA and a certificate for IP 127.0.0.1 signed by it
+  local T=$S3_DIR/tls
+  mkdir -p "$T"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=hourglass test CA" \
+    -keyout "$T/ca.key" -out "$T/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$T/server.key" -out "$T/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > "$T/ext.cnf"
+  openssl x509 -req -in "$T/server.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcreateserial \
+    -days 2 -extfile "$T/ext.cnf" -out "$T/server.pem" 2>/dev/null
+}
+frontend() {
+  if [ "$S3_TLS" = 1 ]; then
+    echo "beast ssl_endpoint=127.0.0.1:$S3_PORT ssl_certificate=$S3_DIR/tls/server.pem ssl_private_key=$S3_DIR/tls/server.key"
+  else
+    echo "beast endpoint=127.0.0.1:$S3_PORT"
+  fi
+}
+start_gateway() {
+  local D=$S3_DIR C=$S3_DIR/ceph.conf
+  radosgw -n client.rgw.a -c "$C" >> "$D/log/daemons.out" 2>&1   # creates its pools once osd.0 is up
+  local deadline=$(( $(date +%s) + 120 )) tls=()
+  [ "$S3_TLS" = 1 ] && tls=(--cacert "$CA")
+  until curl -s -o /dev/null -m 2 "${tls[@]}" "$EP/"; do
+    [ -f "$D/run/client.rgw.a.pid" ] && ! alive "$(cat "$D/run/client.rgw.a.pid")" && die "radosgw died: $(tail -n 5 "$D/log/client.rgw.a.log")"
+    [ "$(date +%s)" -lt "$deadline" ] || die "radosgw not answering after 120 s"
+    sleep 0.2
+  done
+  log "radosgw answers on $EP"
+}
 start_ceph() {
   install_ceph
   local D=$S3_DIR FSID UUID C
+  [ "$S3_TLS" = 1 ] && make_tls
   mkdir -p "$D"/{run,log,mon/a,osd/0,rgw}
   FSID=$(uuidgen); UUID=$(uuidgen); C="$D/ceph.conf"
   cat > "$C" <<EOF
@@ -168,6 +208,8 @@ mon_data_avail_warn = 1
 # each pool radosgw creates is an osdmap epoch; the default 1 s paxos interval makes start ~10 s slower
 paxos_propose_interval = 0.05
 paxos_min_wait = 0.01
+# a killed radosgw's watches on its control objects hold up the next one until they time out
+osd_client_watch_timeout = 5
 [mon]
 mon_data = $D/mon/\$id
 mon_cluster_log_file = $D/log/cluster.log
@@ -180,7 +222,7 @@ osd_memory_target = 939524096
 memstore_device_bytes = 4294967296
 [client]
 rgw_data = $D/rgw
-rgw_frontends = beast endpoint=127.0.0.1:$S3_PORT
+rgw_frontends = $(frontend)
 rgw_thread_pool_size = 64
 EOF
   : > "$D/keyring"
@@ -193,14 +235,7 @@ EOF
   wait $mkfs || { cat "$D/log/osd-mkfs.out" >&2; die "ceph-osd --mkfs failed"; }
   log "mon up, osd.0 created ($CEPH_STORE)"
   ceph-osd -i 0 -c "$C" >> "$D/log/daemons.out" 2>&1
-  radosgw -n client.rgw.a -c "$C" >> "$D/log/daemons.out" 2>&1   # creates its pools once osd.0 is up
-  local deadline=$(( $(date +%s) + 120 ))
-  until curl -s -o /dev/null -m 2 "$EP/"; do
-    [ -f "$D/run/client.rgw.a.pid" ] && ! alive "$(cat "$D/run/client.rgw.a.pid")" && die "radosgw died: $(tail -n 5 "$D/log/client.rgw.a.log")"
-    [ "$(date +%s)" -lt "$deadline" ] || die "radosgw not answering after 120 s"
-    sleep 0.2
-  done
-  log "radosgw answers on $EP"
+  start_gateway
   radosgw-admin -c "$C" user create --uid=hourglass --display-name=hourglass \
     --access-key="$ACCESS" --secret-key="$SECRET" >/dev/null
 }
@@ -232,6 +267,18 @@ case "${1:-start}" in
     trap - EXIT
     cat "$S3_DIR/env"
     ;;
+  gateway-kill)
+    p=$(cat "$S3_DIR/run/client.rgw.a.pid" 2>/dev/null || true)
+    { [ -n "$p" ] && alive "$p" && ours "$p"; } || die "radosgw is not running"
+    kill -9 "$p"
+    for _ in $(seq 1 100); do alive "$p" || break; sleep 0.1; done
+    rm -f "$S3_DIR/run/client.rgw.a.pid"
+    log "killed radosgw (PID $p)"
+    ;;
+  gateway-start)
+    start_gateway
+    wait_ready 60
+    ;;
   stop)
     stop_all
     rm -rf "$S3_DIR"/{mon,osd,rgw,data,env,monmap,keyring}
@@ -239,5 +286,5 @@ case "${1:-start}" in
   status)
     if [ -f "$S3_DIR/env" ] && all_alive && probe; then cat "$S3_DIR/env"; else echo "not running" >&2; exit 1; fi
     ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|gateway-kill|gateway-start" >&2; exit 2 ;;
 esac

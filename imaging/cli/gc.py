@@ -20,6 +20,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
         f"Referenced chunks: {result.referenced}. Freed {result.freed} chunk(s), "
         f"{human_size(result.freed_bytes)}."
     )
+    if result.deleted_packs or result.repacked_packs:
+        print(
+            f"Packs: {result.deleted_packs} deleted, {result.repacked_packs} repacked "
+            f"({human_size(result.rewritten_bytes)} of live chunks written anew)."
+        )
     if result.direct:
         print("The drive had no room for trash: unreferenced chunks were deleted directly.")
     if result.waiting_batches:

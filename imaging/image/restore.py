@@ -1,9 +1,11 @@
 """Restore: write a snapshot's images back to a file or block device, then verify them.
 
 Workers fetch, authenticate, decompress and write chunks with large aligned ``pwrite``s in
-parallel; all-zero blocks become holes in a file or a zero-out request on a block device, and
-blocks the filesystem does not use are not written at all. After writing, the target is
-flushed, dropped from the page cache and read back: each block must hash to its chunk id.
+parallel (from an object store, more of them, each fetching a run of chunks that lie end to
+end in one pack with one ranged GET: nothing is staged on local disk); all-zero blocks become
+holes in a file or a zero-out request on a block device, and blocks the filesystem does not
+use are not written at all. After writing, the target is flushed, dropped from the page cache
+and read back: each block must hash to its chunk id.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import stat
 import struct
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +40,12 @@ from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository import codec, fsutil
 from imaging.repository.store import Repository, Snapshot
 from imaging.units import decimal_size, human_size
+
+# An object store: a GET costs a round trip, so more fetch at once, and neighbouring chunks
+# of one pack come in one GET of up to RUN_BYTES. Memory: workers x run, twice (raw, plain).
+REMOTE_WORKERS = 12
+RUN_BYTES = 4 * 2**20 + 64 * 1024  # four 1 MiB chunks with their headers and trailers
+WINDOW = 64  # blocks sorted by their place in the packs before they are cut into runs
 
 BLKZEROOUT = 0x127F
 BLKFLSBUF = 0x1261
@@ -260,13 +269,41 @@ def _zero_out(fd: int, block_device: bool, offset: int, length: int, zero: bytes
         pos += n
 
 
+@dataclass
+class _Run:
+    """Chunks that lie end to end in one pack, read with one GET (at most RUN_BYTES)."""
+
+    pack: str
+    first: int
+    end: int
+    items: list[tuple[bytes, int, int, int]] = field(default_factory=list)
+    """(chunk id, start in the image, length in the image, stored size)"""
+
+    def takes(self, pack: str, at: int, stored: int) -> bool:
+        return pack == self.pack and at == self.end and self.end - self.first + stored <= RUN_BYTES
+
+    def add(self, chunk_id: bytes, start: int, length: int, stored: int) -> None:
+        self.items.append((chunk_id, start, length, stored))
+        self.end += stored
+
+
 class _Writer:
     def __init__(self, repo: Repository, options: RestoreOptions, meter: Meter) -> None:
         self.repo = repo
         self.options = options
         self.meter = meter
         # Twice the cores: while one worker waits for the repository drive, another decodes.
-        self.workers = options.workers or 2 * (os.cpu_count() or 1)
+        # Chunks in packs (an object store, S3Store): runs of neighbours, more workers.
+        self.place: Callable[[bytes], tuple[str, int, int] | None] | None = getattr(
+            repo.store, "chunk_place", None
+        )
+        self.fetch_run: Callable[[str, int, list[int]], list[bytes]] | None = getattr(
+            repo.store, "get_pack_run", None
+        )
+        local_workers = 2 * (os.cpu_count() or 1)
+        self.workers = options.workers or (
+            max(REMOTE_WORKERS, local_workers) if self.place is not None else local_workers
+        )
         self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="restore")
         keep_large_buffers()
         self.zero = bytes(repo.block_size)
@@ -295,6 +332,29 @@ class _Writer:
                 zero_run.clear()
 
         written = 0
+        # Blocks found in packs, not yet handed to workers: a backup's workers put chunks
+        # into a pack in the order they finish, so neighbours on disk are near each other
+        # in the pack but not always in order. A window is sorted by place, then cut in runs.
+        window: list[tuple[str, int, int, bytes, int, int]] = []
+
+        def submit(task: Future[None]) -> None:
+            nonlocal futures
+            futures.append(task)
+            if len(futures) > 3 * self.workers:
+                futures = _reap(futures, wait_one=True)
+
+        def flush_window() -> None:
+            run: _Run | None = None
+            for pack, at, stored, chunk_id, start, length in sorted(window):
+                if run is None or not run.takes(pack, at, stored):
+                    if run is not None:
+                        submit(self.executor.submit(self._run, image, run, target, offset))
+                    run = _Run(pack, at, at)
+                run.add(chunk_id, start, length, stored)
+            if run is not None:
+                submit(self.executor.submit(self._run, image, run, target, offset))
+            window.clear()
+
         for block, chunk_id in enumerate(ids):
             self.check()
             start = block * bs
@@ -312,22 +372,46 @@ class _Writer:
                 self.meter.add(length)
                 continue
             flush_zero()
-            futures.append(
+            written += length
+            place = self.place(chunk_id) if self.place is not None else None
+            if place is not None:
+                window.append((*place, chunk_id, start, length))
+                if len(window) >= WINDOW:
+                    flush_window()
+                continue
+            flush_window()  # a missing chunk: _block says so, in order
+            submit(
                 self.executor.submit(self._block, image, chunk_id, target, offset, start, length)
             )
-            written += length
-            if len(futures) > 3 * self.workers:
-                futures = _reap(futures, wait_one=True)
+        flush_window()
         flush_zero()
         for f in futures:
             f.result()
         return written
 
+    def _run(self, image: str, run: _Run, target: TargetFile, offset: int) -> None:
+        """Chunks end to end in one pack: one GET, then each decoded and written."""
+        self.check()
+        assert self.fetch_run is not None
+        raws = self.fetch_run(run.pack, run.first, [n for _, _, _, n in run.items])
+        for (chunk_id, start, length, _), raw in zip(run.items, raws, strict=True):
+            self._block(image, chunk_id, target, offset, start, length, raw)
+
     def _block(
-        self, image: str, chunk_id: bytes, target: TargetFile, offset: int, start: int, length: int
+        self,
+        image: str,
+        chunk_id: bytes,
+        target: TargetFile,
+        offset: int,
+        start: int,
+        length: int,
+        raw: bytes | None = None,
     ) -> None:
         try:
-            data = self.repo.read_chunk(chunk_id)
+            if raw is None:
+                data = self.repo.read_chunk(chunk_id)
+            else:
+                data = codec.decode_chunk(chunk_id, raw, self.repo.keys)
             if len(data) != length:
                 raise IntegrityError(
                     f"Chunk {chunk_id.hex()} holds {len(data)} bytes where {image} needs {length}."

@@ -57,6 +57,12 @@ class GcResult:
     """The drive had no room for trash: unreferenced chunks were deleted directly."""
     waited_for: set[str] = field(default_factory=set)
     """Names of the leases that kept a batch waiting (for tests and the log)."""
+    deleted_packs: int = 0
+    """Object stores: packs deleted."""
+    repacked_packs: int = 0
+    """Object stores: mostly unreferenced packs whose live chunks were written anew."""
+    rewritten_bytes: int = 0
+    """Object stores: bytes of live chunks written into new packs."""
 
 
 @dataclass
@@ -96,7 +102,7 @@ def _mark(repo: Repository, result: GcResult) -> _Mark:
 
 
 # --- trash batches ------------------------------------------------------------------------
-# Trash is local-only (storage.py): gc runs on a repository in a directory.
+# Trash of chunk files is local-only (storage.py); an object store's is in s3gc.py.
 
 
 def _seal(
@@ -263,9 +269,15 @@ def _delete_directly(repo: Repository, result: GcResult) -> None:
 
 
 def collect(repo: Repository) -> GcResult:
-    """Run one garbage collection; see the module docstring for the guarantees."""
-    if isinstance(repo.store, RedundantStore):
-        return _collect_set(repo, repo.store)
+    """Run one garbage collection; see the module docstring for the guarantees (and
+    imaging/repository/s3gc.py for an object store's)."""
+    store = repo.store.unwrapped()
+    if isinstance(store, RedundantStore):
+        return _collect_set(repo, store)
+    if not isinstance(store, LocalStore):
+        from imaging.repository import s3gc  # noqa: PLC0415 (it imports this module)
+
+        return s3gc.collect(repo)
     result = GcResult()
     store = repo.local_store
     sealed: dict[str, set[str]] = {}

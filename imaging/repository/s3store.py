@@ -6,7 +6,10 @@ TiB is what PBS's S3 backend is criticised for. New chunks are appended to a pac
 memory; a pack of :data:`PACK_BYTES` (or the chunks a :meth:`S3Store.flush_chunks` finds) is
 written as one immutable object ``packs/<hex>`` and then its pack index ``packs/<hex>.idx``
 (restic and kopia do the same). A chunk is read with a ranged GET into its pack, found
-through the pack indexes, which are loaded once per open and kept in memory.
+through the pack indexes, which are loaded once per open and kept in memory (a restore joins
+neighbours in one pack into one GET: :meth:`S3Store.chunk_place`, :meth:`S3Store.get_pack_run`).
+gc (imaging/repository/s3gc.py) deletes and repacks whole packs; what it has superseded but
+not deleted is still readable (:meth:`S3Store.get_set_aside`).
 
 boto3 is imported on the first use of a bucket: it takes 0.2-0.4 s to import, more than the
 whole CLI without it, and only object-store repositories need it.
@@ -24,7 +27,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -32,8 +35,8 @@ from typing import Any
 
 import blake3
 
-from imaging.errors import HourglassError, UsageError
-from imaging.repository import leases
+from imaging.errors import Busy, HourglassError, UsageError
+from imaging.repository import codec, leases
 from imaging.repository.storage import (
     CONFIG,
     Kind,
@@ -48,6 +51,8 @@ SCHEME = "s3"
 # 37 per GiB of new chunks, under the 64 of the target with room for the rest of a backup;
 # the largest pack is this plus one chunk (4 MiB blocks), under 64 MiB.
 PACK_BYTES = 56 * 2**20
+# The gc lease's key below leases/ (leases/gc).
+GC_LEASE = "gc"
 # Pack indexes read at once when a repository is opened.
 INDEX_READERS = 16
 
@@ -66,6 +71,8 @@ _LENGTH_BITS = 32
 
 _Entries = list[tuple[bytes, int, int, bytes]]
 """A pack's chunks: id, offset, length, BLAKE3 of the chunk (``list`` is a store method)."""
+_Leases = list[leases.Lease]
+_Pieces = list[bytes]
 _Places = list[tuple[bytes, int, int]]
 """A pack's chunks as the chunk map keeps them: id, offset, length."""
 
@@ -185,6 +192,11 @@ def make_client(options: S3Options | None = None) -> Any:
         max_pool_connections=INDEX_READERS + 8,
         connect_timeout=10,
         read_timeout=60,
+        # boto3 otherwise sends PUT bodies over https as aws-chunked with a trailing
+        # checksum, which radosgw 16 refuses (MissingContentLength); plain http never did.
+        # Packs and stored objects carry their own BLAKE3 checksums (docs/FORMAT.md).
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
     )
     session = _session(options)
     return session.client(
@@ -223,6 +235,7 @@ class S3Store(Store):
         self._map_lock = threading.Lock()
         self._load_lock = threading.RLock()  # one loader of pack indexes at a time
         self._loaded = False
+        self._aside: dict[bytes, tuple[str, int, int]] | None = None  # get_set_aside
         # The pack being filled: its bytes and entries (id, offset, length, checksum).
         self._buffer = bytearray()
         self._entries: _Entries = []
@@ -491,13 +504,17 @@ class S3Store(Store):
         """Nothing to make: an object store has no directories."""
 
     def delete_group(self, kind: Kind, group: str) -> None:
-        raise self._local_only("deleting index groups (gc)")
+        """Delete every object under ``kind/group/`` (gc: a dead backup's indexes)."""
+        if kind is Kind.CHUNKS:
+            raise self._local_only("deleting chunks one by one")
+        for key, _, _ in list(self.raw_objects(f"{kind}/{group}/")):
+            self.raw_delete(key)
 
     def _local_only(self, what: str) -> UsageError:
         return UsageError(
             f"{self.url} is an object store: {what} is not supported there yet.",
-            "Object-store repositories take backups, restores, verify and snapshots for now; "
-            "gc needs a repository directory.",
+            "Object-store repositories take backups, restores, verify, snapshots and gc; "
+            "this needs a repository directory.",
         )
 
     # --- leases -----------------------------------------------------------------------------
@@ -505,9 +522,67 @@ class S3Store(Store):
     @contextlib.contextmanager
     def lease(self, kind: str) -> Iterator[leases.LeaseHandle]:
         """A writer or reader lease as an object ``leases/<uuid>.json`` (host, pid, times),
-        its heartbeat rewritten every 30 s, removed at the end. No gc runs on an object
-        store yet, so nothing waits on these: they say who is using the repository."""
+        its heartbeat rewritten every 30 s, removed at the end. gc keeps superseded packs
+        until every lease alive when it superseded them has ended (s3gc.py)."""
         handle = ObjectLease(self, Name(Kind.LEASES, uuid.uuid4().hex), kind)
+        handle.start()
+        try:
+            yield handle
+        finally:
+            handle.stop()
+
+    def live_leases(self, kinds: tuple[str, ...] = ("writer", "reader")) -> _Leases:
+        """The lease objects of processes still running (docs/FORMAT.md, "Leases"): one of
+        a process gone from this host, or one whose heartbeat is older than
+        :data:`leases.STALE_AFTER`, is stale and deleted. An unreadable one counts as a live
+        writer of unknown parent until its object is that old."""
+        now = time.time()
+        found = []
+        for key, _, mtime in list(self.raw_objects("leases/")):
+            name = PurePosixPath(key).name
+            try:
+                lease = _parse_lease(name, self.raw_get(key))
+            except FileNotFoundError:
+                continue  # ended meanwhile
+            if lease is None:
+                if now - mtime > leases.STALE_AFTER:
+                    with contextlib.suppress(FileNotFoundError):
+                        self.raw_delete(key)
+                    continue
+                lease = leases.Lease(Path(name), leases.UNKNOWN, "", 0, "", mtime, mtime)
+            elif lease.stale(now):
+                with contextlib.suppress(FileNotFoundError):
+                    self.raw_delete(key)
+                continue
+            if lease.kind in kinds or lease.kind == leases.UNKNOWN:
+                found.append(lease)
+        return found
+
+    @contextlib.contextmanager
+    def gc_lease(self) -> Iterator[leases.LeaseHandle]:
+        """The one gc lease, ``leases/gc`` (put with ``If-None-Match: *``): :class:`Busy`
+        while a live gc holds it; a stale one (leases.Lease.stale) is taken over."""
+        name = Name(Kind.LEASES, GC_LEASE)
+        for _ in range(2):
+            handle = ObjectLease(self, name, "gc")
+            handle.record["heartbeat"] = time.time()
+            if self.put(name, json.dumps(handle.record).encode(), if_absent=True):
+                break
+            try:
+                held = _parse_lease(GC_LEASE, self.get(name))
+            except FileNotFoundError:
+                continue
+            if held is None or held.stale():
+                with contextlib.suppress(FileNotFoundError):
+                    self.delete(name)
+                continue
+            raise Busy(
+                f"Garbage collection of {self.url} is already running "
+                f"(host {held.host}, pid {held.pid}).",
+                "Wait for it to finish.",
+            )
+        else:
+            raise Busy(f"Could not take the garbage collection lease of {self.url}.")
         handle.start()
         try:
             yield handle
@@ -636,6 +711,23 @@ class S3Store(Store):
             self._chunks, self._loaded = None, False
             self._packs, self._pack_numbers, self._pack_sizes = [], {}, {}
 
+    def chunk_place(self, chunk_id: bytes) -> tuple[str, int, int] | None:
+        """(pack, offset, length) of a stored chunk, None if no pack holds it: lets a reader
+        join neighbouring chunks of a pack into one GET (:meth:`get_pack_run`)."""
+        try:
+            return self._locate(chunk_id)
+        except FileNotFoundError:
+            return None
+
+    def get_pack_run(self, pack: str, offset: int, lengths: Sequence[int]) -> _Pieces:
+        """Chunks that lie end to end in ``pack`` from ``offset``, in one ranged GET."""
+        data = self._get_pack_range(pack, offset, sum(lengths))
+        pieces, at = [], 0
+        for length in lengths:
+            pieces.append(data[at : at + length])
+            at += length
+        return pieces
+
     def pack_names(self) -> tuple[str, ...]:
         """The packs the chunk map knows (hex names)."""
         self._chunk_map()
@@ -725,6 +817,163 @@ class S3Store(Store):
     def sync_chunks(self) -> None:
         """Nothing to do: a pack is durable once its PUT returned."""
 
+    # --- for gc (imaging/repository/s3gc.py) ------------------------------------------------
+
+    def raw_objects(self, relative: str) -> Iterator[tuple[str, int, float]]:
+        """(key below the prefix, size, mtime) of every object whose key starts with
+        ``relative``."""
+        root = self._key("")
+        for item in self._objects(self._key(relative)):
+            key = item["Key"][len(root) :] if root else item["Key"]
+            yield key, int(item["Size"]), item["LastModified"].timestamp()
+
+    def raw_get(self, relative: str) -> bytes:
+        what = f"{self.url}/{relative}"
+        return bytes(
+            self._call(what, "get_object", Bucket=self.bucket, Key=self._key(relative))[
+                "Body"
+            ].read()
+        )
+
+    def raw_put(self, relative: str, data: bytes, *, if_absent: bool = False) -> bool:
+        extra = {"IfNoneMatch": "*"} if if_absent else {}
+        try:
+            self._call(
+                f"{self.url}/{relative}",
+                "put_object",
+                Bucket=self.bucket,
+                Key=self._key(relative),
+                Body=data,
+                **extra,
+            )
+        except FileExistsError:
+            if if_absent:
+                return False
+            raise
+        return True
+
+    def raw_stat(self, relative: str) -> float | None:
+        """The mtime of an object, None if there is none."""
+        try:
+            response = self._call(
+                f"{self.url}/{relative}", "head_object", Bucket=self.bucket, Key=self._key(relative)
+            )
+        except FileNotFoundError:
+            return None
+        return float(response["LastModified"].timestamp())
+
+    def raw_delete(self, relative: str) -> None:
+        self._call(
+            f"{self.url}/{relative}", "delete_object", Bucket=self.bucket, Key=self._key(relative)
+        )
+
+    def pack_indexes(self) -> dict[str, tuple[float, _Entries | None]]:
+        """Every pack index under ``packs/``, read now (INDEX_READERS at a time): pack ->
+        (mtime, entries), entries None for a damaged index."""
+        found = [
+            (key.removeprefix("packs/").removesuffix(".idx"), mtime)
+            for key, _, mtime in self.raw_objects("packs/")
+            if key.endswith(".idx")
+        ]
+
+        def read(pack: str) -> _Entries | None:
+            try:
+                return decode_pack_index(self.get_pack_index(pack), pack)[1]
+            except ValueError:
+                return None
+            except FileNotFoundError:
+                return None
+
+        with ThreadPoolExecutor(INDEX_READERS, thread_name_prefix="pack-index") as pool:
+            loaded = list(pool.map(read, [pack for pack, _ in found]))
+        return {pack: (mtime, e) for (pack, mtime), e in zip(found, loaded, strict=True)}
+
+    def get_set_aside(self, name: Name) -> bytes:
+        """A chunk of a pack gc superseded but has not deleted (its index in ``trash/``):
+        a restore of a snapshot forgotten meanwhile still reads it, as from a local trash.
+        The trashed indexes are read at the first call (a pack superseded later was in
+        this process's chunk map already: its lease was in that gc's seal)."""
+        if name.kind is Kind.CHUNKS:
+            with self._load_lock:
+                if self._aside is None:
+                    self._aside = self._load_aside()
+            place = self._aside.get(bytes.fromhex(name.key))
+            if place is not None:
+                return self._get_pack_range(*place)
+        return super().get_set_aside(name)
+
+    def _load_aside(self) -> dict[bytes, tuple[str, int, int]]:
+        aside: dict[bytes, tuple[str, int, int]] = {}
+        for key, _, _ in list(self.raw_objects("trash/")):
+            if key.endswith(".idx"):
+                pack = PurePosixPath(key).name.removesuffix(".idx")
+                with contextlib.suppress(FileNotFoundError, ValueError):
+                    for chunk_id, offset, length, _ in decode_pack_index(self.raw_get(key), pack)[
+                        1
+                    ]:
+                        aside.setdefault(chunk_id, (pack, offset, length))
+        return aside
+
+    def check_packs(self) -> Iterator[tuple[str, str | None, int]]:
+        """Keyless verify of every pack: (what, problem or None, bytes) per chunk, and a
+        line for a pack or index that is damaged as a whole. Each pack is read once, whole,
+        and checked against its BLAKE3 name, then each chunk against the index's BLAKE3
+        and its own trailer (docs/FORMAT.md, "Object stores")."""
+        packs = sorted(self.pack_indexes())
+
+        def check(pack: str) -> list[tuple[str, str | None, int]]:
+            where = f"{self.url}/packs/{pack}"
+            try:
+                entries = decode_pack_index(self.get_pack_index(pack), pack)[1]
+            except ValueError as e:
+                return [(f"{where}.idx", f"{e}; its chunks cannot be found", 0)]
+            except FileNotFoundError:
+                return []  # superseded by a gc meanwhile
+            try:
+                data = self.get_pack(pack)
+            except FileNotFoundError:
+                return [(where, "missing (its index names it)", 0)]
+            found: list[tuple[str, str | None, int]] = []
+            if blake3.blake3(data).hexdigest() != pack:
+                found.append((where, "its BLAKE3 does not match its name (bit rot)", 0))
+            for chunk_id, offset, length, digest in entries:
+                body = data[offset : offset + length]
+                what = f"{where}: chunk {chunk_id.hex()} at offset {offset}"
+                problem = None
+                if len(body) != length:
+                    problem = "cut short: the pack ends before it"
+                elif blake3.blake3(body).digest() != digest or not codec.trailer_ok(body):
+                    problem = "its checksum does not match (bit rot)"
+                found.append((what, problem, len(body)))
+            return found
+
+        with ThreadPoolExecutor(4, thread_name_prefix="verify-pack") as pool:
+            for results in pool.map(check, packs):
+                yield from results
+
+    def write_pack(self, chunks: Iterable[tuple[bytes, bytes]]) -> str:
+        """Write ``chunks`` (id, encoded bytes) as one new pack and its index, whether or
+        not the chunk map knows them (gc's repack); returns the pack's name."""
+        buffer = bytearray()
+        entries: _Entries = []
+        for chunk_id, data in chunks:
+            entries.append((chunk_id, len(buffer), len(data), blake3.blake3(data).digest()))
+            buffer += data
+        pack = bytes(buffer)
+        self._chunk_map()  # the new pack joins it
+        with self._pack_lock:
+            self._writing += 1
+        self._write_batch(pack, entries)
+        with self._pack_lock:
+            error, self._write_error = self._write_error, None
+        if error is not None:
+            raise HourglassError(f"A new pack could not be written to {self.url}: {error}.")
+        return blake3.blake3(pack).digest().hex()
+
+    def get_pack(self, pack: str) -> bytes:
+        """The whole pack ``pack`` (hex)."""
+        return self.raw_get(f"packs/{pack}")
+
 
 class ObjectLease(leases.LeaseHandle):
     """A lease kept as an object in the store, not as a file (S3Store.lease)."""
@@ -749,6 +998,24 @@ class ObjectLease(leases.LeaseHandle):
         self._thread.join()
         with contextlib.suppress(OSError, HourglassError):
             self.store.delete(self.object)
+
+
+def _parse_lease(name: str, data: bytes) -> leases.Lease | None:
+    try:
+        record = json.loads(data)
+        parent = record.get("parent", leases.PENDING if record["kind"] == "writer" else None)
+        return leases.Lease(
+            path=Path(name),
+            kind=str(record["kind"]),
+            host=str(record["host"]),
+            pid=int(record["pid"]),
+            boot=str(record["boot_id"]),
+            started=float(record["started"]),
+            heartbeat=float(record["heartbeat"]),
+            parent=None if parent is None else str(parent),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _lease_record(kind: str) -> dict[str, object]:

@@ -241,7 +241,16 @@ def verify_keyless(path: Location, *, progress: ProgressCallback = no_progress) 
     read_config(store)
     report = VerifyReport()
     snapshots = _names(store, Kind.SNAPSHOTS)
-    names = snapshots + _names(store, Kind.INDEXES) + _names(store, Kind.CHUNKS)
+    names = snapshots + _names(store, Kind.INDEXES)
+    check_packs = getattr(store, "check_packs", None)  # an object store: chunks in packs
+    if check_packs is None:
+        names += _names(store, Kind.CHUNKS)
+    else:
+        for what, problem, size in check_packs():
+            report.checked += 1 if size else 0
+            report.checked_bytes += size
+            if problem is not None:
+                report.damage.append(Damage(what, problem))
     meter = Meter("verify", len(names), progress)
     for name in sorted(names, key=storage.object_key):
         what = storage.object_key(name)
