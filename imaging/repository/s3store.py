@@ -710,6 +710,7 @@ class S3Store(Store):
         with self._load_lock, self._map_lock:
             self._chunks, self._loaded = None, False
             self._packs, self._pack_numbers, self._pack_sizes = [], {}, {}
+            self._aside = None
 
     def chunk_place(self, chunk_id: bytes) -> tuple[str, int, int] | None:
         """(pack, offset, length) of a stored chunk, None if no pack holds it: lets a reader
