@@ -92,8 +92,8 @@ class Repository:
         if not isinstance(store, LocalStore):
             raise UsageError(
                 f"{self.store.describe()} is not a directory on this machine: this needs one.",
-                "Object-store repositories take backups, restores, verify and snapshots for "
-                "now; gc and file-level restore need a repository directory.",
+                "Object-store repositories take backups, restores, copies, verify, check and "
+                "gc; file-level restore and mounting need a repository directory for now.",
             )
         return store
 
@@ -151,8 +151,9 @@ class Repository:
             if root is not None:  # a half-made repository would make the next init refuse
                 _undo_init(root, made)
             if isinstance(e, OSError):
-                place = Path(store.describe())
-                raise_no_space(e, place)
+                place = store.describe()  # a directory or a URL (not a path: s3://b, not s3:/b)
+                if root is not None:
+                    raise_no_space(e, root)
                 raise HourglassError(f"Cannot create a repository in {place}: {e.strerror}.") from e
             raise
         return cls(store, config, keys.Keys(master), None, config_hash)
