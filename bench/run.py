@@ -19,10 +19,12 @@ import re
 import secrets
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -32,6 +34,7 @@ import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from imaging.repository.codec import DEFAULT_BLOCK_SIZE
+from tests.s3server import free_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -54,6 +57,10 @@ class Run:
     rss_kb: int
     stored: int | None = None
     note: str = ""
+    requests: dict[str, int] | None = None
+    """Object-store runs: the requests radosgw served during the run (its perf counters)."""
+    load: float | None = None
+    """Object-store runs: the 1-minute load average when the run started."""
 
 
 @dataclass
@@ -62,6 +69,7 @@ class Results:
     limits: dict[str, float] = field(default_factory=dict)
     runs: list[Run] = field(default_factory=list)
     extra: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def get(self, tool: str, step: str) -> Run | None:
         return next((r for r in self.runs if r.tool == tool and r.step == step), None)
@@ -119,14 +127,23 @@ def repeated(make: Callable[[], Run], reset: Callable[[], None] | None = None) -
         if i and reset is not None:
             reset()
         runs.append(make())
-    runs.sort(key=lambda r: r.seconds)
+    return median_of(runs)
+
+
+def median_of(runs: list[Run]) -> Run:
+    """The run of median time (with its stored bytes and requests), the largest peak RSS."""
+    runs = sorted(runs, key=lambda r: r.seconds)
     middle = runs[len(runs) // 2]
     return Run(
         middle.tool,
         middle.step,
         middle.seconds,
         max(r.rss_kb for r in runs),
-        note=f"median of {REPEATS} ({runs[0].seconds:.2f} to {runs[-1].seconds:.2f} s)",
+        stored=middle.stored,
+        note=f"median of {len(runs)} ({runs[0].seconds:.2f} to {runs[-1].seconds:.2f} s)"
+        + (f"; {middle.note}" if middle.note else ""),
+        requests=middle.requests,
+        load=middle.load,
     )
 
 
@@ -289,13 +306,21 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=3 * GiB, help="partition size")
     parser.add_argument("--data", type=int, default=2 * GiB, help="bytes of files to copy")
     parser.add_argument("--skip-peers", action="store_true", help="Hourglass only")
+    parser.add_argument(
+        "--only",
+        choices=["local", "s3"],
+        help="run one section: local disks, or the object store (radosgw; its results go to "
+        "bench/work/results-s3.md, leaving bench/results.md alone)",
+    )
     args = parser.parse_args()
+    # SIGTERM unwinds like ^C: the loop devices are detached and radosgw is stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if os.geteuid() != 0:
         raise SystemExit("make bench needs root (loop devices, mount, drop_caches).")
     for tool in ("partclone.ext4", "zstd", "restic", "borg", "losetup"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found: run `make deps` (Debian packages).")
-    hourglass = str(ROOT / ".venv" / "bin" / "hourglass")
+    hourglass = hourglass_command()
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     results = Results(
@@ -341,106 +366,140 @@ def main() -> int:
         print("Limits:")
         limits(src, results)
 
-        repos = {name: WORK / name for name in ("hourglass", "partclone", "restic", "borg")}
         peers = not args.skip_peers
-        tools = ["hourglass", *(["partclone", "restic", "borg"] if peers else [])]
-        for name in tools:
-            init_repo(name, repos[name], hourglass, env)
-        backup = {
-            "hourglass": f"{hourglass} backup --repo {repos['hourglass']} {src} --progress none",
-            # What Clonezilla runs; partclone's progress thread adds its 2 s refresh at the end.
-            "partclone": f"partclone.ext4 -c -s {src} -o - 2>/dev/null | zstd -T0 -3 -q -f -o {repos['partclone']}/1.zst",
-            "restic": f"restic backup -q --repo {repos['restic']} --stdin --stdin-filename part.img < {src}",
-            "borg": f"borg create --read-special --compression zstd,3 {repos['borg']}::{{now}} {src}",
-        }
-        label = {
-            "hourglass": "hourglass",
-            "partclone": "partclone+zstd",
-            "restic": "restic",
-            "borg": "borg",
-        }
-
-        def record(run: Run, repo: Path) -> None:
-            run.stored = du(repo)
-            results.runs.append(run)
-
-        print(f"First backup (each {REPEATS} times into an empty repository):")
-        for name in tools:
-            fresh = partial(init_repo, name, repos[name], hourglass, env)
-            step = partial(timed, label[name], "backup", backup[name], env)
-            record(repeated(step, fresh), repos[name])
-        if peers:
-            # The same pipeline without partclone's end-of-run wait, for reference.
-            quick = backup["partclone"].replace("-c -s", "-c --UI-fresh 0 -s")
-            results.runs.append(repeated(partial(timed, "partclone+zstd (-f 0)", "backup", quick)))
-
-        before_blocks = block_digests(src)
-        sh("mount", src, mnt)
-        changed = change_one_percent(mnt)
-        sh("umount", mnt)
-        results.extra["changed_bytes"] = changed
-        # What changed on the partition: the files' new bytes plus the filesystem's own
-        # (inode tables, bitmaps, directories, journal), 4 KiB blocks that differ.
-        drop_caches()  # no page of the device read before the change may answer now
-        after_blocks = block_digests(src)
-        results.extra["changed_partition_bytes"] = 4096 * sum(
-            1 for x, y in zip(before_blocks, after_blocks, strict=True) if x != y
-        )
-        incremental_tools = [t for t in tools if t != "partclone"]
-        print(f"Changed {changed / MiB:.1f} MiB of files; incremental backup ({REPEATS} times):")
-        before = {name: du(repos[name]) for name in incremental_tools}
-        for name in incremental_tools:
-            saved = keep_state(name, repos[name])
-            step = partial(timed, label[name], "incremental", backup[name], env)
-            record(repeated(step, partial(restore_state, saved)), repos[name])
-            drop_state(saved)
-        for run in results.runs:
-            if run.step == "incremental" and run.stored is not None:
-                run.note += f"; grew {(run.stored - before[run.tool]) / MiB:.1f} MiB"
-                results.extra[f"{run.tool}_incremental_growth"] = run.stored - before[run.tool]
-
-        print(f"Restore to a second loop device ({REPEATS} times):")
-        restore = {
-            "hourglass": f"{hourglass} restore --repo {repos['hourglass']} latest {dst} --yes --progress none",
-            "partclone": f"zstd -d -c -q {repos['partclone']}/1.zst | partclone.ext4 -r -s - -o {dst} 2>/dev/null",
-            "restic": f"restic dump -q --repo {repos['restic']} latest part.img > {dst}",
-            "borg": f"borg extract --stdout {repos['borg']}::$(borg list --last 1 --short {repos['borg']}) > {dst}",
-        }
-        for name in tools:
-            step = partial(timed, label[name], "restore", restore[name], env, durable=True)
-            results.runs.append(repeated(step))
-            if name == "hourglass":
-                command = restore[name] + " --no-verify"
-                step = partial(timed, "hourglass", "restore-noverify", command, env, durable=True)
-                results.runs.append(repeated(step))
-        sh("e2fsck", "-fn", dst)
-
-        print("Hourglass alone:")
-        sparse = WORK / "sparse.img"
-        with open(sparse, "wb") as f:
-            f.truncate(2 * 1024 * GiB)
-            f.seek(1000 * GiB)
-            f.write(os.urandom(64 * MiB))
-        sparse_repo = WORK / "sparse-repo"
-        sh(hourglass, "init", sparse_repo, "--encryption", "none")
-        run = timed(
-            "hourglass",
-            "2TiB-sparse",
-            f"{hourglass} backup --repo {sparse_repo} {sparse} --progress none",
-            env,
-        )
-        results.extra["sparse_2tib_rss_mb"] = run.rss_kb / 1024
-        results.extra["sparse_2tib_seconds"] = run.seconds
-        restore_seconds = results.get("hourglass", "restore").seconds  # type: ignore[union-attr]
-        results.extra["full_restore_MBps"] = copied / restore_seconds / 1e6
-        extra_hourglass(hourglass, repos["hourglass"], env, results)
-        more_snapshots(hourglass, repos["hourglass"], src, mnt, env, results)
-        app_start(hourglass, results)
+        if args.only != "s3":
+            local_sections(hourglass, src, dst, mnt, env, copied, peers, results)
+        if args.only == "s3":
+            object_store_section(hourglass, src, dst, mnt, peers, results)
+        elif args.only is None:
+            try:
+                object_store_section(hourglass, src, dst, mnt, peers, results)
+            except (SystemExit, RuntimeError, subprocess.CalledProcessError) as error:
+                # The local figures of the same run are still worth writing.
+                results.notes.append(f"The object-store section failed: {error}")
+                print(f"  object-store section failed: {error}")
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
         subprocess.run(["losetup", "-d", src, dst], capture_output=True)
-    write_results(results)
+    if args.only == "s3":
+        write_s3_results(results)
+    else:
+        write_results(results)
     return 0
+
+
+def hourglass_command() -> str:
+    """The project's `hourglass` (its .venv, made by `make install`), else the one beside
+    this Python (a git worktree run with another checkout's venv)."""
+    own = ROOT / ".venv" / "bin" / "hourglass"
+    return str(own if own.exists() else Path(sys.executable).parent / "hourglass")
+
+
+def local_sections(
+    hourglass: str,
+    src: str,
+    dst: str,
+    mnt: Path,
+    env: dict[str, str],
+    copied: int,
+    peers: bool,
+    results: Results,
+) -> None:
+    """Everything on local disks: the three compared steps, then Hourglass alone."""
+    repos = {name: WORK / name for name in ("hourglass", "partclone", "restic", "borg")}
+    tools = ["hourglass", *(["partclone", "restic", "borg"] if peers else [])]
+    for name in tools:
+        init_repo(name, repos[name], hourglass, env)
+    backup = {
+        "hourglass": f"{hourglass} backup --repo {repos['hourglass']} {src} --progress none",
+        # What Clonezilla runs; partclone's progress thread adds its 2 s refresh at the end.
+        "partclone": f"partclone.ext4 -c -s {src} -o - 2>/dev/null | zstd -T0 -3 -q -f -o {repos['partclone']}/1.zst",
+        "restic": f"restic backup -q --repo {repos['restic']} --stdin --stdin-filename part.img < {src}",
+        "borg": f"borg create --read-special --compression zstd,3 {repos['borg']}::{{now}} {src}",
+    }
+    label = {
+        "hourglass": "hourglass",
+        "partclone": "partclone+zstd",
+        "restic": "restic",
+        "borg": "borg",
+    }
+
+    def record(run: Run, repo: Path) -> None:
+        run.stored = du(repo)
+        results.runs.append(run)
+
+    print(f"First backup (each {REPEATS} times into an empty repository):")
+    for name in tools:
+        fresh = partial(init_repo, name, repos[name], hourglass, env)
+        step = partial(timed, label[name], "backup", backup[name], env)
+        record(repeated(step, fresh), repos[name])
+    if peers:
+        # The same pipeline without partclone's end-of-run wait, for reference.
+        quick = backup["partclone"].replace("-c -s", "-c --UI-fresh 0 -s")
+        results.runs.append(repeated(partial(timed, "partclone+zstd (-f 0)", "backup", quick)))
+
+    before_blocks = block_digests(src)
+    sh("mount", src, mnt)
+    changed = change_one_percent(mnt)
+    sh("umount", mnt)
+    results.extra["changed_bytes"] = changed
+    # What changed on the partition: the files' new bytes plus the filesystem's own
+    # (inode tables, bitmaps, directories, journal), 4 KiB blocks that differ.
+    drop_caches()  # no page of the device read before the change may answer now
+    after_blocks = block_digests(src)
+    results.extra["changed_partition_bytes"] = 4096 * sum(
+        1 for x, y in zip(before_blocks, after_blocks, strict=True) if x != y
+    )
+    incremental_tools = [t for t in tools if t != "partclone"]
+    print(f"Changed {changed / MiB:.1f} MiB of files; incremental backup ({REPEATS} times):")
+    before = {name: du(repos[name]) for name in incremental_tools}
+    for name in incremental_tools:
+        saved = keep_state(name, repos[name])
+        step = partial(timed, label[name], "incremental", backup[name], env)
+        record(repeated(step, partial(restore_state, saved)), repos[name])
+        drop_state(saved)
+    for run in results.runs:
+        if run.step == "incremental" and run.stored is not None:
+            run.note += f"; grew {(run.stored - before[run.tool]) / MiB:.1f} MiB"
+            results.extra[f"{run.tool}_incremental_growth"] = run.stored - before[run.tool]
+
+    print(f"Restore to a second loop device ({REPEATS} times):")
+    restore = {
+        "hourglass": f"{hourglass} restore --repo {repos['hourglass']} latest {dst} --yes --progress none",
+        "partclone": f"zstd -d -c -q {repos['partclone']}/1.zst | partclone.ext4 -r -s - -o {dst} 2>/dev/null",
+        "restic": f"restic dump -q --repo {repos['restic']} latest part.img > {dst}",
+        "borg": f"borg extract --stdout {repos['borg']}::$(borg list --last 1 --short {repos['borg']}) > {dst}",
+    }
+    for name in tools:
+        step = partial(timed, label[name], "restore", restore[name], env, durable=True)
+        results.runs.append(repeated(step))
+        if name == "hourglass":
+            command = restore[name] + " --no-verify"
+            step = partial(timed, "hourglass", "restore-noverify", command, env, durable=True)
+            results.runs.append(repeated(step))
+    sh("e2fsck", "-fn", dst)
+
+    print("Hourglass alone:")
+    sparse = WORK / "sparse.img"
+    with open(sparse, "wb") as f:
+        f.truncate(2 * 1024 * GiB)
+        f.seek(1000 * GiB)
+        f.write(os.urandom(64 * MiB))
+    sparse_repo = WORK / "sparse-repo"
+    sh(hourglass, "init", sparse_repo, "--encryption", "none")
+    run = timed(
+        "hourglass",
+        "2TiB-sparse",
+        f"{hourglass} backup --repo {sparse_repo} {sparse} --progress none",
+        env,
+    )
+    results.extra["sparse_2tib_rss_mb"] = run.rss_kb / 1024
+    results.extra["sparse_2tib_seconds"] = run.seconds
+    restore_seconds = results.get("hourglass", "restore").seconds  # type: ignore[union-attr]
+    results.extra["full_restore_MBps"] = copied / restore_seconds / 1e6
+    extra_hourglass(hourglass, repos["hourglass"], env, results)
+    more_snapshots(hourglass, repos["hourglass"], src, mnt, env, results)
+    app_start(hourglass, results)
 
 
 def extra_hourglass(hourglass: str, repo: Path, env: dict[str, str], results: Results) -> None:
@@ -532,6 +591,260 @@ def more_snapshots(
     results.extra["versions_seconds"] = run.seconds
 
 
+# --- The object store: Hourglass and restic writing to the same private radosgw -------------
+
+S3_SCRIPT = ROOT / "tests" / "s3server.sh"  # the suite's own start script
+S3_STORE = "bluestore"  # the OSD's store: BlueStore on a sparse 10 GiB file (not memstore)
+S3_CHANGE_SEED = 7  # the object-store incremental's own 1 % change
+
+
+@dataclass(frozen=True)
+class Radosgw:
+    """A private Ceph radosgw (one mon, one OSD) started by tests/s3server.sh."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+    state: Path
+
+    def env(self) -> dict[str, str]:
+        """Credentials for both tools, from the environment (never a command line)."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def counters(self) -> dict[str, int]:
+        """radosgw's own request counters (perf dump, through its admin socket): every
+        request it served, of any client, so the same count for both tools."""
+        out = sh("ceph", "--admin-daemon", self.state / "run" / "client.rgw.a.asok", "perf", "dump")
+        rgw = json.loads(out.stdout)["rgw"]
+        return {
+            "requests": rgw["req"],
+            "GET": rgw["get"],
+            "PUT": rgw["put"],
+            "failed": rgw["failed_req"],
+        }
+
+    def bucket(self, name: str) -> tuple[int, int]:
+        """Bytes and objects in bucket ``name`` (radosgw-admin reads RADOS, not the gateway:
+        no request is counted)."""
+        out = sh(
+            "radosgw-admin", "-c", self.state / "ceph.conf", "bucket", "stats", "--bucket", name
+        )
+        usage = json.loads(out.stdout).get("usage", {}).get("rgw.main", {})
+        return int(usage.get("size", 0)), int(usage.get("num_objects", 0))
+
+
+@contextmanager
+def radosgw(state: Path) -> Iterator[Radosgw]:
+    """Start a fresh radosgw keeping its state (and its BlueStore file) in ``state``; stop
+    it at the end, even when the start failed halfway."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "S3_DIR": str(state),
+        "S3_PORT": str(port),
+        "CEPH_MON_PORT": str(port + 1),
+        "CEPH_STORE": S3_STORE,
+    }
+    try:
+        out = subprocess.run(
+            [str(S3_SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=600
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"tests/s3server.sh start failed:\n{out.stderr[-3000:]}")
+        found = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in out.stdout.splitlines()
+            if line.startswith("export ")
+        )
+        yield Radosgw(found["S3_ENDPOINT"], found["S3_ACCESS_KEY"], found["S3_SECRET_KEY"], state)
+    finally:
+        subprocess.run([str(S3_SCRIPT), "stop"], env=env, capture_output=True, timeout=120)
+
+
+def counted(gateway: Radosgw, make: Callable[[], Run]) -> Run:
+    """``make``'s run with the requests the gateway served meanwhile."""
+    before = gateway.counters()
+    load = os.getloadavg()[0]
+    run = make()
+    run.load = load
+    after = gateway.counters()
+    run.requests = {key: after[key] - before[key] for key in after}
+    return run
+
+
+def object_store_section(
+    hourglass: str, src: str, dst: str, mnt: Path, peers: bool, results: Results
+) -> None:
+    """First backup, incremental (after another 1 % changed), restore and the structure
+    check, by Hourglass and restic into buckets of one private radosgw. Each first backup
+    goes into a bucket of its own (REPEATS buckets per tool) and each incremental into one
+    of those, so no bucket is copied back between runs."""
+    tools = ["hourglass", *(["restic"] if peers else [])]
+    passfile = WORK / "s3-passphrase"
+    passfile.write_text(PASSPHRASE)
+    passfile.chmod(0o600)
+    load = os.getloadavg()
+    results.machine["s3_load_before"] = " ".join(f"{x:.2f}" for x in load)
+    print(f"Object store (radosgw, {S3_STORE}; load average {load[0]:.2f}):")
+    with radosgw(WORK / "s3") as gateway:
+        version = sh("radosgw", "--version").stdout.split("(")[0].strip()
+        results.machine["s3_server"] = (
+            f"{version} radosgw, one mon and one OSD ({S3_STORE} on a sparse 10 GiB file), "
+            "on 127.0.0.1"
+        )
+        env = {**gateway.env(), "RESTIC_PASSWORD_FILE": str(passfile),
+               "RESTIC_CACHE_DIR": str(WORK / "restic-s3-cache")}  # fmt: skip
+        ep = gateway.endpoint
+        hg = f"--s3-endpoint {ep} --passphrase-file {passfile}"
+
+        def repo(tool: str, bucket: str) -> str:
+            return f"--repo s3://{bucket} {hg}" if tool == "hourglass" else f"-r s3:{ep}/{bucket}"
+
+        buckets = {tool: [f"bench-{tool}-{i}" for i in range(REPEATS)] for tool in tools}
+        backup = {
+            "hourglass": f"{hourglass} backup {{repo}} {src} --progress none",
+            "restic": f"restic backup -q {{repo}} --stdin --stdin-filename part.img < {src}",
+        }
+        data = results.extra["data_bytes"]
+
+        def per_gib(run: Run, new_bytes: float) -> None:
+            if run.requests:
+                run.note = (
+                    f"{run.note}; " if run.note else ""
+                ) + f"{run.requests['requests'] / (new_bytes / GiB):.1f} requests/GiB"
+
+        print(f"  first backup ({REPEATS} times, each into a new bucket):")
+        for tool in tools:
+            runs = []
+            for bucket in buckets[tool]:
+                if tool == "hourglass":
+                    sh(hourglass, "init", f"s3://{bucket}", *hg.split(), env={**os.environ, **env})
+                else:
+                    sh("restic", "init", "-r", f"s3:{ep}/{bucket}", env={**os.environ, **env})
+                command = backup[tool].format(repo=repo(tool, bucket))
+                run = counted(gateway, partial(timed, tool, "s3 backup", command, env))
+                run.stored = gateway.bucket(bucket)[0]
+                runs.append(run)
+            results.runs.append(median := median_of(runs))
+            per_gib(median, data)
+
+        sh("mount", src, mnt)
+        changed = change_one_percent(mnt, seed=S3_CHANGE_SEED)
+        sh("umount", mnt)
+        results.extra["s3_changed_bytes"] = changed
+        print(f"  changed {changed / MiB:.1f} MiB of files; incremental ({REPEATS} buckets):")
+        for tool in tools:
+            runs = []
+            for bucket in buckets[tool]:
+                before = gateway.bucket(bucket)[0]
+                command = backup[tool].format(repo=repo(tool, bucket))
+                run = counted(gateway, partial(timed, tool, "s3 incremental", command, env))
+                run.stored = gateway.bucket(bucket)[0]
+                run.note = f"grew {(run.stored - before) / MiB:.1f} MiB"
+                runs.append(run)
+            results.runs.append(median := median_of(runs))
+            per_gib(median, changed)
+
+        print(f"  restore to a second loop device ({REPEATS} times):")
+        restore = {
+            "hourglass": f"{hourglass} restore {{repo}} latest {dst} --yes --progress none",
+            "restic": f"restic dump -q {{repo}} latest part.img > {dst}",
+        }
+        check = {
+            "hourglass": f"{hourglass} verify {{repo}} --progress none",
+            "restic": "restic check -q {repo}",
+        }
+        for tool in tools:
+            command = restore[tool].format(repo=repo(tool, buckets[tool][0]))
+            step = partial(timed, tool, "s3 restore", command, env, durable=True)
+            results.runs.append(repeated(partial(counted, gateway, step)))
+        sh("e2fsck", "-fn", dst)
+        print(f"  structure check, no --read-data ({REPEATS} times):")
+        for tool in tools:
+            command = check[tool].format(repo=repo(tool, buckets[tool][0]))
+            step = partial(timed, tool, "s3 check", command, env)
+            results.runs.append(repeated(partial(counted, gateway, step)))
+        objects = {tool: gateway.bucket(buckets[tool][0]) for tool in tools}
+        for tool, (size, count) in objects.items():
+            results.extra[f"s3_{tool}_bucket_bytes"] = size
+            results.extra[f"s3_{tool}_bucket_objects"] = count
+    for tool in tools:
+        run = results.get(tool, "s3 backup")
+        if run and run.requests:
+            results.extra[f"s3_{tool}_requests_per_GiB"] = run.requests["requests"] / (data / GiB)
+    load = os.getloadavg()
+    results.machine["s3_load_after"] = " ".join(f"{x:.2f}" for x in load)
+
+
+def s3_lines(results: Results) -> list[str]:
+    """The object-store section of results.md."""
+    runs = [r for r in results.runs if r.step.startswith("s3 ")]
+    if not runs and not results.notes:
+        return []
+
+    def shown(r: Run) -> str:
+        q = r.requests or {}
+        other = q.get("requests", 0) - q.get("GET", 0) - q.get("PUT", 0)
+        return f"{q.get('requests', '')} | {q.get('GET', '')} | {q.get('PUT', '')} | {other if q else ''}"
+
+    lines = [
+        "## Object store (radosgw)",
+        "",
+        f"Server: {results.machine.get('s3_server', '?')}. Hourglass `--repo s3://BUCKET`, restic "
+        "`-r s3:http://...` (its defaults), credentials from the environment, passphrases from "
+        "a file. Requests are counted by radosgw (its perf counters), the same counter for both. "
+        f"Load average (1, 5, 15 min) before {results.machine.get('s3_load_before', '?')}, after "
+        f"{results.machine.get('s3_load_after', '?')} (a shared machine).",
+        "",
+        *([f"- {note}" for note in results.notes] + [""] if results.notes else []),
+        "| tool | step | seconds | peak RSS MB | requests | GET | PUT | other | bucket bytes "
+        "| load | note |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        *[
+            f"| {r.tool} | {r.step} | {r.seconds:.2f} | {r.rss_kb / 1024:.0f} | {shown(r)} | "
+            f"{r.stored if r.stored is not None else ''} | "
+            f"{f'{r.load:.1f}' if r.load is not None else ''} | {r.note} |"
+            for r in runs
+        ],
+        "",
+        "| step | how many times faster Hourglass is than restic |",
+        "|---|---:|",
+        *[
+            f"| {step} | {ratio(results, 's3 ' + step, 'restic')} |"
+            for step in ("backup", "incremental", "restore", "check")
+        ],
+        "",
+    ]
+    return lines
+
+
+def write_s3_results(results: Results) -> None:
+    """`--only s3`: the section alone, in bench/work (bench/results.md is the whole run's)."""
+    (WORK / "results-s3.json").write_text(json.dumps(asdict(results), indent=1))
+    lines = [
+        "# Benchmark results: the object-store section alone",
+        "",
+        f"Machine: {results.machine.get('cpu')}, {results.machine.get('cores')} cores; run "
+        f"{results.machine.get('date')}. Data: {results.extra.get('data_bytes', 0) / GiB:.2f} "
+        "GiB of files from /usr on a 3 GiB ext4 loop device; page cache dropped before every "
+        "measurement.",
+        "",
+        *s3_lines(results),
+        "## Targets",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+        *[f"| {w} | {m} | {ok} |" for w, m, ok in targets(results) if w.startswith("object store")],
+        "",
+    ]
+    (WORK / "results-s3.md").write_text("\n".join(lines))
+    print(f"Wrote {WORK / 'results-s3.md'}")
+
+
 def ratio(results: Results, step: str, peer: str) -> str:
     ours, theirs = results.get("hourglass", step), results.get(peer, step)
     if not ours or not theirs:
@@ -594,6 +907,7 @@ def write_results(results: Results) -> None:
             f"- first backup vs partclone+zstd without partclone's end-of-run wait "
             f"(`--UI-fresh 0`): {quick.seconds / ours.seconds:.2f}x",
         )
+    lines += s3_lines(results)
     lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {what} | {measured} | {met} |" for what, measured, met in targets(results)]
     lines.append("")
@@ -666,6 +980,16 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
         t,
         f"{t or 0:.2f} s",
         (t or 99) < 10,
+    )
+    for step in ("backup", "incremental", "restore"):
+        x = faster(f"s3 {step}", "restic")
+        row(f"object store: {step} ≥ 2x faster than restic", x, f"{x or 0:.2f}x", (x or 0) >= 2)
+    n = results.extra.get("s3_hourglass_requests_per_GiB")
+    row(
+        "object store: ≤ 64 requests per GiB of new data (first backup)",
+        n,
+        f"{n or 0:.1f}",
+        (n or 999) <= 64,
     )
     return rows
 
