@@ -8,10 +8,11 @@ from imaging.errors import UsageError
 from imaging.jobs.common import Confirm, choose_snapshot
 from imaging.progress import ProgressCallback, no_progress
 from imaging.repository import gc as _gc
-from imaging.repository import selectors
+from imaging.repository import s3gc, selectors
 from imaging.repository import verify as _verify
 from imaging.repository.gc import GcResult
 from imaging.repository.retention import Policy, apply
+from imaging.repository.s3store import S3Store
 from imaging.repository.store import DamagedSnapshot, Location, Repository, Snapshot
 from imaging.repository.verify import VerifyReport
 
@@ -155,5 +156,8 @@ def apply_forget(repo: Repository, plan: ForgetPlan) -> int:
 
 
 def gc(repo: Repository) -> GcResult:
-    """Free the chunks no snapshot needs (imaging.repository.gc has the guarantees)."""
+    """Free the chunks no snapshot needs (imaging.repository.gc has the guarantees; an
+    object store's gc, by whole packs, is imaging.repository.s3gc)."""
+    if isinstance(repo.store.unwrapped(), S3Store):
+        return s3gc.collect(repo)
     return _gc.collect(repo)

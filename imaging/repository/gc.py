@@ -269,15 +269,17 @@ def _delete_directly(repo: Repository, result: GcResult) -> None:
 
 
 def collect(repo: Repository) -> GcResult:
-    """Run one garbage collection; see the module docstring for the guarantees (and
-    imaging/repository/s3gc.py for an object store's)."""
+    """Run one garbage collection of a directory or a set; see the module docstring for
+    the guarantees (imaging/repository/s3gc.py has an object store's, which builds on this
+    module; imaging.jobs.gc chooses between them)."""
     store = repo.store.unwrapped()
     if isinstance(store, RedundantStore):
         return _collect_set(repo, store)
     if not isinstance(store, LocalStore):
-        from imaging.repository import s3gc  # noqa: PLC0415 (it imports this module)
-
-        return s3gc.collect(repo)
+        raise UsageError(
+            f"{repo.location}: an object store's gc is imaging.repository.s3gc.collect "
+            "(imaging.jobs.gc chooses)."
+        )
     result = GcResult()
     store = repo.local_store
     sealed: dict[str, set[str]] = {}

@@ -17,7 +17,7 @@ import pytest
 
 from imaging.image.backup import backup_path
 from imaging.image.restore import restore_snapshot
-from imaging.repository import gc, leases, verify
+from imaging.repository import leases, s3gc, verify
 from imaging.repository.s3store import PACK_BYTES, S3Store
 from imaging.repository.storage import Kind, Name, chunk
 from imaging.repository.store import Repository
@@ -576,7 +576,7 @@ def test_gc_deletes_and_repacks_packs_a_reader_still_reads(
     with reader.reader(), late.reader():
         raw = reader.load_index(kept, "data").raw
         reader.read_chunk(bytes(raw[:32]))  # its chunk map is loaded: the old packs
-        first = gc.collect(Repository.open(S3Store(s3_bucket, client=client)))
+        first = s3gc.collect(Repository.open(S3Store(s3_bucket, client=client)))
         assert first.repacked_packs == 1 and first.deleted_packs == 0
         assert first.waiting_batches == 1 and first.rewritten_bytes >= 5 * MiB
         out = tmp_path / "during.img"
@@ -605,7 +605,7 @@ def test_gc_deletes_and_repacks_packs_a_reader_still_reads(
     assert verify.verify(fresh, read_data=True).ok
     assert verify.verify_keyless(S3Store(s3_bucket, client=client)).ok
     # Nothing more to do: a second gc changes nothing.
-    again = gc.collect(fresh)
+    again = s3gc.collect(fresh)
     assert again.deleted_packs == again.repacked_packs == 0
 
 
@@ -634,11 +634,11 @@ def test_stale_leases_do_not_block_gc(s3_server: S3Server, s3_bucket: str) -> No
     # Something to free: a pack of a chunk no snapshot references.
     assert store.put_chunk(b"\x07" * 32, b"y" * 4096)
     store.flush_chunks()
-    first = gc.collect(repo)
+    first = s3gc.collect(repo)
     assert first.waited_for == {"alive"} and first.waiting_batches == 1
     assert sorted(i.name.key for i in store.list(Kind.LEASES)) == ["alive"]
     store.delete(Name(Kind.LEASES, "alive"))
-    second = gc.collect(repo)
+    second = s3gc.collect(repo)
     assert second.deleted_packs == 1 and second.waiting_batches == 0
     # A stale gc lease (a killed gc) is taken over too.
     gc_record = {
@@ -650,7 +650,7 @@ def test_stale_leases_do_not_block_gc(s3_server: S3Server, s3_bucket: str) -> No
         "heartbeat": now - leases.STALE_AFTER - 1,
     }
     store.put(Name(Kind.LEASES, "gc"), json.dumps(gc_record).encode())
-    gc.collect(repo)
+    s3gc.collect(repo)
     assert not list(store.list(Kind.LEASES))
 
 
@@ -710,7 +710,7 @@ def test_radosgw_killed_mid_backup(tmp_path: Path) -> None:
             snapshot.id
         ]
 
-        result = gc.collect(Repository.open(S3Store(bucket, client=client)))
+        result = s3gc.collect(Repository.open(S3Store(bucket, client=client)))
         assert result.waiting_batches == 0
         live = set(repo.load_index(snapshot, "data"))
         keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
@@ -747,12 +747,12 @@ def test_gc_puts_back_a_pack_a_running_backup_took_as_stored(
     with writer.writer() as lease:
         lease.update(started=time.time() + 600)
         writer.store.pack_names()  # the pack indexes are read: the dead pack is there
-        first = gc.collect(Repository.open(S3Store(s3_bucket, client=client)))
+        first = s3gc.collect(Repository.open(S3Store(s3_bucket, client=client)))
         assert first.waiting_batches == 1 and first.deleted_packs == 0
         assert pack not in S3Store(s3_bucket, client=client).pack_names()
         again = backup_path(writer, source)
         assert again.manifest["stats"]["new_chunks"] == 0  # all taken as stored
-    second = gc.collect(Repository.open(S3Store(s3_bucket, client=client)))
+    second = s3gc.collect(Repository.open(S3Store(s3_bucket, client=client)))
     assert second.restored > 0 and second.deleted_packs == 0 and second.waiting_batches == 0
     fresh = Repository.open(S3Store(s3_bucket, client=client))
     assert fresh.store.pack_names() == (pack,)
