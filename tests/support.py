@@ -90,6 +90,17 @@ def hourglass_subprocess(
     )
 
 
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two files hold the same bytes, read 16 MiB at a time (GiB-sized images)."""
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(16 * MiB), fb.read(16 * MiB)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
 def have(program: str) -> bool:
     return shutil.which(program) is not None
 

@@ -22,7 +22,7 @@ from imaging.repository.store import Repository, as_store
 from tests import s3server
 from tests.conftest import PASSPHRASE
 from tests.s3server import S3Server
-from tests.support import MiB, hourglass_subprocess, run_cli, write_random_image
+from tests.support import MiB, hourglass_subprocess, run_cli, same_file, write_random_image
 
 s3 = pytest.mark.s3
 
@@ -40,16 +40,6 @@ def cli(*argv: str) -> int:
         return run_cli(*argv)
     finally:
         os.environ.pop("HOURGLASS_PASSPHRASE", None)
-
-
-def same_file(a: Path, b: Path) -> bool:
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            x, y = fa.read(16 * MiB), fb.read(16 * MiB)
-            if x != y:
-                return False
-            if not x:
-                return True
 
 
 def change_some(path: Path, seed: int) -> None:

@@ -30,12 +30,43 @@ from tests.support import (
     loop_device,
     mounted,
     run_cli,
+    same_file,
     sh,
     tree_digest,
     write_random_image,
 )
 
 s3 = pytest.mark.s3
+
+
+def pack_indexes(client: Any, bucket: str) -> list[str]:
+    listing = client.list_objects_v2(Bucket=bucket, Prefix="packs/")
+    return [o["Key"] for o in listing.get("Contents", []) if o["Key"].endswith(".idx")]
+
+
+def backup_past_its_first_pack(
+    client: Any, bucket: str, source: Path, env: dict[str, str], *, stderr: int = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """`hourglass backup` of ``source`` into s3://``bucket`` in a child process, returned
+    once its first pack index is in the bucket and it is still running."""
+    child = hourglass_subprocess(
+        "backup",
+        "--repo",
+        f"s3://{bucket}",
+        "--progress",
+        "none",
+        str(source),
+        env={**env, "HOURGLASS_STATE_DIR": "none"},
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )
+    deadline = time.monotonic() + 120
+    while not pack_indexes(client, bucket) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if child.poll() is not None:
+        child.wait()
+        raise AssertionError("the backup ended before its first pack was written")
+    return child
 
 
 def make_ext4(path: Path, size: int) -> None:
@@ -171,17 +202,7 @@ def test_requests_per_gib_and_throughput(
     restore_seconds = time.monotonic() - started
     with capsys.disabled():
         print(f"[s3] restore: {snapshot.size / MiB / restore_seconds:.0f} MiB/s")
-    assert _same_file(out, source)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            x, y = fa.read(16 * MiB), fb.read(16 * MiB)
-            if x != y:
-                return False
-            if not x:
-                return True
+    assert same_file(out, source)
 
 
 @s3
@@ -381,31 +402,10 @@ def test_killed_backup_leaves_only_packs_the_next_one_reuses(
     source = tmp_path / "source.img"
     write_random_image(source, 4 * PACK_BYTES, zero_every=0)
     client = s3_server.client()
-
-    def indexes() -> list[str]:
-        listing = client.list_objects_v2(Bucket=s3_bucket, Prefix="packs/")
-        return [o["Key"] for o in listing.get("Contents", []) if o["Key"].endswith(".idx")]
-
-    child = hourglass_subprocess(
-        "backup",
-        "--repo",
-        url,
-        "--progress",
-        "none",
-        str(source),
-        env={**s3_server.env(), "HOURGLASS_STATE_DIR": "none"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not indexes() and child.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert child.poll() is None, "the backup ended before its first pack was written"
-    finally:
-        child.kill()
-        child.wait()
-    left = indexes()
+    child = backup_past_its_first_pack(client, s3_bucket, source, s3_server.env())
+    child.kill()
+    child.wait()
+    left = pack_indexes(client, s3_bucket)
     assert left
     repo = Repository.open(url)
     assert not repo.snapshots()  # nothing is listed that cannot be restored
@@ -416,7 +416,7 @@ def test_killed_backup_leaves_only_packs_the_next_one_reuses(
     assert stats["dedup_bytes"] >= reused * MiB  # the killed run's chunks were not sent again
     out = tmp_path / "out.img"
     restore_snapshot(Repository.open(url), snapshot, out)
-    assert _same_file(out, source)
+    assert same_file(out, source)
 
 
 # --- TLS and credentials -------------------------------------------------------------------
@@ -581,7 +581,7 @@ def test_gc_deletes_and_repacks_packs_a_reader_still_reads(
         assert first.waiting_batches == 1 and first.rewritten_bytes >= 5 * MiB
         out = tmp_path / "during.img"
         restore_snapshot(reader, kept, out)
-        assert _same_file(out, source)
+        assert same_file(out, source)
         # A restore whose lease predates the gc but which reads the pack indexes only now,
         # of the snapshot forgotten meanwhile: its dead chunks come from superseded packs.
         restore_snapshot(late, old, out)
@@ -601,7 +601,7 @@ def test_gc_deletes_and_repacks_packs_a_reader_still_reads(
     fresh = Repository.open(S3Store(s3_bucket, client=client))
     out = tmp_path / "after.img"
     restore_snapshot(fresh, kept, out)
-    assert _same_file(out, source)
+    assert same_file(out, source)
     assert verify.verify(fresh, read_data=True).ok
     assert verify.verify_keyless(S3Store(s3_bucket, client=client)).ok
     # Nothing more to do: a second gc changes nothing.
@@ -668,26 +668,10 @@ def test_radosgw_killed_mid_backup(tmp_path: Path) -> None:
         url = f"s3://{bucket}"
         Repository.init(S3Store(bucket, client=client), encryption="none")
 
-        def indexes() -> list[str]:
-            listing = client.list_objects_v2(Bucket=bucket, Prefix="packs/")
-            return [o["Key"] for o in listing.get("Contents", []) if o["Key"].endswith(".idx")]
-
-        child = hourglass_subprocess(
-            "backup",
-            "--repo",
-            url,
-            "--progress",
-            "none",
-            str(source),
-            env={**server.env(), "HOURGLASS_STATE_DIR": "none"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+        child = backup_past_its_first_pack(
+            client, bucket, source, server.env(), stderr=subprocess.PIPE
         )
         try:
-            deadline = time.monotonic() + 120
-            while not indexes() and child.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert child.poll() is None, "the backup ended before its first pack was written"
             server.kill_gateway()
             _, err = child.communicate(timeout=240)
         finally:
@@ -702,7 +686,7 @@ def test_radosgw_killed_mid_backup(tmp_path: Path) -> None:
         server.start_gateway()
         repo = Repository.open(S3Store(bucket, client=client))
         assert not repo.snapshots()  # nothing is listed that cannot be restored
-        left = set(indexes())
+        left = set(pack_indexes(client, bucket))
         assert left
         snapshot = backup_path(repo, source)
         assert snapshot.manifest["stats"]["dedup_bytes"] >= MiB  # the leftovers were reused
@@ -723,7 +707,7 @@ def test_radosgw_killed_mid_backup(tmp_path: Path) -> None:
         assert not [k for k in keys if k.startswith(("leases/", "trash/"))]
         out = tmp_path / "out.img"
         restore_snapshot(Repository.open(store), snapshot, out)
-        assert _same_file(out, source)
+        assert same_file(out, source)
 
 
 @s3
