@@ -26,7 +26,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,27 +143,53 @@ def _blocking_writers(alive: list[leases.Lease], snapshots: set[str]) -> set[str
     }
 
 
-def _purge(repo: Repository, result: GcResult, sealed: dict[str, set[str]]) -> None:
-    store = repo.local_store
-    before = leases.live_leases(store.leases_dir)
-    names = {lease.name for lease in before}
-    batches = store.trash_batches()
+def ready_to_empty(
+    repo: Repository,
+    batches: Sequence[str],
+    alive: list[leases.Lease],
+    sealed_by: Callable[[str], set[str]],
+    live_now: Callable[[], list[leases.Lease]],
+    result: GcResult,
+) -> tuple[list[str], _Mark] | None:
+    """The trash batches that may be emptied now, and a fresh mark of what is live: a batch
+    waits while a lease named in its seal (``sealed_by``) is among those ``alive``, and
+    every batch waits while a writer (``live_now``, read after the mark) may commit a
+    snapshot the mark did not see. None when nothing may go (``result`` says what gc waits
+    for). The local gc and the object store's (s3gc) share this rule."""
+    names = {lease.name for lease in alive}
     ready = []
     for batch in batches:
-        holders = _sealed_by(store, batch, before, sealed) & names
+        holders = sealed_by(batch) & names
         if holders:
             result.waited_for |= holders
         else:
             ready.append(batch)
     result.waiting_batches = len(batches) - len(ready)
     if not ready:
-        return
+        return None
     fresh = _mark(repo, result)
-    blocking = _blocking_writers(leases.live_leases(store.leases_dir), fresh.snapshots)
+    blocking = _blocking_writers(live_now(), fresh.snapshots)
     if blocking:
         result.waited_for |= blocking
         result.waiting_batches = len(batches)
+        return None
+    return ready, fresh
+
+
+def _purge(repo: Repository, result: GcResult, sealed: dict[str, set[str]]) -> None:
+    store = repo.local_store
+    before = leases.live_leases(store.leases_dir)
+    found = ready_to_empty(
+        repo,
+        store.trash_batches(),
+        before,
+        lambda batch: _sealed_by(store, batch, before, sealed),
+        lambda: leases.live_leases(store.leases_dir),
+        result,
+    )
+    if found is None:
         return
+    ready, fresh = found
     for batch in ready:
         _empty_batch(store, batch, fresh.live, result)
         sealed.pop(batch, None)

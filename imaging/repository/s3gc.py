@@ -180,23 +180,17 @@ def _purge(repo: Repository, store: S3Store, result: local_gc.GcResult) -> None:
     if not batches:
         return
     alive = store.live_leases()
-    names = {lease.name for lease in alive}
-    ready = []
-    for batch in sorted(batches):
-        holders = _sealed_by(store, batch, alive) & names
-        if holders:
-            result.waited_for |= holders
-        else:
-            ready.append(batch)
-    result.waiting_batches = len(batches) - len(ready)
-    if not ready:
+    found = local_gc.ready_to_empty(
+        repo,
+        sorted(batches),
+        alive,
+        lambda batch: _sealed_by(store, batch, alive),
+        store.live_leases,
+        result,
+    )
+    if found is None:
         return
-    fresh = local_gc._mark(repo, result)
-    blocking = local_gc._blocking_writers(store.live_leases(), fresh.snapshots)
-    if blocking:
-        result.waited_for |= blocking
-        result.waiting_batches = len(batches)
-        return
+    ready, fresh = found
     held = {
         chunk_id
         for _, entries in store.pack_indexes().values()
