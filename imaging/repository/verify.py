@@ -130,18 +130,16 @@ def verify(
         _read_data(repo, sorted(referenced), report, bad, max_time, scope, progress)
     else:
         meter = Meter("verify", len(referenced), progress)
-        for chunk_id in referenced:
-            try:
-                size = repo.store.size(storage.chunk(chunk_id))
-                if size < codec.CHUNK_HEADER.size + codec.TRAILER_SIZE:
-                    bad[chunk_id] = f"truncated ({size} bytes)"
-            except FileNotFoundError:
-                try:
-                    repo.read_chunk_file(chunk_id)  # also looks in trash
-                except HourglassError:
-                    bad[chunk_id] = "missing"
-            report.checked += 1
-            meter.add(1)
+        # One lookup per chunk, several at once: on a cold cache each is a directory read,
+        # and the drive answers many as fast as one.
+        with ThreadPoolExecutor(STAT_WORKERS, thread_name_prefix="verify") as pool:
+            for chunk_id, problem in pool.map(
+                lambda chunk_id: (chunk_id, _stored(repo, chunk_id)), referenced, chunksize=64
+            ):
+                if problem is not None:
+                    bad[chunk_id] = problem
+                report.checked += 1
+                meter.add(1)
         meter.finish()
 
     if bad:
@@ -153,6 +151,24 @@ def verify(
         for chunk_id, reason in sorted(bad.items()):
             report.damage.append(Damage(f"chunk {chunk_id.hex()}", reason, affects[chunk_id]))
     return report
+
+
+STAT_WORKERS = 16  # lookups in flight in a structure check
+
+
+def _stored(repo: Repository, chunk_id: bytes) -> str | None:
+    """None if the chunk is stored whole enough to be read; else what is wrong with it."""
+    try:
+        size = repo.store.size(storage.chunk(chunk_id))
+    except FileNotFoundError:
+        try:
+            repo.read_chunk_file(chunk_id)  # also looks in trash
+        except HourglassError:
+            return "missing"
+        return None
+    if size < codec.CHUNK_HEADER.size + codec.TRAILER_SIZE:
+        return f"truncated ({size} bytes)"
+    return None
 
 
 def _load_state(repo: Repository, scope: str) -> bytes | None:
