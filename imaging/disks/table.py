@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import fcntl
 import locale
 import os
@@ -30,11 +29,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
-import parted
-
 from imaging.disks import ondisk, sysfs
 from imaging.errors import HourglassError, SourceError, TargetUnsuitable
 from imaging.image.devices import is_block_device, open_size
+from imaging.libc import libc as load_libc
 from imaging.process import run
 
 BLKRRPART = 0x125F
@@ -233,6 +231,19 @@ class PartitionTable:
 # --- pyparted plumbing ----------------------------------------------------------------------
 
 
+class _Pyparted:
+    """pyparted, imported when first used: importing it runs ``dmidecode`` (about 20 ms and a
+    child process), and most commands read tables from the on-disk structures only."""
+
+    def __getattr__(self, name: str) -> Any:
+        import parted  # noqa: PLC0415
+
+        return getattr(parted, name)
+
+
+parted: Any = _Pyparted()
+
+
 class _Problems:
     """libparted's questions during one operation, answered without ever choosing "Fix"."""
 
@@ -293,7 +304,7 @@ def _utf8_ctype() -> Iterator[None]:
     if locale.nl_langinfo(locale.CODESET).replace("-", "").upper() == "UTF8":
         yield
         return
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc = load_libc()
     libc.newlocale.restype = ctypes.c_void_p
     libc.newlocale.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p]
     libc.uselocale.restype = ctypes.c_void_p
