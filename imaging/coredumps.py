@@ -11,8 +11,9 @@ unattended runs and the file-level restore's helper process that receives the ke
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import resource
+
+from imaging.libc import libc as load_libc
 
 PR_SET_DUMPABLE = 4
 PR_GET_DUMPABLE = 3
@@ -29,12 +30,12 @@ def forbid_core_dumps() -> None:
     core files (an ``execve`` makes it dumpable again; it holds no secret).
     """
     resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = load_libc()
     if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
 
 
 def dumpable() -> bool:
     """Whether this process may still dump core (``prctl(PR_GET_DUMPABLE)``)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = load_libc()
     return bool(libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0))

@@ -11,9 +11,9 @@ has the measurements.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import threading
+
+from imaging.libc import libc as load_libc
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -31,7 +31,7 @@ def keep_large_buffers() -> bool:
     if _done.is_set():
         return True
     with contextlib.suppress(OSError, AttributeError, TypeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = load_libc()
         mallopt = libc.mallopt
         if mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1:
             mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
