@@ -9,7 +9,8 @@ Nothing is ever written outside DEST: every directory is entered through a file 
 opened with ``O_NOFOLLOW``, every file is created with ``O_EXCL | O_NOFOLLOW`` relative to
 it, and a name from the image that is empty, ``.``, ``..`` or holds ``/`` or NUL is refused
 (the image is hostile input). An existing name in DEST is kept and the restored entry gets
-``NAME.restored-YYYYMMDD-HHMMSS`` unless ``overwrite``; existing directories are merged.
+``NAME.restored-YYYYMMDD-HHMMSS.EXT`` (the extension kept last) unless ``overwrite``;
+existing directories are merged.
 
 A file whose data is damaged in the repository is restored with the readable parts (the
 damaged ranges are left as holes), reported by name with its byte ranges and chunks, and the
@@ -357,9 +358,12 @@ class _Copier:
         if self.overwrite and not existing_dir and is_dir:
             os.unlink(name, dir_fd=dfd)
             return name
+        # letter.txt -> letter.restored-20261201-183440.txt: the extension stays last, so
+        # the file still opens with its program.
+        stem, ext = (name, "") if is_dir else os.path.splitext(name)
         n = 1
         while True:
-            candidate = f"{name}.restored-{self.stamp}" + (f"-{n}" if n > 1 else "")
+            candidate = f"{stem}.restored-{self.stamp}" + (f"-{n}" if n > 1 else "") + ext
             if not self._exists(dfd, candidate):
                 break
             n += 1

@@ -152,7 +152,7 @@ class RestoreFilesScreen(WizardScreen):
             yield Static(
                 _(
                     "Files already there are kept: a restored file with the same name gets "
-                    "a new name ending in .restored-DATE."
+                    "a new name with .restored-DATE before its extension."
                 ),
                 classes="note",
             )

@@ -105,7 +105,7 @@ def test_metadata_is_kept(tmp_path: Path, repo: Repository) -> None:
     again = restore_files(repo, snapshot, None, ["/home/ann/letter.txt"], ann)
     assert len(again.renamed) == 1
     renamed = ann / again.renamed[0][1]
-    assert renamed.name.startswith("letter.txt.restored-")
+    assert renamed.name.startswith("letter.restored-") and renamed.suffix == ".txt"
     assert renamed.read_text() == "Dear Bob\n"
     (ann / "letter.txt").write_text("changed since\n")
     restore_files(repo, snapshot, None, ["/home/ann/letter.txt"], ann, overwrite=True)
