@@ -516,7 +516,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
             self.app.call_from_thread(self._target_ready, target)
             return
         raise UsageError(
-            _("There is no repository in {path}.").format(path=target.path),
+            _("There is no repository in {path}.").format(path=target.label),
             _("Choose another folder, or create a new repository (Back up).")
             if not self.allow_create
             else _("Choose an empty folder to create a new repository in."),
@@ -531,13 +531,9 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
     def _target_ready(self, target: Target) -> None:
         self.target = target
         if not target.exists:
-            where = (
-                _("The new repository will be created in {path} ({label}).").format(
-                    path=target.path, label=target.label
-                )
-                if target.store is None
-                else _("The new repository will be created in {label}.").format(label=target.label)
-            )
+            # The label names the disk, the partition and the folder on it: never the
+            # appliance's own mount point.
+            where = _("The new repository will be created in {label}.").format(label=target.label)
             self.query_one("#create-where", Static).update(where)
             self._show("create")
         elif target.encrypted:

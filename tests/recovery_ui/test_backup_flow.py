@@ -186,7 +186,10 @@ async def test_new_repository_on_a_blank_drive_formatted_first(
         await type_text(pilot, word)
         await pilot.press("enter")
         await settle(pilot)
-        assert "New repository" in screen_text(app)
+        new = screen_text(app)
+        assert "New repository" in new
+        # Where it goes is said as the disk, partition and folder: not the mount point.
+        assert "Loop device, partition 1" in new and "/run/hourglass" not in new, new
         await type_text(pilot, "a new passphrase")
         await pilot.press("enter")
         await type_text(pilot, "a new passphrase")
