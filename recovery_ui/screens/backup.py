@@ -22,7 +22,7 @@ from recovery_ui.i18n import N_, _, ngettext
 from recovery_ui.messages import ProgressRelay
 from recovery_ui.screens.base import failure_reason
 from recovery_ui.screens.wizard import CancelQuestion, WizardScreen
-from recovery_ui.widgets.controls import Label, Static, option
+from recovery_ui.widgets.controls import Choices, Label, Static, option
 from recovery_ui.widgets.progress_panel import ProgressPanel
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ class BackupScreen(WizardScreen):
                 yield Static("", id="disk-note", classes="note")
             with Vertical(id="part-side"):
                 yield Label(_("Which partitions?"), classes="section first")
-                yield SelectionList[int](id="parts", compact=True)
+                yield Choices[int](id="parts", compact=True)
                 yield Static(
                     _(
                         "All partitions: the whole disk, with its partition table and boot "
