@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Grid, Vertical
 
 from recovery_ui import text
-from recovery_ui.i18n import _
+from recovery_ui.i18n import _, ngettext
 from recovery_ui.widgets.controls import Label
 from recovery_ui.widgets.meter import Meter
 
@@ -64,7 +64,10 @@ class ProgressPanel(Vertical):
         done = (
             f"{text.decimal_size(event.done)} / {text.decimal_size(event.total)}"
             if self.counts_bytes
-            else f"{event.done} / {event.total}"
+            # The phases that count items count the repository's stored pieces (chunks).
+            else ngettext(
+                "{done} of {total} stored piece", "{done} of {total} stored pieces", event.total
+            ).format(done=event.done, total=event.total)
         )
         values = {
             "item": text.image_name(event.item) if event.item else "-",

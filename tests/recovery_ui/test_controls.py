@@ -1,11 +1,14 @@
-"""Checkboxes and selection lists tell on from off without colour (issue 22, item 9): the
-serial console is monochrome, and a dimmed mark there looks like a ticked one."""
+"""The app's controls as a person reads them: checkboxes and selection lists tell on from off
+without colour (the serial console is monochrome, and a dimmed mark there looks like a ticked
+one), and progress names its unit."""
 
 from __future__ import annotations
 
 from textual.app import App, ComposeResult
 
-from recovery_ui.widgets.controls import OFF, Check, Choices
+from imaging.progress import Progress
+from recovery_ui.widgets.controls import OFF, Check, Choices, Label
+from recovery_ui.widgets.progress_panel import ProgressPanel
 
 
 class Boxes(App[None]):
@@ -32,3 +35,24 @@ async def test_an_unticked_box_is_empty_and_a_ticked_one_is_marked() -> None:
         choices.select(2)
         await pilot.pause()
         assert mark in "".join(s.text for s in choices.render_line(1))
+
+
+class Panel(App[None]):
+    def compose(self) -> ComposeResult:
+        yield ProgressPanel()
+
+
+async def test_a_phase_that_counts_pieces_says_so() -> None:
+    """The check after a backup counts stored pieces, not bytes: "149 of 484", with the unit."""
+    app = Panel()
+    async with app.run_test(size=(80, 12)) as pilot:
+        panel = app.query_one(ProgressPanel)
+        panel.set_phase("Checking the backup", counts_bytes=False)
+        panel.show(Progress("verify", 149, 484, 1.0, rate=149.0, eta=2.2))
+        await pilot.pause()
+        done = str(app.query_one("#value-done", Label).render())
+        assert done == "149 of 484 stored pieces", done
+        panel.set_phase("Reading", counts_bytes=True)
+        panel.show(Progress("backup", 2_000_000, 4_000_000, 1.0, rate=2e6, eta=1.0))
+        await pilot.pause()
+        assert str(app.query_one("#value-done", Label).render()) == "2.0 MB / 4.0 MB"
