@@ -43,7 +43,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     if repo.encrypted:
         print(
             "Keep the passphrase safe: without it the backups cannot be read. "
-            "`hourglass key add --recovery` prints a recovery key to store on paper."
+            "`hourglass key add --recovery` prints a recovery key to write down or photograph."
         )
     return 0
 

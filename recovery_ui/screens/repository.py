@@ -131,7 +131,7 @@ class RepositoryScreen(BaseScreen[None]):
                 yield Label(_("Recovery key"), classes="section first")
                 yield Static(
                     _(
-                        "A recovery key is a long code printed on paper. It opens the "
+                        "A recovery key is a long code to write down or photograph. It opens the "
                         "repository if the passphrase is forgotten. Keep it somewhere safe, "
                         "away from the backup drive."
                     ),
