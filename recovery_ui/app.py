@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from textual import work
+from textual import events, work
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.color import Color
@@ -90,7 +90,19 @@ class HourglassApp(App[int]):
     ENABLE_COMMAND_PALETTE = False
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", N_("Quit"), priority=True),
+        # Draw the whole screen again: a line another program wrote over it (a kernel
+        # message, the READY line on a serial port) stays until then.
+        Binding("ctrl+l", "redraw", N_("Redraw"), show=False, priority=True),
     ]
+
+    def action_redraw(self) -> None:
+        self.screen.refresh(repaint=True, layout=True)
+
+    def on_resize(self, event: events.Resize) -> None:
+        # Also a SIGWINCH at the same size: on the serial port, the app on the screen sends
+        # one after writing its READY or progress line to the port (vendor.serial_line), so
+        # that line does not stay over this app's screen.
+        self.call_after_refresh(self.action_redraw)
 
     def __init__(
         self,

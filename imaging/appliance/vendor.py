@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import select
+import signal
 import threading
 import time
 import tomllib
@@ -60,6 +61,34 @@ def serial_line(text: str) -> None:
             _port_stuck.set()  # one wait per process: later lines take what fits, at once
         finally:
             os.close(fd)
+        redraw_screen_on(SERIAL_CONSOLE)
+
+
+def redraw_screen_on(tty: str) -> bool:
+    """Ask what runs in the foreground of ``tty`` to draw its screen again, over a line just
+    written there from outside (the app on the serial port redraws on SIGWINCH; a shell or
+    getty ignores it: its default action). True when a process group was told."""
+    try:
+        rdev = os.stat(tty).st_rdev
+    except OSError:
+        return False
+    wanted = (os.major(rdev), os.minor(rdev))
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                # pid (comm) state ppid pgrp session tty_nr tpgid ...: comm may hold spaces
+                fields = f.read().rsplit(b")", 1)[1].split()
+            tty_nr, foreground = int(fields[4]), int(fields[5])
+        except (OSError, IndexError, ValueError):
+            continue
+        major, minor = (tty_nr >> 8) & 0xFFF, (tty_nr & 0xFF) | ((tty_nr >> 12) & 0xFFF00)
+        if (major, minor) == wanted and foreground > 0:
+            with contextlib.suppress(OSError):
+                os.killpg(foreground, signal.SIGWINCH)
+                return True
+    return False
 
 
 def write_within(fd: int, data: bytes, seconds: float) -> None:

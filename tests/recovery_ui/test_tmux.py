@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from imaging.appliance import vendor
+
 HOURGLASS = Path(sys.executable).parent / "hourglass"
 START_TIMEOUT = 60.0  # not a speed limit: an app that never draws its home screen fails
 
@@ -102,3 +104,40 @@ def test_hourglass_ui_in_a_terminal(tmux: Tmux, tmp_path: Path) -> None:
     while not status.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert status.read_text().strip() == "0"
+
+
+def test_a_line_written_over_the_screen_is_drawn_over(tmux: Tmux, tmp_path: Path) -> None:
+    """On the serial port the app on the screen writes its READY and progress lines into the
+    port, over the serial app's screen ("1 Back up" was hidden until something redrew it):
+    the writer's SIGWINCH, and ctrl+l, draw the whole screen again."""
+    disks = tmp_path / "no-disks"
+    disks.mkdir()
+    env = {"TERM": "linux", "HOURGLASS_DISKS": str(disks), "LANG": "C.UTF-8"}
+    tmux(
+        "new-session", "-d", "-s", "ui", "-x", "100", "-y", "30",
+        *[arg for name, value in env.items() for arg in ("-e", f"{name}={value}")],
+        f"{HOURGLASS} ui; sleep 30",
+    )  # fmt: skip
+    tmux("set-option", "-s", "escape-time", "0")
+    tmux.wait_for("Power off", timeout=START_TIMEOUT)
+    tty = tmux("display-message", "-p", "-t", "ui", "#{pane_tty}").strip()
+
+    tmux("send-keys", "-t", "ui", "7")  # the Logs screen and back: nothing moves any more
+    tmux.wait_for("Hourglass app started")
+    tmux("send-keys", "-t", "ui", "Escape")
+    tmux.wait_for("Power off")
+    time.sleep(1)
+    drawn = tmux.screen()
+    assert drawn.splitlines()[1].startswith("1 Back up"), drawn
+    for redraw in ("signal", "ctrl+l"):
+        with open(tty, "w") as port:
+            port.write("\r\nHOURGLASS-READY 0.1.0\r\n")
+        tmux.wait_for("HOURGLASS-READY")  # written over the screen
+        if redraw == "signal":
+            assert vendor.redraw_screen_on(tty)
+        else:
+            tmux("send-keys", "-t", "ui", "C-l")
+        deadline = time.monotonic() + 10
+        while tmux.screen() != drawn and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert tmux.screen() == drawn, (redraw, tmux.screen())
