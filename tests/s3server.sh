@@ -13,6 +13,7 @@
 #
 # Knobs: S3_DIR (state, default /tmp/hourglass-s3), S3_PORT (default 17480), CEPH_MON_PORT
 # (13300; the OSD takes ports from Ceph's 6800-7300 range), CEPH_STORE (bluestore | memstore),
+# CEPH_OSD_BYTES (the BlueStore file's size, default 10 GiB),
 # S3_ACCESS_KEY, S3_SECRET_KEY, S3_TLS=1 (serve https only, with a certificate for IP 127.0.0.1
 # from a CA made in $S3_DIR/tls; S3_CA_FILE names that CA's certificate).
 #
@@ -27,6 +28,7 @@ S3_DIR=$(readlink -m "${S3_DIR:-/tmp/hourglass-s3}")
 S3_PORT=${S3_PORT:-17480}
 CEPH_MON_PORT=${CEPH_MON_PORT:-13300}
 CEPH_STORE=${CEPH_STORE:-bluestore}
+CEPH_OSD_BYTES=${CEPH_OSD_BYTES:-10737418240}  # the OSD's sparse file (bluestore)
 ACCESS=${S3_ACCESS_KEY:-hourglass-access}
 SECRET=${S3_SECRET_KEY:-hourglass-secret-0123456789}
 S3_TLS=${S3_TLS:-0}
@@ -217,7 +219,7 @@ mon_cluster_log_file = $D/log/cluster.log
 osd_data = $D/osd/\$id
 osd_objectstore = $CEPH_STORE
 bluestore_block_create = true
-bluestore_block_size = 10737418240
+bluestore_block_size = $CEPH_OSD_BYTES
 osd_memory_target = 939524096
 memstore_device_bytes = 4294967296
 [client]
