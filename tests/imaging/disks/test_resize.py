@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from imaging.disks.resize import BIOS_BOOT, default_partition, plan_grow
+from imaging.disks.resize import BIOS_BOOT, default_partition, plan_grow, plan_shrink
 from imaging.disks.table import PartitionTable, TablePartition
-from imaging.errors import UsageError
+from imaging.errors import TargetTooSmall, UsageError
 from tests.imaging.disks import helpers
 from tests.imaging.disks.conftest import backup_of, need_tools
 from tests.support import MiB, sh
@@ -128,6 +128,58 @@ def test_mbr_logical_grows_inside_its_container_and_the_rest_moves() -> None:
     assert delta > 0
     for n in (2, 5, 6, 7):
         assert plan.after.partition(n).start == table.partition(n).start + delta
+
+
+WINDOWS_USED = {1: 2 * MiB, 3: 100 * MiB, 4: 20 * MiB}
+
+
+def test_smaller_disk_shrinks_c_and_moves_recovery_back() -> None:
+    """Half the disk: C: gives up what the disk lacks, Recovery keeps its size and ends at
+    the new end; ESP and MSR stay where they were."""
+    disk = 800 * MiB
+    plan = plan_shrink(WINDOWS, WINDOWS_FS, WINDOWS_USED, disk)
+    c, recovery = plan.after.partition(3), plan.after.partition(4)
+    assert plan.shrinks and plan.grown == c and plan.moved == (recovery,)
+    assert c.start == WINDOWS.partition(3).start and c.end + 1 == recovery.start
+    assert c.sectors < WINDOWS.partition(3).sectors and c.sectors % M == 0
+    assert recovery.sectors == WINDOWS.partition(4).sectors
+    assert plan.after.required_size() <= disk < plan.after.required_size() + 2 * MiB
+    assert plan.after.partition(1) == WINDOWS.partition(1)
+    assert plan.after.partition(2) == WINDOWS.partition(2)
+    assert plan.needed >= 100 * MiB and plan.fstype == "ntfs"
+    assert plan.lines()[0].startswith("Partition 3 shrinks from 1.0 GB to ")
+    assert "ntfsresize" in plan.lines()[0]
+    assert "Partition 4 (Windows recovery, " in plan.lines()[1]
+
+
+def test_too_small_for_the_data_names_the_size_it_needs() -> None:
+    with pytest.raises(TargetTooSmall) as refused:
+        plan_shrink(WINDOWS, WINDOWS_FS, WINDOWS_USED, 500 * MiB, target="/dev/sdz")
+    message = refused.value.message
+    needed = int(message.split("needs (")[1].split(", ")[1].split()[0])
+    assert "/dev/sdz" in message and "Partition 3 (ntfs)" in str(refused.value.hint)
+    # the size named is the smallest disk the plan takes, in whole MiB
+    assert plan_shrink(WINDOWS, WINDOWS_FS, WINDOWS_USED, needed).grown is not None
+    with pytest.raises(TargetTooSmall):
+        plan_shrink(WINDOWS, WINDOWS_FS, WINDOWS_USED, needed - MiB)
+
+
+def test_shrink_chooses_what_can_shrink_and_refuses_the_rest() -> None:
+    table = gpt((1, 1, 1, BIOS_BOOT), (2, 2, 400, LINUX), (3, 402, 32, SWAP), (4, 434, 600, LINUX))
+    fs = {2: "ext4", 4: "xfs"}
+    used = {2: 20 * MiB, 4: 30 * MiB}
+    plan = plan_shrink(table, fs, used, 800 * MiB)
+    assert plan.grown is not None and plan.grown.number == 4, "the largest: xfs /home"
+    assert "made anew" in plan.lines()[0] and plan.moved == ()
+    assert plan.needed == 300 * MiB, "no xfs under 300 MiB"
+    plan = plan_shrink(table, fs, used, 800 * MiB, 2)
+    assert plan.grown is not None and plan.grown.number == 2 and plan.fstype == "ext4"
+    assert [p.number for p in plan.moved] == [3, 4]
+    assert plan.after.partition(1) == table.partition(1), "BIOS boot never moves"
+    with pytest.raises(TargetTooSmall, match="cannot shrink"):
+        plan_shrink(gpt((1, 1, 500, ESP)), {1: "vfat"}, {1: MiB}, 300 * MiB, 1)
+    with pytest.raises(TargetTooSmall, match="No partition holds"):
+        plan_shrink(gpt((1, 1, 500, BASIC)), {1: "exfat"}, {1: MiB}, 300 * MiB)
 
 
 WIN11 = [
