@@ -266,11 +266,12 @@ def plan_shrink(
     needed = min(shrink_needs(fstypes[chosen.number], used[chosen.number]), chosen.sectors * ss)
     room = (chosen.sectors - delta) * ss
     if room < needed:
-        need_disk = device_size + (needed - room)
+        # no more than the whole layout, which fits without shrinking anything
+        need_disk = min(-(-(device_size + needed - room) // MIB) * MIB, table.required_size())
         raise _too_small(
             target,
             device_size,
-            -(-need_disk // MIB) * MIB,
+            need_disk,
             f"Partition {chosen.number} ({fstypes.get(chosen.number)}) holds "
             f"{decimal_size(used[chosen.number])} of data and needs at least "
             f"{decimal_size(needed)}; on this disk it would have {decimal_size(max(room, 0))}. "

@@ -182,12 +182,7 @@ def test_shrink_chooses_what_can_shrink_and_refuses_the_rest() -> None:
         plan_shrink(gpt((1, 1, 500, BASIC)), {1: "exfat"}, {1: MiB}, 300 * MiB)
 
 
-WIN11 = [
-    helpers.GptPart(1, "vfat", 64, "ef00", "SYSTEM", "EFI system partition"),
-    helpers.GptPart(2, "", 16, "0c01", name="Microsoft reserved partition"),
-    helpers.GptPart(3, "ntfs", 160, "0700", "Windows", "Basic data partition"),
-    helpers.GptPart(4, "ntfs", 48, "2700", "Recovery", "Windows RE"),
-]
+WIN11 = helpers.WIN11_LAYOUT
 WIN11_MIB = 1 + sum(p.size_mib for p in WIN11) + 2
 
 
