@@ -144,6 +144,61 @@ async def test_a_larger_disk_grows_the_largest_partition(
             assert os.statvfs(root).f_blocks * os.statvfs(root).f_frsize > 100 * MiB
 
 
+async def test_a_smaller_disk_shrinks_the_largest_partition_to_fit(
+    make_app: Callable[..., HourglassApp],
+    source: Source,
+    template: tuple[Path, list[Snapshot]],
+    backup_drive: Drive,
+    tmp_path: Path,
+) -> None:
+    """A disk 16 MiB smaller is no longer refused: the plan (root shrinks, the data
+    partition after it moves back) is shown without a choice to make, the confirmation
+    repeats it, the result says what shrank, and the disk written follows the plan (issue
+    20)."""
+    from tests.imaging.disks import helpers
+
+    image = tmp_path / "smaller.img"
+    helpers.garbage_file(image, 124 * MiB)
+    with helpers.attached(image) as smaller:
+        app = make_app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            await pilot.press("2")
+            await open_found_repository(pilot)
+            await pilot.click("#when-next")
+            await settle(pilot)
+            await choose_option(pilot, "targets", smaller)
+            await settle(pilot)
+            offered = " ".join(screen_text(app).split())
+            assert "the backup fits once one partition shrinks" in offered, offered
+            assert "Partition 2 shrinks from 67.1 MB to " in offered
+            assert "Partition 3 (33.6 MB) moves to the end of the disk, unchanged." in offered
+            assert not app.screen.query_one("#grow").display, "nothing to choose"
+            assert not app.screen.query_one("#restore").disabled
+            await pilot.click("#restore")
+            await settle(pilot)
+            confirm = " ".join(screen_text(app).split())
+            assert "Partition 2 shrinks from" in confirm and "Partition 3 (33.6 MB)" in confirm
+            await type_text(pilot, os.path.basename(smaller))
+            await pilot.press("enter")
+            await settle(pilot, timeout=120)
+            result = " ".join(screen_text(app).split())
+            assert "The system is restored." in result, result
+            assert "Shrunk: partition 2: ext4 shrunk from 67.1 MB to" in result, result
+        before, after = read_table(source.device), read_table(smaller)
+        assert before is not None and after is not None
+        assert after.partition(1) == before.partition(1)
+        assert after.partition(2).start == before.partition(2).start
+        assert after.partition(2).sectors < before.partition(2).sectors - 13 * 2048
+        assert after.partition(3).sectors == before.partition(3).sectors
+        assert after.partition(3).guid == before.partition(3).guid
+        assert (after.partition(3).end + 1) * 512 >= 123 * MiB, "data moved to the end"
+        check = helpers.fsck(f"{smaller}p2", "ext4")
+        assert check.returncode == 0, check.stdout
+        with mounted(f"{smaller}p2", tmp_path / "check") as root:
+            assert (root / THESIS.lstrip("/")).exists()
+
+
 async def test_escape_goes_back_a_step(
     make_app: Callable[..., HourglassApp], backup_drive: Drive
 ) -> None:
