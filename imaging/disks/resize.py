@@ -62,8 +62,9 @@ SHRINK_HOW = {
 # What a shrunk filesystem needs beyond the bytes its data uses: metadata that grows with
 # the data (ext4 inode tables of the groups kept, an NTFS MFT zone, a new xfs log).
 SHRINK_MARGIN = 32 * MIB
-# The smallest filesystem mkfs makes: xfsprogs 5.19 and later refuse an xfs under 300 MiB.
-SMALLEST = {"xfs": 300 * MIB}
+# The smallest a filesystem can be made: xfsprogs 5.19 and later refuse an xfs under 300 MiB;
+# the kernel refuses to resize a btrfs under 256 MiB (EINVAL).
+SMALLEST = {"xfs": 300 * MIB, "btrfs": 256 * MIB}
 
 
 @dataclass(frozen=True)

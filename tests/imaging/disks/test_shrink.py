@@ -331,3 +331,48 @@ def test_the_filesystem_tool_refuses_in_scratch_and_a_full_scratch_is_refused(
             assert helpers.read_bytes(target, 0, MiB) == before
     finally:
         sh("umount", scratch)
+
+
+BTRFS = [
+    helpers.GptPart(1, "btrfs", 400, "8300", "data", "data"),
+    helpers.GptPart(2, "ext4", 48, "8300", "after", "after"),
+]
+BTRFS_MIB = 1 + 400 + 48 + 2
+
+
+def test_btrfs_shrinks_mounted_in_scratch_and_the_partition_after_it_moves(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """btrfs shrinks with `btrfs filesystem resize`, mounted from the scratch copy while
+    the original (same fsid) is still attached; the ext4 after it moves back; both check
+    clean with their files."""
+    need_tools()
+    image = tmp_path / "btrfs.img"
+    helpers.make_gpt_disk(image, BTRFS, BTRFS_MIB)
+    with helpers.attached(image) as device:
+        files = {}
+        for p in BTRFS:
+            dev = helpers.node(device, p.number)
+            helpers.make_fs(dev, p.fstype, p.label)
+            files[p.number] = helpers.put_files(dev, p.fstype, tmp_path, 8 * MiB, 60 + p.number)
+        before = rows(device)
+        backup = backup_of(device, tmp_path)
+        disk_mib = BTRFS_MIB - 100
+        target_image = tmp_path / "smaller-btrfs.img"
+        helpers.garbage_file(target_image, disk_mib * MiB)
+        with helpers.attached(target_image) as target:
+            out = restore_timed(backup, target, capsys)
+            assert "Shrunk: partition 1: btrfs shrunk from" in out, out
+            after = rows(target)
+            assert int(after[1][2]) <= int(before[1][2]) - 99 * 2048
+            assert after[2][2:] == before[2][2:] and at_the_end(target, disk_mib, after[2])
+            assert "No problems found" in sh("sgdisk", "--verify", target).stdout
+            dev = helpers.node(target, 1)
+            assert helpers.fs_size(dev, "btrfs") <= int(after[1][2]) * 512
+            for p in BTRFS:
+                dev = helpers.node(target, p.number)
+                check = helpers.fsck(dev, p.fstype)
+                assert check.returncode == 0, check.stdout + check.stderr
+                assert helpers.read_files(dev, p.fstype, tmp_path) == files[p.number]
+        original = helpers.fs_size(helpers.node(device, 1), "btrfs")
+        assert original == 400 * MiB, "the scratch copy was resized, not the original"
