@@ -43,6 +43,7 @@ from imaging.disks.shrink import (
     check_shrunk,
     in_scratch,
     recreate_xfs,
+    scratch_needs,
     shrink_in_scratch,
     write_shrunk,
 )
@@ -244,7 +245,8 @@ def check_disk_target(
         )
         assert plan.grown is not None
         if in_scratch(plan.fstype):
-            check_scratch(scratch, _used(snapshot)[plan.grown.number])
+            image, new_size = f"p{plan.grown.number}", plan.grown.sectors * table.sector_size
+            check_scratch(scratch, scratch_needs(repo, snapshot, image, new_size))
         return
     if t.size < needed:
         ss = table.sector_size

@@ -36,6 +36,7 @@ from imaging.mounts.drivers import Mode
 from imaging.mounts.mount import mount, unmount
 from imaging.process import run
 from imaging.progress import ProgressCallback, no_progress
+from imaging.repository import codec
 from imaging.repository.store import Repository, Snapshot
 from imaging.units import decimal_size
 
@@ -51,17 +52,35 @@ def scratch_directory(scratch: str | None) -> str:
     return scratch or tempfile.gettempdir()
 
 
-def check_scratch(scratch: str | None, used: int) -> None:
-    """:class:`NoSpace` when the scratch directory cannot hold ``used`` bytes of data."""
+def scratch_needs(repo: Repository, snapshot: Snapshot, image: str, new_size: int) -> int:
+    """The bytes a scratch copy of ``image`` takes when shrunk to ``new_size``: every block
+    the snapshot holds data for (unused and all-zero blocks stay holes), and again those
+    past ``new_size``, which the shrink copies into holes before the end (their old place
+    is not given back to the scratch directory)."""
+    size = snapshot.image(image).size
+    bs = repo.block_size
+    data = beyond = 0
+    for block, chunk_id in enumerate(repo.load_index(snapshot, image)):
+        if chunk_id in (codec.UNUSED_ID, codec.ZERO_ID):
+            continue
+        length = min(bs, size - block * bs)
+        data += length
+        if block * bs + length > new_size:
+            beyond += length
+    return data + beyond
+
+
+def check_scratch(scratch: str | None, needed: int) -> None:
+    """:class:`NoSpace` when the scratch directory has less than ``needed`` bytes free."""
     where = scratch_directory(scratch)
     try:
         st = os.statvfs(where)
     except OSError as e:
         raise NoSpace(f"The scratch directory {where} cannot be used: {e.strerror}.") from None
     free = st.f_bavail * st.f_frsize
-    if free < used:
+    if free < needed:
         raise NoSpace(
-            f"Shrinking needs a scratch copy of the filesystem's data ({decimal_size(used)}); "
+            f"Shrinking needs a scratch copy of the filesystem's data ({decimal_size(needed)}); "
             f"{where} has {decimal_size(free)} free.",
             "Name a directory with more room with --scratch DIR (not on the target disk).",
         )
