@@ -182,6 +182,32 @@ def test_shrink_chooses_what_can_shrink_and_refuses_the_rest() -> None:
         plan_shrink(gpt((1, 1, 500, BASIC)), {1: "exfat"}, {1: MiB}, 300 * MiB)
 
 
+def test_mbr_logical_shrinks_inside_its_container_and_the_rest_moves_back() -> None:
+    def part(n: int, start: int, size: int, kind: str, role: str) -> TablePartition:
+        return TablePartition(n, start * M, (start + size) * M - 1, kind, role=role)
+
+    table = PartitionTable(
+        kind="msdos",
+        sector_size=512,
+        disk_id="0x12345678",
+        partitions=(
+            part(1, 1, 100, "0x07", "primary"),
+            part(2, 101, 900, "0x05", "extended"),
+            part(5, 102, 600, "0x83", "logical"),
+            part(6, 703, 200, "0x83", "logical"),
+            part(7, 904, 90, "0x82", "logical"),
+        ),
+    )
+    plan = plan_shrink(table, {1: "ntfs", 5: "ext4", 6: "ext4"}, {5: 50 * MiB}, 700 * MiB)
+    assert plan.grown is not None and plan.grown.number == 5
+    delta = table.partition(6).start - plan.after.partition(6).start
+    assert delta >= 300 * M and plan.after.partition(7).start == table.partition(7).start - delta
+    container = plan.after.partition(2)
+    assert container.start == table.partition(2).start
+    assert container.end == table.partition(2).end - delta, "the container shrinks with it"
+    assert (container.end + 1) * 512 <= 700 * MiB
+
+
 WIN11 = helpers.WIN11_LAYOUT
 WIN11_MIB = 1 + sum(p.size_mib for p in WIN11) + 2
 
