@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from textual.pilot import Pilot
 
 from imaging.disks.model import Disk
 from imaging.disks.table import read_table
@@ -96,6 +98,18 @@ async def test_restore_an_earlier_point_in_time(
         assert (root / THESIS.lstrip("/")).read_text() == "My thesis, first draft.\n"
 
 
+async def latest_onto(pilot: Pilot[Any], device: str) -> None:
+    """From the home screen: Restore system, the repository found, the latest backup, the
+    disk ``device`` chosen and checked."""
+    await settle(pilot)
+    await pilot.press("2")
+    await open_found_repository(pilot)
+    await pilot.click("#when-next")
+    await settle(pilot)
+    await choose_option(pilot, "targets", device)
+    await settle(pilot)
+
+
 async def test_a_larger_disk_grows_the_largest_partition(
     make_app: Callable[..., HourglassApp],
     source: Source,
@@ -113,13 +127,7 @@ async def test_a_larger_disk_grows_the_largest_partition(
     with helpers.attached(image) as larger:
         app = make_app()
         async with app.run_test(size=(120, 40)) as pilot:
-            await settle(pilot)
-            await pilot.press("2")
-            await open_found_repository(pilot)
-            await pilot.click("#when-next")
-            await settle(pilot)
-            await choose_option(pilot, "targets", larger)
-            await settle(pilot)
+            await latest_onto(pilot, larger)
             offered = " ".join(screen_text(app).split())  # the plan wraps in its column
             assert "Grow the largest partition into the extra space" in offered, offered
             assert "Partition 2 grows from 67.1 MB to " in offered
@@ -162,13 +170,7 @@ async def test_a_smaller_disk_shrinks_the_largest_partition_to_fit(
     with helpers.attached(image) as smaller:
         app = make_app()
         async with app.run_test(size=(120, 40)) as pilot:
-            await settle(pilot)
-            await pilot.press("2")
-            await open_found_repository(pilot)
-            await pilot.click("#when-next")
-            await settle(pilot)
-            await choose_option(pilot, "targets", smaller)
-            await settle(pilot)
+            await latest_onto(pilot, smaller)
             offered = " ".join(screen_text(app).split())
             assert "the backup fits once one partition shrinks" in offered, offered
             assert "Partition 2 shrinks from 67.1 MB to " in offered

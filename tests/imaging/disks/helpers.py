@@ -92,6 +92,20 @@ def put_files(dev: str, fstype: str, tmp: Path, size: int, seed: int) -> dict[st
     return tree_digest(staging)
 
 
+def make_filesystems(
+    device: str, layout: list[GptPart], tmp: Path, size: int, seed: int = 0
+) -> dict[int, dict[str, str]]:
+    """A filesystem on every partition of ``layout`` that names one, holding ``size`` bytes
+    of files; their digests by partition number."""
+    files = {}
+    for p in layout:
+        if p.fstype:
+            dev = node(device, p.number)
+            make_fs(dev, p.fstype, p.label)
+            files[p.number] = put_files(dev, p.fstype, tmp, size, seed + p.number)
+    return files
+
+
 def read_files(dev: str, fstype: str, tmp: Path) -> dict[str, str]:
     """Digests of every file on the filesystem (read-only)."""
     tag = os.path.basename(dev)

@@ -98,22 +98,27 @@ def test_no_room_and_no_data_filesystem() -> None:
         plan_grow(WINDOWS, WINDOWS_FS, 4000 * MiB, 9)
 
 
-def test_mbr_logical_grows_inside_its_container_and_the_rest_moves() -> None:
-    def part(n: int, start: int, size: int, kind: str, role: str) -> TablePartition:
-        return TablePartition(n, start * M, (start + size) * M - 1, kind, role=role)
+def mbr(n: int, start: int, size: int, kind: str, role: str) -> TablePartition:
+    return TablePartition(n, start * M, (start + size) * M - 1, kind, role=role)
 
-    table = PartitionTable(
-        kind="msdos",
-        sector_size=512,
-        disk_id="0x12345678",
-        partitions=(
-            part(1, 1, 100, "0x07", "primary"),
-            part(2, 101, 900, "0x05", "extended"),
-            part(5, 102, 600, "0x83", "logical"),
-            part(6, 703, 200, "0x83", "logical"),
-            part(7, 904, 90, "0x82", "logical"),
-        ),
-    )
+
+# NTFS primary, then an extended container holding two ext4 and a swap
+MBR_LOGICALS = PartitionTable(
+    kind="msdos",
+    sector_size=512,
+    disk_id="0x12345678",
+    partitions=(
+        mbr(1, 1, 100, "0x07", "primary"),
+        mbr(2, 101, 900, "0x05", "extended"),
+        mbr(5, 102, 600, "0x83", "logical"),
+        mbr(6, 703, 200, "0x83", "logical"),
+        mbr(7, 904, 90, "0x82", "logical"),
+    ),
+)
+
+
+def test_mbr_logical_grows_inside_its_container_and_the_rest_moves() -> None:
+    table = MBR_LOGICALS
     fs = {1: "ntfs", 5: "ext4", 6: "ext4"}
     plan = plan_grow(table, fs, 2000 * MiB)
     assert plan.grown is not None and plan.grown.number == 5
@@ -183,21 +188,7 @@ def test_shrink_chooses_what_can_shrink_and_refuses_the_rest() -> None:
 
 
 def test_mbr_logical_shrinks_inside_its_container_and_the_rest_moves_back() -> None:
-    def part(n: int, start: int, size: int, kind: str, role: str) -> TablePartition:
-        return TablePartition(n, start * M, (start + size) * M - 1, kind, role=role)
-
-    table = PartitionTable(
-        kind="msdos",
-        sector_size=512,
-        disk_id="0x12345678",
-        partitions=(
-            part(1, 1, 100, "0x07", "primary"),
-            part(2, 101, 900, "0x05", "extended"),
-            part(5, 102, 600, "0x83", "logical"),
-            part(6, 703, 200, "0x83", "logical"),
-            part(7, 904, 90, "0x82", "logical"),
-        ),
-    )
+    table = MBR_LOGICALS
     plan = plan_shrink(table, {1: "ntfs", 5: "ext4", 6: "ext4"}, {5: 50 * MiB}, 700 * MiB)
     assert plan.grown is not None and plan.grown.number == 5
     delta = table.partition(6).start - plan.after.partition(6).start
@@ -221,12 +212,7 @@ def test_windows_11_layout_to_a_larger_disk(tmp_path: Path) -> None:
     image = tmp_path / "win11.img"
     helpers.make_gpt_disk(image, WIN11, WIN11_MIB)
     with helpers.attached(image) as device:
-        files = {}
-        for p in WIN11:
-            if p.fstype:
-                dev = helpers.node(device, p.number)
-                helpers.make_fs(dev, p.fstype, p.label)
-                files[p.number] = helpers.put_files(dev, p.fstype, tmp_path, 4 * MiB, p.number)
+        files = helpers.make_filesystems(device, WIN11, tmp_path, 4 * MiB)
         recovery = sh("blkid", "-p", "-o", "value", "-s", "UUID", helpers.node(device, 4)).stdout
         c_size = helpers.fs_size(helpers.node(device, 3), "ntfs")
         backup = backup_of(device, tmp_path)

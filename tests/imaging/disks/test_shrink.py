@@ -75,12 +75,7 @@ def test_windows_11_layout_to_a_half_size_disk(
     image = tmp_path / "win11.img"
     helpers.make_gpt_disk(image, WIN11, WIN11_MIB)
     with helpers.attached(image) as device:
-        files = {}
-        for p in WIN11:
-            if p.fstype:
-                dev = helpers.node(device, p.number)
-                helpers.make_fs(dev, p.fstype, p.label)
-                files[p.number] = helpers.put_files(dev, p.fstype, tmp_path, 8 * MiB, p.number)
+        files = helpers.make_filesystems(device, WIN11, tmp_path, 8 * MiB)
         before = rows(device)
         disk_guid = ptuuid(device)
         uuids = {n: uuid(helpers.node(device, n)) for n in files}
@@ -350,11 +345,7 @@ def test_btrfs_shrinks_mounted_in_scratch_and_the_partition_after_it_moves(
     image = tmp_path / "btrfs.img"
     helpers.make_gpt_disk(image, BTRFS, BTRFS_MIB)
     with helpers.attached(image) as device:
-        files = {}
-        for p in BTRFS:
-            dev = helpers.node(device, p.number)
-            helpers.make_fs(dev, p.fstype, p.label)
-            files[p.number] = helpers.put_files(dev, p.fstype, tmp_path, 8 * MiB, 60 + p.number)
+        files = helpers.make_filesystems(device, BTRFS, tmp_path, 8 * MiB, seed=60)
         before = rows(device)
         backup = backup_of(device, tmp_path)
         disk_mib = BTRFS_MIB - 100
