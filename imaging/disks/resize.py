@@ -154,21 +154,7 @@ def plan_grow(
     (the disk is no larger) says so in its notes."""
     notes: list[str] = []
     if number is not None:
-        try:
-            chosen = table.partition(number)
-        except KeyError:
-            raise UsageError(f"The snapshot's disk has no partition {number} to grow.") from None
-        if chosen.is_container:
-            raise UsageError(
-                f"Partition {number} is an extended container: name one of its logical "
-                "partitions to grow."
-            )
-        if any(p.type == BIOS_BOOT and p.start > chosen.start for p in table.partitions):
-            raise UsageError(
-                f"Partition {number} cannot grow: a BIOS boot partition after it would have to "
-                "move, and GRUB finds its core.img there by sector.",
-                "Grow the last partition (--grow) instead.",
-            )
+        chosen = _chosen(table, number, "grow", "Grow the last partition (--grow) instead.")
     else:
         found = default_partition(table, fstypes)
         if found is None:
@@ -239,7 +225,7 @@ def plan_shrink(
     ss = table.sector_size
     shrinkable = {n: fs for n, fs in fstypes.items() if fs in SHRINK_HOW and n in used}
     if number is not None:
-        chosen = _chosen(table, number, "shrink")
+        chosen = _chosen(table, number, "shrink", "Let the plan choose the partition to shrink.")
         if shrinkable.get(number) is None:
             what = fstypes.get(number) or "no filesystem Hourglass knows"
             raise _too_small(
@@ -282,7 +268,9 @@ def plan_shrink(
     return GrowPlan(table, after, shrunk, moved, (), fstypes[chosen.number], needed)
 
 
-def _chosen(table: PartitionTable, number: int, verb: str) -> TablePartition:
+def _chosen(table: PartitionTable, number: int, verb: str, hint: str) -> TablePartition:
+    """Partition ``number``, which the person named to ``verb``; UsageError when it is
+    not there, is an extended container, or lies before a BIOS boot partition."""
     try:
         chosen = table.partition(number)
     except KeyError:
@@ -296,7 +284,7 @@ def _chosen(table: PartitionTable, number: int, verb: str) -> TablePartition:
         raise UsageError(
             f"Partition {number} cannot {verb}: a BIOS boot partition after it would have to "
             "move, and GRUB finds its core.img there by sector.",
-            f"Let the plan choose the partition to {verb}.",
+            hint,
         )
     return chosen
 
