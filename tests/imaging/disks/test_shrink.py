@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from imaging import jobs
 from imaging.disks import shrink
-from imaging.errors import NoSpace, TargetTooSmall
+from imaging.errors import Cancelled, NoSpace, TargetTooSmall
 from tests.imaging.disks import helpers
 from tests.imaging.disks.conftest import Backup, backup_of, need_tools
 from tests.support import MiB, fill_with_files, sh
@@ -367,3 +368,28 @@ def test_btrfs_shrinks_mounted_in_scratch_and_the_partition_after_it_moves(
                 assert helpers.read_files(dev, p.fstype, tmp_path) == files[p.number]
         original = helpers.fs_size(helpers.node(device, 1), "btrfs")
         assert original == 400 * MiB, "the scratch copy was resized, not the original"
+
+
+def test_the_confirmation_shows_the_shrink_plan_and_a_no_writes_nothing(
+    linux: LinuxSource, tmp_path: Path
+) -> None:
+    """The question the CLI asks (RestorePreview, which the app shows too) holds the plan,
+    before and after; declining leaves the target as it was."""
+    image = tmp_path / "asked.img"
+    helpers.garbage_file(image, (LINUX_MIB - 250) * MiB)
+    before = helpers.read_bytes(str(image), 0, MiB)
+    asked: list[str] = []
+
+    def decline(preview: jobs.RestorePreview) -> None:
+        asked.append(preview.question())
+        raise Cancelled("no")
+
+    with helpers.attached(image) as target:
+        request = jobs.RestoreRequest(snapshot="latest", target=target)
+        with pytest.raises(Cancelled):
+            jobs.restore(linux.backup.repo, request, confirm=decline)
+        assert helpers.read_bytes(target, 0, MiB) == before
+    assert (
+        "Partition 4 shrinks from 629.1 MB to 368.1 MB: its xfs filesystem is made anew"
+        in (asked[0])
+    ), asked
