@@ -69,11 +69,12 @@ SMALLEST = {"xfs": 300 * MIB, "btrfs": 256 * MIB}
 
 @dataclass(frozen=True)
 class GrowPlan:
-    """The table to write on the larger disk and what changed against the snapshot's."""
+    """The table to write on the larger (or smaller) disk and what changed against the
+    snapshot's."""
 
     before: PartitionTable
     after: PartitionTable
-    grown: TablePartition | None  # as it is in ``after``
+    grown: TablePartition | None  # the partition resized (grown, or shrunk), as in ``after``
     moved: tuple[TablePartition, ...] = ()  # as they are in ``after``
     notes: tuple[str, ...] = field(default_factory=tuple)
     fstype: str = ""  # the filesystem of the partition resized
@@ -208,6 +209,19 @@ def shrink_needs(fstype: str, used: int) -> int:
     return -(-needed // MIB) * MIB
 
 
+def _shrinkable(fstypes: Mapping[int, str], used: Mapping[int, int]) -> dict[int, str]:
+    return {n: fs for n, fs in fstypes.items() if fs in SHRINK_HOW and n in used}
+
+
+def shrink_partition(
+    table: PartitionTable, fstypes: Mapping[int, str], used: Mapping[int, int]
+) -> int | None:
+    """The partition the shrink plan shrinks: the largest that holds a filesystem Hourglass
+    can shrink, imaged by used blocks (``used`` names it), as :func:`default_partition`
+    chooses; None when there is none."""
+    return default_partition(table, _shrinkable(fstypes, used))
+
+
 def plan_shrink(
     table: PartitionTable,
     fstypes: Mapping[int, str],
@@ -223,7 +237,7 @@ def plan_shrink(
     bytes each partition's data uses. :class:`TargetTooSmall`, naming the size the data
     needs, when it cannot hold its data then."""
     ss = table.sector_size
-    shrinkable = {n: fs for n, fs in fstypes.items() if fs in SHRINK_HOW and n in used}
+    shrinkable = _shrinkable(fstypes, used)
     if number is not None:
         chosen = _chosen(table, number, "shrink", "Let the plan choose the partition to shrink.")
         if shrinkable.get(number) is None:
@@ -236,7 +250,7 @@ def plan_shrink(
                 "larger disk, or another partition to shrink (--resize-partition N).",
             )
     else:
-        found = default_partition(table, shrinkable)
+        found = shrink_partition(table, fstypes, used)
         if found is None:
             raise _too_small(
                 target,

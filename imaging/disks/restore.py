@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from imaging.disks import mounts, sysfs
 from imaging.disks.discover import boot_disk_names, get_disk, read_image_file
 from imaging.disks.grow import can_grow, grow_filesystem
-from imaging.disks.resize import SHRINK_HOW, GrowPlan, default_partition, plan_grow, plan_shrink
+from imaging.disks.resize import GrowPlan, plan_grow, plan_shrink, shrink_partition
 from imaging.disks.shrink import (
     Shrunk,
     check_scratch,
@@ -269,10 +269,7 @@ def _shrinkable(snapshot: Snapshot, table: PartitionTable, number: int | None) -
     Hourglass can shrink."""
     if number is not None:
         return True
-    fstypes = _fstypes(snapshot)
-    used = _used(snapshot)
-    shrinkable = {n: fs for n, fs in fstypes.items() if fs in SHRINK_HOW and n in used}
-    return default_partition(table, shrinkable) is not None
+    return shrink_partition(table, _fstypes(snapshot), _used(snapshot)) is not None
 
 
 @dataclass(frozen=True)
