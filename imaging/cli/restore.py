@@ -52,6 +52,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         grow=args.grow,
         grow_partition=args.grow_partition,
         new_ids=args.new_ids,
+        scratch=args.scratch,
         verify=not args.no_verify,
         ignore_damage=args.ignore_damage,
     )
@@ -67,6 +68,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
             print(line)
         if result.grown:
             print(f"Grown: {result.grown}.")
+        if result.shrunk:
+            print(f"Shrunk: {result.shrunk}.")
         for note in result.notes:
             print(f"Note: {note}", file=sys.stderr)
     return report_restore(result, args)
@@ -91,9 +94,18 @@ def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.Argument
     )
     p.add_argument(
         "--grow-partition",
+        "--resize-partition",
+        dest="grow_partition",
         metavar="N",
         type=int,
-        help="like --grow, but grow partition N (the partitions after it move)",
+        help="like --grow, but grow partition N (the partitions after it move); on a smaller "
+        "disk, shrink partition N instead of the largest",
+    )
+    p.add_argument(
+        "--scratch",
+        metavar="DIR",
+        help="where a filesystem is shrunk before it is written to a smaller disk (room for "
+        "its data; the temporary directory by default)",
     )
     p.add_argument("--new-ids", action="store_true", help="give the disk and partitions new GUIDs")
     p.set_defaults(handler=cmd_restore)

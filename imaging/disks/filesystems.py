@@ -159,9 +159,17 @@ def used_ranges(lines: Iterable[str], size: int) -> Iterator[tuple[int, int]]:
 
 
 def used_map(
-    device: str, fstype: str, size: int, block_size: int, *, mounted: bool = False
+    device: str,
+    fstype: str,
+    size: int,
+    block_size: int,
+    *,
+    mounted: bool = False,
+    checked: bool = False,
 ) -> UsedMap:
-    """The used blocks of the filesystem on ``device`` (``size`` bytes), from partclone."""
+    """The used blocks of the filesystem on ``device`` (``size`` bytes), from partclone.
+    ``checked``: the filesystem was just checked (resized) by its own tool, so partclone's
+    refusal of a volume marked for a check (ntfsresize marks it for chkdsk) is skipped."""
     tool = PARTCLONE[fstype]
     with tempfile.TemporaryDirectory(prefix="hourglass-partclone-") as tmp:
         domain = os.path.join(tmp, "domain.log")
@@ -174,6 +182,8 @@ def used_map(
         argv += ["--logfile", log]
         if mounted:
             argv.append("--force")  # partclone refuses a mounted source even read-only
+        if checked:
+            argv.append("--ignore_fschk")
         result = run(argv, check=False)
         if result.returncode != 0 or not os.path.exists(domain):
             detail = _last_lines(log) or result.stderr.decode(errors="replace").strip()

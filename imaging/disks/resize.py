@@ -14,6 +14,13 @@ then grows the last partition, as Hourglass always did, and says why. An MBR ext
 container grows along when the partition grown is one of its logical partitions, and moves
 whole (with its logical partitions and their EBRs, which libparted rewrites) when it lies
 after the one grown.
+
+A smaller disk (:func:`plan_shrink`, no flag needed): the same partition, chosen the same
+way among the filesystems Hourglass can shrink, gives up the room the disk lacks, and the
+partitions after it move back by as much, unchanged. It must still hold its data: the
+image's used bytes (partclone's map, recorded at backup) plus a margin for the metadata a
+smaller filesystem still needs; when it cannot, the plan is refused naming the disk size the
+data needs. docs/DISKS.md, "Restoring to a smaller disk", says how each filesystem shrinks.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from imaging.disks.table import MBR_MAX_SECTORS, MIB, PartitionTable, TablePartition
-from imaging.errors import UsageError
+from imaging.errors import TargetTooSmall, UsageError
 from imaging.units import decimal_size
 
 BIOS_BOOT = "21686148-6449-6e6f-744e-656564454649"
@@ -42,17 +49,43 @@ FIXED_PURPOSE = {
 }
 # Filesystems a person keeps data in, and that Hourglass can grow (imaging.disks.grow).
 DATA_FILESYSTEMS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "ntfs", "vfat", "exfat"}
+# Filesystems Hourglass can shrink, and how (imaging.disks.shrink). xfs cannot shrink: it is
+# made anew at the smaller size, with the same UUID and label, and its files are copied.
+SHRINK_HOW = {
+    "ext2": "shrunk with resize2fs",
+    "ext3": "shrunk with resize2fs",
+    "ext4": "shrunk with resize2fs",
+    "ntfs": "shrunk with ntfsresize",
+    "btrfs": "shrunk with btrfs filesystem resize",
+    "xfs": "made anew at that size (same UUID and label) and its files copied from the snapshot",
+}
+# What a shrunk filesystem needs beyond the bytes its data uses: metadata that grows with
+# the data (ext4 inode tables of the groups kept, an NTFS MFT zone, a new xfs log).
+SHRINK_MARGIN = 32 * MIB
+# The smallest a filesystem can be made: xfsprogs 5.19 and later refuse an xfs under 300 MiB;
+# the kernel refuses to resize a btrfs under 256 MiB (EINVAL).
+SMALLEST = {"xfs": 300 * MIB, "btrfs": 256 * MIB}
 
 
 @dataclass(frozen=True)
 class GrowPlan:
-    """The table to write on the larger disk and what changed against the snapshot's."""
+    """The table to write on the larger (or smaller) disk and what changed against the
+    snapshot's."""
 
     before: PartitionTable
     after: PartitionTable
-    grown: TablePartition | None  # as it is in ``after``
+    grown: TablePartition | None  # the partition resized (grown, or shrunk), as in ``after``
     moved: tuple[TablePartition, ...] = ()  # as they are in ``after``
     notes: tuple[str, ...] = field(default_factory=tuple)
+    fstype: str = ""  # the filesystem of the partition resized
+    needed: int = 0  # bytes the partition shrunk must hold at least (its data and margin)
+
+    @property
+    def shrinks(self) -> bool:
+        """True for a plan that shrinks a partition (the disk is smaller)."""
+        if self.grown is None:
+            return False
+        return self.grown.sectors < self.before.partition(self.grown.number).sectors
 
     def lines(self) -> list[str]:
         """What the plan changes, in words, for the confirmation and the result (its notes
@@ -61,10 +94,17 @@ class GrowPlan:
             return []
         ss = self.after.sector_size
         old = self.before.partition(self.grown.number)
-        lines = [
-            f"Partition {self.grown.number} grows from {decimal_size(old.sectors * ss)} to "
-            f"{decimal_size(self.grown.sectors * ss)}, and its filesystem with it."
-        ]
+        if self.shrinks:
+            lines = [
+                f"Partition {self.grown.number} shrinks from {decimal_size(old.sectors * ss)} "
+                f"to {decimal_size(self.grown.sectors * ss)}: its {self.fstype} filesystem is "
+                f"{SHRINK_HOW.get(self.fstype, 'shrunk')}."
+            ]
+        else:
+            lines = [
+                f"Partition {self.grown.number} grows from {decimal_size(old.sectors * ss)} to "
+                f"{decimal_size(self.grown.sectors * ss)}, and its filesystem with it."
+            ]
         for p in self.moved:
             if p.is_container:
                 continue
@@ -115,21 +155,7 @@ def plan_grow(
     (the disk is no larger) says so in its notes."""
     notes: list[str] = []
     if number is not None:
-        try:
-            chosen = table.partition(number)
-        except KeyError:
-            raise UsageError(f"The snapshot's disk has no partition {number} to grow.") from None
-        if chosen.is_container:
-            raise UsageError(
-                f"Partition {number} is an extended container: name one of its logical "
-                "partitions to grow."
-            )
-        if any(p.type == BIOS_BOOT and p.start > chosen.start for p in table.partitions):
-            raise UsageError(
-                f"Partition {number} cannot grow: a BIOS boot partition after it would have to "
-                "move, and GRUB finds its core.img there by sector.",
-                "Grow the last partition (--grow) instead.",
-            )
+        chosen = _chosen(table, number, "grow", "Grow the last partition (--grow) instead.")
     else:
         found = default_partition(table, fstypes)
         if found is None:
@@ -149,6 +175,15 @@ def plan_grow(
     if delta <= 0:
         notes.append("The target is no larger than the original: nothing to grow.")
         return GrowPlan(table, table, None, notes=tuple(notes))
+    after, grown, moved = _move(table, chosen, delta)
+    return GrowPlan(table, after, grown, moved, tuple(notes), fstypes.get(chosen.number, ""))
+
+
+def _move(
+    table: PartitionTable, chosen: TablePartition, delta: int
+) -> tuple[PartitionTable, TablePartition, tuple[TablePartition, ...]]:
+    """``chosen`` ends ``delta`` sectors later (earlier when negative), the partitions after
+    it move by as much, its container (an MBR extended partition) ends with it."""
     grown = replace(chosen, end=chosen.end + delta)
     parts: list[TablePartition] = []
     moved: list[TablePartition] = []
@@ -160,8 +195,117 @@ def plan_grow(
             parts.append(shifted)
             moved.append(shifted)
         elif p.is_container and p.start < chosen.start <= p.end:
-            parts.append(replace(p, end=p.end + delta))  # the container of the one grown
+            parts.append(replace(p, end=p.end + delta))  # the container of the one resized
         else:
             parts.append(p)
-    after = replace(table, partitions=tuple(parts))
-    return GrowPlan(table, after, grown, tuple(moved), tuple(notes))
+    return replace(table, partitions=tuple(parts)), grown, tuple(moved)
+
+
+def shrink_needs(fstype: str, used: int) -> int:
+    """The bytes a shrunk partition must hold for a ``fstype`` filesystem whose data uses
+    ``used`` bytes: that, a tenth more and :data:`SHRINK_MARGIN`, in whole MiB, and never
+    less than the smallest such filesystem mkfs makes."""
+    needed = max(used + used // 10 + SHRINK_MARGIN, SMALLEST.get(fstype, 0))
+    return -(-needed // MIB) * MIB
+
+
+def _shrinkable(fstypes: Mapping[int, str], used: Mapping[int, int]) -> dict[int, str]:
+    return {n: fs for n, fs in fstypes.items() if fs in SHRINK_HOW and n in used}
+
+
+def shrink_partition(
+    table: PartitionTable, fstypes: Mapping[int, str], used: Mapping[int, int]
+) -> int | None:
+    """The partition the shrink plan shrinks: the largest that holds a filesystem Hourglass
+    can shrink, imaged by used blocks (``used`` names it), as :func:`default_partition`
+    chooses; None when there is none."""
+    return default_partition(table, _shrinkable(fstypes, used))
+
+
+def plan_shrink(
+    table: PartitionTable,
+    fstypes: Mapping[int, str],
+    used: Mapping[int, int],
+    device_size: int,
+    number: int | None = None,
+    *,
+    target: str = "The target",
+) -> GrowPlan:
+    """The plan for a disk of ``device_size`` bytes smaller than the snapshot's layout:
+    partition ``number`` (else the largest filesystem Hourglass can shrink, as
+    :func:`default_partition` chooses) gives up the room the disk lacks. ``used`` holds the
+    bytes each partition's data uses. :class:`TargetTooSmall`, naming the size the data
+    needs, when it cannot hold its data then."""
+    ss = table.sector_size
+    shrinkable = _shrinkable(fstypes, used)
+    if number is not None:
+        chosen = _chosen(table, number, "shrink", "Let the plan choose the partition to shrink.")
+        if shrinkable.get(number) is None:
+            what = fstypes.get(number) or "no filesystem Hourglass knows"
+            raise _too_small(
+                target,
+                device_size,
+                table.required_size(),
+                f"Partition {number} holds {what}, which Hourglass cannot shrink. Choose a "
+                "larger disk, or another partition to shrink (--resize-partition N).",
+            )
+    else:
+        found = shrink_partition(table, fstypes, used)
+        if found is None:
+            raise _too_small(
+                target,
+                device_size,
+                table.required_size(),
+                "No partition holds a filesystem Hourglass can shrink (ext2/3/4, NTFS, btrfs, "
+                "xfs) without moving a BIOS boot partition. Choose a larger disk or restore "
+                "single partitions.",
+            )
+        chosen = table.partition(found)
+    align = max(1, MIB // ss)
+    last_end = max(p.end for p in table.partitions)
+    delta = -(-(last_end - _limit(table, device_size)) // align) * align  # sectors to give up
+    needed = min(shrink_needs(fstypes[chosen.number], used[chosen.number]), chosen.sectors * ss)
+    room = (chosen.sectors - delta) * ss
+    if room < needed:
+        # no more than the whole layout, which fits without shrinking anything
+        need_disk = min(-(-(device_size + needed - room) // MIB) * MIB, table.required_size())
+        raise _too_small(
+            target,
+            device_size,
+            need_disk,
+            f"Partition {chosen.number} ({fstypes.get(chosen.number)}) holds "
+            f"{decimal_size(used[chosen.number])} of data and needs at least "
+            f"{decimal_size(needed)}; on this disk it would have {decimal_size(max(room, 0))}. "
+            "Choose a larger disk.",
+        )
+    after, shrunk, moved = _move(table, chosen, -delta)
+    return GrowPlan(table, after, shrunk, moved, (), fstypes[chosen.number], needed)
+
+
+def _chosen(table: PartitionTable, number: int, verb: str, hint: str) -> TablePartition:
+    """Partition ``number``, which the person named to ``verb``; UsageError when it is
+    not there, is an extended container, or lies before a BIOS boot partition."""
+    try:
+        chosen = table.partition(number)
+    except KeyError:
+        raise UsageError(f"The snapshot's disk has no partition {number} to {verb}.") from None
+    if chosen.is_container:
+        raise UsageError(
+            f"Partition {number} is an extended container: name one of its logical "
+            f"partitions to {verb}."
+        )
+    if any(p.type == BIOS_BOOT and p.start > chosen.start for p in table.partitions):
+        raise UsageError(
+            f"Partition {number} cannot {verb}: a BIOS boot partition after it would have to "
+            "move, and GRUB finds its core.img there by sector.",
+            hint,
+        )
+    return chosen
+
+
+def _too_small(target: str, size: int, needed: int, hint: str) -> TargetTooSmall:
+    return TargetTooSmall(
+        f"{target} ({decimal_size(size)}, {size} bytes) is smaller than the snapshot's data "
+        f"needs ({decimal_size(needed)}, {needed} bytes).",
+        hint,
+    )

@@ -16,6 +16,13 @@ A whole-disk restore, in order:
    against the head image, the table against the snapshot's (``verify``, the default);
 6. make the kernel re-read the table and drop stale partition caches;
 7. with ``grow``, grow that partition's filesystem with its own tool.
+
+A disk smaller than the snapshot's layout gets the shrink plan of imaging.disks.resize
+without asking (the largest filesystem Hourglass can shrink, or ``grow_partition``, gives up
+the room the disk lacks; the partitions after it move back). The plan is checked against the
+data before step 2, and the shrunk filesystem is made in a scratch file before step 2 too
+(imaging.disks.shrink), so a plan that does not fit leaves the target as it was; xfs is
+re-created after step 6 and its files copied from the snapshot.
 """
 
 from __future__ import annotations
@@ -29,7 +36,17 @@ from dataclasses import dataclass, field, replace
 from imaging.disks import mounts, sysfs
 from imaging.disks.discover import boot_disk_names, get_disk, read_image_file
 from imaging.disks.grow import can_grow, grow_filesystem
-from imaging.disks.resize import GrowPlan, plan_grow
+from imaging.disks.resize import GrowPlan, plan_grow, plan_shrink, shrink_partition
+from imaging.disks.shrink import (
+    Shrunk,
+    check_scratch,
+    check_shrunk,
+    in_scratch,
+    recreate_xfs,
+    scratch_needs,
+    shrink_in_scratch,
+    write_shrunk,
+)
 from imaging.disks.table import (
     PartitionTable,
     TablePartition,
@@ -69,6 +86,7 @@ class DiskRestoreResult(RestoreResult):
     table: str = ""  # "gpt" or "msdos" when a table was written
     kernel: str = ""  # how the kernel was made to re-read the table
     grown: str = ""  # "p7: ext4 grown to 2.1 GB with resize2fs"
+    shrunk: str = ""  # "partition 3: ntfs shrunk from 168 MB to 84 MB with ntfsresize"
     plan: list[str] = field(default_factory=list)  # what the grow plan did, in words
     notes: list[str] = field(default_factory=list)
 
@@ -184,10 +202,18 @@ def _too_small(target: _Target, needed: int, what: str, hint: str) -> TargetTooS
 
 
 def check_disk_target(
-    repo: Repository, snapshot: Snapshot, target: str, *, partition: int | None = None
+    repo: Repository,
+    snapshot: Snapshot,
+    target: str,
+    *,
+    partition: int | None = None,
+    resize_partition: int | None = None,
+    scratch: str | None = None,
 ) -> None:
     """Raise :class:`TargetUnsuitable` (or :class:`TargetTooSmall`, naming the size needed)
-    when ``target`` cannot take ``snapshot`` (or its partition ``partition``)."""
+    when ``target`` cannot take ``snapshot`` (or its partition ``partition``). A smaller
+    disk is refused only when the shrink plan (of ``resize_partition`` when given) cannot
+    hold the data, or the ``scratch`` directory cannot hold the data to shrink."""
     table = snapshot_table(snapshot)
     t = _target(target)
     if t.kind == "file":
@@ -213,6 +239,15 @@ def check_disk_target(
             "Choose a disk with the same logical sector size, or restore single partitions.",
         )
     needed = table.required_size()
+    if t.size < needed and _shrinkable(snapshot, table, resize_partition):
+        plan = plan_shrink(
+            table, _fstypes(snapshot), _used(snapshot), t.size, resize_partition, target=t.path
+        )
+        assert plan.grown is not None
+        if in_scratch(plan.fstype):
+            image, new_size = f"p{plan.grown.number}", plan.grown.sectors * table.sector_size
+            check_scratch(scratch, scratch_needs(repo, snapshot, image, new_size))
+        return
     if t.size < needed:
         ss = table.sector_size
         misfits = [
@@ -226,6 +261,15 @@ def check_disk_target(
             f"{which} would not fit. Choose a larger disk or restore single partitions "
             f"({snapshot.id[:12]}:N).",
         )
+
+
+def _shrinkable(snapshot: Snapshot, table: PartitionTable, number: int | None) -> bool:
+    """Whether a smaller disk gets a shrink plan rather than the refusal naming the
+    partitions that would not fit: a partition is named, or one holds a filesystem
+    Hourglass can shrink."""
+    if number is not None:
+        return True
+    return shrink_partition(table, _fstypes(snapshot), _used(snapshot)) is not None
 
 
 @dataclass(frozen=True)
@@ -321,17 +365,27 @@ def restore_disk(
     grow: bool = False,
     grow_partition: int | None = None,
     new_ids: bool = False,
+    scratch: str | None = None,
     progress: ProgressCallback = no_progress,
     options: RestoreOptions | None = None,
 ) -> RestoreResult:
     """Restore a whole-disk snapshot to ``target`` (a disk or an image file), or with
     ``partition`` that partition alone into a partition, a disk or a file. ``grow``
-    (implied by ``grow_partition``) follows :func:`grow_plan`.
+    (implied by ``grow_partition``) follows :func:`grow_plan`; a disk smaller than the
+    snapshot's layout follows :func:`resize_plan` (``grow_partition`` names the partition
+    to shrink), its scratch copy in ``scratch`` (the temporary directory by default).
 
     The caller holds the reader lease (:func:`imaging.jobs.restore` does, from choosing
     the snapshot to the end)."""
     options = options or RestoreOptions()
-    check_disk_target(repo, snapshot, target, partition=partition)
+    check_disk_target(
+        repo,
+        snapshot,
+        target,
+        partition=partition,
+        resize_partition=grow_partition,
+        scratch=scratch,
+    )
     table = snapshot_table(snapshot)
     t = _target(target)
     result = DiskRestoreResult(snapshot=snapshot, target=target)
@@ -349,11 +403,57 @@ def restore_disk(
             grow = False
     layout = table.with_new_ids() if new_ids else table
     grown: TablePartition | None = None
-    if grow or grow_partition is not None:
+    shrink: GrowPlan | None = None
+    if t.kind == "disk" and t.size < layout.required_size():
+        shrink = plan_shrink(
+            layout, _fstypes(snapshot), _used(snapshot), t.size, grow_partition, target=t.path
+        )
+        layout = shrink.after
+        result.plan = shrink.lines()
+    elif grow or grow_partition is not None:
         plan = plan_grow(layout, _fstypes(snapshot), t.size, grow_partition)
         layout, grown = plan.after, plan.grown
         result.plan = plan.lines()
         result.notes.extend(plan.notes)
+    shrunk: Shrunk | None = None
+    try:
+        if shrink is not None and shrink.grown is not None and in_scratch(shrink.fstype):
+            # before the target is touched: a filesystem that does not fit is refused here
+            scratch_result = RestoreResult(snapshot=snapshot, target=t.path)
+            shrunk = shrink_in_scratch(
+                repo,
+                snapshot,
+                f"p{shrink.grown.number}",
+                shrink.grown.sectors * layout.sector_size,
+                scratch=scratch,
+                target=t.path,
+                progress=progress,
+                options=options,
+                result=scratch_result,
+            )
+            result.damaged.extend(scratch_result.damaged)
+        _write_disk(repo, snapshot, t, layout, shrink, shrunk, progress, options, result)
+    finally:
+        if shrunk is not None:
+            shrunk.remove()
+    if grown is not None:
+        result.grown = _grow(t, layout, grown, snapshot, result)
+    return result
+
+
+def _write_disk(
+    repo: Repository,
+    snapshot: Snapshot,
+    t: _Target,
+    layout: PartitionTable,
+    shrink: GrowPlan | None,
+    shrunk: Shrunk | None,
+    progress: ProgressCallback,
+    options: RestoreOptions,
+    result: DiskRestoreResult,
+) -> None:
+    """Steps 2 to 6 (and the shrunk partition): table, head, images, read back, re-read."""
+    resized = shrink.grown if shrink is not None else None
     write_table(t.path, layout)
     result.table = layout.kind
     skip = table_area(t.path, layout)
@@ -361,7 +461,7 @@ def restore_disk(
     targets = [
         ImageTarget(image=f"p{p.number}", path=t.path, offset=p.start * layout.sector_size)
         for p in layout.data_partitions
-        if _has_image(snapshot, f"p{p.number}")
+        if _has_image(snapshot, f"p{p.number}") and (resized is None or p.number != resized.number)
     ]
     for p in layout.data_partitions:
         if not _has_image(snapshot, f"p{p.number}"):
@@ -377,6 +477,9 @@ def restore_disk(
         options=replace(options, verify=False),
         result=result,
     )
+    if shrunk is not None and resized is not None:
+        offset = resized.start * layout.sector_size
+        result.written += write_shrunk(shrunk, t.path, offset, verify=options.verify)
     if options.verify:
         verify_written(repo, snapshot, targets, progress=progress, options=options, result=result)
         _verify_head(t.path, _head_pieces(repo, snapshot, skip))
@@ -388,9 +491,36 @@ def restore_disk(
             )
     if t.kind == "disk":
         result.kernel = reread_partitions(t.path, layout)
-    if grown is not None:
-        result.grown = _grow(t, layout, grown, snapshot, result)
-    return result
+    if shrink is not None and resized is not None:
+        result.shrunk = _finish_shrink(repo, snapshot, t, shrink, resized, shrunk)
+
+
+def _finish_shrink(
+    repo: Repository,
+    snapshot: Snapshot,
+    t: _Target,
+    plan: GrowPlan,
+    resized: TablePartition,
+    shrunk: Shrunk | None,
+) -> str:
+    """Re-create an xfs and copy its files; check the shrunk filesystem with its own tool."""
+    ss = plan.after.sector_size
+    before = decimal_size(plan.before.partition(resized.number).sectors * ss)
+    after = decimal_size(resized.sectors * ss)
+    node = next((p.device for p in sysfs.partitions(t.name) if p.number == resized.number), "")
+    if not node:
+        raise HourglassError(
+            f"Partition {resized.number} of {t.path} has no device node: its shrunk "
+            f"{plan.fstype} filesystem could not be {'made' if shrunk is None else 'checked'}.",
+            "Replug the disk and restore again.",
+        )
+    if shrunk is None:
+        tool = recreate_xfs(repo, snapshot, f"p{resized.number}", node)
+        verb = "re-created"
+    else:
+        tool, verb = shrunk.tool, "shrunk"
+    check_shrunk(node, plan.fstype)
+    return f"partition {resized.number}: {plan.fstype} {verb} from {before} to {after} with {tool}"
 
 
 def _fstypes(snapshot: Snapshot) -> dict[int, str]:
@@ -400,6 +530,36 @@ def _fstypes(snapshot: Snapshot) -> dict[int, str]:
         for image in snapshot.images
         if image.name != "head" and image.number is not None
     }
+
+
+def _used(snapshot: Snapshot) -> dict[int, int]:
+    """The bytes each partition's data uses, as its image records them (partclone's map);
+    a partition imaged raw has no such figure and is never shrunk."""
+    return {
+        image.number: image.used
+        for image in snapshot.images
+        if image.name != "head" and image.number is not None and image.used is not None
+    }
+
+
+def resize_plan(
+    snapshot: Snapshot, target: str, number: int | None = None, *, grow: bool = False
+) -> GrowPlan | None:
+    """What restoring ``snapshot`` to the disk ``target`` does to its layout, for the
+    confirmation: the shrink plan on a smaller disk, the grow plan with ``grow`` (or
+    ``number``) on a larger one; None when the layout is kept as it was (or the target is
+    not a whole disk)."""
+    t = _target(target)
+    if t.kind != "disk":
+        return None
+    table = snapshot_table(snapshot)
+    if t.size < table.required_size():
+        return plan_shrink(
+            table, _fstypes(snapshot), _used(snapshot), t.size, number, target=t.path
+        )
+    if grow or number is not None:
+        return plan_grow(table, _fstypes(snapshot), t.size, number)
+    return None
 
 
 def grow_plan(snapshot: Snapshot, target: str, number: int | None = None) -> GrowPlan | None:

@@ -55,6 +55,7 @@ from imaging.jobs.restore import (
     RestoreResult,
     check_restore_target,
     grow_plan,
+    resize_plan,
     restore,
 )
 
@@ -96,6 +97,7 @@ __all__ = [
     "no_confirm",
     "plan_backup",
     "plan_forget",
+    "resize_plan",
     "restore",
     "select",
     "verify",

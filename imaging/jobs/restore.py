@@ -12,6 +12,7 @@ from imaging.disks.restore import (
     check_block_target,
     check_disk_target,
     grow_plan,
+    resize_plan,
 )
 from imaging.disks.restore import describe_target as _describe_target
 from imaging.disks.restore import restore_disk as _restore_disk
@@ -32,6 +33,7 @@ __all__ = [
     "check_restore_target",
     "describe_snapshot",
     "grow_plan",
+    "resize_plan",
     "restore",
 ]
 
@@ -46,8 +48,9 @@ class RestoreRequest:
     source: str | None = None
     partition: int | None = None
     grow: bool = False
-    grow_partition: int | None = None  # grow this one, not the plan's choice (implies grow)
+    grow_partition: int | None = None  # resize this one, not the plan's choice (implies grow)
     new_ids: bool = False
+    scratch: str | None = None  # where a filesystem shrinks before it is written
     verify: bool = True
     ignore_damage: bool = False
     cancel: threading.Event | None = None
@@ -104,14 +107,28 @@ def describe_snapshot(snapshot: Snapshot, partition: int | None = None) -> str:
 
 
 def check_restore_target(
-    repo: Repository, snapshot: Snapshot, target: str, *, partition: int | None = None
+    repo: Repository,
+    snapshot: Snapshot,
+    target: str,
+    *,
+    partition: int | None = None,
+    resize_partition: int | None = None,
+    scratch: str | None = None,
 ) -> None:
     """Raise what :func:`restore` would raise about ``target`` before it writes anything:
     a protected disk (the boot medium, the repository's disk, one in use), a file inside
-    the repository, a target too small (naming the size needed), a partition of a snapshot
-    that has none."""
+    the repository, a target too small (naming the size needed: a smaller disk is taken
+    when the shrink plan, of ``resize_partition`` when given, holds the data), a partition of
+    a snapshot that has none."""
     if snapshot.kind == "disk":
-        check_disk_target(repo, snapshot, target, partition=partition)
+        check_disk_target(
+            repo,
+            snapshot,
+            target,
+            partition=partition,
+            resize_partition=resize_partition,
+            scratch=scratch,
+        )
         return
     if partition is not None:
         raise UsageError(f"Snapshot {snapshot.id[:12]} is not a disk: it has no partitions.")
@@ -136,15 +153,23 @@ def restore(
             repo, request.snapshot, source=request.source, partition=request.partition
         )
         snapshot, partition = chosen.snapshot, chosen.partition
-        check_restore_target(repo, snapshot, request.target, partition=partition)
+        check_restore_target(
+            repo,
+            snapshot,
+            request.target,
+            partition=partition,
+            resize_partition=request.grow_partition,
+            scratch=request.scratch,
+        )
         extras = []
         grow = request.grow or request.grow_partition is not None
-        if grow and snapshot.kind == "disk" and partition is None:
-            plan = grow_plan(snapshot, request.target, request.grow_partition)
-            if plan is None:
-                extras.append("An image file is made the size of the original disk: nothing grows.")
-            else:
-                extras.extend(plan.lines() or list(plan.notes))
+        plan = None
+        if snapshot.kind == "disk" and partition is None:
+            plan = resize_plan(snapshot, request.target, request.grow_partition, grow=grow)
+        if plan is not None:
+            extras.extend(plan.lines() or list(plan.notes))
+        elif grow and snapshot.kind == "disk" and partition is None:
+            extras.append("An image file is made the size of the original disk: nothing grows.")
         elif grow:
             extras.append("The filesystem will be grown to fill the target partition.")
         if request.new_ids:
@@ -177,6 +202,7 @@ def restore(
                 grow=request.grow,
                 grow_partition=request.grow_partition,
                 new_ids=request.new_ids,
+                scratch=request.scratch,
                 progress=progress,
                 options=options,
             )

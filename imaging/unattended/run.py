@@ -212,9 +212,12 @@ def carry_out(orders: Orders, locations: Locations, say: Callable[[str], None]) 
         if result.damaged or not result.verified:
             raise HourglassError(f"the restore to {disk.device} did not verify")
         when = result.snapshot.time.strftime("%Y-%m-%d %H:%M:%S")
+        shrunk = result.shrunk if isinstance(result, jobs.DiskRestoreResult) else ""
         return (
             f"restore of {result.snapshot.id[:12]} ({when}) to {disk.device} ({disk.title()}): "
-            f"{human_size(result.written)} written, verified" + (", grown" if orders.grow else "")
+            f"{human_size(result.written)} written, verified"
+            + (", grown" if orders.grow else "")
+            + (f"; the disk is smaller: {shrunk}" if shrunk else "")
         )
 
     # files-restore

@@ -87,7 +87,7 @@ class RestoreSystemScreen(WizardScreen):
         super().__init__()
         self.snapshot: Snapshot | None = None
         self.target: Disk | None = None
-        self.plan: jobs.GrowPlan | None = None  # what grow would do on the chosen disk
+        self.plan: jobs.GrowPlan | None = None  # what grow (or a smaller disk's shrink) does
         self.phase = ""
 
     def compose_steps(self) -> ComposeResult:
@@ -251,7 +251,7 @@ class RestoreSystemScreen(WizardScreen):
         assert self.opened is not None and self.snapshot is not None
         try:
             check_restore_target(self.opened.repo, self.snapshot, disk.device)
-            plan = jobs.grow_plan(self.snapshot, disk.device)
+            plan = jobs.resize_plan(self.snapshot, disk.device, grow=True)
         except HourglassError as e:
             problem = e.message + (f" {e.hint}" if e.hint else "")
             self.app.call_from_thread(self._checked, disk, problem, None)
@@ -262,15 +262,17 @@ class RestoreSystemScreen(WizardScreen):
         if self.target is None or disk.device != self.target.device:
             return
         self.plan = plan if plan is not None and plan.grown is not None else None
-        larger = self.plan is not None
+        larger = self.plan is not None and not self.plan.shrinks
         self.query_one("#grow").display = larger and not problem
-        self.query_one("#plan", Static).display = larger and not problem
+        self.query_one("#plan", Static).display = self.plan is not None and not problem
         self.query_one("#plan", Static).update("\n".join(self._plan_lines()))
-        self.query_one("#check", Static).update(
-            _("This disk cannot take the backup: {problem}").format(problem=problem)
-            if problem
-            else _("The backup fits on this disk.")
-        )
+        if problem:
+            check = _("This disk cannot take the backup: {problem}").format(problem=problem)
+        elif self.plan is not None and self.plan.shrinks:
+            check = _("The disk is smaller: the backup fits once one partition shrinks.")
+        else:
+            check = _("The backup fits on this disk.")
+        self.query_one("#check", Static).update(check)
         self.query_one("#restore", Button).disabled = bool(problem)
 
     def _confirm(self) -> None:
@@ -289,7 +291,7 @@ class RestoreSystemScreen(WizardScreen):
             _("It will then hold the backup of:"),
             "  " + text.snapshot_line(snapshot),
         ]
-        if self._grow():
+        if self._grow() or self._shrinks():
             lines += ["", *self._plan_lines()]
         self.app.push_screen(
             TypedConfirmation(
@@ -306,15 +308,26 @@ class RestoreSystemScreen(WizardScreen):
         """Whether the restore grows (the disk is larger and the box is ticked)."""
         return bool(self.plan is not None and self.query_one("#grow", Checkbox).value)
 
+    def _shrinks(self) -> bool:
+        """Whether the restore shrinks a partition (the disk is smaller: no choice)."""
+        return bool(self.plan is not None and self.plan.shrinks)
+
     def _plan_lines(self) -> list[str]:
-        """The grow plan in the app's words: before and after, partition by partition."""
+        """The grow or shrink plan in the app's words: before and after, partition by
+        partition."""
         plan = self.plan
         if plan is None or plan.grown is None:
             return []
         ss = plan.after.sector_size
         before = plan.before.partition(plan.grown.number)
+        if plan.shrinks:
+            resized = _(
+                "Partition {number} shrinks from {before} to {after} to fit; its data stays."
+            )
+        else:
+            resized = _("Partition {number} grows from {before} to {after}.")
         lines = [
-            _("Partition {number} grows from {before} to {after}.").format(
+            resized.format(
                 number=plan.grown.number,
                 before=text.decimal_size(before.sectors * ss),
                 after=text.decimal_size(plan.grown.sectors * ss),
@@ -386,6 +399,9 @@ class RestoreSystemScreen(WizardScreen):
         grown = getattr(result, "grown", "")
         if grown:
             lines.append(_("Grown: {what}").format(what=grown))
+        shrunk = getattr(result, "shrunk", "")
+        if shrunk:
+            lines.append(_("Shrunk: {what}").format(what=shrunk))
         for damaged in result.damaged:
             lines.append(
                 _("Damaged in the repository, written as zeros: {what}").format(

@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from textual.pilot import Pilot
 
 from imaging.disks.model import Disk
 from imaging.disks.table import read_table
@@ -96,6 +98,18 @@ async def test_restore_an_earlier_point_in_time(
         assert (root / THESIS.lstrip("/")).read_text() == "My thesis, first draft.\n"
 
 
+async def latest_onto(pilot: Pilot[Any], device: str) -> None:
+    """From the home screen: Restore system, the repository found, the latest backup, the
+    disk ``device`` chosen and checked."""
+    await settle(pilot)
+    await pilot.press("2")
+    await open_found_repository(pilot)
+    await pilot.click("#when-next")
+    await settle(pilot)
+    await choose_option(pilot, "targets", device)
+    await settle(pilot)
+
+
 async def test_a_larger_disk_grows_the_largest_partition(
     make_app: Callable[..., HourglassApp],
     source: Source,
@@ -113,13 +127,7 @@ async def test_a_larger_disk_grows_the_largest_partition(
     with helpers.attached(image) as larger:
         app = make_app()
         async with app.run_test(size=(120, 40)) as pilot:
-            await settle(pilot)
-            await pilot.press("2")
-            await open_found_repository(pilot)
-            await pilot.click("#when-next")
-            await settle(pilot)
-            await choose_option(pilot, "targets", larger)
-            await settle(pilot)
+            await latest_onto(pilot, larger)
             offered = " ".join(screen_text(app).split())  # the plan wraps in its column
             assert "Grow the largest partition into the extra space" in offered, offered
             assert "Partition 2 grows from 67.1 MB to " in offered
@@ -142,6 +150,55 @@ async def test_a_larger_disk_grows_the_largest_partition(
         with mounted(f"{larger}p2", tmp_path / "check") as root:
             assert (root / THESIS.lstrip("/")).exists()
             assert os.statvfs(root).f_blocks * os.statvfs(root).f_frsize > 100 * MiB
+
+
+async def test_a_smaller_disk_shrinks_the_largest_partition_to_fit(
+    make_app: Callable[..., HourglassApp],
+    source: Source,
+    template: tuple[Path, list[Snapshot]],
+    backup_drive: Drive,
+    tmp_path: Path,
+) -> None:
+    """A disk 16 MiB smaller is no longer refused: the plan (root shrinks, the data
+    partition after it moves back) is shown without a choice to make, the confirmation
+    repeats it, the result says what shrank, and the disk written follows the plan (issue
+    20)."""
+    from tests.imaging.disks import helpers
+
+    image = tmp_path / "smaller.img"
+    helpers.garbage_file(image, 124 * MiB)
+    with helpers.attached(image) as smaller:
+        app = make_app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await latest_onto(pilot, smaller)
+            offered = " ".join(screen_text(app).split())
+            assert "the backup fits once one partition shrinks" in offered, offered
+            assert "Partition 2 shrinks from 67.1 MB to " in offered
+            assert "Partition 3 (33.6 MB) moves to the end of the disk, unchanged." in offered
+            assert not app.screen.query_one("#grow").display, "nothing to choose"
+            assert not app.screen.query_one("#restore").disabled
+            await pilot.click("#restore")
+            await settle(pilot)
+            confirm = " ".join(screen_text(app).split())
+            assert "Partition 2 shrinks from" in confirm and "Partition 3 (33.6 MB)" in confirm
+            await type_text(pilot, os.path.basename(smaller))
+            await pilot.press("enter")
+            await settle(pilot, timeout=120)
+            result = " ".join(screen_text(app).split())
+            assert "The system is restored." in result, result
+            assert "Shrunk: partition 2: ext4 shrunk from 67.1 MB to" in result, result
+        before, after = read_table(source.device), read_table(smaller)
+        assert before is not None and after is not None
+        assert after.partition(1) == before.partition(1)
+        assert after.partition(2).start == before.partition(2).start
+        assert after.partition(2).sectors < before.partition(2).sectors - 13 * 2048
+        assert after.partition(3).sectors == before.partition(3).sectors
+        assert after.partition(3).guid == before.partition(3).guid
+        assert (after.partition(3).end + 1) * 512 >= 123 * MiB, "data moved to the end"
+        check = helpers.fsck(f"{smaller}p2", "ext4")
+        assert check.returncode == 0, check.stdout
+        with mounted(f"{smaller}p2", tmp_path / "check") as root:
+            assert (root / THESIS.lstrip("/")).exists()
 
 
 async def test_escape_goes_back_a_step(

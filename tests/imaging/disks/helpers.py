@@ -9,8 +9,10 @@ sandbox kernel has no partition-table parsers, so ``losetup --partscan`` makes n
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
+import stat
 import struct
 import subprocess
 from collections.abc import Iterator
@@ -90,6 +92,20 @@ def put_files(dev: str, fstype: str, tmp: Path, size: int, seed: int) -> dict[st
     return tree_digest(staging)
 
 
+def make_filesystems(
+    device: str, layout: list[GptPart], tmp: Path, size: int, seed: int = 0
+) -> dict[int, dict[str, str]]:
+    """A filesystem on every partition of ``layout`` that names one, holding ``size`` bytes
+    of files; their digests by partition number."""
+    files = {}
+    for p in layout:
+        if p.fstype:
+            dev = node(device, p.number)
+            make_fs(dev, p.fstype, p.label)
+            files[p.number] = put_files(dev, p.fstype, tmp, size, seed + p.number)
+    return files
+
+
 def read_files(dev: str, fstype: str, tmp: Path) -> dict[str, str]:
     """Digests of every file on the filesystem (read-only)."""
     tag = os.path.basename(dev)
@@ -106,6 +122,36 @@ def read_files(dev: str, fstype: str, tmp: Path) -> dict[str, str]:
         return tree_digest(out)
     with mounted_fs(dev, fstype, tmp / f"read-{tag}", read_only=True) as root:
         return tree_digest(root)
+
+
+def tree_metadata(root: Path) -> dict[str, tuple[object, ...]]:
+    """Every entry under ``root`` as a copy must keep it: type and mode, owner, mtime,
+    xattrs (ACLs among them), content hash, whether it is sparse, and which entries are
+    hard links of one another (by the first path of each inode)."""
+    first_of_inode: dict[int, str] = {}
+    result: dict[str, tuple[object, ...]] = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if "lost+found" in path.parts:
+            continue
+        st = path.lstat()
+        xattrs = tuple(
+            sorted(
+                (name, os.getxattr(path, name, follow_symlinks=False))
+                for name in os.listxattr(path, follow_symlinks=False)
+            )
+        )
+        content: object = None
+        sparse = False
+        if stat.S_ISREG(st.st_mode):
+            content = hashlib.sha256(path.read_bytes()).hexdigest()
+            sparse = st.st_blocks * 512 < st.st_size
+        elif stat.S_ISLNK(st.st_mode):
+            content = os.readlink(path)
+        link = first_of_inode.setdefault(st.st_ino, rel) if st.st_nlink > 1 else ""
+        result[rel] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, xattrs, content)
+        result[rel] += (sparse, link)
+    return result
 
 
 def fsck(dev: str, fstype: str) -> subprocess.CompletedProcess[str]:
@@ -295,6 +341,15 @@ def make_mbr_disk(image: Path) -> None:
             )
         ebr[510:512] = b"\x55\xaa"
         write_bytes(str(image), ebr_at * 512, bytes(ebr))
+
+
+# Windows 11 as its setup lays out a disk: ESP, MSR, C:, Recovery
+WIN11_LAYOUT = [
+    GptPart(1, "vfat", 64, "ef00", "SYSTEM", "EFI system partition"),
+    GptPart(2, "", 16, "0c01", name="Microsoft reserved partition"),
+    GptPart(3, "ntfs", 160, "0700", "Windows", "Basic data partition"),
+    GptPart(4, "ntfs", 48, "2700", "Recovery", "Windows RE"),
+]
 
 
 def gap_content() -> bytes:

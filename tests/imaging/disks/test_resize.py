@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from imaging.disks.resize import BIOS_BOOT, default_partition, plan_grow
+from imaging.disks.resize import BIOS_BOOT, default_partition, plan_grow, plan_shrink
 from imaging.disks.table import PartitionTable, TablePartition
-from imaging.errors import UsageError
+from imaging.errors import TargetTooSmall, UsageError
 from tests.imaging.disks import helpers
 from tests.imaging.disks.conftest import backup_of, need_tools
 from tests.support import MiB, sh
@@ -98,22 +98,27 @@ def test_no_room_and_no_data_filesystem() -> None:
         plan_grow(WINDOWS, WINDOWS_FS, 4000 * MiB, 9)
 
 
-def test_mbr_logical_grows_inside_its_container_and_the_rest_moves() -> None:
-    def part(n: int, start: int, size: int, kind: str, role: str) -> TablePartition:
-        return TablePartition(n, start * M, (start + size) * M - 1, kind, role=role)
+def mbr(n: int, start: int, size: int, kind: str, role: str) -> TablePartition:
+    return TablePartition(n, start * M, (start + size) * M - 1, kind, role=role)
 
-    table = PartitionTable(
-        kind="msdos",
-        sector_size=512,
-        disk_id="0x12345678",
-        partitions=(
-            part(1, 1, 100, "0x07", "primary"),
-            part(2, 101, 900, "0x05", "extended"),
-            part(5, 102, 600, "0x83", "logical"),
-            part(6, 703, 200, "0x83", "logical"),
-            part(7, 904, 90, "0x82", "logical"),
-        ),
-    )
+
+# NTFS primary, then an extended container holding two ext4 and a swap
+MBR_LOGICALS = PartitionTable(
+    kind="msdos",
+    sector_size=512,
+    disk_id="0x12345678",
+    partitions=(
+        mbr(1, 1, 100, "0x07", "primary"),
+        mbr(2, 101, 900, "0x05", "extended"),
+        mbr(5, 102, 600, "0x83", "logical"),
+        mbr(6, 703, 200, "0x83", "logical"),
+        mbr(7, 904, 90, "0x82", "logical"),
+    ),
+)
+
+
+def test_mbr_logical_grows_inside_its_container_and_the_rest_moves() -> None:
+    table = MBR_LOGICALS
     fs = {1: "ntfs", 5: "ext4", 6: "ext4"}
     plan = plan_grow(table, fs, 2000 * MiB)
     assert plan.grown is not None and plan.grown.number == 5
@@ -130,12 +135,71 @@ def test_mbr_logical_grows_inside_its_container_and_the_rest_moves() -> None:
         assert plan.after.partition(n).start == table.partition(n).start + delta
 
 
-WIN11 = [
-    helpers.GptPart(1, "vfat", 64, "ef00", "SYSTEM", "EFI system partition"),
-    helpers.GptPart(2, "", 16, "0c01", name="Microsoft reserved partition"),
-    helpers.GptPart(3, "ntfs", 160, "0700", "Windows", "Basic data partition"),
-    helpers.GptPart(4, "ntfs", 48, "2700", "Recovery", "Windows RE"),
-]
+WINDOWS_USED = {1: 2 * MiB, 3: 100 * MiB, 4: 20 * MiB}
+
+
+def test_smaller_disk_shrinks_c_and_moves_recovery_back() -> None:
+    """Half the disk: C: gives up what the disk lacks, Recovery keeps its size and ends at
+    the new end; ESP and MSR stay where they were."""
+    disk = 800 * MiB
+    plan = plan_shrink(WINDOWS, WINDOWS_FS, WINDOWS_USED, disk)
+    c, recovery = plan.after.partition(3), plan.after.partition(4)
+    assert plan.shrinks and plan.grown == c and plan.moved == (recovery,)
+    assert c.start == WINDOWS.partition(3).start and c.end + 1 == recovery.start
+    assert c.sectors < WINDOWS.partition(3).sectors and c.sectors % M == 0
+    assert recovery.sectors == WINDOWS.partition(4).sectors
+    assert plan.after.required_size() <= disk < plan.after.required_size() + 2 * MiB
+    assert plan.after.partition(1) == WINDOWS.partition(1)
+    assert plan.after.partition(2) == WINDOWS.partition(2)
+    assert plan.needed >= 100 * MiB and plan.fstype == "ntfs"
+    assert plan.lines()[0].startswith("Partition 3 shrinks from 1.0 GB to ")
+    assert "ntfsresize" in plan.lines()[0]
+    assert "Partition 4 (Windows recovery, " in plan.lines()[1]
+
+
+def test_too_small_for_the_data_names_the_size_it_needs() -> None:
+    with pytest.raises(TargetTooSmall) as refused:
+        plan_shrink(WINDOWS, WINDOWS_FS, WINDOWS_USED, 500 * MiB, target="/dev/sdz")
+    message = refused.value.message
+    needed = int(message.split("needs (")[1].split(", ")[1].split()[0])
+    assert "/dev/sdz" in message and "Partition 3 (ntfs)" in str(refused.value.hint)
+    # the size named is the smallest disk the plan takes, in whole MiB
+    assert plan_shrink(WINDOWS, WINDOWS_FS, WINDOWS_USED, needed).grown is not None
+    with pytest.raises(TargetTooSmall):
+        plan_shrink(WINDOWS, WINDOWS_FS, WINDOWS_USED, needed - MiB)
+
+
+def test_shrink_chooses_what_can_shrink_and_refuses_the_rest() -> None:
+    table = gpt((1, 1, 1, BIOS_BOOT), (2, 2, 400, LINUX), (3, 402, 32, SWAP), (4, 434, 600, LINUX))
+    fs = {2: "ext4", 4: "xfs"}
+    used = {2: 20 * MiB, 4: 30 * MiB}
+    plan = plan_shrink(table, fs, used, 800 * MiB)
+    assert plan.grown is not None and plan.grown.number == 4, "the largest: xfs /home"
+    assert "made anew" in plan.lines()[0] and plan.moved == ()
+    assert plan.needed == 300 * MiB, "no xfs under 300 MiB"
+    plan = plan_shrink(table, fs, used, 800 * MiB, 2)
+    assert plan.grown is not None and plan.grown.number == 2 and plan.fstype == "ext4"
+    assert [p.number for p in plan.moved] == [3, 4]
+    assert plan.after.partition(1) == table.partition(1), "BIOS boot never moves"
+    with pytest.raises(TargetTooSmall, match="cannot shrink"):
+        plan_shrink(gpt((1, 1, 500, ESP)), {1: "vfat"}, {1: MiB}, 300 * MiB, 1)
+    with pytest.raises(TargetTooSmall, match="No partition holds"):
+        plan_shrink(gpt((1, 1, 500, BASIC)), {1: "exfat"}, {1: MiB}, 300 * MiB)
+
+
+def test_mbr_logical_shrinks_inside_its_container_and_the_rest_moves_back() -> None:
+    table = MBR_LOGICALS
+    plan = plan_shrink(table, {1: "ntfs", 5: "ext4", 6: "ext4"}, {5: 50 * MiB}, 700 * MiB)
+    assert plan.grown is not None and plan.grown.number == 5
+    delta = table.partition(6).start - plan.after.partition(6).start
+    assert delta >= 300 * M and plan.after.partition(7).start == table.partition(7).start - delta
+    container = plan.after.partition(2)
+    assert container.start == table.partition(2).start
+    assert container.end == table.partition(2).end - delta, "the container shrinks with it"
+    assert (container.end + 1) * 512 <= 700 * MiB
+
+
+WIN11 = helpers.WIN11_LAYOUT
 WIN11_MIB = 1 + sum(p.size_mib for p in WIN11) + 2
 
 
@@ -148,12 +212,7 @@ def test_windows_11_layout_to_a_larger_disk(tmp_path: Path) -> None:
     image = tmp_path / "win11.img"
     helpers.make_gpt_disk(image, WIN11, WIN11_MIB)
     with helpers.attached(image) as device:
-        files = {}
-        for p in WIN11:
-            if p.fstype:
-                dev = helpers.node(device, p.number)
-                helpers.make_fs(dev, p.fstype, p.label)
-                files[p.number] = helpers.put_files(dev, p.fstype, tmp_path, 4 * MiB, p.number)
+        files = helpers.make_filesystems(device, WIN11, tmp_path, 4 * MiB)
         recovery = sh("blkid", "-p", "-o", "value", "-s", "UUID", helpers.node(device, 4)).stdout
         c_size = helpers.fs_size(helpers.node(device, 3), "ntfs")
         backup = backup_of(device, tmp_path)
