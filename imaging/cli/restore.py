@@ -105,7 +105,8 @@ def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.Argument
         "--scratch",
         metavar="DIR",
         help="where a filesystem is shrunk before it is written to a smaller disk (room for "
-        "its data; the temporary directory by default)",
+        "its data; by default beside the repository on its drive, else the temporary "
+        "directory)",
     )
     p.add_argument("--new-ids", action="store_true", help="give the disk and partitions new GUIDs")
     p.set_defaults(handler=cmd_restore)

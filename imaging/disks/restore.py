@@ -38,6 +38,7 @@ from imaging.disks.discover import boot_disk_names, get_disk, read_image_file
 from imaging.disks.grow import can_grow, grow_filesystem
 from imaging.disks.resize import GrowPlan, plan_grow, plan_shrink, shrink_partition
 from imaging.disks.shrink import (
+    Scratch,
     Shrunk,
     check_scratch,
     check_shrunk,
@@ -208,7 +209,7 @@ def check_disk_target(
     *,
     partition: int | None = None,
     resize_partition: int | None = None,
-    scratch: str | None = None,
+    scratch: Scratch = None,
 ) -> None:
     """Raise :class:`TargetUnsuitable` (or :class:`TargetTooSmall`, naming the size needed)
     when ``target`` cannot take ``snapshot`` (or its partition ``partition``). A smaller
@@ -365,7 +366,7 @@ def restore_disk(
     grow: bool = False,
     grow_partition: int | None = None,
     new_ids: bool = False,
-    scratch: str | None = None,
+    scratch: Scratch = None,
     progress: ProgressCallback = no_progress,
     options: RestoreOptions | None = None,
 ) -> RestoreResult:

@@ -16,6 +16,7 @@ ACLs, hard links and holes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -48,8 +49,62 @@ def in_scratch(fstype: str) -> bool:
     return fstype in SHRINK_HOW and fstype != "xfs"
 
 
-def scratch_directory(scratch: str | None) -> str:
-    return scratch or tempfile.gettempdir()
+# Where a filesystem shrinks: one directory (``--scratch DIR``), candidates in order of
+# preference (the operations layer's default: beside the repository, then the temporary
+# directory), or None for the temporary directory alone.
+Scratch = str | tuple[str, ...] | None
+HOLE_PROBE = 64 * 2**20  # a sparse file this long must take (almost) no room
+
+
+def _candidates(scratch: Scratch) -> tuple[str, ...]:
+    if scratch is None:
+        return (tempfile.gettempdir(),)
+    return (scratch,) if isinstance(scratch, str) else scratch
+
+
+def keeps_holes(directory: str) -> bool:
+    """Whether files in ``directory`` can be sparse (exFAT and FAT write the holes out: a
+    scratch copy there would take the filesystem's whole size and as long to write)."""
+    try:
+        fd, path = tempfile.mkstemp(prefix=".hourglass-hole-", dir=directory)
+    except OSError:
+        return False
+    try:
+        os.ftruncate(fd, HOLE_PROBE)
+        os.pwrite(fd, b"x", HOLE_PROBE - 1)
+        return os.fstat(fd).st_blocks * 512 < HOLE_PROBE // 4
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def choose_scratch(scratch: Scratch, needed: int) -> str:
+    """The first candidate with ``needed`` bytes free (and, among several, one that keeps
+    sparse files); :class:`NoSpace` naming each when none will do."""
+    candidates = _candidates(scratch)
+    problems = []
+    for where in candidates:
+        try:
+            st = os.statvfs(where)
+        except OSError as e:
+            problems.append(f"{where} cannot be used: {e.strerror}")
+            continue
+        free = st.f_bavail * st.f_frsize
+        if free < needed:
+            problems.append(f"{where} has {decimal_size(free)} free")
+        elif len(candidates) > 1 and not keeps_holes(where):
+            problems.append(f"{where} cannot hold sparse files")
+        else:
+            return where
+    raise NoSpace(
+        f"Shrinking needs a scratch copy of the filesystem's data ({decimal_size(needed)}); "
+        + "; ".join(problems)
+        + ".",
+        "Name a directory with more room with --scratch DIR (not on the target disk).",
+    )
 
 
 def scratch_needs(repo: Repository, snapshot: Snapshot, image: str, new_size: int) -> int:
@@ -70,20 +125,9 @@ def scratch_needs(repo: Repository, snapshot: Snapshot, image: str, new_size: in
     return data + beyond
 
 
-def check_scratch(scratch: str | None, needed: int) -> None:
-    """:class:`NoSpace` when the scratch directory has less than ``needed`` bytes free."""
-    where = scratch_directory(scratch)
-    try:
-        st = os.statvfs(where)
-    except OSError as e:
-        raise NoSpace(f"The scratch directory {where} cannot be used: {e.strerror}.") from None
-    free = st.f_bavail * st.f_frsize
-    if free < needed:
-        raise NoSpace(
-            f"Shrinking needs a scratch copy of the filesystem's data ({decimal_size(needed)}); "
-            f"{where} has {decimal_size(free)} free.",
-            "Name a directory with more room with --scratch DIR (not on the target disk).",
-        )
+def check_scratch(scratch: Scratch, needed: int) -> None:
+    """:class:`NoSpace` when no scratch directory can hold ``needed`` bytes."""
+    choose_scratch(scratch, needed)
 
 
 @dataclass
@@ -107,7 +151,7 @@ def shrink_in_scratch(
     image: str,
     new_size: int,
     *,
-    scratch: str | None,
+    scratch: Scratch,
     target: str,
     progress: ProgressCallback = no_progress,
     options: RestoreOptions | None = None,
@@ -117,9 +161,8 @@ def shrink_in_scratch(
     ``new_size`` bytes; :class:`TargetTooSmall` when its data needs more."""
     record = snapshot.image(image)
     fstype = record.fstype or ""
-    fd, path = tempfile.mkstemp(
-        prefix=f"hourglass-shrink-{image}-", suffix=".img", dir=scratch_directory(scratch)
-    )
+    where = choose_scratch(scratch, scratch_needs(repo, snapshot, image, new_size))
+    fd, path = tempfile.mkstemp(prefix=f"hourglass-shrink-{image}-", suffix=".img", dir=where)
     os.close(fd)
     shrunk = Shrunk(path, fstype, new_size, [], "")
     try:

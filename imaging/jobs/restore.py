@@ -3,8 +3,10 @@ snapshot to the last byte read back, the protected targets, and the kind dispatc
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from imaging.disks.resize import GrowPlan
 from imaging.disks.restore import (
@@ -16,6 +18,7 @@ from imaging.disks.restore import (
 )
 from imaging.disks.restore import describe_target as _describe_target
 from imaging.disks.restore import restore_disk as _restore_disk
+from imaging.disks.shrink import Scratch
 from imaging.errors import UsageError
 from imaging.image.restore import RestoreOptions, RestoreResult, check_target_size
 from imaging.image.restore import restore_snapshot as _restore_snapshot
@@ -106,6 +109,19 @@ def describe_snapshot(snapshot: Snapshot, partition: int | None = None) -> str:
     return "\n".join(lines)
 
 
+def scratch_places(repo: Repository, scratch: str | None) -> Scratch:
+    """Where a filesystem shrinks: ``scratch`` when named; else beside the repository on its
+    drive, then the temporary directory (on the appliance the temporary directory is in RAM,
+    too small for a copy of a large C:; the backup drive usually has the room). The first
+    with room that keeps sparse files is taken, and only when something shrinks."""
+    if scratch is not None:
+        return scratch
+    root = repo.store.local_path
+    if root is None:  # an object store, a set of locations
+        return None
+    return (str(Path(root).parent), tempfile.gettempdir())
+
+
 def check_restore_target(
     repo: Repository,
     snapshot: Snapshot,
@@ -127,7 +143,7 @@ def check_restore_target(
             target,
             partition=partition,
             resize_partition=resize_partition,
-            scratch=scratch,
+            scratch=scratch_places(repo, scratch),
         )
         return
     if partition is not None:
@@ -202,7 +218,7 @@ def restore(
                 grow=request.grow,
                 grow_partition=request.grow_partition,
                 new_ids=request.new_ids,
-                scratch=request.scratch,
+                scratch=scratch_places(repo, request.scratch),
                 progress=progress,
                 options=options,
             )

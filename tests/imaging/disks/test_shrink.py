@@ -7,6 +7,7 @@ with ``-s`` to see them."""
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -327,6 +328,35 @@ def test_the_filesystem_tool_refuses_in_scratch_and_a_full_scratch_is_refused(
             assert helpers.read_bytes(target, 0, MiB) == before
     finally:
         sh("umount", scratch)
+
+
+def test_without_scratch_the_copy_goes_beside_the_repository_when_temp_is_small(
+    linux: LinuxSource,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On the appliance the temporary directory is in RAM: with no --scratch a shrink uses
+    the repository's drive when the temporary directory has no room, and leaves nothing
+    there."""
+    tiny = tmp_path / "tiny-tmp"
+    tiny.mkdir()
+    sh("mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", tiny)
+    monkeypatch.setattr(tempfile, "tempdir", str(tiny))
+    beside = Path(str(linux.backup.repo.store.local_path)).parent
+    try:
+        image = tmp_path / "small-root-beside.img"
+        helpers.garbage_file(image, (LINUX_MIB - 150) * MiB)
+        with helpers.attached(image) as target:
+            out = restore_timed(linux.backup, target, capsys, "--resize-partition", "2")
+            assert "Shrunk: partition 2: ext4 shrunk from" in out, out
+        assert not list(beside.glob("hourglass-shrink-*"))
+        assert not list(beside.glob(".hourglass-hole-*"))
+        assert shrink.keeps_holes(str(beside)) and shrink.choose_scratch(
+            (str(tiny), str(beside)), 8 * MiB
+        ) == str(beside), "the full candidate is passed over"
+    finally:
+        sh("umount", tiny)
 
 
 BTRFS = [
