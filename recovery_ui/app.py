@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -54,8 +55,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("recovery_ui")
 
-# Disk events come in bursts (a disk and its partitions): list the disks once they settle.
+# Disk events come in bursts (a disk and its partitions): read the disks once they settle,
+# and after DISK_SETTLE_MAX at the latest when events never stop.
 DISK_SETTLE = 0.3
+DISK_SETTLE_MAX = 1.0
 THEMES = {
     ("full", "dark"): "textual-dark",
     ("full", "light"): "textual-light",
@@ -130,8 +133,14 @@ class HourglassApp(App[int]):
         self.cancel_events: set[threading.Event] = set()  # set when the person quits
         self._watcher: DiskWatcher | None = None
         self._settle: Timer | None = None
+        self._settle_since: float | None = None
+        self._pending_lock = threading.Lock()
+        self._pending: set[str] = set()  # disks that events named, to read again
+        self._pending_all = False  # every disk, to list again
+        self._listing = False  # a listing worker runs
+        self.listed = False
+        """True once every disk has been listed once (until then, "Looking for disks")."""
         self._announced = False
-        self._generation = 0
         self._apply_theme()
 
     # --- look -------------------------------------------------------------------------------
@@ -254,39 +263,116 @@ class HourglassApp(App[int]):
     # --- disks ------------------------------------------------------------------------------
 
     def on_disk_event(self, event: DiskEvent) -> None:
+        disk = discovery.disk_of_event(event.device, self.disks, self.scope)
+        if disk is None:
+            log.debug("disk %s: %s (not shown)", event.action, event.device)
+            return
         log.info("disk %s: %s", event.action, event.device)
+        with self._pending_lock:
+            self._pending.add(disk)
+        # Debounced: a disk and its partitions come in a burst. Events that never stop (a
+        # loop device coming and going every second) wait at most DISK_SETTLE_MAX.
+        now = time.monotonic()
+        if self._settle_since is None:
+            self._settle_since = now
         if self._settle is not None:
             self._settle.stop()
-        self._settle = self.set_timer(DISK_SETTLE, self.refresh_disks)
+        delay = min(DISK_SETTLE, max(0.0, self._settle_since + DISK_SETTLE_MAX - now))
+        self._settle = self.set_timer(delay, self._settled)
+
+    def _settled(self) -> None:
+        self._settle, self._settle_since = None, None
+        self._start_disk_worker()
 
     def refresh_disks(self) -> None:
-        """List the disks again (in a worker), then look for repositories on them."""
-        self._generation += 1
-        self._list_disks(self._generation)
+        """List every disk again (in a worker), then look for repositories on new ones.
+        Partitions that did not change are not probed again (``imaging.disks.facts``)."""
+        with self._pending_lock:
+            self._pending_all = True
+        self._start_disk_worker()
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="disks", name="disks")
-    def _list_disks(self, generation: int) -> None:
+    def _start_disk_worker(self) -> None:
+        with self._pending_lock:
+            if self._listing:
+                return  # the running worker takes what is pending when it is done
+            self._listing = True
+        self._list_disks()
 
-        disks = discovery.list_disks(self.scope)
-        self.call_from_thread(self._disks_listed, generation, disks, None)
-        new = [d for d in disks if (d.device, d.table_id) not in self.probed] if self.probe else []
-        found = discovery.find_repositories(disks, probe_disks=new)
+    @work(thread=True, exit_on_error=False, group="disks", name="disks")
+    def _list_disks(self) -> None:
+        """Work through the pending changes until none is left: the whole list, or only the
+        disks events named."""
+        try:
+            while True:
+                with self._pending_lock:
+                    everything, devices = self._pending_all, self._pending
+                    self._pending_all, self._pending = False, set()
+                    if not everything and not devices:
+                        self._listing = False
+                        return
+                if everything:
+                    disks = []
+                    for disk in discovery.iter_disks(self.scope):
+                        disks.append(disk)
+                        self.call_from_thread(self._disk_read, disk.device, disk)
+                    self.call_from_thread(self._disks_listed, disks)
+                else:
+                    disks = []
+                    for device in sorted(devices):
+                        again = discovery.read_disk(device, self.scope)
+                        self.call_from_thread(self._disk_read, device, again)
+                        if again is not None:
+                            disks.append(again)
+                self._look_for_repositories(disks)
+        except BaseException:
+            with self._pending_lock:
+                self._listing = False
+            raise
+
+    def _look_for_repositories(self, changed: list[Disk]) -> None:
+        """(In the worker.) Repositories on the drives: on mounted filesystems of every disk
+        shown, and on the unmounted partitions of disks not probed yet."""
+        new = (
+            [d for d in changed if (d.device, d.table_id) not in self.probed] if self.probe else []
+        )
+        found = discovery.find_repositories(list(self.disks), probe_disks=new)
         self.probed |= {(d.device, d.table_id) for d in new}
-        if new:
-            disks = discovery.list_disks(self.scope)  # the probe's mounts mark repository disks
-        self.call_from_thread(self._disks_listed, generation, disks, found)
+        for disk in new:  # the probe's mounts mark repository disks
+            self.call_from_thread(self._disk_read, disk.device, discovery.read_disk(disk.device))
+        self.call_from_thread(self._repositories_found, found)
 
-    def _disks_listed(
-        self, generation: int, disks: list[Disk], found: list[FoundRepository] | None
-    ) -> None:
-        if generation != self._generation:
-            return  # a newer listing is under way (a disk came or went meanwhile)
+    def _disk_read(self, device: str, disk: Disk | None) -> None:
+        """One disk read again (None: gone): only its entry in the list changes."""
+        disks = list(self.disks)
+        index = next((i for i, d in enumerate(disks) if d.device == device), None)
+        if disk is None:
+            if index is None:
+                return
+            del disks[index]
+        elif index is None:
+            disks.append(disk)
+            disks.sort(key=lambda d: d.device)  # the order a whole listing gives
+        elif disks[index] == disk:
+            return
+        else:
+            disks[index] = disk
         self.disks = disks
-        if found is not None:
-            self.found = found
-            if self.load_settings and not self.settings_drive:
-                self._load_settings_from_drives()
         self.disks_changed.publish(self)
+
+    def _disks_listed(self, disks: list[Disk]) -> None:
+        """A whole listing done: disks that are no longer there go from the list."""
+        if self.disks != disks:
+            self.disks = disks
+            self.disks_changed.publish(self)
+        self.listed = True
+
+    def _repositories_found(self, found: list[FoundRepository]) -> None:
+        changed = found != self.found
+        self.found = found
+        if self.load_settings and not self.settings_drive:
+            self._load_settings_from_drives()
+        if changed:
+            self.disks_changed.publish(self)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state is WorkerState.ERROR and event.worker.error is not None:
