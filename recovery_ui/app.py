@@ -31,7 +31,7 @@ from textual.worker import Worker, WorkerState
 from imaging.appliance import settings
 from imaging.appliance.settings import Settings
 from imaging.appliance.vendor import announce_ready, in_appliance, vendor_settings
-from imaging.errors import HourglassError
+from imaging.errors import HourglassError, LocationLost
 from imaging.jobs import disks as discovery
 from imaging.jobs import locations
 from imaging.jobs.disks import DiskWatcher, Scope
@@ -41,7 +41,7 @@ from recovery_ui.console import Terminal, detect
 from recovery_ui.i18n import N_, _
 from recovery_ui.logs import SessionLog, install, uninstall
 from recovery_ui.messages import DiskEvent
-from recovery_ui.screens.base import describe_failure
+from recovery_ui.screens.base import BaseScreen, describe_failure
 from recovery_ui.screens.choose_repository import ChooseRepository
 from recovery_ui.screens.error import ErrorDialog
 from recovery_ui.screens.home import HomeScreen
@@ -346,6 +346,7 @@ class HourglassApp(App[int]):
         disks = list(self.disks)
         index = next((i for i, d in enumerate(disks) if d.device == device), None)
         if disk is None:
+            self.probed = {p for p in self.probed if p[0] != device}  # looked at again if back
             if index is None:
                 return
             del disks[index]
@@ -526,16 +527,51 @@ class HourglassApp(App[int]):
         home.action_do(action)
 
     def report_error(self, error: BaseException, context: str = "") -> None:
-        """Show ``error`` in a dialog (message and hint); the full detail goes to the log."""
+        """Show ``error`` in a dialog (message and hint); the full detail goes to the log
+        (without a traceback for a drive that went: that is no fault of the program)."""
 
         log.error(
             "%s failed: %s",
             context or "work",
             error,
-            exc_info=(type(error), error, error.__traceback__),
+            exc_info=None
+            if isinstance(error, LocationLost)
+            else (type(error), error, error.__traceback__),
         )
         message, hint = describe_failure(error)
         self.push_screen(ErrorDialog(message, hint))
+        if isinstance(error, LocationLost):
+            self.location_lost()
+
+    def location_lost(self) -> None:
+        """The open repository's drive or share went away: the repository is closed, its
+        dead mount cleaned (in a worker: unmounting may wait on the device), and the drive
+        looked at again so that it is offered when it is back."""
+        opened = self.opened
+        if opened is None:
+            return
+        log.warning("the drive of %s went away: repository closed", opened.path)
+        path = self.session_log.path
+        if path is not None and opened.drive is not None and path.is_relative_to(opened.drive):
+            self.session_log.stop_writing()
+        if opened.drive is not None and str(opened.drive) == self.settings_drive:
+            self.settings_drive = ""
+        self.probed = {p for p in self.probed if p[0] != opened.disk}
+        self.opened = None
+        self.repository_changed.publish(self)
+        for screen in self.screen_stack:  # no title bar names the closed repository
+            if isinstance(screen, BaseScreen):
+                screen.set_status(self.repository_status())
+        self._clean_lost(opened)
+
+    @work(thread=True, exit_on_error=False, group="lost", name="lost")
+    def _clean_lost(self, opened: OpenedRepository) -> None:
+        if opened.location is not None:
+            try:
+                locations.release_lost(opened.location)
+            except HourglassError as e:
+                log.warning("could not unmount %s: %s", opened.location.mountpoint, e.message)
+        self.call_from_thread(self.refresh_disks)
 
     def busy(self) -> bool:
         """True while engine work that must not be interrupted runs."""
