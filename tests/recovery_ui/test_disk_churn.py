@@ -82,8 +82,10 @@ async def test_the_disk_list_settles_while_loop_devices_churn(
         # Keys are handled during the churn: the menu moves, Logs opens and closes.
         menu = home.query_one("#menu", OptionList)
         before = menu.highlighted
+        pressed = time.monotonic()
         await pilot.press("down")
         await wait_for(pilot, lambda: menu.highlighted != before, 10, "the menu to move")
+        print(f"a key during the churn took {time.monotonic() - pressed:.3f} s")
         await pilot.press("7")
         await wait_for(pilot, lambda: isinstance(app.screen, LogsScreen), 10, "the Logs screen")
         await pilot.press("escape")

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from textual.widgets import OptionList
 
 from imaging.mounts.mountinfo import is_mounted
 from imaging.repository.store import Repository
@@ -19,7 +20,20 @@ from recovery_ui.app import HourglassApp
 from recovery_ui.screens.choose_repository import ChooseRepository
 from recovery_ui.screens.home import HomeScreen
 from tests.conftest import PASSPHRASE
-from tests.recovery_ui.conftest import Drive, Part, disk, screen_text, settle, shot, wait_for
+from tests.imaging.disks import helpers
+from tests.recovery_ui.conftest import (
+    Drive,
+    Part,
+    Source,
+    disk,
+    make_disk,
+    mounted,
+    screen_text,
+    settle,
+    shot,
+    unmount_all,
+    wait_for,
+)
 from tests.recovery_ui.flows import back_up_disk, choose_option, open_found_repository, type_text
 from tests.recovery_ui.test_backup_flow import slow_disk  # noqa: F401 (a fixture)
 from tests.support import have, sh
@@ -111,3 +125,35 @@ async def test_a_drive_that_vanishes_mid_backup(
         assert "The backup is complete and checked." in screen_text(app), screen_text(app)
         assert app.opened is not None
         assert len(app.opened.repo.snapshots()) == 1
+
+
+async def test_the_chooser_offers_a_drive_plugged_in_while_it_is_open(
+    make_app: Callable[..., HourglassApp], source: Source, tmp_path: Path
+) -> None:
+    image = tmp_path / "late.img"
+    make_disk(image, [Part(1, "ext4", 40, "LATE")], 48)
+    with helpers.attached(image) as device:
+        helpers.make_fs(f"{device}p1", "ext4", "LATE")
+        with mounted(f"{device}p1", tmp_path / "fill") as root:
+            Repository.init(root / "hourglass-backups", passphrase=PASSPHRASE)
+    app = make_app(watch_disks=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert app._watcher is not None, "no netlink here"
+        await back_up_disk(pilot, source.device)
+        assert isinstance(app.screen, ChooseRepository)
+        assert "No repository was found on the drives." in screen_text(app)
+        with helpers.attached(image) as device:
+            try:
+                await wait_for(
+                    pilot,
+                    lambda: "hourglass-backups" in screen_text(app),
+                    30,
+                    "the plugged-in drive in the chooser",
+                )
+                where = app.screen.query_one("#where", OptionList)
+                ids = [where.get_option_at_index(i).id for i in range(where.option_count)]
+                assert "found-0" in ids
+                assert "No repository was found" not in screen_text(app)
+            finally:
+                await settle(pilot)
+                unmount_all(device)
