@@ -138,8 +138,6 @@ class HourglassApp(App[int]):
         self._pending: set[str] = set()  # disks that events named, to read again
         self._pending_all = False  # every disk, to list again
         self._listing = False  # a listing worker runs
-        self.listed = False
-        """True once every disk has been listed once (until then, "Looking for disks")."""
         self._announced = False
         self._apply_theme()
 
@@ -365,7 +363,6 @@ class HourglassApp(App[int]):
         if self.disks != disks:
             self.disks = disks
             self.disks_changed.publish(self)
-        self.listed = True
 
     def _repositories_found(self, found: list[FoundRepository]) -> None:
         changed = found != self.found

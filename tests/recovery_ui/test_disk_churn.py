@@ -25,10 +25,12 @@ from tests.recovery_ui.conftest import Source, screen_text, wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.root, pytest.mark.slow]
 
 LINUX = Terminal("linux", False, "tests")
+GAPS = (0.45, 0.15, 0.35)  # seconds from one event to the next, around the debounce
 
 
 class Churn:
-    """A loop device over ``image`` attached, then detached 0.3 s later, again and again."""
+    """A loop device over ``image`` attached, then detached, again and again: about every
+    0.3 s, with some pauses longer than the app's debounce and some shorter."""
 
     def __init__(self, image: Path) -> None:
         self.image = image
@@ -42,11 +44,11 @@ class Churn:
                 ["losetup", "--show", "--find", str(self.image)], capture_output=True, text=True
             )
             device = attached.stdout.strip()
-            self.stop.wait(0.15)
+            self.stop.wait(GAPS[self.cycles % len(GAPS)])
             if device:
                 subprocess.run(["losetup", "--detach", device], check=False)
                 self.cycles += 1
-            self.stop.wait(0.15)
+            self.stop.wait(GAPS[(self.cycles + 1) % len(GAPS)])
 
 
 @pytest.fixture
