@@ -109,3 +109,11 @@ class NotFinished(HourglassError):
     what was done is kept, and running the same command again resumes."""
 
     exit_code = 14
+
+
+class LocationLost(HourglassError):
+    """The repository's drive or share went away while in use (a USB drive pulled, a FUSE
+    driver gone, a share disconnected). Nothing half-done is recorded as done: a backup
+    that stops so commits no snapshot, and the next one reuses what was stored."""
+
+    exit_code = 15

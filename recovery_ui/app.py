@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -30,7 +31,7 @@ from textual.worker import Worker, WorkerState
 from imaging.appliance import settings
 from imaging.appliance.settings import Settings
 from imaging.appliance.vendor import announce_ready, in_appliance, vendor_settings
-from imaging.errors import HourglassError
+from imaging.errors import HourglassError, LocationLost
 from imaging.jobs import disks as discovery
 from imaging.jobs import locations
 from imaging.jobs.disks import DiskWatcher, Scope
@@ -40,7 +41,7 @@ from recovery_ui.console import Terminal, detect
 from recovery_ui.i18n import N_, _
 from recovery_ui.logs import SessionLog, install, uninstall
 from recovery_ui.messages import DiskEvent
-from recovery_ui.screens.base import describe_failure
+from recovery_ui.screens.base import BaseScreen, describe_failure
 from recovery_ui.screens.choose_repository import ChooseRepository
 from recovery_ui.screens.error import ErrorDialog
 from recovery_ui.screens.home import HomeScreen
@@ -54,8 +55,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("recovery_ui")
 
-# Disk events come in bursts (a disk and its partitions): list the disks once they settle.
+# Disk events come in bursts (a disk and its partitions): read the disks once they settle,
+# and after DISK_SETTLE_MAX at the latest when events never stop.
 DISK_SETTLE = 0.3
+DISK_SETTLE_MAX = 1.0
 THEMES = {
     ("full", "dark"): "textual-dark",
     ("full", "light"): "textual-light",
@@ -142,8 +145,12 @@ class HourglassApp(App[int]):
         self.cancel_events: set[threading.Event] = set()  # set when the person quits
         self._watcher: DiskWatcher | None = None
         self._settle: Timer | None = None
+        self._settle_since: float | None = None
+        self._pending_lock = threading.Lock()
+        self._pending: set[str] = set()  # disks that events named, to read again
+        self._pending_all = False  # every disk, to list again
+        self._listing = False  # a listing worker runs
         self._announced = False
-        self._generation = 0
         self._apply_theme()
 
     # --- look -------------------------------------------------------------------------------
@@ -266,39 +273,116 @@ class HourglassApp(App[int]):
     # --- disks ------------------------------------------------------------------------------
 
     def on_disk_event(self, event: DiskEvent) -> None:
+        disk = discovery.disk_of_event(event.device, self.disks, self.scope)
+        if disk is None:
+            log.debug("disk %s: %s (not shown)", event.action, event.device)
+            return
         log.info("disk %s: %s", event.action, event.device)
+        with self._pending_lock:
+            self._pending.add(disk)
+        # Debounced: a disk and its partitions come in a burst. Events that never stop (a
+        # loop device coming and going every second) wait at most DISK_SETTLE_MAX.
+        now = time.monotonic()
+        if self._settle_since is None:
+            self._settle_since = now
         if self._settle is not None:
             self._settle.stop()
-        self._settle = self.set_timer(DISK_SETTLE, self.refresh_disks)
+        delay = min(DISK_SETTLE, max(0.0, self._settle_since + DISK_SETTLE_MAX - now))
+        self._settle = self.set_timer(delay, self._settled)
+
+    def _settled(self) -> None:
+        self._settle, self._settle_since = None, None
+        self._start_disk_worker()
 
     def refresh_disks(self) -> None:
-        """List the disks again (in a worker), then look for repositories on them."""
-        self._generation += 1
-        self._list_disks(self._generation)
+        """List every disk again (in a worker), then look for repositories on new ones.
+        Partitions that did not change are not probed again (``imaging.disks.facts``)."""
+        with self._pending_lock:
+            self._pending_all = True
+        self._start_disk_worker()
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="disks", name="disks")
-    def _list_disks(self, generation: int) -> None:
+    def _start_disk_worker(self) -> None:
+        with self._pending_lock:
+            if self._listing:
+                return  # the running worker takes what is pending when it is done
+            self._listing = True
+        self._list_disks()
 
-        disks = discovery.list_disks(self.scope)
-        self.call_from_thread(self._disks_listed, generation, disks, None)
-        new = [d for d in disks if (d.device, d.table_id) not in self.probed] if self.probe else []
-        found = discovery.find_repositories(disks, probe_disks=new)
+    @work(thread=True, exit_on_error=False, group="disks", name="disks")
+    def _list_disks(self) -> None:
+        """Work through the pending changes until none is left: the whole list, or only the
+        disks events named."""
+        try:
+            while True:
+                with self._pending_lock:
+                    everything, devices = self._pending_all, self._pending
+                    self._pending_all, self._pending = False, set()
+                    if not everything and not devices:
+                        self._listing = False
+                        return
+                if everything:
+                    disks = []
+                    for disk in discovery.iter_disks(self.scope):
+                        disks.append(disk)
+                        self.call_from_thread(self._disk_read, disk.device, disk)
+                    self.call_from_thread(self._disks_listed, disks)
+                else:
+                    disks = []
+                    for device in sorted(devices):
+                        again = discovery.read_disk(device, self.scope)
+                        self.call_from_thread(self._disk_read, device, again)
+                        if again is not None:
+                            disks.append(again)
+                self._look_for_repositories(disks)
+        except BaseException:
+            with self._pending_lock:
+                self._listing = False
+            raise
+
+    def _look_for_repositories(self, changed: list[Disk]) -> None:
+        """(In the worker.) Repositories on the drives: on mounted filesystems of every disk
+        shown, and on the unmounted partitions of disks not probed yet."""
+        new = (
+            [d for d in changed if (d.device, d.table_id) not in self.probed] if self.probe else []
+        )
+        found = discovery.find_repositories(list(self.disks), probe_disks=new)
         self.probed |= {(d.device, d.table_id) for d in new}
-        if new:
-            disks = discovery.list_disks(self.scope)  # the probe's mounts mark repository disks
-        self.call_from_thread(self._disks_listed, generation, disks, found)
+        for disk in new:  # the probe's mounts mark repository disks
+            self.call_from_thread(self._disk_read, disk.device, discovery.read_disk(disk.device))
+        self.call_from_thread(self._repositories_found, found)
 
-    def _disks_listed(
-        self, generation: int, disks: list[Disk], found: list[FoundRepository] | None
-    ) -> None:
-        if generation != self._generation:
-            return  # a newer listing is under way (a disk came or went meanwhile)
+    def _disk_read(self, device: str, disk: Disk | None) -> None:
+        """One disk read again (None: gone): only its entry in the list changes."""
+        disks = list(self.disks)
+        index = next((i for i, d in enumerate(disks) if d.device == device), None)
+        if disk is None:
+            self.probed = {p for p in self.probed if p[0] != device}  # looked at again if back
+            if index is None:
+                return
+            del disks[index]
+        elif index is None:
+            disks.append(disk)
+            disks.sort(key=lambda d: d.device)  # the order a whole listing gives
+        elif disks[index] == disk:
+            return
+        else:
+            disks[index] = disk
         self.disks = disks
-        if found is not None:
-            self.found = found
-            if self.load_settings and not self.settings_drive:
-                self._load_settings_from_drives()
         self.disks_changed.publish(self)
+
+    def _disks_listed(self, disks: list[Disk]) -> None:
+        """A whole listing done: disks that are no longer there go from the list."""
+        if self.disks != disks:
+            self.disks = disks
+            self.disks_changed.publish(self)
+
+    def _repositories_found(self, found: list[FoundRepository]) -> None:
+        changed = found != self.found
+        self.found = found
+        if self.load_settings and not self.settings_drive:
+            self._load_settings_from_drives()
+        if changed:
+            self.disks_changed.publish(self)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state is WorkerState.ERROR and event.worker.error is not None:
@@ -452,16 +536,51 @@ class HourglassApp(App[int]):
         home.action_do(action)
 
     def report_error(self, error: BaseException, context: str = "") -> None:
-        """Show ``error`` in a dialog (message and hint); the full detail goes to the log."""
+        """Show ``error`` in a dialog (message and hint); the full detail goes to the log
+        (without a traceback for a drive that went: that is no fault of the program)."""
 
         log.error(
             "%s failed: %s",
             context or "work",
             error,
-            exc_info=(type(error), error, error.__traceback__),
+            exc_info=None
+            if isinstance(error, LocationLost)
+            else (type(error), error, error.__traceback__),
         )
         message, hint = describe_failure(error)
         self.push_screen(ErrorDialog(message, hint))
+        if isinstance(error, LocationLost):
+            self.location_lost()
+
+    def location_lost(self) -> None:
+        """The open repository's drive or share went away: the repository is closed, its
+        dead mount cleaned (in a worker: unmounting may wait on the device), and the drive
+        looked at again so that it is offered when it is back."""
+        opened = self.opened
+        if opened is None:
+            return
+        log.warning("the drive of %s went away: repository closed", opened.path)
+        path = self.session_log.path
+        if path is not None and opened.drive is not None and path.is_relative_to(opened.drive):
+            self.session_log.stop_writing()
+        if opened.drive is not None and str(opened.drive) == self.settings_drive:
+            self.settings_drive = ""
+        self.probed = {p for p in self.probed if p[0] != opened.disk}
+        self.opened = None
+        self.repository_changed.publish(self)
+        for screen in self.screen_stack:  # no title bar names the closed repository
+            if isinstance(screen, BaseScreen):
+                screen.set_status(self.repository_status())
+        self._clean_lost(opened)
+
+    @work(thread=True, exit_on_error=False, group="lost", name="lost")
+    def _clean_lost(self, opened: OpenedRepository) -> None:
+        if opened.location is not None:
+            try:
+                locations.release_lost(opened.location)
+            except HourglassError as e:
+                log.warning("could not unmount %s: %s", opened.location.mountpoint, e.message)
+        self.call_from_thread(self.refresh_disks)
 
     def busy(self) -> bool:
         """True while engine work that must not be interrupted runs."""

@@ -74,6 +74,14 @@ class SessionLog(logging.Handler):
                     self._file.close()
             self._file, self.path = handle, path
 
+    def stop_writing(self) -> None:
+        """Stop copying to the file (its drive went): the lines are still kept."""
+        with self._guard:
+            if self._file is not None:
+                with contextlib.suppress(OSError):
+                    self._file.close()
+            self._file, self.path = None, None
+
     def close(self) -> None:
         with self._guard:
             if self._file is not None:

@@ -11,19 +11,21 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyudev
 
-from imaging.disks import filesystems, mounts, sysfs
+from imaging.disks import facts, filesystems, mounts, sysfs
 from imaging.disks.model import Disk, Partition
 from imaging.disks.repos import FoundRepository, mounted_repositories
 from imaging.disks.table import PartitionTable, read_table
 from imaging.errors import HourglassError, SourceError, UsageError
 from imaging.mounts import mountinfo
 
+T = TypeVar("T")
 UDEV_CONTROL = Path("/run/udev/control")
 BY_ID = Path("/dev/disk/by-id")
 
@@ -53,22 +55,28 @@ def list_disks(*, used: bool = True) -> list[Disk]:
     """Every disk with its partitions, marked when it is the boot disk or holds a repository.
 
     ``used=False`` skips asking each filesystem how much it uses (faster)."""
+    return list(iter_disks(used=used))
+
+
+def iter_disks(*, used: bool = True) -> Iterator[Disk]:
+    """The disks of :func:`list_disks`, each as soon as it has been read."""
     all_mounts = mountinfo.mounts()
     boot = boot_disk_names(all_mounts)
-    disks = []
     for name, properties in _enumerate():
-        if name.startswith(IGNORED_PREFIXES) or sysfs.size(name) == 0:
-            continue
-        if ("boot" in name and name.startswith("mmcblk")) or sysfs.attr(name, "hidden") == "1":
+        if not is_listed(name):
             continue
         try:
-            disks.append(
-                _read_block_disk(name, properties, used=used, all_mounts=all_mounts, boot=boot)
-            )
+            disk = _read_block_disk(name, properties, used=used, all_mounts=all_mounts, boot=boot)
         except HourglassError:
             continue  # a disk that vanished or cannot be read is left out, not fatal
-    repositories = mounted_repositories(disks, all_mounts)
-    return [_with_repositories(d, repositories) for d in disks]
+        yield _with_repositories(disk, mounted_repositories([disk], all_mounts))
+
+
+def is_listed(name: str) -> bool:
+    """True for a whole disk (kernel name) that :func:`list_disks` shows."""
+    if name.startswith(IGNORED_PREFIXES) or sysfs.size(name) == 0:
+        return False
+    return not (("boot" in name and name.startswith("mmcblk")) or sysfs.attr(name, "hidden") == "1")
 
 
 def get_disk(path: str, *, used: bool = True) -> Disk:
@@ -234,12 +242,18 @@ def _partition(
     all_mounts: list[mountinfo.Mount],
 ) -> Partition:
     role = entry.role if entry is not None else "primary"
+    # blkid and partclone are asked once per change of the partition (facts.change_key);
+    # an image file is read directly (it has no counters to tell a change by).
+    key: tuple[object, ...] | None = None
+    if disk.startswith("/dev/"):
+        key = (start, size, *facts.change_key(disk, node))
+    where = node or f"{disk}@{start}"
     if role == "extended":
         info = filesystems.FsInfo()
     elif node:
-        info = filesystems.probe(node)
+        info = _fact("blkid", where, key, lambda: filesystems.probe(node))
     else:
-        info = filesystems.probe(disk, start, size)
+        info = _fact("blkid", where, key, lambda: filesystems.probe(disk, start, size))
     mountpoint, rw = "", False
     if node:
         mounted = mounts.mounts_of(sysfs.name_of(node), all_mounts)
@@ -248,7 +262,11 @@ def _partition(
             rw = any(not m.read_only for m in mounted)
     used_bytes = None
     if used and node and info.fstype:
-        used_bytes = filesystems.used_bytes(node, info.fstype, mountpoint)
+        if mountpoint:  # statvfs: cheap and always current
+            used_bytes = filesystems.used_bytes(node, info.fstype, mountpoint)
+        else:
+            fstype = info.fstype
+            used_bytes = _fact("used", where, key, lambda: filesystems.used_bytes(node, fstype))
     return Partition(
         number=number,
         device=node,
@@ -265,6 +283,12 @@ def _partition(
         mounted_rw=rw,
         role=role,
     )
+
+
+def _fact(what: str, where: str, key: tuple[object, ...] | None, compute: Callable[[], T]) -> T:
+    if key is None:
+        return compute()
+    return facts.CACHE.get(what, where, key, compute)
 
 
 def _with_partuuid(partition: Partition, table: PartitionTable) -> Partition:

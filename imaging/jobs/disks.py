@@ -9,7 +9,7 @@ file is under the folder is shown).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from imaging.disks import discover, sysfs
@@ -27,8 +27,12 @@ __all__ = [
     "Partition",
     "Scope",
     "blank_disks",
+    "disk_of_event",
     "find_repositories",
+    "in_scope",
+    "iter_disks",
     "list_disks",
+    "read_disk",
     "repository_partitions",
 ]
 
@@ -71,18 +75,61 @@ class Scope:
 
 def list_disks(scope: Scope | None = None) -> list[Disk]:
     """The disks in ``scope`` (all of them by default), with their partitions."""
+    return list(iter_disks(scope))
+
+
+def iter_disks(scope: Scope | None = None) -> Iterator[Disk]:
+    """The disks of :func:`list_disks`, each as soon as it has been read (a front end shows
+    them as they come: a slow disk does not hold back the others)."""
     if scope is None or scope.everything:
-        return discover.list_disks()
-    disks = []
+        yield from discover.iter_disks()
+        return
     for name in sysfs.disk_names():
         device = f"/dev/{name}"
         if sysfs.size(name) == 0 or not scope.allows(device, sysfs.backing_file(name)):
             continue
         try:
-            disks.append(discover.get_disk(device))
+            yield discover.get_disk(device)
         except HourglassError:
             continue  # gone while we looked
-    return disks
+
+
+def in_scope(name: str, scope: Scope | None = None) -> bool:
+    """True when the whole disk ``name`` (kernel name) is one a front end shows."""
+    if not discover.is_listed(name):
+        return False
+    return scope is None or scope.allows(f"/dev/{name}", sysfs.backing_file(name))
+
+
+def disk_of_event(device: str, shown: list[Disk], scope: Scope | None = None) -> str | None:
+    """The disk (``/dev/sdb``) that a hotplug event about ``device`` (a disk or one of its
+    partitions) changes in the list ``shown``, or None when the event is none of the
+    front end's business (a disk out of scope, one that came and went unseen)."""
+    for disk in shown:
+        if device == disk.device or any(device == p.device for p in disk.partitions):
+            return disk.device
+    name = os.path.basename(device)
+    if not sysfs.exists(name):
+        # A partition of a shown disk that went: /dev/loop3p2 of /dev/loop3.
+        for disk in shown:
+            rest = device.removeprefix(disk.device)
+            if rest != device and rest.lstrip("p").isdigit():
+                return disk.device
+        return None
+    if sysfs.is_partition(name):
+        name = sysfs.parent_disk(name)
+    return f"/dev/{name}" if in_scope(name, scope) else None
+
+
+def read_disk(device: str, scope: Scope | None = None) -> Disk | None:
+    """The disk ``device`` as it is now, or None when it is gone or out of ``scope``."""
+    name = os.path.basename(device)
+    if not sysfs.exists(name) or not in_scope(name, scope):
+        return None
+    try:
+        return discover.get_disk(device)
+    except HourglassError:
+        return None  # gone while we looked
 
 
 def find_repositories(

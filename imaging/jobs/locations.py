@@ -16,6 +16,7 @@ from imaging.mounts.locations import (
     mount_share,
     mounted_locations,
     moved_path,
+    release_lost,
     unmount,
 )
 from imaging.repository.s3store import S3Error, S3Options, S3Store, parse_url
@@ -37,6 +38,7 @@ __all__ = [
     "mounted_locations",
     "moved_path",
     "object_store",
+    "release_lost",
     "repositories_in",
     "unmount",
 ]

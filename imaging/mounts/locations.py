@@ -174,6 +174,15 @@ def unmount(location: Location) -> None:
         mount.unmount(location.mountpoint, remove=True)
 
 
+def release_lost(location: Location) -> None:
+    """A location whose drive or share went away (a USB drive pulled, a FUSE driver gone):
+    unmounted at once, lazily if something still holds files there (nothing can be written
+    to it any more, so nothing is synced first), and its mount point removed. Nothing for a
+    location this module did not mount."""
+    if location.mounted_by_us and location.mountpoint:
+        mount.unmount(location.mountpoint, lazy=True, remove=True)
+
+
 def mounted_locations() -> list[Location]:
     """What is mounted under :data:`ROOT` now (partitions and shares mounted by the app)."""
     result = []

@@ -52,12 +52,13 @@ import secrets
 import shutil
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
+from typing import ParamSpec, TypeVar
 
-from imaging.errors import HourglassError, UsageError
+from imaging.errors import HourglassError, LocationLost, UsageError
 from imaging.repository import fsutil
 from imaging.repository.fsutil import fsync_dir, raise_no_space, write_all, write_atomic
 from imaging.repository.leases import LeaseHandle
@@ -70,6 +71,49 @@ SYNC_BATCH_BYTES = 64 * 2**20
 # 18 characters) takes three (two long-name entries and the 8.3 one): tmp/ would be full
 # at 21,844 (docs/FORMAT.md, "FAT"). 4096 leaves room for several backups at once.
 SYNC_BATCH_CHUNKS = 4096
+
+
+# errno values that mean the filesystem itself went (a FUSE driver gone, a device removed),
+# not one object: no need to look at the repository's directory to tell.
+GONE_ERRNOS = frozenset(
+    {errno.ENOTCONN, errno.ENODEV, errno.ENXIO, errno.ESHUTDOWN, errno.ECONNABORTED}
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _guarded(method: Callable[P, R]) -> Callable[P, R]:
+    """A LocalStore method whose OSError is :class:`LocationLost` when the repository's
+    directory went (see :meth:`LocalStore.lost`)."""
+
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except OSError as e:
+            store = args[0]
+            assert isinstance(store, LocalStore)
+            store.raise_if_lost(e)
+            raise
+
+    guarded.__name__, guarded.__doc__ = method.__name__, method.__doc__
+    return guarded
+
+
+def _guarded_iter(method: Callable[P, Iterator[R]]) -> Callable[P, Iterator[R]]:
+    """:func:`_guarded` for a method that yields (the error comes while iterating)."""
+
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> Iterator[R]:
+        try:
+            yield from method(*args, **kwargs)
+        except OSError as e:
+            store = args[0]
+            assert isinstance(store, LocalStore)
+            store.raise_if_lost(e)
+            raise
+
+    guarded.__name__, guarded.__doc__ = method.__name__, method.__doc__
+    return guarded
 
 
 _Renames = list[tuple[Path, Path]]
@@ -330,6 +374,7 @@ class LocalStore(Store):
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._root: tuple[int, int] | None = _identity(path)
         self._batched: bool | None = None
         # Directories that got a chunk (or a new subdirectory) since the last sync_chunks.
         self._unsynced: set[Path] = set()
@@ -380,6 +425,37 @@ class LocalStore(Store):
     def reachable(self) -> bool:
         return self.path.exists()
 
+    def lost(self, error: OSError) -> bool:
+        """True when ``error`` comes from the repository's directory having gone, rather
+        than from one object: the filesystem's driver or device is gone (ENOTCONN, ENODEV,
+        ...), or the directory is no longer there, no longer the same one (the drive
+        unmounted, another mounted in its place), or on a device that was removed."""
+        if error.errno in GONE_ERRNOS:
+            return True
+        if self._root is None:
+            self._root = _identity(self.path)
+            if self._root is None:
+                return False  # never there: not found (a wrong path), not lost
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return True
+        if self._root is not None and (st.st_dev, st.st_ino) != self._root:
+            return True
+        major, minor = os.major(st.st_dev), os.minor(st.st_dev)
+        # A disk's partition (not FUSE, NFS or tmpfs: major 0): its device must still exist.
+        return major != 0 and not os.path.exists(f"/sys/dev/block/{major}:{minor}")
+
+    def raise_if_lost(self, error: OSError) -> None:
+        """Raise :class:`LocationLost` (from ``error``) when the repository went."""
+        if self.lost(error):
+            raise LocationLost(
+                f"The backup drive or share holding {self.path} was disconnected "
+                f"({error.strerror or error}).",
+                "Connect it again, then run the command again: nothing half-done was "
+                "recorded, and what was stored is reused.",
+            ) from error
+
     def create(self, kinds: Iterable[Kind]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         for kind in kinds:
@@ -388,6 +464,7 @@ class LocalStore(Store):
             # Key files are for root's eyes only (docs/SECURITY.md).
             (self.path / kind).mkdir(mode=0o700 if kind is Kind.KEYS else 0o777)
         self.tmp_dir.mkdir()
+        self._root = _identity(self.path)
 
     def has_kind(self, kind: Kind) -> bool:
         return (self.path / kind).exists()
@@ -400,6 +477,7 @@ class LocalStore(Store):
         waits = (Kind.CHUNKS, Kind.SNAPSHOTS, Kind.INDEXES)
         return self.tmp_dir if name.kind in waits else None
 
+    @_guarded
     def put(self, name: Name, *parts: bytes | bytearray, if_absent: bool = False) -> bool:
         path = self.path_of(name)
         if name.kind in (Kind.INDEXES, Kind.VERIFY, Kind.TRASH, Kind.CHUNKS):
@@ -414,9 +492,11 @@ class LocalStore(Store):
             path, *parts, mode=mode, tmp_dir=self._tmp_dir_for(name), rename=rename_noreplace
         )
 
+    @_guarded
     def get(self, name: Name) -> bytes:
         return self.path_of(name).read_bytes()
 
+    @_guarded
     def get_range(self, name: Name, offset: int, length: int) -> bytes:
         fd = os.open(self.path_of(name), os.O_RDONLY)
         try:
@@ -432,6 +512,7 @@ class LocalStore(Store):
         finally:
             os.close(fd)
 
+    @_guarded
     def stat(self, name: Name) -> ObjectInfo:
         st = self.path_of(name).stat()
         return ObjectInfo(name, st.st_size, st.st_mtime)
@@ -439,6 +520,7 @@ class LocalStore(Store):
     def exists(self, name: Name) -> bool:
         return os.path.exists(self.path_of(name))
 
+    @_guarded_iter
     def list(self, kind: Kind, prefix: str = "") -> Iterator[ObjectInfo]:
         if kind is Kind.CHUNKS:
             for entry in self.chunk_files(prefix):
@@ -483,6 +565,7 @@ class LocalStore(Store):
                     if key.startswith(prefix):
                         yield ObjectInfo(Name(kind, key), entry=entry)
 
+    @_guarded_iter
     def chunk_files(self, prefix: str = "") -> Iterator[os.DirEntry[str]]:
         """Every chunk file under chunks/ whose name starts with ``prefix`` (no order;
         local-only: the listing :meth:`list` gives for chunks)."""
@@ -497,6 +580,7 @@ class LocalStore(Store):
                     if len(entry.name) == 64 and entry.name.startswith(prefix):
                         yield entry
 
+    @_guarded
     def delete(self, name: Name, *, durable: bool = True) -> bool:
         path = self.path_of(name)
         try:
@@ -509,6 +593,7 @@ class LocalStore(Store):
             fsync_dir(path.parent)
         return gone
 
+    @_guarded
     def move(
         self, source: Name, dest: Name, *, if_absent: bool = False, durable: bool = False
     ) -> bool:
@@ -522,16 +607,19 @@ class LocalStore(Store):
             fsync_dir(dst.parent.parent)
         return True
 
+    @_guarded_iter
     def groups(self, kind: Kind) -> Iterator[ObjectInfo]:
         with os.scandir(self.path / kind) as entries:
             for entry in entries:
                 if entry.is_dir():
                     yield ObjectInfo(Name(kind, entry.name), entry=entry)
 
+    @_guarded
     def make_group(self, kind: Kind, group: str) -> None:
         (self.path / kind).mkdir(exist_ok=True)
         (self.path / kind / group).mkdir()
 
+    @_guarded
     def delete_group(self, kind: Kind, group: str) -> None:
         shutil.rmtree(self.path / kind / group, ignore_errors=True)
 
@@ -551,6 +639,7 @@ class LocalStore(Store):
 
     # --- the chunk batch --------------------------------------------------------------------
 
+    @_guarded
     def put_chunk(self, chunk_id: bytes, data: bytes) -> bool:
         """Store an encoded chunk; False if it was already there.
 
@@ -576,6 +665,7 @@ class LocalStore(Store):
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise_no_space(e, final)
+            self.raise_if_lost(e)
             raise HourglassError(f"Cannot write {final}: {e.strerror}.") from e
         if not self.batched:
             self._rename_chunks([(tmp, final)])
@@ -590,6 +680,7 @@ class LocalStore(Store):
             self.flush_chunks()
         return True
 
+    @_guarded
     def flush_chunks(self) -> None:
         with self._commit_lock:  # a batch is renamed only after its own syncfs
             with self._pending_lock:
@@ -604,6 +695,7 @@ class LocalStore(Store):
                     os.close(fd)
             except OSError as e:
                 self._discard(batch)
+                self.raise_if_lost(e)
                 raise HourglassError(
                     f"Cannot make the new chunks in {self.path} durable: {e.strerror}.",
                     "The repository drive may have failed or been unplugged.",
@@ -637,11 +729,13 @@ class LocalStore(Store):
                 except OSError as e:
                     self._discard(batch[number:])
                     raise_no_space(e, final)
+                    self.raise_if_lost(e)
                     raise HourglassError(f"Cannot write {final}: {e.strerror}.") from e
         finally:
             with self._unsynced_lock:
                 self._unsynced.update(touched)
 
+    @_guarded
     def sync_chunks(self) -> None:
         """fsync the directories this process renamed chunks into since the last call (the
         batched directory fsync of the write order), deepest first. Only those: a
@@ -651,6 +745,15 @@ class LocalStore(Store):
             dirs, self._unsynced = self._unsynced, set()
         for directory in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
             fsync_dir(directory)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the directory, to tell it from another mounted in its place."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 # renameat2(2)'s flag: fail with EEXIST rather than replace the target.

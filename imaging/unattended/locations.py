@@ -44,8 +44,12 @@ class Locations(contextlib.AbstractContextManager["Locations"]):
             with contextlib.suppress(HourglassError, OSError):
                 unmount(mountpoint, remove=True)
         for location in reversed(self._mounted):
-            with contextlib.suppress(HourglassError, OSError):
+            try:
                 places.unmount(location)
+            except (HourglassError, OSError):
+                # Busy, or its drive went mid-run: detached lazily, so no dead mount stays.
+                with contextlib.suppress(HourglassError, OSError):
+                    places.release_lost(location)
         self._mounted.clear()
         self._http.clear()
 

@@ -13,7 +13,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
-from imaging.errors import HourglassError, RepositoryOnSource
+from imaging.errors import HourglassError, LocationLost, RepositoryOnSource
 from imaging.jobs.locations import S3Error
 from recovery_ui.i18n import N_, _
 from recovery_ui.messages import ProgressRelay
@@ -44,6 +44,8 @@ def describe_failure(error: BaseException) -> tuple[str, str]:
                 "store with a certificate of its own, give its CA certificate file."
             ),
         )
+    if isinstance(error, LocationLost):
+        return _("The backup drive was disconnected. Plug it in and choose it again."), ""
     if isinstance(error, HourglassError):
         return error.message, error.hint or ""
     return (
@@ -60,6 +62,8 @@ def failure_reason(error: BaseException) -> str:
 
     if isinstance(error, RepositoryOnSource):
         return _("The repository is on the disk you want to back up.")
+    if isinstance(error, LocationLost):
+        return _("The backup drive was disconnected. Plug it in and choose it again.")
     return getattr(error, "message", str(error))
 
 

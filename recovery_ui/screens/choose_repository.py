@@ -10,6 +10,7 @@ share filled in)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, ContentSwitcher, Input, OptionList
-from textual.widgets.option_list import Option
+from textual.widgets.option_list import Option, OptionDoesNotExist
 from textual.worker import Worker
 
 from imaging.errors import UsageError
@@ -178,10 +179,27 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
 
     def on_mount(self) -> None:
         self._fill_list()
+        self.hourglass.disks_changed.subscribe(self, self._disks_changed)
         if self.preselect is not None:
             self.prepare_found(self.preselect)
         else:
             self.query_one("#where", OptionList).focus()
+
+    def on_unmount(self) -> None:
+        self.hourglass.disks_changed.unsubscribe(self)
+
+    def _disks_changed(self, _app: object) -> None:
+        """A drive plugged in or pulled out: the list offers what is there now (the choice
+        under the cursor stays where it is still offered)."""
+        if self.query_one(ContentSwitcher).current != "list":
+            return
+        where = self.query_one("#where", OptionList)
+        index = where.highlighted
+        current = where.get_option_at_index(index).id if index is not None else None
+        self._fill_list()
+        if current is not None:
+            with contextlib.suppress(OptionDoesNotExist):
+                where.highlighted = where.get_option_index(current)
 
     def _show(self, pane: str) -> None:
         self.query_one(ContentSwitcher).current = pane

@@ -121,12 +121,7 @@ class HomeScreen(BaseScreen[None]):
 
     def _show_disks(self) -> None:
         app = self.hourglass
-        box = self.query_one("#disks", Vertical)
-        box.remove_children()
-        if app.disks:
-            box.mount_all([DiskMap(disk) for disk in app.disks])
-        else:
-            box.mount(Static(_("Looking for disks..."), classes="note"))
+        self._update_disk_maps()
         repos = self.query_one("#repos", OptionList)
         repos.clear_options()
         by_device = {d.device: d for d in app.disks}
@@ -144,6 +139,39 @@ class HomeScreen(BaseScreen[None]):
             )
         self.query_one("#repos-note", Static).update(note)
         self.query_one("#repos", OptionList).display = bool(app.found)
+
+    def _update_disk_maps(self) -> None:
+        """One picture per disk: a disk that came is added, one that went is taken away, one
+        that changed is drawn again, and the others are left as they are (disks come and go
+        every second on some machines)."""
+        box = self.query_one("#disks", Vertical)
+        disks = self.hourglass.disks
+        if not disks:
+            box.remove_children()
+            box.mount(Static(_("Looking for disks..."), classes="note"))
+            return
+        box.query_children(Static).remove()
+        wanted = {d.device for d in disks}
+        shown: dict[str, DiskMap] = {}
+        for existing in box.query_children(DiskMap):
+            if existing.disk.device in wanted:
+                shown[existing.disk.device] = existing
+            else:
+                existing.remove()
+        previous: DiskMap | None = None
+        for disk in disks:
+            widget = shown.get(disk.device)
+            if widget is None:
+                widget = DiskMap(disk)
+                if previous is not None:
+                    box.mount(widget, after=previous)
+                elif shown:
+                    box.mount(widget, before=next(iter(shown.values())))
+                else:
+                    box.mount(widget)
+            else:
+                widget.show(disk)
+            previous = widget
 
     def _show_repository(self) -> None:
         opened = self.hourglass.opened

@@ -56,6 +56,12 @@ class DiskMap(Widget):
         super().__init__()
         self.disk = disk
 
+    def show(self, disk: Disk) -> None:
+        """Draw ``disk`` instead (the same disk, read again)."""
+        if disk != self.disk:
+            self.disk = disk
+            self.refresh(layout=True)
+
     def get_content_height(self, container: object, viewport: object, width: int) -> int:
         return len(self._lines(width, glyphs_of(self.app)))
 

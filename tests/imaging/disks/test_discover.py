@@ -130,3 +130,34 @@ def drain(
         except queue.Empty:
             break
     return seen
+
+
+def test_partition_facts_are_probed_once_until_the_partition_changes(tmp_path: Path) -> None:
+    """blkid and partclone run once per partition however often the disk is listed; a write
+    to the partition (a new filesystem) makes the next listing ask again."""
+    from imaging.disks import facts
+
+    image = tmp_path / "facts.img"
+    sh("truncate", "-s", "48M", image)
+    sh("sgdisk", "--clear", "--new=1:0:+20M", "--typecode=1:ef00", "--new=2:0:0", image)
+    with helpers.attached(image) as device:
+        esp, data = helpers.node(device, 1), helpers.node(device, 2)
+        helpers.make_fs(esp, "vfat", "ESP")
+        helpers.make_fs(data, "ext4", "DATA")
+        facts.CACHE.clear()
+        for _ in range(3):
+            disk = discover.get_disk(device)
+        assert [p.fstype for p in disk.partitions] == ["vfat", "ext4"]
+        assert disk.partitions[0].used is not None
+        assert facts.CACHE.probes[("blkid", esp)] == 1
+        assert facts.CACHE.probes[("used", esp)] == 1
+        assert facts.CACHE.probes[("blkid", data)] == 1
+
+        helpers.make_fs(esp, "ext4", "NOWEXT4")
+        disk = discover.get_disk(device)
+        assert [(p.fstype, p.label) for p in disk.partitions] == [
+            ("ext4", "NOWEXT4"),
+            ("ext4", "DATA"),
+        ]
+        assert facts.CACHE.probes[("blkid", esp)] == 2
+        assert facts.CACHE.probes[("blkid", data)] == 1  # the other partition did not change

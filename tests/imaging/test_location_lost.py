@@ -1,0 +1,147 @@
+"""Issue 22, item 2: the backup drive vanishes mid-backup.
+
+A real exFAT backup drive on a loop device, mounted with its FUSE driver (exfat-fuse) where
+the app mounts drives (``/run/hourglass/locations``); the driver's process is killed while
+a backup writes chunks. The backup stops with :class:`LocationLost` (the CLI: its message,
+exit code 15, no traceback), commits nothing, the dead mount is cleaned, and once the drive
+is mounted again the next backup works."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imaging import jobs
+from imaging.errors import LocationLost
+from imaging.jobs.locations import Location, mount_partition, release_lost
+from imaging.mounts.mountinfo import is_mounted
+from imaging.progress import Progress
+from imaging.repository.store import Repository
+from tests.conftest import PASSPHRASE
+from tests.support import MiB, have, hourglass_subprocess, loop_device, sh, write_random_image
+
+pytestmark = [pytest.mark.integration, pytest.mark.root, pytest.mark.slow]
+
+SOURCE_MIB = 96
+
+
+@pytest.fixture
+def drive(tmp_path: Path) -> Iterator[str]:
+    """A USB drive formatted exFAT (no partition table: the whole device is the filesystem,
+    as many sticks come)."""
+    for tool in ("mkfs.exfat", "mount.exfat-fuse"):
+        if not have(tool):
+            pytest.skip(f"needs {tool}")
+    image = tmp_path / "usb.img"
+    sh("truncate", "-s", "400M", image)
+    with loop_device(image) as device:
+        sh("mkfs.exfat", "-L", "BACKUP", device)
+        yield device
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            if device in line:  # whatever a failed test left mounted
+                subprocess.run(["umount", "-l", line.split()[4]], check=False)
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Iterator[str]:
+    image = tmp_path / "pc.img"
+    write_random_image(image, SOURCE_MIB * MiB, seed=22)
+    with loop_device(image) as device:
+        yield device
+
+
+def fuse_daemon(mountpoint: str) -> int:
+    """The pid of the mount.exfat-fuse process serving ``mountpoint``."""
+    found = sh("pgrep", "-f", f"exfat.* {mountpoint}$", check=False).stdout.split()
+    assert len(found) == 1, f"mount.exfat-fuse of {mountpoint}: {found}"
+    return int(found[0])
+
+
+def kill_daemon(mountpoint: str) -> None:
+    pid = fuse_daemon(mountpoint)
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(200):
+        if not os.path.exists(f"/proc/{pid}"):
+            return
+        time.sleep(0.02)
+
+
+def new_repository(drive: str) -> tuple[Location, Path]:
+    location = mount_partition(drive, "exfat", writable=True)
+    assert location.mounted_by_us and "/run/hourglass/locations/" in location.mountpoint
+    path = Path(location.mountpoint) / "hourglass-backups"
+    Repository.init(path, passphrase=PASSPHRASE)
+    return location, path
+
+
+def test_a_drive_that_vanishes_mid_backup_is_named_and_cleaned(drive: str, source: str) -> None:
+    location, path = new_repository(drive)
+    repo = Repository.open(path, PASSPHRASE)
+    killed: list[int] = []
+
+    def progress(event: Progress) -> None:
+        if not killed and event.done >= 8 * MiB:
+            killed.append(event.done)
+            kill_daemon(location.mountpoint)
+
+    with pytest.raises(LocationLost) as raised:
+        jobs.backup(repo, jobs.BackupRequest(sources=(source,)), progress=progress)
+    assert killed, "the backup ended before the drive went"
+    assert "was disconnected" in raised.value.message
+    assert str(path) in raised.value.message
+    assert raised.value.exit_code == 15
+
+    release_lost(location)
+    assert not is_mounted(location.mountpoint)
+    assert not os.path.exists(location.mountpoint)
+
+    # Plugged in again: no snapshot was recorded, and the next backup works.
+    again = mount_partition(drive, "exfat", writable=True)
+    try:
+        repo = Repository.open(Path(again.mountpoint) / "hourglass-backups", PASSPHRASE)
+        assert repo.snapshots() == []
+        result = jobs.backup(repo, jobs.BackupRequest(sources=(source,)))
+        assert result.ok
+        assert [s.id for s in repo.snapshots()] == [result.snapshot.id]
+        stored = result.snapshot.stored / MiB
+        print(
+            f"the drive went after {killed[0] / MiB:.0f} MiB; next backup stored {stored:.1f} MiB"
+        )
+    finally:
+        release_lost(again)
+
+
+def test_the_cli_says_the_drive_was_disconnected(drive: str, source: str, tmp_path: Path) -> None:
+    location, path = new_repository(drive)
+    secret = tmp_path / "passphrase"
+    secret.write_text(PASSPHRASE)
+    child = hourglass_subprocess(
+        "backup", "--repo", str(path), "--passphrase-file", str(secret),
+        "--progress", "json", source,
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert child.stderr is not None
+    lines = []
+    killed = False
+    for raw in child.stderr:
+        line = raw.decode(errors="replace")
+        lines.append(line)
+        if not killed and line.startswith("{") and json.loads(line).get("done", 0) >= 8 * MiB:
+            kill_daemon(location.mountpoint)
+            killed = True
+    code = child.wait(60)
+    said = "".join(lines)
+    assert killed, said
+    assert code == 15, said
+    assert "was disconnected" in said
+    assert "Traceback" not in said and "internal error" not in said
+    print("the CLI said:", *said.splitlines()[-2:], sep="\n  ")
+    release_lost(location)
+    assert not is_mounted(location.mountpoint)
