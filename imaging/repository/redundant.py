@@ -358,6 +358,11 @@ class RedundantStore(Store):
             member.create(kinds)
             member.put(DESCRIPTOR, self.descriptor.encode(number))
 
+    def undo_create(self) -> None:
+        for member in self.members:
+            with contextlib.suppress(OSError, HourglassError):
+                member.undo_create()
+
     def has_kind(self, kind: Kind) -> bool:
         return any(self._each(lambda s: s.has_kind(kind), default=False))
 

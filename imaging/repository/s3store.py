@@ -226,6 +226,7 @@ class S3Store(Store):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.client = client if client is not None else make_client()
+        self._made_bucket = False  # by create(): a failed init deletes it again
         # The chunk map: id -> pack number << 64 | offset << 32 | length; loaded on the
         # first chunk operation, then kept up to date by this process's own packs.
         self._chunks: dict[bytes, int] | None = None
@@ -335,6 +336,7 @@ class S3Store(Store):
                 else {}
             )
             self._call(self.url, "create_bucket", Bucket=self.bucket, **where)
+            self._made_bucket = True
         listing = self._call(
             self.url, "list_objects_v2", Bucket=self.bucket, Prefix=self._key(""), MaxKeys=1
         )
@@ -342,6 +344,18 @@ class S3Store(Store):
             if self.exists(CONFIG):
                 raise UsageError(f"{self.url} already holds a repository.")
             raise UsageError(f"{self.url} is not empty.", "Choose another bucket or prefix.")
+
+    def undo_create(self) -> None:
+        """Delete what a failed init wrote under the prefix, and the bucket if init made it
+        (a bucket left behind would hold the name and make the next try say "not empty")."""
+        root = self._key("")
+        keys = [item["Key"] for item in self._objects(root)]
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": key} for key in keys[start : start + 1000]]
+            self._call(self.url, "delete_objects", Bucket=self.bucket, Delete={"Objects": batch})
+        if self._made_bucket:
+            self._call(self.url, "delete_bucket", Bucket=self.bucket)
+            self._made_bucket = False
 
     def has_kind(self, kind: Kind) -> bool:
         listing = self._call(

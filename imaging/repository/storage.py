@@ -264,6 +264,11 @@ class Store(ABC):
     def create(self, kinds: Iterable[Kind]) -> None:
         """Prepare an empty store to hold ``kinds`` (a local store makes their directories)."""
 
+    def undo_create(self) -> None:  # noqa: B027 (a default that does nothing)
+        """Take back what :meth:`create` and a failed init made (the store was empty before):
+        an object store's objects and the bucket it made. A local store's directories are
+        taken back by the init itself, which knows which of them existed."""
+
     @abstractmethod
     def has_kind(self, kind: Kind) -> bool:
         """Whether the store has (or had) objects of ``kind``: a local store's directory."""

@@ -148,8 +148,12 @@ class Repository:
                 )
             store.put(storage.CONFIG, raw_config)
         except BaseException as e:
-            if root is not None:  # a half-made repository would make the next init refuse
+            # A half-made repository would make the next init refuse.
+            if root is not None:
                 _undo_init(root, made)
+            else:
+                with contextlib.suppress(OSError, HourglassError):
+                    store.undo_create()
             if isinstance(e, OSError):
                 place = store.describe()  # a directory or a URL (not a path: s3://b, not s3:/b)
                 if root is not None:

@@ -767,3 +767,35 @@ def test_restore_reads_neighbours_in_one_get(
     assert out.read_bytes() == source.read_bytes()
     assert requests.pack_reads == 32 // 4, requests.by_operation
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "out.img"])
+
+
+@s3
+def test_an_init_stopped_halfway_leaves_no_bucket(
+    s3_server: S3Server, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while init writes the key slot (after it made the bucket): the bucket goes
+    again, so the next init of the same name works instead of saying "not empty"."""
+    from imaging.repository import keys
+
+    real = keys.write_slot
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        real(*args, **kwargs)  # the slot is written, then the person presses Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keys, "write_slot", interrupted)
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", "a passphrase for the test")
+    with pytest.raises(KeyboardInterrupt):
+        Repository.init(f"s3://{s3_bucket}", passphrase="a passphrase for the test")
+    assert s3_bucket not in _bucket_names(s3_server)
+    monkeypatch.setattr(keys, "write_slot", real)
+    # A bucket that was there before init keeps existing; only what init wrote goes.
+    s3_server.client().create_bucket(Bucket=s3_bucket)
+    monkeypatch.setattr(keys, "write_slot", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Repository.init(f"s3://{s3_bucket}/p", passphrase="a passphrase for the test")
+    assert s3_bucket in _bucket_names(s3_server)
+    listing = s3_server.client().list_objects_v2(Bucket=s3_bucket)
+    assert listing.get("KeyCount", 0) == 0, listing
+    monkeypatch.setattr(keys, "write_slot", real)
+    assert run_cli("init", f"s3://{s3_bucket}/p") == 0
