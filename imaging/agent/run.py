@@ -66,27 +66,40 @@ class Agent:
         self.roots = config.paths
         own = [str(repo.path)] if repo.store.local_path is not None else []
         self.skip = tuple(os.path.realpath(p) for p in [*own, config.state_dir])
-        segments = load_segments(repo, source_id=source_id_of(self.hostname))
-        self.state: dict[str, Entry] = replay(ordered_events(segments))
-        self.parent = segments[-1].snapshot.id if segments else None
-        self.known: set[bytes] = {c for s in segments for e in s.events for c in e.chunks}
-        self.newest_ns = max((s.to_ns for s in segments), default=0)
-        self.had_journal = bool(segments)
+        self.state: dict[str, Entry] = {}
+        self.parent: str | None = None
+        self.known: set[bytes] = set()
+        self.newest_ns = 0
+        self.segments = 0
+        self.load()
+        self.had_journal = self.segments > 0
         self.captured: dict[str, int] = {}
         self.pending: dict[str, Pending] = {}
         self.lock = threading.Lock()
         self.overflow_from: int | None = None
         self.last_read_ns = time.time_ns()
         self.writer: SegmentWriter | None = None
-        self.carried: list[Event] = []
+        self.unreachable_since: int | None = None
+        """Set when a commit failed: what it held is captured again once the repository
+        answers (its chunks may not have reached it), inside an ``unreachable`` gap."""
+        self.retry: set[str] = set()
         self.last_commit = 0.0
         self.last_error: str | None = None
         self.gaps = 0
-        self.segments = len(segments)
         self.started = time.time()
         self.watches: list[FilesystemWatch] = []
         self.unresolved = 0
         self._status_at = 0.0
+
+    def load(self) -> None:
+        """The journal as the repository holds it: the state of every path, the parent of
+        the next segment, the chunks committed segments refer to."""
+        segments = load_segments(self.repo, source_id=source_id_of(self.hostname))
+        self.state = replay(ordered_events(segments))
+        self.parent = segments[-1].snapshot.id if segments else None
+        self.known = {c for s in segments for e in s.events for c in e.chunks}
+        self.newest_ns = max((s.to_ns for s in segments), default=0)
+        self.segments = len(segments)
 
     # --- what is watched --------------------------------------------------------------------
 
@@ -103,8 +116,6 @@ class Agent:
         if self.writer is None:
             w = SegmentWriter(self.repo, self.roots, self.config.exclude, self.parent, self.known)
             w.__enter__()
-            w.events.extend(self.carried)
-            self.carried = []
             self.writer = w
         return self.writer
 
@@ -125,13 +136,41 @@ class Agent:
                 self.newest_ns = max(
                     int((snapshot.record.journal or {}).get("to_ns", 0)), self.newest_ns
                 )
-            self.last_error = None
         except (HourglassError, OSError) as e:
-            self.carried = w.events  # kept, and committed with the next segment
-            self.last_error = str(e)
+            self.abandon(w, e)
         finally:
-            w.__exit__(None, None, None)
+            with contextlib.suppress(HourglassError, OSError):
+                w.__exit__(None, None, None)
             self.last_commit = time.monotonic()
+
+    def abandon(self, w: SegmentWriter | None, error: Exception) -> None:
+        """The repository failed: what ``w`` held is captured again once it answers."""
+        self.last_error = str(error)
+        events = w.events if w is not None else []
+        if self.unreachable_since is None:
+            self.unreachable_since = min([time.time_ns(), *(ev.ns for ev in events)])
+        for event in events:
+            self.retry.update(p for p in (event.path, event.to) if p and event.type != "gap")
+
+    def recover(self) -> bool:
+        """After a failed commit: read the journal again and queue what the lost segment
+        held, with a gap for the span. False while the repository does not answer."""
+        if self.unreachable_since is None:
+            return True
+        try:
+            self.load()
+        except (HourglassError, OSError) as e:
+            self.last_error = str(e)
+            return False
+        since, self.unreachable_since = self.unreachable_since, None
+        self.gap(since, time.time_ns(), "unreachable", self.last_error)
+        now = time.time_ns()
+        with self.lock:
+            for path in self.retry:
+                self.pending.setdefault(path, Pending(now, 0, 0.0))
+        self.retry = set()
+        self.captured.clear()
+        return True
 
     def gap(self, from_ns: int, to_ns: int, reason: str, detail: str | None = None) -> None:
         self.gaps += 1
@@ -412,6 +451,15 @@ class Agent:
             due = {p: v for p, v in self.pending.items() if final or v.due <= now}
             for p in due:
                 del self.pending[p]
+        if not self.recover():
+            with self.lock:
+                for path, again in due.items():
+                    again.due = time.monotonic() + 1.0  # try again in a second
+                    self.pending.setdefault(path, again)
+                if overflow is not None and self.overflow_from is None:
+                    self.overflow_from = overflow
+            self.write_status(running=True)
+            return
         try:
             if overflow is not None:
                 self.gap(overflow, time.time_ns(), "overflow", "the fanotify queue overflowed")
@@ -426,7 +474,11 @@ class Agent:
             ):
                 self.commit()
         except (HourglassError, OSError) as e:
-            self.last_error = str(e)
+            w, self.writer = self.writer, None
+            self.abandon(w, e)
+            if w is not None:
+                with contextlib.suppress(HourglassError, OSError):
+                    w.__exit__(None, None, None)
             with self.lock:
                 for path, again in due.items():
                     self.pending.setdefault(path, again)
@@ -449,7 +501,7 @@ class Agent:
             "protect": list(self.roots),
             "exclude": list(self.config.exclude),
             "newest_ns": self.newest_ns,
-            "queue": queue + len(self.carried),
+            "queue": queue + len(self.retry),
             "segments": self.segments,
             "gaps": self.gaps,
             "unresolved": self.unresolved,

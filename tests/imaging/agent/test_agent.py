@@ -164,6 +164,30 @@ def test_versions_restore_at_renames_deletes(fs: Path, tmp_path: Path) -> None:
     assert not (out3 / "docs" / "gone.txt").exists()
 
 
+@pytest.mark.parametrize("fs", ["ext4"], indirect=True)
+def test_repository_unreachable_keeps_the_queue(fs: Path, tmp_path: Path) -> None:
+    """While the repository is gone the changes wait (status says so); once it is back they
+    are committed, inside a recorded gap."""
+    Repository.init(tmp_path / "repo", encryption="none")
+    repo_dir, away = tmp_path / "repo", tmp_path / "away"
+    config = _config(tmp_path, fs)
+    with _Running(config):
+        repo_dir.rename(away)
+        (fs / "while-away.txt").write_text("written while the drive was gone")
+        status = tmp_path / "state" / "status.json"
+        assert _wait(lambda: '"queue": 0' not in status.read_text(), 5.0)
+        assert '"last_error": null' not in status.read_text()
+        away.rename(repo_dir)
+        assert _wait(lambda: str(fs / "while-away.txt") in _state(repo_dir), 10.0)
+        assert _wait(lambda: '"queue": 0' in status.read_text(), 5.0)
+    repo = Repository.open(repo_dir)
+    gaps = [v.event for v in journal_versions(repo, str(fs)) if v.event.type == "gap"]
+    assert [g.reason for g in gaps] == ["unreachable"]
+    out = tmp_path / "out"
+    restore_at(repo, [str(fs / "while-away.txt")], datetime.now().astimezone(), str(out))
+    assert (out / "while-away.txt").read_text() == "written while the drive was gone"
+
+
 def _agent_process(config_file: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
