@@ -57,8 +57,10 @@ def _partition(args: argparse.Namespace) -> int | None:
 # --- files versions -------------------------------------------------------------------------
 
 
-def _journal_lines(repo: Any, path: str, as_json: bool) -> list[jobs.JournalVersion]:
-    found: list[jobs.JournalVersion] = jobs.journal_versions(repo, path)
+def _journal_lines(
+    repo: Any, path: str, source: str | None, as_json: bool
+) -> list[jobs.JournalVersion]:
+    found: list[jobs.JournalVersion] = jobs.journal_versions(repo, path, source)
     if as_json or not found:
         return found
     print(f"{printable(path)} in the file journal:")
@@ -81,7 +83,7 @@ def _journal_lines(repo: Any, path: str, as_json: bool) -> list[jobs.JournalVers
 
 def cmd_files_versions(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    journal = _journal_lines(repo, args.path, args.json)
+    journal = _journal_lines(repo, args.path, args.source, args.json)
     if journal and not any(s.kind != "journal" for s in repo.snapshots()):
         if args.json:
             print_json({"journal": [v.as_dict() for v in journal], "images": []})
@@ -199,7 +201,9 @@ def _restore_at(args: argparse.Namespace) -> int:
         raise UsageError("files restore --at TIME needs at least one PATH.")
     when = parse_time(args.at)
     repo = open_repo(args)
-    result = jobs.files_restore_at(repo, tuple(paths), when, args.to, overwrite=args.overwrite)
+    result = jobs.files_restore_at(
+        repo, tuple(paths), when, args.to, overwrite=args.overwrite, source=args.source
+    )
     if args.json:
         print_json(
             {

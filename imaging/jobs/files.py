@@ -69,9 +69,15 @@ def files_restore(
 
 
 def files_restore_at(
-    repo: Repository, paths: tuple[str, ...], when: datetime, dest: str, *, overwrite: bool = False
+    repo: Repository,
+    paths: tuple[str, ...],
+    when: datetime,
+    dest: str,
+    *,
+    overwrite: bool = False,
+    source: str | None = None,
 ) -> JournalRestoreResult:
     """Restore host ``paths`` as the file journal had them at the second ``when``, under a
     reader lease."""
     with repo.reader():
-        return restore_at(repo, list(paths), when, dest, overwrite=overwrite)
+        return restore_at(repo, list(paths), when, dest, overwrite=overwrite, source=source)

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from imaging.errors import NotFound, UsageError
 from imaging.journal.records import Entry, Event
-from imaging.journal.segments import iter_paths, load_segments, ordered_events, replay
+from imaging.journal.segments import Segment, iter_paths, load_segments, ordered_events, replay
 from imaging.repository.store import Repository
 
 
@@ -52,10 +52,29 @@ def _concerns(event: Event, path: str) -> bool:
     return event.path == path
 
 
-def journal_versions(repo: Repository, path: str) -> list[JournalVersion]:
+def host_segments(repo: Repository, source: str | None) -> list[Segment]:
+    """The journal of one host: ``source`` (a host name or ``journal:HOST``), else the only
+    one the repository holds."""
+    segments = load_segments(repo)
+    if source is not None:
+        return [s for s in segments if source in (s.snapshot.source, s.snapshot.source_id)]
+    hosts = sorted({s.snapshot.source for s in segments})
+    if len(hosts) > 1:
+        raise UsageError(
+            f"The repository holds the file journals of {len(hosts)} hosts: say which with "
+            "--source.",
+            f"Hosts: {', '.join(hosts)}.",
+        )
+    return segments
+
+
+def journal_versions(
+    repo: Repository, path: str, source: str | None = None
+) -> list[JournalVersion]:
     """Every journal event of ``path`` (absolute, as on the host), oldest first."""
     path = posixpath.normpath(path)
-    return [JournalVersion(e) for e in ordered_events(load_segments(repo)) if _concerns(e, path)]
+    events = ordered_events(host_segments(repo, source))
+    return [JournalVersion(e) for e in events if _concerns(e, path)]
 
 
 @dataclass
@@ -79,6 +98,7 @@ def restore_at(
     dest: str,
     *,
     overwrite: bool = False,
+    source: str | None = None,
 ) -> JournalRestoreResult:
     """Write ``paths`` (files or trees) as the journal had them at the second ``when`` into
     ``dest``: ``dest/<name of each path>/...``, as ``cp -a`` would."""
@@ -88,7 +108,7 @@ def restore_at(
         root = os.path.realpath(repo_dir)
         if real_dest == root or real_dest.startswith(root + "/"):
             raise UsageError(f"{dest} is inside the repository: nothing is restored into it.")
-    state = replay(ordered_events(load_segments(repo)), as_of(when))
+    state = replay(ordered_events(host_segments(repo, source)), as_of(when))
     result = JournalRestoreResult(when, dest)
     plan: list[tuple[str, str, Entry]] = []
     for asked in paths:
@@ -110,7 +130,7 @@ def restore_at(
             )
     os.makedirs(dest, exist_ok=True)
     dirs = []
-    for source, target, entry in plan:
+    for host_path, target, entry in plan:
         meta = entry.meta
         os.makedirs(os.path.dirname(target), exist_ok=True)
         if meta.ftype == "dir":
@@ -126,7 +146,7 @@ def restore_at(
             result.bytes += written
         _set_meta(target, entry)
         result.restored += 1
-        result.paths.append(source)
+        result.paths.append(host_path)
     for target, entry in reversed(dirs):
         _set_meta(target, entry)
         result.restored += 1
