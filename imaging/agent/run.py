@@ -361,6 +361,13 @@ class Agent:
         now = time.time_ns()
         touched: dict[str, Pending] = {}
         for root in self.roots:
+            problem = self._unavailable(root)
+            if problem is not None:
+                # An unmounted filesystem is not a tree of deleted files: leave it as the
+                # journal has it, and say so.
+                self.gap(now, now, "unreadable", problem)
+                self.last_error = problem
+                continue
             if self.watched(root):
                 touched[root] = Pending(now, 0, 0.0)
             for top, dirs, files in os.walk(root):
@@ -368,12 +375,29 @@ class Agent:
                 for name in dirs + files:
                     touched[os.path.join(top, name)] = Pending(now, 0, 0.0)
         for path in self.state:
-            if self.watched(path) and path not in touched:
+            if self.watched(path) and path not in touched and self._scanned(path, touched):
                 touched[path] = Pending(now, 0, 0.0)
         later = self.reconcile(touched, "rescan")
         with self.lock:
             for path, p in later.items():
                 self.pending.setdefault(path, p)
+
+    def _unavailable(self, root: str) -> str | None:
+        """Why ``root`` cannot be rescanned now, or None: it is missing, or empty while the
+        journal holds files below it (a filesystem not mounted; device numbers change
+        between boots, so they cannot tell)."""
+        try:
+            empty = not os.listdir(root)
+        except OSError as e:
+            return f"{root}: {e.strerror}; it was not rescanned"
+        if empty and self._below_known(root):
+            return f"{root} is empty (not mounted?); it was not rescanned"
+        return None
+
+    def _scanned(self, path: str, touched: dict[str, Pending]) -> bool:
+        return any(
+            (path == r or path.startswith(r.rstrip("/") + "/")) and r in touched for r in self.roots
+        )
 
     def start_gap(self) -> None:
         """The span the agent did not run: from the journal's newest event to now."""

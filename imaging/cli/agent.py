@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -22,7 +23,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     agent = jobs_agent.run_agent(config, once=args.once, stop=stop)
     if agent.last_error:
-        print(f"hourglass: error: {agent.last_error}")
+        print(f"hourglass: error: {agent.last_error}", file=sys.stderr)
         return 1
     return 0
 

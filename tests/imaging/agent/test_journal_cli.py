@@ -87,3 +87,29 @@ def test_once_versions_restore_at_status(
     assert run_cli(*args, notes, "--to", str(to)) == 0
     assert (to / "notes.txt").read_text() == "second version"
     assert run_cli("verify", *env_repo, "--read-data") == 0
+
+
+def test_an_empty_root_is_not_taken_as_everything_deleted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A protected path that is empty where the journal holds files (a filesystem that is
+    not mounted) is left as the journal has it: a gap says so, and the pass fails."""
+    Repository.init(tmp_path / "repo", encryption="none")
+    home = tmp_path / "home"
+    (home / "ana").mkdir(parents=True)
+    (home / "ana" / "notes.txt").write_text("kept")
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[repository]\nlocation = "{tmp_path / "repo"}"\n'
+        f'[protect]\npaths = ["{home}"]\n[agent]\nstate_dir = "{tmp_path / "state"}"\n'
+    )
+    assert run_cli("agent", "--config", str(config), "--once") == 0
+    (home / "ana" / "notes.txt").unlink()
+    (home / "ana").rmdir()
+    assert run_cli("agent", "--config", str(config), "--once") == 1
+    assert "not mounted" in capsys.readouterr().err
+    out = tmp_path / "out"
+    repo = ["--repo", str(tmp_path / "repo")]
+    now = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    assert run_cli("files", "restore", *repo, "--at", now, str(home), "--to", str(out)) == 0
+    assert (out / "home" / "ana" / "notes.txt").read_text() == "kept"
