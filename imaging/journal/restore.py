@@ -8,7 +8,7 @@ import posixpath
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from imaging.errors import NotFound, UsageError
+from imaging.errors import IntegrityError, NotFound, UsageError
 from imaging.journal.records import Entry, Event
 from imaging.journal.segments import Segment, iter_paths, load_segments, ordered_events, replay
 from imaging.repository.store import Repository
@@ -109,7 +109,7 @@ def restore_at(
         if real_dest == root or real_dest.startswith(root + "/"):
             raise UsageError(f"{dest} is inside the repository: nothing is restored into it.")
     state = replay(ordered_events(host_segments(repo, source)), as_of(when))
-    result = JournalRestoreResult(when, dest)
+    result = JournalRestoreResult(when, real_dest)
     plan: list[tuple[str, str, Entry]] = []
     for asked in paths:
         path = posixpath.normpath(asked)
@@ -120,7 +120,12 @@ def restore_at(
             )
         base = posixpath.dirname(path)
         for p in chosen:
-            plan.append((p, os.path.join(dest, posixpath.relpath(p, base)), state[p]))
+            parts = p[len(base) :].strip("/").split("/")
+            if any(part in ("", ".", "..") for part in parts):
+                raise IntegrityError(f"The journal names a path that is not one: {p!r}.")
+            plan.append((p, os.path.join(real_dest, *parts), state[p]))
+    # Symlinks last, so that nothing is ever written through one the restore made.
+    plan.sort(key=lambda item: item[2].meta.ftype == "symlink")
     if not overwrite:
         existing = [t for _, t, e in plan if os.path.lexists(t) and e.meta.ftype != "dir"]
         if existing:
@@ -132,6 +137,7 @@ def restore_at(
     dirs = []
     for host_path, target, entry in plan:
         meta = entry.meta
+        _refuse_links_above(target)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         if meta.ftype == "dir":
             os.makedirs(target, exist_ok=True)
@@ -140,6 +146,10 @@ def restore_at(
         if os.path.lexists(target) and not os.path.isdir(target):
             os.unlink(target)
         if meta.ftype == "symlink":
+            if os.path.isdir(target):
+                raise IntegrityError(
+                    f"The journal holds {host_path} as a symbolic link and entries below it."
+                )
             os.symlink(meta.target or "", target)
         else:
             written = _write_file(repo, target, entry)
@@ -151,6 +161,19 @@ def restore_at(
         _set_meta(target, entry)
         result.restored += 1
     return result
+
+
+def _refuse_links_above(target: str) -> None:
+    """Nothing is written through a symbolic link in DEST (one that was there, or one the
+    journal holds where it also holds files below)."""
+    above = os.path.dirname(target)
+    while not os.path.lexists(above):
+        above = os.path.dirname(above)
+    if os.path.realpath(above) != above:
+        raise UsageError(
+            f"{above} leads elsewhere through a symbolic link: nothing is written through it.",
+            "Restore into an empty directory.",
+        )
 
 
 def _write_file(repo: Repository, target: str, entry: Entry) -> int:
