@@ -109,3 +109,14 @@ def test_nothing_is_written_through_a_symlink(repo: Repository, tmp_path: Path) 
     with pytest.raises(UsageError):
         restore_at(repo, ["/h/d"], datetime.now().astimezone(), str(dest))
     assert os.listdir(outside) == []
+
+
+def test_the_app_and_image_commands_do_not_see_segments(repo: Repository) -> None:
+    from imaging.files.images import file_images
+    from imaging.jobs.repositories import list_snapshots
+
+    _segment(repo, [("file", "/h/a", b"a")])
+    [segment] = load_segments(repo)
+    assert file_images(segment.snapshot) == []
+    assert list(list_snapshots(repo).snapshots) == []
+    assert [s.kind for s in repo.snapshots()] == ["journal"]
