@@ -190,7 +190,11 @@ class Agent:
     # --- reconciling paths with the journal -------------------------------------------------
 
     def _below_known(self, path: str) -> bool:
-        prefix = path + "/"
+        """True when the journal holds entries below ``path`` (a directory of it)."""
+        entry = self.state.get(path)
+        if entry is None or entry.meta.ftype != "dir":
+            return False
+        prefix = path.rstrip("/") + "/"
         return any(p.startswith(prefix) for p in self.state)
 
     def reconcile(self, touched: dict[str, Pending], cause: str) -> dict[str, Pending]:
@@ -206,7 +210,7 @@ class Agent:
             try:
                 present[path] = os.lstat(path)
             except FileNotFoundError:
-                if path in self.state or self._below_known(path):
+                if path in self.state:
                     gone.append(path)
             except OSError as e:
                 now = time.time_ns()

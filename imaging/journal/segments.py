@@ -67,6 +67,11 @@ def ordered_events(segments: Iterable[Segment]) -> list[Event]:
 
 
 def _below(state: dict[str, Entry], path: str) -> list[str]:
+    """The paths below ``path``: only a directory has any (a scan of the whole state, so
+    it is not made for files: a burst of deletes stays linear)."""
+    entry = state.get(path)
+    if entry is None or entry.meta.ftype != "dir":
+        return []
     prefix = path.rstrip("/") + "/"
     return [p for p in state if p.startswith(prefix)]
 
@@ -75,17 +80,21 @@ def apply(state: dict[str, Entry], event: Event) -> None:
     """Change ``state`` (path -> entry) by one event."""
     if event.type in ("write", "create"):
         assert event.meta is not None
+        old = state.get(event.path)
+        if old is not None and old.meta.ftype == "dir" and event.meta.ftype != "dir":
+            for p in _below(state, event.path):
+                del state[p]
         state[event.path] = Entry(meta=event.meta, chunks=event.chunks, ns=event.ns)
     elif event.type == "delete":
-        state.pop(event.path, None)
         for p in _below(state, event.path):
             del state[p]
+        state.pop(event.path, None)
     elif event.type == "rename" and event.to is not None:
         moving = [event.path, *_below(state, event.path)]
         taken = {p: state.pop(p) for p in moving if p in state}
-        state.pop(event.to, None)
         for p in _below(state, event.to):
             del state[p]
+        state.pop(event.to, None)
         for p, entry in taken.items():
             state[event.to + p[len(event.path) :]] = entry
 
