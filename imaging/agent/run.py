@@ -442,8 +442,9 @@ class Agent:
                         if p is None:
                             self.pending[event.path] = Pending(now, close, due)
                         else:
+                            # Its due time stays: a file closed again and again is still
+                            # copied (once per interval), never put off for good.
                             p.close_ns = max(p.close_ns, close)
-                            p.due = max(p.due, due)
                     self.last_read_ns = now
 
     def run(self, stop: threading.Event, on_ready: Callable[[], None] | None = None) -> None:

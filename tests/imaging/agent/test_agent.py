@@ -75,6 +75,11 @@ def _state(repo_dir: Path) -> dict[str, Entry]:
     return replay(ordered_events(load_segments(repo)))
 
 
+def _mtime(repo_dir: Path, path: Path) -> int | None:
+    entry = _state(repo_dir).get(str(path))
+    return entry.meta.mtime_ns if entry is not None else None
+
+
 def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -186,6 +191,34 @@ def test_repository_unreachable_keeps_the_queue(fs: Path, tmp_path: Path) -> Non
     out = tmp_path / "out"
     restore_at(repo, [str(fs / "while-away.txt")], datetime.now().astimezone(), str(out))
     assert (out / "while-away.txt").read_text() == "written while the drive was gone"
+
+
+@pytest.mark.parametrize("fs", ["ext4"], indirect=True)
+def test_a_file_written_continuously_gets_one_version_per_interval(
+    fs: Path, tmp_path: Path
+) -> None:
+    """Closed 30 times in 3 s with a 1 s interval: at most one version a second (plus the
+    first), and the last content is the last version."""
+    Repository.init(tmp_path / "repo", encryption="none")
+    repo_dir = tmp_path / "repo"
+    log = fs / "log.txt"
+    with _Running(_config(tmp_path, fs, interval=1.0)):
+        started = time.monotonic()
+        for i in range(30):
+            log.write_text(f"line {i}\n")
+            time.sleep(0.1)
+        elapsed = time.monotonic() - started
+        stopped = time.time_ns()
+        last = log.stat().st_mtime_ns
+        assert _wait(lambda: _mtime(repo_dir, log) == last, 5.0)
+    repo = Repository.open(repo_dir)
+    writes = [v for v in journal_versions(repo, str(log)) if v.event.type == "write"]
+    assert 2 <= len(writes) <= int(elapsed) + 2
+    # Copied while it was being written, not only once the writes stopped.
+    assert sum(w.event.ns < stopped for w in writes) >= 2
+    out = tmp_path / "out"
+    restore_at(repo, [str(log)], datetime.now().astimezone(), str(out))
+    assert (out / "log.txt").read_text() == "line 29\n"
 
 
 def _agent_process(config_file: Path) -> subprocess.Popen[bytes]:
