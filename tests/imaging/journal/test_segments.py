@@ -16,6 +16,7 @@ from imaging.errors import IntegrityError, UsageError
 from imaging.journal.records import Event, Meta
 from imaging.journal.restore import restore_at
 from imaging.journal.segments import SegmentWriter, load_segments, ordered_events, replay
+from imaging.repository.stats import collect
 from imaging.repository.store import Repository
 
 
@@ -80,6 +81,9 @@ def test_written_read_and_replayed(repo: Repository, tmp_path: Path) -> None:
     assert len(state["/h/e/big"].chunks) > 10  # content-defined chunks, not one block
     restore_at(repo, ["/h/e"], datetime.now().astimezone(), str(tmp_path / "out"))
     assert (tmp_path / "out" / "e" / "big").read_bytes() == big
+    info = collect(repo)  # `hourglass info`: the versions' bytes, not index entries x blocks
+    assert info.logical_bytes == len(big) + 1
+    assert len(big) - 256 * 1024 <= info.unique_bytes <= len(big) + 1
 
 
 def test_a_path_with_dot_dot_is_refused(repo: Repository, tmp_path: Path) -> None:
