@@ -41,6 +41,7 @@ def _status(config: jobs_agent.AgentConfig, as_json: bool) -> int:
                 "gaps": status.gaps,
                 "segments": status.segments,
                 "last_error": status.last_error,
+                "unresolved": status.unresolved,
                 "repository": status.repository,
             }
         )
@@ -54,7 +55,9 @@ def _status(config: jobs_agent.AgentConfig, as_json: bool) -> int:
         + (f"{human_duration(age)} ago" if age is not None else "none yet")
     )
     print(f"Queue: {status.queue} change(s) not yet committed")
-    print(f"Gaps recorded: {status.gaps}")
+    print(f"Gaps recorded by this run: {status.gaps}")
+    if status.unresolved:
+        print(f"Events of directories gone before they were read: {status.unresolved}")
     print(f"Last error: {status.last_error or 'none'}")
     return 0
 

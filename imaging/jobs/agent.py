@@ -48,6 +48,8 @@ class AgentStatus:
     gaps: int
     segments: int
     repository: str
+    unresolved: int = 0
+    """Events whose directory was gone before they were read (covered by its own event)."""
 
     @property
     def age(self) -> float | None:
@@ -81,4 +83,5 @@ def agent_status(config: AgentConfig) -> AgentStatus:
         gaps=int(record.get("gaps") or 0),  # type: ignore[call-overload]
         segments=int(record.get("segments") or 0),  # type: ignore[call-overload]
         repository=config.location,
+        unresolved=int(record.get("unresolved") or 0),  # type: ignore[call-overload]
     )
