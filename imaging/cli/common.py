@@ -171,7 +171,8 @@ def local_time(moment: datetime) -> str:
 
 def snapshot_row(s: Snapshot) -> str:
     when = s.time.strftime("%Y-%m-%d %H:%M:%S")
-    return f"{s.id[:12]}  {when}  {human_size(s.size):>10}  {human_size(s.stored):>10}  {s.source}"
+    source = f"{s.source} (file journal)" if s.kind == "journal" else s.source
+    return f"{s.id[:12]}  {when}  {human_size(s.size):>10}  {human_size(s.stored):>10}  {source}"
 
 
 def damaged_row(d: DamagedSnapshot) -> str:

@@ -6,17 +6,18 @@ from __future__ import annotations
 import argparse
 import stat
 import sys
+from datetime import datetime
 from typing import Any
 
 from imaging import jobs
 from imaging.cli.common import local_time, open_repo, print_json
-from imaging.errors import IntegrityError, NotFound
+from imaging.errors import HourglassError, IntegrityError, NotFound, UsageError
 from imaging.files.browse import Entry, SnapshotBrowser, printable
 from imaging.files.images import resolve
 from imaging.files.server import main as serve
 from imaging.files.versions import file_history
 from imaging.progress import reporter_for
-from imaging.repository.selectors import split_partition
+from imaging.repository.selectors import parse_time, split_partition
 from imaging.units import human_size
 
 
@@ -56,16 +57,59 @@ def _partition(args: argparse.Namespace) -> int | None:
 # --- files versions -------------------------------------------------------------------------
 
 
+def _journal_lines(
+    repo: Any, path: str, source: str | None, as_json: bool
+) -> list[jobs.JournalVersion]:
+    found: list[jobs.JournalVersion] = jobs.journal_versions(repo, path, source)
+    if as_json or not found:
+        return found
+    print(f"{printable(path)} in the file journal:")
+    for v in found:
+        e = v.event
+        when = local_time(v.time)
+        if e.type == "write" and e.meta is not None:
+            print(f"  {when}  version  {human_size(e.meta.size):>10}  ({e.cause})")
+        elif e.type == "create" and e.meta is not None:
+            print(f"  {when}  created  {e.meta.ftype}")
+        elif e.type == "rename":
+            print(f"  {when}  renamed  {printable(e.path)} -> {printable(e.to or '')}")
+        elif e.type == "delete":
+            print(f"  {when}  deleted  {printable(e.path)}")
+        elif e.type == "gap":
+            start = local_time(datetime.fromtimestamp((e.from_ns or 0) / 1e9))
+            print(f"  {when}  GAP      changes from {start} may be missed ({e.reason})")
+    return found
+
+
 def cmd_files_versions(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    history = file_history(
-        repo,
-        args.path,
-        partition=args.partition,
-        source=args.source,
-        progress=reporter_for(args.progress),
-    )
-    if args.json:
+    journal = _journal_lines(repo, args.path, args.source, args.json)
+    if journal and not any(s.kind != "journal" for s in repo.snapshots()):
+        if args.json:
+            print_json({"journal": [v.as_dict() for v in journal], "images": []})
+        return 0
+    try:
+        history = file_history(
+            repo,
+            args.path,
+            partition=args.partition,
+            source=args.source,
+            progress=reporter_for(args.progress),
+        )
+    except HourglassError:
+        if not journal:
+            raise
+        if args.json:
+            print_json({"journal": [v.as_dict() for v in journal], "images": []})
+        return 0
+    if args.json and journal:
+        print_json(
+            {
+                "journal": [v.as_dict() for v in journal],
+                "images": [v.as_dict() for v in history.versions],
+            }
+        )
+    elif args.json:
         print_json([v.as_dict() for v in history.versions])
     else:
         numbers = {id(v): i + 1 for i, v in enumerate(history.versions)}
@@ -84,7 +128,7 @@ def cmd_files_versions(args: argparse.Namespace) -> int:
                 f"{detail}  sha256 {digest}"
             )
         print(f"{len(history.versions)} distinct version(s).")
-    if not history.versions:
+    if not history.versions and not journal:
         print(
             f"hourglass: error: {printable(history.path)} is in none of the "
             f"{len(history.timeline)} snapshot(s).",
@@ -98,6 +142,10 @@ def cmd_files_versions(args: argparse.Namespace) -> int:
 
 
 def cmd_files_restore(args: argparse.Namespace) -> int:
+    if args.at is not None:
+        return _restore_at(args)
+    if not args.paths:
+        raise UsageError("files restore needs a SNAPSHOT and at least one PATH (or --at TIME).")
     repo = open_repo(args)
     request = jobs.FilesRestoreRequest(
         snapshot=args.snapshot,
@@ -146,6 +194,33 @@ def cmd_files_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _restore_at(args: argparse.Namespace) -> int:
+    """`files restore --at TIME PATH...`: from the file journal, as of that second."""
+    paths = [p for p in (args.snapshot, *args.paths) if p is not None]
+    if not paths:
+        raise UsageError("files restore --at TIME needs at least one PATH.")
+    when = parse_time(args.at)
+    repo = open_repo(args)
+    result = jobs.files_restore_at(
+        repo, tuple(paths), when, args.to, overwrite=args.overwrite, source=args.source
+    )
+    if args.json:
+        print_json(
+            {
+                "at": result.at.isoformat(),
+                "dest": result.dest,
+                "restored": result.restored,
+                "bytes": result.bytes,
+            }
+        )
+    else:
+        print(
+            f"Restored {result.restored} item(s), {human_size(result.bytes)}, as of "
+            f"{local_time(result.at)} from the file journal to {result.dest}."
+        )
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """The FUSE server inside a frozen `hourglass` binary (no `python -m` there)."""
     argv = list(args.server_args)
@@ -177,8 +252,15 @@ def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.Argument
     p.set_defaults(handler=cmd_files_versions)
 
     p = fsub.add_parser("restore", parents=[common], help="restore files and directories")
-    p.add_argument("snapshot", metavar="SNAPSHOT[@N]", help=snapshot_help)
-    p.add_argument("paths", metavar="PATH", nargs="+")
+    p.add_argument(
+        "snapshot", metavar="SNAPSHOT[@N]", nargs="?", help=snapshot_help + " (not with --at)"
+    )
+    p.add_argument("paths", metavar="PATH", nargs="*")
+    p.add_argument(
+        "--at",
+        metavar="TIME",
+        help='"YYYY-MM-DD HH:MM:SS": host paths from the file journal as of that second',
+    )
     p.add_argument("--partition", type=int, metavar="N", help=partition_help)
     p.add_argument("--to", required=True, metavar="DEST", help="directory to restore into")
     p.add_argument(

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "umount": "mount",
     "files": "files",
     "unattended": "unattended",
+    "agent": "agent",
 }
 
 

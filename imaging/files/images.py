@@ -11,7 +11,10 @@ from imaging.units import human_size
 
 
 def file_images(snapshot: Snapshot) -> list[ImageRecord]:
-    """Images that may hold a filesystem: not the area before the first partition, not swap."""
+    """Images that may hold a filesystem: not the area before the first partition, not swap,
+    none of a file journal's segment (its index lists chunks: FORMAT.md, "File journal")."""
+    if snapshot.kind == "journal":
+        return []
     return [
         image
         for image in snapshot.images

@@ -173,7 +173,7 @@ def file_history(
     """:func:`file_versions` with the per-snapshot timeline the text output shows."""
     parts = paths.split(path)
     shown = paths.display(parts)
-    all_snapshots = repo.snapshots()
+    all_snapshots = [s for s in repo.snapshots() if s.kind != "journal"]
     source_id = choose_source(all_snapshots, source)
     snapshots = [s for s in all_snapshots if s.source_id == source_id]
     meter = Meter("versions", len(snapshots), progress)

@@ -31,7 +31,13 @@ from imaging.jobs.common import Chosen, choose_snapshot, no_confirm, select
 from imaging.jobs.copy import CopyRequest, CopyResult, copy
 
 if TYPE_CHECKING:
-    from imaging.jobs.files import FilesRestoreRequest, files_restore
+    from imaging.jobs.files import (
+        FilesRestoreRequest,
+        JournalVersion,
+        files_restore,
+        files_restore_at,
+        journal_versions,
+    )
     from imaging.jobs.maintenance import (
         ForgetPlan,
         ForgetRequest,
@@ -77,6 +83,7 @@ __all__ = [
     "ForgetResult",
     "GcResult",
     "GrowPlan",
+    "JournalVersion",
     "LocationReport",
     "Policy",
     "RestorePreview",
@@ -91,9 +98,11 @@ __all__ = [
     "choose_snapshot",
     "copy",
     "files_restore",
+    "files_restore_at",
     "forget",
     "gc",
     "grow_plan",
+    "journal_versions",
     "no_confirm",
     "plan_backup",
     "plan_forget",
@@ -105,7 +114,13 @@ __all__ = [
 ]
 
 _LATER = {
-    "files": ("FilesRestoreRequest", "files_restore"),
+    "files": (
+        "FilesRestoreRequest",
+        "JournalVersion",
+        "files_restore",
+        "files_restore_at",
+        "journal_versions",
+    ),
     "maintenance": (
         "ForgetPlan",
         "ForgetRequest",

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from imaging.files.browse import Entry, SnapshotBrowser, printable
 from imaging.files.images import file_images
 from imaging.files.restore import FileRestoreResult, restore_files, restore_from
 from imaging.files.versions import Version, file_versions
 from imaging.jobs.common import choose_snapshot
+from imaging.journal.restore import (
+    JournalRestoreResult,
+    JournalVersion,
+    journal_versions,
+    restore_at,
+)
 from imaging.progress import ProgressCallback, no_progress
 from imaging.repository.store import Repository
 
@@ -16,11 +23,15 @@ __all__ = [
     "Entry",
     "FileRestoreResult",
     "FilesRestoreRequest",
+    "JournalRestoreResult",
+    "JournalVersion",
     "SnapshotBrowser",
     "Version",
     "file_images",
     "file_versions",
     "files_restore",
+    "files_restore_at",
+    "journal_versions",
     "printable",
     "restore_from",
 ]
@@ -55,3 +66,18 @@ def files_restore(
             overwrite=request.overwrite,
             progress=progress,
         )
+
+
+def files_restore_at(
+    repo: Repository,
+    paths: tuple[str, ...],
+    when: datetime,
+    dest: str,
+    *,
+    overwrite: bool = False,
+    source: str | None = None,
+) -> JournalRestoreResult:
+    """Restore host ``paths`` as the file journal had them at the second ``when``, under a
+    reader lease."""
+    with repo.reader():
+        return restore_at(repo, list(paths), when, dest, overwrite=overwrite, source=source)

@@ -91,9 +91,11 @@ class Listing:
 
 
 def list_snapshots(repo: Repository) -> Listing:
-    """The snapshots, oldest first, checked against what this machine saw before."""
+    """The image snapshots, oldest first, checked against what this machine saw before
+    (against every manifest, the file journal's segments included)."""
     listed = repo.snapshots()
-    return Listing(listed, seen.note_listing(repo, listed))
+    images = SnapshotList([s for s in listed if s.kind != "journal"], listed.damaged)
+    return Listing(images, seen.note_listing(repo, listed))
 
 
 def info(repo: Repository) -> RepositoryInfo:

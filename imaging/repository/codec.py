@@ -287,10 +287,13 @@ def validate_manifest(m: Any, name: str, snapshot_id: str) -> None:
     _require(_is_int(m.get("time_ns", 0)), name, "an invalid time_ns")
     _require(isinstance(m.get("source"), str), name, "no source")
     _require(isinstance(m.get("source_id"), str), name, "no source id")
-    _require(m.get("kind") in ("file", "partition", "disk"), name, "an unknown kind")
+    _require(m.get("kind") in ("file", "partition", "disk", "journal"), name, "an unknown kind")
     _require(_is_int(m.get("size")), name, "no valid size")
     images = m.get("images")
     _require(isinstance(images, list) and len(images) > 0, name, "no images")
+    _require(
+        m["kind"] != "journal" or isinstance(m.get("journal"), dict), name, "no journal object"
+    )
     seen: set[str] = set()
     for image in images:
         validate_image(image, name, seen)

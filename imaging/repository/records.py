@@ -243,6 +243,8 @@ class Manifest(_Record):
     partition: Mapping[str, Any] | None = _json(_is_object, default=None)
     """Where a single partition's snapshot came from (its disk, number, start, type)."""
     warnings: tuple[str, ...] = _json(_is_strs, load=tuple, default=())
+    journal: Mapping[str, Any] | None = _json(_is_object, default=None)
+    """A file journal segment's events (kind ``journal``: docs/FORMAT.md, "File journal")."""
     stats: BackupStats = _json(_is_object, load=_stats, factory=BackupStats, always=True)  # noqa: RUF009
 
     @classmethod

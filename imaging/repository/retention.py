@@ -64,6 +64,8 @@ def apply(snapshots: list[Snapshot], policy: Policy) -> Decision:
     decision = Decision()
     groups: dict[str, list[Snapshot]] = {}
     for s in snapshots:
+        if s.kind == "journal":
+            continue  # never by a policy: the journal is forgotten with its compaction
         groups.setdefault(s.source_id, []).append(s)
     for group in groups.values():
         newest_first = sorted(group, key=lambda s: s.order, reverse=True)

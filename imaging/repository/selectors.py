@@ -77,7 +77,12 @@ def find(
 ) -> Snapshot | DamagedSnapshot:
     """Like :func:`select`, but an id may name a damaged snapshot too (to forget it)."""
     damaged = list(snapshots.damaged) if isinstance(snapshots, SnapshotList) else []
-    candidates = [s for s in snapshots if source is None or source in (s.source, s.source_id)]
+    # A journal segment is not an image: it is never chosen as one (FORMAT.md, "File journal").
+    candidates = [
+        s
+        for s in snapshots
+        if s.kind != "journal" and (source is None or source in (s.source, s.source_id))
+    ]
     text = selector.strip()
     by_id = _by_id(candidates, damaged, text)
     if by_id is not None:
@@ -90,6 +95,11 @@ def find(
                 f"Every snapshot in the repository is damaged ({len(damaged)}): "
                 + "; ".join(d.describe() for d in damaged[:3]),
                 "`hourglass snapshots` lists them; `hourglass forget ID` removes one.",
+            )
+        if any(s.kind == "journal" for s in snapshots):
+            raise SnapshotNotFound(
+                "The repository holds no disk or partition images yet, only the file journal.",
+                'Its files are restored with `hourglass files restore --at "TIME" PATH...`.',
             )
         raise SnapshotNotFound("The repository holds no snapshots yet.")
     if text == "latest":

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 from imaging.repository import codec
 from imaging.repository.storage import Kind
-from imaging.repository.store import Repository
+from imaging.repository.store import Repository, Snapshot
 
 
 @dataclass
@@ -46,6 +46,11 @@ def collect(repo: Repository) -> RepositoryInfo:
     data_bytes = logical = 0
     bs = repo.block_size
     for snapshot in snapshots:
+        if snapshot.kind == "journal":
+            logical += snapshot.size
+            data_bytes += snapshot.size
+            _journal_chunks(repo, snapshot, unique)
+            continue
         for image in snapshot.images:
             size = image.size
             logical += size
@@ -74,3 +79,19 @@ def collect(repo: Repository) -> RepositoryInfo:
         stored_bytes=stored,
         key_slots=len(repo.key_slots()) if repo.encrypted else 0,
     )
+
+
+def _journal_chunks(repo: Repository, snapshot: Snapshot, unique: dict[bytes, int]) -> None:
+    """A journal segment's chunks (FORMAT.md, "File journal"). Its index lists chunk ids, not
+    blocks, and records no chunk's length: each chunk of a version counts as the version's
+    average, which is exact for the total of each version."""
+    ids = list(repo.load_index(snapshot, snapshot.images[0].name)) if snapshot.images else []
+    for event in (snapshot.record.journal or {}).get("events", []):
+        chunks, size = event.get("chunks"), event.get("size")
+        if event.get("type") != "write" or not isinstance(chunks, list) or len(chunks) != 2:
+            continue
+        start, count = chunks
+        if not isinstance(size, int) or not count:
+            continue
+        for chunk_id in ids[start : start + count]:
+            unique.setdefault(chunk_id, size // count)
