@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import os
 import struct
@@ -18,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from imaging.errors import HourglassError
+from imaging.libc import libc
 
 FAN_CLOEXEC = 0x1
 FAN_NONBLOCK = 0x2
@@ -47,7 +47,7 @@ _FSID = 8
 FANOTIFY_METADATA_VERSION = 3
 O_PATH = 0o10000000
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = libc()
 _libc.fanotify_init.argtypes = (ctypes.c_uint, ctypes.c_uint)
 _libc.fanotify_init.restype = ctypes.c_int
 _libc.fanotify_mark.argtypes = (
