@@ -177,8 +177,8 @@ def check_block_target(repo: Repository, target: str) -> None:
 
 def _too_small(target: _Target, needed: int, what: str, hint: str) -> TargetTooSmall:
     return TargetTooSmall(
-        f"{target.path} ({decimal_size(target.size)}, {target.size} bytes) is smaller than "
-        f"{what} needs ({decimal_size(needed)}, {needed} bytes).",
+        f"{target.path} ({decimal_size(target.size)}, {target.size} bytes) is too small for "
+        f"{what}: that needs {decimal_size(needed)} ({needed} bytes).",
         hint,
     )
 
@@ -289,7 +289,12 @@ def _partition_destination(
             "Create a partition for it first and name that partition as the target.",
         )
     if t.size < layout.required_size():
-        raise _too_small(t, layout.required_size(), f"partition {number} where it was", hint)
+        raise _too_small(
+            t,
+            layout.required_size(),
+            f"partition {number} at its place on the snapshot's disk",
+            hint,
+        )
     return _Destination(t.path, entry.start * table.sector_size, size, "", layout)
 
 

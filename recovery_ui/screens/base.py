@@ -13,7 +13,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
-from imaging.errors import HourglassError, RepositoryOnSource
+from imaging.errors import HourglassError, RepositoryOnSource, TargetTooSmall
 from imaging.jobs.locations import S3Error
 from recovery_ui.i18n import N_, _
 from recovery_ui.messages import ProgressRelay
@@ -34,7 +34,8 @@ ResultT = TypeVar("ResultT")
 def describe_failure(error: BaseException) -> tuple[str, str]:
     """(message, hint) to show for ``error``: the engine's own words for its errors (an
     object store's with a line and a hint in the app's language: the engine's hint names
-    command-line options)."""
+    command-line options; a disk too small with the one thing the app can do about it: its
+    engine hint names partitions to restore singly, which only the command line can)."""
 
     if isinstance(error, S3Error):
         return (
@@ -44,6 +45,8 @@ def describe_failure(error: BaseException) -> tuple[str, str]:
                 "store with a certificate of its own, give its CA certificate file."
             ),
         )
+    if isinstance(error, TargetTooSmall):
+        return error.message, _("Choose a larger disk.")
     if isinstance(error, HourglassError):
         return error.message, error.hint or ""
     return (
