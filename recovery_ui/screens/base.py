@@ -13,7 +13,13 @@ from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
-from imaging.errors import HourglassError, RepositoryOnSource, TargetTooSmall
+from imaging.errors import (
+    MISTYPED_HINT,
+    HourglassError,
+    PassphraseError,
+    RepositoryOnSource,
+    TargetTooSmall,
+)
 from imaging.jobs.locations import S3Error
 from recovery_ui.i18n import N_, _
 from recovery_ui.messages import ProgressRelay
@@ -44,6 +50,18 @@ def describe_failure(error: BaseException) -> tuple[str, str]:
                 "Check the endpoint, the bucket, the access key and the secret key; for a "
                 "store with a certificate of its own, give its CA certificate file."
             ),
+        )
+    if isinstance(error, PassphraseError) and error.message.startswith("Wrong passphrase"):
+        # The engine's advice in the app's language; what else it found, in its words.
+        extra = (error.hint or "").removeprefix(MISTYPED_HINT).strip()
+        advice = _(
+            "Check Caps Lock and the keyboard layout (this console may use a US layout, "
+            "where letters such as Y and Z and most symbols sit elsewhere), then type it "
+            "again. A recovery key opens the repository too: type it in the same field."
+        )
+        return (
+            _("That passphrase does not open this repository."),
+            f"{advice}\n{extra}" if extra else advice,
         )
     if isinstance(error, TargetTooSmall):
         return error.message, _("Choose a larger disk.")

@@ -29,7 +29,9 @@ async def test_repository_maintenance(
         await open_found_repository(pilot, "not the passphrase")
         dialog = screen_text(app)
         shot(app, "wrong-passphrase")
-        assert "Wrong passphrase" in dialog and "Traceback" not in dialog
+        assert "does not open this repository" in dialog and "Traceback" not in dialog
+        # What to check, in the app's words (issue 22, item 11).
+        assert "Caps Lock" in dialog and "keyboard layout" in dialog and "recovery key" in dialog
         assert any("PassphraseError" in line for line in app.session_log.lines)
         await pilot.press("enter")  # OK
         await type_text(pilot, PASSPHRASE)
