@@ -16,6 +16,7 @@ from textual.worker import Worker, WorkerState
 from imaging.errors import (
     MISTYPED_HINT,
     HourglassError,
+    NoSpace,
     PassphraseError,
     RepositoryOnSource,
     TargetTooSmall,
@@ -62,6 +63,16 @@ def describe_failure(error: BaseException) -> tuple[str, str]:
         return (
             _("That passphrase does not open this repository."),
             f"{advice}\n{extra}" if extra else advice,
+        )
+    if isinstance(error, NoSpace) and error.message.startswith("The backup drive is full"):
+        # The engine's hint names commands; say where the same is done in the app.
+        return (
+            error.message,
+            _(
+                "Free space on the backup drive: on the Repository screen, Free space frees "
+                "what failed backups left, and Forget old forgets old backups. Or use a "
+                "larger drive."
+            ),
         )
     if isinstance(error, TargetTooSmall):
         return error.message, _("Choose a larger disk.")

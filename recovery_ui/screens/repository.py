@@ -1,5 +1,6 @@
 """Repository: statistics, a time-boxed verify, forgetting old snapshots by a policy (with a
-preview of what goes), changing the passphrase, adding a printable recovery key."""
+preview of what goes), freeing the space failed backups left (gc), changing the passphrase,
+adding a printable recovery key."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from recovery_ui.widgets.controls import Label, Static, checkbox, option
 from recovery_ui.widgets.progress_panel import ProgressPanel
 
 if TYPE_CHECKING:
-    from imaging.jobs import ForgetPlan, VerifyReport
+    from imaging.jobs import ForgetPlan, GcResult, VerifyReport
     from imaging.jobs.repositories import RepositoryInfo
     from imaging.repository.records import Snapshot
     from recovery_ui.state import OpenedRepository
@@ -35,6 +36,7 @@ TABS = (
     ("stats", N_("Statistics")),
     ("verify", N_("Verify")),
     ("forget", N_("Forget old")),
+    ("space", N_("Free space")),
     ("key", N_("Passphrase")),
     ("recovery", N_("Recovery key")),
 )
@@ -50,6 +52,10 @@ POLICY = (
     ("weekly", N_("One a week, for weeks"), "4"),
     ("monthly", N_("One a month, for months"), "12"),
 )
+GC_PHASES = {
+    "gc-mark": N_("Finding what the backups use"),
+    "gc-sweep": N_("Setting aside pieces no backup uses"),
+}
 
 
 class RepositoryScreen(BaseScreen[None]):
@@ -65,7 +71,7 @@ class RepositoryScreen(BaseScreen[None]):
     RepositoryScreen #forget-table { height: 1fr; margin: 0 1; }
     RepositoryScreen Input.secret { width: 50; }
     RepositoryScreen #stats-text, RepositoryScreen #verify-result, RepositoryScreen #key-result,
-    RepositoryScreen #slots { padding: 0 1; height: auto; }
+    RepositoryScreen #slots, RepositoryScreen #gc-result { padding: 0 1; height: auto; }
     """
     REBUILDABLE: ClassVar[bool] = False
 
@@ -73,6 +79,7 @@ class RepositoryScreen(BaseScreen[None]):
         super().__init__()
         self.opened: OpenedRepository | None = None
         self.decision: ForgetPlan | None = None
+        self.gc_phase = ""
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="tabs"):
@@ -114,6 +121,25 @@ class RepositoryScreen(BaseScreen[None]):
                     )
                 yield Static("", id="forget-summary", classes="note", markup=False)
                 yield DataTable(id="forget-table", cursor_type="row", zebra_stripes=True)
+            with Vertical(id="space"):
+                yield Label(_("Free space left by failed backups"), classes="section first")
+                yield Static(
+                    _(
+                        "A backup that failed or was stopped leaves stored pieces that no "
+                        "backup uses. This frees them; every backup stays as it is. To free "
+                        "more, forget old backups (Forget old)."
+                    ),
+                    classes="note",
+                )
+                with Horizontal(classes="buttons"):
+                    yield Button(
+                        _("Free space left by failed backups"),
+                        id="gc-go",
+                        compact=True,
+                        variant="primary",
+                    )
+                yield ProgressPanel(dedup=False, id="gc-progress")
+                yield Static("", id="gc-result", markup=False)
             with Vertical(id="key"):
                 yield Label(_("Change the passphrase"), classes="section first")
                 yield Label(_("New passphrase:"), classes="field-label")
@@ -148,6 +174,7 @@ class RepositoryScreen(BaseScreen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#verify-progress").display = False
+        self.query_one("#gc-progress").display = False
         table = self.query_one("#forget-table", DataTable)
         table.add_columns(_("Backup"), _("Of"), _("Size"), _("Kept?"))
         self.query_one("#budget", OptionList).highlighted = 1
@@ -169,6 +196,7 @@ class RepositoryScreen(BaseScreen[None]):
             "stats": "#tab-stats",
             "verify": "#budget",
             "forget": "#keep-last",
+            "space": "#gc-go",
             "key": "#key1",
             "recovery": "#recovery-go",
         }[tab]
@@ -184,6 +212,8 @@ class RepositoryScreen(BaseScreen[None]):
             self._preview()
         elif button == "forget-go":
             self._confirm_forget()
+        elif button == "gc-go":
+            self._free_space()
         elif button == "key-go":
             self._change_key()
         elif button == "recovery-go":
@@ -390,6 +420,52 @@ class RepositoryScreen(BaseScreen[None]):
         self.query_one("#forget-summary", Static).update(summary)
         self.hourglass.repository_changed.publish(self.hourglass)
 
+    # --- space left by failed backups ------------------------------------------------------
+
+    def _free_space(self) -> None:
+        panel = self.query_one("#gc-progress", ProgressPanel)
+        panel.display = True
+        panel.set_phase(_(GC_PHASES["gc-mark"]), counts_bytes=False)
+        self.gc_phase = "gc-mark"
+        self.query_one("#gc-result", Static).update("")
+        self.query_one("#gc-go", Button).disabled = True
+        self.free_space(ProgressRelay(self, "gc"))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="engine")
+    def free_space(self, relay: ProgressRelay) -> None:
+
+        assert self.opened is not None
+        result = jobs.gc(self.opened.repo, progress=relay)
+        logging.getLogger("recovery_ui").info(
+            "gc: freed %d chunks, %d bytes", result.freed, result.freed_bytes
+        )
+        self.app.call_from_thread(self._space_freed, result)
+
+    def _space_freed(self, result: GcResult) -> None:
+        self.query_one("#gc-go", Button).disabled = False
+        lines = [
+            _("Freed {size} on the drive.").format(size=text.decimal_size(result.freed_bytes))
+            if result.freed_bytes
+            else _("Nothing to free: every stored piece belongs to a backup.")
+        ]
+        if result.waiting_batches:
+            lines.append(_("More space is freed after the work running now has finished."))
+        self.query_one("#gc-result", Static).update("\n".join(lines))
+        self.hourglass.repository_changed.publish(self.hourglass)
+
+    def on_progress_relay_updated(self, message: ProgressRelay.Updated) -> None:
+        event = message.relay.take()
+        if event is None:
+            return
+        if message.relay.name != "gc":
+            self.query_one("#verify-progress", ProgressPanel).show(event)
+            return
+        panel = self.query_one("#gc-progress", ProgressPanel)
+        if event.phase != self.gc_phase and event.phase in GC_PHASES:
+            self.gc_phase = event.phase
+            panel.set_phase(_(GC_PHASES[event.phase]), counts_bytes=False)
+        panel.show(event)
+
     # --- passphrase and recovery key --------------------------------------------------------
 
     def _change_key(self) -> None:
@@ -453,6 +529,11 @@ class RepositoryScreen(BaseScreen[None]):
     def work_failed(self, worker: Worker[object], error: BaseException) -> None:
         if worker.name == "verify":
             self.query_one("#verify-go", Button).disabled = False
+        elif worker.name == "free_space":
+            self.query_one("#gc-go", Button).disabled = False
+            self.query_one("#gc-result", Static).update(
+                _("Freeing space stopped: {reason}").format(reason=failure_reason(error))
+            )
         elif worker.name == "forget":
             self.query_one("#forget-summary", Static).update(
                 _("Forgetting stopped: {reason}").format(reason=failure_reason(error))

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from imaging.errors import PassphraseError
 from imaging.repository.store import Repository
+from imaging.units import decimal_size
 from recovery_ui.app import HourglassApp
 from tests.conftest import PASSPHRASE
-from tests.recovery_ui.conftest import Drive, screen_text, settle, shot
+from tests.recovery_ui.conftest import Drive, mounted, screen_text, settle, shot
 from tests.recovery_ui.flows import open_found_repository, type_text
+from tests.support import MiB, write_random_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
@@ -91,3 +94,59 @@ async def test_repository_maintenance(
         assert Repository.open(path, key)
         with pytest.raises(PassphraseError):
             Repository.open(path, PASSPHRASE)
+
+
+def stored_bytes(repo_path: Path) -> int:
+    """Bytes of every file in the repository (chunks, trash, tmp, indexes...)."""
+    return sum(p.stat().st_size for p in repo_path.rglob("*") if p.is_file())
+
+
+async def test_free_space_left_by_a_killed_backup(
+    make_app: Callable[..., HourglassApp], backup_drive: Drive, tmp_path: Path
+) -> None:
+    """Issue 22, item 4: a backup killed before its commit leaves chunks on the drive; the
+    Repository screen's "Free space left by failed backups" runs gc, with progress, says
+    how much it freed, and the bytes on the drive drop by that much; the backups stay."""
+    from tests.imaging.test_kill import kill_backup
+
+    source = tmp_path / "big.img"
+    write_random_image(source, 24 * MiB, seed=7, zero_every=0)
+    with mounted(backup_drive.partition, tmp_path / "drive") as root:
+        repo = Repository.open(root / "hourglass-backups", PASSPHRASE)
+        before = stored_bytes(repo.path)
+        kill_backup(repo, source, after=None)
+        assert len(repo.snapshots()) == 2, "the killed backup recorded no snapshot"
+        left = stored_bytes(repo.path) - before
+    assert left > 1 * MiB, "the killed backup left data on the drive"
+
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("4")
+        await open_found_repository(pilot)
+        assert app.opened is not None
+        path = Path(app.opened.path)
+        full = stored_bytes(path)
+        await pilot.click("#tab-space")
+        await settle(pilot)
+        assert "Free space left by failed backups" in screen_text(app)
+        await pilot.click("#gc-go")
+        await settle(pilot)
+        shown = screen_text(app)
+        shot(app, "repository-free-space")
+        match = re.search(r"Freed ([0-9.]+ [kMG]?B) on the drive\.", shown)
+        assert match, shown
+        after = stored_bytes(path)
+        assert full - after > 1 * MiB, (full, after)
+        logged = re.search(r"gc: freed \d+ chunks, (\d+) bytes", "\n".join(app.session_log.lines))
+        assert logged, app.session_log.lines
+        freed = int(logged.group(1))
+        assert match.group(1) == decimal_size(freed)
+        assert full - after >= freed >= left // 2, (left, full, after, freed)
+        panel = app.screen.query_one("#gc-progress")
+        assert panel.display
+        assert len(Repository.open(path, PASSPHRASE).snapshots()) == 2
+        # Again: nothing left to free, and the button works with no backup to forget.
+        await pilot.click("#gc-go")
+        await settle(pilot)
+        assert "Nothing to free" in screen_text(app)
