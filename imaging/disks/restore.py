@@ -47,6 +47,7 @@ from imaging.errors import (
     TargetUnsuitable,
     UsageError,
 )
+from imaging.image.devices import open_exclusive
 from imaging.image.restore import (
     ImageTarget,
     RestoreOptions,
@@ -153,7 +154,7 @@ def _refuse_protected(repo: Repository, target: _Target) -> None:
             "Unmount its partitions (and stop swap, LVM or RAID on it), then try again.",
         )
     try:
-        fd = os.open(device, os.O_RDONLY | os.O_EXCL)
+        fd = open_exclusive(device, os.O_RDONLY)
     except OSError as e:
         if e.errno == errno.EBUSY:
             raise TargetUnsuitable(
