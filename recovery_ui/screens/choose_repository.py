@@ -530,6 +530,15 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
 
     def _target_ready(self, target: Target) -> None:
         self.target = target
+        opened = self.hourglass.opened
+        if (
+            target.exists
+            and opened is not None
+            and (opened.writable or not self.writable)
+            and _same_directory(target.path, opened.path)
+        ):
+            self.dismiss(opened)  # open already: its passphrase is not asked again
+            return
         if not target.exists:
             where = (
                 _("The new repository will be created in {path} ({label}).").format(
@@ -614,6 +623,17 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
 
 def _same(a: str, b: str) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _same_directory(a: str, b: str) -> bool:
+    """The same directory by any path: one filesystem mounted in two places too."""
+    if _same(a, b):
+        return True
+    try:
+        one, other = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (one.st_dev, one.st_ino) == (other.st_dev, other.st_ino)
 
 
 def _mount_root(path: str) -> str:
