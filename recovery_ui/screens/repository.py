@@ -370,6 +370,19 @@ class RepositoryScreen(BaseScreen[None]):
         )
         self.query_one("#forget-go", Button).disabled = not decision.remove
 
+    def on_input_changed(self, event: Input.Changed) -> None:
+        """A changed policy makes the preview stale: Forget waits for a new preview, so the
+        dialog's count is always the one shown (a stale "type 3" beside "2 would be
+        forgotten")."""
+        if not (event.input.id or "").startswith("keep-") or self.decision is None:
+            return
+        self.decision = None
+        self.query_one("#forget-table", DataTable).clear()
+        self.query_one("#forget-go", Button).disabled = True
+        self.query_one("#forget-summary", Static).update(
+            _("The choice changed: press Show what would go again.")
+        )
+
     def _confirm_forget(self) -> None:
 
         if self.decision is None or not self.decision.remove or self.opened is None:

@@ -60,9 +60,26 @@ async def test_repository_maintenance(
         shot(app, "repository-forget-preview")
         assert "1 kept, 1 would be forgotten." in preview
         assert "GOES" in preview
+        # A changed policy makes the preview stale: Forget waits for a new one, and the
+        # dialog then asks for the count the new preview shows (issue 22, item 10).
+        app.screen.query_one("#keep-last").value = "2"  # type: ignore[attr-defined]
+        await pilot.pause()
+        assert app.screen.query_one("#forget-go").disabled
+        assert "GOES" not in screen_text(app)
+        await pilot.click("#forget-preview")
+        await settle(pilot)
+        assert "2 kept, 0 would be forgotten." in screen_text(app)
+        assert app.screen.query_one("#forget-go").disabled
+        app.screen.query_one("#keep-last").value = "1"  # type: ignore[attr-defined]
+        await pilot.click("#forget-preview")
+        await settle(pilot)
+        summary = re.search(r"(\d+) kept, (\d+) would be forgotten\.", screen_text(app))
+        assert summary and summary.group(2) == "1"
         await pilot.click("#forget-go")
         await pilot.pause()
-        assert "Forget these backups?" in screen_text(app)
+        dialog = screen_text(app)
+        assert "Forget these backups?" in dialog
+        assert f"type {summary.group(2)} and press Enter" in dialog
         await type_text(pilot, "1")
         await pilot.press("enter")
         await settle(pilot)
