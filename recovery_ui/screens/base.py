@@ -133,9 +133,11 @@ class BaseScreen(AppScreenMixin, Screen[ResultT]):
         *,
         writable: bool = False,
         allow_create: bool = False,
+        source: str = "",
     ) -> None:
         """Ask for the repository (the chooser opens it), then ``then`` with it; if the person
-        chose none, go back (``action_back``)."""
+        chose none, go back (``action_back``). ``source``: the disk about to be backed up,
+        whose repositories and partitions are not offered."""
 
         def chosen(opened: OpenedRepository | None) -> None:
             if opened is None:
@@ -145,7 +147,7 @@ class BaseScreen(AppScreenMixin, Screen[ResultT]):
             then(opened)
 
         self.hourglass.push_repository_chooser(
-            title, chosen, writable=writable, allow_create=allow_create
+            title, chosen, writable=writable, allow_create=allow_create, source=source
         )
 
     def on_progress_relay_updated(self, message: ProgressRelay.Updated) -> None:

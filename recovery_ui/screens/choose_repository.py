@@ -121,9 +121,13 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         writable: bool = False,
         allow_create: bool = False,
         preselect: FoundRepository | None = None,
+        source: str = "",
     ) -> None:
         super().__init__()
         self.question = question
+        # The disk about to be backed up: neither its repositories nor its partitions are
+        # offered (the backup would read itself; the refusal came after the passphrase).
+        self.source = source
         self.writable = writable
         self.allow_create = allow_create
         self.preselect = preselect
@@ -209,6 +213,8 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         self.choices = {}
         options = []
         opened = app.opened
+        if opened is not None and self.source and opened.disk == self.source:
+            opened = None
         if opened is not None and (opened.writable or not self.writable):
             self.choices["open"] = opened
             options.append(
@@ -218,6 +224,8 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         for index, found in enumerate(app.found):
             if opened is not None and "open" in self.choices and _same(found.path, opened.path):
                 continue  # offered above as the open repository
+            if self.source and found.disk == self.source:
+                continue  # on the disk to be backed up
             disk = by_device.get(found.disk)
             where_text = text.disk_title(disk) if disk else found.disk
             key = f"found-{index}"
@@ -333,7 +341,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         self.query_one("#partition-question", Label).update(question)
         options: list[Option | None] = []
         disks = self.hourglass.disks
-        for disk, p in repository_partitions(disks):
+        for disk, p in repository_partitions(disks, source=self.source):
             self.choices[f"part-{p.device}"] = (disk, p)
             options.append(
                 option(
@@ -342,7 +350,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
                 )
             )
         if self.creating:
-            for disk in blank_disks(disks):
+            for disk in blank_disks(disks, source=self.source):
                 self.choices[f"format-{disk.device}"] = disk
                 options.append(
                     option(
