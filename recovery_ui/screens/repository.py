@@ -288,16 +288,19 @@ class RepositoryScreen(BaseScreen[None]):
 
     def _verified(self, report: VerifyReport) -> None:
         self.query_one("#verify-go", Button).disabled = False
-        lines = [
-            _(
-                "{snapshots} backup(s); {checked} of {chunks} stored pieces checked ({size})."
-            ).format(
-                snapshots=report.snapshots,
-                checked=report.checked,
-                chunks=report.chunks,
-                size=text.decimal_size(report.checked_bytes),
-            )
-        ]
+        backups = ngettext("{count} backup", "{count} backups", report.snapshots).format(
+            count=report.snapshots
+        )
+        pieces = (
+            _("{checked} of {chunks} stored pieces read and checked ({size}).")
+            if report.data_read
+            else _("{checked} of {chunks} stored pieces found in place (not read).")
+        ).format(
+            checked=report.checked,
+            chunks=report.chunks,
+            size=text.decimal_size(report.checked_bytes),
+        )
+        lines = [f"{backups}; {pieces}"]
         if report.resumed:
             lines.append(_("Went on where the previous check stopped."))
         if not report.complete:
@@ -420,9 +423,11 @@ class RepositoryScreen(BaseScreen[None]):
             log.info("forgot snapshot %s (%s)", snapshot.id, text.when(snapshot.time))
         result = jobs.gc(self.opened.repo)
         log.info("gc: freed %d chunks, %d bytes", result.freed, result.freed_bytes)
-        summary = _("Forgot {count} backup(s); freed {size} on the drive.").format(
-            count=len(remove), size=text.decimal_size(result.freed_bytes)
-        )
+        summary = ngettext(
+            "Forgot {count} backup; freed {size} on the drive.",
+            "Forgot {count} backups; freed {size} on the drive.",
+            len(remove),
+        ).format(count=len(remove), size=text.decimal_size(result.freed_bytes))
         if result.waiting_batches:
             summary += " " + _("More space is freed after the work running now has finished.")
         self.app.call_from_thread(self._forgotten, summary)

@@ -249,3 +249,21 @@ def test_json_progress_on_stderr(env: Path, tmp_path: Path) -> None:
     assert {"phase", "rate", "eta", "elapsed"} <= set(backup[-1])
     # then the check of the new snapshot (--check structure, the default), in the same stream
     assert events[-1]["phase"] == "verify" and events[-1]["finished"], events[-1]
+
+
+def test_verify_says_what_it_read(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A structure check reads no chunk: it says so, not "(0 B) checked" (issue 22)."""
+    src = tmp_path / "disk.img"
+    write_random_image(src, 3 * MiB, zero_every=0)
+    assert run_cli("backup", str(src)) == 0
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
+    capsys.readouterr()
+    assert run_cli("verify") == 0
+    out = capsys.readouterr().out
+    assert "3 of 3 chunks found in place (not read)" in out and "0 B" not in out
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
+    assert run_cli("verify", "--read-data") == 0
+    out = capsys.readouterr().out
+    assert re.search(r"3 of 3 chunks \([0-9.]+ MiB\) read and checked", out), out

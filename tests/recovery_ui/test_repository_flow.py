@@ -50,6 +50,7 @@ async def test_repository_maintenance(
         await pilot.click("#verify-go")
         await settle(pilot)
         assert "No damage found." in screen_text(app)
+        assert "2 backups; " in screen_text(app) and "read and checked (" in screen_text(app)
 
         await pilot.click("#tab-forget")
         for name, value in (("last", "1"), ("daily", "0"), ("weekly", "0"), ("monthly", "0")):
@@ -83,7 +84,7 @@ async def test_repository_maintenance(
         await type_text(pilot, "1")
         await pilot.press("enter")
         await settle(pilot)
-        assert "Forgot 1 backup(s)" in screen_text(app)
+        assert "Forgot 1 backup; freed" in screen_text(app)
         assert len(app.opened.repo.snapshots()) == 1
 
         await pilot.click("#tab-key")
