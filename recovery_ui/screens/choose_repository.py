@@ -32,6 +32,7 @@ from recovery_ui import text
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseScreen
 from recovery_ui.screens.confirm import TypedConfirmation
+from recovery_ui.screens.question import judge_new_passphrase
 from recovery_ui.screens.share import ShareScreen
 from recovery_ui.state import OpenedRepository
 from recovery_ui.widgets.controls import Label, Static, checkbox, option
@@ -584,7 +585,10 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
                 UsageError(_("The two passphrases are not the same."), _("Type them again."))
             )
             return
-        self.create_target(first if encrypt else "", encrypt)
+        if not encrypt:
+            self.create_target("", encrypt)
+            return
+        judge_new_passphrase(self, first, lambda: self.create_target(first, encrypt))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
     def open_target(self, secret: str) -> None:

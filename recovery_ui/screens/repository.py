@@ -22,6 +22,7 @@ from recovery_ui.i18n import N_, _, ngettext
 from recovery_ui.messages import ProgressRelay
 from recovery_ui.screens.base import BaseScreen, failure_reason
 from recovery_ui.screens.confirm import TypedConfirmation
+from recovery_ui.screens.question import judge_new_passphrase
 from recovery_ui.screens.recovery_key import RecoveryKeyDialog
 from recovery_ui.widgets.controls import Label, Static, checkbox, option
 from recovery_ui.widgets.progress_panel import ProgressPanel
@@ -497,7 +498,7 @@ class RepositoryScreen(BaseScreen[None]):
                 UsageError(_("The two passphrases are not the same."), _("Type them again."))
             )
             return
-        self.change_key(first)
+        judge_new_passphrase(self, first, lambda: self.change_key(first))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine")
     def change_key(self, secret: str) -> None:
