@@ -249,6 +249,7 @@ async def test_back_up_never_offers_the_backup_drive_or_the_source_as_places(
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
+        await wait_for(pilot, lambda: bool(app.found), what="the drive's repository found")
         await pilot.press("1")
         await settle(pilot)
         disks = option_ids(app, "disks")
@@ -261,7 +262,7 @@ async def test_back_up_never_offers_the_backup_drive_or_the_source_as_places(
         await choose_option(pilot, "disks", source.device)
         await pilot.click("#source-next")
         await settle(pilot)
-        assert "found-0" in option_ids(app, "where")  # the drive's repository
+        assert "found-0" in option_ids(app, "where"), (app.found, app.disks)  # the drive's
         await choose_option(pilot, "where", "create")
         await settle(pilot)
         places = option_ids(app, "partitions")
