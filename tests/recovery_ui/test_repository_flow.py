@@ -13,6 +13,7 @@ from imaging.errors import PassphraseError
 from imaging.repository.store import Repository
 from imaging.units import decimal_size
 from recovery_ui.app import HourglassApp
+from recovery_ui.widgets.controls import Label
 from tests.conftest import PASSPHRASE
 from tests.recovery_ui.conftest import Drive, mounted, screen_text, settle, shot
 from tests.recovery_ui.flows import open_found_repository, type_text
@@ -183,6 +184,12 @@ async def test_free_space_left_by_a_killed_backup(
         assert full - after >= freed >= left // 2, (left, full, after, freed)
         panel = app.screen.query_one("#gc-progress")
         assert panel.display
+        # The progress ended on the sweep, every chunk on the drive looked at.
+        phase = str(panel.query_one("#phase", Label).content)
+        assert phase == "Setting aside pieces no backup uses", phase
+        done = str(panel.query_one("#value-done", Label).content)
+        looked, of = (int(n) for n in done.split(" / "))
+        assert looked == of > 1, done
         assert len(Repository.open(path, PASSPHRASE).snapshots()) == 2
         # Again: nothing left to free, and the button works with no backup to forget.
         await pilot.click("#gc-go")
