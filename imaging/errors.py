@@ -42,6 +42,13 @@ class PassphraseError(HourglassError):
     exit_code = 4
 
 
+# What a person who typed the passphrase wrong can check (the app says it in its language).
+MISTYPED_HINT = (
+    "Check Caps Lock and the keyboard layout (the console may use a US layout, which moves "
+    "letters such as Z/Y and symbols), then type it again; or use the recovery key."
+)
+
+
 class NotFound(HourglassError):
     exit_code = 5
 

@@ -16,6 +16,27 @@ from imaging.coredumps import forbid_core_dumps
 from imaging.errors import Cancelled, UsageError
 
 ENV = "HOURGLASS_PASSPHRASE"
+MIN_LENGTH = 4  # shorter is refused unless the person says so
+GOOD_LENGTH = 8  # shorter is accepted with a warning
+
+
+def check_new(secret: str, *, allow_short: bool = False) -> str:
+    """Judge a new passphrase by its length: :class:`UsageError` under :data:`MIN_LENGTH`
+    characters (unless ``allow_short``); a warning to show under :data:`GOOD_LENGTH`; ""
+    when it is long enough."""
+    length = len(secret)
+    if length >= GOOD_LENGTH:
+        return ""
+    if length < MIN_LENGTH and not allow_short:
+        raise UsageError(
+            f"The passphrase has {length} character(s): at least {MIN_LENGTH} are needed.",
+            f"Choose a longer one ({GOOD_LENGTH} or more, e.g. a few words), or give "
+            "--allow-short-passphrase to use it anyway.",
+        )
+    return (
+        f"The passphrase has only {length} character(s): {GOOD_LENGTH} or more (a few "
+        "words) are much harder to guess."
+    )
 
 
 def read_passphrase_file(path: str | Path) -> str:

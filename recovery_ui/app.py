@@ -522,11 +522,14 @@ class HourglassApp(App[int]):
         *,
         writable: bool = False,
         allow_create: bool = False,
+        source: str = "",
     ) -> None:
-        """Show the repository chooser; ``then`` gets the opened repository or None."""
+        """Show the repository chooser; ``then`` gets the opened repository or None.
+        ``source``: the disk about to be backed up (not offered as the repository's place)."""
 
         self.push_screen(
-            ChooseRepository(title, writable=writable, allow_create=allow_create), then
+            ChooseRepository(title, writable=writable, allow_create=allow_create, source=source),
+            then,
         )
 
     def home_action(self, action: str) -> None:

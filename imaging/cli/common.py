@@ -196,3 +196,25 @@ def report_damaged(damaged: list[DamagedSnapshot]) -> None:
             "until then).",
             file=sys.stderr,
         )
+
+
+def checked_new(get: Callable[[], str], allow_short: bool) -> Callable[[], str]:
+    """``get``, with the new passphrase's length judged when it is read (a warning on
+    stderr; refused when too short)."""
+
+    def checked() -> str:
+        secret = get()
+        warning = passphrase.check_new(secret, allow_short=allow_short)
+        if warning:
+            print(f"hourglass: warning: {warning}", file=sys.stderr)
+        return secret
+
+    return checked
+
+
+def add_short_passphrase_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-short-passphrase",
+        action="store_true",
+        help=f"accept a new passphrase of fewer than {passphrase.MIN_LENGTH} characters",
+    )

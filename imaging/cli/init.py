@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from imaging import passphrase
-from imaging.cli.common import repo_location, s3_options
+from imaging.cli.common import add_short_passphrase_option, checked_new, repo_location, s3_options
 from imaging.errors import UsageError
 from imaging.repository import codec
 from imaging.repository.redundant import new_set
@@ -28,7 +28,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         path = repo_location(args, args.path[0] if args.path else None)
     secret = None
     if args.encryption != "none":
-        secret = passphrase.source(args.passphrase_file, confirm=True)
+        secret = checked_new(
+            passphrase.source(args.passphrase_file, confirm=True), args.allow_short_passphrase
+        )
     repo = Repository.init(
         path,
         encryption=args.encryption,
@@ -94,4 +96,5 @@ def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.Argument
         help="unit of deduplication, fixed for the repository's life: 256K, 512K, 1M, 2M or 4M "
         "(default 1M; smaller stores less for small changes and needs more memory per TiB)",
     )
+    add_short_passphrase_option(p)
     p.set_defaults(handler=cmd_init)

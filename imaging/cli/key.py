@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from imaging import passphrase
-from imaging.cli.common import open_repo
+from imaging.cli.common import add_short_passphrase_option, checked_new, open_repo
 from imaging.repository import keys as key_module
 
 
@@ -25,7 +25,10 @@ def cmd_key(args: argparse.Namespace) -> int:
             f"only now):\n\n    {key}\n\nIt opens the repository like a passphrase (slot {slot})."
         )
         return 0
-    secret = passphrase.ask_new(passphrase_file=args.new_passphrase_file)
+    secret = checked_new(
+        lambda: passphrase.ask_new(passphrase_file=args.new_passphrase_file),
+        args.allow_short_passphrase,
+    )()
     if args.action == "add":
         slot = repo.add_key(secret)
         print(f"Added a passphrase (slot {slot}).")
@@ -42,4 +45,5 @@ def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.Argument
     p.add_argument(
         "--new-passphrase-file", metavar="FILE", help="read the new passphrase from FILE"
     )
+    add_short_passphrase_option(p)
     p.set_defaults(handler=cmd_key)

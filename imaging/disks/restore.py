@@ -65,6 +65,7 @@ from imaging.errors import (
     TargetUnsuitable,
     UsageError,
 )
+from imaging.image.devices import open_exclusive
 from imaging.image.restore import (
     ImageTarget,
     RestoreOptions,
@@ -172,7 +173,7 @@ def _refuse_protected(repo: Repository, target: _Target) -> None:
             "Unmount its partitions (and stop swap, LVM or RAID on it), then try again.",
         )
     try:
-        fd = os.open(device, os.O_RDONLY | os.O_EXCL)
+        fd = open_exclusive(device, os.O_RDONLY)
     except OSError as e:
         if e.errno == errno.EBUSY:
             raise TargetUnsuitable(
@@ -196,8 +197,8 @@ def check_block_target(repo: Repository, target: str) -> None:
 
 def _too_small(target: _Target, needed: int, what: str, hint: str) -> TargetTooSmall:
     return TargetTooSmall(
-        f"{target.path} ({decimal_size(target.size)}, {target.size} bytes) is smaller than "
-        f"{what} needs ({decimal_size(needed)}, {needed} bytes).",
+        f"{target.path} ({decimal_size(target.size)}, {target.size} bytes) is too small for "
+        f"{what}: that needs {decimal_size(needed)} ({needed} bytes).",
         hint,
     )
 
@@ -334,7 +335,12 @@ def _partition_destination(
             "Create a partition for it first and name that partition as the target.",
         )
     if t.size < layout.required_size():
-        raise _too_small(t, layout.required_size(), f"partition {number} where it was", hint)
+        raise _too_small(
+            t,
+            layout.required_size(),
+            f"partition {number} at its place on the snapshot's disk",
+            hint,
+        )
     return _Destination(t.path, entry.start * table.sector_size, size, "", layout)
 
 

@@ -33,7 +33,7 @@ from imaging.errors import (
 )
 from imaging.image.backup import hole_map
 from imaging.image.blockio import SourceFile, TargetFile, aligned_buffer
-from imaging.image.devices import device_size, is_block_device
+from imaging.image.devices import device_size, is_block_device, open_exclusive
 from imaging.image.usedmap import UNUSED
 from imaging.memory import keep_large_buffers
 from imaging.progress import Meter, ProgressCallback, no_progress
@@ -98,7 +98,7 @@ def open_target(target: ImageTarget, size: int) -> int:
     """Open a restore target for writing; a block device exclusively (it fails if mounted),
     a file to be created is emptied and sized so zero blocks stay holes."""
     if is_block_device(target.path):
-        return os.open(target.path, os.O_WRONLY | os.O_EXCL)
+        return open_exclusive(target.path, os.O_WRONLY)
     if not target.create:
         return os.open(target.path, os.O_WRONLY)
     fd = os.open(target.path, os.O_RDWR | os.O_CREAT, 0o600)

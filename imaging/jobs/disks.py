@@ -146,24 +146,37 @@ def find_repositories(
     return sorted(unique.values(), key=lambda r: (r.disk, r.partition or 0, r.path))
 
 
-def repository_partitions(disks: list[Disk]) -> list[tuple[Disk, Partition]]:
+def repository_partitions(disks: list[Disk], *, source: str = "") -> list[tuple[Disk, Partition]]:
     """Partitions a repository can live on: a filesystem Hourglass mounts read-write, not on
-    the disk the system started from."""
+    the disk the system started from, nor on ``source``, the disk about to be backed up (a
+    repository there would read itself, and its partition would stay mounted read-write)."""
     return [
         (disk, p)
         for disk in disks
-        if not disk.is_boot_disk
+        if not disk.is_boot_disk and disk.device != source
         for p in disk.partitions
         if p.device and p.fstype in REPOSITORY_FILESYSTEMS
     ]
 
 
-def blank_disks(disks: list[Disk]) -> list[Disk]:
-    """Disks that can become a backup drive: nothing on them that a filesystem holds."""
+def backup_sources(disks: list[Disk], *, repository_disk: str = "") -> list[Disk]:
+    """The disks a front end offers to back up, the one to preselect first: never the disk
+    the system started from, nor ``repository_disk`` (the open repository's); a disk that
+    holds a repository comes after every disk that holds none."""
+    offered = [
+        d for d in disks if not d.is_boot_disk and d.partitions and d.device != repository_disk
+    ]
+    return sorted(offered, key=lambda d: d.holds_repository)  # stable: discovery's order
+
+
+def blank_disks(disks: list[Disk], *, source: str = "") -> list[Disk]:
+    """Disks that can become a backup drive: nothing on them that a filesystem holds (and
+    not ``source``, the disk about to be backed up)."""
     return [
         d
         for d in disks
         if not d.is_boot_disk
+        and d.device != source
         and not d.holds_repository
         and not d.mounted
         and not any(p.fstype for p in d.partitions)

@@ -155,9 +155,10 @@ def apply_forget(repo: Repository, plan: ForgetPlan) -> int:
     return plan.count
 
 
-def gc(repo: Repository) -> GcResult:
+def gc(repo: Repository, progress: ProgressCallback = no_progress) -> GcResult:
     """Free the chunks no snapshot needs (imaging.repository.gc has the guarantees; an
-    object store's gc, by whole packs, is imaging.repository.s3gc)."""
+    object store's gc, by whole packs, is imaging.repository.s3gc). ``progress``: the
+    phases of a directory's gc (an object store's reports none yet)."""
     if isinstance(repo.store.unwrapped(), S3Store):
         return s3gc.collect(repo)
-    return _gc.collect(repo)
+    return _gc.collect(repo, progress)

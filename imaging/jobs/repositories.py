@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from imaging.errors import RepositoryNotFound
+from imaging.passphrase import GOOD_LENGTH, MIN_LENGTH
 from imaging.repository import seen
 from imaging.repository.keys import new_recovery_key
 from imaging.repository.stats import RepositoryInfo
@@ -24,6 +25,8 @@ from imaging.repository.store import (
 
 __all__ = [
     "DEFAULT_LEVEL",
+    "GOOD_LENGTH",
+    "MIN_LENGTH",
     "DamagedSnapshot",
     "Listing",
     "Repository",

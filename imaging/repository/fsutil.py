@@ -88,7 +88,9 @@ def raise_no_space(error: OSError, path: Path) -> None:
             detail = ""
         raise NoSpace(
             f"The backup drive is full{detail} while writing {path}.",
-            "Free space (forget old snapshots, then gc) or use a larger drive.",
+            "Free space: `hourglass gc` frees what failed backups left, `hourglass forget` "
+            "then `hourglass gc` frees old snapshots (in the app: Repository, Free space or "
+            "Forget old). Or use a larger drive.",
         ) from error
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imaging.errors import Busy, HourglassError, NoSpace, UsageError
+from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository import codec, leases, storage
 from imaging.repository.records import ChunkIndex, SnapshotList
 from imaging.repository.redundant import RedundantStore
@@ -76,7 +77,7 @@ def mark(repo: Repository, result: GcResult) -> set[bytes]:
     return _mark(repo, result).live
 
 
-def _mark(repo: Repository, result: GcResult) -> _Mark:
+def _mark(repo: Repository, result: GcResult, progress: ProgressCallback = no_progress) -> _Mark:
     live: set[bytes] = set()
     damaged = 0
 
@@ -85,9 +86,12 @@ def _mark(repo: Repository, result: GcResult) -> _Mark:
         damaged += 1
 
     snapshots = repo.snapshots(on_damage=on_damage)
+    meter = Meter("gc-mark", sum(len(s.images) for s in snapshots), progress)
     for snapshot in snapshots:
         for image in snapshot.images:
             live.update(repo.load_index(snapshot, image.name))
+            meter.add(1)
+    meter.finish()
     live.discard(codec.ZERO_ID)
     live.discard(codec.UNUSED_ID)
     result.damaged_snapshots = damaged
@@ -224,9 +228,12 @@ def _empty_batch(store: LocalStore, batch: str, live: set[bytes], result: GcResu
 
 
 def _unreferenced(
-    repo: Repository, live: set[bytes], cutoff: float
+    repo: Repository, live: set[bytes], cutoff: float, meter: Meter | None = None
 ) -> Iterator[tuple[ObjectInfo, int]]:
     for info in repo.store.list(Kind.CHUNKS):
+        if meter is not None:
+            meter.total = max(meter.total, meter.done + 1)  # the listing's length is unknown
+            meter.add(1)
         try:
             chunk_id = bytes.fromhex(info.name.key)
         except ValueError:
@@ -242,14 +249,23 @@ def _unreferenced(
         yield info, size
 
 
-def _sweep(repo: Repository, live: set[bytes], batch: str, result: GcResult) -> bool:
-    """Move unreferenced chunks into ``batch``; False if the drive has no room for it."""
+def _sweep(
+    repo: Repository,
+    live: set[bytes],
+    batch: str,
+    result: GcResult,
+    progress: ProgressCallback = no_progress,
+) -> bool:
+    """Move unreferenced chunks into ``batch``; False if the drive has no room for it.
+    ``progress`` counts the chunks looked at, against the referenced ones (the listing's
+    length is known only at its end)."""
     store = repo.local_store
     writers = leases.live_leases(store.leases_dir, ("writer",))
     cutoff = min(lease.started for lease in writers) - SKEW_MARGIN if writers else float("inf")
+    meter = Meter("gc-sweep", len(live), progress)
     try:
         store.make_group(Kind.TRASH, batch)
-        for info, size in _unreferenced(repo, live, cutoff):
+        for info, size in _unreferenced(repo, live, cutoff, meter):
             with contextlib.suppress(FileNotFoundError):
                 store.move(info.name, storage.trashed(batch, info.name.key))
                 result.trashed += 1
@@ -258,6 +274,8 @@ def _sweep(repo: Repository, live: set[bytes], batch: str, result: GcResult) -> 
         if e.errno not in leases.NO_SPACE:
             raise
         return False
+    meter.total = meter.done
+    meter.finish()
     return True
 
 
@@ -294,13 +312,14 @@ def _delete_directly(repo: Repository, result: GcResult) -> None:
         flag.unlink(missing_ok=True)
 
 
-def collect(repo: Repository) -> GcResult:
+def collect(repo: Repository, progress: ProgressCallback = no_progress) -> GcResult:
     """Run one garbage collection of a directory or a set; see the module docstring for
     the guarantees (imaging/repository/s3gc.py has an object store's, which builds on this
-    module; imaging.jobs.gc chooses between them)."""
+    module; imaging.jobs.gc chooses between them). ``progress`` gets the phases
+    ``gc-mark`` (images read) and ``gc-sweep`` (chunks looked at)."""
     store = repo.store.unwrapped()
     if isinstance(store, RedundantStore):
-        return _collect_set(repo, store)
+        return _collect_set(repo, store, progress)
     if not isinstance(store, LocalStore):
         raise UsageError(
             f"{repo.location}: an object store's gc is imaging.repository.s3gc.collect "
@@ -312,10 +331,10 @@ def collect(repo: Repository) -> GcResult:
     with leases.hold_gc(store.leases_dir) as held:
         _clean_tmp(store)  # frees what a dead backup left before anything needs room
         _purge(repo, result, sealed)
-        live = _mark(repo, result).live
+        live = _mark(repo, result, progress).live
         result.referenced = len(live)
         batch = f"{held.started:.6f}-{os.getpid()}"
-        if _sweep(repo, live, batch, result):
+        if _sweep(repo, live, batch, result, progress):
             if result.trashed:
                 _seal(store, batch, leases.live_leases(store.leases_dir), sealed)
             else:
@@ -350,7 +369,9 @@ class _MemberRepository(Repository):
         return self.whole.load_index(snapshot, image)
 
 
-def _collect_set(repo: Repository, store: RedundantStore) -> GcResult:
+def _collect_set(
+    repo: Repository, store: RedundantStore, progress: ProgressCallback = no_progress
+) -> GcResult:
     """gc on every member in turn, each with the set's mark. Writers take a lease on every
     member (redundant.py), so each member's gc sees every writer, as on one drive."""
     members = []
@@ -370,7 +391,7 @@ def _collect_set(repo: Repository, store: RedundantStore) -> GcResult:
         members.append(member)
     total = GcResult()
     for number, member in enumerate(members):
-        one = collect(_MemberRepository(repo, member))
+        one = collect(_MemberRepository(repo, member), progress)
         total.trashed_bytes += one.trashed_bytes
         total.freed_bytes += one.freed_bytes
         total.waiting_batches = max(total.waiting_batches, one.waiting_batches)

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from imaging.coredumps import forbid_core_dumps
-from imaging.errors import FormatError, IntegrityError, PassphraseError
+from imaging.errors import MISTYPED_HINT, FormatError, IntegrityError, PassphraseError
 from imaging.repository import storage
 from imaging.repository.storage import Kind, Name, Store
 
@@ -140,14 +140,33 @@ def _binding_mac(master: bytes, slot: dict[str, Any]) -> str:
 
 
 def make_slot(
-    master: bytes, secret: str, repo_id: str, kind: str, config_hash: str
+    master: bytes,
+    secret: str,
+    repo_id: str,
+    kind: str,
+    config_hash: str,
+    *,
+    share_with: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A key slot wrapping ``master`` with ``secret`` (a passphrase or recovery key), bound to
-    the repository id and the hash of its config file (:func:`config_digest`)."""
+    the repository id and the hash of its config file (:func:`config_digest`).
+
+    A passphrase slot takes the salt of a passphrase slot in ``share_with`` (the
+    repository's slots) with the same parameters: opening then derives once for all of them,
+    so a wrong passphrase costs one derivation, not one per slot. That also lets a guess be
+    tried against all of them at once, which costs a guesser no less than one slot does."""
     params = RECOVERY_KDF if kind == "recovery" else PASSPHRASE_KDF
     if kind == "recovery":
         secret = normalise_recovery_key(secret)
     salt = os.urandom(32)
+    wanted = (params.memory, params.passes, params.lanes)
+    for other in share_with or ():
+        kdf = other["kdf"]
+        if kind == other["kind"] == "passphrase" and (
+            (kdf["memory"], kdf["passes"], kdf["lanes"]) == wanted
+        ):
+            salt = _unb64(kdf["salt"], "salt")
+            break
     nonce = os.urandom(12)
     slot: dict[str, Any] = {
         "version": SLOT_VERSION,
@@ -217,9 +236,16 @@ def parse_slot(raw: bytes) -> dict[str, Any]:
     return slot
 
 
-def open_slot(slot: dict[str, Any], secret: str, repo_id: str) -> bytes | None:
+def open_slot(
+    slot: dict[str, Any],
+    secret: str,
+    repo_id: str,
+    derived: dict[tuple[str, str, int, int, int], bytes] | None = None,
+) -> bytes | None:
     """The master key if ``secret`` opens ``slot``, else ``None``. ``repo_id`` (the id the
-    config names) is used by version 1 slots only; version 2 slots carry their own."""
+    config names) is used by version 1 slots only; version 2 slots carry their own.
+    ``derived`` keeps the keys derived so far (by secret, salt and parameters) across the
+    slots of one opening."""
     if slot["kind"] == "recovery":
         try:
             secret = normalise_recovery_key(secret)
@@ -227,7 +253,11 @@ def open_slot(slot: dict[str, Any], secret: str, repo_id: str) -> bytes | None:
             return None
     kdf = slot["kdf"]
     params = KdfParams(memory=kdf["memory"], passes=kdf["passes"], lanes=kdf["lanes"])
-    kek = _kek(secret, _unb64(kdf["salt"], "salt"), params)
+    cache = {} if derived is None else derived
+    key = (secret, kdf["salt"], params.memory, params.passes, params.lanes)
+    kek = cache.get(key)
+    if kek is None:
+        kek = cache[key] = _kek(secret, _unb64(kdf["salt"], "salt"), params)
     try:
         return AESGCM(kek).decrypt(
             _unb64(slot["nonce"], "nonce"),
@@ -277,7 +307,7 @@ def _file_name(name: Name) -> str:
     return PurePosixPath(storage.object_key(name)).name
 
 
-def _read_slots(store: Store) -> tuple[list[tuple[Name, dict[str, Any]]], list[str]]:
+def read_slots(store: Store) -> tuple[list[tuple[Name, dict[str, Any]]], list[str]]:
     """The parsed slots of the store's key files and a description of each damaged one."""
     slots: list[tuple[Name, dict[str, Any]]] = []
     damaged: list[str] = []
@@ -302,7 +332,7 @@ def unlock(store: Store, secret: str, repo_id: str, config_hash: str) -> tuple[b
     there are no key files, or when a slot opens but the key files and the config do not
     belong together (:func:`check_bindings`).
     """
-    slots, damaged = _read_slots(store)
+    slots, damaged = read_slots(store)
     if not slots and not damaged:
         raise IntegrityError(
             "The repository's config says it is encrypted, but "
@@ -325,8 +355,9 @@ def unlock(store: Store, secret: str, repo_id: str, config_hash: str) -> tuple[b
         return foreign, (not recovery) if recovery_first else recovery
 
     slots.sort(key=order)
+    derived: dict[tuple[str, str, int, int, int], bytes] = {}
     for _, slot in slots:
-        master = open_slot(slot, secret, repo_id)
+        master = open_slot(slot, secret, repo_id, derived)
         if master is not None:
             if len(master) != 32:
                 raise FormatError(f"Key slot {slot['slot']} holds a master key of the wrong size.")
@@ -340,10 +371,10 @@ def unlock(store: Store, secret: str, repo_id: str, config_hash: str) -> tuple[b
         for name, slot in slots
         if slot["version"] >= 2 and (slot["repository"], slot["config"]) != (repo_id, config_hash)
     ]
-    hint = None
+    hint = MISTYPED_HINT
     if foreign:
-        hint = (
-            f"Also, {', '.join(foreign)} record(s) a different repository id or config than "
+        hint += (
+            f" Also, {', '.join(foreign)} record(s) a different repository id or config than "
             "the config file holds: if the passphrase is right, the config was replaced or edited."
         )
     raise PassphraseError(
@@ -359,7 +390,7 @@ def check_bindings(store: Store, master: bytes, repo_id: str, config_hash: str) 
     another repository, is refused as tampering (:class:`IntegrityError`, naming the file).
     Version 1 slots (repositories made before format 2) record nothing to check.
     """
-    slots, _ = _read_slots(store)
+    slots, _ = read_slots(store)
     checked = 0
     config = store.describe(storage.CONFIG)
     for slot_name, slot in slots:

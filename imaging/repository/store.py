@@ -389,7 +389,15 @@ class Repository:
         """Add a key slot opened by ``secret``; returns the slot name."""
         if not self.encrypted or self.keys.master is None:
             raise UsageError("This repository is not encrypted: it has no keys.")
-        slot = keys.make_slot(self.keys.master, secret, self.id, kind, self.config_hash)
+        others, _damaged = keys.read_slots(self.store)
+        slot = keys.make_slot(
+            self.keys.master,
+            secret,
+            self.id,
+            kind,
+            self.config_hash,
+            share_with=[s for _name, s in others],
+        )
         keys.write_slot(self.store, slot)
         return str(slot["slot"])
 

@@ -17,6 +17,7 @@ from textual.worker import Worker
 from imaging import jobs
 from imaging.errors import Cancelled, UsageError
 from imaging.jobs import Check
+from imaging.jobs.disks import backup_sources
 from recovery_ui import text
 from recovery_ui.i18n import N_, _, ngettext
 from recovery_ui.messages import ProgressRelay
@@ -108,7 +109,13 @@ class BackupScreen(WizardScreen):
     # --- 1: what ----------------------------------------------------------------------------
 
     def _candidates(self) -> list[Disk]:
-        return [d for d in self.hourglass.disks if not d.is_boot_disk and d.partitions]
+        opened = self.hourglass.opened
+        return backup_sources(self.hourglass.disks, repository_disk=opened.disk if opened else "")
+
+    def step(self, pane: str) -> None:
+        super().step(pane)
+        if pane == "source":
+            self._fill_disks()  # a repository opened meanwhile: its drive is no source
 
     def _disks_changed(self, _app: object) -> None:
         if self.pane == "source":
@@ -123,9 +130,19 @@ class BackupScreen(WizardScreen):
         widget.set_options(options)
         note = "" if disks else _("No disk with partitions was found. Plug in the disk.")
         self.query_one("#disk-note", Static).update(note)
-        if disks:
-            widget.highlighted = 0
-            self._fill_partitions(disks[0])
+        # The disk chosen before, if still offered; else the first that is no backup drive:
+        # a backup drive is never preselected (the person chooses it, if at all).
+        chosen = self.source_disk.device if self.source_disk else ""
+        first = next((i for i, d in enumerate(disks) if d.device == chosen), None)
+        if first is None:
+            first = next((i for i, d in enumerate(disks) if not d.holds_repository), None)
+        if first is not None:
+            widget.highlighted = first
+            self._fill_partitions(disks[first])
+        else:
+            widget.highlighted = None
+            self.source_disk = None
+            self.query_one("#parts", SelectionList).clear_options()
         widget.focus()
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
@@ -180,6 +197,7 @@ class BackupScreen(WizardScreen):
             self._repository_chosen,
             writable=True,
             allow_create=True,
+            source=self.source_disk.device if self.source_disk else "",
         )
 
     def _repository_chosen(self, opened: OpenedRepository) -> None:

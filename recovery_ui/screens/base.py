@@ -13,7 +13,15 @@ from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
-from imaging.errors import HourglassError, LocationLost, RepositoryOnSource
+from imaging.errors import (
+    MISTYPED_HINT,
+    HourglassError,
+    LocationLost,
+    NoSpace,
+    PassphraseError,
+    RepositoryOnSource,
+    TargetTooSmall,
+)
 from imaging.jobs.locations import S3Error
 from recovery_ui.i18n import N_, _
 from recovery_ui.messages import ProgressRelay
@@ -34,7 +42,8 @@ ResultT = TypeVar("ResultT")
 def describe_failure(error: BaseException) -> tuple[str, str]:
     """(message, hint) to show for ``error``: the engine's own words for its errors (an
     object store's with a line and a hint in the app's language: the engine's hint names
-    command-line options)."""
+    command-line options; a disk too small with the one thing the app can do about it: its
+    engine hint names partitions to restore singly, which only the command line can)."""
 
     if isinstance(error, S3Error):
         return (
@@ -46,6 +55,30 @@ def describe_failure(error: BaseException) -> tuple[str, str]:
         )
     if isinstance(error, LocationLost):
         return _("The backup drive was disconnected. Plug it in and choose it again."), ""
+    if isinstance(error, PassphraseError) and error.message.startswith("Wrong passphrase"):
+        # The engine's advice in the app's language; what else it found, in its words.
+        extra = (error.hint or "").removeprefix(MISTYPED_HINT).strip()
+        advice = _(
+            "Check Caps Lock and the keyboard layout (this console may use a US layout, "
+            "where letters such as Y and Z and most symbols sit elsewhere), then type it "
+            "again. A recovery key opens the repository too: type it in the same field."
+        )
+        return (
+            _("That passphrase does not open this repository."),
+            f"{advice}\n{extra}" if extra else advice,
+        )
+    if isinstance(error, NoSpace) and error.message.startswith("The backup drive is full"):
+        # The engine's hint names commands; say where the same is done in the app.
+        return (
+            error.message,
+            _(
+                "Free space on the backup drive: on the Repository screen, Free space frees "
+                "what failed backups left, and Forget old forgets old backups. Or use a "
+                "larger drive."
+            ),
+        )
+    if isinstance(error, TargetTooSmall):
+        return error.message, _("Choose a larger disk.")
     if isinstance(error, HourglassError):
         return error.message, error.hint or ""
     return (
@@ -105,9 +138,11 @@ class BaseScreen(AppScreenMixin, Screen[ResultT]):
         *,
         writable: bool = False,
         allow_create: bool = False,
+        source: str = "",
     ) -> None:
         """Ask for the repository (the chooser opens it), then ``then`` with it; if the person
-        chose none, go back (``action_back``)."""
+        chose none, go back (``action_back``). ``source``: the disk about to be backed up,
+        whose repositories and partitions are not offered."""
 
         def chosen(opened: OpenedRepository | None) -> None:
             if opened is None:
@@ -117,7 +152,7 @@ class BaseScreen(AppScreenMixin, Screen[ResultT]):
             then(opened)
 
         self.hourglass.push_repository_chooser(
-            title, chosen, writable=writable, allow_create=allow_create
+            title, chosen, writable=writable, allow_create=allow_create, source=source
         )
 
     def on_progress_relay_updated(self, message: ProgressRelay.Updated) -> None:

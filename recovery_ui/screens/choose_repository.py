@@ -33,6 +33,7 @@ from recovery_ui import text
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseScreen
 from recovery_ui.screens.confirm import TypedConfirmation
+from recovery_ui.screens.question import judge_new_passphrase
 from recovery_ui.screens.share import ShareScreen
 from recovery_ui.state import OpenedRepository
 from recovery_ui.widgets.controls import Label, Static, checkbox, option
@@ -122,9 +123,13 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         writable: bool = False,
         allow_create: bool = False,
         preselect: FoundRepository | None = None,
+        source: str = "",
     ) -> None:
         super().__init__()
         self.question = question
+        # The disk about to be backed up: neither its repositories nor its partitions are
+        # offered (the backup would read itself; the refusal came after the passphrase).
+        self.source = source
         self.writable = writable
         self.allow_create = allow_create
         self.preselect = preselect
@@ -227,6 +232,8 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         self.choices = {}
         options = []
         opened = app.opened
+        if opened is not None and self.source and opened.disk == self.source:
+            opened = None
         if opened is not None and (opened.writable or not self.writable):
             self.choices["open"] = opened
             options.append(
@@ -236,6 +243,8 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         for index, found in enumerate(app.found):
             if opened is not None and "open" in self.choices and _same(found.path, opened.path):
                 continue  # offered above as the open repository
+            if self.source and found.disk == self.source:
+                continue  # on the disk to be backed up
             disk = by_device.get(found.disk)
             where_text = text.disk_title(disk) if disk else found.disk
             key = f"found-{index}"
@@ -351,7 +360,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         self.query_one("#partition-question", Label).update(question)
         options: list[Option | None] = []
         disks = self.hourglass.disks
-        for disk, p in repository_partitions(disks):
+        for disk, p in repository_partitions(disks, source=self.source):
             self.choices[f"part-{p.device}"] = (disk, p)
             options.append(
                 option(
@@ -360,7 +369,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
                 )
             )
         if self.creating:
-            for disk in blank_disks(disks):
+            for disk in blank_disks(disks, source=self.source):
                 self.choices[f"format-{disk.device}"] = disk
                 options.append(
                     option(
@@ -548,6 +557,15 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
 
     def _target_ready(self, target: Target) -> None:
         self.target = target
+        opened = self.hourglass.opened
+        if (
+            target.exists
+            and opened is not None
+            and (opened.writable or not self.writable)
+            and _same_directory(target.path, opened.path)
+        ):
+            self.dismiss(opened)  # open already: its passphrase is not asked again
+            return
         if not target.exists:
             # The label names the disk, the partition and the folder on it: never the
             # appliance's own mount point.
@@ -581,7 +599,10 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
                 UsageError(_("The two passphrases are not the same."), _("Type them again."))
             )
             return
-        self.create_target(first if encrypt else "", encrypt)
+        if not encrypt:
+            self.create_target("", encrypt)
+            return
+        judge_new_passphrase(self, first, lambda: self.create_target(first, encrypt))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
     def open_target(self, secret: str) -> None:
@@ -628,6 +649,17 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
 
 def _same(a: str, b: str) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _same_directory(a: str, b: str) -> bool:
+    """The same directory by any path: one filesystem mounted in two places too."""
+    if _same(a, b):
+        return True
+    try:
+        one, other = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (one.st_dev, one.st_ino) == (other.st_dev, other.st_ino)
 
 
 def _mount_root(path: str) -> str:

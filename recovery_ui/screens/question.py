@@ -3,15 +3,19 @@ confirmation of recovery_ui.screens.confirm)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
 from textual.widgets import Button
 
+from imaging.jobs.repositories import GOOD_LENGTH, MIN_LENGTH
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseDialog
+from recovery_ui.screens.error import ErrorDialog
 from recovery_ui.widgets.controls import Label, Static
 
 
@@ -41,3 +45,40 @@ class Question(BaseDialog[bool]):
 
     def action_no(self) -> None:
         self.dismiss(False)
+
+
+def judge_new_passphrase(screen: Screen[Any], secret: str, go: Callable[[], object]) -> None:
+    """Call ``go`` for a new passphrase long enough; ask first for a short one (under
+    ``GOOD_LENGTH`` characters); refuse one under ``MIN_LENGTH`` (a dialog)."""
+    if len(secret) >= GOOD_LENGTH:
+        go()
+        return
+    if len(secret) < MIN_LENGTH:
+        screen.app.push_screen(
+            ErrorDialog(
+                _("The passphrase is too short: at least {count} characters are needed.").format(
+                    count=MIN_LENGTH
+                ),
+                _("Longer is safer: {count} or more, such as a few words.").format(
+                    count=GOOD_LENGTH
+                ),
+            )
+        )
+        return
+
+    def answered(yes: bool | None) -> None:
+        if yes:
+            go()
+
+    screen.app.push_screen(
+        Question(
+            _("A short passphrase"),
+            _(
+                "This passphrase has only {length} characters: anyone who gets the backup "
+                "drive could guess it. {count} or more (a few words) are much safer."
+            ).format(length=len(secret), count=GOOD_LENGTH),
+            _("Use it anyway"),
+            _("Choose another"),
+        ),
+        answered,
+    )

@@ -1,5 +1,6 @@
 """Repository: statistics, a time-boxed verify, forgetting old snapshots by a policy (with a
-preview of what goes), changing the passphrase, adding a printable recovery key."""
+preview of what goes), freeing the space failed backups left (gc), changing the passphrase,
+adding a printable recovery key."""
 
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ from recovery_ui.i18n import N_, _, ngettext
 from recovery_ui.messages import ProgressRelay
 from recovery_ui.screens.base import BaseScreen, failure_reason
 from recovery_ui.screens.confirm import TypedConfirmation
+from recovery_ui.screens.question import judge_new_passphrase
 from recovery_ui.screens.recovery_key import RecoveryKeyDialog
 from recovery_ui.widgets.controls import Label, Static, checkbox, option
 from recovery_ui.widgets.progress_panel import ProgressPanel
 
 if TYPE_CHECKING:
-    from imaging.jobs import ForgetPlan, VerifyReport
+    from imaging.jobs import ForgetPlan, GcResult, VerifyReport
     from imaging.jobs.repositories import RepositoryInfo
     from imaging.repository.records import Snapshot
     from recovery_ui.state import OpenedRepository
@@ -35,6 +37,7 @@ TABS = (
     ("stats", N_("Statistics")),
     ("verify", N_("Verify")),
     ("forget", N_("Forget old")),
+    ("space", N_("Free space")),
     ("key", N_("Passphrase")),
     ("recovery", N_("Recovery key")),
 )
@@ -50,6 +53,10 @@ POLICY = (
     ("weekly", N_("One a week, for weeks"), "4"),
     ("monthly", N_("One a month, for months"), "12"),
 )
+GC_PHASES = {
+    "gc-mark": N_("Finding what the backups use"),
+    "gc-sweep": N_("Setting aside pieces no backup uses"),
+}
 
 
 class RepositoryScreen(BaseScreen[None]):
@@ -65,7 +72,7 @@ class RepositoryScreen(BaseScreen[None]):
     RepositoryScreen #forget-table { height: 1fr; margin: 0 1; }
     RepositoryScreen Input.secret { width: 50; }
     RepositoryScreen #stats-text, RepositoryScreen #verify-result, RepositoryScreen #key-result,
-    RepositoryScreen #slots { padding: 0 1; height: auto; }
+    RepositoryScreen #slots, RepositoryScreen #gc-result { padding: 0 1; height: auto; }
     """
     REBUILDABLE: ClassVar[bool] = False
 
@@ -73,6 +80,7 @@ class RepositoryScreen(BaseScreen[None]):
         super().__init__()
         self.opened: OpenedRepository | None = None
         self.decision: ForgetPlan | None = None
+        self.gc_phase = ""
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="tabs"):
@@ -114,6 +122,25 @@ class RepositoryScreen(BaseScreen[None]):
                     )
                 yield Static("", id="forget-summary", classes="note", markup=False)
                 yield DataTable(id="forget-table", cursor_type="row", zebra_stripes=True)
+            with Vertical(id="space"):
+                yield Label(_("Free space left by failed backups"), classes="section first")
+                yield Static(
+                    _(
+                        "A backup that failed or was stopped leaves stored pieces that no "
+                        "backup uses. This frees them; every backup stays as it is. To free "
+                        "more, forget old backups (Forget old)."
+                    ),
+                    classes="note",
+                )
+                with Horizontal(classes="buttons"):
+                    yield Button(
+                        _("Free space left by failed backups"),
+                        id="gc-go",
+                        compact=True,
+                        variant="primary",
+                    )
+                yield ProgressPanel(dedup=False, id="gc-progress")
+                yield Static("", id="gc-result", markup=False)
             with Vertical(id="key"):
                 yield Label(_("Change the passphrase"), classes="section first")
                 yield Label(_("New passphrase:"), classes="field-label")
@@ -148,6 +175,7 @@ class RepositoryScreen(BaseScreen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#verify-progress").display = False
+        self.query_one("#gc-progress").display = False
         table = self.query_one("#forget-table", DataTable)
         table.add_columns(_("Backup"), _("Of"), _("Size"), _("Kept?"))
         self.query_one("#budget", OptionList).highlighted = 1
@@ -169,6 +197,7 @@ class RepositoryScreen(BaseScreen[None]):
             "stats": "#tab-stats",
             "verify": "#budget",
             "forget": "#keep-last",
+            "space": "#gc-go",
             "key": "#key1",
             "recovery": "#recovery-go",
         }[tab]
@@ -184,6 +213,8 @@ class RepositoryScreen(BaseScreen[None]):
             self._preview()
         elif button == "forget-go":
             self._confirm_forget()
+        elif button == "gc-go":
+            self._free_space()
         elif button == "key-go":
             self._change_key()
         elif button == "recovery-go":
@@ -258,16 +289,19 @@ class RepositoryScreen(BaseScreen[None]):
 
     def _verified(self, report: VerifyReport) -> None:
         self.query_one("#verify-go", Button).disabled = False
-        lines = [
-            _(
-                "{snapshots} backup(s); {checked} of {chunks} stored pieces checked ({size})."
-            ).format(
-                snapshots=report.snapshots,
-                checked=report.checked,
-                chunks=report.chunks,
-                size=text.decimal_size(report.checked_bytes),
-            )
-        ]
+        backups = ngettext("{count} backup", "{count} backups", report.snapshots).format(
+            count=report.snapshots
+        )
+        pieces = (
+            _("{checked} of {chunks} stored pieces read and checked ({size}).")
+            if report.data_read
+            else _("{checked} of {chunks} stored pieces found in place (not read).")
+        ).format(
+            checked=report.checked,
+            chunks=report.chunks,
+            size=text.decimal_size(report.checked_bytes),
+        )
+        lines = [f"{backups}; {pieces}"]
         if report.resumed:
             lines.append(_("Went on where the previous check stopped."))
         if not report.complete:
@@ -340,6 +374,19 @@ class RepositoryScreen(BaseScreen[None]):
         )
         self.query_one("#forget-go", Button).disabled = not decision.remove
 
+    def on_input_changed(self, event: Input.Changed) -> None:
+        """A changed policy makes the preview stale: Forget waits for a new preview, so the
+        dialog's count is always the one shown (a stale "type 3" beside "2 would be
+        forgotten")."""
+        if not (event.input.id or "").startswith("keep-") or self.decision is None:
+            return
+        self.decision = None
+        self.query_one("#forget-table", DataTable).clear()
+        self.query_one("#forget-go", Button).disabled = True
+        self.query_one("#forget-summary", Static).update(
+            _("The choice changed: press Show what would go again.")
+        )
+
     def _confirm_forget(self) -> None:
 
         if self.decision is None or not self.decision.remove or self.opened is None:
@@ -377,9 +424,11 @@ class RepositoryScreen(BaseScreen[None]):
             log.info("forgot snapshot %s (%s)", snapshot.id, text.when(snapshot.time))
         result = jobs.gc(self.opened.repo)
         log.info("gc: freed %d chunks, %d bytes", result.freed, result.freed_bytes)
-        summary = _("Forgot {count} backup(s); freed {size} on the drive.").format(
-            count=len(remove), size=text.decimal_size(result.freed_bytes)
-        )
+        summary = ngettext(
+            "Forgot {count} backup; freed {size} on the drive.",
+            "Forgot {count} backups; freed {size} on the drive.",
+            len(remove),
+        ).format(count=len(remove), size=text.decimal_size(result.freed_bytes))
         if result.waiting_batches:
             summary += " " + _("More space is freed after the work running now has finished.")
         self.app.call_from_thread(self._forgotten, summary)
@@ -389,6 +438,52 @@ class RepositoryScreen(BaseScreen[None]):
         self.decision = None
         self.query_one("#forget-summary", Static).update(summary)
         self.hourglass.repository_changed.publish(self.hourglass)
+
+    # --- space left by failed backups ------------------------------------------------------
+
+    def _free_space(self) -> None:
+        panel = self.query_one("#gc-progress", ProgressPanel)
+        panel.display = True
+        panel.set_phase(_(GC_PHASES["gc-mark"]), counts_bytes=False)
+        self.gc_phase = "gc-mark"
+        self.query_one("#gc-result", Static).update("")
+        self.query_one("#gc-go", Button).disabled = True
+        self.free_space(ProgressRelay(self, "gc"))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="engine")
+    def free_space(self, relay: ProgressRelay) -> None:
+
+        assert self.opened is not None
+        result = jobs.gc(self.opened.repo, progress=relay)
+        logging.getLogger("recovery_ui").info(
+            "gc: freed %d chunks, %d bytes", result.freed, result.freed_bytes
+        )
+        self.app.call_from_thread(self._space_freed, result)
+
+    def _space_freed(self, result: GcResult) -> None:
+        self.query_one("#gc-go", Button).disabled = False
+        lines = [
+            _("Freed {size} on the drive.").format(size=text.decimal_size(result.freed_bytes))
+            if result.freed_bytes
+            else _("Nothing to free: every stored piece belongs to a backup.")
+        ]
+        if result.waiting_batches:
+            lines.append(_("More space is freed after the work running now has finished."))
+        self.query_one("#gc-result", Static).update("\n".join(lines))
+        self.hourglass.repository_changed.publish(self.hourglass)
+
+    def on_progress_relay_updated(self, message: ProgressRelay.Updated) -> None:
+        event = message.relay.take()
+        if event is None:
+            return
+        if message.relay.name != "gc":
+            self.query_one("#verify-progress", ProgressPanel).show(event)
+            return
+        panel = self.query_one("#gc-progress", ProgressPanel)
+        if event.phase != self.gc_phase and event.phase in GC_PHASES:
+            self.gc_phase = event.phase
+            panel.set_phase(_(GC_PHASES[event.phase]), counts_bytes=False)
+        panel.show(event)
 
     # --- passphrase and recovery key --------------------------------------------------------
 
@@ -403,7 +498,7 @@ class RepositoryScreen(BaseScreen[None]):
                 UsageError(_("The two passphrases are not the same."), _("Type them again."))
             )
             return
-        self.change_key(first)
+        judge_new_passphrase(self, first, lambda: self.change_key(first))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine")
     def change_key(self, secret: str) -> None:
@@ -453,6 +548,11 @@ class RepositoryScreen(BaseScreen[None]):
     def work_failed(self, worker: Worker[object], error: BaseException) -> None:
         if worker.name == "verify":
             self.query_one("#verify-go", Button).disabled = False
+        elif worker.name == "free_space":
+            self.query_one("#gc-go", Button).disabled = False
+            self.query_one("#gc-result", Static).update(
+                _("Freeing space stopped: {reason}").format(reason=failure_reason(error))
+            )
         elif worker.name == "forget":
             self.query_one("#forget-summary", Static).update(
                 _("Forgetting stopped: {reason}").format(reason=failure_reason(error))

@@ -410,8 +410,10 @@ class RestoreFilesScreen(WizardScreen):
             return
         version = self.versions[int(str(event.row_key.value))]
         self.query_one("#versions-of", Static).update(
-            _(
-                "Modified {mtime}; in {count} backup(s), {first} to {last}. Enter restores it."
+            ngettext(
+                "Modified {mtime}; in {count} backup, {first} to {last}. Enter restores it.",
+                "Modified {mtime}; in {count} backups, {first} to {last}. Enter restores it.",
+                len(version.snapshots),
             ).format(
                 mtime=text.when(version.mtime),
                 count=len(version.snapshots),

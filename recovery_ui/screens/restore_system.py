@@ -20,7 +20,7 @@ from imaging.jobs import check_restore_target, select
 from recovery_ui import text
 from recovery_ui.i18n import N_, _
 from recovery_ui.messages import ProgressRelay
-from recovery_ui.screens.base import failure_reason
+from recovery_ui.screens.base import describe_failure, failure_reason
 from recovery_ui.screens.confirm import TypedConfirmation
 from recovery_ui.screens.wizard import CancelQuestion, WizardScreen
 from recovery_ui.widgets.controls import Label, Static, checkbox, option
@@ -253,7 +253,8 @@ class RestoreSystemScreen(WizardScreen):
             check_restore_target(self.opened.repo, self.snapshot, disk.device)
             plan = jobs.resize_plan(self.snapshot, disk.device, grow=True)
         except HourglassError as e:
-            problem = e.message + (f" {e.hint}" if e.hint else "")
+            message, hint = describe_failure(e)
+            problem = f"{message} {hint}" if hint else message
             self.app.call_from_thread(self._checked, disk, problem, None)
             return
         self.app.call_from_thread(self._checked, disk, "", plan)

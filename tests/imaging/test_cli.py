@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from imaging.errors import IntegrityError, PassphraseError, RepositoryTooNew, SnapshotNotFound
+from imaging.errors import (
+    IntegrityError,
+    PassphraseError,
+    RepositoryTooNew,
+    SnapshotNotFound,
+    UsageError,
+)
 from imaging.repository.store import Repository
 from tests.conftest import PASSPHRASE
 from tests.imaging.test_backup_restore import assert_zeros_exactly_at, ranges_of_chunk
@@ -249,3 +255,49 @@ def test_json_progress_on_stderr(env: Path, tmp_path: Path) -> None:
     assert {"phase", "rate", "eta", "elapsed"} <= set(backup[-1])
     # then the check of the new snapshot (--check structure, the default), in the same stream
     assert events[-1]["phase"] == "verify" and events[-1]["finished"], events[-1]
+
+
+def test_verify_says_what_it_read(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A structure check reads no chunk: it says so, not "(0 B) checked" (issue 22)."""
+    src = tmp_path / "disk.img"
+    write_random_image(src, 3 * MiB, zero_every=0)
+    assert run_cli("backup", str(src)) == 0
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
+    capsys.readouterr()
+    assert run_cli("verify") == 0
+    out = capsys.readouterr().out
+    assert "3 of 3 chunks found in place (not read)" in out and "0 B" not in out
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
+    assert run_cli("verify", "--read-data") == 0
+    out = capsys.readouterr().out
+    assert re.search(r"3 of 3 chunks \([0-9.]+ MiB\) read and checked", out), out
+
+
+def test_a_short_new_passphrase_is_warned_about_or_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under 4 characters a new passphrase is refused unless --allow-short-passphrase;
+    under 8 it is accepted with a warning (issue 22, polish)."""
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", "abc")
+    capsys.readouterr()
+    assert run_cli("init", str(tmp_path / "r1")) == UsageError.exit_code
+    err = capsys.readouterr().err
+    assert "at least 4" in err and "--allow-short-passphrase" in err
+    assert not (tmp_path / "r1" / "config").exists()
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", "abc")
+    assert run_cli("init", str(tmp_path / "r2"), "--allow-short-passphrase") == 0
+    assert "only 3 character(s)" in capsys.readouterr().err
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", "abcdef")
+    assert run_cli("init", str(tmp_path / "r3")) == 0
+    assert "only 6 character(s)" in capsys.readouterr().err
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
+    assert run_cli("init", str(tmp_path / "r4")) == 0
+    assert "warning" not in capsys.readouterr().err
+    new = tmp_path / "new"
+    new.write_text("xy\n")
+    monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
+    code = run_cli("key", "add", "--repo", str(tmp_path / "r4"), "--new-passphrase-file", str(new))
+    assert code == UsageError.exit_code
+    assert len(list((tmp_path / "r4" / "keys").iterdir())) == 1, "no slot was added"

@@ -163,3 +163,22 @@ def test_gc_refuses_when_a_manifest_is_unreadable(repo: Repository, tmp_path: Pa
     with pytest.raises(Exception, match="cannot be read"):
         gc.collect(repo)
     assert chunk_count(repo) == 1
+
+
+def test_gc_reports_its_phases(repo: Repository, tmp_path: Path) -> None:
+    """The app shows gc's progress (issue 22, item 4): the mark counts images, the sweep
+    the chunks it looked at, and each phase ends with a finished event."""
+    from imaging import jobs
+    from imaging.progress import Progress
+
+    a, b = os.urandom(repo.block_size), os.urandom(repo.block_size)
+    first = backup_path(repo, write(tmp_path / "s.img", [a, b]))
+    backup_path(repo, write(tmp_path / "s.img", [a]))
+    repo.delete_snapshot(first.id)
+    events: list[Progress] = []
+    result = jobs.gc(repo, progress=events.append)
+    assert result.freed == 1
+    finished = {e.phase: e for e in events if e.finished}
+    assert set(finished) == {"gc-mark", "gc-sweep"}
+    assert finished["gc-mark"].done == finished["gc-mark"].total == 1  # one image left
+    assert finished["gc-sweep"].done == finished["gc-sweep"].total == 2  # a and b looked at

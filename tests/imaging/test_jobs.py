@@ -178,3 +178,29 @@ def test_a_backup_never_reads_the_disk_holding_its_repository(tmp_path: Path) ->
             done = jobs.backup(repo, jobs.BackupRequest(sources=(second,)))
             assert done.ok and done.snapshot.source == second
     subprocess.run(["sync"], check=False)
+
+
+def test_backup_sources_never_lead_with_a_backup_drive() -> None:
+    """Issue 22, item 6: what a front end offers to back up, first the one to preselect:
+    not the boot medium, not the open repository's drive; another backup drive last."""
+    from imaging.disks.model import Disk, Partition
+    from imaging.jobs.disks import backup_sources, blank_disks, repository_partitions
+
+    def disk(name: str, **kw: object) -> Disk:
+        part = Partition(1, f"/dev/{name}1", 1 << 20, 1 << 30, "", "", "", fstype="ext4")
+        return Disk(f"/dev/{name}", "", name, name, 2 << 30, 512, 512, "usb", True, False,
+                    "gpt", partitions=(part,), **kw)  # type: ignore[arg-type]  # fmt: skip
+
+    drive = disk("sda", repositories=("/mnt/sda1/hourglass-backups",))
+    other_drive = disk("sdb", repositories=("/mnt/sdb1/hourglass-backups",))
+    boot = disk("sdc", is_boot_disk=True)
+    pc = disk("nvme0n1")
+    disks = [drive, other_drive, boot, pc]
+    assert backup_sources(disks) == [pc, drive, other_drive]
+    assert backup_sources(disks, repository_disk=drive.device) == [pc, other_drive]
+    # A new repository's place: never the disk to be backed up.
+    places = [p.device for _d, p in repository_partitions(disks, source=pc.device)]
+    assert places == ["/dev/sda1", "/dev/sdb1"]
+    blank = Disk("/dev/sdd", "", "", "", 2 << 30, 512, 512, "usb", True, False, "")
+    assert blank_disks([blank]) == [blank]
+    assert blank_disks([blank], source=blank.device) == []

@@ -18,6 +18,45 @@ def test_wrong_passphrase_is_a_clear_error(repo: Repository) -> None:
         Repository.open(repo.path, "not it")
 
 
+def test_wrong_passphrase_gives_advice(repo: Repository) -> None:
+    with pytest.raises(PassphraseError) as caught:
+        Repository.open(repo.path, "not it")
+    hint = caught.value.hint or ""
+    assert "Caps Lock" in hint and "keyboard layout" in hint and "recovery key" in hint
+
+
+def test_a_wrong_passphrase_derives_once_for_all_passphrase_slots(
+    repo: Repository, passphrase: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22, item 11: a wrong passphrase took one Argon2 derivation per slot (4 s with
+    a few slots on slow hardware). Passphrase slots added later share the first one's
+    salt, so one derivation tries them all; each still opens with its own passphrase."""
+    opened = Repository.open(repo.path, passphrase)
+    opened.add_key("second passphrase")
+    opened.add_key("third passphrase")
+    opened.add_key(keys.new_recovery_key(), kind="recovery")
+    derivations: list[bytes] = []
+    real = keys._kek
+
+    def counting(secret: str, salt: bytes, params: keys.KdfParams) -> bytes:
+        derivations.append(salt)
+        return real(secret, salt, params)
+
+    monkeypatch.setattr(keys, "_kek", counting)
+    with pytest.raises(PassphraseError):
+        Repository.open(repo.path, "not it")
+    assert len(derivations) == 1, "one derivation for three passphrase slots"
+    for secret in (passphrase, "second passphrase", "third passphrase"):
+        derivations.clear()
+        assert Repository.open(repo.path, secret).keys.master == opened.keys.master
+        assert len(derivations) == 1
+    opened.change_key("fourth passphrase")
+    derivations.clear()
+    with pytest.raises(PassphraseError):
+        Repository.open(repo.path, passphrase)
+    assert len(derivations) == 1
+
+
 def test_open_needs_a_passphrase(repo: Repository) -> None:
     with pytest.raises(UsageError, match="passphrase"):
         Repository.open(repo.path, None)

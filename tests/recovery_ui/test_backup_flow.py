@@ -231,3 +231,71 @@ async def test_quitting_during_a_backup_asks_and_records_nothing(
     with mounted(backup_drive.partition, tmp_path / "check") as root:
         repo = Repository.open(root / "hourglass-backups", PASSPHRASE)
         assert [s.id for s in repo.snapshots()] == before
+
+
+def option_ids(app: HourglassApp, list_id: str) -> list[str]:
+    from textual.widgets import OptionList
+
+    widget = app.screen.query_one(f"#{list_id}", OptionList)
+    return [widget.get_option_at_index(i).id or "" for i in range(widget.option_count)]
+
+
+async def test_back_up_never_offers_the_backup_drive_or_the_source_as_places(
+    make_app: Callable[..., HourglassApp], source: Source, backup_drive: Drive
+) -> None:
+    """Issue 22, item 6: the backup drive is never preselected as the source (and not
+    offered once its repository is open); the disk to be backed up offers neither its
+    partitions for a new repository nor its repositories (the refusal came after the
+    passphrase)."""
+    from textual.widgets import OptionList
+
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await wait_for(pilot, lambda: bool(app.found), what="the drive's repository found")
+        await pilot.press("1")
+        await settle(pilot)
+        disks = option_ids(app, "disks")
+        assert backup_drive.device in disks and source.device in disks
+        highlighted = app.screen.query_one("#disks", OptionList).highlighted
+        assert highlighted is not None and disks[highlighted] != backup_drive.device
+        assert disks.index(backup_drive.device) > disks.index(source.device)
+
+        # The PC's disk: its partitions are no place for a new repository.
+        await choose_option(pilot, "disks", source.device)
+        await pilot.click("#source-next")
+        await settle(pilot)
+        assert "found-0" in option_ids(app, "where"), (app.found, app.disks)  # the drive's
+        await choose_option(pilot, "where", "create")
+        await settle(pilot)
+        places = option_ids(app, "partitions")
+        assert f"part-{backup_drive.partition}" in places
+        for number in (1, 2, 3):
+            assert f"part-{source.device}p{number}" not in places, places
+        await pilot.press("escape")
+        await pilot.press("escape")
+        await settle(pilot)
+        assert isinstance(app.screen, BackupScreen) and app.screen.pane == "source"
+
+        # The backup drive chosen as the source: its repository is not offered (no
+        # passphrase to type before a refusal), nor its partition as a new one's place.
+        await choose_option(pilot, "disks", backup_drive.device)
+        await pilot.click("#source-next")
+        await settle(pilot)
+        assert not [i for i in option_ids(app, "where") if i.startswith("found-")]
+        await choose_option(pilot, "where", "create")
+        await settle(pilot)
+        assert f"part-{backup_drive.partition}" not in option_ids(app, "partitions")
+        await pilot.press("escape")
+        await pilot.press("escape")
+        await settle(pilot)
+
+        # With the drive's repository open, the drive is not offered at all.
+        await choose_option(pilot, "disks", source.device)
+        await pilot.click("#source-next")
+        await open_found_repository(pilot)
+        assert app.screen.pane == "summary"
+        await pilot.press("escape")
+        await settle(pilot)
+        assert backup_drive.device not in option_ids(app, "disks")
+        assert source.device in option_ids(app, "disks")

@@ -118,3 +118,33 @@ async def test_home_warns_when_the_newest_snapshot_seen_is_gone(
             home = screen_text(app)
             assert warning in home, home
             assert when(template[1][0].time) in home and when(newest.time) not in home
+
+
+async def test_the_open_repository_is_not_asked_for_again(
+    make_app: Callable[..., HourglassApp],
+    template: tuple[Path, list[Snapshot]],
+    backup_drive: Drive,
+) -> None:
+    """Issue 22, item 10: choosing the repository that is already open (on Home, or from
+    the chooser of another screen) opens nothing again and asks no passphrase."""
+    from recovery_ui.screens.choose_repository import ChooseRepository
+    from recovery_ui.screens.home import HomeScreen
+
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_found_on_home(pilot)
+        opened = app.opened
+        assert opened is not None
+        await choose_option(pilot, "repos", "found-0")
+        await settle(pilot)
+        assert isinstance(app.screen, HomeScreen), screen_text(app)
+        assert "passphrase" not in screen_text(app).lower()
+        assert app.opened is opened
+        # Restore files: the chooser offers the open repository first, and it needs no
+        # passphrase either.
+        await pilot.press("3")
+        await settle(pilot)
+        await choose_option(pilot, "where", "open")
+        await settle(pilot)
+        assert app.opened is opened
+        assert not any(isinstance(s, ChooseRepository) for s in app.screen_stack)

@@ -12,11 +12,13 @@ import pytest
 
 from imaging.errors import PassphraseError
 from imaging.repository.store import Repository
+from imaging.units import decimal_size
 from recovery_ui.app import HourglassApp
-from recovery_ui.widgets.controls import Static
+from recovery_ui.widgets.controls import Label, Static
 from tests.conftest import PASSPHRASE
-from tests.recovery_ui.conftest import Drive, screen_text, settle, shot
+from tests.recovery_ui.conftest import Drive, mounted, screen_text, settle, shot
 from tests.recovery_ui.flows import open_found_repository, type_text
+from tests.support import MiB, write_random_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
@@ -32,7 +34,9 @@ async def test_repository_maintenance(
         await open_found_repository(pilot, "not the passphrase")
         dialog = screen_text(app)
         shot(app, "wrong-passphrase")
-        assert "Wrong passphrase" in dialog and "Traceback" not in dialog
+        assert "does not open this repository" in dialog and "Traceback" not in dialog
+        # What to check, in the app's words (issue 22, item 11).
+        assert "Caps Lock" in dialog and "keyboard layout" in dialog and "recovery key" in dialog
         assert any("PassphraseError" in line for line in app.session_log.lines)
         await pilot.press("enter")  # OK
         await type_text(pilot, PASSPHRASE)
@@ -48,6 +52,7 @@ async def test_repository_maintenance(
         await pilot.click("#verify-go")
         await settle(pilot)
         assert "No damage found." in screen_text(app)
+        assert "2 backups; " in screen_text(app) and "read and checked (" in screen_text(app)
 
         await pilot.click("#tab-forget")
         for name, value in (("last", "1"), ("daily", "0"), ("weekly", "0"), ("monthly", "0")):
@@ -58,16 +63,53 @@ async def test_repository_maintenance(
         shot(app, "repository-forget-preview")
         assert "1 kept, 1 would be forgotten." in preview
         assert "GOES" in preview
+        # A changed policy makes the preview stale: Forget waits for a new one, and the
+        # dialog then asks for the count the new preview shows (issue 22, item 10).
+        app.screen.query_one("#keep-last").value = "2"  # type: ignore[attr-defined]
+        await pilot.pause()
+        assert app.screen.query_one("#forget-go").disabled
+        assert "GOES" not in screen_text(app)
+        await pilot.click("#forget-preview")
+        await settle(pilot)
+        assert "2 kept, 0 would be forgotten." in screen_text(app)
+        assert app.screen.query_one("#forget-go").disabled
+        app.screen.query_one("#keep-last").value = "1"  # type: ignore[attr-defined]
+        await pilot.click("#forget-preview")
+        await settle(pilot)
+        summary = re.search(r"(\d+) kept, (\d+) would be forgotten\.", screen_text(app))
+        assert summary and summary.group(2) == "1"
         await pilot.click("#forget-go")
         await pilot.pause()
-        assert "Forget these backups?" in screen_text(app)
+        dialog = screen_text(app)
+        assert "Forget these backups?" in dialog
+        assert f"type {summary.group(2)} and press Enter" in dialog
         await type_text(pilot, "1")
         await pilot.press("enter")
         await settle(pilot)
-        assert "Forgot 1 backup(s)" in screen_text(app)
+        assert "Forgot 1 backup; freed" in screen_text(app)
         assert len(app.opened.repo.snapshots()) == 1
 
         await pilot.click("#tab-key")
+        # Under 4 characters refused, under 8 asked about (issue 22, polish).
+        slots = len(app.opened.repo.key_slots())
+        for field in ("#key1", "#key2"):
+            app.screen.query_one(field).value = "abc"  # type: ignore[attr-defined]
+        await pilot.click("#key-go")
+        await pilot.pause()
+        assert "too short: at least 4 characters" in screen_text(app)
+        await pilot.press("enter")  # OK
+        await pilot.pause()
+        for field in ("#key1", "#key2"):
+            app.screen.query_one(field).value = "abcdef"  # type: ignore[attr-defined]
+        await pilot.click("#key-go")
+        await pilot.pause()
+        assert "only 6 characters" in screen_text(app)
+        await pilot.press("escape")  # choose another
+        await settle(pilot)
+        assert len(app.opened.repo.key_slots()) == slots, "nothing changed"
+        for field in ("#key1", "#key2"):
+            app.screen.query_one(field).value = ""  # type: ignore[attr-defined]
+        await pilot.click("#key1")
         await type_text(pilot, "a better passphrase")
         await pilot.press("tab")
         await type_text(pilot, "a better passphrase")
@@ -100,6 +142,70 @@ async def test_repository_maintenance(
         assert Repository.open(path, key)
         with pytest.raises(PassphraseError):
             Repository.open(path, PASSPHRASE)
+
+
+def stored_bytes(repo_path: Path) -> int:
+    """Bytes of every file in the repository (chunks, trash, tmp, indexes...)."""
+    return sum(p.stat().st_size for p in repo_path.rglob("*") if p.is_file())
+
+
+async def test_free_space_left_by_a_killed_backup(
+    make_app: Callable[..., HourglassApp], backup_drive: Drive, tmp_path: Path
+) -> None:
+    """Issue 22, item 4: a backup killed before its commit leaves chunks on the drive; the
+    Repository screen's "Free space left by failed backups" runs gc, with progress, says
+    how much it freed, and the bytes on the drive drop by that much; the backups stay."""
+    from tests.imaging.test_kill import kill_backup
+
+    source = tmp_path / "big.img"
+    write_random_image(source, 24 * MiB, seed=7, zero_every=0)
+    with mounted(backup_drive.partition, tmp_path / "drive") as root:
+        repo = Repository.open(root / "hourglass-backups", PASSPHRASE)
+        before = stored_bytes(repo.path)
+        kill_backup(repo, source, after=None)
+        assert len(repo.snapshots()) == 2, "the killed backup recorded no snapshot"
+        left = stored_bytes(repo.path) - before
+    assert left > 1 * MiB, "the killed backup left data on the drive"
+
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("4")
+        await open_found_repository(pilot)
+        assert app.opened is not None
+        path = Path(app.opened.path)
+        full = stored_bytes(path)
+        await pilot.click("#tab-space")
+        await settle(pilot)
+        assert "Free space left by failed backups" in screen_text(app)
+        await pilot.click("#gc-go")
+        await settle(pilot)
+        shown = screen_text(app)
+        shot(app, "repository-free-space")
+        match = re.search(r"Freed ([0-9.]+ [kMG]?B) on the drive\.", shown)
+        assert match, shown
+        after = stored_bytes(path)
+        assert full - after > 1 * MiB, (full, after)
+        logged = re.search(r"gc: freed \d+ chunks, (\d+) bytes", "\n".join(app.session_log.lines))
+        assert logged, app.session_log.lines
+        freed = int(logged.group(1))
+        assert match.group(1) == decimal_size(freed)
+        assert full - after >= freed >= left // 2, (left, full, after, freed)
+        panel = app.screen.query_one("#gc-progress")
+        assert panel.display
+        # The progress ended on the sweep, every chunk on the drive looked at.
+        phase = str(panel.query_one("#phase", Label).content)
+        assert phase == "Setting aside pieces no backup uses", phase
+        done = str(panel.query_one("#value-done", Label).content)
+        counted = re.fullmatch(r"(\d+) of (\d+) stored pieces?", done)
+        assert counted, done
+        looked, of = (int(n) for n in counted.groups())
+        assert looked == of > 1, done
+        assert len(Repository.open(path, PASSPHRASE).snapshots()) == 2
+        # Again: nothing left to free, and the button works with no backup to forget.
+        await pilot.click("#gc-go")
+        await settle(pilot)
+        assert "Nothing to free" in screen_text(app)
 
 
 def decode_qr(drawn: str, tmp: Path) -> str:

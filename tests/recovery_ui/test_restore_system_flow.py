@@ -255,3 +255,34 @@ def test_default_target_is_the_disk_with_the_snapshots_serial() -> None:
     assert default_target(snapshot, disks) == 1
     assert default_target(_of_disk(DiskRecord(serial="S9")), disks) == 0
     assert default_target(_of_disk(DiskRecord()), disks) == 0
+
+
+async def test_a_smaller_disk_is_refused_with_what_the_app_can_do(
+    make_app: Callable[..., HourglassApp],
+    source: Source,
+    template: tuple[Path, list[Snapshot]],
+    backup_drive: Drive,
+    tmp_path: Path,
+) -> None:
+    """Too small a disk: the size needed and the one thing to do in the app, never the
+    command line's single partitions ("id:N") (issue 22, item 3)."""
+    from tests.imaging.disks import helpers
+
+    image = tmp_path / "smaller.img"
+    helpers.garbage_file(image, 64 * MiB)
+    with helpers.attached(image) as smaller:
+        app = make_app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            await pilot.press("2")
+            await open_found_repository(pilot)
+            await pilot.click("#when-next")
+            await settle(pilot)
+            await choose_option(pilot, "targets", smaller)
+            await settle(pilot)
+            refused = " ".join(screen_text(app).split())
+            assert "This disk cannot take the backup" in refused, refused
+            assert "is too small for the snapshot's layout" in refused
+            assert "Choose a larger disk." in refused
+            assert "single partitions" not in refused and ":N" not in refused
+            assert app.screen.query_one("#restore").disabled

@@ -298,8 +298,8 @@ async def error(pilot: Pilot[Any]) -> None:
     assert isinstance(app, HourglassApp)
     app.report_error(
         TargetTooSmall(
-            "/dev/sdc (250.1 GB, 250059350016 bytes) is smaller than the snapshot's layout "
-            "needs (500.1 GB, 500107862016 bytes).",
+            "/dev/sdc (250.1 GB, 250059350016 bytes) is too small for the snapshot's layout: "
+            "that needs 500.1 GB (500107862016 bytes).",
             "partition 3, partition 4 would not fit. Choose a larger disk or restore single "
             "partitions (3c3c3c3c3c3c:N).",
         ),
@@ -469,7 +469,7 @@ def _figures(screen: str) -> list[str]:
                           f"thesis.odt ({human_size(DOCUMENTS['thesis.odt'])})"],
         "settings": ["English", "简体中文"],
         "logs": LOG_LINES,
-        "error": ["/dev/sdc", "250.1 GB", "500.1 GB", "3c3c3c3c3c3c"],
+        "error": ["/dev/sdc", "250.1 GB", "500.1 GB"],
     }[screen]  # fmt: skip
 
 

@@ -242,11 +242,26 @@ def test_partition_restore_needs_room(gpt_backup: Backup, tmp_path: Path) -> Non
     sh("sgdisk", "--new=1:0:+50M", image)
     with (
         helpers.attached(image) as target,
-        pytest.raises(TargetTooSmall, match="smaller than partition 3"),
+        pytest.raises(TargetTooSmall, match="too small for partition 3"),
     ):
         disk_restore.check_disk_target(
             gpt_backup.repo, gpt_backup.snapshot, helpers.node(target, 1), partition=3
         )
+
+
+def test_one_partition_too_far_out_for_an_empty_disk_says_so_plainly(
+    gpt_backup: Backup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = target_disk(tmp_path, "empty-small.img", helpers.GPT_DISK_MIB - 100)
+    with helpers.attached(image) as target:
+        capsys.readouterr()
+        code = gpt_backup.cli("restore", "latest:8", target, "--yes")
+    assert code == TargetTooSmall.exit_code
+    err = capsys.readouterr().err
+    assert f"{target} (" in err
+    assert "is too small for partition 8 at its place on the snapshot's disk: that needs" in err
+    assert "where it was needs" not in err
+    assert "Choose a larger partition or disk." in err
 
 
 def test_mbr_disk_same_size_and_larger_with_grow(
