@@ -7,26 +7,34 @@ from datetime import datetime
 
 from imaging.errors import UsageError
 
-_UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+_BINARY = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+_DECIMAL = ["B", "kB", "MB", "GB", "TB", "PB"]
 
 
 def human_size(n: float) -> str:
-    """``1536`` -> ``"1.5 KiB"``."""
+    """An amount of bytes as people read it, in the units of disk labels and shop shelves:
+    ``250059350016`` -> ``"250.1 GB"``. The one convention of every size the CLI and the app
+    show (1 kB = 1000 bytes), so a disk, what is used on it and what a backup stored read
+    alike."""
     value = float(n)
-    for unit in _UNITS:
-        if abs(value) < 1024 or unit == _UNITS[-1]:
+    for unit in _DECIMAL:
+        if abs(value) < 1000 or unit == _DECIMAL[-1]:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
+        value /= 1000
     raise AssertionError("unreachable")
 
 
-def decimal_size(n: float) -> str:
-    """Disk vendors' units: ``250059350016`` -> ``"250.1 GB"``."""
+decimal_size = human_size  # the name the disk code used for the same thing
+
+
+def binary_size(n: float) -> str:
+    """A size chosen in powers of two, as it is set: ``1048576`` -> ``"1.0 MiB"`` (block
+    sizes only; amounts of data are :func:`human_size`)."""
     value = float(n)
-    for unit in ["B", "kB", "MB", "GB", "TB", "PB"]:
-        if abs(value) < 1000 or unit == "PB":
+    for unit in _BINARY:
+        if abs(value) < 1024 or unit == _BINARY[-1]:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
+        value /= 1024
     raise AssertionError("unreachable")
 
 

@@ -68,7 +68,7 @@ def disk_option(disk: Disk) -> str:
 
 
 def partition_item(p: Partition) -> str:
-    """Short: ``3 ntfs "Windows" 498.0 GB, 133.2 GiB used``."""
+    """Short: ``3 ntfs "Windows" 498.0 GB, 143.0 GB used``."""
     cells = [str(p.number), p.fstype or p.type_name or _("no filesystem")]
     name = partition_name(p)
     if name:
@@ -81,7 +81,7 @@ def partition_item(p: Partition) -> str:
 
 
 def partition_line(partition: Partition) -> str:
-    """``2  ext4 "root"  96.5 MB  (20.1 MiB used)``."""
+    """``2  ext4 "root"  96.5 MB  (21.1 MB used)``."""
     cells = [_("partition {number}").format(number=partition.number)]
     cells.append(partition.fstype or _("no filesystem"))
     name = partition_name(partition)

@@ -12,7 +12,7 @@ from imaging.repository import codec
 from imaging.repository.redundant import new_set
 from imaging.repository.storage import Store
 from imaging.repository.store import DEFAULT_LEVEL, Repository
-from imaging.units import human_size
+from imaging.units import binary_size
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -39,7 +39,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         block_size=args.block_size,
     )
     kind = "an encrypted" if repo.encrypted else "an unencrypted"
-    print(f"Created {kind} repository at {repo.location} ({human_size(repo.block_size)} blocks).")
+    print(f"Created {kind} repository at {repo.location} ({binary_size(repo.block_size)} blocks).")
     if args.redundancy:
         print("Any of its locations opens it: the others are named in each one's descriptor.")
     if repo.encrypted:

@@ -34,7 +34,7 @@ from imaging.repository.records import Snapshot as Snapshot  # noqa: PLC0414
 from imaging.repository.records import SnapshotList as SnapshotList  # noqa: PLC0414
 from imaging.repository.s3store import S3Options, S3Store, url_scheme
 from imaging.repository.storage import Kind, LocalStore, Store
-from imaging.units import human_size, local_now
+from imaging.units import binary_size, local_now
 
 # 2: key slots (version 2) bind the repository id and the config's hash. Format 1
 # repositories (version 1 slots) are read as before.
@@ -114,7 +114,7 @@ class Repository:
         if encryption not in ENCRYPTIONS:
             raise UsageError(f"Unknown encryption {encryption!r}; choose one of {ENCRYPTIONS}.")
         if block_size not in codec.BLOCK_SIZES:
-            sizes = ", ".join(human_size(n) for n in codec.BLOCK_SIZES)
+            sizes = ", ".join(binary_size(n) for n in codec.BLOCK_SIZES)
             raise UsageError(f"A block size of {block_size} bytes is not supported: {sizes}.")
         root = store.local_path
         if root is not None and root.exists() and (not root.is_dir() or any(root.iterdir())):

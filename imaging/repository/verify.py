@@ -250,7 +250,7 @@ def _read_data(
 
 
 def summary_line(report: VerifyReport) -> str:
-    """``2 snapshot(s), 40 of 40 chunks (38.1 MiB) read and checked``; without reading, how
+    """``2 snapshot(s), 40 of 40 chunks (40.0 MB) read and checked``; without reading, how
     many chunks were found in place (no byte count: none was read, "(0 B) checked")."""
     if report.data_read:
         done = (

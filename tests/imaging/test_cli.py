@@ -272,7 +272,7 @@ def test_verify_says_what_it_read(
     monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
     assert run_cli("verify", "--read-data") == 0
     out = capsys.readouterr().out
-    assert re.search(r"3 of 3 chunks \([0-9.]+ MiB\) read and checked", out), out
+    assert re.search(r"3 of 3 chunks \([0-9.]+ MB\) read and checked", out), out
 
 
 def test_a_short_new_passphrase_is_warned_about_or_refused(
