@@ -272,12 +272,13 @@ def test_damaged_filesystem_names_the_partition(tmp_path: Path, repo: Repository
 
 
 @pytest.fixture
-def persistent_mounts() -> Iterator[None]:
-    """Whatever a failing test left mounted with `hourglass mount` is torn down."""
-    before = {s.directory for s in sessions()}
+def persistent_mounts(tmp_path: Path) -> Iterator[None]:
+    """Whatever a failing test left mounted with `hourglass mount` is torn down: only its
+    own sessions (of repositories under its tmp_path), never another test's running at the
+    same time on the other worker."""
     yield
     for state in sessions():
-        if state.directory not in before:
+        if Path(state.repo).is_relative_to(tmp_path):
             session_module.teardown_recorded(state.path)
 
 
