@@ -92,6 +92,9 @@ def _schedule(items: list[pytest.Item]) -> None:
     items[:] = first + rest + last
 
 
+# First: xdist's own hook turns the xdist_group marks into the work units, so the marks
+# must be on the items before it runs.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     _schedule(items)
     loop_reason = _can_loop()
