@@ -54,7 +54,7 @@ VM_FIRST = ("tests/e2e/", "tests/build/test_iso.py")
 VM_LAST_ORDER = (  # longest first (seconds in the last serial run)
     "tests/faults/test_power_loss.py",  # 608
     "tests/build/test_reproducible.py",  # 244
-    "tests/build/test_boot.py",  # 7 boots, 172-225 each
+    "tests/build/test_boot.py",  # 6 boots, 172-225 each
     "tests/build/test_provision.py",
     "tests/build/test_run.py",  # 175
 )
