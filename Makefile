@@ -5,6 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Both cores (pytest-xdist): work goes out in the order tests/conftest.py gives (the
+# appliance build and the longest QEMU test first, on one worker), each xdist_group to one
+# worker. `make test PYTEST_WORKERS=0` runs in one process.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 
 .PHONY: all deps install lint test test-fast bench run image clean i18n
 
@@ -36,11 +41,11 @@ lint: install
 
 # Everything: unit, integration (root, loop devices), QEMU boots, end-to-end.
 test: lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 # Only what needs neither root nor QEMU.
 test-fast: install
-	$(BIN)/pytest -m "not integration and not qemu and not e2e and not faults" $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not integration and not qemu and not e2e and not faults" $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m bench.run

@@ -42,7 +42,61 @@ def _can_loop() -> str | None:
     return None
 
 
+# How `make test` shares the two cores (pytest-xdist, `-n 2 --dist loadgroup
+# --no-loadscope-reorder`: work goes out in the order below, each group to one worker).
+# The group "vm" goes out first: the appliance build (about 13 minutes from scratch, by the
+# first test that needs it) and the end-to-end recovery, the longest test. The other worker
+# meanwhile runs everything that needs no appliance. The other tests of the appliance come
+# last, longest first, to whichever worker is free: the build's file lock (tests/build/
+# conftest.py) makes a worker that gets there early wait for the build, never build again.
+VM_GROUP = "vm"
+VM_FIRST = ("tests/e2e/", "tests/build/test_iso.py")
+VM_LAST_ORDER = (  # longest first (seconds in the last serial run)
+    "tests/faults/test_power_loss.py",  # 608
+    "tests/build/test_reproducible.py",  # 244
+    "tests/build/test_boot.py",  # 6 boots, 172-225 each
+    "tests/build/test_provision.py",
+    "tests/build/test_run.py",  # 175
+)
+
+
+def _needs_vm(item: pytest.Item) -> bool:
+    """Boots QEMU or uses the built appliance."""
+    return bool(
+        item.get_closest_marker("qemu")
+        or item.get_closest_marker("e2e")
+        or "appliance" in getattr(item, "fixturenames", ())
+    )
+
+
+def _path_of(item: pytest.Item) -> str:
+    return item.nodeid.split("::", 1)[0]
+
+
+def _vm_rank(item: pytest.Item) -> int:
+    path = _path_of(item)
+    for rank, prefix in enumerate(VM_LAST_ORDER):
+        if path.startswith(prefix):
+            return rank
+    return len(VM_LAST_ORDER)
+
+
+def _schedule(items: list[pytest.Item]) -> None:
+    """The order above, in place (stable: the order of the files within each part)."""
+    vm = [i for i in items if _needs_vm(i)]
+    first = [i for i in vm if _path_of(i).startswith(VM_FIRST)]
+    for item in first:
+        item.add_marker(pytest.mark.xdist_group(VM_GROUP))
+    rest = [i for i in items if not _needs_vm(i)]
+    last = sorted((i for i in vm if not _path_of(i).startswith(VM_FIRST)), key=_vm_rank)
+    items[:] = first + rest + last
+
+
+# First: xdist's own hook turns the xdist_group marks into the work units, so the marks
+# must be on the items before it runs.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _schedule(items)
     loop_reason = _can_loop()
     qemu_reason = None if shutil.which("qemu-system-x86_64") else "needs qemu-system-x86_64"
     # radosgw is installed (make deps) or installed by tests/s3server.sh, and run, as root.

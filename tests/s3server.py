@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import socket
@@ -83,6 +84,17 @@ def _free(port: int) -> bool:
     return True
 
 
+def _log_tails(state: Path) -> str:
+    """The last lines of each daemon's log: the start's own output often says nothing of
+    why a daemon did not come up."""
+    tails = []
+    for log in sorted((state / "log").glob("*")):
+        with contextlib.suppress(OSError):
+            lines = log.read_text(errors="replace").splitlines()[-8:]
+            tails.append(f"--- {log.name}:\n" + "\n".join(lines))
+    return "\n" + "\n".join(tails) if tails else ""
+
+
 @contextmanager
 def running(state: Path, *, tls: bool = False) -> Iterator[S3Server]:
     """Start a fresh server keeping its state in ``state``; stop it (by its recorded PIDs)
@@ -103,7 +115,10 @@ def running(state: Path, *, tls: bool = False) -> Iterator[S3Server]:
             [str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=600
         )
         if out.returncode != 0:
-            raise RuntimeError(f"tests/s3server.sh start failed:\n{out.stderr[-3000:]}")
+            raise RuntimeError(
+                f"tests/s3server.sh start failed (ports {port}, {port + 1}):\n"
+                f"{out.stderr[-3000:]}{_log_tails(state)}"
+            )
         found = {}
         for line in out.stdout.splitlines():
             if line.startswith("export "):

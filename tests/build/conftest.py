@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -13,6 +15,20 @@ from build.context import REPOSITORY, Context
 from build.vendor import load_vendor
 
 RESULTS = REPOSITORY / "build" / "work" / "test-results.json"
+# Held while the appliance is built and while the results file is merged: the suite runs on
+# two workers (tests/conftest.py), and the second to get here waits for the first's build.
+LOCK = REPOSITORY / "build" / "work" / "tests.lock"
+
+
+@contextlib.contextmanager
+def locked() -> Iterator[None]:
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with LOCK.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +43,8 @@ def appliance() -> Context:
     from build.pipeline import build_image
 
     ctx = Context(vendor=load_vendor(REPOSITORY / "image" / "vendor.toml"))
-    build_image(ctx)
+    with locked():  # a worker that waited finds every step done: seconds
+        build_image(ctx)
     return ctx
 
 
@@ -38,10 +55,11 @@ def results() -> Iterator[dict[str, object]]:
     yield collected
     # tests/e2e and tests/faults import this fixture into their own conftest, which gives
     # each folder its own instance: each merges what it measured into the file.
-    merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    merged.update(collected)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
+    # So does each xdist worker: the lock keeps one worker's merge from losing another's.
+    with locked():
+        merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        merged.update(collected)
+        RESULTS.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
 
 
 @pytest.fixture

@@ -16,6 +16,9 @@ from build.qemu import Drive, Machine, boot_until_ready
 from imaging.errors import Cancelled, UsageError
 from imaging.repository.store import Repository
 
+# One worker provisions the module's drive (backup_drive) for all of them.
+pytestmark = pytest.mark.xdist_group("provision")
+
 DISK_BYTES = 2 * 2**30
 PASSPHRASE = "correct horse battery staple"
 

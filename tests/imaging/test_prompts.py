@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import signal
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,10 @@ def on_a_terminal(
     everything it wrote."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: the real command, its stdin and stdout the terminal
+        # A terminal's signals as a person's shell would leave them: a runner started in
+        # the background (nohup, `&`) ignores SIGINT, and the ignoring is inherited.
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
         os.execve(sys.executable, [sys.executable, "-m", "imaging.cli.main", *argv], env)
     seen = b""
     typed = False
@@ -43,6 +48,8 @@ def on_a_terminal(
         if not typed and wait_for in seen:
             os.write(fd, key)
             typed = True
+    if time.monotonic() >= deadline:  # it never ended: fail, do not hang
+        os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     return os.waitstatus_to_exitcode(status), seen.decode(errors="replace")

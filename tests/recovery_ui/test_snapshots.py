@@ -34,6 +34,10 @@ from tests.conftest import PASSPHRASE
 from tests.recovery_ui.conftest import FULL, settle
 from tests.recovery_ui.flows import choose_option, type_text
 
+# The screens show the path and the network namespace's interfaces: both are fixed, so
+# this module's tests run on one worker (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("ui-snapshots")
+
 DEMO = Path("/tmp/hourglass-ui-demo")
 REPO = DEMO / "hourglass-backups"
 GB = 1000**3

@@ -272,13 +272,15 @@ def test_damaged_filesystem_names_the_partition(tmp_path: Path, repo: Repository
 
 
 @pytest.fixture
-def persistent_mounts() -> Iterator[None]:
-    """Whatever a failing test left mounted with `hourglass mount` is torn down."""
-    before = {s.directory for s in sessions()}
+def persistent_mounts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The sessions of `hourglass mount` are recorded under tmp_path, not in the machine's
+    /run/hourglass/mounts: a session started meanwhile by a test on the other worker never
+    cleans up this test's stale one (which this test must see its own next mount do).
+    Whatever a failing test left mounted is torn down."""
+    monkeypatch.setattr(session_module, "RUN_DIR", tmp_path / "sessions")
     yield
     for state in sessions():
-        if state.directory not in before:
-            session_module.teardown_recorded(state.path)
+        session_module.teardown_recorded(state.path)
 
 
 @pytest.mark.usefixtures("persistent_mounts")
@@ -311,7 +313,10 @@ def test_mount_umount_and_stale_cleanup(
     loop = state.mounts[0].loop
     assert state.server_pid is not None
     os.kill(state.server_pid, signal.SIGKILL)
-    time.sleep(0.2)
+    deadline = time.monotonic() + 30
+    while session_module.alive(state.server_pid, state.server_start):
+        assert time.monotonic() < deadline, "the killed server is still alive"
+        time.sleep(0.05)
     second = tmp_path / "second"
     monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)  # read once, then dropped
     assert run_cli("mount", "--repo", str(repo.path), "latest", str(second)) == 0

@@ -48,12 +48,13 @@ def test_lines_that_are_not_mounts_are_skipped() -> None:
 def test_a_mount_at_a_path_with_a_space(tmp_path: Path) -> None:
     where = tmp_path / "a dir\twith blanks"
     where.mkdir()
-    sh("mount", "-t", "tmpfs", "-o", "size=1m", "hourglass test", where)
+    source = f"hourglass test {os.getpid()}"  # this process's own: no other test mounts it
+    sh("mount", "-t", "tmpfs", "-o", "size=1m", source, where)
     try:
         assert mountinfo.is_mounted(where)
         (found,) = [m for m in mountinfo.mounts() if m.mountpoint == str(where)]
-        assert (found.fstype, found.source) == ("tmpfs", "hourglass test")
-        assert mountinfo.mounts_of_source("hourglass test") == [str(where)]
+        assert (found.fstype, found.source) == ("tmpfs", source)
+        assert mountinfo.mounts_of_source(source) == [str(where)]
         inside = mountinfo.filesystem_of(where)
         assert inside is not None and inside.mountpoint == str(where)
     finally:
