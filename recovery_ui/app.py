@@ -136,6 +136,7 @@ class HourglassApp(App[int]):
         self._register_vendor_theme()
         self.session_log: SessionLog = install()
         self.disks: list[Disk] = []
+        self.disks_listed = False  # a whole listing has finished (none found is then said)
         self.found: list[FoundRepository] = []
         self.opened: OpenedRepository | None = None
         self.probed: set[tuple[str, str]] = set()
@@ -372,7 +373,9 @@ class HourglassApp(App[int]):
 
     def _disks_listed(self, disks: list[Disk]) -> None:
         """A whole listing done: disks that are no longer there go from the list."""
-        if self.disks != disks:
+        first = not self.disks_listed
+        self.disks_listed = True
+        if self.disks != disks or first:
             self.disks = disks
             self.disks_changed.publish(self)
 

@@ -148,7 +148,12 @@ class HomeScreen(BaseScreen[None]):
         disks = self.hourglass.disks
         if not disks:
             box.remove_children()
-            box.mount(Static(_("Looking for disks..."), classes="note"))
+            note = (
+                _("No disk was found. Plug one in, then press F5 to look again.")
+                if self.hourglass.disks_listed
+                else _("Looking for disks...")
+            )
+            box.mount(Static(note, classes="note"))
             return
         box.query_children(Static).remove()
         wanted = {d.device for d in disks}

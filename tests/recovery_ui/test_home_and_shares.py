@@ -13,6 +13,7 @@ from textual.pilot import Pilot
 from imaging.repository.store import Repository, Snapshot
 from recovery_ui.app import HourglassApp
 from recovery_ui.text import when
+from recovery_ui.widgets.controls import Static
 from tests.imaging.test_locations import sshd  # noqa: F401 (a fixture)
 from tests.recovery_ui.conftest import Drive, Source, screen_text, settle, shot
 from tests.recovery_ui.flows import back_up_disk, choose_option, type_text
@@ -148,3 +149,22 @@ async def test_the_open_repository_is_not_asked_for_again(
         await settle(pilot)
         assert app.opened is opened
         assert not any(isinstance(s, ChooseRepository) for s in app.screen_stack)
+
+
+async def test_home_says_when_no_disk_was_found(
+    make_app: Callable[..., HourglassApp], tmp_path: Path
+) -> None:
+    """ "Looking for disks..." only while the first listing runs: after it, with no disk in
+    the app's scope, Home says so and how to look again (it said "Looking" for ever)."""
+    from imaging.jobs.disks import Scope
+
+    empty = tmp_path / "no-disks"
+    empty.mkdir()
+    app = make_app(scope=Scope(folders=(str(empty),)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        shown = " ".join(screen_text(app).split())
+        assert app.disks_listed and app.disks == []
+        note = str(app.screen.query_one("#disks").query_one(Static).render())
+        assert note == "No disk was found. Plug one in, then press F5 to look again.", note
+        assert "No disk was found" in shown and "Looking for disks" not in shown, shown
