@@ -174,8 +174,8 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
                 yield Static(
                     _(
                         "Without the passphrase nobody can read the backups, not even you: "
-                        "write it down. You can add a printable recovery key later "
-                        "(Repository)."
+                        "write it down. You can add a recovery key later (Repository): a "
+                        "second way in, to write down or photograph."
                     ),
                     classes="note",
                 )

@@ -1,6 +1,6 @@
 """Repository: statistics, a time-boxed verify, forgetting old snapshots by a policy (with a
 preview of what goes), freeing the space failed backups left (gc), changing the passphrase,
-adding a printable recovery key."""
+adding a recovery key."""
 
 from __future__ import annotations
 
