@@ -380,7 +380,7 @@ class Repository:
     def _lease(self, kind: str) -> contextlib.AbstractContextManager[leases.LeaseHandle]:
         store = self.store.unwrapped()
         if isinstance(store, LocalStore):
-            return leases.hold(store.leases_dir, kind)
+            return _local_lease(store, kind)
         return store.lease(kind)
 
     # --- keys -------------------------------------------------------------------------------
@@ -526,6 +526,19 @@ def _first_missing(path: Path) -> Path | None:
             break
         missing = candidate
     return missing
+
+
+@contextlib.contextmanager
+def _local_lease(store: LocalStore, kind: str) -> Iterator[leases.LeaseHandle]:
+    """A lease in a local store: its files are written directly, not through the store, so
+    a drive that went while one is taken, renewed or dropped is named here the same way
+    (:class:`LocationLost`), not as an internal error."""
+    try:
+        with leases.hold(store.leases_dir, kind) as handle:
+            yield handle
+    except OSError as e:
+        store.raise_if_lost(e)
+        raise
 
 
 def _undo_init(path: Path, made: Path | None) -> None:
