@@ -18,7 +18,15 @@ from tests.conftest import PASSPHRASE
 from tests.recovery_ui.test_backup_flow import slow_disk  # noqa: F401 (a fixture)
 from tests.support import have, loop_device, sh
 
-pytestmark = [pytest.mark.integration, pytest.mark.root, pytest.mark.slow]
+# Never beside another of these (tests/conftest.py, xdist): a killed FUSE daemon's mount
+# still names its loop partition until it is cleaned up, and discovery on the other worker
+# then took a reused device of that name for mounted.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.xdist_group("dead-fuse"),
+]
 
 
 def kill_when_chunks_arrive(device: str, stop: threading.Event, killed: list[str]) -> None:
