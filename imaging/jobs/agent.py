@@ -3,7 +3,6 @@ it is (`hourglass agent`, `hourglass agent status`)."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 
 from imaging.agent.config import AgentConfig, load_config
 from imaging.agent.run import Agent, read_status
+from imaging.repository.leases import pid_alive
 from imaging.repository.store import Repository
 
 __all__ = ["AgentConfig", "AgentStatus", "agent_status", "load_config", "run_agent"]
@@ -57,18 +57,6 @@ class AgentStatus:
         return time.time() - self.newest_ns / 1e9 if self.newest_ns else None
 
 
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def agent_status(config: AgentConfig) -> AgentStatus:
     """What the agent's state file says (written by the running agent every second)."""
     record = read_status(config.state_dir) or {}
@@ -76,7 +64,7 @@ def agent_status(config: AgentConfig) -> AgentStatus:
     fresh = isinstance(heartbeat, int | float) and time.time() - heartbeat < 30
     return AgentStatus(
         protect=config.paths,
-        running=_alive(record.get("pid")) and fresh,
+        running=isinstance(pid := record.get("pid"), int) and pid_alive(pid) and fresh,
         newest_ns=int(record.get("newest_ns") or 0),  # type: ignore[call-overload]
         queue=int(record.get("queue") or 0),  # type: ignore[call-overload]
         last_error=record.get("last_error") if isinstance(record.get("last_error"), str) else None,  # type: ignore[arg-type]

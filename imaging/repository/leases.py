@@ -44,7 +44,8 @@ def boot_id() -> str:
         return "unknown"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (one of another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -73,7 +74,7 @@ class Lease:
     def stale(self, now: float | None = None) -> bool:
         now = time.time() if now is None else now
         if self.host == socket.gethostname() and (
-            self.boot != boot_id() or not _pid_alive(self.pid)
+            self.boot != boot_id() or not pid_alive(self.pid)
         ):
             return True
         return now - self.heartbeat > STALE_AFTER
