@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import secrets
 import shutil
@@ -83,36 +84,37 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def _raise_if_lost(store: object, error: OSError) -> None:
+    assert isinstance(store, LocalStore)
+    store.raise_if_lost(error)
+
+
 def _guarded(method: Callable[P, R]) -> Callable[P, R]:
     """A LocalStore method whose OSError is :class:`LocationLost` when the repository's
     directory went (see :meth:`LocalStore.lost`)."""
 
+    @functools.wraps(method)
     def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(*args, **kwargs)
         except OSError as e:
-            store = args[0]
-            assert isinstance(store, LocalStore)
-            store.raise_if_lost(e)
+            _raise_if_lost(args[0], e)
             raise
 
-    guarded.__name__, guarded.__doc__ = method.__name__, method.__doc__
     return guarded
 
 
 def _guarded_iter(method: Callable[P, Iterator[R]]) -> Callable[P, Iterator[R]]:
     """:func:`_guarded` for a method that yields (the error comes while iterating)."""
 
+    @functools.wraps(method)
     def guarded(*args: P.args, **kwargs: P.kwargs) -> Iterator[R]:
         try:
             yield from method(*args, **kwargs)
         except OSError as e:
-            store = args[0]
-            assert isinstance(store, LocalStore)
-            store.raise_if_lost(e)
+            _raise_if_lost(args[0], e)
             raise
 
-    guarded.__name__, guarded.__doc__ = method.__name__, method.__doc__
     return guarded
 
 
