@@ -7,8 +7,10 @@ import hashlib
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,6 +101,25 @@ def same_file(a: Path, b: Path) -> bool:
                 return False
             if not x:
                 return True
+
+
+def exfat_fuse_pid(mountpoint: str | Path) -> int | None:
+    """The pid of the mount.exfat-fuse process serving ``mountpoint``; None if none does."""
+    found = sh("pgrep", "-f", f"exfat.* {mountpoint}$", check=False).stdout.split()
+    assert len(found) <= 1, f"mount.exfat-fuse of {mountpoint}: {found}"
+    return int(found[0]) if found else None
+
+
+def kill_exfat_fuse(mountpoint: str | Path) -> None:
+    """SIGKILL the exfat-fuse daemon of ``mountpoint`` (a drive pulled out, as the kernel's
+    FUSE client sees it) and wait until it is gone."""
+    pid = exfat_fuse_pid(mountpoint)
+    assert pid is not None, f"no mount.exfat-fuse serves {mountpoint}"
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(200):
+        if not os.path.exists(f"/proc/{pid}"):
+            return
+        time.sleep(0.02)
 
 
 def have(program: str) -> bool:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +23,15 @@ from imaging.mounts.mountinfo import is_mounted
 from imaging.progress import Progress
 from imaging.repository.store import Repository
 from tests.conftest import PASSPHRASE
-from tests.support import MiB, have, hourglass_subprocess, loop_device, sh, write_random_image
+from tests.support import (
+    MiB,
+    have,
+    hourglass_subprocess,
+    kill_exfat_fuse,
+    loop_device,
+    sh,
+    write_random_image,
+)
 
 # Never beside another of these (tests/conftest.py, xdist): a killed FUSE daemon's mount
 # still names its loop partition until it is cleaned up, and discovery on the other worker
@@ -65,22 +71,6 @@ def source(tmp_path: Path) -> Iterator[str]:
         yield device
 
 
-def fuse_daemon(mountpoint: str) -> int:
-    """The pid of the mount.exfat-fuse process serving ``mountpoint``."""
-    found = sh("pgrep", "-f", f"exfat.* {mountpoint}$", check=False).stdout.split()
-    assert len(found) == 1, f"mount.exfat-fuse of {mountpoint}: {found}"
-    return int(found[0])
-
-
-def kill_daemon(mountpoint: str) -> None:
-    pid = fuse_daemon(mountpoint)
-    os.kill(pid, signal.SIGKILL)
-    for _ in range(200):
-        if not os.path.exists(f"/proc/{pid}"):
-            return
-        time.sleep(0.02)
-
-
 def new_repository(drive: str) -> tuple[Location, Path]:
     location = mount_partition(drive, "exfat", writable=True)
     assert location.mounted_by_us and "/run/hourglass/locations/" in location.mountpoint
@@ -97,7 +87,7 @@ def test_a_drive_that_vanishes_mid_backup_is_named_and_cleaned(drive: str, sourc
     def progress(event: Progress) -> None:
         if not killed and event.done >= 8 * MiB:
             killed.append(event.done)
-            kill_daemon(location.mountpoint)
+            kill_exfat_fuse(location.mountpoint)
 
     with pytest.raises(LocationLost) as raised:
         jobs.backup(repo, jobs.BackupRequest(sources=(source,)), progress=progress)
@@ -142,7 +132,7 @@ def test_the_cli_says_the_drive_was_disconnected(drive: str, source: str, tmp_pa
         line = raw.decode(errors="replace")
         lines.append(line)
         if not killed and line.startswith("{") and json.loads(line).get("done", 0) >= 8 * MiB:
-            kill_daemon(location.mountpoint)
+            kill_exfat_fuse(location.mountpoint)
             killed = True
     code = child.wait(60)
     said = "".join(lines)

@@ -6,8 +6,6 @@ a slow source disk so that the backup is still running when the FUSE driver is k
 from __future__ import annotations
 
 import os
-import signal
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -36,7 +34,7 @@ from tests.recovery_ui.conftest import (
 )
 from tests.recovery_ui.flows import back_up_disk, choose_option, open_found_repository, type_text
 from tests.recovery_ui.test_backup_flow import slow_disk  # noqa: F401 (a fixture)
-from tests.support import have, sh
+from tests.support import have, kill_exfat_fuse, sh
 
 # Never beside another of these (tests/conftest.py, xdist): a killed FUSE daemon's mount
 # still names its loop partition until it is cleaned up, and discovery on the other worker
@@ -68,17 +66,6 @@ def exfat_drive(tmp_path: Path) -> Iterator[Drive]:
         yield Drive(device, f"{device}p1", tmp_path / "usb.img")
 
 
-def kill_fuse_daemon(mountpoint: str) -> None:
-    found = sh("pgrep", "-f", f"exfat.* {mountpoint}$", check=False).stdout.split()
-    assert len(found) == 1, f"mount.exfat-fuse of {mountpoint}: {found}"
-    pid = int(found[0])
-    os.kill(pid, signal.SIGKILL)
-    for _ in range(200):
-        if not os.path.exists(f"/proc/{pid}"):
-            return
-        time.sleep(0.02)
-
-
 async def test_a_drive_that_vanishes_mid_backup(
     make_app: Callable[..., HourglassApp],
     slow_disk: str,  # noqa: F811
@@ -96,7 +83,7 @@ async def test_a_drive_that_vanishes_mid_backup(
         await wait_for(pilot, app.busy, what="the backup to start")
         await pilot.pause(0.5)
         assert app.busy(), "the backup ended before the drive went"
-        kill_fuse_daemon(mountpoint)
+        kill_exfat_fuse(mountpoint)
         await settle(pilot, timeout=120)
         said = screen_text(app)
         shot(app, "backup-drive-lost")

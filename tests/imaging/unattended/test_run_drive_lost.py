@@ -3,8 +3,6 @@ result line says FAILED and that the drive was disconnected, and no mount is lef
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 from pathlib import Path
@@ -16,7 +14,7 @@ from imaging.repository.store import Repository
 from imaging.unattended.run import RESULT, run_unattended
 from tests.conftest import PASSPHRASE
 from tests.recovery_ui.test_backup_flow import slow_disk  # noqa: F401 (a fixture)
-from tests.support import have, loop_device, sh
+from tests.support import exfat_fuse_pid, have, kill_exfat_fuse, loop_device, sh
 
 # Never beside another of these (tests/conftest.py, xdist): a killed FUSE daemon's mount
 # still names its loop partition until it is cleaned up, and discovery on the other worker
@@ -36,12 +34,11 @@ def kill_when_chunks_arrive(device: str, stop: threading.Event, killed: list[str
             if m.source != device or not m.fstype.startswith("fuse"):
                 continue
             chunks = Path(m.mountpoint) / "repo" / "chunks"
-            if chunks.is_dir() and any(chunks.iterdir()):
-                pid = sh("pgrep", "-f", f"exfat.* {m.mountpoint}$", check=False).stdout.split()
-                if pid:
-                    os.kill(int(pid[0]), signal.SIGKILL)
-                    killed.append(m.mountpoint)
-                    return
+            stored = chunks.is_dir() and any(chunks.iterdir())
+            if stored and exfat_fuse_pid(m.mountpoint) is not None:
+                kill_exfat_fuse(m.mountpoint)
+                killed.append(m.mountpoint)
+                return
         time.sleep(0.02)
 
 
