@@ -273,13 +273,7 @@ async def test_a_smaller_disk_is_refused_with_what_the_app_can_do(
     with helpers.attached(image) as smaller:
         app = make_app()
         async with app.run_test(size=(120, 40)) as pilot:
-            await settle(pilot)
-            await pilot.press("2")
-            await open_found_repository(pilot)
-            await pilot.click("#when-next")
-            await settle(pilot)
-            await choose_option(pilot, "targets", smaller)
-            await settle(pilot)
+            await latest_onto(pilot, smaller)
             refused = " ".join(screen_text(app).split())
             assert "This disk cannot take the backup" in refused, refused
             # Too small even after shrinking what can shrink: the room the data needs.
