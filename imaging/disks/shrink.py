@@ -17,6 +17,7 @@ ACLs, hard links and holes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -64,7 +65,17 @@ def _candidates(scratch: Scratch) -> tuple[str, ...]:
 
 def keeps_holes(directory: str) -> bool:
     """Whether files in ``directory`` can be sparse (exFAT and FAT write the holes out: a
-    scratch copy there would take the filesystem's whole size and as long to write)."""
+    scratch copy there would take the filesystem's whole size and as long to write). Asked
+    once per directory and filesystem: a restore checks its target, then writes it."""
+    try:
+        device = os.stat(directory).st_dev
+    except OSError:
+        return False
+    return _keeps_holes(directory, device)
+
+
+@functools.lru_cache(maxsize=16)
+def _keeps_holes(directory: str, device: int) -> bool:
     try:
         fd, path = tempfile.mkstemp(prefix=".hourglass-hole-", dir=directory)
     except OSError:

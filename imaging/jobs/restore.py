@@ -109,11 +109,12 @@ def describe_snapshot(snapshot: Snapshot, partition: int | None = None) -> str:
     return "\n".join(lines)
 
 
-def scratch_places(repo: Repository, scratch: str | None) -> Scratch:
+def scratch_places(repo: Repository, scratch: Scratch) -> Scratch:
     """Where a filesystem shrinks: ``scratch`` when named; else beside the repository on its
     drive, then the temporary directory (on the appliance the temporary directory is in RAM,
     too small for a copy of a large C:; the backup drive usually has the room). The first
-    with room that keeps sparse files is taken, and only when something shrinks."""
+    with room that keeps sparse files is taken, and only when something shrinks. Places
+    already chosen are returned as they are."""
     if scratch is not None:
         return scratch
     root = repo.store.local_path
@@ -129,7 +130,7 @@ def check_restore_target(
     *,
     partition: int | None = None,
     resize_partition: int | None = None,
-    scratch: str | None = None,
+    scratch: Scratch = None,
 ) -> None:
     """Raise what :func:`restore` would raise about ``target`` before it writes anything:
     a protected disk (the boot medium, the repository's disk, one in use), a file inside
@@ -169,13 +170,14 @@ def restore(
             repo, request.snapshot, source=request.source, partition=request.partition
         )
         snapshot, partition = chosen.snapshot, chosen.partition
+        scratch = scratch_places(repo, request.scratch)  # the same places checked and used
         check_restore_target(
             repo,
             snapshot,
             request.target,
             partition=partition,
             resize_partition=request.grow_partition,
-            scratch=request.scratch,
+            scratch=scratch,
         )
         extras = []
         grow = request.grow or request.grow_partition is not None
@@ -218,7 +220,7 @@ def restore(
                 grow=request.grow,
                 grow_partition=request.grow_partition,
                 new_ids=request.new_ids,
-                scratch=scratch_places(repo, request.scratch),
+                scratch=scratch,
                 progress=progress,
                 options=options,
             )
