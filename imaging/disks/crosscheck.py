@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from types import TracebackType
 
 from imaging.errors import ToolFailed
 from imaging.image.usedmap import UsedMap, merge_ranges
@@ -38,11 +40,48 @@ def checked_map(device: str, fstype: str, used: UsedMap) -> tuple[UsedMap, list[
     """``used`` (partclone's map of ``device``) with whatever the filesystem's metadata says
     is in use added, and a warning for each disagreement. Raises ToolFailed (or ToolMissing)
     when the metadata cannot be read: then nothing vouches for the map."""
-    if fstype in EXT:
-        return _ext_checked(device, used)
-    if fstype == "btrfs":
-        return _btrfs_checked(device, used)
-    return used, []
+    with Opinion(device, fstype) as opinion:
+        return opinion.checked(used)
+
+
+class Opinion:
+    """The filesystem's own metadata of ``device``, read while partclone maps it.
+
+    For ext2/3/4 the three tools (dumpe2fs, then debugfs for the resize inode; e2fsck's inode
+    walk) start at once, in the background: on a cold cache they take about as long as
+    partclone's map, which no longer waits for them. Use as a context manager (it waits for
+    the tools on the way out); :meth:`checked` raises what a tool raised.
+    """
+
+    def __init__(self, device: str, fstype: str) -> None:
+        self.device, self.fstype = device, fstype
+        self._pool: ThreadPoolExecutor | None = None
+        if fstype in EXT:
+            self._pool = ThreadPoolExecutor(2, thread_name_prefix="crosscheck")
+            self._layout: Future[tuple[ExtLayout, list[int]]] = self._pool.submit(
+                _ext_layout, device
+            )
+            self._fsck: Future[str] = self._pool.submit(_e2fsck_opinion, device)
+
+    def __enter__(self) -> Opinion:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def checked(self, used: UsedMap) -> tuple[UsedMap, list[str]]:
+        if self._pool is not None:
+            layout, resize = self._layout.result()
+            return _ext_checked(layout, resize, self._fsck.result(), used)
+        if self.fstype == "btrfs":
+            return _btrfs_checked(self.device, used)
+        return used, []
 
 
 def _added(before: UsedMap, after: UsedMap) -> int:
@@ -134,14 +173,19 @@ def _blocks(runs: Iterable[tuple[int, int]], block_size: int) -> Iterator[tuple[
         yield first * block_size, (last - first + 1) * block_size
 
 
-def _ext_checked(device: str, used: UsedMap) -> tuple[UsedMap, list[str]]:
+def _ext_layout(device: str) -> tuple[ExtLayout, list[int]]:
+    """dumpe2fs's layout, and the resize inode's blocks if there is one."""
     dump = run(["dumpe2fs", device], env=C_LOCALE).stdout.decode(errors="replace")
     layout = parse_dumpe2fs(dump)
+    return layout, _resize_inode_blocks(device) if layout.resize_inode else []
+
+
+def _ext_checked(
+    layout: ExtLayout, resize: list[int], fsck: str, used: UsedMap
+) -> tuple[UsedMap, list[str]]:
     bs = layout.block_size
     warnings = []
-    metadata = list(layout.metadata)
-    if layout.resize_inode:
-        metadata += [(b, b) for b in _resize_inode_blocks(device)]
+    metadata = list(layout.metadata) + [(b, b) for b in resize]
     checked = used.union(_blocks(metadata, bs))
     if added := _added(used, checked):
         warnings.append(
@@ -149,7 +193,7 @@ def _ext_checked(device: str, used: UsedMap) -> tuple[UsedMap, list[str]]:
             "copies, descriptors, reserved GDT, bitmaps, inode tables, resize inode) free; "
             "stored it as it is"
         )
-    runs, groups = parse_e2fsck(_e2fsck_opinion(device))
+    runs, groups = parse_e2fsck(fsck)
     runs += [layout.groups[g] for g in sorted(groups) if g in layout.groups]
     before = checked
     checked = checked.union(_blocks(runs, bs))

@@ -130,12 +130,15 @@ def _used_map(disk_path: str, part: Partition, block_size: int) -> tuple[UsedMap
         return None, "raw", ""
     checking = False
     try:
-        with partition_device(disk_path, part) as device:
+        with (
+            partition_device(disk_path, part) as device,
+            crosscheck.Opinion(device, part.fstype) as opinion,
+        ):
             used = filesystems.used_map(
                 device, part.fstype, part.size, block_size, mounted=bool(part.mountpoint)
             )
             checking = True
-            used, warnings = crosscheck.checked_map(device, part.fstype, used)
+            used, warnings = opinion.checked(used)
     except HourglassError as e:
         if checking:  # nothing vouches for partclone's map: reading everything is safe
             return (
