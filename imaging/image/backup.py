@@ -38,6 +38,7 @@ from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository import codec
 from imaging.repository.records import BackupStats, ChunkIndex, ImageRecord, Manifest
 from imaging.repository.store import Repository, Snapshot
+from imaging.repository.verify import EarlyCheck
 from imaging.units import human_size, local_now
 
 READ_SPAN = codec.MAX_BLOCK_SIZE  # bytes of consecutive blocks read in one request
@@ -78,6 +79,8 @@ class BackupOptions:
     rescue: bool = False
     workers: int = 0
     cancel: threading.Event | None = None
+    early_check: EarlyCheck | None = None
+    """Looks up the parent's chunks while the backup runs (see :class:`EarlyCheck`)."""
 
 
 @dataclass
@@ -542,16 +545,23 @@ def _run_backup(
                 meter.set_item(image.name)
                 ids = ChunkIndex.empty(-(-image.size // repo.block_size))
                 all_ids.append(ids)
-                bad = pipeline.image(image, ids, unchanged_from(repo, parent, image))
+                prior = unchanged_from(repo, parent, image)
+                if prior is not None and options.early_check is not None:
+                    options.early_check.look_up(repo, prior)
+                bad = pipeline.image(image, ids, prior)
                 if bad:
                     unreadable[image.name] = bad
             pipeline.finish()
             pipeline.check()
         except KeyboardInterrupt:
             keep_stored_chunks(repo, pipeline)
+            if options.early_check is not None:
+                options.early_check.cancel()
             raise Cancelled("The backup was interrupted. No snapshot was recorded.") from None
         except BaseException:
             keep_stored_chunks(repo, pipeline)
+            if options.early_check is not None:
+                options.early_check.cancel()
             raise
         pipeline.close()
         repo.commit_chunks()
@@ -600,6 +610,8 @@ def _run_backup(
             images=tuple(images),
             stats=stats.record(round(time.monotonic() - started, 3)),
         )
+        if options.early_check is not None:
+            options.early_check.finish()  # its lookups hold only under the writer lease
         return repo.commit_snapshot(manifest.to_dict())
 
 

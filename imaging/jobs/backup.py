@@ -27,7 +27,7 @@ from imaging.jobs.protected import refuse_repository_on_source
 from imaging.progress import ProgressCallback, no_progress
 from imaging.repository.store import Repository, Snapshot
 from imaging.repository.throttle import Window
-from imaging.repository.verify import VerifyReport
+from imaging.repository.verify import EarlyCheck, VerifyReport
 from imaging.repository.verify import verify as _verify
 
 
@@ -123,18 +123,23 @@ def backup(
     """
     plan = _plan(request)
     refuse_repository_on_source(repo, plan)
+    early = EarlyCheck() if request.check is Check.STRUCTURE else None
     if request.window is None:
-        options = BackupOptions(rescue=request.rescue, cancel=request.cancel)
+        options = BackupOptions(rescue=request.rescue, cancel=request.cancel, early_check=early)
         snapshot = _run_backup(repo, plan, progress=progress, options=options)
     else:
-        snapshot = _backup_in_window(repo, plan, request, request.window, progress, say)
+        snapshot = _backup_in_window(repo, plan, request, request.window, progress, say, early)
     if on_committed is not None:
         on_committed(snapshot)
     report = None
     if request.check is not Check.NONE:
         with repo.reader():
             report = _verify(
-                repo, [snapshot], read_data=request.check is Check.DATA, progress=progress
+                repo,
+                [snapshot],
+                read_data=request.check is Check.DATA,
+                progress=progress,
+                confirmed=early.confirmed if early is not None else frozenset(),
             )
     warnings = list(snapshot.manifest.get("warnings", [])) + describe_unreadable(snapshot)
     return BackupResult(snapshot, report, request.check, warnings)
@@ -147,6 +152,7 @@ def _backup_in_window(
     window: Window,
     progress: ProgressCallback,
     say: Say,
+    early: EarlyCheck | None,
 ) -> Snapshot:
     """The backup, started when ``window`` opens and cancelled when it closes (a cancelled
     backup keeps the chunks it stored: the next one does not send them again)."""
@@ -157,7 +163,7 @@ def _backup_in_window(
     timer.daemon = True
     timer.start()
     try:
-        options = BackupOptions(rescue=request.rescue, cancel=cancel)
+        options = BackupOptions(rescue=request.rescue, cancel=cancel, early_check=early)
         return _run_backup(repo, plan, progress=progress, options=options)
     except Cancelled:
         if now() < closes:

@@ -204,3 +204,29 @@ def test_backup_sources_never_lead_with_a_backup_drive() -> None:
     blank = Disk("/dev/sdd", "", "", "", 2 << 30, 512, 512, "usb", True, False, "")
     assert blank_disks([blank]) == [blank]
     assert blank_disks([blank], source=blank.device) == []
+
+
+def test_an_incremental_looks_up_its_parents_chunks_while_it_runs(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """The structure check's lookups of the parent's chunks are made during the backup
+    (EarlyCheck); one the drive lost is not taken as found, and the check names it."""
+    from imaging.image.backup import BackupOptions, plan_file, run_backup
+    from imaging.repository.verify import EarlyCheck, verify
+
+    source = tmp_path / "s.img"
+    write_random_image(source, 12 * MiB, zero_every=0)
+    first = jobs.backup(repo, jobs.BackupRequest(sources=(str(source),)))
+    assert first.ok
+    parent_ids = set(repo.load_index(first.snapshot, first.snapshot.images[0].name))
+    lost = chunk_files(repo, first.snapshot)[3]
+    lost_id = bytes.fromhex(lost.name)
+    assert lost_id in parent_ids
+    lost.unlink()
+
+    early = EarlyCheck()
+    snapshot = run_backup(repo, plan_file(str(source)), options=BackupOptions(early_check=early))
+    assert early.confirmed == parent_ids - {lost_id}
+    report = verify(repo, [snapshot], confirmed=early.confirmed)
+    assert report.checked == report.chunks == len(parent_ids)
+    assert [d.what for d in report.damage] == [f"chunk {lost_id.hex()}"]
