@@ -27,6 +27,10 @@ class AgentConfig:
     settle: float = 0.2
     """How long after a close the copy waits (renames arrive as two events)."""
     state_dir: str = DEFAULT_STATE_DIR
+    compact_after: float = 300.0
+    """Segments that ended this many seconds ago are merged into compacted ones."""
+    compact_every: float = 60.0
+    """How often the running agent looks for segments to merge."""
     images: dict[str, Any] = field(default_factory=dict)
     offsite: dict[str, Any] = field(default_factory=dict)
     source: str = DEFAULT_CONFIG
@@ -50,10 +54,12 @@ def _strs(value: Any, key: str, source: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _number(table: dict[str, Any], key: str, default: float, source: str) -> float:
+def _number(
+    table: dict[str, Any], key: str, default: float, source: str, name: str = "protect"
+) -> float:
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise UsageError(f"{source}: [protect] {key} must be a number of seconds.")
+        raise UsageError(f"{source}: [{name}] {key} must be a number of seconds.")
     return float(value)
 
 
@@ -92,6 +98,8 @@ def load_config(path: str | None = None) -> AgentConfig:
         commit_interval=_number(protect, "commit_interval", 1.0, source),
         settle=_number(protect, "settle", 0.2, source),
         state_dir=str(agent.get("state_dir", DEFAULT_STATE_DIR)),
+        compact_after=_number(agent, "compact_after", 300.0, source, "agent"),
+        compact_every=_number(agent, "compact_every", 60.0, source, "agent"),
         images=dict(data.get("images", {})),
         offsite=dict(data.get("offsite", {})),
         source=source,

@@ -23,6 +23,8 @@ from imaging.journal.records import Entry, Event, ftype_of, source_id_of
 from imaging.journal.segments import (
     SegmentWriter,
     apply,
+    compact,
+    delete_superseded,
     load_segments,
     meta_of,
     ordered_events,
@@ -85,6 +87,7 @@ class Agent:
         self.retry: set[str] = set()
         self.last_commit = 0.0
         self.last_error: str | None = None
+        self._compacted_at = time.monotonic()
         self.gaps = 0
         self.started = time.time()
         self.watches: list[FilesystemWatch] = []
@@ -411,11 +414,32 @@ class Agent:
     # --- the event loop ---------------------------------------------------------------------
 
     def once(self) -> None:
-        """One rescan pass, committed."""
+        """One rescan pass, committed; then the journal compacted."""
         self.start_gap()
         self.rescan()
         self.commit()
+        self.compact()
         self.write_status(running=False)
+
+    def compact(self) -> None:
+        """Merge the segments that ended ``compact_after`` seconds ago or more (the agent
+        commits one a second while files change: a busy host would otherwise pile up
+        thousands, and every listing reads them all). A failure is the last error; the
+        next try finds what this one left (FORMAT.md, "Compaction")."""
+        self._compacted_at = time.monotonic()
+        source_id = source_id_of(self.hostname)
+        try:
+            mine = [s for s in self.repo.snapshots() if s.source_id == source_id]
+            removed = delete_superseded(self.repo, mine)
+            segments = load_segments(self.repo, mine)
+            cutoff = time.time_ns() - int(self.config.compact_after * 1e9)
+            made = compact(self.repo, segments, before_ns=cutoff)
+            if made or removed:
+                after = load_segments(self.repo, source_id=source_id)
+                self.parent = after[-1].snapshot.id if after else None
+                self.segments = len(after)
+        except (HourglassError, OSError) as e:
+            self.last_error = f"compacting the journal: {e}"
 
     def _read_events(self, stop: threading.Event) -> None:
         poller = select.poll()
@@ -502,6 +526,12 @@ class Agent:
                 final or time.monotonic() - self.last_commit >= self.config.commit_interval
             ):
                 self.commit()
+            if (
+                not final
+                and self.writer is None
+                and time.monotonic() - self._compacted_at >= self.config.compact_every
+            ):
+                self.compact()
         except (HourglassError, OSError) as e:
             w, self.writer = self.writer, None
             self.abandon(w, e)

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from imaging.errors import FormatError
 from imaging.journal.chunker import CHUNKER, chunks
 from imaging.journal.records import JOURNAL_KIND, Entry, Event, Meta, source_id_of
 from imaging.repository import leases
@@ -19,6 +20,10 @@ from imaging.repository.store import Repository, Snapshot
 from imaging.units import local_now
 
 INDEX_NAME = "chunks"
+JOURNAL_VERSION = 2  # 1: a segment as the agent wrote it; 2: it may be a compacted one
+COMPACT_EVENTS = 20_000
+"""At most this many events in one compacted segment (its manifest is about 6 MB): the
+compactions after it leave it whole."""
 
 
 def is_journal(snapshot: Snapshot) -> bool:
@@ -33,28 +38,71 @@ class Segment:
     events: tuple[Event, ...]
 
     @property
+    def from_ns(self) -> int:
+        return _span(self.snapshot)[0]
+
+    @property
     def to_ns(self) -> int:
-        journal = self.snapshot.record.journal or {}
-        return int(journal.get("to_ns", 0))
+        return _span(self.snapshot)[1]
+
+    @property
+    def compacted(self) -> bool:
+        return bool((self.snapshot.record.journal or {}).get("compacted"))
+
+
+def _span(snapshot: Snapshot) -> tuple[int, int]:
+    journal = snapshot.record.journal or {}
+    return int(journal.get("from_ns", 0)), int(journal.get("to_ns", 0))
+
+
+def superseded(snapshots: Iterable[Snapshot]) -> set[str]:
+    """The ids of journal segments a compacted segment holds the events of: of the same
+    source, committed before it, their span inside its span (FORMAT.md, "Compaction"). A
+    compaction interrupted between its commit and the deletion of what it merged leaves
+    them; readers skip them, and the next compaction deletes them."""
+    journal = [s for s in snapshots if is_journal(s)]
+    covers = [s for s in journal if (s.record.journal or {}).get("compacted")]
+    gone = set()
+    for c in covers:
+        start, end = _span(c)
+        for s in journal:
+            if s.id == c.id or s.source_id != c.source_id or s.order >= c.order:
+                continue
+            first, last = _span(s)
+            if start <= first and last <= end:
+                gone.add(s.id)
+    return gone
 
 
 def load_segments(
-    repo: Repository, snapshots: Iterable[Snapshot] | None = None, *, source_id: str | None = None
+    repo: Repository,
+    snapshots: Iterable[Snapshot] | None = None,
+    *,
+    source_id: str | None = None,
+    keep_superseded: bool = False,
 ) -> list[Segment]:
-    """Every journal segment (of ``source_id``, when given), oldest first."""
-    listed = repo.snapshots() if snapshots is None else snapshots
+    """Every journal segment (of ``source_id``, when given), oldest first; segments a
+    compacted one holds are left out (unless ``keep_superseded``)."""
+    listed = list(repo.snapshots() if snapshots is None else snapshots)
+    gone = set() if keep_superseded else superseded(listed)
     result = []
     for snapshot in listed:
         if not is_journal(snapshot) or (source_id and snapshot.source_id != source_id):
             continue
-        ids = list(repo.load_index(snapshot, INDEX_NAME))
+        if snapshot.id in gone:
+            continue
         name = f"journal segment {snapshot.id[:12]}"
-        raw = (snapshot.record.journal or {}).get("events", [])
-        events = tuple(Event.from_dict(d, ids, name) for d in raw)
+        journal = snapshot.record.journal or {}
+        version = journal.get("version", 1)
+        if not isinstance(version, int) or version > JOURNAL_VERSION:
+            raise FormatError(
+                f"{name}: journal version {version!r} is newer than this Hourglass reads "
+                f"({JOURNAL_VERSION})."
+            )
+        ids = list(repo.load_index(snapshot, INDEX_NAME))
+        events = tuple(Event.from_dict(d, ids, name) for d in journal.get("events", []))
         result.append(Segment(snapshot, events))
-    result.sort(
-        key=lambda s: (int((s.snapshot.record.journal or {}).get("from_ns", 0)), s.snapshot.order)
-    )
+    result.sort(key=lambda s: (s.from_ns, s.snapshot.order))
     return result
 
 
@@ -202,8 +250,9 @@ class SegmentWriter:
     def add(self, event: Event) -> None:
         self.events.append(event)
 
-    def commit(self) -> Snapshot:
-        """Commit the segment (chunks, index, manifest: the commit point)."""
+    def commit(self, span: tuple[int, int] | None = None) -> Snapshot:
+        """Commit the segment (chunks, index, manifest: the commit point). ``span``: the
+        (from_ns, to_ns) of the segments a compacted segment merges (see :func:`compact`)."""
         repo = self.repo
         repo.commit_chunks()
         repo.sync_chunk_dirs()
@@ -220,15 +269,17 @@ class SegmentWriter:
         snapshot_id = repo.new_snapshot_id()
         mac = repo.write_index(snapshot_id, INDEX_NAME, index, len(index) * repo.block_size)
         when, when_ns = local_now(), time.time_ns()
-        journal = {
-            "version": 1,
-            "from_ns": min([self._from_ns, *(e.ns for e in events)]),
-            "to_ns": max([when_ns, *(e.ns for e in events)]),
+        journal: dict[str, object] = {
+            "version": 1 if span is None else JOURNAL_VERSION,
+            "from_ns": min([self._from_ns, *(e.ns for e in events)]) if span is None else span[0],
+            "to_ns": max([when_ns, *(e.ns for e in events)]) if span is None else span[1],
             "paths": list(self.paths),
             "exclude": list(self.exclude),
             "chunker": dict(CHUNKER),
             "events": records,
         }
+        if span is not None:
+            journal["compacted"] = True
         manifest = Manifest.make(
             {},
             id=snapshot_id,
@@ -261,6 +312,59 @@ class SegmentWriter:
             ),
         )
         return repo.commit_snapshot(manifest.to_dict())
+
+
+def compact(
+    repo: Repository,
+    segments: list[Segment],
+    *,
+    before_ns: int,
+    limit: int = COMPACT_EVENTS,
+) -> list[Snapshot]:
+    """Merge runs of consecutive ``segments`` (one host's, oldest first, as
+    :func:`load_segments` gives them) that ended before ``before_ns`` into compacted
+    segments of at most ``limit`` events; then delete what each one merged. Every event is
+    kept as it was (its time, metadata and chunks): the journal says the same of every
+    second before and after. A run of one segment is left as it is. Returns the compacted
+    segments committed."""
+    old = [s for s in segments if s.to_ns < before_ns]
+    runs: list[list[Segment]] = []
+    for segment in old:
+        if runs and sum(len(s.events) for s in runs[-1]) + len(segment.events) <= limit:
+            runs[-1].append(segment)
+        else:
+            runs.append([segment])
+    made = []
+    for run in runs:
+        if len(run) < 2:
+            continue
+        hostname = run[0].snapshot.source
+        first = run[0].snapshot.record.journal or {}
+        at = segments.index(run[0])
+        parent = segments[at - 1].snapshot.id if at else None
+        writer = SegmentWriter(
+            repo,
+            tuple(first.get("paths", ())),
+            tuple(first.get("exclude", ())),
+            parent,
+            set(),
+            hostname=hostname,
+        )
+        writer.events = ordered_events(run)
+        with writer:
+            snapshot = writer.commit(span=(min(s.from_ns for s in run), max(s.to_ns for s in run)))
+        for segment in run:
+            repo.delete_snapshot(segment.snapshot.id)
+        made.append(snapshot)
+    return made
+
+
+def delete_superseded(repo: Repository, snapshots: Iterable[Snapshot]) -> int:
+    """Delete the segments a compacted segment holds (left by an interrupted compaction)."""
+    gone = superseded(snapshots)
+    for snapshot_id in sorted(gone):
+        repo.delete_snapshot(snapshot_id)
+    return len(gone)
 
 
 def iter_paths(state: dict[str, Entry], roots: Iterable[str]) -> Iterator[str]:
