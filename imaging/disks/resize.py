@@ -19,8 +19,8 @@ A smaller disk (:func:`plan_shrink`, no flag needed): the same partition, chosen
 way among the filesystems Hourglass can shrink, gives up the room the disk lacks, and the
 partitions after it move back by as much, unchanged. It must still hold its data: the
 image's used bytes (partclone's map, recorded at backup) plus a margin for the metadata a
-smaller filesystem still needs; when it cannot, the plan is refused naming the disk size the
-data needs. docs/DISKS.md, "Restoring to a smaller disk", says how each filesystem shrinks.
+smaller filesystem still needs; when it cannot, the next largest that can is chosen, and
+when none can, the plan is refused naming the disk size the data needs. docs/DISKS.md, "Restoring to a smaller disk", says how each filesystem shrinks.
 """
 
 from __future__ import annotations
@@ -235,8 +235,8 @@ def plan_shrink(
     partition ``number`` (else the largest filesystem Hourglass can shrink, as
     :func:`default_partition` chooses) gives up the room the disk lacks. ``used`` holds the
     bytes each partition's data uses. :class:`TargetTooSmall`, naming the size the data
-    needs, when it cannot hold its data then."""
-    ss = table.sector_size
+    needs, when it cannot hold its data then. Where the largest cannot give up enough
+    (btrfs has a floor of its own), the next largest that can is chosen."""
     shrinkable = _shrinkable(fstypes, used)
     if number is not None:
         chosen = _chosen(table, number, "shrink", "Let the plan choose the partition to shrink.")
@@ -249,18 +249,38 @@ def plan_shrink(
                 f"Partition {number} holds {what}, which Hourglass cannot shrink. Choose a "
                 "larger disk, or another partition to shrink (--resize-partition N).",
             )
-    else:
-        found = shrink_partition(table, fstypes, used)
-        if found is None:
-            raise _too_small(
-                target,
-                device_size,
-                table.required_size(),
-                "No partition holds a filesystem Hourglass can shrink (ext2/3/4, NTFS, btrfs, "
-                "xfs) without moving a BIOS boot partition. Choose a larger disk or restore "
-                "single partitions.",
-            )
-        chosen = table.partition(found)
+        return _shrink_one(table, chosen, fstypes, used, device_size, target)
+    # The largest first; where its data leaves it too little room, the next largest.
+    candidates = dict(shrinkable)
+    first_refusal: TargetTooSmall | None = None
+    while (found := default_partition(table, candidates)) is not None:
+        try:
+            return _shrink_one(table, table.partition(found), fstypes, used, device_size, target)
+        except TargetTooSmall as e:
+            first_refusal = first_refusal or e
+            del candidates[found]
+    if first_refusal is not None:
+        raise first_refusal
+    raise _too_small(
+        target,
+        device_size,
+        table.required_size(),
+        "No partition holds a filesystem Hourglass can shrink (ext2/3/4, NTFS, btrfs, "
+        "xfs) without moving a BIOS boot partition. Choose a larger disk or restore "
+        "single partitions.",
+    )
+
+
+def _shrink_one(
+    table: PartitionTable,
+    chosen: TablePartition,
+    fstypes: Mapping[int, str],
+    used: Mapping[int, int],
+    device_size: int,
+    target: str,
+) -> GrowPlan:
+    """The plan where ``chosen`` gives up all the room the disk lacks."""
+    ss = table.sector_size
     align = max(1, MIB // ss)
     last_end = max(p.end for p in table.partitions)
     delta = -(-(last_end - _limit(table, device_size)) // align) * align  # sectors to give up

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 
 import pytest
@@ -326,3 +327,63 @@ def test_partitions_of_one_disk_back_up_with_the_table(
                     helpers.read_files(helpers.node(target, p.number), p.fstype, tmp_path)
                     == p.files
                 )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("named", "less"), [(None, 12), (2, 8)])
+def test_mbr_disk_to_a_smaller_disk_shrinks_a_logical_or_moves_the_container(
+    mbr_source: SourceDisk,
+    mbr_backup: Backup,
+    tmp_path: Path,
+    named: int | None,
+    less: int,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Legacy MBR with logical partitions to a smaller disk. The largest filesystem,
+    the 128 MiB btrfs in the last logical, cannot shrink (btrfs's floor is above it), so
+    the plan takes the next largest, the ext4 in logical 5: the btrfs after it moves back and
+    the extended container ends earlier. `--resize-partition 2` shrinks the primary ext4
+    before the container instead, and the container moves back whole with its logicals.
+    The boot code, signature and gap stay; every filesystem checks clean with its files and
+    UUID."""
+    disk_mib = helpers.MBR_DISK_MIB - less
+    smaller = target_disk(tmp_path, "mbr-small.img", disk_mib)
+    extra = () if named is None else ("--resize-partition", str(named))
+    with helpers.attached(smaller) as target:
+        capsys.readouterr()
+        started = time.monotonic()
+        code = mbr_backup.cli("restore", "latest", target, "--yes", *extra)
+        elapsed = time.monotonic() - started
+        out, err = capsys.readouterr()
+        assert code == 0, out + err
+        shrunk = named or 5
+        assert f"Partition {shrunk} shrinks from" in out and "resize2fs" in out, out
+        original, after = read_table(mbr_source.device), read_table(target)
+        assert original is not None and after is not None
+        container = after.partition(4)
+        assert container.end <= disk_mib * 2048 - 1
+        assert all(container.start < after.partition(n).start for n in (5, 6))
+        assert container.end >= after.partition(6).end, "the container holds its logicals"
+        assert after.partition(1) == original.partition(1)
+        assert after.partition(shrunk).start == original.partition(shrunk).start
+        assert after.partition(shrunk).sectors < original.partition(shrunk).sectors
+        moved = [6] if shrunk == 5 else [4, 5, 6]
+        for n in moved:
+            back = original.partition(n).start - after.partition(n).start
+            assert back >= (less - 2) * 2048, n  # 2 MiB of the original were free at its end
+            if n != 4:
+                assert after.partition(n).sectors == original.partition(n).sectors, n
+        if shrunk == 5:
+            assert container.start == original.partition(4).start
+            assert after.partition(2) == original.partition(2)
+        assert after.disk_id == f"{helpers.MBR_SIGNATURE:#010x}"
+        head = helpers.read_bytes(target, 0, MiB)
+        assert head[:446] == mbr_source.head[:446], "boot code and signature"
+        assert head[512:] == mbr_source.head[512:], "the gap (core.img)"
+        check_filesystems(mbr_source, target, tmp_path)
+        with capsys.disabled():
+            print(
+                f"\n[shrink] MBR {helpers.MBR_DISK_MIB} -> {disk_mib} MiB, partition {shrunk} "
+                f"{original.partition(shrunk).sectors // 2048} -> "
+                f"{after.partition(shrunk).sectors // 2048} MiB, moved {moved}: {elapsed:.1f} s"
+            )
