@@ -12,6 +12,7 @@ import json
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TextIO
@@ -47,10 +48,20 @@ def no_progress(_: Progress) -> None:
     """A callback that ignores events."""
 
 
+ETA_WINDOW = 5.0
+"""Seconds of recent work the ETA is estimated from."""
+ETA_AFTER = 1.0
+"""No ETA before this many seconds of work: the first moments say little of the rest."""
+
+
 class Meter:
     """Counts work done and reports it at most every ``interval`` seconds.
 
-    Thread-safe: pipeline workers call :meth:`add` concurrently.
+    ``rate`` is the average since the start; the ETA comes from the rate of the last
+    :data:`ETA_WINDOW` seconds, so it follows a change of pace (a check that starts on
+    cached lookups and goes on to the disk's) instead of growing for the whole run.
+    Thread-safe: pipeline workers call :meth:`add` concurrently. ``clock`` is
+    :func:`time.monotonic` but for tests of the arithmetic.
     """
 
     def __init__(
@@ -61,13 +72,16 @@ class Meter:
         *,
         item: str = "",
         interval: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.phase = phase
         self.total = total
         self.item = item
         self.callback = callback
         self.interval = interval
-        self.started = time.monotonic()
+        self.clock = clock
+        self.started = clock()
+        self._recent: deque[tuple[float, int]] = deque([(self.started, 0)])
         self.done = 0
         self.new_bytes = 0
         self.dedup_bytes = 0
@@ -79,7 +93,7 @@ class Meter:
             self.done += done
             self.new_bytes += new_bytes
             self.dedup_bytes += dedup_bytes
-            now = time.monotonic()
+            now = self.clock()
             if now - self._last_report < self.interval:
                 return
             self._last_report = now
@@ -92,13 +106,21 @@ class Meter:
 
     def finish(self) -> None:
         with self._lock:
-            event = self._event(time.monotonic(), finished=True)
+            event = self._event(self.clock(), finished=True)
         self.callback(event)
 
     def _event(self, now: float, *, finished: bool) -> Progress:
         elapsed = now - self.started
         rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 and not finished else None
+        recent = self._recent
+        recent.append((now, self.done))
+        while len(recent) > 2 and now - recent[1][0] >= ETA_WINDOW:
+            recent.popleft()  # keep one sample at or before the window's start
+        since, done_then = recent[0]
+        pace = (self.done - done_then) / (now - since) if now > since else 0.0
+        eta = None
+        if not finished and elapsed >= ETA_AFTER and pace > 0:
+            eta = (self.total - self.done) / pace
         return Progress(
             phase=self.phase,
             done=self.done,
