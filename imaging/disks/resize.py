@@ -20,7 +20,8 @@ way among the filesystems Hourglass can shrink, gives up the room the disk lacks
 partitions after it move back by as much, unchanged. It must still hold its data: the
 image's used bytes (partclone's map, recorded at backup) plus a margin for the metadata a
 smaller filesystem still needs; when it cannot, the next largest that can is chosen, and
-when none can, the plan is refused naming the disk size the data needs. docs/DISKS.md, "Restoring to a smaller disk", says how each filesystem shrinks.
+when none can, the plan is refused naming the disk size the data needs. docs/DISKS.md,
+"Restoring to a smaller disk", says how each filesystem shrinks.
 """
 
 from __future__ import annotations
