@@ -203,8 +203,8 @@ class EarlyCheck:
                 return None
             try:
                 return chunk_id if _stored(repo, chunk_id) is None else None
-            except (HourglassError, OSError):
-                return None  # the check after the backup looks again and says what it is
+            except Exception:  # any failure: the check after the backup looks again
+                return None  # and says what is wrong
 
         with ThreadPoolExecutor(STAT_WORKERS, thread_name_prefix="early-check") as pool:
             found = [c for c in pool.map(one, wanted, chunksize=64) if c is not None]
