@@ -140,15 +140,15 @@ def verify(
         _read_data(repo, sorted(referenced), report, bad, max_time, scope, progress)
     else:
         meter = Meter("verify", len(referenced), progress)
-        known = referenced & confirmed
-        report.checked += len(known)
-        meter.add(len(known))
+        todo = [c for c in referenced if c not in confirmed] if confirmed else referenced
+        report.checked += len(referenced) - len(todo)
+        meter.add(len(referenced) - len(todo))
         # One lookup per chunk, several at once: on a cold cache each is a directory read,
         # and the drive answers many as fast as one.
         with ThreadPoolExecutor(STAT_WORKERS, thread_name_prefix="verify") as pool:
             for chunk_id, problem in pool.map(
                 lambda chunk_id: (chunk_id, _stored(repo, chunk_id)),
-                referenced - known,
+                todo,
                 chunksize=64,
             ):
                 if problem is not None:
@@ -169,6 +169,7 @@ def verify(
 
 
 STAT_WORKERS = 16  # lookups in flight in a structure check
+EARLY_BATCH = 4096  # lookups an EarlyCheck hands its threads at a time
 
 
 class EarlyCheck:
@@ -206,10 +207,14 @@ class EarlyCheck:
             except Exception:  # any failure: the check after the backup looks again
                 return None  # and says what is wrong
 
+        ids = list(wanted)
+        del wanted
         with ThreadPoolExecutor(STAT_WORKERS, thread_name_prefix="early-check") as pool:
-            found = [c for c in pool.map(one, wanted, chunksize=64) if c is not None]
-        with self._lock:
-            self._found.update(found)
+            # In batches: the executor makes a future per lookup it is given at once.
+            for start in range(0, len(ids), EARLY_BATCH):
+                found = [c for c in pool.map(one, ids[start : start + EARLY_BATCH]) if c]
+                with self._lock:
+                    self._found.update(found)
 
     def finish(self) -> None:
         """Wait for the lookups (called while the writer lease is still held)."""
@@ -221,11 +226,11 @@ class EarlyCheck:
         self.finish()
 
     @property
-    def confirmed(self) -> frozenset[bytes]:
-        """Chunks found stored (waits for the lookups)."""
+    def confirmed(self) -> Set[bytes]:
+        """Chunks found stored (waits for the lookups; not copied: a set of every chunk of
+        a large disk is hundreds of MB)."""
         self.finish()
-        with self._lock:
-            return frozenset(self._found)
+        return self._found
 
 
 def _stored(repo: Repository, chunk_id: bytes) -> str | None:
