@@ -14,9 +14,10 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Set
+from collections.abc import Callable, Iterable, Iterator, Set
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from imaging.errors import HourglassError
 from imaging.progress import Meter, ProgressCallback, no_progress
@@ -25,6 +26,8 @@ from imaging.repository.records import ChunkIndex, ImageRecord
 from imaging.repository.storage import Kind, Name, Store
 from imaging.repository.store import Location, Repository, Snapshot, as_store, read_config
 from imaging.units import human_size, local_now
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -146,10 +149,8 @@ def verify(
         # One lookup per chunk, several at once: on a cold cache each is a directory read,
         # and the drive answers many as fast as one.
         with ThreadPoolExecutor(STAT_WORKERS, thread_name_prefix="verify") as pool:
-            for chunk_id, problem in pool.map(
-                lambda chunk_id: (chunk_id, _stored(repo, chunk_id)),
-                todo,
-                chunksize=64,
+            for chunk_id, problem in _batched(
+                pool, lambda chunk_id: (chunk_id, _stored(repo, chunk_id)), todo
             ):
                 if problem is not None:
                     bad[chunk_id] = problem
@@ -169,7 +170,22 @@ def verify(
 
 
 STAT_WORKERS = 16  # lookups in flight in a structure check
-EARLY_BATCH = 4096  # lookups an EarlyCheck hands its threads at a time
+LOOKUP_BATCH = 4096  # lookups handed to the threads at a time
+
+
+def _batched(
+    pool: ThreadPoolExecutor, fn: Callable[[bytes], T], items: Iterable[bytes]
+) -> Iterator[T]:
+    """``pool.map(fn, items)`` in batches: the executor makes a future per item it is
+    given at once, and a large disk has millions of chunks."""
+    batch: list[bytes] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == LOOKUP_BATCH:
+            yield from pool.map(fn, batch)
+            batch = []
+    if batch:
+        yield from pool.map(fn, batch)
 
 
 class EarlyCheck:
@@ -207,14 +223,11 @@ class EarlyCheck:
             except Exception:  # any failure: the check after the backup looks again
                 return None  # and says what is wrong
 
-        ids = list(wanted)
-        del wanted
         with ThreadPoolExecutor(STAT_WORKERS, thread_name_prefix="early-check") as pool:
-            # In batches: the executor makes a future per lookup it is given at once.
-            for start in range(0, len(ids), EARLY_BATCH):
-                found = [c for c in pool.map(one, ids[start : start + EARLY_BATCH]) if c]
-                with self._lock:
-                    self._found.update(found)
+            for chunk_id in _batched(pool, one, wanted):
+                if chunk_id is not None:
+                    with self._lock:
+                        self._found.add(chunk_id)
 
     def finish(self) -> None:
         """Wait for the lookups (called while the writer lease is still held)."""
