@@ -24,12 +24,14 @@ from imaging.journal.segments import (
     SegmentWriter,
     apply,
     compact,
-    delete_superseded,
+    is_journal,
     load_segments,
     meta_of,
     ordered_events,
     read_xattrs,
     replay,
+    segment_span,
+    superseded,
 )
 from imaging.repository.fsutil import write_atomic
 from imaging.repository.store import Repository
@@ -428,16 +430,25 @@ class Agent:
         next try finds what this one left (FORMAT.md, "Compaction")."""
         self._compacted_at = time.monotonic()
         source_id = source_id_of(self.hostname)
+        cutoff = time.time_ns() - int(self.config.compact_after * 1e9)
         try:
             mine = [s for s in self.repo.snapshots() if s.source_id == source_id]
-            removed = delete_superseded(self.repo, mine)
-            segments = load_segments(self.repo, mine)
-            cutoff = time.time_ns() - int(self.config.compact_after * 1e9)
+            gone = superseded(mine)
+            for snapshot_id in sorted(gone):  # left by an interrupted compaction
+                self.repo.delete_snapshot(snapshot_id)
+            live = [s for s in mine if is_journal(s) and s.id not in gone]
+            # Decided from the manifests alone: the indexes are read only to merge.
+            if sum(segment_span(s)[1] < cutoff for s in live) < 2:
+                return
+            segments = load_segments(self.repo, live)
             made = compact(self.repo, segments, before_ns=cutoff)
-            if made or removed:
-                after = load_segments(self.repo, source_id=source_id)
-                self.parent = after[-1].snapshot.id if after else None
-                self.segments = len(after)
+            merged = superseded([*made, *live])
+            after = sorted(
+                [s for s in live if s.id not in merged] + made,
+                key=lambda s: (segment_span(s)[0], s.order),
+            )
+            self.parent = after[-1].id if after else None
+            self.segments = len(after)
         except (HourglassError, OSError) as e:
             self.last_error = f"compacting the journal: {e}"
 

@@ -39,18 +39,19 @@ class Segment:
 
     @property
     def from_ns(self) -> int:
-        return _span(self.snapshot)[0]
+        return segment_span(self.snapshot)[0]
 
     @property
     def to_ns(self) -> int:
-        return _span(self.snapshot)[1]
+        return segment_span(self.snapshot)[1]
 
     @property
     def compacted(self) -> bool:
         return bool((self.snapshot.record.journal or {}).get("compacted"))
 
 
-def _span(snapshot: Snapshot) -> tuple[int, int]:
+def segment_span(snapshot: Snapshot) -> tuple[int, int]:
+    """(from_ns, to_ns) of a journal segment's manifest."""
     journal = snapshot.record.journal or {}
     return int(journal.get("from_ns", 0)), int(journal.get("to_ns", 0))
 
@@ -64,11 +65,11 @@ def superseded(snapshots: Iterable[Snapshot]) -> set[str]:
     covers = [s for s in journal if (s.record.journal or {}).get("compacted")]
     gone = set()
     for c in covers:
-        start, end = _span(c)
+        start, end = segment_span(c)
         for s in journal:
             if s.id == c.id or s.source_id != c.source_id or s.order >= c.order:
                 continue
-            first, last = _span(s)
+            first, last = segment_span(s)
             if start <= first and last <= end:
                 gone.add(s.id)
     return gone
@@ -357,14 +358,6 @@ def compact(
             repo.delete_snapshot(segment.snapshot.id)
         made.append(snapshot)
     return made
-
-
-def delete_superseded(repo: Repository, snapshots: Iterable[Snapshot]) -> int:
-    """Delete the segments a compacted segment holds (left by an interrupted compaction)."""
-    gone = superseded(snapshots)
-    for snapshot_id in sorted(gone):
-        repo.delete_snapshot(snapshot_id)
-    return len(gone)
 
 
 def iter_paths(state: dict[str, Entry], roots: Iterable[str]) -> Iterator[str]:
