@@ -123,7 +123,8 @@ def slow_disk(tmp_path: Path) -> Iterator[str]:
         device = sh("losetup", "--read-only", "--show", "--find", where / "disk.img").stdout
         device = device.strip()
         try:
-            sh("partx", "--add", device)
+            subprocess.run(["partx", "--delete", device], check=False, capture_output=True)
+            sh("partx", "--add", device)  # (a killed run's stale nodes removed first)
             yield device
         finally:
             subprocess.run(["partx", "--delete", device], check=False, capture_output=True)

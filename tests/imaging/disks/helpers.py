@@ -30,6 +30,9 @@ def attached(image: Path) -> Iterator[str]:
     """A loop device for ``image`` with nodes for its partitions; detached afterwards."""
     device = sh("losetup", "--show", "--find", image).stdout.strip()
     try:
+        # Nodes a detached device left behind (this kernel keeps them after `losetup -d`:
+        # a run that was killed) make `partx --add` fail ("already exists"); remove them.
+        subprocess.run(["partx", "--delete", device], check=False, capture_output=True)
         subprocess.run(["partx", "--add", device], check=False, capture_output=True)
         yield device
     finally:
