@@ -14,6 +14,7 @@ from pathlib import Path
 
 from imaging.coredumps import forbid_core_dumps
 from imaging.errors import Cancelled, UsageError
+from imaging.units import count
 
 ENV = "HOURGLASS_PASSPHRASE"
 MIN_LENGTH = 4  # shorter is refused unless the person says so
@@ -29,12 +30,12 @@ def check_new(secret: str, *, allow_short: bool = False) -> str:
         return ""
     if length < MIN_LENGTH and not allow_short:
         raise UsageError(
-            f"The passphrase has {length} character(s): at least {MIN_LENGTH} are needed.",
+            f"The passphrase has {count(length, 'character')}: at least {MIN_LENGTH} are needed.",
             f"Choose a longer one ({GOOD_LENGTH} or more, e.g. a few words), or give "
             "--allow-short-passphrase to use it anyway.",
         )
     return (
-        f"The passphrase has only {length} character(s): {GOOD_LENGTH} or more (a few "
+        f"The passphrase has only {count(length, 'character')}: {GOOD_LENGTH} or more (a few "
         "words) are much harder to guess."
     )
 

@@ -24,6 +24,13 @@ def human_size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``count(1, "snapshot")`` -> ``"1 snapshot"``, ``count(3, "snapshot")`` -> ``"3
+    snapshots"``: the engine's English, never "snapshot(s)". ``plural`` where adding an s is
+    wrong (``count(2, "range", "ranges")`` needs none; ``count(2, "copy", "copies")`` does)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 decimal_size = human_size  # the name the disk code used for the same thing
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from imaging.cli.common import print_json
 from imaging.jobs import agent as jobs_agent
-from imaging.units import human_duration
+from imaging.units import count, human_duration
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -54,7 +54,7 @@ def _status(config: jobs_agent.AgentConfig, as_json: bool) -> int:
         "Newest recovery point: "
         + (f"{human_duration(age)} ago" if age is not None else "none yet")
     )
-    print(f"Queue: {status.queue} change(s) not yet committed")
+    print(f"Queue: {count(status.queue, 'change')} not yet committed")
     print(f"Gaps recorded by this run: {status.gaps}")
     if status.unresolved:
         print(f"Events of directories gone before they were read: {status.unresolved}")

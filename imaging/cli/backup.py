@@ -11,7 +11,7 @@ from imaging.cli.common import add_bwlimit, open_repo, print_json
 from imaging.errors import IntegrityError
 from imaging.progress import reporter_for
 from imaging.repository.throttle import parse_window
-from imaging.units import human_duration, human_size
+from imaging.units import count, human_duration, human_size
 
 
 def _say(line: str) -> None:
@@ -64,7 +64,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
             print(f"DAMAGED {damage.describe()}", file=sys.stderr)
         print(
             f"hourglass: error: snapshot {snapshot.id[:12]} was recorded, but checking it "
-            f"found {len(report.damage)} problem(s).",
+            f"found {count(len(report.damage), 'problem')}.",
             file=sys.stderr,
         )
         return IntegrityError.exit_code

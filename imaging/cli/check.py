@@ -11,7 +11,7 @@ from imaging import jobs
 from imaging.cli.common import print_json, repo_path, s3_options
 from imaging.errors import IntegrityError, UsageError
 from imaging.progress import reporter_for
-from imaging.units import human_size
+from imaging.units import count, human_size
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -47,7 +47,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
     else:
         kind = f"the {report.scheme} set" if report.scheme else "the repository"
-        print(f"Checked {kind}: {report.objects} objects on {len(report.locations)} location(s).")
+        print(
+            f"Checked {kind}: {report.objects} objects on "
+            f"{count(len(report.locations), 'location')}."
+        )
         for loc in report.locations:
             label = f"member {loc.index}" if loc.index is not None else "location"
             print(f"{label} {loc.location}: {loc.state()}")
@@ -56,7 +59,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             if len(loc.missing) > 8:
                 print(f"  ... and {len(loc.missing) - 8} more missing")
             if loc.rebuilt:
-                print(f"  rebuilt {len(loc.rebuilt)} object(s) from the other members")
+                print(f"  rebuilt {count(len(loc.rebuilt), 'object')} from the other members")
             if loc.repair_error:
                 print(f"  REPAIR FAILED: {loc.repair_error}")
         if report.read_share is not None:
@@ -68,7 +71,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 0
     print(
         "hourglass: error: the repository is damaged or incomplete "
-        f"({sum(not loc.ok for loc in report.locations)} location(s)).",
+        f"({count(sum(not loc.ok for loc in report.locations), 'location')}).",
         file=sys.stderr,
     )
     if not args.repair and report.scheme:

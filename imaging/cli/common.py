@@ -22,7 +22,7 @@ from imaging.repository.s3store import S3Options
 from imaging.repository.storage import Store
 from imaging.repository.store import DamagedSnapshot, Repository, Snapshot, as_store
 from imaging.repository.throttle import Limiter, ThrottledStore, parse_timetable
-from imaging.units import human_size
+from imaging.units import count, human_size
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -187,8 +187,8 @@ def report_damaged(damaged: list[DamagedSnapshot]) -> None:
         print(f"DAMAGED {d.describe()}", file=sys.stderr)
     if damaged:
         print(
-            f"hourglass: error: {len(damaged)} snapshot manifest(s) cannot be read; the other "
-            "snapshots are intact.",
+            f"hourglass: error: {count(len(damaged), 'snapshot manifest')} cannot be read; "
+            "the other snapshots are intact.",
             file=sys.stderr,
         )
         print(

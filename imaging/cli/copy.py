@@ -11,7 +11,7 @@ from imaging.cli.common import add_bwlimit, limiter, open_repo, print_json, repo
 from imaging.errors import IntegrityError, NotFinished, UsageError
 from imaging.progress import reporter_for
 from imaging.repository.throttle import parse_window
-from imaging.units import human_duration, human_size
+from imaging.units import count, human_duration, human_size
 
 
 def _say(line: str) -> None:
@@ -36,7 +36,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
     else:
         made = " (created)" if result.created else ""
         print(
-            f"Copied {len(result.copied)} snapshot(s) to {result.target}{made}; "
+            f"Copied {count(len(result.copied), 'snapshot')} to {result.target}{made}; "
             f"{len(result.already)} were there already. Sent {result.chunks_sent} chunks, "
             f"{human_size(result.bytes_sent)} in {human_duration(result.elapsed)} "
             f"({human_size(result.rate)}/s)."
@@ -45,15 +45,16 @@ def cmd_copy(args: argparse.Namespace) -> int:
         print(f"DAMAGED {line}", file=sys.stderr)
     if result.damaged:
         print(
-            f"hourglass: error: {len(result.damaged)} snapshot manifest(s) of the source cannot "
-            "be read and were not copied; the other snapshots were.",
+            f"hourglass: error: {count(len(result.damaged), 'snapshot manifest')} of the "
+            "source cannot be read and were not copied; the other snapshots were.",
             file=sys.stderr,
         )
     if not result.complete:
         when = result.stopped_at.strftime("%H:%M:%S") if result.stopped_at else "?"
         left = ", ".join(s[:12] for s in result.remaining)
         print(
-            f"hourglass: the window {window} closed at {when}: {len(result.copied)} snapshot(s) "
+            f"hourglass: the window {window} closed at {when}: "
+            f"{count(len(result.copied), 'snapshot')} "
             f"copied, {len(result.remaining)} left ({left}); what was sent is kept. Run the "
             "same command again to resume.",
             file=sys.stderr,

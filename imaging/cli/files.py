@@ -18,7 +18,7 @@ from imaging.files.server import main as serve
 from imaging.files.versions import file_history
 from imaging.progress import reporter_for
 from imaging.repository.selectors import parse_time, split_partition
-from imaging.units import human_size
+from imaging.units import count, human_size
 
 
 def entry_line(entry: Entry) -> str:
@@ -114,7 +114,8 @@ def cmd_files_versions(args: argparse.Namespace) -> int:
     else:
         numbers = {id(v): i + 1 for i, v in enumerate(history.versions)}
         print(
-            f"{printable(history.path)} in {len(history.timeline)} snapshot(s) of {history.source}:"
+            f"{printable(history.path)} in {count(len(history.timeline), 'snapshot')} of "
+            f"{history.source}:"
         )
         for ref, version in history.timeline:
             when = local_time(ref.time)
@@ -127,11 +128,11 @@ def cmd_files_versions(args: argparse.Namespace) -> int:
                 f"  {ref.id[:12]}  {when}  version {numbers[id(version)]}  {version.type:<7} "
                 f"{detail}  sha256 {digest}"
             )
-        print(f"{len(history.versions)} distinct version(s).")
+        print(f"{count(len(history.versions), 'distinct version')}.")
     if not history.versions and not journal:
         print(
             f"hourglass: error: {printable(history.path)} is in none of the "
-            f"{len(history.timeline)} snapshot(s).",
+            f"{count(len(history.timeline), 'snapshot')}.",
             file=sys.stderr,
         )
         return NotFound.exit_code
@@ -176,7 +177,7 @@ def cmd_files_restore(args: argparse.Namespace) -> int:
         )
     else:
         print(
-            f"Restored {result.restored} item(s), {human_size(result.bytes)}, from snapshot "
+            f"Restored {count(result.restored, 'item')}, {human_size(result.bytes)}, from snapshot "
             f"{snapshot.id[:12]} ({local_time(snapshot.time)}) to {result.dest}."
         )
         for path, name in result.renamed:
@@ -187,7 +188,8 @@ def cmd_files_restore(args: argparse.Namespace) -> int:
         print(f"DAMAGED {damaged.describe()}", file=sys.stderr)
     if result.damaged:
         print(
-            f"hourglass: error: {len(result.damaged)} file(s) could not be restored completely.",
+            f"hourglass: error: {count(len(result.damaged), 'file')} could not be restored "
+            "completely.",
             file=sys.stderr,
         )
         return IntegrityError.exit_code
@@ -215,7 +217,7 @@ def _restore_at(args: argparse.Namespace) -> int:
         )
     else:
         print(
-            f"Restored {result.restored} item(s), {human_size(result.bytes)}, as of "
+            f"Restored {count(result.restored, 'item')}, {human_size(result.bytes)}, as of "
             f"{local_time(result.at)} from the file journal to {result.dest}."
         )
     return 0

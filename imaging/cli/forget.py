@@ -15,6 +15,7 @@ from imaging.cli.common import (
     snapshot_row,
 )
 from imaging.repository.retention import Policy
+from imaging.units import count
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
@@ -56,13 +57,15 @@ def cmd_forget(args: argparse.Namespace) -> int:
     def confirm_forget(plan: jobs.ForgetPlan) -> None:
         can_confirm(args)  # before anything is shown
         show(plan)
-        confirm(f"This will forget the {plan.count} snapshot(s) listed above.", args)
+        confirm(f"This will forget the {count(plan.count, 'snapshot')} listed above.", args)
 
     result = jobs.forget(repo, request, confirm=confirm_forget)
     if not result.forgotten:
         show(result.plan)  # a dry run, or nothing to forget: nothing was asked
     elif not args.json:
-        print(f"Forgot {result.forgotten} snapshot(s). Run `hourglass gc` to free their space.")
+        print(
+            f"Forgot {count(result.forgotten, 'snapshot')}. Run `hourglass gc` to free their space."
+        )
     return 0
 
 

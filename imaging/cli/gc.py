@@ -7,7 +7,7 @@ from typing import Any
 
 from imaging import jobs
 from imaging.cli.common import open_repo, print_json
-from imaging.units import human_size
+from imaging.units import count, human_size
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
@@ -17,7 +17,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         print_json({**vars(result), "waited_for": sorted(result.waited_for)})
         return 0
     print(
-        f"Referenced chunks: {result.referenced}. Freed {result.freed} chunk(s), "
+        f"Referenced chunks: {result.referenced}. Freed {count(result.freed, 'chunk')}, "
         f"{human_size(result.freed_bytes)}."
     )
     if result.deleted_packs or result.repacked_packs:
@@ -33,7 +33,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
             "backups or restores running now have finished; the next gc frees them."
         )
     if result.restored:
-        print(f"Moved {result.restored} chunk(s) back from trash: a new snapshot needs them.")
+        print(
+            f"Moved {count(result.restored, 'chunk')} back from trash: a new snapshot needs them."
+        )
     return 0
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from imaging.cli.common import open_repo, print_json
 from imaging.repository import stats
-from imaging.units import binary_size, human_size
+from imaging.units import binary_size, count, human_size
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -19,9 +19,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(
         f"Repository   {info.path}\n"
         f"Encryption   {info.encryption}"
-        + (f" ({info.key_slots} key slot(s))" if info.key_slots else "")
+        + (f" ({count(info.key_slots, 'key slot')})" if info.key_slots else "")
         + f"\nBlock size   {binary_size(info.block_size)}"
-        + f"\nSnapshots    {info.snapshots} of {info.sources} source(s)\n"
+        + f"\nSnapshots    {info.snapshots} of {count(info.sources, 'source')}\n"
         f"Logical size {human_size(info.logical_bytes)} ({human_size(info.data_bytes)} of data)\n"
         f"Unique data  {human_size(info.unique_bytes)} (deduplication {info.dedup_ratio:.2f}x)\n"
         f"Stored       {human_size(info.stored_bytes)} in {info.chunks} chunks "

@@ -12,7 +12,7 @@ from imaging.errors import IntegrityError
 from imaging.image.backup import describe_unreadable
 from imaging.image.restore import RestoreResult
 from imaging.progress import reporter_for
-from imaging.units import human_size
+from imaging.units import count, human_size
 
 
 def report_restore(result: RestoreResult, args: argparse.Namespace) -> int:
@@ -30,7 +30,8 @@ def report_restore(result: RestoreResult, args: argparse.Namespace) -> int:
         print(f"WARNING read around {line}", file=sys.stderr)
     if result.damaged:
         print(
-            f"hourglass: error: {len(result.damaged)} damaged range(s) were filled with zeros.",
+            f"hourglass: error: {count(len(result.damaged), 'damaged range')} "
+            f"{'was' if len(result.damaged) == 1 else 'were'} filled with zeros.",
             file=sys.stderr,
         )
         return IntegrityError.exit_code

@@ -11,7 +11,7 @@ from imaging.cli.common import open_repo, print_json, repo_location
 from imaging.errors import IntegrityError
 from imaging.progress import reporter_for
 from imaging.repository.verify import VerifyReport, summary_line
-from imaging.units import parse_duration
+from imaging.units import count, parse_duration
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -62,7 +62,8 @@ def _print_damage(report: VerifyReport, *, quiet: bool = False) -> int:
             print(f"DAMAGED {damage.describe()}")
     if not report.ok:
         print(
-            f"hourglass: error: the repository is damaged ({len(report.damage)} problem(s)).",
+            "hourglass: error: the repository is damaged "
+            f"({count(len(report.damage), 'problem')}).",
             file=sys.stderr,
         )
         return IntegrityError.exit_code

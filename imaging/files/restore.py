@@ -42,7 +42,7 @@ from imaging.files.versions import FIEMAP_FILESYSTEMS, fiemap
 from imaging.image.restore import refuse_repository_target
 from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository.store import Repository, Snapshot
-from imaging.units import local_now
+from imaging.units import count, local_now
 
 PIECE = 4 * 1024 * 1024
 SMALL = 4096
@@ -72,7 +72,8 @@ class DamagedFile:
         elif self.reason:
             text += f": {self.reason}"
         if self.chunks:
-            text += f"; damaged chunk(s) {', '.join(self.chunks)}"
+            noun = "chunk" if len(self.chunks) == 1 else "chunks"
+            text += f"; damaged {noun} {', '.join(self.chunks)}"
         return text
 
 
@@ -270,7 +271,8 @@ class _Copier:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise NoSpace(
                     f"{printable(self.result.dest)} is full: {printable(shown)} could not be "
-                    f"restored ({self.result.restored} item(s) were).",
+                    f"restored ({count(self.result.restored, 'item')} "
+                    f"{'was' if self.result.restored == 1 else 'were'}).",
                     "Restore to a larger drive, or fewer files at a time.",
                 ) from None
             raise HourglassError(

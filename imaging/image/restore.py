@@ -39,7 +39,7 @@ from imaging.memory import keep_large_buffers
 from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository import codec, fsutil
 from imaging.repository.store import Repository, Snapshot
-from imaging.units import decimal_size, human_size
+from imaging.units import count, decimal_size, human_size
 
 # An object store: a GET costs a round trip, so more fetch at once, and neighbouring chunks
 # of one pack come in one GET of up to RUN_BYTES. Memory: workers x run, twice (raw, plain).
@@ -554,7 +554,7 @@ def verify_written(
     if mismatches:
         raise IntegrityError(
             f"Verification of {result.target} failed: what was written differs from the snapshot "
-            f"in {len(mismatches)} block(s): {', '.join(mismatches[:5])}.",
+            f"in {count(len(mismatches), 'block')}: {', '.join(mismatches[:5])}.",
             "The target disk may be failing.",
         )
     result.verified = True

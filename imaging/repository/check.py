@@ -36,6 +36,7 @@ from imaging.repository.s3store import S3Options, S3Store
 from imaging.repository.storage import Kind, LocalStore, Name, Store, object_key
 from imaging.repository.store import LAYOUT, load_config
 from imaging.repository.verify import verify_keyless
+from imaging.units import count
 
 CHECKED = (Kind.CONFIG, Kind.KEYS, Kind.CHUNKS, Kind.INDEXES, Kind.SNAPSHOTS)
 """What must be on every member, in the order a repair writes it (manifests last)."""
@@ -75,7 +76,7 @@ class LocationReport:
         if self.unreachable is not None:
             parts.append(f"unreachable ({self.unreachable})")
         if self.missing:
-            parts.append(f"missing {len(self.missing)} object(s)")
+            parts.append(f"missing {count(len(self.missing), 'object')}")
         if self.damaged:
             shown = ", ".join(f"{name} ({why})" for name, why in self.damaged[:8])
             more = f" and {len(self.damaged) - 8} more" if len(self.damaged) > 8 else ""
@@ -458,7 +459,7 @@ def _repair_member(
         meter.finish()
         if lost:
             location.repair_error = (
-                f"{len(lost)} object(s) cannot be rebuilt: the other members do not hold "
+                f"{count(len(lost), 'object')} cannot be rebuilt: the other members do not hold "
                 f"enough good copies or shards of them ({', '.join(lost[:4])})"
             )
     except (OSError, HourglassError) as e:

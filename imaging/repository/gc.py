@@ -37,6 +37,7 @@ from imaging.repository.records import ChunkIndex, SnapshotList
 from imaging.repository.redundant import RedundantStore
 from imaging.repository.storage import SEAL, Kind, LocalStore, Name, ObjectInfo
 from imaging.repository.store import Repository, Snapshot
+from imaging.units import count
 
 SKEW_MARGIN = 300.0
 TMP_MAX_AGE = 86400.0
@@ -98,7 +99,7 @@ def _mark(repo: Repository, result: GcResult, progress: ProgressCallback = no_pr
     if damaged:
         # A manifest we cannot read may reference anything: deleting would be a guess.
         raise HourglassError(
-            f"{damaged} snapshot manifest(s) cannot be read; gc stops rather "
+            f"{count(damaged, 'snapshot manifest')} cannot be read; gc stops rather "
             "than delete chunks they may need.",
             "Run `hourglass snapshots` to see which, and `hourglass forget` them if they are lost.",
         )
@@ -298,8 +299,10 @@ def _delete_directly(repo: Repository, result: GcResult) -> None:
         running = leases.live_leases(directory)
         if running:
             raise Busy(
-                f"The backup drive is full and {len(running)} backup(s), restore(s) or "
-                "mount(s) are running: gc can free space only when none runs.",
+                f"The backup drive is full and "
+                f"{count(len(running), 'backup, restore or mount', 'backups, restores or mounts')} "
+                f"{'is' if len(running) == 1 else 'are'} running: gc can free space only when "
+                "none runs.",
                 "Wait for them to finish (or stop them), then run gc again.",
             )
         result.direct = True

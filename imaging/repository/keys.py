@@ -374,7 +374,8 @@ def unlock(store: Store, secret: str, repo_id: str, config_hash: str) -> tuple[b
     hint = MISTYPED_HINT
     if foreign:
         hint += (
-            f" Also, {', '.join(foreign)} record(s) a different repository id or config than "
+            f" Also, {', '.join(foreign)} {'records' if len(foreign) == 1 else 'record'} a "
+            "different repository id or config than "
             "the config file holds: if the passphrase is right, the config was replaced or edited."
         )
     raise PassphraseError(

@@ -35,6 +35,7 @@ from imaging.repository.storage import (
     Store,
     object_key,
 )
+from imaging.units import count
 
 DESCRIPTOR = Name(Kind.REDUNDANCY)
 DESCRIPTOR_VERSION = 1
@@ -302,7 +303,7 @@ class RedundantStore(Store):
         for problem in self.problems:
             seen.setdefault(problem.member, []).append(problem)
         return [
-            f"member {i} ({found[0].location}): {len(found)} object(s) missing or damaged, "
+            f"member {i} ({found[0].location}): {count(len(found), 'object')} missing or damaged, "
             f"e.g. {found[0].what} {found[0].reason}"
             for i, found in sorted(seen.items())
         ]

@@ -25,7 +25,7 @@ from imaging.repository import codec, storage
 from imaging.repository.records import ChunkIndex, ImageRecord
 from imaging.repository.storage import Kind, Name, Store
 from imaging.repository.store import Location, Repository, Snapshot, as_store, read_config
-from imaging.units import human_size, local_now
+from imaging.units import count, human_size, local_now
 
 T = TypeVar("T")
 
@@ -336,7 +336,7 @@ def _read_data(
 
 
 def summary_line(report: VerifyReport) -> str:
-    """``2 snapshot(s), 40 of 40 chunks (40.0 MB) read and checked``; without reading, how
+    """``2 snapshots, 40 of 40 chunks (40.0 MB) read and checked``; without reading, how
     many chunks were found in place (no byte count: none was read, "(0 B) checked")."""
     if report.data_read:
         done = (
@@ -345,7 +345,7 @@ def summary_line(report: VerifyReport) -> str:
         )
     else:
         done = f"{report.checked} of {report.chunks} chunks found in place (not read)"
-    return f"{report.snapshots} snapshot(s), {done}"
+    return f"{count(report.snapshots, 'snapshot')}, {done}"
 
 
 def verify_keyless(path: Location, *, progress: ProgressCallback = no_progress) -> VerifyReport:

@@ -288,10 +288,10 @@ def test_a_short_new_passphrase_is_warned_about_or_refused(
     assert not (tmp_path / "r1" / "config").exists()
     monkeypatch.setenv("HOURGLASS_PASSPHRASE", "abc")
     assert run_cli("init", str(tmp_path / "r2"), "--allow-short-passphrase") == 0
-    assert "only 3 character(s)" in capsys.readouterr().err
+    assert "only 3 characters" in capsys.readouterr().err
     monkeypatch.setenv("HOURGLASS_PASSPHRASE", "abcdef")
     assert run_cli("init", str(tmp_path / "r3")) == 0
-    assert "only 6 character(s)" in capsys.readouterr().err
+    assert "only 6 characters" in capsys.readouterr().err
     monkeypatch.setenv("HOURGLASS_PASSPHRASE", PASSPHRASE)
     assert run_cli("init", str(tmp_path / "r4")) == 0
     assert "warning" not in capsys.readouterr().err

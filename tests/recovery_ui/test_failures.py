@@ -42,7 +42,7 @@ def test_a_full_drive_names_the_screens_that_free_space(language: str) -> None:
 
 
 def test_a_wrong_passphrase_gives_advice_and_keeps_what_else_was_found(language: str) -> None:
-    foreign = " Also, 1234.key record(s) a different repository id or config."
+    foreign = " Also, 1234.key records a different repository id or config."
     message, hint = describe_failure(
         PassphraseError("Wrong passphrase: it opens none of the repository's keys.", MISTYPED_HINT)
     )
