@@ -315,14 +315,16 @@ class BackupScreen(WizardScreen):
                 size=text.decimal_size(snapshot.size),
                 read=text.decimal_size(stats.read),
             ),
-            _("New data stored: {new}; already in the repository: {dedup}").format(
+            # Two amounts people took for the same thing (issue 22): the data that was new,
+            # and the room it takes once compressed and encrypted.
+            _("New data: {new}; already in the repository, so not stored again: {dedup}").format(
                 new=text.decimal_size(stats.new_bytes),
                 dedup=text.decimal_size(stats.dedup_bytes),
             ),
             (
-                _("Added to the backup drive: {size}")
+                _("Room it takes on the backup drive, compressed: {size}")
                 if self.opened is None or self.opened.drive is not None
-                else _("Added to the object store: {size}")
+                else _("Room it takes in the object store, compressed: {size}")
             ).format(size=text.decimal_size(snapshot.stored)),
             _("Time taken: {time}").format(time=text.duration(stats.elapsed)),
             "",

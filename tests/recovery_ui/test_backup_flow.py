@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from imaging.repository.store import Repository
+from imaging.units import human_size
 from recovery_ui.app import HourglassApp
 from recovery_ui.screens.backup import BackupScreen
 from recovery_ui.screens.home import HomeScreen
@@ -68,6 +69,14 @@ async def test_back_up_a_whole_disk(
         repo = Repository.open(opened.path, PASSPHRASE)
         assert len(repo.snapshots()) == 3
         assert repo.snapshots()[-1].source == source.device
+        # What was new and the room it takes are two amounts, each said for what it is.
+        stats = repo.snapshots()[-1].record.stats
+        assert (
+            f"New data: {human_size(stats.new_bytes)}; already in the repository, so not "
+            f"stored again: {human_size(stats.dedup_bytes)}"
+        ) in result, result
+        stored = human_size(repo.snapshots()[-1].stored)
+        assert f"Room it takes on the backup drive, compressed: {stored}" in result, result
     # The app unmounted what it mounted read-write when it quit.
     assert not os.path.exists(opened.path)
 
