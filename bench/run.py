@@ -385,6 +385,13 @@ def main() -> int:
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
         subprocess.run(["losetup", "-d", src, dst], capture_output=True)
+        # Disk images and repositories: about 9 GB a run that would stay until the next
+        # one (a test run after it once filled the disk). The results are in memory.
+        for item in WORK.iterdir():
+            if item.is_dir() and not item.is_mount():
+                shutil.rmtree(item, ignore_errors=True)
+            elif item.suffix == ".img":
+                item.unlink()
     if args.only == "s3":
         write_s3_results(results)
     else:
