@@ -27,7 +27,7 @@ def human_size(n: float) -> str:
 def count(n: int, noun: str, plural: str | None = None) -> str:
     """``count(1, "snapshot")`` -> ``"1 snapshot"``, ``count(3, "snapshot")`` -> ``"3
     snapshots"``: the engine's English, never "snapshot(s)". ``plural`` where adding an s is
-    wrong (``count(2, "range", "ranges")`` needs none; ``count(2, "copy", "copies")`` does)."""
+    wrong: ``count(2, "copy", "copies")``."""
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 

@@ -46,7 +46,8 @@ def cmd_copy(args: argparse.Namespace) -> int:
     if result.damaged:
         print(
             f"hourglass: error: {count(len(result.damaged), 'snapshot manifest')} of the "
-            "source cannot be read and were not copied; the other snapshots were.",
+            f"source cannot be read and {'was' if len(result.damaged) == 1 else 'were'} not "
+            "copied; the other snapshots were.",
             file=sys.stderr,
         )
     if not result.complete:
