@@ -455,7 +455,10 @@ def test_source_filter_and_a_damaged_manifest_is_named_not_hidden(
     code = cli("copy", "--repo", src, "--to", dst, "--progress", "none")
     err = capsys.readouterr().err
     assert code == 3
-    assert f"DAMAGED snapshot {first.id}" in err and "1 snapshot manifest of the source cannot be read and was not copied" in err
+    assert (
+        f"DAMAGED snapshot {first.id}" in err
+        and "1 snapshot manifest of the source cannot be read and was not copied" in err
+    )
     copied = Repository.open(dst, PASSPHRASE).snapshot_ids()
     assert first.id not in copied and len(copied) == 2
 
