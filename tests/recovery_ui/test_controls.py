@@ -1,14 +1,24 @@
 """The app's controls as a person reads them: checkboxes and selection lists tell on from off
 without colour (the serial console is monochrome, and a dimmed mark there looks like a ticked
-one), and progress names its unit."""
+one), the focused one is marked where colour may not show, and progress names its unit."""
 
 from __future__ import annotations
 
+import pytest
 from textual.app import App, ComposeResult
 
 from imaging.progress import Progress
+from recovery_ui import i18n
+from recovery_ui.console import Terminal
 from recovery_ui.widgets.controls import OFF, Check, Choices, Label
 from recovery_ui.widgets.progress_panel import ProgressPanel
+
+
+@pytest.fixture(autouse=True)
+def english() -> None:
+    """These apps are not Hourglass's: nothing sets the language, and an app test run before
+    in this process may have left Chinese."""
+    i18n.set_language(i18n.ENGLISH)
 
 
 class Boxes(App[None]):
@@ -35,6 +45,31 @@ async def test_an_unticked_box_is_empty_and_a_ticked_one_is_marked() -> None:
         choices.select(2)
         await pilot.pause()
         assert mark in "".join(s.text for s in choices.render_line(1))
+
+
+class SerialBoxes(App[None]):
+    terminal = Terminal("serial", False, "tests")
+
+    def compose(self) -> ComposeResult:
+        yield Check("first", True, id="first")
+        yield Check("second", False, id="second")
+
+
+async def test_a_focused_checkbox_is_marked_without_colour() -> None:
+    """On a console that may be monochrome the focused checkbox has the mark before it."""
+    app = SerialBoxes()
+    async with app.run_test(size=(40, 6)) as pilot:
+        first, second = app.query_one("#first", Check), app.query_one("#second", Check)
+        first.focus()
+        await pilot.pause()
+        left, right, mark = Check.BUTTON_LEFT, Check.BUTTON_RIGHT, Check.BUTTON_INNER
+        assert str(first.render()).startswith(f"> {left}{mark}{right} first"), first.render()
+        assert str(second.render()).startswith(f"  {left}{OFF}{right} second")
+        await pilot.press("tab")
+        await pilot.pause()
+        assert app.focused is second
+        assert str(first.render()).startswith(f"  {left}{mark}")
+        assert str(second.render()).startswith(f"> {left}{OFF}")
 
 
 class Panel(App[None]):
