@@ -47,6 +47,11 @@ class Glyphs:
     tree_lines: tuple[str, str, str, str]  # a tree's guides: space, bar, last, branch
     tree_lines_bold: tuple[str, str, str, str]  # the guides of the highlighted path
     overflow: str  # how text too long for its line ends: "ellipsis" or "crop"
+    # Before the focused row of a list and a focused checkbox, and around a focused button
+    # (left, right): focus seen without colour (a monochrome serial terminal drops it). Empty
+    # where colour is sure (the full kind): the highlight shows it.
+    focus: str = ""
+    focus_button: tuple[str, str] = ("", "")
 
 
 FULL = Glyphs(
@@ -57,11 +62,11 @@ FULL = Glyphs(
 # console's fonts map them); not the heavy lines, the eighth blocks or the ellipsis.
 LINUX = Glyphs(
     "solid", "█", "░", ">", "*", "+", "x", "+ ", "- ", "▐", "X", "▌", "|/-\\",
-    ("  ", "│ ", "└─", "├─"), ("  ", "║ ", "╚═", "╠═"), "crop",
+    ("  ", "│ ", "└─", "├─"), ("  ", "║ ", "╚═", "╠═"), "crop", ">", ("[", "]"),
 )  # fmt: skip
 SERIAL = Glyphs(
     "ascii", "#", ".", ">", "*", "+", "x", "+ ", "- ", "[", "X", "]", "|/-\\",
-    ("  ", "| ", "`-", "|-"), ("  ", "| ", "`-", "|-"), "crop",
+    ("  ", "| ", "`-", "|-"), ("  ", "| ", "`-", "|-"), "crop", ">", ("[", "]"),
 )  # fmt: skip
 GLYPHS = {"full": FULL, "linux": LINUX, "serial": SERIAL}
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, ClassVar
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, OptionList, SelectionList
+from textual.widgets import OptionList, SelectionList
 from textual.worker import Worker
 
 from imaging import jobs
@@ -23,7 +23,7 @@ from recovery_ui.i18n import N_, _, ngettext
 from recovery_ui.messages import ProgressRelay
 from recovery_ui.screens.base import failure_reason
 from recovery_ui.screens.wizard import CancelQuestion, WizardScreen
-from recovery_ui.widgets.controls import Choices, Label, Static, option
+from recovery_ui.widgets.controls import Button, Choices, Label, Options, Static, option
 from recovery_ui.widgets.progress_panel import ProgressPanel
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class BackupScreen(WizardScreen):
         with Horizontal(id="source"):
             with Vertical(id="disk-side"):
                 yield Label(_("Which disk do you want to back up?"), classes="section first")
-                yield OptionList(id="disks", compact=True)
+                yield Options(id="disks", compact=True)
                 yield Static("", id="disk-note", classes="note")
             with Vertical(id="part-side"):
                 yield Label(_("Which partitions?"), classes="section first")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, ContentSwitcher, Input, OptionList
+from textual.widgets import ContentSwitcher, Input, OptionList
 from textual.widgets.option_list import Option, OptionDoesNotExist
 from textual.worker import Worker
 
@@ -36,7 +36,7 @@ from recovery_ui.screens.confirm import TypedConfirmation
 from recovery_ui.screens.question import judge_new_passphrase
 from recovery_ui.screens.share import ShareScreen
 from recovery_ui.state import OpenedRepository
-from recovery_ui.widgets.controls import Label, Static, checkbox, option
+from recovery_ui.widgets.controls import Button, Label, Options, Static, checkbox, option
 
 if TYPE_CHECKING:
     from imaging.appliance.vendor import RepositoryHint
@@ -144,11 +144,11 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         with ContentSwitcher(initial="list"):
             with Vertical(id="list"):
                 yield Label(_("Where is the repository?"), classes="section first")
-                yield OptionList(id="where", compact=True)
+                yield Options(id="where", compact=True)
                 yield Static("", id="list-note", classes="note")
             with Vertical(id="partition"):
                 yield Label("", id="partition-question", classes="section first")
-                yield OptionList(id="partitions", compact=True)
+                yield Options(id="partitions", compact=True)
                 yield Label(_("Folder on that partition:"), classes="field-label")
                 yield Input(DEFAULT_FOLDER, id="folder", compact=True)
                 with Horizontal(classes="buttons"):

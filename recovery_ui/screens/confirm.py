@@ -10,11 +10,11 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Input
+from textual.widgets import Input
 
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseDialog
-from recovery_ui.widgets.controls import Label, Static
+from recovery_ui.widgets.controls import Button, Label, Static
 
 
 class TypedConfirmation(BaseDialog[bool]):

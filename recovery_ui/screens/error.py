@@ -8,11 +8,10 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button
 
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseDialog
-from recovery_ui.widgets.controls import Label, Static
+from recovery_ui.widgets.controls import Button, Label, Static
 
 
 class ErrorDialog(BaseDialog[None]):

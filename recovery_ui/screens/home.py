@@ -25,7 +25,7 @@ from recovery_ui.screens.repository import RepositoryScreen
 from recovery_ui.screens.restore_files import RestoreFilesScreen
 from recovery_ui.screens.restore_system import RestoreSystemScreen
 from recovery_ui.screens.settings import SettingsScreen
-from recovery_ui.widgets.controls import Label, Static, option
+from recovery_ui.widgets.controls import Label, Options, Static, option
 from recovery_ui.widgets.disk_map import DiskMap
 
 # (id, message id), in the order shown; the digit keys 1..9, 0 choose them.
@@ -69,7 +69,7 @@ class HomeScreen(BaseScreen[None]):
 
     def compose_body(self) -> ComposeResult:
         with Horizontal():
-            yield OptionList(
+            yield Options(
                 *[
                     option(f"{(index + 1) % 10} {_(label)}", id=name)
                     for index, (name, label) in enumerate(ACTIONS)
@@ -81,7 +81,7 @@ class HomeScreen(BaseScreen[None]):
                 yield Label(_("Disks"), classes="section first")
                 yield Vertical(id="disks")
                 yield Label(_("Repositories on the drives"), classes="section")
-                yield OptionList(id="repos", compact=True)
+                yield Options(id="repos", compact=True)
                 yield Static("", id="repos-note", classes="note")
                 yield Label(_("Recent snapshots"), classes="section")
                 yield Static("", id="snapshots", markup=False)

@@ -7,13 +7,13 @@ from typing import ClassVar
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
-from textual.widgets import Button, Log
+from textual.widgets import Log
 
 from imaging.errors import NotFound
 from recovery_ui.i18n import N_, _
 from recovery_ui.messages import LogLine
 from recovery_ui.screens.base import BaseScreen
-from recovery_ui.widgets.controls import Static
+from recovery_ui.widgets.controls import Button, Static
 
 
 class LogsScreen(BaseScreen[None]):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, ClassVar
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Button, DataTable, Input, OptionList
+from textual.widgets import DataTable, Input, OptionList
 
 from imaging.appliance import network
 from imaging.appliance.network import interfaces
@@ -17,7 +17,7 @@ from imaging.jobs.locations import mounted_locations, unmount
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseScreen
 from recovery_ui.screens.share import ShareScreen
-from recovery_ui.widgets.controls import Label, Static, option
+from recovery_ui.widgets.controls import Button, Label, Options, Static, option
 
 if TYPE_CHECKING:
     from imaging.appliance.network import Interface
@@ -44,7 +44,7 @@ class NetworkScreen(BaseScreen[None]):
             yield Label(_("Network connections"), classes="section first")
             yield DataTable(id="interfaces", cursor_type="row")
             yield Label("", id="for", classes="section")
-            yield OptionList(
+            yield Options(
                 option(_("Automatic address (DHCP)"), id="dhcp"),
                 option(_("Fixed address"), id="static"),
                 id="mode",

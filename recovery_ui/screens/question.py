@@ -10,13 +10,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Button
 
 from imaging.jobs.repositories import GOOD_LENGTH, MIN_LENGTH
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseDialog
 from recovery_ui.screens.error import ErrorDialog
-from recovery_ui.widgets.controls import Label, Static
+from recovery_ui.widgets.controls import Button, Label, Static
 
 
 class Question(BaseDialog[bool]):

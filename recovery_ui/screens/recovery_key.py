@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button
 
 from recovery_ui.i18n import _
 from recovery_ui.screens.base import BaseDialog
 from recovery_ui.widgets import qr
-from recovery_ui.widgets.controls import Label, Static
+from recovery_ui.widgets.controls import Button, Label, Static
 
 
 class RecoveryKeyDialog(BaseDialog[None]):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, ClassVar
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, ContentSwitcher, DataTable, Input, OptionList
+from textual.widgets import ContentSwitcher, DataTable, Input, OptionList
 from textual.worker import Worker
 
 from imaging import jobs
@@ -24,7 +24,7 @@ from recovery_ui.screens.base import BaseScreen, failure_reason
 from recovery_ui.screens.confirm import TypedConfirmation
 from recovery_ui.screens.question import judge_new_passphrase
 from recovery_ui.screens.recovery_key import RecoveryKeyDialog
-from recovery_ui.widgets.controls import Label, Static, checkbox, option
+from recovery_ui.widgets.controls import Button, Label, Options, Static, checkbox, option
 from recovery_ui.widgets.progress_panel import ProgressPanel
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class RepositoryScreen(BaseScreen[None]):
                 yield Static(_("Reading the repository..."), id="stats-text", markup=False)
             with Vertical(id="verify"):
                 yield Label(_("How long may the check take?"), classes="section first")
-                yield OptionList(
+                yield Options(
                     *[option(_(label), id=seconds) for seconds, label in BUDGETS],
                     id="budget",
                     compact=True,

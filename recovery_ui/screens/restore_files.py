@@ -13,7 +13,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, DataTable, Input, OptionList, Tree
+from textual.widgets import DataTable, Input, OptionList, Tree
 from textual.worker import Worker
 
 from imaging.errors import UsageError
@@ -32,7 +32,7 @@ from recovery_ui.i18n import N_, _, ngettext
 from recovery_ui.messages import ProgressRelay
 from recovery_ui.screens.base import failure_reason
 from recovery_ui.screens.wizard import WizardScreen
-from recovery_ui.widgets.controls import Label, Static, option
+from recovery_ui.widgets.controls import Button, Label, Options, Static, option
 from recovery_ui.widgets.progress_panel import ProgressPanel
 from recovery_ui.widgets.snapshot_tree import Item, SnapshotTree
 from recovery_ui.widgets.timeline import Timeline
@@ -120,11 +120,11 @@ class RestoreFilesScreen(WizardScreen):
                 yield Input(placeholder="YYYY-MM-DD HH:MM:SS", id="typed", compact=True)
         with Vertical(id="partition"):
             yield Label(_("Which partition held the files?"), classes="section first")
-            yield OptionList(id="images", compact=True)
+            yield Options(id="images", compact=True)
         with Horizontal(id="browse"):
             with Vertical(id="tree-side"):
                 yield Input(placeholder=_("Search by name (Enter)"), id="search", compact=True)
-                yield OptionList(id="results", compact=True)
+                yield Options(id="results", compact=True)
                 yield FileTree("/", id="tree")
             with Vertical(id="side"):
                 yield Label(_("Marked for restoring"), classes="section first")
@@ -146,7 +146,7 @@ class RestoreFilesScreen(WizardScreen):
         with Vertical(id="dest"):
             yield Label(_("Where should the files go?"), classes="section first")
             yield Static("", id="dest-what", classes="note", markup=False)
-            yield OptionList(id="dests", compact=True)
+            yield Options(id="dests", compact=True)
             yield Label(_("Into this folder on it:"), classes="field-label")
             yield Input(id="dest-folder", compact=True)
             yield Static(

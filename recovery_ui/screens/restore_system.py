@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, ClassVar
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Checkbox, Input, OptionList
+from textual.widgets import Checkbox, Input, OptionList
 from textual.worker import Worker
 
 from imaging import jobs
@@ -23,7 +23,7 @@ from recovery_ui.messages import ProgressRelay
 from recovery_ui.screens.base import describe_failure, failure_reason
 from recovery_ui.screens.confirm import TypedConfirmation
 from recovery_ui.screens.wizard import CancelQuestion, WizardScreen
-from recovery_ui.widgets.controls import Label, Static, checkbox, option
+from recovery_ui.widgets.controls import Button, Label, Options, Static, checkbox, option
 from recovery_ui.widgets.progress_panel import ProgressPanel
 from recovery_ui.widgets.timeline import Timeline
 
@@ -111,7 +111,7 @@ class RestoreSystemScreen(WizardScreen):
         with Horizontal(id="target"):
             with Vertical(id="target-side"):
                 yield Label(_("Restore onto which disk?"), classes="section first")
-                yield OptionList(id="targets", compact=True)
+                yield Options(id="targets", compact=True)
                 yield Static("", id="check", classes="note")
                 yield checkbox(
                     _("Grow the largest partition into the extra space"), True, id="grow"

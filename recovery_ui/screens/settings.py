@@ -8,13 +8,13 @@ from typing import ClassVar
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, OptionList
+from textual.widgets import OptionList
 
 from imaging.appliance import settings
 from recovery_ui import i18n
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseScreen
-from recovery_ui.widgets.controls import Label, Static, option
+from recovery_ui.widgets.controls import Button, Label, Options, Static, option
 
 THEMES = (("dark", N_("Dark")), ("light", N_("Light")))
 
@@ -31,7 +31,7 @@ class SettingsScreen(BaseScreen[None]):
         app = self.hourglass
         with Vertical():
             yield Label(_("Language"), classes="section first")
-            yield OptionList(
+            yield Options(
                 *[
                     option(i18n.language_name(code, app.terminal.cjk), id=code)
                     for code in i18n.LANGUAGES
@@ -48,7 +48,7 @@ class SettingsScreen(BaseScreen[None]):
                     classes="warning",
                 )
             yield Label(_("Colours"), classes="section")
-            yield OptionList(
+            yield Options(
                 *[option(_(label), id=code) for code, label in THEMES], id="theme", compact=True
             )
             yield Static(self._where(), id="where", classes="note")

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Input, OptionList
+from textual.widgets import Input, OptionList
 
 from imaging.errors import UsageError
 from imaging.jobs.locations import ObjectStore, Share, connect_object_store, mount_share
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseScreen
-from recovery_ui.widgets.controls import Label, Static, option
+from recovery_ui.widgets.controls import Button, Label, Options, Static, option
 
 if TYPE_CHECKING:
     from imaging.jobs.locations import Bucket, Location, Share
@@ -57,7 +57,7 @@ class ShareScreen(BaseScreen["Location | Bucket | None"]):
     def compose_body(self) -> ComposeResult:
         with Vertical():
             yield Label(_("Kind of share"), classes="section first")
-            yield OptionList(
+            yield Options(
                 *[option(_(label), id=kind) for kind, label in self.kinds],
                 id="kind",
                 compact=True,

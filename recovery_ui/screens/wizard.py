@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, ClassVar
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, ContentSwitcher
+from textual.widgets import ContentSwitcher
 
 from imaging.errors import Cancelled
 from recovery_ui.i18n import _
 from recovery_ui.messages import ProgressRelay
 from recovery_ui.screens.base import BaseScreen
 from recovery_ui.screens.question import Question
-from recovery_ui.widgets.controls import Label, Static
+from recovery_ui.widgets.controls import Button, Label, Static
 from recovery_ui.widgets.progress_panel import ProgressPanel
 from recovery_ui.widgets.steps import Steps
 

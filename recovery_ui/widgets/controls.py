@@ -6,28 +6,90 @@ from typing import Any, TypeVar
 
 from rich.segment import Segment
 from rich.text import Text
+from textual import events
 from textual import widgets as textual_widgets
 from textual.content import Content
+from textual.geometry import Size
 from textual.strip import Strip
-from textual.widgets import Checkbox, SelectionList
+from textual.visual import VisualType
+from textual.widget import Widget
+from textual.widgets import Checkbox, OptionList, SelectionList
 from textual.widgets._toggle_button import ToggleButton
 from textual.widgets.option_list import Option, OptionDoesNotExist
 
+from recovery_ui.console import glyphs_of
+
 OFF = " "  # what an unticked box holds: on and off differ without colour (serial consoles)
+# Where the terminal may show no colour (recovery_ui.console.Glyphs.focus), every list row
+# and checkbox starts with this many columns for the focus mark (app.tcss pads the rows).
+MARK = 2
 T = TypeVar("T")
 
 
+def _focus_mark(widget: Widget) -> str:
+    """The mark of the focused row, or "" where colour shows focus (the full terminal)."""
+    return glyphs_of(widget.app).focus
+
+
+def _marked_row(widget: OptionList, y: int, strip: Strip, before: int = 0) -> Strip:
+    """``strip``, row ``y`` of ``widget``, with the focus mark in the 2 columns after
+    ``before`` when it is the first line of the highlighted option of the focused list."""
+    mark = _focus_mark(widget)
+    if not mark or strip.cell_length < before + MARK:
+        return strip
+    try:
+        index, line = widget._lines[widget.scroll_offset.y + y]
+    except IndexError:
+        return strip
+    if not (widget.has_focus and index == widget.highlighted and line == 0):
+        return strip
+    pad = list(strip.crop(before, before + 1))
+    style = pad[0].style if pad else None
+    return Strip.join(
+        [
+            strip.crop(0, before),
+            Strip([Segment(mark.ljust(MARK), style)], MARK),
+            strip.crop(before + MARK),
+        ]
+    )
+
+
 class Check(Checkbox):
-    """A checkbox whose box is empty when off, not a dimmed mark (see :data:`OFF`)."""
+    """A checkbox whose box is empty when off, not a dimmed mark (see :data:`OFF`), with
+    the focus mark before it where colour may not show (see :func:`_focus_mark`)."""
 
     @property
     def _button(self) -> Content:
         self.BUTTON_INNER = ToggleButton.BUTTON_INNER if self.value else OFF
         return super()._button
 
+    def render(self) -> Content:
+        content = super().render()
+        mark = _focus_mark(self)
+        if not mark:
+            return content
+        return Content.assemble((mark if self.has_focus else "").ljust(MARK), content)
+
+    def get_content_width(self, container: Size, viewport: Size) -> int:
+        width = super().get_content_width(container, viewport)
+        return width + MARK if _focus_mark(self) else width
+
+
+class Options(OptionList):
+    """An option list whose focused row is marked where colour may not show it."""
+
+    def render_line(self, y: int) -> Strip:
+        return _marked_row(self, y, super().render_line(y))
+
 
 class Choices(SelectionList[T]):
-    """A selection list whose unselected boxes are empty (see :class:`Check`)."""
+    """A selection list whose unselected boxes are empty (see :class:`Check`), and whose
+    focused row is marked before its box where colour may not show it."""
+
+    def _on_focus(self, event: events.Focus) -> None:
+        super()._on_focus(event)
+        if self.highlighted is None and self.option_count:
+            self.highlighted = 0  # focused, the cursor is shown: Space ticks what it is on
 
     def render_line(self, y: int) -> Strip:
         strip = super().render_line(y)
@@ -42,8 +104,27 @@ class Choices(SelectionList[T]):
             and segments[1].text == ToggleButton.BUTTON_INNER
         ):
             segments[1] = Segment(OFF, segments[1].style)
-            return Strip(segments, strip.cell_length)
-        return strip
+            strip = Strip(segments, strip.cell_length)
+        if not _focus_mark(self):
+            return strip
+        # The row's padding (the mark's columns) moves before the box: "> [X] label".
+        box = self._get_left_gutter_width()
+        strip = Strip.join(
+            [strip.crop(box, box + MARK), strip.crop(0, box), strip.crop(box + MARK)]
+        )
+        return _marked_row(self, y, strip)
+
+
+class Button(textual_widgets.Button):
+    """A button drawn between the focus brackets when focused, where colour may not show it
+    (its width already holds one column either side of the label)."""
+
+    def render(self) -> VisualType:
+        label = super().render()
+        if not (_focus_mark(self) and self.has_focus and isinstance(label, Content)):
+            return label  # centred in its width, as the brackets' columns are blank
+        left, right = glyphs_of(self.app).focus_button
+        return Content.assemble(left, label, right)
 
 
 def checkbox(label: str, value: bool = False, *, id: str | None = None) -> Checkbox:

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
 from recovery_ui import text
-from recovery_ui.widgets.controls import option
+from recovery_ui.widgets.controls import Options, option
 
 if TYPE_CHECKING:
     from imaging.repository.records import Snapshot
 
 
-class Timeline(OptionList):
+class Timeline(Options):
     """Options are snapshot ids; day headings are disabled options."""
 
     DEFAULT_CSS = """

@@ -440,6 +440,42 @@ async def test_serial_console_draws_only_ascii(screen: str, request: pytest.Fixt
     assert "Hourglass" in shown
 
 
+def _rows(widget: Any, count: int) -> list[str]:
+    """The first ``count`` rows a widget draws, as plain text: what a monochrome terminal
+    shows of them (no colour, no reverse video)."""
+    return ["".join(segment.text for segment in widget.render_line(y)) for y in range(count)]
+
+
+async def test_serial_console_shows_focus_without_colour() -> None:
+    """The serial console may be monochrome: the focused list row has a mark before it, the
+    focused button brackets around it, and only the focused widget shows either."""
+    app = demo_app("en", SERIAL)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await with_demo_disks(pilot)
+        menu = _rows(app.screen.query_one("#menu"), 3)
+        assert menu[0].startswith("> 1 ") and menu[1].startswith("  2 "), menu
+        await pilot.press("1")
+        await settle(pilot)
+        screen = app.screen
+        disks, parts = screen.query_one("#disks"), screen.query_one("#parts")
+        next_button = screen.query_one("#source-next")
+        assert app.focused is disks
+        assert _rows(disks, 1)[0].startswith(f"> {SSD.device}"), _rows(disks, 1)
+        assert not any(row.startswith(">") for row in _rows(parts, 4)), _rows(parts, 4)
+        assert str(next_button.render()).strip() == "Next"
+        await pilot.press("tab")
+        await settle(pilot)
+        assert app.focused is parts
+        assert _rows(disks, 1)[0].startswith(f"  {SSD.device}"), _rows(disks, 1)
+        rows = _rows(parts, 2)
+        assert rows[0].startswith("> [X] 1 ") and rows[1].startswith("  [X] 2 "), rows
+        await pilot.press("tab")
+        await settle(pilot)
+        assert app.focused is next_button
+        assert str(next_button.render()) == "[Next]"
+        assert not any(row.startswith(">") for row in _rows(parts, 4) + _rows(disks, 4))
+
+
 # --- the figures each screen shows ----------------------------------------------------------
 # The pictures above catch any change; these say which figures must be right, worked out from
 # the fixtures and the engine rather than from the pictures, so a regenerated picture with a
