@@ -152,8 +152,12 @@ class BackupScreen(WizardScreen):
                 self._fill_partitions(disk)
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        if event.option_list.id == "disks":
-            self.query_one("#parts", SelectionList).focus()
+        if event.option_list.id != "disks":
+            return
+        if isinstance(event.option_list, Options) and event.option_list.by_mouse:
+            self.query_one("#parts", SelectionList).focus()  # clicked: its partitions next
+        else:
+            self._source_chosen()  # Enter: Next, with the partitions ticked
 
     def _fill_partitions(self, disk: Disk) -> None:
         self.source_disk = disk

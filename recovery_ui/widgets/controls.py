@@ -76,7 +76,22 @@ class Check(Checkbox):
 
 
 class Options(OptionList):
-    """An option list whose focused row is marked where colour may not show it."""
+    """An option list whose focused row is marked where colour may not show it, and which
+    tells a row chosen with Enter (go on) from one clicked (choose it, stay)."""
+
+    by_mouse = False  # whether the last option selected was clicked
+    _clicking = False
+
+    async def _on_click(self, event: events.Click) -> None:
+        self._clicking = True
+        try:
+            await super()._on_click(event)
+        finally:
+            self._clicking = False
+
+    def action_select(self) -> None:
+        self.by_mouse = self._clicking
+        super().action_select()
 
     def render_line(self, y: int) -> Strip:
         return _marked_row(self, y, super().render_line(y))

@@ -13,6 +13,12 @@ from tests.recovery_ui.conftest import screen_text, settle
 
 async def choose_option(pilot: Pilot[Any], list_id: str, option_id: str) -> None:
     """Move the highlight of an option list with the arrow keys to ``option_id``, press Enter."""
+    await highlight_option(pilot, list_id, option_id)
+    await pilot.press("enter")
+
+
+async def highlight_option(pilot: Pilot[Any], list_id: str, option_id: str) -> None:
+    """Move the highlight of an option list with the arrow keys to ``option_id``."""
     widget = pilot.app.screen.query_one(f"#{list_id}", OptionList)
     widget.focus()
     await pilot.pause()
@@ -25,7 +31,6 @@ async def choose_option(pilot: Pilot[Any], list_id: str, option_id: str) -> None
         await pilot.press("down")
     else:
         raise AssertionError(f"{option_id} is not in #{list_id}: {screen_text(pilot.app)}")
-    await pilot.press("enter")
 
 
 async def type_text(pilot: Pilot[Any], text: str) -> None:
@@ -43,11 +48,10 @@ async def open_found_repository(pilot: Pilot[Any], passphrase: str = PASSPHRASE)
 
 
 async def back_up_disk(pilot: Pilot[Any], device: str) -> None:
-    """From the home screen: Back up, the disk ``device`` (all of it), Next: the repository
-    chooser is shown."""
+    """From the home screen: Back up, the disk ``device`` (all of it), Enter (Next): the
+    repository chooser is shown."""
     await settle(pilot)
     await pilot.press("1")
     await settle(pilot)
     await choose_option(pilot, "disks", device)
-    await pilot.click("#source-next")
     await settle(pilot)

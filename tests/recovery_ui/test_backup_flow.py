@@ -30,7 +30,13 @@ from tests.recovery_ui.conftest import (
     unmount_all,
     wait_for,
 )
-from tests.recovery_ui.flows import back_up_disk, choose_option, open_found_repository, type_text
+from tests.recovery_ui.flows import (
+    back_up_disk,
+    choose_option,
+    highlight_option,
+    open_found_repository,
+    type_text,
+)
 from tests.support import MiB, sh
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
@@ -48,9 +54,9 @@ async def test_back_up_a_whole_disk(
         assert "hourglass-backups" in home  # the repository the probe found
         await pilot.press("1")
         await settle(pilot)
-        await choose_option(pilot, "disks", source.device)
+        await highlight_option(pilot, "disks", source.device)
         shot(app, "backup-1-source")
-        await pilot.click("#source-next")
+        await pilot.press("enter")  # Enter on the disk goes Next, all partitions ticked
         await settle(pilot)
         # The repository chooser: the one found on the drive, then its passphrase.
         assert "Where should the backup go?" in screen_text(app)
@@ -273,7 +279,6 @@ async def test_back_up_never_offers_the_backup_drive_or_the_source_as_places(
 
         # The PC's disk: its partitions are no place for a new repository.
         await choose_option(pilot, "disks", source.device)
-        await pilot.click("#source-next")
         await settle(pilot)
         assert "found-0" in option_ids(app, "where"), (app.found, app.disks)  # the drive's
         await choose_option(pilot, "where", "create")
@@ -290,7 +295,6 @@ async def test_back_up_never_offers_the_backup_drive_or_the_source_as_places(
         # The backup drive chosen as the source: its repository is not offered (no
         # passphrase to type before a refusal), nor its partition as a new one's place.
         await choose_option(pilot, "disks", backup_drive.device)
-        await pilot.click("#source-next")
         await settle(pilot)
         assert not [i for i in option_ids(app, "where") if i.startswith("found-")]
         await choose_option(pilot, "where", "create")
@@ -302,7 +306,6 @@ async def test_back_up_never_offers_the_backup_drive_or_the_source_as_places(
 
         # With the drive's repository open, the drive is not offered at all.
         await choose_option(pilot, "disks", source.device)
-        await pilot.click("#source-next")
         await open_found_repository(pilot)
         assert app.screen.pane == "summary"
         await pilot.press("escape")

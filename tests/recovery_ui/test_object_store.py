@@ -20,7 +20,7 @@ from recovery_ui import i18n
 from recovery_ui.app import HourglassApp
 from recovery_ui.text import when
 from tests.recovery_ui.conftest import Source, screen_text, settle, shot
-from tests.recovery_ui.flows import choose_option, type_text
+from tests.recovery_ui.flows import choose_option, highlight_option, type_text
 from tests.s3server import S3Server
 
 PREFIX = "pc1"
@@ -69,7 +69,7 @@ async def test_back_up_a_partition_into_a_new_repository_in_a_bucket(
         await settle(pilot)
         await pilot.press("1")
         await settle(pilot)
-        await choose_option(pilot, "disks", source.device)
+        await highlight_option(pilot, "disks", source.device)
         parts: SelectionList[int] = app.screen.query_one("#parts", SelectionList)
         parts.deselect(1)
         parts.deselect(3)
