@@ -409,12 +409,18 @@ class RestoreFilesScreen(WizardScreen):
         if event.data_table.id != "versions" or event.row_key.value is None:
             return
         version = self.versions[int(str(event.row_key.value))]
-        self.query_one("#versions-of", Static).update(
-            ngettext(
+        # In one backup only: its time, not a span from that time to the same time.
+        note = (
+            _("Modified {mtime}; in the backup of {first}. Enter restores it.")
+            if len(version.snapshots) == 1
+            else ngettext(
                 "Modified {mtime}; in {count} backup, {first} to {last}. Enter restores it.",
                 "Modified {mtime}; in {count} backups, {first} to {last}. Enter restores it.",
                 len(version.snapshots),
-            ).format(
+            )
+        )
+        self.query_one("#versions-of", Static).update(
+            note.format(
                 mtime=text.when(version.mtime),
                 count=len(version.snapshots),
                 first=text.when(version.snapshots[0].time),

@@ -113,9 +113,7 @@ class RestoreSystemScreen(WizardScreen):
                 yield Label(_("Restore onto which disk?"), classes="section first")
                 yield Options(id="targets", compact=True)
                 yield Static("", id="check", classes="note")
-                yield checkbox(
-                    _("Grow the largest partition into the extra space"), True, id="grow"
-                )
+                yield checkbox(_("Grow the largest partition"), True, id="grow")
                 yield Static("", id="plan", classes="note", markup=False)
                 with Horizontal(classes="buttons"):
                     yield Button(
