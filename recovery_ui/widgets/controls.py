@@ -83,14 +83,12 @@ class Options(OptionList):
     _clicking = False
 
     async def _on_click(self, event: events.Click) -> None:
-        self._clicking = True
-        try:
-            await super()._on_click(event)
-        finally:
-            self._clicking = False
+        # Textual calls OptionList's own handler after this one (it selects the option).
+        index = event.style.meta.get("option")
+        self._clicking = index is not None and not self.get_option_at_index(index).disabled
 
     def action_select(self) -> None:
-        self.by_mouse = self._clicking
+        self.by_mouse, self._clicking = self._clicking, False
         super().action_select()
 
     def render_line(self, y: int) -> Strip:

@@ -100,6 +100,10 @@ async def test_escape_goes_back_a_step(
         await settle(pilot)
         assert isinstance(app.screen, BackupScreen) and app.screen.pane == "source"
         assert app.focused is app.screen.query_one("#disks")
+        # A disk clicked is chosen, and its partitions come next (Enter would go on).
+        await pilot.click("#disks", offset=(4, 0))
+        await settle(pilot)
+        assert app.screen.pane == "source" and app.focused is app.screen.query_one("#parts")
         await pilot.click("#source-next")
         await open_found_repository(pilot)
         assert app.screen.pane == "summary"

@@ -41,7 +41,7 @@ from tests.recovery_ui.conftest import (
     shot,
     wait_for,
 )
-from tests.recovery_ui.flows import choose_option, type_text
+from tests.recovery_ui.flows import choose_option, highlight_option, type_text
 from tests.support import sh
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
@@ -106,12 +106,11 @@ async def first_backup(
     await pilot.press("1")
     await settle(pilot)
     assert isinstance(app.screen, BackupScreen)
-    await choose_option(pilot, "disks", source.device)
+    await highlight_option(pilot, "disks", source.device)
     await settle(pilot)
     picture(app, language, 2, "disk")
-    if app.screen.pane == "source":  # Enter on the disk list may go on by itself
-        await pilot.click("#source-next")
-        await settle(pilot)
+    await pilot.press("enter")  # Enter on the disk goes Next, every partition ticked
+    await settle(pilot)
     assert says(app, "Where should the backup go?")
     picture(app, language, 3, "where")
     await choose_option(pilot, "where", "create")
