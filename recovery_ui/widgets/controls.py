@@ -100,7 +100,7 @@ class Choices(SelectionList[T]):
     focused row is marked before its box where colour may not show it."""
 
     def _on_focus(self, event: events.Focus) -> None:
-        super()._on_focus(event)
+        # Textual calls the Widget's own handler too (each class's, along the MRO).
         if self.highlighted is None and self.option_count:
             self.highlighted = 0  # focused, the cursor is shown: Space ticks what it is on
 
