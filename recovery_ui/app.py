@@ -96,6 +96,12 @@ class HourglassApp(App[int]):
         # Draw the whole screen again: a line another program wrote over it (a kernel
         # message, the READY line on a serial port) stays until then.
         Binding("ctrl+l", "redraw", N_("Redraw"), show=False, priority=True),
+        # Tab moves the focus before the keys after it are handed out. As Textual's screen
+        # binding it acted only once the focused field had passed the key up, and the app had
+        # meanwhile given that field what came after Tab: typed quickly, or read in one go by
+        # a busy app (a slow serial console), the second passphrase went into the first field.
+        Binding("tab", "focus_next", show=False, priority=True),
+        Binding("shift+tab", "focus_previous", show=False, priority=True),
     ]
 
     def action_redraw(self) -> None:

@@ -139,13 +139,13 @@ class Repository:
             }
             raw_config = json.dumps(config, indent=1).encode() + b"\n"
             config_hash = keys.config_digest(raw_config)
-            master = None
+            master, slot = None, None
             if encryption != "none":
                 assert secret is not None
                 master = os.urandom(32)
-                keys.write_slot(
-                    store, keys.make_slot(master, secret, repo_id, "passphrase", config_hash)
-                )
+                made_slot = keys.make_slot(master, secret, repo_id, "passphrase", config_hash)
+                keys.write_slot(store, made_slot)
+                slot = str(made_slot["slot"])  # opened by it: a passphrase change replaces it
             store.put(storage.CONFIG, raw_config)
         except BaseException as e:
             # A half-made repository would make the next init refuse.
@@ -160,7 +160,7 @@ class Repository:
                     raise_no_space(e, root)
                 raise HourglassError(f"Cannot create a repository in {place}: {e.strerror}.") from e
             raise
-        return cls(store, config, keys.Keys(master), None, config_hash)
+        return cls(store, config, keys.Keys(master), slot, config_hash)
 
     @classmethod
     def open(cls, path: Location, passphrase: PassphraseSource = None) -> Repository:

@@ -85,6 +85,18 @@ def test_change_replaces_the_old_passphrase(repo: Repository, passphrase: str) -
         Repository.open(repo.path, passphrase)
 
 
+def test_change_right_after_init_replaces_the_first_passphrase(
+    tmp_path: Path, passphrase: str
+) -> None:
+    """The app changes the passphrase of the repository it has just created, without
+    opening it again: the first passphrase stops working there too."""
+    made = Repository.init(tmp_path / "new", passphrase=passphrase)
+    made.change_key("a new passphrase")
+    assert Repository.open(made.path, "a new passphrase").keys.master == made.keys.master
+    with pytest.raises(PassphraseError):
+        Repository.open(made.path, passphrase)
+
+
 def test_added_passphrase_keeps_the_first(repo: Repository, passphrase: str) -> None:
     Repository.open(repo.path, passphrase).add_key("second")
     Repository.open(repo.path, "second")

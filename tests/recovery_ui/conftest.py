@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import inspect
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -30,6 +31,7 @@ from recovery_ui.app import HourglassApp
 from recovery_ui.console import Terminal
 from tests.conftest import PASSPHRASE
 from tests.imaging.disks import helpers
+from tests.recovery_ui.tmux import HOURGLASS, Tmux
 from tests.support import MiB, sh
 
 FULL = Terminal("full", True, "tests")
@@ -209,6 +211,20 @@ def make_app(ui_base: Path, tmp_path: Path) -> Callable[..., HourglassApp]:
         return HourglassApp(**options)
 
     return make
+
+
+@pytest.fixture
+def tmux() -> Iterator[Tmux]:
+    """A tmux server of the test's own for the real `hourglass ui`; killed afterwards."""
+    if not shutil.which("tmux"):
+        pytest.skip("needs tmux")
+    if not HOURGLASS.exists():
+        pytest.skip(f"needs the installed command ({HOURGLASS})")
+    t = Tmux(f"hourglass-test-{secrets.token_hex(4)}")
+    try:
+        yield t
+    finally:
+        subprocess.run(["tmux", "-L", t.socket, "kill-server"], capture_output=True)
 
 
 async def settle(pilot: Pilot[Any], timeout: float = 60) -> None:

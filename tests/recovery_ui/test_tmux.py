@@ -8,70 +8,11 @@ time limit here failed on a loaded machine (2.13 s against 2.0) without anything
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from imaging.appliance import vendor
-
-HOURGLASS = Path(sys.executable).parent / "hourglass"
-START_TIMEOUT = 60.0  # not a speed limit: an app that never draws its home screen fails
-
-
-class Tmux:
-    """One tmux server of our own (its own socket): nothing of the person's tmux is touched."""
-
-    def __init__(self, socket: str) -> None:
-        self.socket = socket
-
-    def __call__(self, *argv: str) -> str:
-        result = subprocess.run(
-            ["tmux", "-L", self.socket, *argv], capture_output=True, text=True, check=True
-        )
-        return result.stdout
-
-    def screen(self) -> str:
-        return self("capture-pane", "-p", "-t", "ui")
-
-    def wait_for(self, text: str, timeout: float = 10) -> float:
-        started = time.monotonic()
-        while text not in self.screen():
-            if time.monotonic() - started > timeout:
-                raise AssertionError(f"{text!r} did not appear:\n{self.screen()}")
-            time.sleep(0.02)
-        return time.monotonic() - started
-
-    def settled(self, quiet: float = 2.0, timeout: float = 30) -> str:
-        """The screen once it has not changed for `quiet` seconds."""
-        deadline = time.monotonic() + timeout
-        screen, since = self.screen(), time.monotonic()
-        while time.monotonic() - since < quiet:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the screen kept changing:\n{screen}")
-            time.sleep(0.05)
-            now = self.screen()
-            if now != screen:
-                screen, since = now, time.monotonic()
-        return screen
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    if not shutil.which("tmux"):
-        pytest.skip("needs tmux")
-    if not HOURGLASS.exists():
-        pytest.skip(f"needs the installed command ({HOURGLASS})")
-    t = Tmux(f"hourglass-test-{secrets.token_hex(4)}")
-    try:
-        yield t
-    finally:
-        subprocess.run(["tmux", "-L", t.socket, "kill-server"], capture_output=True)
+from tests.recovery_ui.tmux import HOURGLASS, START_TIMEOUT, Tmux
 
 
 def test_hourglass_ui_in_a_terminal(tmux: Tmux, tmp_path: Path) -> None:
