@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import events, work
+from textual.actions import SkipAction
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.color import Color
@@ -46,6 +47,7 @@ from recovery_ui.screens.choose_repository import ChooseRepository
 from recovery_ui.screens.error import ErrorDialog
 from recovery_ui.screens.home import HomeScreen
 from recovery_ui.screens.question import Question
+from recovery_ui.widgets.controls import Field
 
 if TYPE_CHECKING:
     from imaging.appliance.settings import Settings
@@ -102,7 +104,17 @@ class HourglassApp(App[int]):
         # a busy app (a slow serial console), the second passphrase went into the first field.
         Binding("tab", "focus_next", show=False, priority=True),
         Binding("shift+tab", "focus_previous", show=False, priority=True),
+        # The same for Enter in a field that moves on (controls.Field); elsewhere Enter is
+        # the focused widget's.
+        Binding("enter", "field_enter", show=False, priority=True),
     ]
+
+    async def action_field_enter(self) -> None:
+        field = self.focused
+        if not isinstance(field, Field):
+            raise SkipAction()
+        self.screen.focus_next()
+        await field.action_submit()
 
     def action_redraw(self) -> None:
         self.screen.refresh(repaint=True, layout=True)

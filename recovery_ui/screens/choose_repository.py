@@ -36,7 +36,7 @@ from recovery_ui.screens.confirm import TypedConfirmation
 from recovery_ui.screens.question import judge_new_passphrase
 from recovery_ui.screens.share import ShareScreen
 from recovery_ui.state import OpenedRepository
-from recovery_ui.widgets.controls import Button, Label, Options, Static, checkbox, option
+from recovery_ui.widgets.controls import Button, Field, Label, Options, Static, checkbox, option
 
 if TYPE_CHECKING:
     from imaging.appliance.vendor import RepositoryHint
@@ -167,7 +167,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
                 yield Label(_("New repository"), classes="section first")
                 yield Static("", id="create-where", markup=False, classes="note")
                 yield Label(_("Choose a passphrase:"), classes="field-label")
-                yield Input(password=True, id="new1", compact=True)
+                yield Field(password=True, id="new1", compact=True)  # Enter: the next
                 yield Label(_("Type it again:"), classes="field-label")
                 yield Input(password=True, id="new2", compact=True)
                 yield checkbox(_("Encrypt the backups (AES-256)"), True, id="encrypt")
@@ -401,8 +401,6 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
             self._partition_next()
         elif event.input.id == "passphrase":
             self._unlock()
-        elif event.input.id == "new1":
-            self.query_one("#new2", Input).focus()
         elif event.input.id == "new2":
             self._create()
 

@@ -128,6 +128,13 @@ class Choices(SelectionList[T]):
         return _marked_row(self, y, strip)
 
 
+class Field(textual_widgets.Input):
+    """An input whose Enter moves on to the next field at once (HourglassApp's priority
+    binding does it, before the keys typed after Enter are handed out: a busy app, as on a
+    slow serial console, reads what was typed meanwhile in one go, and a Submitted handler
+    moving the focus came too late for those keys). Its Submitted message still comes."""
+
+
 class Button(textual_widgets.Button):
     """A button drawn between the focus brackets when focused, where colour may not show it
     (its width already holds one column either side of the label)."""

@@ -448,6 +448,17 @@ def test_new_repository_mismatch_typed_fast_and_share_fields(
     screen = tmux.settled(quiet=0.5)
     assert masked(field_below(screen, "Choose a passphrase:"), NEW_PASSPHRASE), screen
     assert masked(field_below(screen, "Type it again:"), NEW_PASSPHRASE), screen
+    # The same with Enter, which moves on to the second field too.
+    clear_field(tmux, len(NEW_PASSPHRASE))
+    tmux.press("BTab")
+    clear_field(tmux, len(NEW_PASSPHRASE))
+    screen = tmux.settled(quiet=0.5)
+    assert field_below(screen, "Choose a passphrase:") == ""
+    assert field_below(screen, "Type it again:") == "", screen
+    tmux("send-keys", "-t", "ui", "-l", f"{NEW_PASSPHRASE}\r{NEW_PASSPHRASE}")
+    screen = tmux.settled(quiet=0.5)
+    assert masked(field_below(screen, "Choose a passphrase:"), NEW_PASSPHRASE), screen
+    assert masked(field_below(screen, "Type it again:"), NEW_PASSPHRASE), screen
     tmux.press("Enter")
     assert MISMATCH not in shows(tmux, "Check before the backup starts")
     repo = mountpoint_of(lab.drive_partition) / "hourglass-backups"
