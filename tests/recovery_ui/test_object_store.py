@@ -116,7 +116,7 @@ async def test_back_up_a_partition_into_a_new_repository_in_a_bucket(
         await settle(pilot, timeout=120)
         result = screen_text(app)
         assert "The backup is complete and checked." in result, result
-        assert "Added to the object store" in result, result
+        assert "Room it takes in the object store, compressed:" in result, result
 
         place = ObjectStore(s3_server.endpoint, s3_bucket, PREFIX, s3_server.access_key)
         repo = Repository.open(
