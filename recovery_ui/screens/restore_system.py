@@ -115,6 +115,14 @@ class RestoreSystemScreen(WizardScreen):
                 yield Static("", id="check", classes="note")
                 yield checkbox(_("Grow the largest partition"), True, id="grow")
                 yield Static("", id="plan", classes="note", markup=False)
+                yield checkbox(_("New disk ids"), False, id="new-ids")
+                yield Static(
+                    _(
+                        "For a copy that stays in the PC beside the original disk: two disks "
+                        "with the same ids confuse Windows and Linux."
+                    ),
+                    classes="note",
+                )
                 with Horizontal(classes="buttons"):
                     yield Button(
                         _("Restore..."),
@@ -292,6 +300,8 @@ class RestoreSystemScreen(WizardScreen):
         ]
         if self._grow() or self._shrinks():
             lines += ["", *self._plan_lines()]
+        if self._new_ids():
+            lines += ["", _("The disk and its partitions get new ids.")]
         self.app.push_screen(
             TypedConfirmation(
                 _("Erase this disk and restore the backup onto it?"),
@@ -306,6 +316,10 @@ class RestoreSystemScreen(WizardScreen):
     def _grow(self) -> bool:
         """Whether the restore grows (the disk is larger and the box is ticked)."""
         return bool(self.plan is not None and self.query_one("#grow", Checkbox).value)
+
+    def _new_ids(self) -> bool:
+        """Whether the disk and its partitions get new ids (the box is ticked)."""
+        return bool(self.query_one("#new-ids", Checkbox).value)
 
     def _shrinks(self) -> bool:
         """Whether the restore shrinks a partition (the disk is smaller: no choice)."""
@@ -343,10 +357,10 @@ class RestoreSystemScreen(WizardScreen):
 
     def _start(self, disk: Disk, snapshot: Snapshot) -> None:
         assert self.opened is not None
-        grow = self._grow()
+        grow, new_ids = self._grow(), self._new_ids()
         self.phase = ""
         relay = self.start_running(_("Writing the disk"), "restore")
-        self.restore(self.opened, snapshot, disk, grow, relay)
+        self.restore(self.opened, snapshot, disk, grow, new_ids, relay)
 
     def show_progress(self, event: Progress) -> None:
         panel = self.query_one(ProgressPanel)
@@ -364,13 +378,14 @@ class RestoreSystemScreen(WizardScreen):
         snapshot: Snapshot,
         disk: Disk,
         grow: bool,
+        new_ids: bool,
         relay: ProgressRelay,
     ) -> None:
 
         log = logging.getLogger("recovery_ui")
         log.info("restore of snapshot %s onto %s (%s)", snapshot.id, disk.device, disk.title())
         request = jobs.RestoreRequest(
-            snapshot=snapshot.id, target=disk.device, grow=grow, cancel=self.cancel
+            snapshot=snapshot.id, target=disk.device, grow=grow, new_ids=new_ids, cancel=self.cancel
         )
         # The person confirmed on the typed confirmation screen, naming this disk.
         result = jobs.restore(opened.repo, request, confirm=jobs.no_confirm, progress=relay)

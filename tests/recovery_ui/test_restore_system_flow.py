@@ -119,7 +119,8 @@ async def test_a_larger_disk_grows_the_largest_partition(
 ) -> None:
     """On a larger disk the grow choice is offered ticked, with the plan (root grows, the
     data partition after it moves to the end), the confirmation repeats it, and the disk
-    written follows it (issue 20; issue 22, item 9: the choice was off and unexplained)."""
+    written follows it (issue 20; issue 22, item 9: the choice was off and unexplained).
+    New disk ids, asked for, are repeated by the confirmation and given (issue 22)."""
     from tests.imaging.disks import helpers
 
     image = tmp_path / "larger.img"
@@ -133,17 +134,28 @@ async def test_a_larger_disk_grows_the_largest_partition(
             assert "Partition 2 grows from 67.1 MB to " in offered
             assert "Partition 3 (33.6 MB) moves to the end of the disk, unchanged." in offered
             assert app.screen.query_one("#grow").value
+            # A copy to keep beside the original: new ids asked for (off by default).
+            new_ids = app.screen.query_one("#new-ids")
+            assert not new_ids.value
+            new_ids.focus()
+            await pilot.press("space")
+            assert new_ids.value
             await pilot.click("#restore")
             await settle(pilot)
             confirm = " ".join(screen_text(app).split())
             assert "Partition 2 grows from" in confirm and "Partition 3 (33.6 MB)" in confirm
+            assert "The disk and its partitions get new ids." in confirm
             await type_text(pilot, os.path.basename(larger))
             await pilot.press("enter")
             await settle(pilot, timeout=120)
             assert "The system is restored." in screen_text(app)
         before, after = read_table(source.device), read_table(larger)
         assert before is not None and after is not None
-        assert after.partition(1) == before.partition(1)
+        assert after.disk_id != before.disk_id
+        for number in (1, 2, 3):  # new ids; 1 and 2 where they were
+            assert after.partition(number).guid != before.partition(number).guid
+            assert after.partition(number).start == before.partition(number).start or number == 3
+        assert after.partition(1).sectors == before.partition(1).sectors
         assert after.partition(2).sectors > before.partition(2).sectors + 55 * 2048
         assert after.partition(3).sectors == before.partition(3).sectors
         assert (after.partition(3).end + 1) * 512 >= 199 * MiB, "data moved to the end"
