@@ -24,7 +24,7 @@ from textual.widgets import ContentSwitcher, Input, OptionList
 from textual.widgets.option_list import Option, OptionDoesNotExist
 from textual.worker import Worker
 
-from imaging.errors import UsageError
+from imaging.errors import HourglassError, UsageError
 from imaging.jobs import locations, repositories
 from imaging.jobs.disks import FoundRepository, blank_disks, repository_partitions
 from imaging.jobs.locations import Bucket, Share, mounted_locations, repositories_in
@@ -192,6 +192,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
 
     def on_unmount(self) -> None:
         self.hourglass.disks_changed.unsubscribe(self)
+        self._drop_target()  # left without opening it (ctrl+q on the passphrase, say)
 
     def _disks_changed(self, _app: object) -> None:
         """A drive plugged in or pulled out: the list offers what is there now (the choice
@@ -218,10 +219,31 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
 
     def action_back(self) -> None:
         pane = self.query_one(ContentSwitcher).current
+        self._drop_target()
         if pane == "list" or self.preselect is not None:
             self.dismiss(None)
         else:
             self._show("list")
+
+    def _drop_target(self) -> None:
+        """The place made ready and then left: what was mounted for it is unmounted (a
+        partition, or a drive just formatted, stayed mounted read-write until power off)."""
+        target, self.target = self.target, None
+        if target is None or target.location is None:
+            return
+        opened = self.hourglass.opened
+        if (
+            opened is not None
+            and opened.location is not None
+            and opened.location.mountpoint == target.location.mountpoint
+        ):
+            return  # the open repository's: it stays
+        try:
+            locations.unmount(target.location)
+        except HourglassError as e:
+            logging.getLogger("recovery_ui").warning(
+                "could not unmount %s: %s", target.location.mountpoint, e.message
+            )
 
     # --- the list ---------------------------------------------------------------------------
 
@@ -636,6 +658,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
             location=self.target.location,
         )
         self.hourglass.set_opened(opened)
+        self.target = None  # the open repository's now
         self.dismiss(opened)
 
     def work_failed(self, worker: Worker[object], error: BaseException) -> None:

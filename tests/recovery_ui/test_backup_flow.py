@@ -226,6 +226,47 @@ async def test_new_repository_on_a_blank_drive_formatted_first(
     assert "TYPE=ext4" in probe and "LABEL=HOURGLASS" in probe
 
 
+def mountpoints_of(device: str) -> list[str]:
+    found = subprocess.run(["findmnt", "-rn", "-S", device, "-o", "TARGET"], capture_output=True)
+    return found.stdout.decode().split()
+
+
+async def test_a_place_left_before_its_repository_is_made_is_unmounted(
+    make_app: Callable[..., HourglassApp], source: Source, blank_disk: str
+) -> None:
+    """A drive formatted for a new repository, or a partition chosen for one, and then left
+    (Escape, or quitting on the passphrase) is not left mounted read-write (issue 22)."""
+    app = make_app()
+    partition = f"{blank_disk}p1"
+    async with app.run_test(size=(100, 30)) as pilot:
+        await back_up_disk(pilot, source.device)
+        await choose_option(pilot, "where", "create")
+        await settle(pilot)
+        await choose_option(pilot, "partitions", f"format-{blank_disk}")
+        await pilot.press("enter")  # the folder's default name
+        await settle(pilot)
+        await type_text(pilot, os.path.basename(blank_disk))
+        await pilot.press("enter")
+        await settle(pilot)
+        assert "New repository" in screen_text(app)
+        assert mountpoints_of(partition), "mounted to make the repository in"
+        await pilot.press("escape")
+        await settle(pilot)
+        assert "Where should the backup go?" in screen_text(app)
+        assert mountpoints_of(partition) == []
+        # Again, on the partition now there, and the app quit on the passphrase.
+        await choose_option(pilot, "where", "create")
+        await settle(pilot)
+        await choose_option(pilot, "partitions", f"part-{partition}")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert "New repository" in screen_text(app)
+        assert mountpoints_of(partition)
+        await pilot.press("ctrl+q")
+        await settle(pilot)
+    assert mountpoints_of(partition) == []
+
+
 async def test_quitting_during_a_backup_asks_and_records_nothing(
     make_app: Callable[..., HourglassApp], slow_disk: str, backup_drive: Drive, tmp_path: Path
 ) -> None:
