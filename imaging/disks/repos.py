@@ -30,6 +30,14 @@ class FoundRepository:
     partition: int | None  # partition number on that disk; None for a filesystem on the disk
     mounted_by_us: bool = False  # True when a probe mounted it (read-only) to look
 
+    @property
+    def folder(self) -> str:
+        """The repository's folder as a person knows it: from the drive's root where a probe
+        mounted it (``/hourglass-backups``, not the probe's mount point), else its path."""
+        if not self.mounted_by_us:
+            return self.path
+        return "/" + os.path.relpath(self.path, _mount_root(self.path)).removeprefix(".")
+
     def release(self) -> None:
         """Unmount a filesystem a probe mounted (nothing for one that was mounted already)."""
         if self.mounted_by_us:

@@ -130,7 +130,7 @@ class HomeScreen(BaseScreen[None]):
             where = text.disk_title(disk) if disk else found.disk
             if found.partition is not None:
                 where += ", " + _("partition {number}").format(number=found.partition)
-            repos.add_option(option(f"{found.path}  ({where})", id=f"found-{index}"))
+            repos.add_option(option(f"{found.folder}  ({where})", id=f"found-{index}"))
         note = ""
         if not app.found:
             note = _(

@@ -52,6 +52,7 @@ async def test_back_up_a_whole_disk(
         home = screen_text(app)
         assert source.device in home and backup_drive.device in home
         assert "hourglass-backups" in home  # the repository the probe found
+        assert "/run/hourglass" not in home  # shown from the drive's root, not where mounted
         await pilot.press("1")
         await settle(pilot)
         await highlight_option(pilot, "disks", source.device)
@@ -60,6 +61,7 @@ async def test_back_up_a_whole_disk(
         await settle(pilot)
         # The repository chooser: the one found on the drive, then its passphrase.
         assert "Where should the backup go?" in screen_text(app)
+        assert "/run/hourglass" not in screen_text(app)
         shot(app, "backup-2-choose")
         await open_found_repository(pilot)
         shot(app, "backup-4-summary")
