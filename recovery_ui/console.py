@@ -52,6 +52,7 @@ class Glyphs:
     # where colour is sure (the full kind): the highlight shows it.
     focus: str = ""
     focus_button: tuple[str, str] = ("", "")
+    mask: str = "•"  # what a password field shows for each character
 
 
 FULL = Glyphs(
@@ -62,11 +63,11 @@ FULL = Glyphs(
 # console's fonts map them); not the heavy lines, the eighth blocks or the ellipsis.
 LINUX = Glyphs(
     "solid", "█", "░", ">", "*", "+", "x", "+ ", "- ", "▐", "X", "▌", "|/-\\",
-    ("  ", "│ ", "└─", "├─"), ("  ", "║ ", "╚═", "╠═"), "crop", ">", ("[", "]"),
+    ("  ", "│ ", "└─", "├─"), ("  ", "║ ", "╚═", "╠═"), "crop", ">", ("[", "]"), "*",
 )  # fmt: skip
 SERIAL = Glyphs(
     "ascii", "#", ".", ">", "*", "+", "x", "+ ", "- ", "[", "X", "]", "|/-\\",
-    ("  ", "| ", "`-", "|-"), ("  ", "| ", "`-", "|-"), "crop", ">", ("[", "]"),
+    ("  ", "| ", "`-", "|-"), ("  ", "| ", "`-", "|-"), "crop", ">", ("[", "]"), "*",
 )  # fmt: skip
 GLYPHS = {"full": FULL, "linux": LINUX, "serial": SERIAL}
 

@@ -36,7 +36,16 @@ from recovery_ui.screens.confirm import TypedConfirmation
 from recovery_ui.screens.question import judge_new_passphrase
 from recovery_ui.screens.share import ShareScreen
 from recovery_ui.state import OpenedRepository
-from recovery_ui.widgets.controls import Button, Field, Label, Options, Static, checkbox, option
+from recovery_ui.widgets.controls import (
+    Button,
+    Field,
+    Label,
+    Options,
+    Secret,
+    Static,
+    checkbox,
+    option,
+)
 
 if TYPE_CHECKING:
     from imaging.appliance.vendor import RepositoryHint
@@ -160,7 +169,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
                     _("Type the repository's passphrase (or a recovery key):"),
                     classes="field-label",
                 )
-                yield Input(password=True, id="passphrase", compact=True)
+                yield Secret(password=True, id="passphrase", compact=True)
                 with Horizontal(classes="buttons"):
                     yield Button(_("Open"), id="unlock-go", compact=True, variant="primary")
             with Vertical(id="create"):
@@ -169,7 +178,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
                 yield Label(_("Choose a passphrase:"), classes="field-label")
                 yield Field(password=True, id="new1", compact=True)  # Enter: the next
                 yield Label(_("Type it again:"), classes="field-label")
-                yield Input(password=True, id="new2", compact=True)
+                yield Secret(password=True, id="new2", compact=True)
                 yield checkbox(_("Encrypt the backups (AES-256)"), True, id="encrypt")
                 yield Static(
                     _(

@@ -24,7 +24,7 @@ from recovery_ui.screens.base import BaseScreen, failure_reason
 from recovery_ui.screens.confirm import TypedConfirmation
 from recovery_ui.screens.question import judge_new_passphrase
 from recovery_ui.screens.recovery_key import RecoveryKeyDialog
-from recovery_ui.widgets.controls import Button, Label, Options, Static, checkbox, option
+from recovery_ui.widgets.controls import Button, Label, Options, Secret, Static, checkbox, option
 from recovery_ui.widgets.progress_panel import ProgressPanel
 
 if TYPE_CHECKING:
@@ -144,9 +144,9 @@ class RepositoryScreen(BaseScreen[None]):
             with Vertical(id="key"):
                 yield Label(_("Change the passphrase"), classes="section first")
                 yield Label(_("New passphrase:"), classes="field-label")
-                yield Input(password=True, id="key1", classes="secret", compact=True)
+                yield Secret(password=True, id="key1", classes="secret", compact=True)
                 yield Label(_("Type it again:"), classes="field-label")
-                yield Input(password=True, id="key2", classes="secret", compact=True)
+                yield Secret(password=True, id="key2", classes="secret", compact=True)
                 yield Static(
                     _("The old passphrase stops working. Recovery keys keep working."),
                     classes="note",

@@ -15,7 +15,7 @@ from imaging.errors import UsageError
 from imaging.jobs.locations import ObjectStore, Share, connect_object_store, mount_share
 from recovery_ui.i18n import N_, _
 from recovery_ui.screens.base import BaseScreen
-from recovery_ui.widgets.controls import Button, Label, Options, Static, option
+from recovery_ui.widgets.controls import Button, Label, Options, Secret, Static, option
 
 if TYPE_CHECKING:
     from imaging.jobs.locations import Bucket, Location, Share
@@ -79,7 +79,7 @@ class ShareScreen(BaseScreen["Location | Bucket | None"]):
             ):
                 with Horizontal(classes="row", id=f"row-{field}"):
                     yield Label(_(label))
-                    yield Input(id=field, password=password, compact=True)
+                    yield Secret(id=field, password=password, compact=True)
             with Horizontal(classes="buttons"):
                 yield Button(_("Connect"), id="connect", compact=True, variant="primary")
 

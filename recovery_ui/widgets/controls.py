@@ -128,7 +128,20 @@ class Choices(SelectionList[T]):
         return _marked_row(self, y, strip)
 
 
-class Field(textual_widgets.Input):
+class Secret(textual_widgets.Input):
+    """An input whose password mask is the terminal's (``*`` on the consoles, where Textual's
+    ``•`` may not be drawn and the field would look empty)."""
+
+    def render_line(self, y: int) -> Strip:
+        strip = super().render_line(y)
+        mask = glyphs_of(self.app).mask
+        if not self.password or mask == "•":
+            return strip
+        segments = [Segment(s.text.replace("•", mask), s.style, s.control) for s in strip]
+        return Strip(segments, strip.cell_length)
+
+
+class Field(Secret):
     """An input whose Enter moves on to the next field at once (HourglassApp's priority
     binding does it, before the keys typed after Enter are handed out: a busy app, as on a
     slow serial console, reads what was typed meanwhile in one go, and a Submitted handler

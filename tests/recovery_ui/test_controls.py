@@ -10,7 +10,7 @@ from textual.app import App, ComposeResult
 from imaging.progress import Progress
 from recovery_ui import i18n
 from recovery_ui.console import Terminal
-from recovery_ui.widgets.controls import OFF, Check, Choices, Label
+from recovery_ui.widgets.controls import OFF, Check, Choices, Label, Secret
 from recovery_ui.widgets.progress_panel import ProgressPanel
 
 
@@ -70,6 +70,23 @@ async def test_a_focused_checkbox_is_marked_without_colour() -> None:
         assert app.focused is second
         assert str(first.render()).startswith(f"  {left}{mark}")
         assert str(second.render()).startswith(f"> {left}{OFF}")
+
+
+class SerialSecret(App[None]):
+    terminal = Terminal("serial", False, "tests")
+
+    def compose(self) -> ComposeResult:
+        yield Secret(password=True, value="s3cret", id="secret", compact=True)
+
+
+async def test_a_password_on_a_serial_console_is_masked_in_ascii() -> None:
+    """Textual masks with "•", which a terminal of ASCII only may not draw: the field would
+    look empty while it holds the passphrase."""
+    app = SerialSecret()
+    async with app.run_test(size=(30, 3)) as pilot:
+        await pilot.pause()
+        row = "".join(s.text for s in app.query_one("#secret", Secret).render_line(0))
+        assert row.startswith("******") and "•" not in row and "s3cret" not in row, row
 
 
 class Panel(App[None]):
