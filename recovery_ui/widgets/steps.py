@@ -22,12 +22,27 @@ class Steps(Static):
         self.names = names
 
     def render(self) -> Text:
+        """All steps with their names; where that is too wide (six steps at 80 columns), the
+        steps without their padding, then only the current step's name."""
+        width = self.content_region.width
+        for form in ("padded", "tight", "numbers"):
+            line = self._line(form)
+            if not width or line.cell_len <= width:
+                break
+        return line
+
+    def _line(self, form: str) -> Text:
         glyphs = glyphs_of(self.app)
         arrow = glyphs.arrow
         line = Text(no_wrap=True, overflow=glyphs.overflow)  # type: ignore[arg-type]
         for index, name in enumerate(self.names):
+            current = index == self.current
             if index:
-                line.append(f" {arrow} ", style="dim")
-            style = "bold reverse" if index == self.current else ""
-            line.append(f" {index + 1} {name} ", style=style)
+                line.append(f" {arrow} " if form == "padded" else f" {arrow}", style="dim")
+            label = f"{index + 1} {name}" if current or form != "numbers" else f"{index + 1}"
+            if current or form == "padded":
+                label = f" {label} "
+            elif form != "padded":
+                label = f" {label}"
+            line.append(label, style="bold reverse" if current else "")
         return line

@@ -12,6 +12,7 @@ from recovery_ui import i18n
 from recovery_ui.console import Terminal
 from recovery_ui.widgets.controls import OFF, Check, Choices, Label, Secret
 from recovery_ui.widgets.progress_panel import ProgressPanel
+from recovery_ui.widgets.steps import Steps
 
 
 @pytest.fixture(autouse=True)
@@ -87,6 +88,31 @@ async def test_a_password_on_a_serial_console_is_masked_in_ascii() -> None:
         await pilot.pause()
         row = "".join(s.text for s in app.query_one("#secret", Secret).render_line(0))
         assert row.startswith("******") and "•" not in row and "s3cret" not in row, row
+
+
+SIX = ["Repository", "When", "Partition", "Files", "Destination", "Result"]
+
+
+class SixSteps(App[None]):
+    def compose(self) -> ComposeResult:
+        yield Steps(SIX, id="steps")
+
+
+@pytest.mark.parametrize("width", [80, 60, 120])
+async def test_the_steps_line_fits_its_width(width: int) -> None:
+    """Six steps need 86 columns padded: narrower, the padding goes, then the names of the
+    steps the person is not at; every step's number stays, and the current step's name."""
+    app = SixSteps()
+    async with app.run_test(size=(width, 3)) as pilot:
+        steps = app.query_one("#steps", Steps)
+        steps.current = 2
+        await pilot.pause()
+        line = str(steps.render())
+        assert len(line) <= width - 2, line  # its padding: one column either side
+        assert all(f"{n} " in line for n in range(1, 6)) and line.rstrip().endswith(("6", "Result"))
+        assert "3 Partition" in line
+        if width >= 86 + 2:
+            assert all(name in line for name in SIX), line
 
 
 class Panel(App[None]):
