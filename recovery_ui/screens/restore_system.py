@@ -60,6 +60,10 @@ def default_target(snapshot: Snapshot, disks: list[Disk]) -> int:
     return 0
 
 
+GROW_WORTH_BYTES = 1_000_000_000  # the grow choice is ticked from this much extra room
+GROW_WORTH_SHARE = 0.05  # or from this share of the disk
+
+
 class RestoreSystemScreen(WizardScreen):
     TITLE_TEXT = N_("Restore system")
     STEPS = (N_("Repository"), N_("When"), N_("Disk"), N_("Restore"), N_("Result"))
@@ -270,9 +274,15 @@ class RestoreSystemScreen(WizardScreen):
             return
         self.plan = plan if plan is not None and plan.grown is not None else None
         larger = self.plan is not None and not self.plan.shrinks
-        self.query_one("#grow").display = larger and not problem
+        grow = self.query_one("#grow", Checkbox)
+        grow.display = larger and not problem
+        if larger and self.snapshot is not None:
+            # Ticked where the extra room is worth having; a disk a few MB larger than the
+            # original (the same model, say) keeps the original's layout unless asked.
+            extra = disk.size - self.snapshot.size
+            grow.value = extra >= GROW_WORTH_BYTES or extra >= GROW_WORTH_SHARE * disk.size
         self.query_one("#plan", Static).display = self.plan is not None and not problem
-        self.query_one("#plan", Static).update("\n".join(self._plan_lines()))
+        self._show_plan()
         if problem:
             check = _("This disk cannot take the backup: {problem}").format(problem=problem)
         elif self.plan is not None and self.plan.shrinks:
@@ -281,6 +291,23 @@ class RestoreSystemScreen(WizardScreen):
             check = _("The backup fits on this disk.")
         self.query_one("#check", Static).update(check)
         self.query_one("#restore", Button).disabled = bool(problem)
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        if event.checkbox.id == "grow":
+            self._show_plan()
+
+    def _show_plan(self) -> None:
+        """What the grow choice does, or, unticked, that the extra room stays unused."""
+        lines = self._plan_lines()
+        if self.plan is not None and not self.plan.shrinks and not self._grow():
+            assert self.target is not None and self.snapshot is not None
+            extra = text.decimal_size(max(0, self.target.size - self.snapshot.size))
+            lines = [
+                _("The partitions stay as they were: {extra} at the end stays unused.").format(
+                    extra=extra
+                )
+            ]
+        self.query_one("#plan", Static).update("\n".join(lines))
 
     def _confirm(self) -> None:
 

@@ -133,7 +133,16 @@ async def test_a_larger_disk_grows_the_largest_partition(
             assert "Grow the largest partition" in offered, offered
             assert "Partition 2 grows from 67.1 MB to " in offered
             assert "Partition 3 (33.6 MB) moves to the end of the disk, unchanged." in offered
-            assert app.screen.query_one("#grow").value
+            grow = app.screen.query_one("#grow")
+            assert grow.value
+            # Unticked, the plan says the extra room stays unused; ticked again, the plan.
+            grow.focus()
+            await pilot.press("space")
+            unused = " ".join(screen_text(app).split())
+            assert "The partitions stay as they were: " in unused, unused
+            assert "at the end stays unused." in unused and "grows from" not in unused
+            await pilot.press("space")
+            assert "Partition 2 grows from" in " ".join(screen_text(app).split())
             # A copy to keep beside the original: new ids asked for (off by default).
             new_ids = app.screen.query_one("#new-ids")
             assert not new_ids.value

@@ -275,14 +275,11 @@ async def test_walk_through_backup_and_restores_at_80x24(
 
     before, after = read_table(source.device), read_table(blank_disk)
     assert before is not None and after is not None
-    # The same partitions; the largest may have grown into the space the source left free
-    # at its end (the grow choice is ticked wherever the disk has room).
-    assert [(p.number, p.guid) for p in after.partitions] == [
-        (p.number, p.guid) for p in before.partitions
+    # A disk of the same size: the same partitions where they were (the grow choice is not
+    # ticked for the few MB the source left free at its end).
+    assert [(p.number, p.guid, p.start, p.sectors) for p in after.partitions] == [
+        (p.number, p.guid, p.start, p.sectors) for p in before.partitions
     ]
-    for number in (1, 3):
-        assert after.partition(number).sectors == before.partition(number).sectors
-    assert after.partition(2).sectors >= before.partition(2).sectors
     for number in (2, 3):  # the ext4 partitions, every file
         with (
             read_only(f"{source.device}p{number}", tmp_path / f"was-{number}") as was,
