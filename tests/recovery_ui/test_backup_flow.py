@@ -9,8 +9,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from textual.pilot import Pilot
 
 from imaging.repository.store import Repository
 from imaging.units import human_size
@@ -191,11 +193,7 @@ async def test_new_repository_on_a_blank_drive_formatted_first(
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
         await back_up_disk(pilot, source.device)
-        await choose_option(pilot, "where", "create")
-        await settle(pilot)
-        await choose_option(pilot, "partitions", f"format-{blank_disk}")
-        await pilot.press("enter")  # the folder's default name
-        await settle(pilot)
+        await new_repository_on(pilot, f"format-{blank_disk}")
         confirm = screen_text(app)
         shot(app, "format-confirm")
         assert "Format this disk?" in confirm
@@ -228,6 +226,16 @@ async def test_new_repository_on_a_blank_drive_formatted_first(
     assert "TYPE=ext4" in probe and "LABEL=HOURGLASS" in probe
 
 
+async def new_repository_on(pilot: Pilot[Any], place: str) -> None:
+    """In the repository chooser: Create a new repository..., the place ``place`` (a
+    partition, or a blank disk to format), the folder's default name."""
+    await choose_option(pilot, "where", "create")
+    await settle(pilot)
+    await choose_option(pilot, "partitions", place)
+    await pilot.press("enter")
+    await settle(pilot)
+
+
 def mountpoints_of(device: str) -> list[str]:
     found = subprocess.run(["findmnt", "-rn", "-S", device, "-o", "TARGET"], capture_output=True)
     return found.stdout.decode().split()
@@ -242,11 +250,7 @@ async def test_a_place_left_before_its_repository_is_made_is_unmounted(
     partition = f"{blank_disk}p1"
     async with app.run_test(size=(100, 30)) as pilot:
         await back_up_disk(pilot, source.device)
-        await choose_option(pilot, "where", "create")
-        await settle(pilot)
-        await choose_option(pilot, "partitions", f"format-{blank_disk}")
-        await pilot.press("enter")  # the folder's default name
-        await settle(pilot)
+        await new_repository_on(pilot, f"format-{blank_disk}")
         await type_text(pilot, os.path.basename(blank_disk))
         await pilot.press("enter")
         await settle(pilot)
@@ -257,11 +261,7 @@ async def test_a_place_left_before_its_repository_is_made_is_unmounted(
         assert "Where should the backup go?" in screen_text(app)
         assert mountpoints_of(partition) == []
         # Again, on the partition now there, and the app quit on the passphrase.
-        await choose_option(pilot, "where", "create")
-        await settle(pilot)
-        await choose_option(pilot, "partitions", f"part-{partition}")
-        await pilot.press("enter")
-        await settle(pilot)
+        await new_repository_on(pilot, f"part-{partition}")
         assert "New repository" in screen_text(app)
         assert mountpoints_of(partition)
         await pilot.press("ctrl+q")
