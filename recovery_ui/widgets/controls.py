@@ -31,11 +31,11 @@ def _focus_mark(widget: Widget) -> str:
     return glyphs_of(widget.app).focus
 
 
-def _marked_row(widget: OptionList, y: int, strip: Strip, before: int = 0) -> Strip:
-    """``strip``, row ``y`` of ``widget``, with the focus mark in the 2 columns after
-    ``before`` when it is the first line of the highlighted option of the focused list."""
+def _marked_row(widget: OptionList, y: int, strip: Strip) -> Strip:
+    """``strip``, row ``y`` of ``widget``, with the focus mark in its first 2 columns when it
+    is the first line of the highlighted option of the focused list."""
     mark = _focus_mark(widget)
-    if not mark or strip.cell_length < before + MARK:
+    if not mark or strip.cell_length < MARK:
         return strip
     try:
         index, line = widget._lines[widget.scroll_offset.y + y]
@@ -43,15 +43,9 @@ def _marked_row(widget: OptionList, y: int, strip: Strip, before: int = 0) -> St
         return strip
     if not (widget.has_focus and index == widget.highlighted and line == 0):
         return strip
-    pad = list(strip.crop(before, before + 1))
+    pad = list(strip.crop(0, 1))
     style = pad[0].style if pad else None
-    return Strip.join(
-        [
-            strip.crop(0, before),
-            Strip([Segment(mark.ljust(MARK), style)], MARK),
-            strip.crop(before + MARK),
-        ]
-    )
+    return Strip.join([Strip([Segment(mark.ljust(MARK), style)], MARK), strip.crop(MARK)])
 
 
 class Check(Checkbox):

@@ -40,9 +40,6 @@ class Steps(Static):
             if index:
                 line.append(f" {arrow} " if form == "padded" else f" {arrow}", style="dim")
             label = f"{index + 1} {name}" if current or form != "numbers" else f"{index + 1}"
-            if current or form == "padded":
-                label = f" {label} "
-            elif form != "padded":
-                label = f" {label}"
+            label = f" {label} " if current or form == "padded" else f" {label}"
             line.append(label, style="bold reverse" if current else "")
         return line
