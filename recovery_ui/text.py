@@ -13,7 +13,7 @@ from imaging.units import decimal_size, human_duration, human_size
 from recovery_ui.i18n import _, ngettext
 
 if TYPE_CHECKING:
-    from imaging.jobs.disks import Disk, Partition
+    from imaging.jobs.disks import Disk, FoundRepository, Partition
     from imaging.repository.records import ImageRecord, Snapshot
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -33,6 +33,15 @@ def rate(bytes_per_second: float) -> str:
 
 def duration(seconds: float | None) -> str:
     return human_duration(seconds) if seconds is not None else "--:--"
+
+
+def found_repository(found: FoundRepository, disk: Disk | None) -> str:
+    """``/hourglass-backups  (WD Elements 25A2 (serial ...), 2.0 TB, partition 1)``: a
+    repository found on a drive, as Home and the repository chooser list it."""
+    where = disk_title(disk) if disk else found.disk
+    if found.partition is not None:
+        where += ", " + _("partition {number}").format(number=found.partition)
+    return f"{found.folder}  ({where})"
 
 
 def disk_title(disk: Disk) -> str:

@@ -276,13 +276,9 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
                 continue  # offered above as the open repository
             if self.source and found.disk == self.source:
                 continue  # on the disk to be backed up
-            disk = by_device.get(found.disk)
-            where_text = text.disk_title(disk) if disk else found.disk
-            if found.partition is not None:
-                where_text += ", " + _("partition {number}").format(number=found.partition)
             key = f"found-{index}"
             self.choices[key] = found
-            options.append(option(f"{found.folder}  ({where_text})", id=key))
+            options.append(option(text.found_repository(found, by_device.get(found.disk)), id=key))
         for location in mounted_locations():
             if location.kind == "partition":
                 continue

@@ -126,11 +126,8 @@ class HomeScreen(BaseScreen[None]):
         repos.clear_options()
         by_device = {d.device: d for d in app.disks}
         for index, found in enumerate(app.found):
-            disk = by_device.get(found.disk)
-            where = text.disk_title(disk) if disk else found.disk
-            if found.partition is not None:
-                where += ", " + _("partition {number}").format(number=found.partition)
-            repos.add_option(option(f"{found.folder}  ({where})", id=f"found-{index}"))
+            label = text.found_repository(found, by_device.get(found.disk))
+            repos.add_option(option(label, id=f"found-{index}"))
         note = ""
         if not app.found:
             note = _(
