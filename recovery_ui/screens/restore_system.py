@@ -276,10 +276,10 @@ class RestoreSystemScreen(WizardScreen):
         larger = self.plan is not None and not self.plan.shrinks
         grow = self.query_one("#grow", Checkbox)
         grow.display = larger and not problem
-        if larger and self.snapshot is not None:
+        if larger:
             # Ticked where the extra room is worth having; a disk a few MB larger than the
             # original (the same model, say) keeps the original's layout unless asked.
-            extra = disk.size - self.snapshot.size
+            extra = self._extra_room()
             grow.value = extra >= GROW_WORTH_BYTES or extra >= GROW_WORTH_SHARE * disk.size
         self.query_one("#plan", Static).display = self.plan is not None and not problem
         self._show_plan()
@@ -300,8 +300,7 @@ class RestoreSystemScreen(WizardScreen):
         """What the grow choice does, or, unticked, that the extra room stays unused."""
         lines = self._plan_lines()
         if self.plan is not None and not self.plan.shrinks and not self._grow():
-            assert self.target is not None and self.snapshot is not None
-            extra = text.decimal_size(max(0, self.target.size - self.snapshot.size))
+            extra = text.decimal_size(self._extra_room())
             lines = [
                 _("The partitions stay as they were: {extra} at the end stays unused.").format(
                     extra=extra
@@ -343,6 +342,12 @@ class RestoreSystemScreen(WizardScreen):
     def _grow(self) -> bool:
         """Whether the restore grows (the disk is larger and the box is ticked)."""
         return bool(self.plan is not None and self.query_one("#grow", Checkbox).value)
+
+    def _extra_room(self) -> int:
+        """How much larger the chosen disk is than the one the snapshot was taken of."""
+        if self.target is None or self.snapshot is None:
+            return 0
+        return max(0, self.target.size - self.snapshot.size)
 
     def _new_ids(self) -> bool:
         """Whether the disk and its partitions get new ids (the box is ticked)."""
