@@ -153,6 +153,19 @@ def clear_field(tmux: Tmux, length: int) -> None:
     tmux.press("End", *["BSpace"] * length)
 
 
+def fill_in_and_check(tmux: Tmux, fields: dict[str, str], secret: str) -> None:
+    """Type each value into its field, Tab between them, from the focused first one; then
+    each field beside its label shows what was typed (the ``secret`` one masked)."""
+    for value in fields.values():
+        tmux.settled(quiet=0.3)
+        tmux.type(value)
+        tmux.press("Tab")
+    screen = tmux.settled(quiet=0.5)
+    for label, value in fields.items():
+        shown = field_beside(screen, label)
+        assert masked(shown, value) if label == secret else shown == value, (label, screen)
+
+
 def choose_row(tmux: Tmux, words: str, tries: int = 8) -> None:
     """Move the focused list's highlight down to the row that holds ``words``."""
     for _ in range(tries):
@@ -481,17 +494,7 @@ def test_new_repository_mismatch_typed_fast_and_share_fields(
         "User name (if needed)": "ann",
         "Password (if needed)": "s3cret pass",
     }
-    for value in typed.values():
-        tmux.settled(quiet=0.3)
-        tmux.type(value)
-        tmux.press("Tab")
-    screen = tmux.settled(quiet=0.5)
-    for label, value in typed.items():
-        shown = field_beside(screen, label)
-        if label.startswith("Password"):
-            assert masked(shown, value), screen
-        else:
-            assert shown == value, screen
+    fill_in_and_check(tmux, typed, secret="Password (if needed)")
     tmux.press(*["BTab"] * 5)  # from Connect back past the four fields to the kind
     choose_row(tmux, "Object store (S3)")
     tmux.press("Enter")  # on to the endpoint
@@ -503,14 +506,7 @@ def test_new_repository_mismatch_typed_fast_and_share_fields(
         "Secret key": "wJalr/EXAMPLE",
         "CA file (optional)": "/etc/ssl/lab-ca.pem",
     }
-    for value in s3.values():
-        tmux.settled(quiet=0.3)
-        tmux.type(value)
-        tmux.press("Tab")
-    screen = tmux.settled(quiet=0.5)
-    for label, value in s3.items():
-        shown = field_beside(screen, label)
-        assert masked(shown, value) if label == "Secret key" else shown == value, screen
+    fill_in_and_check(tmux, s3, secret="Secret key")
     tmux.press("Escape")
     shows(tmux, "Where is the repository?")
     tmux.press("Escape")
