@@ -131,31 +131,52 @@ def mount_partition(device: str, fstype: str, *, writable: bool) -> Location:
     """``device`` mounted as a directory: where it is mounted already if that will do, else
     mounted by us (read-write when ``writable``). A partition mounted read-only by a
     repository probe (``/run/hourglass/probe``) is unmounted there and mounted read-write
-    here; one mounted read-only by someone else is refused."""
+    here. One the app mounted read-only itself (under :data:`ROOT`, a repository opened only
+    to read) is mounted again read-write at the same place, so paths under it stay valid;
+    the returned location does not own that mount (whoever mounted it unmounts it). One
+    mounted read-only by someone else is refused."""
     name = sysfs.name_of(device)
     current = mounts.mounts_of(name)
+    probe_mounts: list[str] = []
+    ours: list[str] = []
     if current:
         rw = [m for m in current if not m.read_only]
         if rw or not writable:
             chosen = (rw or current)[0]
             return Location("partition", device, mountpoint=chosen.mountpoint, writable=bool(rw))
-        probe_mounts = [m for m in current if Path(m.mountpoint).parent == PROBE_ROOT]
-        if len(probe_mounts) != len(current):
+        probe_mounts = [m.mountpoint for m in current if Path(m.mountpoint).parent == PROBE_ROOT]
+        ours = [m.mountpoint for m in current if Path(m.mountpoint).parent == ROOT]
+        if len(probe_mounts) + len(ours) != len(current):
             where = ", ".join(m.mountpoint for m in current)
             raise Busy(
                 f"{device} is mounted read-only at {where}.",
                 "Unmount it (or mount it read-write) and try again.",
             )
-        for m in probe_mounts:
-            mount.unmount(m.mountpoint, remove=True)
+    _check_repository_filesystem(device, fstype)
+    for where in probe_mounts:
+        mount.unmount(where, remove=True)
+    if ours:
+        for where in ours[1:]:
+            mount.unmount(where, remove=True)
+        mount.unmount(ours[0])  # Busy, naming the mount point, when files are open there
+        try:
+            mount.mount(device, fstype, ours[0], Mode.READ_WRITE)
+        except HourglassError:  # put the read-only mount back for whoever reads from it
+            with contextlib.suppress(HourglassError):
+                mount.mount(device, fstype, ours[0], Mode.READ_ONLY)
+            raise
+        return Location("partition", device, mountpoint=ours[0], writable=True)
+    where = _mountpoint(os.path.basename(device))
+    mount.mount(device, fstype, where, Mode.READ_WRITE if writable else Mode.READ_ONLY)
+    return Location("partition", device, mountpoint=where, writable=writable, mounted_by_us=True)
+
+
+def _check_repository_filesystem(device: str, fstype: str) -> None:
     if fstype not in REPOSITORY_FILESYSTEMS:
         raise UsageError(
             f"{device} holds {fstype or 'no filesystem'}, which Hourglass cannot use for files.",
             "Choose a partition with a filesystem such as ext4, exFAT or NTFS.",
         )
-    where = _mountpoint(os.path.basename(device))
-    mount.mount(device, fstype, where, Mode.READ_WRITE if writable else Mode.READ_ONLY)
-    return Location("partition", device, mountpoint=where, writable=writable, mounted_by_us=True)
 
 
 def moved_path(path: str, old_root: str, new_root: str) -> str:

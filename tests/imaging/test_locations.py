@@ -80,6 +80,35 @@ def test_probe_mount_is_replaced_by_a_read_write_one(ext4_device: str) -> None:
 
 @pytest.mark.root
 @pytest.mark.integration
+def test_our_read_only_mount_is_mounted_again_read_write_in_place(ext4_device: str) -> None:
+    first = locations.mount_partition(ext4_device, "ext4", writable=False)
+    try:
+        assert first.mounted_by_us and not first.writable
+        # In use (a repository's file open there): refused, the read-only mount kept.
+        held = os.open(first.mountpoint, os.O_RDONLY)
+        try:
+            with pytest.raises(Busy) as info:
+                locations.mount_partition(ext4_device, "ext4", writable=True)
+            assert first.mountpoint in info.value.message
+        finally:
+            os.close(held)
+        in_place = [
+            (m.mountpoint, m.read_only) for m in mounts.mounts_of(sysfs.name_of(ext4_device))
+        ]
+        assert in_place == [(first.mountpoint, True)]
+        # Free: mounted again read-write where it was; the first location still owns it.
+        again = locations.mount_partition(ext4_device, "ext4", writable=True)
+        assert again.mountpoint == first.mountpoint and again.writable
+        assert not again.mounted_by_us
+        assert _mounted_rw(ext4_device) == [first.mountpoint]
+        Path(again.mountpoint, "hello").write_text("x")
+    finally:
+        locations.unmount(first)
+    assert not mounts.mounts_of(sysfs.name_of(ext4_device))
+
+
+@pytest.mark.root
+@pytest.mark.integration
 def test_read_only_mount_of_someone_else_is_refused(ext4_device: str, tmp_path: Path) -> None:
     elsewhere = tmp_path / "ro"
     elsewhere.mkdir()
