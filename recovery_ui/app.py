@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import events, work
@@ -457,13 +458,16 @@ class HourglassApp(App[int]):
 
     def set_opened(self, opened: OpenedRepository | None) -> None:
         previous = self.opened
-        if (
-            previous is not None
-            and opened is not None
-            and previous.location is not None
-            and previous.location != opened.location
-        ):
-            self._release_location(previous)
+        if previous is not None and opened is not None and previous.location is not None:
+            if opened.location is not None and (
+                opened.location.mountpoint == previous.location.mountpoint
+            ):
+                # The same mount (read-only before, mounted again read-write): whoever
+                # mounted it first owns it, so it is still unmounted at quit.
+                owned = previous.location.mounted_by_us or opened.location.mounted_by_us
+                opened = replace(opened, location=replace(opened.location, mounted_by_us=owned))
+            else:
+                self._release_location(previous)
         self.opened = opened
         if opened is not None:
             log.info("repository opened: %s (%s)", opened.path, opened.label)

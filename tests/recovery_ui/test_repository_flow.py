@@ -3,21 +3,32 @@ confirmation, a new passphrase, a recovery key; a wrong passphrase is a dialog."
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input
 
+from imaging.disks import mounts
 from imaging.errors import PassphraseError
 from imaging.repository.store import Repository
 from imaging.units import decimal_size
 from recovery_ui.app import HourglassApp
+from recovery_ui.screens.home import HomeScreen
 from recovery_ui.widgets.controls import Label, Static
 from tests.conftest import PASSPHRASE
 from tests.recovery_ui.conftest import Drive, mounted, screen_text, settle, shot
-from tests.recovery_ui.flows import open_found_repository, type_text
+from tests.recovery_ui.flows import (
+    choose_option,
+    highlight_option,
+    open_found_repository,
+    type_text,
+)
 from tests.support import MiB, write_random_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
@@ -226,3 +237,62 @@ def decode_qr(drawn: str, tmp: Path) -> str:
         ["zbarimg", "--raw", "-q", str(image)], capture_output=True, text=True, check=True
     )
     return result.stdout.strip()
+
+
+async def open_on_partition(pilot: Pilot[Any], partition: str, folder: str) -> None:
+    """In the repository chooser: A folder on a partition -> ``partition`` -> ``folder`` ->
+    the passphrase."""
+    await choose_option(pilot, "where", "folder")
+    await settle(pilot)
+    await highlight_option(pilot, "partitions", f"part-{partition}")
+    pilot.app.screen.query_one("#folder", Input).value = folder
+    await pilot.click("#partition-next")
+    await settle(pilot)
+    await type_text(pilot, PASSPHRASE)
+    await pilot.press("enter")
+    await settle(pilot)
+
+
+async def test_a_drive_opened_to_read_is_opened_again_to_write(
+    make_app: Callable[..., HourglassApp], backup_drive: Drive, tmp_path: Path
+) -> None:
+    """Restore system opens a repository read-only; the Repository screen, which writes,
+    then opens the same drive: the app's own read-only mount is mounted again read-write in
+    the same place (it was refused as "mounted read-only... Unmount it"), and it is still
+    unmounted when the app quits. The repository sits two folders down, where the probe does
+    not look, so the app mounts the drive itself."""
+    with mounted(backup_drive.partition, tmp_path / "move") as root:
+        (root / "old/pc").mkdir(parents=True)
+        (root / "hourglass-backups").rename(root / "old/pc/hourglass-backups")
+    name = os.path.basename(backup_drive.partition)
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        assert not app.found
+        await pilot.press("2")  # Restore system: the repository is only read
+        await settle(pilot)
+        await open_on_partition(pilot, backup_drive.partition, "old/pc/hourglass-backups")
+        assert app.opened is not None and not app.opened.writable, screen_text(app)
+        first = app.opened.location
+        assert first is not None and first.mounted_by_us
+        assert [m.read_only for m in mounts.mounts_of(name)] == [True]
+        while not isinstance(app.screen, HomeScreen):
+            await pilot.press("escape")
+            await settle(pilot)
+
+        await pilot.press("4")  # Repository: this one writes
+        await settle(pilot)
+        await open_on_partition(pilot, backup_drive.partition, "old/pc/hourglass-backups")
+        shown = screen_text(app)
+        assert "Unmount it" not in shown and "Backups: 2; of 1 disk" in shown, shown
+        assert app.opened is not None and app.opened.writable
+        again = app.opened.location
+        assert again is not None and again.mountpoint == first.mountpoint
+        assert [(m.mountpoint, m.read_only) for m in mounts.mounts_of(name)] == [
+            (first.mountpoint, False)
+        ]
+        await pilot.click("#tab-verify")
+        await pilot.click("#verify-go")
+        await settle(pilot)
+        assert "No damage found." in screen_text(app)
+    assert not mounts.mounts_of(name), "the app left the drive mounted"
