@@ -201,6 +201,18 @@ class Repository:
             keys.check_bindings(store, master, config["id"], config_hash)
         return cls(store, config, keys.Keys(master), None, config_hash)
 
+    def at(self, path: Location) -> Repository:
+        """This repository reached by another path (its filesystem mounted again elsewhere, or
+        read-write where it was read-only), with the keys and the key slot already unlocked:
+        no passphrase. Refused when what is at ``path`` is not this repository."""
+        store = as_store(path)
+        config, config_hash = load_config(store)
+        if config.get("id") != self.id or config_hash != self.config_hash:
+            raise UsageError(f"{store.describe()} is not the repository that was open.")
+        if self.keys.master is not None:
+            keys.check_bindings(store, self.keys.master, config["id"], config_hash)
+        return type(self)(store, config, self.keys, self.unlocked_slot, config_hash)
+
     @property
     def encrypted(self) -> bool:
         return self.keys.encrypted

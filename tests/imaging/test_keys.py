@@ -97,6 +97,25 @@ def test_change_right_after_init_replaces_the_first_passphrase(
         Repository.open(made.path, passphrase)
 
 
+def test_reached_by_another_path_keeps_keys_and_slot(
+    repo: Repository, passphrase: str, tmp_path: Path
+) -> None:
+    """`at()`: the same repository by another path (its drive mounted again read-write) is
+    used with the keys unlocked, and a passphrase change there still replaces the one that
+    opened it; another repository at that path is refused."""
+    opened = Repository.open(repo.path, passphrase)
+    link = tmp_path / "elsewhere"
+    link.symlink_to(repo.path)
+    moved = opened.at(link)
+    assert moved.keys.master == opened.keys.master and moved.id == opened.id
+    moved.change_key("a new passphrase")
+    with pytest.raises(PassphraseError):
+        Repository.open(repo.path, passphrase)
+    other = Repository.init(tmp_path / "other", passphrase=passphrase)
+    with pytest.raises(UsageError, match="is not the repository that was open"):
+        opened.at(other.path)
+
+
 def test_added_passphrase_keeps_the_first(repo: Repository, passphrase: str) -> None:
     Repository.open(repo.path, passphrase).add_key("second")
     Repository.open(repo.path, "second")
