@@ -265,7 +265,11 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         opened = app.opened
         if opened is not None and self.source and opened.disk == self.source:
             opened = None
-        if opened is not None and (opened.writable or not self.writable):
+        if opened is not None and (
+            opened.writable or not self.writable or self._partition_of(opened) is not None
+        ):
+            # Open read-only and needed writable: its drive is mounted again read-write, with
+            # the keys already unlocked (no passphrase asked again).
             self.choices["open"] = opened
             options.append(
                 option(_("The open repository: {label}").format(label=opened.label), id="open")
@@ -333,7 +337,10 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
     def _chosen(self, option_id: str) -> None:
         if option_id == "open":
             opened = self.choices["open"]
-            self.dismiss(opened)
+            if self.writable and not opened.writable:
+                self.reopen_writable(opened)
+            else:
+                self.dismiss(opened)
         elif option_id.startswith("found-"):
             self.prepare_found(self.choices[option_id])
         elif option_id.startswith("share-"):
@@ -486,6 +493,51 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         label = _label(disk, found.partition, path)
         target = Target(path, label, found.disk, self.writable, location)
         self.app.call_from_thread(self._target_ready, self._with_encryption(target))
+
+    def _partition_of(self, opened: OpenedRepository) -> Partition | None:
+        """The partition an open repository is on, where the app knows it: one the app
+        mounted, or one the probe found it on."""
+        app = self.hourglass
+        if opened.location is not None and opened.location.kind == "partition":
+            device = opened.location.source
+            return next((p for d in app.disks for p in d.partitions if p.device == device), None)
+        found = next((f for f in app.found if _same(f.path, opened.path)), None)
+        if found is None:
+            return None
+        return next(
+            (
+                p
+                for d in app.disks
+                if d.device == found.disk
+                for p in d.partitions
+                if p.number == found.partition
+            ),
+            None,
+        )
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
+    def reopen_writable(self, opened: OpenedRepository) -> None:
+
+        partition = self._partition_of(opened)
+        if partition is None:  # the disk went away since the list was drawn
+            raise UsageError(_("The drive of the open repository is not there any more."))
+        old_root = _mount_root(opened.path)
+        location = locations.mount_partition(partition.device, partition.fstype, writable=True)
+        path = locations.moved_path(opened.path, old_root, location.mountpoint)
+        reopened = OpenedRepository(
+            repo=opened.repo.at(path),
+            path=path,
+            label=opened.label,
+            disk=opened.disk,
+            writable=True,
+            location=location,
+        )
+        logging.getLogger("recovery_ui").info("repository mounted again read-write: %s", path)
+        self.app.call_from_thread(self._reopened, reopened)
+
+    def _reopened(self, opened: OpenedRepository) -> None:
+        self.hourglass.set_opened(opened)
+        self.dismiss(self.hourglass.opened)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
     def prepare_partition(self, disk: Disk, partition: Partition, folder: str) -> None:

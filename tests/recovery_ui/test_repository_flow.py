@@ -253,28 +253,43 @@ async def open_on_partition(pilot: Pilot[Any], partition: str, folder: str) -> N
     await settle(pilot)
 
 
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("folder", "open"), ("folder", "typed"), ("found", "open")],
+    ids=["own-mount-open-repository", "own-mount-typed-again", "probe-open-repository"],
+)
 async def test_a_drive_opened_to_read_is_opened_again_to_write(
-    make_app: Callable[..., HourglassApp], backup_drive: Drive, tmp_path: Path
+    make_app: Callable[..., HourglassApp],
+    backup_drive: Drive,
+    tmp_path: Path,
+    first: str,
+    second: str,
 ) -> None:
     """Restore system opens a repository read-only; the Repository screen, which writes,
-    then opens the same drive: the app's own read-only mount is mounted again read-write in
-    the same place (it was refused as "mounted read-only... Unmount it"), and it is still
-    unmounted when the app quits. The repository sits two folders down, where the probe does
-    not look, so the app mounts the drive itself."""
-    with mounted(backup_drive.partition, tmp_path / "move") as root:
-        (root / "old/pc").mkdir(parents=True)
-        (root / "hourglass-backups").rename(root / "old/pc/hourglass-backups")
+    then opens the same drive. Chosen as "The open repository", the drive is mounted again
+    read-write and the passphrase is not asked again; typed again as a folder on the
+    partition, the app's own read-only mount is mounted again read-write in the same place
+    (it was refused as "mounted read-only... Unmount it"). Either way the drive is unmounted
+    when the app quits. For "folder" the repository sits two folders down, where the probe
+    does not look, so the app mounts the drive itself."""
+    folder = "old/pc/hourglass-backups"
+    if first == "folder":
+        with mounted(backup_drive.partition, tmp_path / "move") as root:
+            (root / "old/pc").mkdir(parents=True)
+            (root / "hourglass-backups").rename(root / folder)
     name = os.path.basename(backup_drive.partition)
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
-        assert not app.found
         await pilot.press("2")  # Restore system: the repository is only read
         await settle(pilot)
-        await open_on_partition(pilot, backup_drive.partition, "old/pc/hourglass-backups")
+        if first == "folder":
+            assert not app.found
+            await open_on_partition(pilot, backup_drive.partition, folder)
+        else:
+            await open_found_repository(pilot)
         assert app.opened is not None and not app.opened.writable, screen_text(app)
-        first = app.opened.location
-        assert first is not None and first.mounted_by_us
+        before = app.opened.location
         assert [m.read_only for m in mounts.mounts_of(name)] == [True]
         while not isinstance(app.screen, HomeScreen):
             await pilot.press("escape")
@@ -282,15 +297,27 @@ async def test_a_drive_opened_to_read_is_opened_again_to_write(
 
         await pilot.press("4")  # Repository: this one writes
         await settle(pilot)
-        await open_on_partition(pilot, backup_drive.partition, "old/pc/hourglass-backups")
+        if second == "open":
+            await choose_option(pilot, "where", "open")
+            await settle(pilot)
+        else:
+            await open_on_partition(pilot, backup_drive.partition, folder)
         shown = screen_text(app)
         assert "Unmount it" not in shown and "Backups: 2; of 1 disk" in shown, shown
         assert app.opened is not None and app.opened.writable
-        again = app.opened.location
-        assert again is not None and again.mountpoint == first.mountpoint
+        after = app.opened.location
+        assert after is not None
+        if before is not None:  # the app's own mount: the same place, read-write now
+            assert after.mountpoint == before.mountpoint
         assert [(m.mountpoint, m.read_only) for m in mounts.mounts_of(name)] == [
-            (first.mountpoint, False)
+            (after.mountpoint, False)
         ]
+        assert (
+            app.opened.path
+            == f"{after.mountpoint}/{folder if first == 'folder' else 'hourglass-backups'}"
+        )
+        if second == "open":  # no passphrase typed: the keys already unlocked were used
+            assert any("mounted again read-write" in line for line in app.session_log.lines)
         await pilot.click("#tab-verify")
         await pilot.click("#verify-go")
         await settle(pilot)
