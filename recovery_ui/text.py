@@ -35,6 +35,13 @@ def duration(seconds: float | None) -> str:
     return human_duration(seconds) if seconds is not None else "--:--"
 
 
+def time_taken(seconds: float) -> str:
+    """``Time taken: 1:05``; a backup that took less than a second says so (not "0:00")."""
+    if seconds < 1:
+        return _("Time taken: under a second")
+    return _("Time taken: {time}").format(time=duration(seconds))
+
+
 def found_repository(found: FoundRepository, disk: Disk | None) -> str:
     """``/hourglass-backups  (WD Elements 25A2 (serial ...), 2.0 TB, partition 1)``: a
     repository found on a drive, as Home and the repository chooser list it."""

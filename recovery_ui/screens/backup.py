@@ -330,7 +330,7 @@ class BackupScreen(WizardScreen):
                 if self.opened is None or self.opened.drive is not None
                 else _("Room it takes in the object store, compressed: {size}")
             ).format(size=text.decimal_size(snapshot.stored)),
-            _("Time taken: {time}").format(time=text.duration(stats.elapsed)),
+            text.time_taken(stats.elapsed),
             "",
         ]
         good = report is None or report.ok

@@ -129,3 +129,18 @@ def test_deduplication_never_calls_a_factor_of_one_a_saving() -> None:
         assert text.deduplication(1_800_000, 1_000_000).endswith(", 1.8x less")
     finally:
         i18n.set_language(before)
+
+
+def test_a_backup_under_a_second_does_not_say_zero() -> None:
+    from recovery_ui import i18n, text
+
+    before = i18n.current()
+    try:
+        i18n.set_language("en")
+        assert text.time_taken(0.3) == "Time taken: under a second"
+        assert text.time_taken(1.2) == "Time taken: 0:01"
+        assert text.time_taken(3725) == "Time taken: 1:02:05"
+        i18n.set_language("zh_CN")
+        assert "0:00" not in text.time_taken(0.3) and "Time" not in text.time_taken(0.3)
+    finally:
+        i18n.set_language(before)
