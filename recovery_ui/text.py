@@ -6,6 +6,7 @@ same facts here, through gettext.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,18 @@ def rate(bytes_per_second: float) -> str:
 
 def duration(seconds: float | None) -> str:
     return human_duration(seconds) if seconds is not None else "--:--"
+
+
+def name_order(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key for file names as a file manager lists them: numbers by value (``d2``
+    before ``d10``), letters without regard to case; names equal that way keep a fixed
+    order."""
+    pieces = re.split(r"(\d+)", name)
+    key: list[tuple[int, int | str]] = [
+        (0, int(piece)) if index % 2 else (1, piece.casefold())
+        for index, piece in enumerate(pieces)
+    ]
+    return (*key, (2, name))
 
 
 def time_taken(seconds: float) -> str:

@@ -78,7 +78,7 @@ class SnapshotTree(Tree[Item]):
             node.add_leaf(
                 Text(_("  (empty folder)"), style="dim"), Item(node.data.path, None, True)
             )
-        for entry in entries:
+        for entry in sorted(entries, key=lambda e: text.name_order(e.name)):
             item = Item(entry.path, entry)
             if item.is_dir:
                 node.add(self.label_for(item), item)

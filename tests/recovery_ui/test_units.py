@@ -144,3 +144,12 @@ def test_a_backup_under_a_second_does_not_say_zero() -> None:
         assert "0:00" not in text.time_taken(0.3) and "Time" not in text.time_taken(0.3)
     finally:
         i18n.set_language(before)
+
+
+def test_file_names_are_listed_as_a_file_manager_lists_them() -> None:
+    from recovery_ui.text import name_order
+
+    names = ["d10", "D2", "d2", "d1", "a", "Photo 12.jpg", "photo 9.jpg", "b", "d02", "10", "9"]
+    assert sorted(names, key=name_order) == [
+        "9", "10", "a", "b", "d1", "D2", "d02", "d2", "d10", "photo 9.jpg", "Photo 12.jpg"
+    ]  # fmt: skip
