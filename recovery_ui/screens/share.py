@@ -37,9 +37,9 @@ class ShareScreen(BaseScreen["Location | Bucket | None"]):
     TITLE_TEXT = N_("Network share")
     DEFAULT_CSS = """
     ShareScreen #kind { height: auto; margin: 0 1; }
-    ShareScreen Input { width: 50; }
+    ShareScreen Input { width: 1fr; max-width: 50; }
     ShareScreen .row { height: auto; }
-    ShareScreen .row Label { width: 24; padding: 0 1; }
+    ShareScreen .row Label { width: 27; padding: 0 1; }
     """
 
     def __init__(self, preset: Share | None = None, *, object_store: bool = False) -> None:

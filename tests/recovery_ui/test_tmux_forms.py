@@ -488,8 +488,8 @@ def test_new_repository_mismatch_typed_fast_and_share_fields(
     tmux.press("Enter")
     shows(tmux, "Kind of share")
     tmux.press("Enter")  # SMB: on to the server
-    typed = {  # the labels' first line (a long one wraps in its column)
-        "Server (name or": "nas.local",
+    typed = {  # each label whole on its line (the server's wrapped once)
+        "Server (name or address)": "nas.local",
         "Share or folder": "backups",
         "User name (if needed)": "ann",
         "Password (if needed)": "s3cret pass",
