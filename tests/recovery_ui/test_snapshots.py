@@ -10,6 +10,7 @@ are fixed, and the time zone is UTC.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import subprocess
@@ -205,9 +206,12 @@ def _build_demo_repository() -> None:
 @pytest.fixture(scope="module")
 def demo_repository() -> Iterator[Path]:
     """The demo repository on a tmpfs mounted at a fixed path (the app names a repository by
-    its path inside its filesystem)."""
+    its path inside its filesystem). Another test run on the machine waits for this one's
+    turn (a lock next to it): two tmpfs mounts stacked at the path took each other's files."""
     if os.geteuid() != 0:
         pytest.skip("needs root (a tmpfs at a fixed path)")
+    lock = open(DEMO.with_suffix(".lock"), "w")  # noqa: SIM115 (held until the end)
+    fcntl.flock(lock, fcntl.LOCK_EX)
     DEMO.mkdir(exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "hourglass-demo", str(DEMO)],
                    check=True)  # fmt: skip
@@ -221,6 +225,7 @@ def demo_repository() -> Iterator[Path]:
         yield REPO
     finally:
         subprocess.run(["umount", str(DEMO)], check=False)
+        lock.close()
 
 
 @pytest.fixture(autouse=True)
