@@ -8,7 +8,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, ClassVar
 
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Checkbox, Input, OptionList
@@ -143,6 +143,11 @@ class RestoreSystemScreen(WizardScreen):
     def compose_result_buttons(self) -> ComposeResult:
         yield Button(_("Reboot now"), id="reboot", compact=True, variant="primary")
         yield Button(_("Done"), id="done", compact=True)
+
+    def on_resize(self, event: events.Resize) -> None:
+        # The disk list takes the rows the rest of the step leaves (its 8 of an 80x24
+        # console at least): at 120x40 it showed 4 disks of 6 above 17 empty rows.
+        self.query_one("#targets").styles.max_height = max(8, event.size.height - 20)
 
     def on_mount(self) -> None:
         self.choose_repository(_("Which repository holds the backups?"), self._repository_chosen)

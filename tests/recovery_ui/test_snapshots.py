@@ -32,7 +32,7 @@ from imaging.units import decimal_size, human_size
 from recovery_ui.app import HourglassApp
 from recovery_ui.console import Terminal
 from tests.conftest import PASSPHRASE
-from tests.recovery_ui.conftest import FULL, settle
+from tests.recovery_ui.conftest import FULL, screen_text, settle
 from tests.recovery_ui.flows import choose_option, type_text
 
 # The screens show the path and the network namespace's interfaces: both are fixed, so
@@ -578,3 +578,37 @@ async def test_repository_screen_figures(language: str, demo_repository: Path) -
     assert re.findall(r"\d+", stored.replace(decimal_size(info.stored_bytes), "")) == [
         f"{info.chunks}"
     ], stored
+
+
+@pytest.mark.integration
+@pytest.mark.root
+@pytest.mark.parametrize(("size", "all_shown"), [((80, 24), False), ((120, 40), True)])
+async def test_restore_disk_list_uses_the_rows_it_has(
+    size: tuple[int, int], all_shown: bool, demo_repository: Path
+) -> None:
+    """Seven disks, two or three rows each: at 80x24 the list keeps its 8 rows and scrolls;
+    at 120x40 all of them show (it was 8 rows there too: 4 disks of 6 above empty rows)."""
+    from dataclasses import replace
+
+    from textual.widgets import OptionList
+
+    app = demo_app("en")
+    async with app.run_test(size=size) as pilot:
+        await restore_system(pilot)
+        more = [
+            replace(SSD, device=f"/dev/sd{c}", serial=f"S{c}", by_id=f"x-{c}", partitions=())
+            for c in "cdefg"
+        ]
+        app.disks = [SSD, *more, USB]
+        app.disks_changed.publish(app)
+        await settle(pilot)
+        await pilot.click("#when-next")
+        await settle(pilot)
+        targets = app.screen.query_one("#targets", OptionList)
+        assert targets.option_count == 7
+        if all_shown:
+            assert targets.max_scroll_y == 0 and targets.size.height > 8, targets.size
+        else:
+            assert targets.size.height == 8 and targets.max_scroll_y > 0, targets.size
+        shown = screen_text(app)
+    assert ("/dev/sdg" in shown) == all_shown, shown
