@@ -53,7 +53,7 @@ from recovery_ui.widgets.controls import Field
 if TYPE_CHECKING:
     from imaging.appliance.settings import Settings
     from imaging.appliance.vendor import VendorSettings
-    from imaging.jobs.disks import Disk, DiskWatcher, FoundRepository
+    from imaging.jobs.disks import Disk, DiskWatcher, FoundRepository, Partition
     from recovery_ui.state import OpenedRepository
 
 log = logging.getLogger("recovery_ui")
@@ -509,11 +509,17 @@ class HourglassApp(App[int]):
             self.attach_log(drive)
         return drive
 
+    def found_on(self, found: FoundRepository) -> tuple[Disk | None, Partition | None]:
+        """The disk and the partition a found repository is on, as the disk list has them."""
+        disk = next((d for d in self.disks if d.device == found.disk), None)
+        if disk is None:
+            return None, None
+        return disk, next((p for p in disk.partitions if p.number == found.partition), None)
+
     def _find_writable_drive(self) -> str:
 
         if self.opened is not None and self.opened.writable and self.opened.drive is not None:
             return str(self.opened.drive)
-        by_device = {d.device: d for d in self.disks}
         for found in self.found:
             root = settings.drive_root(found.path)
             if not found.mounted_by_us:
@@ -522,12 +528,7 @@ class HourglassApp(App[int]):
                 continue
             if self.opened is not None and str(self.opened.drive) == str(root):
                 continue  # the open repository reads from this mount: leave it
-            disk = by_device.get(found.disk)
-            partition = (
-                next((p for p in disk.partitions if p.number == found.partition), None)
-                if disk
-                else None
-            )
+            _disk, partition = self.found_on(found)
             if partition is None:
                 continue
             location = locations.mount_partition(partition.device, partition.fstype, writable=True)

@@ -479,17 +479,10 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
     def prepare_found(self, found: FoundRepository) -> None:
 
-        disk = next((d for d in self.hourglass.disks if d.device == found.disk), None)
-        partition = (
-            next((p for p in disk.partitions if p.number == found.partition), None)
-            if disk
-            else None
-        )
+        disk, partition = self.hourglass.found_on(found)
         path, location = found.path, None
         if self.writable and found.mounted_by_us and partition is not None:
-            old_root = _mount_root(found.path)
-            location = locations.mount_partition(partition.device, partition.fstype, writable=True)
-            path = locations.moved_path(found.path, old_root, location.mountpoint)
+            location, path = _mounted_writable(partition, found.path)
         label = _label(disk, found.partition, path)
         target = Target(path, label, found.disk, self.writable, location)
         self.app.call_from_thread(self._target_ready, self._with_encryption(target))
@@ -502,18 +495,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
             device = opened.location.source
             return next((p for d in app.disks for p in d.partitions if p.device == device), None)
         found = next((f for f in app.found if _same(f.path, opened.path)), None)
-        if found is None:
-            return None
-        return next(
-            (
-                p
-                for d in app.disks
-                if d.device == found.disk
-                for p in d.partitions
-                if p.number == found.partition
-            ),
-            None,
-        )
+        return app.found_on(found)[1] if found is not None else None
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
     def reopen_writable(self, opened: OpenedRepository) -> None:
@@ -521,9 +503,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         partition = self._partition_of(opened)
         if partition is None:  # the disk went away since the list was drawn
             raise UsageError(_("The drive of the open repository is not there any more."))
-        old_root = _mount_root(opened.path)
-        location = locations.mount_partition(partition.device, partition.fstype, writable=True)
-        path = locations.moved_path(opened.path, old_root, location.mountpoint)
+        location, path = _mounted_writable(partition, opened.path)
         reopened = OpenedRepository(
             repo=opened.repo.at(path),
             path=path,
@@ -740,6 +720,14 @@ def _same_directory(a: str, b: str) -> bool:
     except OSError:
         return False
     return (one.st_dev, one.st_ino) == (other.st_dev, other.st_ino)
+
+
+def _mounted_writable(partition: Partition, path: str) -> tuple[Location, str]:
+    """``partition`` mounted read-write (:func:`locations.mount_partition`), and ``path`` on
+    it as seen there (a probe's mount is replaced by one elsewhere)."""
+    old_root = _mount_root(path)
+    location = locations.mount_partition(partition.device, partition.fstype, writable=True)
+    return location, locations.moved_path(path, old_root, location.mountpoint)
 
 
 def _mount_root(path: str) -> str:
