@@ -36,16 +36,13 @@ def duration(seconds: float | None) -> str:
     return human_duration(seconds) if seconds is not None else "--:--"
 
 
-def name_order(name: str) -> tuple[tuple[int, int | str], ...]:
+def name_order(name: str) -> tuple[list[int | str], str]:
     """Sort key for file names as a file manager lists them: numbers by value (``d2``
     before ``d10``), letters without regard to case; names equal that way keep a fixed
-    order."""
-    pieces = re.split(r"(\d+)", name)
-    key: list[tuple[int, int | str]] = [
-        (0, int(piece)) if index % 2 else (1, piece.casefold())
-        for index, piece in enumerate(pieces)
-    ]
-    return (*key, (2, name))
+    order. Splitting on runs of digits puts text at even places and numbers at odd ones,
+    so two keys never compare a number with text."""
+    pieces = re.split(r"(\d+)", name.casefold())
+    return [int(piece) if index % 2 else piece for index, piece in enumerate(pieces)], name
 
 
 def time_taken(seconds: float) -> str:
