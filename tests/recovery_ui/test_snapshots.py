@@ -210,22 +210,21 @@ def demo_repository() -> Iterator[Path]:
     turn (a lock next to it): two tmpfs mounts stacked at the path took each other's files."""
     if os.geteuid() != 0:
         pytest.skip("needs root (a tmpfs at a fixed path)")
-    lock = open(DEMO.with_suffix(".lock"), "w")  # noqa: SIM115 (held until the end)
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    DEMO.mkdir(exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "hourglass-demo", str(DEMO)],
-                   check=True)  # fmt: skip
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            from imaging.repository import keys
-            from tests.conftest import WEAK_KDF
+    with open(DEMO.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # let go when the file closes
+        DEMO.mkdir(exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "hourglass-demo", str(DEMO)],
+                       check=True)  # fmt: skip
+        try:
+            with pytest.MonkeyPatch.context() as mp:
+                from imaging.repository import keys
+                from tests.conftest import WEAK_KDF
 
-            mp.setattr(keys, "PASSPHRASE_KDF", WEAK_KDF)
-            _build_demo_repository()
-        yield REPO
-    finally:
-        subprocess.run(["umount", str(DEMO)], check=False)
-        lock.close()
+                mp.setattr(keys, "PASSPHRASE_KDF", WEAK_KDF)
+                _build_demo_repository()
+            yield REPO
+        finally:
+            subprocess.run(["umount", str(DEMO)], check=False)
 
 
 @pytest.fixture(autouse=True)
