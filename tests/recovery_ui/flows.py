@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from textual.pilot import Pilot
-from textual.widgets import OptionList
+from textual.widgets import Input, OptionList
 
 from tests.conftest import PASSPHRASE
 from tests.recovery_ui.conftest import screen_text, settle
@@ -43,6 +43,20 @@ async def open_found_repository(pilot: Pilot[Any], passphrase: str = PASSPHRASE)
     await choose_option(pilot, "where", "found-0")
     await settle(pilot)
     await type_text(pilot, passphrase)
+    await pilot.press("enter")
+    await settle(pilot)
+
+
+async def open_on_partition(pilot: Pilot[Any], partition: str, folder: str) -> None:
+    """In the repository chooser: A folder on a partition -> ``partition`` -> ``folder`` ->
+    the passphrase."""
+    await choose_option(pilot, "where", "folder")
+    await settle(pilot)
+    await highlight_option(pilot, "partitions", f"part-{partition}")
+    pilot.app.screen.query_one("#folder", Input).value = folder
+    await pilot.click("#partition-next")
+    await settle(pilot)
+    await type_text(pilot, PASSPHRASE)
     await pilot.press("enter")
     await settle(pilot)
 

@@ -8,11 +8,8 @@ import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from textual.pilot import Pilot
-from textual.widgets import Input
 
 from imaging.disks import mounts
 from imaging.errors import PassphraseError
@@ -25,8 +22,8 @@ from tests.conftest import PASSPHRASE
 from tests.recovery_ui.conftest import Drive, mounted, screen_text, settle, shot
 from tests.recovery_ui.flows import (
     choose_option,
-    highlight_option,
     open_found_repository,
+    open_on_partition,
     type_text,
 )
 from tests.support import MiB, write_random_image
@@ -237,20 +234,6 @@ def decode_qr(drawn: str, tmp: Path) -> str:
         ["zbarimg", "--raw", "-q", str(image)], capture_output=True, text=True, check=True
     )
     return result.stdout.strip()
-
-
-async def open_on_partition(pilot: Pilot[Any], partition: str, folder: str) -> None:
-    """In the repository chooser: A folder on a partition -> ``partition`` -> ``folder`` ->
-    the passphrase."""
-    await choose_option(pilot, "where", "folder")
-    await settle(pilot)
-    await highlight_option(pilot, "partitions", f"part-{partition}")
-    pilot.app.screen.query_one("#folder", Input).value = folder
-    await pilot.click("#partition-next")
-    await settle(pilot)
-    await type_text(pilot, PASSPHRASE)
-    await pilot.press("enter")
-    await settle(pilot)
 
 
 @pytest.mark.parametrize(
