@@ -23,6 +23,7 @@ from imaging.agent.config import AgentConfig
 from imaging.jobs.agent import run_agent
 from imaging.journal.replay import parse_fstab
 from imaging.repository.store import Repository
+from imaging.unattended.run import run_unattended
 from tests.imaging.agent.test_agent import _next_second, _Running, _state, _wait
 from tests.imaging.disks import helpers
 from tests.imaging.test_prompts import on_a_terminal
@@ -237,3 +238,19 @@ def test_fstab_lines() -> None:
         ("/dev/sdb1", "/mnt/x", "btrfs", "subvol=@home"),
     ]
 
+
+def test_unattended_snapshot_to_the_second(
+    recorded: Recorded, blank: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`hourglass.snapshot=TIME` to the second in a repository with a journal: the same whole
+    system as of that second, and the result line says what was replayed."""
+    said: list[str] = []
+    outcome = run_unattended(
+        f"hourglass.run=restore hourglass.repo={recorded.repo} hourglass.target={blank} "
+        f"hourglass.snapshot={recorded.seconds['first'].replace(' ', 'T')} hourglass.after=shell",
+        say=said.append,
+    )
+    assert outcome.ok, outcome.line
+    assert "Replayed the file journal of" in outcome.line, outcome.line
+    capsys.readouterr()
+    assert _files(blank, tmp_path / "m") == FIRST
