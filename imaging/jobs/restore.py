@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imaging.disks import sysfs
 from imaging.disks.resize import GrowPlan
@@ -28,11 +29,15 @@ from imaging.errors import UsageError
 from imaging.image.restore import RestoreOptions, RestoreResult, check_target_size
 from imaging.image.restore import restore_snapshot as _restore_snapshot
 from imaging.jobs.common import Chosen, Confirm, choose_snapshot
-from imaging.journal.replay import ReplayPlan, apply_replay, plan_replay
 from imaging.progress import ProgressCallback, no_progress
 from imaging.repository.records import SnapshotList
 from imaging.repository.store import Repository, Snapshot
 from imaging.units import decimal_size, human_size
+
+if TYPE_CHECKING:
+    # The replay needs the file-level view: loaded only by a restore as of a second, so
+    # that every other restore starts as fast as before.
+    from imaging.journal.replay import ReplayPlan
 
 __all__ = [
     "DiskRestoreResult",
@@ -43,6 +48,7 @@ __all__ = [
     "check_restore_target",
     "describe_snapshot",
     "grow_plan",
+    "replay_plan",
     "resize_plan",
     "restore",
 ]
@@ -204,7 +210,7 @@ def restore(
         if request.new_ids:
             extras.append("The disk and its partitions get new GUIDs (or a new MBR signature).")
         if request.at is not None:
-            replay = plan_replay(repo, snapshot, request.at, host=request.host)
+            replay = replay_plan(repo, snapshot, request.at, host=request.host)
             if replay is None:
                 extras.append(
                     "The repository holds no file journal: the image alone is restored, as "
@@ -291,6 +297,16 @@ def _choose(repo: Repository, request: RestoreRequest) -> Chosen:
     return chosen
 
 
+def replay_plan(
+    repo: Repository, snapshot: Snapshot, at: datetime, *, host: str | None = None
+) -> ReplayPlan | None:
+    """What a restore of ``snapshot`` as of the second ``at`` replays from the file journal
+    (None: the repository holds none); refused (UsageError) where it cannot be replayed."""
+    from imaging.journal.replay import plan_replay  # noqa: PLC0415 (see TYPE_CHECKING above)
+
+    return plan_replay(repo, snapshot, at, host=host)
+
+
 def _is_block_device(path: str) -> bool:
     try:
         return stat.S_ISBLK(os.stat(path).st_mode)
@@ -313,6 +329,8 @@ def _replay(repo: Repository, plan: ReplayPlan, target: str) -> str:
                 '`hourglass files restore --at "TIME"`.',
             )
         return node
+
+    from imaging.journal.replay import apply_replay  # noqa: PLC0415 (see TYPE_CHECKING above)
 
     workdir = tempfile.mkdtemp(prefix="hourglass-replay-")
     try:
