@@ -140,7 +140,9 @@ class Offsite:
         state.copying = True
         try:
             results = self._copy(state, stop or threading.Event())
-        except (HourglassError, OSError) as e:
+        except Exception as e:
+            # Whatever one target's failure is, it is that target's error: the thread goes
+            # on with the others and tries it again later.
             with self.lock:
                 state.failures += 1
                 state.last_error = str(e)
