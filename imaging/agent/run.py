@@ -420,15 +420,15 @@ class Agent:
 
     # --- the event loop ---------------------------------------------------------------------
 
-    def once(self) -> None:
+    def once(self, stop: threading.Event | None = None) -> None:
         """One rescan pass, committed; then the journal compacted; then, when the window is
-        open now, one off-site copy to each target."""
+        open now, one off-site copy to each target (stopped early when ``stop`` is set)."""
         self.start_gap()
         self.rescan()
         self.commit()
         self.compact()
         if self.offsite is not None:
-            self.offsite.once()
+            self.offsite.once(stop)
         self.write_status(running=False)
 
     def compact(self) -> None:

@@ -36,11 +36,11 @@ def run_agent(
     stop: threading.Event | None = None,
     on_ready: Callable[[], None] | None = None,
 ) -> Agent:
-    """Run the agent in the foreground: one rescan pass and exit (``once``), or until
-    ``stop`` is set."""
+    """Run the agent in the foreground: one rescan pass and exit (``once``; ``stop`` ends
+    its off-site copy early), or until ``stop`` is set."""
     agent = Agent(open_repository(config), config)
     if once:
-        agent.once()
+        agent.once(stop)
     else:
         agent.run(stop or threading.Event(), on_ready)
     return agent
