@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,9 +30,17 @@ from imaging.repository.store import Repository
 from imaging.repository.throttle import Direction, ThrottledStore
 from tests.conftest import PASSPHRASE
 from tests.s3server import S3Server
-from tests.support import loop_device, mounted, run_cli, sh, write_random_image
+from tests.support import (
+    hourglass_subprocess,
+    loop_device,
+    mounted,
+    run_cli,
+    sh,
+    write_random_image,
+)
 
 STAMP = "%Y-%m-%d %H:%M:%S"
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
@@ -53,13 +63,22 @@ def _window(open_now: bool) -> str:
     return f"{start:%H:%M}-{end:%H:%M}"
 
 
-def _config(tmp_path: Path, protect: Path, offsite: str, **agent: float) -> Path:
-    path = tmp_path / ("agent.toml" if not agent else "agent-compacting.toml")
+def _config(
+    tmp_path: Path,
+    protect: Path,
+    offsite: str,
+    *,
+    name: str = "agent.toml",
+    commit_interval: float = 0.3,
+    **agent: float,
+) -> Path:
+    path = tmp_path / name
     extra = "".join(f"{k} = {v}\n" for k, v in agent.items())
     path.write_text(
         f'[repository]\nlocation = "{tmp_path / "repo"}"\n'
         f'passphrase_file = "{tmp_path / "secret"}"\n'
-        f'[protect]\npaths = ["{protect}"]\ninterval = 1\ncommit_interval = 0.3\nsettle = 0.1\n'
+        f'[protect]\npaths = ["{protect}"]\ninterval = 1\nsettle = 0.1\n'
+        f"commit_interval = {commit_interval}\n"
         f'[agent]\nstate_dir = "{tmp_path / "state"}"\n{extra}'
         f"[offsite]\n{offsite}"
     )
@@ -137,9 +156,8 @@ def test_a_pass_in_the_window_copies_and_the_target_restores(
 
     # Compaction merges the two segments on the source (and deletes them); the pass after
     # copies the merged one and deletes, on the target, the two it holds.
-    compacting = _config(
-        tmp_path, ext4, f'to = ["{target}"]\nwindow = "{_window(True)}"\n', compact_after=0
-    )
+    offsite = f'to = ["{target}"]\nwindow = "{_window(True)}"\n'
+    compacting = _config(tmp_path, ext4, offsite, name="compacting.toml", compact_after=0)
     assert run_cli("agent", "--config", str(compacting), "--once") == 0
     (merged,) = [s.id for s in repo.snapshots() if is_journal(s)]
     assert run_cli("agent", "--config", str(config), "--once") == 0
@@ -180,6 +198,59 @@ def test_outside_the_window_nothing_is_copied(
     assert run_cli("agent", "status", "--config", str(config)) == 0
     out = capsys.readouterr().out
     assert f"Window opens: {opens.strftime(STAMP)}" in out and str(target) in out
+
+
+@pytest.mark.integration
+@pytest.mark.root
+def test_sigterm_commits_the_journal_and_stops_the_copy_after_what_is_durable(
+    ext4: Path, tmp_path: Path
+) -> None:
+    """SIGTERM while a disk image is being copied: the pending event is committed, the agent
+    exits 0, the target lists only what it holds whole (the journal, not the image), and the
+    next pass sends the rest."""
+    repo = Repository.init(tmp_path / "repo", encryption="none")  # no key derivation
+    (tmp_path / "secret").write_text("unused\n")
+    disk = tmp_path / "disk.img"
+    write_random_image(disk, 32 << 20, zero_every=0)
+    image = backup_path(repo, disk).id
+    target = tmp_path / "offsite"
+    slow = _config(
+        tmp_path, ext4, f'to = ["{target}"]\nbwlimit = "2M"\n', name="slow.toml", commit_interval=60
+    )
+    status_file = tmp_path / "state" / "status.json"
+    agent = hourglass_subprocess("agent", "--config", str(slow), env={"PYTHONPATH": str(ROOT)})
+    try:
+
+        def status() -> dict[str, Any]:
+            return json.loads(status_file.read_text())  # type: ignore[no-any-return]
+
+        # The segments are copied first: with one on the target, the image is on its way.
+        assert _wait(lambda: status_file.exists() and status()["offsite"][0]["copying"], 60)
+        assert _wait(lambda: any((target / "snapshots").glob("*")), 60)
+        (ext4 / "last.txt").write_text("saved just before the stop")
+        assert _wait(lambda: status()["queue"] >= 1, 10)
+        assert status()["offsite"][0]["copying"]
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(60) == 0
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    state = replay(ordered_events(load_segments(Repository.open(tmp_path / "repo"))))
+    assert str(ext4 / "last.txt") in state
+    mirror = Repository.open(target)
+    assert image not in mirror.snapshot_ids()
+    assert any(is_journal(s) for s in mirror.snapshots())  # segments go first
+    assert len(_chunk_files(target)) < 32  # not all of it was sent
+    assert run_cli("verify", "--repo", str(target)) == 0
+    quick = _config(tmp_path, ext4, f'to = ["{target}"]\n', name="quick.toml")
+    assert run_cli("agent", "--config", str(quick), "--once") == 0
+    assert set(Repository.open(target).snapshot_ids()) == set(repo.snapshot_ids())
+    assert run_cli("verify", "--repo", str(target), "--read-data") == 0
+
+
+def _chunk_files(repo: Path) -> list[Path]:
+    return [p for p in (repo / "chunks").rglob("*") if p.is_file()]
 
 
 class _Proxy:
