@@ -42,7 +42,7 @@ class TargetState:
 
     target: OffsiteTarget
     last_success: float | None = None
-    """When the last pass that left nothing to copy ended (time.time())."""
+    """When the last pass that left the target with every snapshot ended (time.time())."""
     last_copy: float | None = None
     """When the last pass that copied anything ended, complete or not."""
     copied: list[str] = field(default_factory=list)
@@ -97,8 +97,7 @@ class Offsite:
         while not stop.is_set():
             if self.window_open():
                 self.once(stop, due_only=True)
-            else:
-                self.refresh_behind()
+            self.refresh_behind()
             stop.wait(self._idle())
 
     def _idle(self) -> float:
@@ -161,7 +160,7 @@ class Offsite:
                 state.last_copy = time.time()
                 state.copied = copied
                 state.bytes_sent = sum(r.bytes_sent for r in results)
-            if all(r.complete for r in results):
+            if state.behind == 0:
                 state.last_success = time.time()
 
     def store(self, target: OffsiteTarget) -> Store:
@@ -226,8 +225,8 @@ class Offsite:
         return gone
 
     def refresh_behind(self) -> None:
-        """Outside the window: what each target lacks, from the repository's list and what
-        the target held when it was last listed (it is not contacted)."""
+        """What each target lacks, from the repository's list and what the target held when
+        it was last listed (it is not contacted: outside the window, or between passes)."""
         try:
             ids = set(self.repo().snapshot_ids())
         except (HourglassError, OSError):

@@ -66,10 +66,6 @@ class OffsiteStatus:
     error_at: float | None = None
     copying: bool = False
 
-    @property
-    def is_behind(self) -> bool:
-        return bool(self.behind)
-
     def to_dict(self) -> dict[str, object]:
         return {
             "target": self.target,
