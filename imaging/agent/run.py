@@ -437,7 +437,8 @@ class Agent:
         thousands, and every listing reads them all). A failure is the last error; the
         next try finds what this one left (FORMAT.md, "Compaction")."""
         self._compacted_at = time.monotonic()
-        # Not while segments are copied off-site: the copy would miss what it deletes.
+        # Not while segments are copied off-site: the copy would find the ones it merged
+        # gone. Skipped, it runs at its next turn.
         copying = self.offsite.compaction if self.offsite is not None else threading.Lock()
         if not copying.acquire(blocking=False):
             return

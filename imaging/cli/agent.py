@@ -32,7 +32,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
             if target.last_error:
                 print(
                     f"hourglass: error: the off-site copy to {target.target.location} failed "
-                    f"(the journal is not affected; the agent tries again later): "
+                    f"(the journal's changes are committed; the next pass tries again): "
                     f"{target.last_error}",
                     file=sys.stderr,
                 )
