@@ -56,6 +56,7 @@ def _status(config: jobs_agent.AgentConfig, as_json: bool) -> int:
                 "unresolved": status.unresolved,
                 "repository": status.repository,
                 "offsite": [t.to_dict() for t in status.offsite],
+                "images": status.images.as_dict() if status.images else None,
             }
         )
         return 0
@@ -72,6 +73,8 @@ def _status(config: jobs_agent.AgentConfig, as_json: bool) -> int:
     if status.unresolved:
         print(f"Events of directories gone before they were read: {status.unresolved}")
     print(f"Last error: {status.last_error or 'none'}")
+    if status.images is not None:
+        print(f"Whole-system recovery points: {status.images.describe()}")
     if config.offsite.targets:
         window = config.offsite.window
         limit = config.offsite.bwlimit

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from imaging.agent.config import AgentConfig, load_config
+from imaging.agent.images import SystemView, system_view
 from imaging.agent.run import Agent, read_status
 from imaging.repository.leases import pid_alive
 from imaging.repository.store import Repository
@@ -131,6 +132,8 @@ class AgentStatus:
     unresolved: int = 0
     """Events whose directory was gone before they were read (covered by its own event)."""
     offsite: tuple[OffsiteStatus, ...] = field(default_factory=tuple)
+    images: SystemView | None = None
+    """Whether whole-system images can be taken while the host runs (imaging.agent.images)."""
 
     @property
     def age(self) -> float | None:
@@ -155,4 +158,5 @@ def agent_status(config: AgentConfig) -> AgentStatus:
         repository=config.location,
         unresolved=int(record.get("unresolved") or 0),  # type: ignore[call-overload]
         offsite=_offsite_status(config, record.get("offsite"), running),
+        images=system_view("/"),
     )
