@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -189,12 +190,12 @@ class Chroot:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def argv(self, *argv: str) -> list[str]:
         env = ["env", "-i", f"PATH={CHROOT_PATH}", "HOME=/root", "LC_ALL=C.UTF-8"]
-        env.append("DEBIAN_FRONTEND=noninteractive")
-        out = subprocess.run(
-            ["chroot", str(self.root), *env, *argv], capture_output=True, text=True
-        )
+        return ["chroot", str(self.root), *env, "DEBIAN_FRONTEND=noninteractive", *argv]
+
+    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        out = subprocess.run(self.argv(*argv), capture_output=True, text=True)
         if check and out.returncode != 0:
             raise AssertionError(f"{argv} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
         return out
@@ -221,6 +222,19 @@ def unpacked(tarball: Path, root: Path) -> Iterator[Chroot]:
 
 def next_second() -> None:
     time.sleep(1.05 - (time.time() % 1))
+
+
+def wait_for(what: str, condition: Callable[[], bool], limit: float = 120) -> None:
+    """Poll ``condition``; a bound on the wait, not a timed assertion."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {limit:.0f} s")
+        time.sleep(0.3)
+
+
+def now_second() -> str:
+    return datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 @pytest.mark.root
@@ -287,15 +301,39 @@ def exercise(host: Chroot, package: Path) -> None:
     first, second = os.urandom(300_000), os.urandom(200_000)
     report.write_bytes(first)
     host.run("hourglass", "agent", "--once", "--config", "/root/agent.toml")
-    at_first = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    at_first = now_second()
     next_second()
     report.write_bytes(second)
     host.run("hourglass", "agent", "--once", "--config", "/root/agent.toml")
-    at_second = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    at_second = now_second()
 
-    versions = host.run("hourglass", "files", "versions", *repo, "/srv/protected/docs/report.bin")
-    assert versions.stdout.count(" version ") == 2, versions.stdout
-    for at, expected, out in ((at_first, first, "/root/one"), (at_second, second, "/root/two")):
+    def versions() -> int:
+        out = host.run("hourglass", "files", "versions", *repo, "/srv/protected/docs/report.bin")
+        return out.stdout.count(" version ")
+
+    assert versions() == 2
+    # The service's command, in the foreground: fanotify (FAN_MARK_FILESYSTEM) on the loop
+    # device's ext4 sees a write made from outside the chroot.
+    status = ("hourglass", "agent", "status", "--json", "--config", "/root/agent.toml")
+    agent = subprocess.Popen(
+        host.argv("hourglass", "agent", "--config", "/root/agent.toml"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for("the agent running", lambda: json.loads(host.run(*status).stdout)["running"])
+        next_second()
+        third = os.urandom(100_000)
+        report.write_bytes(third)
+        wait_for("a third version", lambda: versions() == 3)
+        at_third = now_second()
+    finally:
+        agent.terminate()
+        _, errors = agent.communicate(timeout=60)
+    assert agent.returncode == 0, errors  # SIGTERM: commit what is pending, exit 0
+    assert not json.loads(host.run(*status).stdout)["running"]
+    restores = ((at_first, first, "/root/one"), (at_second, second, "/root/two"))
+    for at, expected, out in (*restores, (at_third, third, "/root/three")):
         host.run("hourglass", "files", "restore", *repo, "--at", at, "/srv/protected/docs",
                  "--to", out)  # fmt: skip
         assert host.path(out).joinpath("docs", "report.bin").read_bytes() == expected
