@@ -5,6 +5,7 @@ builds alike, the wheel set resolving for every target, and an install on a stoc
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -21,13 +22,27 @@ import pytest
 from build import deb
 from build.context import MIRROR, REPOSITORY, SECURITY_MIRROR, SUITE
 from imaging import __version__
-from tests.build.conftest import locked
 from tests.support import loop_device, mounted, sh
 
 CACHE = REPOSITORY / "build" / "work" / "cache"
 # Bump when stock_root() below changes in a way its key does not show.
 STOCK_RECIPE = 1
 CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Not the appliance's lock (tests/build/conftest.py): a package build need not wait for an
+# appliance build on the other xdist worker.
+LOCK = REPOSITORY / "build" / "work" / "deb-tests.lock"
+
+
+@contextlib.contextmanager
+def locked() -> Iterator[None]:
+    """One xdist worker at a time fills the wheel cache and the stock root's cache."""
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with LOCK.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def build(where: Path) -> Path:
