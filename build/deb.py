@@ -15,6 +15,8 @@ site packages (Debian's python3-parted and python3-pyudev). docs/AGENT.md.
 from __future__ import annotations
 
 import argparse
+import email.utils
+import gzip
 import hashlib
 import logging
 import os
@@ -25,6 +27,7 @@ import time
 import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from build.context import REPOSITORY, source_date_epoch
@@ -43,7 +46,8 @@ UNITS = Path("lib/systemd/system")
 FROM_DEBIAN = {"pyparted": "python3-parted", "pyudev": "python3-pyudev"}
 APP_ONLY = ("textual", "qrcode")
 # Debian packages the engine calls at run time for the agent and the `files` commands:
-# fusermount3 and libfuse3 (mfusepy), losetup and mount, blkid and dmesg.
+# fusermount3 and libfuse3 (mfusepy), losetup and mount. blkid and dmesg are util-linux's,
+# which is essential (never named in Depends).
 DEPENDS = (
     "python3 (>= 3.11)",
     "python3 (<< 3.13)",  # the wheels are for CPython 3.11 and 3.12
@@ -51,7 +55,6 @@ DEPENDS = (
     *FROM_DEBIAN.values(),
     "fuse3",
     "mount",
-    "util-linux",
 )
 # Versions from disk images of these filesystems are mounted with their FUSE drivers.
 SUGGESTS = ("ntfs-3g", "exfat-fuse", "fusefat")
@@ -80,8 +83,8 @@ def default_cache() -> Path:
 def default_maintainer() -> str:
     """Debian's convention: $DEBFULLNAME <$DEBEMAIL>, else the project's own address."""
     name = os.environ.get("DEBFULLNAME", "Hourglass developers")
-    email = os.environ.get("DEBEMAIL", "hourglass@localhost")
-    return f"{name} <{email}>"
+    address = os.environ.get("DEBEMAIL", "hourglass@example.org")
+    return f"{name} <{address}>"
 
 
 @dataclass
@@ -276,11 +279,24 @@ def stage_tree(pkg: DebBuild) -> None:
     doc = pkg.tree / "usr" / "share" / "doc" / PACKAGE
     install_file(pkg.units / "copy.conf.example", doc / "examples" / "copy.conf.example")
     install_file(pkg.repository / "README.md", doc / "README.md")
+    year = datetime.fromtimestamp(pkg.epoch, UTC).year
     (doc / "copyright").write_text(
         "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n"
         "Upstream-Name: hourglass\n\n"
-        "Files: *\nLicense: GPL-3.0-or-later\n"
+        f"Files: *\nCopyright: {year} the Hourglass developers\nLicense: GPL-3.0-or-later\n"
         " On Debian systems the full text is in /usr/share/common-licenses/GPL-3.\n"
+    )
+    # A native package's changelog.gz (Debian policy 12.7), one entry; gzip without a name
+    # or time in its header, so the bytes depend only on the version and the epoch.
+    (doc / "changelog.gz").write_bytes(gzip.compress(changelog(pkg).encode(), mtime=0))
+
+
+def changelog(pkg: DebBuild) -> str:
+    when = email.utils.format_datetime(datetime.fromtimestamp(pkg.epoch, UTC))
+    return (
+        f"{PACKAGE} ({pkg.version}) unstable; urgency=medium\n\n"
+        f"  * Built from the Hourglass sources (make deb).\n\n"
+        f" -- {pkg.maintainer}  {when}\n"
     )
 
 
