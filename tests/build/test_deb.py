@@ -27,6 +27,7 @@ from tests.support import loop_device, mounted, sh
 CACHE = REPOSITORY / "build" / "work" / "cache"
 # Bump when stock_root() below changes in a way its key does not show.
 STOCK_RECIPE = 1
+CONFIG = "/etc/hourglass/agent.toml"  # the default place, named as the unit names it
 CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Not the appliance's lock (tests/build/conftest.py): a package build need not wait for an
 # appliance build on the other xdist worker.
@@ -289,7 +290,7 @@ def exercise(host: Chroot, package: Path) -> None:
     # Installed, not enabled, not configured.
     assert host.path("/lib/systemd/system/hourglass-agent.service").exists()
     assert host.path("/etc/hourglass/agent.toml.example").exists()
-    assert not host.path("/etc/hourglass/agent.toml").exists()
+    assert not host.path(CONFIG).exists()
     assert (
         not host.path("/etc/systemd/system/multi-user.target.wants")
         .joinpath("hourglass-agent.service")
@@ -307,7 +308,7 @@ def exercise(host: Chroot, package: Path) -> None:
     secret.chmod(0o600)
     repo = ["--repo", "/srv/repo", "--passphrase-file", "/root/passphrase"]
     host.run("hourglass", "init", "/srv/repo", "--passphrase-file", "/root/passphrase")
-    host.path("/root/agent.toml").write_text(
+    host.path(CONFIG).write_text(
         '[repository]\nlocation = "/srv/repo"\npassphrase_file = "/root/passphrase"\n'
         '[protect]\npaths = ["/srv/protected"]\n'
     )
@@ -315,11 +316,11 @@ def exercise(host: Chroot, package: Path) -> None:
     report.parent.mkdir()
     first, second = os.urandom(300_000), os.urandom(200_000)
     report.write_bytes(first)
-    host.run("hourglass", "agent", "--once", "--config", "/root/agent.toml")
+    host.run("hourglass", "agent", "--once", "--config", CONFIG)
     at_first = now_second()
     next_second()
     report.write_bytes(second)
-    host.run("hourglass", "agent", "--once", "--config", "/root/agent.toml")
+    host.run("hourglass", "agent", "--once", "--config", CONFIG)
     at_second = now_second()
 
     def versions() -> int:
@@ -329,9 +330,9 @@ def exercise(host: Chroot, package: Path) -> None:
     assert versions() == 2
     # The service's command, in the foreground: fanotify (FAN_MARK_FILESYSTEM) on the loop
     # device's ext4 sees a write made from outside the chroot.
-    status = ("hourglass", "agent", "status", "--json", "--config", "/root/agent.toml")
+    status = ("hourglass", "agent", "status", "--json", "--config", CONFIG)
     agent = subprocess.Popen(
-        host.argv("hourglass", "agent", "--config", "/root/agent.toml"),
+        host.argv("hourglass", "agent", "--config", CONFIG),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -352,14 +353,23 @@ def exercise(host: Chroot, package: Path) -> None:
         host.run("hourglass", "files", "restore", *repo, "--at", at, "/srv/protected/docs",
                  "--to", out)  # fmt: skip
         assert host.path(out).joinpath("docs", "report.bin").read_bytes() == expected
-    status = host.run("hourglass", "agent", "status", "--config", "/root/agent.toml")
+    status = host.run("hourglass", "agent", "status", "--config", CONFIG)
     assert "/srv/protected" in status.stdout
     assert host.path("/var/lib/hourglass/agent").is_dir()  # the agent's default state
 
-    host.run("apt-get", "purge", "-y", "-q", "hourglass-agent")
+    # An upgrade (here the same version again) rebuilds the venv; the journal goes on.
+    host.run("apt-get", "install", "-y", "-q", "--reinstall", f"/tmp/{package.name}")
+    assert versions() == 3
+    # Remove: the venv and the wrapper go, the configuration and the agent's state stay.
+    host.run("apt-get", "remove", "-y", "-q", "hourglass-agent")
     assert not host.path("/usr/lib/hourglass-agent").exists()
     assert not host.path("/usr/bin/hourglass").exists()
+    assert host.path(CONFIG).exists()
+    assert host.path("/var/lib/hourglass/agent").is_dir()
+    # Purge: they go too.
+    host.run("apt-get", "purge", "-y", "-q", "hourglass-agent")
     assert not host.path("/var/lib/hourglass/agent").exists()
+    assert not host.path(CONFIG).exists()
     assert not host.path("/etc/hourglass/agent.toml.example").exists()
     # The backups and the passphrase that opens them are the user's: never purged.
     assert secret.read_text() == "stock debian horse\n"
