@@ -220,6 +220,11 @@ def fetch_wheels(pkg: DebBuild) -> None:
     if folder.exists():
         shutil.rmtree(folder)
     partial.rename(folder)
+    # Keep the two newest sets (say, two branches' requirements), drop older ones.
+    sets = [p for p in pkg.cache.glob("set-*") if not p.name.endswith(".partial")]
+    sets.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in sets[2:]:
+        shutil.rmtree(old)
 
 
 def engine_wheel(pkg: DebBuild) -> Path:
