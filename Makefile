@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 
-.PHONY: all deps install lint test test-fast bench run image clean i18n
+.PHONY: all deps install lint test test-fast bench run image clean i18n deb
 
 all: install
 
@@ -49,6 +49,11 @@ test-fast: install
 
 bench: install
 	$(BIN)/python -m bench.run
+
+# The agent's Debian package for a running Debian 12 / Ubuntu 24.04 PC (docs/AGENT.md):
+# dist/hourglass-agent_<version>_all.deb. Wheels are cached in ~/.cache/hourglass/wheels.
+deb: install
+	$(BIN)/python -m build.deb
 
 clean:
 	rm -rf $(VENV) dist work .pytest_cache .mypy_cache .ruff_cache
