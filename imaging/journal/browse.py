@@ -34,6 +34,17 @@ class JournalGap:
     detail: str | None
     paths: tuple[str, ...]
 
+    @classmethod
+    def of(cls, event: Event) -> JournalGap:
+        """The gap a ``gap`` event records."""
+        return cls(
+            event.from_ns or event.ns,
+            event.to_ns or event.ns,
+            event.reason or "",
+            event.detail,
+            event.paths,
+        )
+
 
 @dataclass(frozen=True)
 class JournalHost:
@@ -62,16 +73,8 @@ def journal_hosts(snapshots: Iterable[Snapshot]) -> list[JournalHost]:
         for s in segments:
             for d in (s.record.journal or {}).get("events", []):
                 if isinstance(d, dict) and d.get("type") == "gap":
-                    event = Event.from_dict(d, [], f"journal segment {s.id[:12]}")
-                    gaps.append(
-                        JournalGap(
-                            event.from_ns or event.ns,
-                            event.to_ns or event.ns,
-                            event.reason or "",
-                            event.detail,
-                            event.paths,
-                        )
-                    )
+                    name = f"journal segment {s.id[:12]}"
+                    gaps.append(JournalGap.of(Event.from_dict(d, [], name)))
         gaps.sort(key=lambda g: (g.from_ns, g.to_ns))
         hosts.append(
             JournalHost(

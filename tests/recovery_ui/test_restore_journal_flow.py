@@ -1,0 +1,238 @@
+"""Restore files from a host's file journal through the app: the host's file history on the
+timeline, a time typed to the second, the tree as of that second (a deleted file there
+before its delete, a new one only after it is made), files restored as of either second,
+and the versions of a file with the gap the agent recorded while it did not run."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input
+
+from imaging.agent.config import AgentConfig
+from imaging.jobs.agent import run_agent
+from imaging.repository.store import Repository
+from recovery_ui.app import HourglassApp
+from recovery_ui.i18n import _
+from recovery_ui.screens.restore_files import FileTree, RestoreFilesScreen
+from tests.conftest import PASSPHRASE
+from tests.recovery_ui.conftest import Drive, Part, disk, mounted, settle, shot
+from tests.recovery_ui.flows import choose_option, open_found_repository, type_text
+
+pytestmark = [pytest.mark.integration, pytest.mark.root]
+
+V1 = "A, version one\n"
+V2 = "A, version two: longer\n"
+
+
+@dataclass
+class Journal:
+    """A backup drive whose repository holds the file journal of a host folder, written
+    by the agent in two passes a second apart or more."""
+
+    drive: Drive
+    host: Path
+    first: datetime
+    """A second after the first pass: A is version one, C is there, B is not."""
+    second: datetime
+    """A second after the second pass: A is version two, B is there, C is deleted."""
+
+    @property
+    def a(self) -> str:
+        return str(self.host / "docs" / "a.txt")
+
+    @property
+    def b(self) -> str:
+        return str(self.host / "docs" / "b.txt")
+
+    @property
+    def c(self) -> str:
+        return str(self.host / "docs" / "c.txt")
+
+
+def _next_second() -> None:
+    time.sleep(1.05 - (time.time() % 1))
+
+
+def _now() -> datetime:
+    return datetime.fromtimestamp(int(time.time())).astimezone()
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    with contextlib.ExitStack() as stack:
+        drive = stack.enter_context(
+            disk(tmp_path / "drive.img", [Part(1, "ext4", 48, "BACKUP")], 56)
+        )
+        host_disk = stack.enter_context(
+            disk(tmp_path / "host.img", [Part(1, "ext4", 32, "HOST")], 40)
+        )
+        host = tmp_path / "host"
+        with mounted(f"{drive}p1", tmp_path / "drive") as root, mounted(f"{host_disk}p1", host):
+            Repository.init(root / "hourglass-backups", passphrase=PASSPHRASE)
+            (tmp_path / "passphrase").write_text(PASSPHRASE)
+            config = AgentConfig(
+                location=str(root / "hourglass-backups"),
+                passphrase_file=str(tmp_path / "passphrase"),
+                paths=(str(host),),
+                interval=1.0,
+                commit_interval=0.3,
+                settle=0.1,
+                state_dir=str(tmp_path / "state"),
+            )
+            docs = host / "docs"
+            docs.mkdir()
+            (docs / "a.txt").write_text(V1)
+            (docs / "c.txt").write_text("C, deleted later\n")
+            run_agent(config, once=True)
+            first = _now()
+            # The agent stopped: what changes now it finds when it starts again, and it
+            # records the time it did not run as a gap.
+            _next_second()
+            (docs / "a.txt").write_text(V2)
+            (docs / "b.txt").write_text("B, new\n")
+            (docs / "c.txt").unlink()
+            run_agent(config, once=True)
+            second = _now()
+        yield Journal(Drive(drive, f"{drive}p1", tmp_path / "drive.img"), host, first, second)
+
+
+async def open_folder(pilot: Pilot[Any], path: str) -> None:
+    tree = pilot.app.screen.query_one("#tree", FileTree)
+    node = tree.reveal(path)
+    assert node is not None, f"{path} is not in the tree"
+    if not node.is_expanded:
+        tree.move_cursor(node)
+        await pilot.press("enter")
+        await settle(pilot)
+
+
+async def browse_at(pilot: Pilot[Any], when: datetime | str) -> None:
+    """In the "as of" step: type the time, Enter."""
+    field = pilot.app.screen.query_one("#at-time", Input)
+    field.focus()
+    field.value = ""
+    await type_text(pilot, when if isinstance(when, str) else when.strftime("%Y-%m-%d %H:%M:%S"))
+    await pilot.press("enter")
+    await settle(pilot)
+
+
+async def restore_to(pilot: Pilot[Any], stick: Drive, folder: str) -> None:
+    await settle(pilot)
+    await choose_option(pilot, "dests", stick.partition)
+    field = pilot.app.screen.query_one("#dest-folder", Input)
+    field.value = ""
+    await type_text(pilot, folder)
+    await pilot.press("enter")
+    await settle(pilot, timeout=120)
+
+
+def restore_screen(app: HourglassApp) -> RestoreFilesScreen:
+    screen = app.screen
+    assert isinstance(screen, RestoreFilesScreen)
+    return screen
+
+
+@pytest.mark.parametrize("language", ["en", "zh_CN"])
+async def test_files_as_of_a_second_from_the_journal(
+    make_app: Callable[..., HourglassApp],
+    journal: Journal,
+    stick: Drive,
+    tmp_path: Path,
+    language: str,
+) -> None:
+    host = socket.gethostname()
+    app = make_app(language=language)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("3")
+        await open_found_repository(pilot)
+        shot(app, f"journal-timeline-{language}")
+        await choose_option(pilot, "timeline", f"journal:{host}")
+        await settle(pilot)
+        screen = restore_screen(app)
+        assert screen.pane == "at"
+        # Prefilled with the newest recovery point: a second at or after the second pass.
+        prefilled = screen.query_one("#at-time", Input).value
+        assert prefilled >= journal.second.strftime("%Y-%m-%d %H:%M:%S"), prefilled
+        shot(app, f"journal-at-{language}")
+
+        # A time that cannot be read: said, and nothing else happens.
+        await browse_at(pilot, "the day before")
+        assert screen.pane == "at"
+        assert "the day before" in str(screen.query_one("#at-error").render())
+
+        # As of the first second: A (version one) and C, no B.
+        await browse_at(pilot, journal.first)
+        assert screen.pane == "browse"
+        await open_folder(pilot, str(journal.host / "docs"))
+        tree = screen.query_one("#tree", FileTree)
+        assert tree.reveal(journal.c) is not None
+        assert tree.reveal(journal.b) is None
+        node = tree.reveal(journal.a)
+        assert node is not None
+        tree.focus()
+        tree.move_cursor(node)
+        await pilot.press("enter")  # the versions of A
+        await settle(pilot)
+        table = screen.query_one("#versions", DataTable)
+        kinds = [v.event.type for _, v in screen.journal_rows]
+        assert kinds.count("write") == 2 and "gap" in kinds, kinds
+        assert table.row_count == len(kinds)
+        # The gap the agent recorded while it did not run, as a row of its own.
+        [gap] = [i for i, (_, v) in enumerate(screen.journal_rows) if v.event.type == "gap"]
+        assert table.get_row(f"j{gap}")[1] == _("not watched") + "\n" + _("agent stopped")
+        shot(app, f"journal-browse-{language}")
+        await pilot.press("space")
+        await pilot.press("r")
+        await settle(pilot)
+        shot(app, f"journal-dest-{language}")
+        await restore_to(pilot, stick, "first")
+        assert screen.pane == "result"
+        assert screen.query_one("#result-title").has_class("good")
+        shot(app, f"journal-result-{language}")
+
+        # As of the later second: B is there, C is not; A is version two.
+        await pilot.click("#more")
+        await settle(pilot)
+        await pilot.press("escape")  # back to the time
+        assert screen.pane == "at"
+        await browse_at(pilot, journal.second)
+        await open_folder(pilot, str(journal.host / "docs"))
+        tree = screen.query_one("#tree", FileTree)
+        assert tree.reveal(journal.b) is not None
+        assert tree.reveal(journal.c) is None
+        node = tree.reveal(journal.a)
+        assert node is not None
+        tree.focus()
+        tree.move_cursor(node)
+        await pilot.press("space")
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("r")
+        await restore_to(pilot, stick, "second")
+        assert screen.query_one("#result-title").has_class("good")
+
+        # Version one, picked in the versions table (newest first: the last write row).
+        await pilot.click("#more")
+        await settle(pilot)
+        table = screen.query_one("#versions", DataTable)
+        writes = [i for i, (_, v) in enumerate(screen.journal_rows) if v.event.type == "write"]
+        table.focus()
+        table.move_cursor(row=table.get_row_index(f"j{writes[0]}"))
+        await pilot.press("enter")
+        await restore_to(pilot, stick, "picked")
+        assert screen.query_one("#result-title").has_class("good")
+    with mounted(stick.partition, tmp_path / "check") as root:
+        assert (root / "first" / "a.txt").read_text() == V1
+        assert (root / "second" / "a.txt").read_text() == V2
+        assert (root / "picked" / "a.txt").read_text() == V1
