@@ -170,6 +170,12 @@ async def test_files_as_of_a_second_from_the_journal(
         await browse_at(pilot, "the day before")
         assert screen.pane == "at"
         assert "the day before" in str(screen.query_one("#at-error").render())
+        # Before the journal begins: said too.
+        await browse_at(pilot, "2001-02-03 04:05:06")
+        assert screen.pane == "at"
+        assert "2001-02-03" not in str(screen.query_one("#at-error").render())
+        assert str(screen.query_one("#at-error").render())
+        shot(app, f"journal-at-error-{language}")
 
         # As of the first second: A (version one) and C, no B.
         await browse_at(pilot, journal.first)
@@ -211,6 +217,7 @@ async def test_files_as_of_a_second_from_the_journal(
         tree = screen.query_one("#tree", FileTree)
         assert tree.reveal(journal.b) is not None
         assert tree.reveal(journal.c) is None
+        shot(app, f"journal-browse-later-{language}")
         node = tree.reveal(journal.a)
         assert node is not None
         tree.focus()
