@@ -250,6 +250,12 @@ class RestoreFilesScreen(WizardScreen):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "typed" and event.value.strip():
             timeline = self.query_one("#timeline", Timeline)
+            if not timeline.snapshots and len(self.hosts) == 1:
+                # No disk snapshot to choose among: the time is one of the host's journal.
+                self._journal_chosen(self.hosts[0])
+                self.query_one("#at-time", Input).value = event.value.strip()
+                self._browse_at(event.value.strip())
+                return
             ordered = sorted(timeline.snapshots.values(), key=lambda s: s.order)
             self.choose_typed(ordered, event.value.strip())
         elif event.input.id == "search":

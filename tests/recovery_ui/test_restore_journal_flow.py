@@ -20,15 +20,15 @@ from textual.widgets import DataTable, Input
 
 from imaging.agent.config import AgentConfig
 from imaging.jobs.agent import run_agent
+from imaging.jobs.files import JournalGap
 from imaging.repository.store import Repository
+from recovery_ui import text
 from recovery_ui.app import HourglassApp
-from recovery_ui.i18n import _
+from recovery_ui.i18n import _, set_language
 from recovery_ui.screens.restore_files import FileTree, RestoreFilesScreen
 from tests.conftest import PASSPHRASE
 from tests.recovery_ui.conftest import Drive, Part, disk, mounted, settle, shot
 from tests.recovery_ui.flows import choose_option, open_found_repository, type_text
-
-pytestmark = [pytest.mark.integration, pytest.mark.root]
 
 V1 = "A, version one\n"
 V2 = "A, version two: longer\n"
@@ -142,6 +142,8 @@ def restore_screen(app: HourglassApp) -> RestoreFilesScreen:
     return screen
 
 
+@pytest.mark.integration
+@pytest.mark.root
 @pytest.mark.parametrize("language", ["en", "zh_CN"])
 async def test_files_as_of_a_second_from_the_journal(
     make_app: Callable[..., HourglassApp],
@@ -157,10 +159,20 @@ async def test_files_as_of_a_second_from_the_journal(
         await pilot.press("3")
         await open_found_repository(pilot)
         shot(app, f"journal-timeline-{language}")
+        screen = restore_screen(app)
+        # A time typed on the timeline: with no disk snapshot, one of the host's journal.
+        screen.query_one("#typed", Input).focus()
+        await type_text(pilot, "soon")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert screen.pane == "at"
+        assert "soon" in str(screen.query_one("#at-error").render())
+        await pilot.press("escape")
+        assert screen.pane == "when"
         await choose_option(pilot, "timeline", f"journal:{host}")
         await settle(pilot)
-        screen = restore_screen(app)
         assert screen.pane == "at"
+        assert str(screen.query_one("#at-error").render()) == ""
         # Prefilled with the newest recovery point: a second at or after the second pass.
         prefilled = screen.query_one("#at-time", Input).value
         assert prefilled >= journal.second.strftime("%Y-%m-%d %H:%M:%S"), prefilled
@@ -243,3 +255,16 @@ async def test_files_as_of_a_second_from_the_journal(
         assert (root / "first" / "a.txt").read_text() == V1
         assert (root / "second" / "a.txt").read_text() == V2
         assert (root / "picked" / "a.txt").read_text() == V1
+
+
+def test_a_gap_reads_as_a_span_or_an_instant() -> None:
+    set_language("en")  # an app run before may have left another
+    base = 1_780_000_000 * 10**9
+    span = JournalGap(base, base + 65 * 10**9, "not running", None, ("/home",))
+    start, end = text.when(text.moment(base)), text.when(text.moment(base + 65 * 10**9))
+    assert text.gap_line(span) == (f"Not watched from {start} to {end}: the agent was not running")
+    instant = JournalGap(base, base, "unreadable", "/home/a: Permission denied", ("/home",))
+    assert text.gap_line(instant) == (
+        f"At {start}: a file could not be read (/home/a: Permission denied)"
+    )
+    assert text.gap_cause(JournalGap(base, base, "something new", None, ())) == "something new"
