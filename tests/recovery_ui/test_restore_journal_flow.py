@@ -6,6 +6,7 @@ and the versions of a file with the gap the agent recorded while it did not run.
 from __future__ import annotations
 
 import contextlib
+import io
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -21,13 +22,15 @@ from textual.widgets import DataTable, Input
 from imaging.agent.config import AgentConfig
 from imaging.jobs.agent import run_agent
 from imaging.jobs.files import JournalGap
-from imaging.repository.store import Repository
+from imaging.journal.records import Event, Meta
+from imaging.journal.segments import SegmentWriter
+from imaging.repository.store import Repository, Snapshot
 from recovery_ui import text
 from recovery_ui.app import HourglassApp
 from recovery_ui.i18n import _, set_language
 from recovery_ui.screens.restore_files import FileTree, RestoreFilesScreen
 from tests.conftest import PASSPHRASE
-from tests.recovery_ui.conftest import Drive, Part, disk, mounted, settle, shot
+from tests.recovery_ui.conftest import THESIS, Drive, Part, disk, mounted, settle, shot
 from tests.recovery_ui.flows import choose_option, open_found_repository, type_text
 
 V1 = "A, version one\n"
@@ -268,3 +271,57 @@ def test_a_gap_reads_as_a_span_or_an_instant() -> None:
         f"At {start}: a file could not be read (/home/a: Permission denied)"
     )
     assert text.gap_cause(JournalGap(base, base, "something new", None, ())) == "something new"
+
+
+@pytest.mark.integration
+@pytest.mark.root
+async def test_journal_versions_beside_disk_versions(
+    make_app: Callable[..., HourglassApp],
+    template: tuple[Path, list[Snapshot]],
+    backup_drive: Drive,
+    stick: Drive,
+    tmp_path: Path,
+) -> None:
+    """Browsing a disk snapshot of a repository that also holds a journal of the same path:
+    the versions table lists both, newest first, and a journal version restores."""
+    journal_text = b"My thesis, saved by the agent.\n"
+    with mounted(backup_drive.partition, tmp_path / "fill") as root:
+        repo = Repository.open(root / "hourglass-backups", PASSPHRASE)
+        now = time.time_ns()
+        with SegmentWriter(repo, ("/home",), (), None, set(), hostname="pc") as w:
+            ids, size, new = w.store(io.BytesIO(journal_text))
+            meta = Meta(ftype="file", mode=0o100644, uid=0, gid=0, size=size, mtime_ns=now)
+            w.add(Event(ns=now, type="write", path=THESIS, meta=meta, chunks=ids, new=new))
+            w.commit()
+    newest = template[1][1]
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("3")
+        await open_found_repository(pilot)
+        await choose_option(pilot, "timeline", newest.id)
+        await settle(pilot)
+        await choose_option(pilot, "images", "p2")
+        await settle(pilot)
+        screen = restore_screen(app)
+        await open_folder(pilot, "/home")
+        await open_folder(pilot, "/home/ann")
+        tree = screen.query_one("#tree", FileTree)
+        node = tree.reveal(THESIS)
+        assert node is not None
+        tree.focus()
+        tree.move_cursor(node)
+        await pilot.press("enter")
+        await settle(pilot)
+        table = screen.query_one("#versions", DataTable)
+        keys = [str(row.value) for row in table.rows]
+        # Two disk versions (first and second draft), the journal's version the newest.
+        assert sorted(keys) == ["d0", "d1", "j0"] and keys[0] == "j0", keys
+        shot(app, "journal-beside-disk-en")
+        table.focus()
+        table.move_cursor(row=0)
+        await pilot.press("enter")
+        await restore_to(pilot, stick, "journal")
+        assert screen.query_one("#result-title").has_class("good")
+    with mounted(stick.partition, tmp_path / "check") as root:
+        assert (root / "journal" / "thesis.txt").read_bytes() == journal_text
