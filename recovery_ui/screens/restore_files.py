@@ -862,6 +862,17 @@ class RestoreFilesScreen(WizardScreen):
         dest = os.path.join(location.mountpoint, folder)
         log.info("restoring %d path(s) of %s as of %s to %s", len(paths), source_id, when, dest)
         try:
+            # The engine refuses to replace a file; say so in the app's words for the one
+            # clash a person makes most (the same file restored into the same folder again).
+            for path in paths:
+                there = os.path.join(dest, os.path.basename(path.rstrip("/")))
+                if os.path.lexists(there) and not os.path.isdir(there):
+                    raise UsageError(
+                        _("{folder} already holds {name}: nothing was restored.").format(
+                            folder=folder, name=os.path.basename(there)
+                        ),
+                        _("Type another folder name."),
+                    )
             result = files_restore_at(self.opened.repo, tuple(paths), when, dest, source=source_id)
         finally:
             unmounted = False

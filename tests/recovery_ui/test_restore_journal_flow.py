@@ -30,7 +30,16 @@ from recovery_ui.app import HourglassApp
 from recovery_ui.i18n import _, set_language
 from recovery_ui.screens.restore_files import FileTree, RestoreFilesScreen
 from tests.conftest import PASSPHRASE
-from tests.recovery_ui.conftest import THESIS, Drive, Part, disk, mounted, settle, shot
+from tests.recovery_ui.conftest import (
+    THESIS,
+    Drive,
+    Part,
+    disk,
+    mounted,
+    screen_text,
+    settle,
+    shot,
+)
 from tests.recovery_ui.flows import choose_option, open_found_repository, type_text
 
 V1 = "A, version one\n"
@@ -323,5 +332,17 @@ async def test_journal_versions_beside_disk_versions(
         await pilot.press("enter")
         await restore_to(pilot, stick, "journal")
         assert screen.query_one("#result-title").has_class("good")
+        # The same again into the same folder: refused, said, nothing replaced.
+        await pilot.click("#more")
+        await settle(pilot)
+        table.focus()
+        table.move_cursor(row=0)
+        await pilot.press("enter")
+        await restore_to(pilot, stick, "journal")
+        assert "journal already holds thesis.txt" in screen_text(app)
+        shot(app, "journal-clash-en")
+        await pilot.press("enter")  # the dialog's button
+        await settle(pilot)
+        assert screen.pane == "dest"
     with mounted(stick.partition, tmp_path / "check") as root:
         assert (root / "journal" / "thesis.txt").read_bytes() == journal_text
