@@ -242,12 +242,16 @@ async def test_files_as_of_a_second_from_the_journal(
         assert tree.reveal(journal.b) is not None
         assert tree.reveal(journal.c) is None
         shot(app, f"journal-browse-later-{language}")
+        # The folder, marked: as it was then, B in it and C not.
+        folder = tree.reveal(str(journal.host / "docs"))
+        assert folder is not None
+        tree.focus()
+        tree.move_cursor(folder)
+        await pilot.press("space")
         node = tree.reveal(journal.a)
         assert node is not None
-        tree.focus()
         tree.move_cursor(node)
-        await pilot.press("space")
-        await pilot.press("enter")
+        await pilot.press("enter")  # the versions of A, for the pick below
         await settle(pilot)
         await pilot.press("r")
         await restore_to(pilot, stick, "second")
@@ -265,7 +269,8 @@ async def test_files_as_of_a_second_from_the_journal(
         assert screen.query_one("#result-title").has_class("good")
     with mounted(stick.partition, tmp_path / "check") as root:
         assert (root / "first" / "a.txt").read_text() == V1
-        assert (root / "second" / "a.txt").read_text() == V2
+        assert (root / "second" / "docs" / "a.txt").read_text() == V2
+        assert sorted(p.name for p in (root / "second" / "docs").iterdir()) == ["a.txt", "b.txt"]
         assert (root / "picked" / "a.txt").read_text() == V1
 
 
