@@ -308,9 +308,10 @@ def main() -> int:
     parser.add_argument("--skip-peers", action="store_true", help="Hourglass only")
     parser.add_argument(
         "--only",
-        choices=["local", "s3"],
-        help="run one section: local disks, or the object store (radosgw; its results go to "
-        "bench/work/results-s3.md, leaving bench/results.md alone)",
+        choices=["local", "s3", "agent"],
+        help="run one section: local disks, the object store (radosgw) or the agent (their "
+        "results go to bench/work/results-s3.md or results-agent.md, leaving "
+        "bench/results.md alone)",
     )
     args = parser.parse_args()
     # SIGTERM unwinds like ^C: the loop devices are detached and radosgw is stopped.
@@ -371,7 +372,11 @@ def main() -> int:
         limits(src, results)
 
         peers = not args.skip_peers
-        if args.only != "s3":
+        if args.only == "agent":
+            from bench import agent
+
+            agent.agent_section(hourglass, results)
+        elif args.only != "s3":
             local_sections(hourglass, src, dst, mnt, env, copied, peers, results)
         if args.only == "s3":
             object_store_section(hourglass, src, dst, mnt, peers, results)
@@ -382,6 +387,13 @@ def main() -> int:
                 # The local figures of the same run are still worth writing.
                 results.notes.append(f"The object-store section failed: {error}")
                 print(f"  object-store section failed: {error}")
+            from bench import agent
+
+            try:
+                agent.agent_section(hourglass, results)
+            except (SystemExit, RuntimeError, subprocess.CalledProcessError) as error:
+                results.notes.append(f"The agent section failed: {error}")
+                print(f"  agent section failed: {error}")
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
         subprocess.run(["losetup", "-d", src, dst], capture_output=True)
@@ -394,6 +406,10 @@ def main() -> int:
                 item.unlink()
     if args.only == "s3":
         write_s3_results(results)
+    elif args.only == "agent":
+        from bench import agent
+
+        agent.write_agent_results(results)
     else:
         write_results(results)
     return 0
@@ -924,9 +940,13 @@ def write_results(results: Results) -> None:
             f"- first backup vs partclone+zstd without partclone's end-of-run wait "
             f"(`--UI-fresh 0`): {quick.seconds / ours.seconds:.2f}x",
         )
+    from bench import agent
+
     lines += s3_lines(results)
+    lines += agent.agent_lines(results)
     lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {what} | {measured} | {met} |" for what, measured, met in targets(results)]
+    lines += [f"| {w} | {m} | {ok} |" for w, m, ok in agent.agent_targets(results)]
     lines.append("")
     (HERE / "results.md").write_text("\n".join(lines))
     chart(results)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from imaging.agent.config import AgentConfig
 from imaging.agent.fanotify import FAN_CLOSE_WRITE, FilesystemWatch
+from imaging.agent.offsite import Offsite
 from imaging.errors import HourglassError
 from imaging.journal.records import Entry, Event, ftype_of, source_id_of
 from imaging.journal.segments import (
@@ -37,6 +38,7 @@ from imaging.repository.fsutil import write_atomic
 from imaging.repository.store import Repository
 
 STATUS_FILE = "status.json"
+COPY_STOP_WAIT = 30.0
 _RETRY_TORN = 1.0  # a file that changed while it was copied is copied again this much later
 
 
@@ -95,6 +97,9 @@ class Agent:
         self.watches: list[FilesystemWatch] = []
         self.unresolved = 0
         self._status_at = 0.0
+        self.offsite = (
+            Offsite(repo, config.location, config.offsite) if config.offsite.targets else None
+        )
 
     def load(self) -> None:
         """The journal as the repository holds it: the state of every path, the parent of
@@ -415,12 +420,15 @@ class Agent:
 
     # --- the event loop ---------------------------------------------------------------------
 
-    def once(self) -> None:
-        """One rescan pass, committed; then the journal compacted."""
+    def once(self, stop: threading.Event | None = None) -> None:
+        """One rescan pass, committed; then the journal compacted; then, when the window is
+        open now, one off-site copy to each target (stopped early when ``stop`` is set)."""
         self.start_gap()
         self.rescan()
         self.commit()
         self.compact()
+        if self.offsite is not None:
+            self.offsite.once(stop)
         self.write_status(running=False)
 
     def compact(self) -> None:
@@ -429,6 +437,17 @@ class Agent:
         thousands, and every listing reads them all). A failure is the last error; the
         next try finds what this one left (FORMAT.md, "Compaction")."""
         self._compacted_at = time.monotonic()
+        # Not while segments are copied off-site: the copy would find the ones it merged
+        # gone. Skipped, it runs at its next turn.
+        copying = self.offsite.compaction if self.offsite is not None else threading.Lock()
+        if not copying.acquire(blocking=False):
+            return
+        try:
+            self._compact()
+        finally:
+            copying.release()
+
+    def _compact(self) -> None:
         source_id = source_id_of(self.hostname)
         cutoff = time.time_ns() - int(self.config.compact_after * 1e9)
         try:
@@ -490,10 +509,16 @@ class Agent:
         self.watches = [FilesystemWatch(path) for path in devices.values()]
         reader = threading.Thread(target=self._read_events, args=(stop,), daemon=True)
         reader.start()
+        copier: threading.Thread | None = None
         try:
             self.start_gap()
             self.rescan()
             self.commit()
+            if self.offsite is not None:
+                copier = threading.Thread(
+                    target=self.offsite.run, args=(stop,), name="offsite", daemon=True
+                )
+                copier.start()
             self.write_status(running=True)
             if on_ready is not None:
                 on_ready()
@@ -506,6 +531,10 @@ class Agent:
             for w in self.watches:
                 w.close()
             self.commit()
+            if copier is not None:
+                # A copy in flight stops after what is durable on the target (its manifests
+                # are written last); one stuck in a request is left to the exit.
+                copier.join(COPY_STOP_WAIT)
             self.write_status(running=False)
 
     def step(self, final: bool = False) -> None:
@@ -562,7 +591,7 @@ class Agent:
         with self.lock:
             queue = len(self.pending)
         queue += len(self.writer.events) if self.writer else 0
-        record = {
+        record: dict[str, object] = {
             "pid": os.getpid() if running else None,
             "host": self.hostname,
             "started": self.started,
@@ -577,6 +606,8 @@ class Agent:
             "unresolved": self.unresolved,
             "last_error": self.last_error,
         }
+        if self.offsite is not None:
+            record["offsite"] = self.offsite.status()
         directory = Path(self.config.state_dir)
         with contextlib.suppress(OSError):
             directory.mkdir(parents=True, exist_ok=True)

@@ -7,11 +7,13 @@ import argparse
 import signal
 import sys
 import threading
+import time
+from datetime import datetime
 from typing import Any
 
-from imaging.cli.common import print_json
+from imaging.cli.common import local_time, print_json
 from imaging.jobs import agent as jobs_agent
-from imaging.units import count, human_duration
+from imaging.units import count, human_duration, human_size
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -22,10 +24,20 @@ def cmd_agent(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     agent = jobs_agent.run_agent(config, once=args.once, stop=stop)
+    failed = bool(agent.last_error)
     if agent.last_error:
         print(f"hourglass: error: {agent.last_error}", file=sys.stderr)
-        return 1
-    return 0
+    if args.once and agent.offsite is not None:
+        for target in agent.offsite.targets:
+            if target.last_error:
+                print(
+                    f"hourglass: error: the off-site copy to {target.target.location} failed "
+                    f"(the journal's changes are committed; the next pass tries again): "
+                    f"{target.last_error}",
+                    file=sys.stderr,
+                )
+                failed = True
+    return 1 if failed else 0
 
 
 def _status(config: jobs_agent.AgentConfig, as_json: bool) -> int:
@@ -43,6 +55,7 @@ def _status(config: jobs_agent.AgentConfig, as_json: bool) -> int:
                 "last_error": status.last_error,
                 "unresolved": status.unresolved,
                 "repository": status.repository,
+                "offsite": [t.to_dict() for t in status.offsite],
             }
         )
         return 0
@@ -59,7 +72,45 @@ def _status(config: jobs_agent.AgentConfig, as_json: bool) -> int:
     if status.unresolved:
         print(f"Events of directories gone before they were read: {status.unresolved}")
     print(f"Last error: {status.last_error or 'none'}")
+    if config.offsite.targets:
+        window = config.offsite.window
+        limit = config.offsite.bwlimit
+        print(
+            f"Off-site copies: {f'in the window {window}' if window else 'at any time'}, "
+            f"{f'bandwidth limit {limit}' if limit else 'no bandwidth limit'}"
+        )
+    for target in status.offsite:
+        _print_target(target)
     return 0
+
+
+def _when(moment: float | None) -> str:
+    if moment is None:
+        return "never"
+    ago = human_duration(max(0.0, time.time() - moment))
+    return f"{local_time(datetime.fromtimestamp(moment))} ({ago} ago)"
+
+
+def _print_target(target: jobs_agent.OffsiteStatus) -> None:
+    print(f"  {target.target}:{' copying now' if target.copying else ''}")
+    print(f"    Last complete copy: {_when(target.last_success)}")
+    if target.copied:
+        print(
+            f"    Last copied: {count(len(target.copied), 'snapshot')}, "
+            f"{human_size(target.bytes_sent)}, {_when(target.last_copy)}"
+        )
+    if target.behind is None:
+        print("    Behind: not known yet")
+    else:
+        print(
+            f"    Behind: {count(target.behind, 'snapshot')} not copied yet"
+            if target.behind
+            else "    Behind: no, it has every snapshot"
+        )
+    if target.next_window is not None:
+        print(f"    Window opens: {local_time(target.next_window)}")
+    if target.last_error:
+        print(f"    Last error ({_when(target.error_at)}): {target.last_error}")
 
 
 def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.ArgumentParser) -> None:

@@ -8,10 +8,11 @@ from typing import Any
 
 from imaging import jobs
 from imaging.cli.common import add_bwlimit, confirm, open_repo
-from imaging.errors import IntegrityError
+from imaging.errors import IntegrityError, UsageError
 from imaging.image.backup import describe_unreadable
 from imaging.image.restore import RestoreResult
 from imaging.progress import reporter_for
+from imaging.repository.selectors import parse_time
 from imaging.units import count, human_size
 
 
@@ -39,6 +40,19 @@ def report_restore(result: RestoreResult, args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    snapshot, target = args.snapshot, args.target
+    at = None
+    if args.at is not None:
+        at = parse_time(args.at)
+        if target is None:  # `restore --at TIME TARGET`: the one operand is the target
+            snapshot, target = None, snapshot
+    elif target is None:
+        raise UsageError(
+            "restore needs a SNAPSHOT and a TARGET (or --at TIME and a TARGET).",
+            "For example: hourglass restore latest /dev/sdb",
+        )
+    if args.host and at is None:
+        raise UsageError("--host names whose file journal --at replays: it needs --at TIME.")
     repo = open_repo(args)
 
     def confirm_restore(preview: jobs.RestorePreview) -> None:
@@ -47,8 +61,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         confirm(preview.question(), args)
 
     request = jobs.RestoreRequest(
-        snapshot=args.snapshot,
-        target=args.target,
+        snapshot=snapshot or "",
+        target=target,
         source=args.source,
         grow=args.grow,
         grow_partition=args.grow_partition,
@@ -56,13 +70,15 @@ def cmd_restore(args: argparse.Namespace) -> int:
         scratch=args.scratch,
         verify=not args.no_verify,
         ignore_damage=args.ignore_damage,
+        at=at,
+        host=args.host,
     )
     result = jobs.restore(
         repo, request, confirm=confirm_restore, progress=reporter_for(args.progress)
     )
     if isinstance(result, jobs.DiskRestoreResult):
         if result.table:
-            print(f"Partition table ({result.table}) recreated on {args.target}.")
+            print(f"Partition table ({result.table}) recreated on {target}.")
         if result.kernel:
             print(f"The kernel re-read the partition table ({result.kernel}).")
         for line in result.plan:
@@ -73,13 +89,31 @@ def cmd_restore(args: argparse.Namespace) -> int:
             print(f"Shrunk: {result.shrunk}.")
         for note in result.notes:
             print(f"Note: {note}", file=sys.stderr)
+        if result.replayed:
+            print(result.replayed)
     return report_restore(result, args)
 
 
 def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.ArgumentParser) -> None:
     p = sub.add_parser("restore", parents=[common], help="restore a snapshot to a disk or file")
-    p.add_argument("snapshot", metavar="SNAPSHOT", help="id, prefix, 'latest' or a local time")
-    p.add_argument("target", metavar="TARGET", help="block device or file to overwrite")
+    p.add_argument(
+        "snapshot",
+        metavar="SNAPSHOT",
+        help="id, prefix, 'latest' or a local time (with --at: optional, the image to start from)",
+    )
+    p.add_argument("target", metavar="TARGET", nargs="?", help="block device or file to overwrite")
+    p.add_argument(
+        "--at",
+        metavar="TIME",
+        help='the whole system as of this second ("YYYY-MM-DD HH:MM:SS", local time): the '
+        "newest disk image at or before it, then the host's file journal replayed onto its "
+        "filesystems up to that second",
+    )
+    p.add_argument(
+        "--host",
+        metavar="HOST",
+        help="with --at: whose file journal to replay (default: the host the image names)",
+    )
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--source", help="choose among snapshots of this source only")
     p.add_argument("--no-verify", action="store_true", help="do not read back what was written")

@@ -91,6 +91,7 @@ class DiskRestoreResult(RestoreResult):
     shrunk: str = ""  # "partition 3: ntfs shrunk from 168 MB to 84 MB with ntfsresize"
     plan: list[str] = field(default_factory=list)  # what the grow plan did, in words
     notes: list[str] = field(default_factory=list)
+    replayed: str = ""  # what the file journal's replay did, in words (restore --at)
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ from imaging.jobs.restore import (
     RestoreResult,
     check_restore_target,
     grow_plan,
+    replay_plan,
     resize_plan,
     restore,
 )
@@ -106,6 +107,7 @@ __all__ = [
     "no_confirm",
     "plan_backup",
     "plan_forget",
+    "replay_plan",
     "resize_plan",
     "restore",
     "select",

@@ -17,6 +17,7 @@ reuses every chunk that made it.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -52,6 +53,9 @@ class CopyRequest:
     source: str | None = None
     """Only snapshots of this source (as ``--source`` of other commands)."""
     window: Window | None = None
+    ids: tuple[str, ...] = ()
+    """Only the snapshots of these full ids, journal segments too (selectors never name a
+    segment); ids the source no longer has are left out."""
 
 
 @dataclass
@@ -113,12 +117,19 @@ def copy(
     progress: ProgressCallback = no_progress,
     say: Say = no_say,
     clock: Clock = now,
+    stop: threading.Event | None = None,
 ) -> CopyResult:
     """Copy snapshots into the mirror ``request.target`` (module docstring), under a reader
-    lease on ``repo`` and a writer lease on the target; creates the mirror when missing."""
+    lease on ``repo`` and a writer lease on the target; creates the mirror when missing.
+    ``stop`` set: stop as at the window's end. A caller with a ``stop`` waits for the
+    window itself: outside it, this returns at once, incomplete."""
     target_store = request.target
     result = CopyResult(source=repo.location, target=target_store.describe())
     window = request.window
+    if window is not None and not window.contains(clock()) and stop is not None:
+        result.complete = False
+        result.stopped_at = clock()
+        return result
     if window is not None and not window.contains(clock()):
         # Wait before taking any lease (a reader lease held all day would hold gc back),
         # and only when there is something to copy.
@@ -129,7 +140,7 @@ def copy(
     with repo.reader():
         listed = repo.snapshots()
         wanted = _select(repo, listed, request)
-        if not request.snapshots:
+        if not request.snapshots and not request.ids:
             result.damaged = [d.describe() for d in listed.damaged]
         target, result.created = _mirror(repo, target_store)
         with target.writer():
@@ -140,7 +151,7 @@ def copy(
                 return result
             started = time.monotonic()
             try:
-                _copy_snapshots(repo, target, todo, request.window, clock, progress, result)
+                _copy_snapshots(repo, target, todo, request.window, clock, progress, result, stop)
             finally:
                 result.elapsed = time.monotonic() - started
     return result
@@ -149,6 +160,9 @@ def copy(
 def _select(repo: Repository, listed: SnapshotList, request: CopyRequest) -> list[Snapshot]:
     """The snapshots ``request`` names (all, or of its source), oldest first."""
     source = request.source
+    if request.ids:
+        ids = set(request.ids)
+        return [s for s in listed if s.id in ids]
     if not request.snapshots:
         return [s for s in listed if not source or source in (s.source, s.source_id)]
     chosen: dict[str, Snapshot] = {}
@@ -259,9 +273,14 @@ def _copy_snapshots(
     clock: Clock,
     progress: ProgressCallback,
     result: CopyResult,
+    stop: threading.Event | None = None,
 ) -> None:
     store = target.store
     closes = window.closes(clock()) if window is not None else None
+
+    def ended() -> bool:
+        return (closes is not None and clock() >= closes) or (stop is not None and stop.is_set())
+
     have = {bytes.fromhex(info.name.key) for info in store.list(Kind.CHUNKS)}
     # What each snapshot needs sent, counted first for the progress total. The indexes are
     # read again when they are written: held for every snapshot, a 2 TiB disk's would take
@@ -285,8 +304,10 @@ def _copy_snapshots(
         for number, (snapshot, send) in enumerate(plans):
             meter.set_item(snapshot.id[:12])
             try:
+                if stop is not None and stop.is_set():
+                    raise _WindowClosed
                 for chunk_id, data in _read_ahead(repo, send):
-                    if closes is not None and clock() >= closes:
+                    if ended():
                         raise _WindowClosed
                     if store.put_chunk(chunk_id, data):
                         result.chunks_sent += 1

@@ -3,11 +3,17 @@ snapshot to the last byte read back, the protected targets, and the kind dispatc
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
 import tempfile
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from imaging.disks import sysfs
 from imaging.disks.resize import GrowPlan
 from imaging.disks.restore import (
     DiskRestoreResult,
@@ -22,10 +28,16 @@ from imaging.disks.shrink import Scratch
 from imaging.errors import UsageError
 from imaging.image.restore import RestoreOptions, RestoreResult, check_target_size
 from imaging.image.restore import restore_snapshot as _restore_snapshot
-from imaging.jobs.common import Confirm, choose_snapshot
+from imaging.jobs.common import Chosen, Confirm, choose_snapshot
 from imaging.progress import ProgressCallback, no_progress
+from imaging.repository.records import SnapshotList
 from imaging.repository.store import Repository, Snapshot
 from imaging.units import decimal_size, human_size
+
+if TYPE_CHECKING:
+    # The replay needs the file-level view: loaded only by a restore as of a second, so
+    # that every other restore starts as fast as before.
+    from imaging.journal.replay import ReplayPlan
 
 __all__ = [
     "DiskRestoreResult",
@@ -36,6 +48,7 @@ __all__ = [
     "check_restore_target",
     "describe_snapshot",
     "grow_plan",
+    "replay_plan",
     "resize_plan",
     "restore",
 ]
@@ -57,6 +70,11 @@ class RestoreRequest:
     verify: bool = True
     ignore_damage: bool = False
     cancel: threading.Event | None = None
+    at: datetime | None = None
+    """The whole system as of this second: the newest disk image at or before it (or
+    ``snapshot`` when named), then the file journal replayed onto it up to that second."""
+    host: str | None = None
+    """Whose file journal is replayed (by default the host the image's /etc/hostname names)."""
 
 
 @dataclass(frozen=True)
@@ -166,10 +184,9 @@ def restore(
     snapshot's index or chunks away between choosing and reading.
     """
     with repo.reader():
-        chosen = choose_snapshot(
-            repo, request.snapshot, source=request.source, partition=request.partition
-        )
+        chosen = _choose(repo, request)
         snapshot, partition = chosen.snapshot, chosen.partition
+        replay: ReplayPlan | None = None
         scratch = scratch_places(repo, request.scratch)  # the same places checked and used
         check_restore_target(
             repo,
@@ -192,6 +209,15 @@ def restore(
             extras.append("The filesystem will be grown to fill the target partition.")
         if request.new_ids:
             extras.append("The disk and its partitions get new GUIDs (or a new MBR signature).")
+        if request.at is not None:
+            replay = replay_plan(repo, snapshot, request.at, host=request.host)
+            if replay is None:
+                extras.append(
+                    "The repository holds no file journal: the image alone is restored, as "
+                    f"of {snapshot.time.strftime('%Y-%m-%d %H:%M:%S')}."
+                )
+            else:
+                extras.extend(replay.lines())
         size = snapshot.size
         if partition is not None:
             size = snapshot.image(f"p{partition}").size
@@ -224,9 +250,92 @@ def restore(
                 progress=progress,
                 options=options,
             )
+            if replay is not None and isinstance(result, DiskRestoreResult):
+                result.replayed = _replay(repo, replay, request.target)
         else:
             result = _restore_snapshot(
                 repo, snapshot, request.target, progress=progress, options=options
             )
         result.degraded = list(repo.store.degraded())
         return result
+
+
+def _choose(repo: Repository, request: RestoreRequest) -> Chosen:
+    """The snapshot a request names; with ``at``, the newest whole-disk image at or before it
+    unless one is named (which must be no newer)."""
+    if request.at is None:
+        return choose_snapshot(
+            repo, request.snapshot, source=request.source, partition=request.partition
+        )
+    when = request.at.strftime("%Y-%m-%d %H:%M:%S")
+    if request.partition is not None:
+        raise UsageError("A restore as of a second restores a whole disk, not a partition.")
+    if not _is_block_device(request.target):
+        raise UsageError(
+            f"{request.target} is not a disk: the file journal is replayed onto the "
+            "filesystems of a restored disk.",
+            "Restore to a disk, or restore files with "
+            '`hourglass files restore --at "TIME" PATH... --to DIR`.',
+        )
+    listed = repo.snapshots()
+    disks = SnapshotList([s for s in listed if s.kind == "disk"], listed.damaged)
+    selector = request.snapshot or request.at.isoformat(timespec="seconds")
+    chosen = choose_snapshot(repo, selector, source=request.source, listed=disks)
+    if chosen.partition is not None:
+        raise UsageError("A restore as of a second restores a whole disk, not a partition.")
+    if chosen.snapshot.kind != "disk":
+        raise UsageError(
+            f"Snapshot {chosen.snapshot.id[:12]} is not a whole-disk image: the file journal "
+            "is replayed onto a restored disk."
+        )
+    if chosen.snapshot.time > request.at:
+        raise UsageError(
+            f"Snapshot {chosen.snapshot.id[:12]} was taken "
+            f"{chosen.snapshot.time.strftime('%Y-%m-%d %H:%M:%S')}, after {when}.",
+            "Name an image taken at or before that second, or none.",
+        )
+    return chosen
+
+
+def replay_plan(
+    repo: Repository, snapshot: Snapshot, at: datetime, *, host: str | None = None
+) -> ReplayPlan | None:
+    """What a restore of ``snapshot`` as of the second ``at`` replays from the file journal
+    (None: the repository holds none); refused (UsageError) where it cannot be replayed."""
+    from imaging.journal.replay import plan_replay  # noqa: PLC0415 (see TYPE_CHECKING above)
+
+    return plan_replay(repo, snapshot, at, host=host)
+
+
+def _is_block_device(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _replay(repo: Repository, plan: ReplayPlan, target: str) -> str:
+    """Replay ``plan`` onto the disk just restored at ``target``; what was done, in words."""
+    disk = sysfs.name_of(target)
+    nodes = {p.number: p.device for p in sysfs.partitions(disk)}
+
+    def device(number: int) -> str:
+        node = nodes.get(number)
+        if not node:
+            raise UsageError(
+                f"Partition {number} of {target} has no device node: the file journal was not "
+                "replayed onto it.",
+                "The image is restored; replug the disk and restore the files with "
+                '`hourglass files restore --at "TIME"`.',
+            )
+        return node
+
+    from imaging.journal.replay import apply_replay  # noqa: PLC0415 (see TYPE_CHECKING above)
+
+    workdir = tempfile.mkdtemp(prefix="hourglass-replay-")
+    try:
+        return apply_replay(repo, plan, device, workdir).line()
+    finally:
+        # Never a recursive removal: a filesystem still mounted there is the restored disk.
+        with contextlib.suppress(OSError):
+            os.rmdir(workdir)

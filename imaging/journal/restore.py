@@ -152,13 +152,13 @@ def restore_at(
                 )
             os.symlink(meta.target or "", target)
         else:
-            written = _write_file(repo, target, entry)
+            written = write_entry(repo, target, entry)
             result.bytes += written
-        _set_meta(target, entry)
+        set_meta(target, entry)
         result.restored += 1
         result.paths.append(host_path)
     for target, entry in reversed(dirs):
-        _set_meta(target, entry)
+        set_meta(target, entry)
         result.restored += 1
     return result
 
@@ -176,7 +176,7 @@ def _refuse_links_above(target: str) -> None:
         )
 
 
-def _write_file(repo: Repository, target: str, entry: Entry) -> int:
+def write_entry(repo: Repository, target: str, entry: Entry) -> int:
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     written = 0
     with os.fdopen(fd, "wb") as f:
@@ -193,7 +193,7 @@ def _write_file(repo: Repository, target: str, entry: Entry) -> int:
     return written
 
 
-def _set_meta(target: str, entry: Entry) -> None:
+def set_meta(target: str, entry: Entry) -> None:
     meta = entry.meta
     link = meta.ftype == "symlink"
     with contextlib.suppress(OSError):

@@ -40,6 +40,11 @@ def split_partition(selector: str) -> tuple[str, int | None]:
     return text, None
 
 
+def is_time_to_the_second(text: str) -> bool:
+    """``text`` names a second (``YYYY-MM-DD HH:MM:SS``, optionally with T and an offset)."""
+    return bool(_TIME_TO_THE_SECOND.match(text.strip()))
+
+
 def parse_time(text: str) -> datetime:
     """A point in time typed by a person; local time unless it carries an offset."""
     cleaned = text.strip().replace("Z", "+00:00")

@@ -15,6 +15,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from imaging import jobs
@@ -24,6 +25,8 @@ from imaging.errors import HourglassError, UsageError
 from imaging.jobs.locations import S3Options, Store, object_store
 from imaging.jobs.repositories import open_repository
 from imaging.progress import Progress
+from imaging.repository import selectors
+from imaging.repository.store import Repository
 from imaging.unattended.choose import choose_disk
 from imaging.unattended.locations import Locations
 from imaging.unattended.orders import (
@@ -199,25 +202,29 @@ def carry_out(orders: Orders, locations: Locations, say: Callable[[str], None]) 
                 f"{disk.title()}"
             )
 
+        at = _as_of(repo, orders.snapshot) if orders.partition is None else None
         order = jobs.RestoreRequest(
-            snapshot=orders.snapshot,
+            snapshot="" if at else orders.snapshot,
             target=disk.device,
             source=source,
             partition=orders.partition,
             grow=orders.grow,
             new_ids=orders.new_ids,
             verify=True,
+            at=at,
         )
         result = jobs.restore(repo, order, confirm=announce, progress=progress)
         if result.damaged or not result.verified:
             raise HourglassError(f"the restore to {disk.device} did not verify")
         when = result.snapshot.time.strftime("%Y-%m-%d %H:%M:%S")
         shrunk = result.shrunk if isinstance(result, jobs.DiskRestoreResult) else ""
+        replayed = result.replayed if isinstance(result, jobs.DiskRestoreResult) else ""
         return (
             f"restore of {result.snapshot.id[:12]} ({when}) to {disk.device} ({disk.title()}): "
             f"{human_size(result.written)} written, verified"
             + (", grown" if orders.grow else "")
             + (f"; the disk is smaller: {shrunk}" if shrunk else "")
+            + (f"; {replayed}" if replayed else "")
         )
 
     # files-restore
@@ -277,3 +284,14 @@ def run_unattended(cmdline: str, *, say: Callable[[str], None] | None = None) ->
 
 def read_cmdline(path: str = "/proc/cmdline") -> str:
     return Path(path).read_text()
+
+
+def _as_of(repo: Repository, selector: str) -> datetime | None:
+    """``hourglass.snapshot=TIME`` to the second, in a repository with a file journal: the
+    whole system as of that second (the image, then the journal replayed). Otherwise None:
+    the selector chooses an image as it always has."""
+    if not selectors.is_time_to_the_second(selector):
+        return None
+    if not any(s.kind == "journal" for s in repo.snapshots()):
+        return None
+    return selectors.parse_time(selector)

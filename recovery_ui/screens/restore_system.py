@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import events, work
@@ -17,6 +18,7 @@ from textual.worker import Worker
 from imaging import jobs
 from imaging.errors import Cancelled, HourglassError
 from imaging.jobs import check_restore_target, select
+from imaging.repository.selectors import is_time_to_the_second, parse_time
 from recovery_ui import text
 from recovery_ui.i18n import N_, _
 from recovery_ui.messages import ProgressRelay
@@ -30,6 +32,7 @@ from recovery_ui.widgets.timeline import Timeline
 if TYPE_CHECKING:
     from imaging.jobs import RestoreResult
     from imaging.jobs.disks import Disk
+    from imaging.journal.replay import ReplayPlan
     from imaging.progress import Progress
     from imaging.repository.records import Snapshot
     from recovery_ui.state import OpenedRepository
@@ -58,6 +61,38 @@ def default_target(snapshot: Snapshot, disks: list[Disk]) -> int:
         if serial and disk.serial == serial:
             return index
     return 0
+
+
+def replay_lines(plan: ReplayPlan) -> list[str]:
+    """What the file journal's replay will do, in the app's words."""
+    writes = [c for c in plan.changes if not c.removes]
+    size = sum(c.entry.meta.size for c in writes if c.entry and c.entry.meta.ftype == "file")
+    lines = [
+        _(
+            "Then the files are put back as they were at {time}, from the file journal of "
+            "{host}: {written} written ({size}), {removed} removed."
+        ).format(
+            time=text.when(plan.at),
+            host=plan.host,
+            written=len(writes),
+            size=text.decimal_size(size),
+            removed=len(plan.changes) - len(writes),
+        )
+    ]
+    if plan.outside:
+        lines.append(
+            _("Not put back: {count} changed files on no partition of this disk.").format(
+                count=len(plan.outside)
+            )
+        )
+    for gap in plan.gaps:
+        lines.append(
+            _("The journal has a gap from {start} to {end}: changes then may be missing.").format(
+                start=text.when(datetime.fromtimestamp((gap.from_ns or 0) / 1e9)),
+                end=text.when(datetime.fromtimestamp((gap.to_ns or 0) / 1e9)),
+            )
+        )
+    return lines
 
 
 GROW_WORTH_BYTES = 1_000_000_000  # the grow choice is ticked from this much extra room
@@ -93,6 +128,10 @@ class RestoreSystemScreen(WizardScreen):
         self.target: Disk | None = None
         self.plan: jobs.GrowPlan | None = None  # what grow (or a smaller disk's shrink) does
         self.phase = ""
+        self.has_journal = False  # the repository holds a file journal
+        self.at: datetime | None = None  # a typed second: the journal is replayed up to it
+        self.at_for = ""  # the snapshot that second chose
+        self.replay: list[str] = []  # what the replay does, for the confirmation
 
     def compose_steps(self) -> ComposeResult:
         with Vertical(id="repository"):
@@ -107,6 +146,7 @@ class RestoreSystemScreen(WizardScreen):
                 yield Static(
                     _("The newest backup taken at or before that second is chosen."),
                     classes="note",
+                    id="typed-note",
                 )
                 yield Label(_("Chosen backup"), classes="section")
                 yield Static("", id="chosen", markup=False)
@@ -163,10 +203,21 @@ class RestoreSystemScreen(WizardScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="snapshots")
     def load_snapshots(self) -> None:
         assert self.opened is not None
-        snapshots = [s for s in self.opened.repo.snapshots() if s.kind == "disk"]
-        self.app.call_from_thread(self._snapshots_loaded, snapshots)
+        listed = self.opened.repo.snapshots()
+        snapshots = [s for s in listed if s.kind == "disk"]
+        journal = any(s.kind == "journal" for s in listed)
+        self.app.call_from_thread(self._snapshots_loaded, snapshots, journal)
 
-    def _snapshots_loaded(self, snapshots: list[Snapshot]) -> None:
+    def _snapshots_loaded(self, snapshots: list[Snapshot], journal: bool = False) -> None:
+        self.has_journal = journal
+        if journal:
+            self.query_one("#typed-note", Static).update(
+                _(
+                    "The newest backup taken at or before that second is chosen, and the "
+                    "files saved after it are put back from the file journal up to that "
+                    "second."
+                )
+            )
         timeline = self.query_one("#timeline", Timeline)
         timeline.show(snapshots)
         if not snapshots:
@@ -193,8 +244,15 @@ class RestoreSystemScreen(WizardScreen):
     def _chosen_changed(self) -> None:
         snapshot = self.query_one("#timeline", Timeline).chosen
         self.snapshot = snapshot
+        if snapshot is None or snapshot.id != self.at_for:
+            self.at = None  # another backup chosen on the timeline: that backup alone
         if snapshot is not None:
-            self.query_one("#chosen", Static).update(snapshot_details(snapshot))
+            details = snapshot_details(snapshot)
+            if self.at is not None:
+                details += "\n" + _(
+                    "Then the files saved until {time} are put back from the file journal."
+                ).format(time=text.when(self.at))
+            self.query_one("#chosen", Static).update(details)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "typed" and event.value.strip():
@@ -204,11 +262,14 @@ class RestoreSystemScreen(WizardScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="typed")
     def choose_typed(self, snapshots: list[Snapshot], typed: str) -> None:
-        """The newest snapshot at or before the typed second (the engine's selector)."""
+        """The newest snapshot at or before the typed second (the engine's selector); with a
+        file journal, that second too (the whole system as of it)."""
+        snapshot = select(snapshots, typed)
+        at = parse_time(typed) if self.has_journal and is_time_to_the_second(typed) else None
+        self.app.call_from_thread(self._typed_chosen, snapshot, at)
 
-        self.app.call_from_thread(self._typed_chosen, select(snapshots, typed))
-
-    def _typed_chosen(self, snapshot: Snapshot) -> None:
+    def _typed_chosen(self, snapshot: Snapshot, at: datetime | None = None) -> None:
+        self.at, self.at_for = at, snapshot.id
         timeline = self.query_one("#timeline", Timeline)
         timeline.choose(snapshot.id)
         self._chosen_changed()
@@ -264,19 +325,27 @@ class RestoreSystemScreen(WizardScreen):
     def check_target(self, disk: Disk) -> None:
 
         assert self.opened is not None and self.snapshot is not None
+        at = self.at
+        replay: list[str] = []
         try:
             check_restore_target(self.opened.repo, self.snapshot, disk.device)
             plan = jobs.resize_plan(self.snapshot, disk.device, grow=True)
+            if at is not None:
+                found = jobs.replay_plan(self.opened.repo, self.snapshot, at)
+                replay = replay_lines(found) if found is not None else []
         except HourglassError as e:
             message, hint = describe_failure(e)
             problem = f"{message} {hint}" if hint else message
             self.app.call_from_thread(self._checked, disk, problem, None)
             return
-        self.app.call_from_thread(self._checked, disk, "", plan)
+        self.app.call_from_thread(self._checked, disk, "", plan, replay)
 
-    def _checked(self, disk: Disk, problem: str, plan: jobs.GrowPlan | None) -> None:
+    def _checked(
+        self, disk: Disk, problem: str, plan: jobs.GrowPlan | None, replay: list[str] | None = None
+    ) -> None:
         if self.target is None or disk.device != self.target.device:
             return
+        self.replay = replay or []
         self.plan = plan if plan is not None and plan.grown is not None else None
         larger = self.plan is not None and not self.plan.shrinks
         grow = self.query_one("#grow", Checkbox)
@@ -294,6 +363,8 @@ class RestoreSystemScreen(WizardScreen):
             check = _("The disk is smaller: the backup fits once one partition shrinks.")
         else:
             check = _("The backup fits on this disk.")
+        if self.replay and not problem:
+            check += "\n" + "\n".join(self.replay)
         self.query_one("#check", Static).update(check)
         self.query_one("#restore", Button).disabled = bool(problem)
 
@@ -333,6 +404,8 @@ class RestoreSystemScreen(WizardScreen):
             lines += ["", *self._plan_lines()]
         if self._new_ids():
             lines += ["", _("The disk and its partitions get new ids.")]
+        if self.at is not None and self.replay:
+            lines += ["", *self.replay]
         self.app.push_screen(
             TypedConfirmation(
                 _("Erase this disk and restore the backup onto it?"),
@@ -397,7 +470,7 @@ class RestoreSystemScreen(WizardScreen):
         grow, new_ids = self._grow(), self._new_ids()
         self.phase = ""
         relay = self.start_running(_("Writing the disk"), "restore")
-        self.restore(self.opened, snapshot, disk, grow, new_ids, relay)
+        self.restore(self.opened, snapshot, disk, grow, new_ids, relay, self.at)
 
     def show_progress(self, event: Progress) -> None:
         panel = self.query_one(ProgressPanel)
@@ -417,12 +490,18 @@ class RestoreSystemScreen(WizardScreen):
         grow: bool,
         new_ids: bool,
         relay: ProgressRelay,
+        at: datetime | None = None,
     ) -> None:
 
         log = logging.getLogger("recovery_ui")
         log.info("restore of snapshot %s onto %s (%s)", snapshot.id, disk.device, disk.title())
         request = jobs.RestoreRequest(
-            snapshot=snapshot.id, target=disk.device, grow=grow, new_ids=new_ids, cancel=self.cancel
+            snapshot=snapshot.id,
+            target=disk.device,
+            grow=grow,
+            new_ids=new_ids,
+            cancel=self.cancel,
+            at=at,
         )
         # The person confirmed on the typed confirmation screen, naming this disk.
         result = jobs.restore(opened.repo, request, confirm=jobs.no_confirm, progress=relay)
@@ -453,6 +532,9 @@ class RestoreSystemScreen(WizardScreen):
         shrunk = getattr(result, "shrunk", "")
         if shrunk:
             lines.append(_("Shrunk: {what}").format(what=shrunk))
+        replayed = getattr(result, "replayed", "")
+        if replayed:
+            lines.append(_("From the file journal: {what}").format(what=replayed))
         for damaged in result.damaged:
             lines.append(
                 _("Damaged in the repository, written as zeros: {what}").format(
