@@ -11,10 +11,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from imaging.units import decimal_size, human_duration, human_size
-from recovery_ui.i18n import _, ngettext
+from recovery_ui.i18n import N_, _, ngettext
 
 if TYPE_CHECKING:
     from imaging.jobs.disks import Disk, FoundRepository, Partition
+    from imaging.jobs.files import JournalGap
     from imaging.repository.records import ImageRecord, Snapshot
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -26,6 +27,51 @@ def when(moment: datetime) -> str:
     """A time to the second, in the machine's local zone (what people type back)."""
     local = moment.astimezone() if moment.tzinfo else moment
     return local.strftime(TIME_FORMAT)
+
+
+def moment(ns: int) -> datetime:
+    """A time of the file journal (nanoseconds since the epoch), in the local zone."""
+    return datetime.fromtimestamp(ns / 1e9).astimezone()
+
+
+GAP_REASONS = {
+    "not running": N_("the agent was not running"),
+    "overflow": N_("too many changes at once (the event queue overflowed)"),
+    "unreachable": N_("the repository could not be reached"),
+    "unreadable": N_("a file could not be read"),
+}
+
+
+GAP_CAUSES = {
+    "not running": N_("agent stopped"),
+    "overflow": N_("overflow"),
+    "unreachable": N_("no repository"),
+    "unreadable": N_("unreadable"),
+}
+
+
+def gap_cause(gap: JournalGap) -> str:
+    """Why the agent did not watch, in a word or two (a cell of a table)."""
+    known = GAP_CAUSES.get(gap.reason)
+    return _(known) if known else gap.reason
+
+
+def gap_reason(gap: JournalGap) -> str:
+    """Why the agent did not watch: in the app's language where the app knows the reason."""
+    known = GAP_REASONS.get(gap.reason)
+    return _(known) if known else gap.reason
+
+
+def gap_line(gap: JournalGap) -> str:
+    """``Not watched from .. to ..: reason`` (an instant: ``At ..: reason``)."""
+    reason = gap_reason(gap)
+    if gap.detail and gap.reason == "unreadable":
+        reason += f" ({gap.detail})"  # which file
+    if gap.to_ns // 10**9 <= gap.from_ns // 10**9:
+        return _("At {time}: {reason}").format(time=when(moment(gap.to_ns)), reason=reason)
+    return _("Not watched from {start} to {end}: {reason}").format(
+        start=when(moment(gap.from_ns)), end=when(moment(gap.to_ns)), reason=reason
+    )
 
 
 def rate(bytes_per_second: float) -> str:

@@ -10,6 +10,13 @@ from imaging.files.images import file_images
 from imaging.files.restore import FileRestoreResult, restore_files, restore_from
 from imaging.files.versions import Version, file_versions
 from imaging.jobs.common import choose_snapshot
+from imaging.journal.browse import (
+    JournalBrowser,
+    JournalGap,
+    JournalHost,
+    JournalTree,
+    journal_hosts,
+)
 from imaging.journal.restore import (
     JournalRestoreResult,
     JournalVersion,
@@ -17,13 +24,18 @@ from imaging.journal.restore import (
     restore_at,
 )
 from imaging.progress import ProgressCallback, no_progress
+from imaging.repository.selectors import parse_time
 from imaging.repository.store import Repository
 
 __all__ = [
     "Entry",
     "FileRestoreResult",
     "FilesRestoreRequest",
+    "JournalBrowser",
+    "JournalGap",
+    "JournalHost",
     "JournalRestoreResult",
+    "JournalTree",
     "JournalVersion",
     "SnapshotBrowser",
     "Version",
@@ -31,7 +43,9 @@ __all__ = [
     "file_versions",
     "files_restore",
     "files_restore_at",
+    "journal_hosts",
     "journal_versions",
+    "parse_time",
     "printable",
     "restore_from",
 ]

@@ -1,11 +1,13 @@
-"""Restore files: a snapshot and one of its partitions, browsed as a tree loaded a folder at
-a time (or searched by name); every version of a file across the snapshots; the files
-copied to a partition of a local disk or a USB stick, mounted read-write for it."""
+"""Restore files: a snapshot and one of its partitions, or a host's file journal as of a
+second, browsed as a tree loaded a folder at a time (or searched by name); every version of
+a file across the snapshots and in the journal; the files copied to a partition of a local
+disk or a USB stick, mounted read-write for it."""
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
@@ -16,15 +18,20 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, OptionList, Tree
 from textual.worker import Worker
 
-from imaging.errors import UsageError
+from imaging.errors import HourglassError, UsageError
 from imaging.jobs import locations, select
 from imaging.jobs.disks import repository_partitions
 from imaging.jobs.files import (
     FilesRestoreRequest,
+    JournalBrowser,
+    JournalGap,
     SnapshotBrowser,
     file_images,
     file_versions,
     files_restore,
+    files_restore_at,
+    journal_hosts,
+    parse_time,
     restore_from,
 )
 from recovery_ui import text
@@ -41,7 +48,15 @@ if TYPE_CHECKING:
     from textual.widgets.tree import TreeNode
 
     from imaging.jobs.disks import Disk, Partition
-    from imaging.jobs.files import Entry, FileRestoreResult, SnapshotBrowser, Version
+    from imaging.jobs.files import (
+        Entry,
+        FileRestoreResult,
+        JournalHost,
+        JournalRestoreResult,
+        JournalTree,
+        JournalVersion,
+        Version,
+    )
     from imaging.repository.records import ImageRecord, Snapshot
     from recovery_ui.state import OpenedRepository
 
@@ -73,8 +88,10 @@ class RestoreFilesScreen(WizardScreen):
         N_("Result"),
     )
     PANES = ("repository", "when", "partition", "browse", "dest", "result")
+    STEP_OF: ClassVar[dict[str, str]] = {"at": "when"}
     BACK: ClassVar[dict[str, tuple[str, str]]] = {
         "partition": ("when", "#timeline"),
+        "at": ("when", "#timeline"),
         "browse": ("partition", "#images"),
         "dest": ("browse", "#tree"),
     }
@@ -96,6 +113,9 @@ class RestoreFilesScreen(WizardScreen):
     RestoreFilesScreen #tree { overflow-x: hidden; }
     RestoreFilesScreen #marked { height: auto; padding: 0 1; }
     RestoreFilesScreen #dest-folder { width: 40; }
+    RestoreFilesScreen #at-time { width: 24; margin: 0 1; }
+    RestoreFilesScreen #browse.journal #tree-side, RestoreFilesScreen #browse.journal #side {
+        width: 1fr; }
     """
 
     def __init__(self) -> None:
@@ -108,6 +128,18 @@ class RestoreFilesScreen(WizardScreen):
         self.restore_snapshot: Snapshot | None = None
         self.restore_paths: list[str] = []
         self.destinations: list[tuple[Disk, Partition]] = []
+        self.hosts: list[JournalHost] = []
+        self.journal: JournalHost | None = None
+        """The host whose file journal is browsed (None: a disk snapshot is)."""
+        self.journals: dict[str, JournalBrowser] = {}
+        """Each host's journal, read once: by source id."""
+        self.journal_tree: JournalTree | None = None
+        self.journal_rows: list[tuple[str, JournalVersion]] = []
+        """The journal's rows of the versions table: (source id, event)."""
+        self.made_folder = ""
+        """The folder name the destination step made up (not one the person typed)."""
+        self.restore_at: tuple[str, datetime] | None = None
+        """What the destination step restores from the journal: (source id, second)."""
 
     def compose_steps(self) -> ComposeResult:
         with Vertical(id="repository"):
@@ -118,6 +150,15 @@ class RestoreFilesScreen(WizardScreen):
             with Horizontal(classes="buttons"):
                 yield Label(_("Or type a date and time:"))
                 yield Input(placeholder="YYYY-MM-DD HH:MM:SS", id="typed", compact=True)
+        with Vertical(id="at"):
+            yield Label("", id="at-title", classes="section first")
+            yield Static("", id="at-about", classes="note", markup=False)
+            with Horizontal(classes="buttons"):
+                yield Label(_("As of:"))
+                yield Input(placeholder="YYYY-MM-DD HH:MM:SS", id="at-time", compact=True)
+                yield Button(_("Browse"), id="at-go", compact=True, variant="primary")
+            yield Static("", id="at-error", classes="error", markup=False)
+            yield Static("", id="at-gaps", classes="note", markup=False)
         with Vertical(id="partition"):
             yield Label(_("Which partition held the files?"), classes="section first")
             yield Options(id="images", compact=True)
@@ -149,13 +190,7 @@ class RestoreFilesScreen(WizardScreen):
             yield Options(id="dests", compact=True)
             yield Label(_("Into this folder on it:"), classes="field-label")
             yield Input(id="dest-folder", compact=True)
-            yield Static(
-                _(
-                    "Files already there are kept: a restored file with the same name gets "
-                    "a new name with .restored-DATE before its extension."
-                ),
-                classes="note",
-            )
+            yield Static("", id="dest-note", classes="note")
             with Horizontal(classes="buttons"):
                 yield Button(_("Restore"), id="dest-go", compact=True, variant="primary")
             yield ProgressPanel(dedup=False, item=_("File"), id="dest-progress")
@@ -184,6 +219,10 @@ class RestoreFilesScreen(WizardScreen):
             self._search("")
             self.query_one("#tree").focus()
             return
+        if self.pane == "browse" and self.journal is not None:
+            self.step("at")
+            self.query_one("#at-time").focus()
+            return
         super().action_back()
 
     # --- repository, time, partition --------------------------------------------------------
@@ -196,23 +235,35 @@ class RestoreFilesScreen(WizardScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="snapshots")
     def load_snapshots(self) -> None:
         assert self.opened is not None
-        snapshots = [s for s in self.opened.repo.snapshots() if file_images(s)]
-        self.app.call_from_thread(self._snapshots_loaded, snapshots)
+        listed = list(self.opened.repo.snapshots())
+        snapshots = [s for s in listed if file_images(s)]
+        self.app.call_from_thread(self._snapshots_loaded, snapshots, journal_hosts(listed))
 
-    def _snapshots_loaded(self, snapshots: list[Snapshot]) -> None:
+    def _snapshots_loaded(self, snapshots: list[Snapshot], hosts: list[JournalHost]) -> None:
+        self.hosts = hosts
+        # Wider versions: journal rows say what happened (deleted, not watched), not a size.
+        self.query_one("#browse").set_class(bool(hosts), "journal")
         timeline = self.query_one("#timeline", Timeline)
-        timeline.show(snapshots)
+        timeline.show(snapshots, hosts)
         timeline.focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "typed" and event.value.strip():
             timeline = self.query_one("#timeline", Timeline)
+            if not timeline.snapshots and len(self.hosts) == 1:
+                # No disk snapshot to choose among: the time is one of the host's journal.
+                self._journal_chosen(self.hosts[0])
+                self.query_one("#at-time", Input).value = event.value.strip()
+                self._browse_at(event.value.strip())
+                return
             ordered = sorted(timeline.snapshots.values(), key=lambda s: s.order)
             self.choose_typed(ordered, event.value.strip())
         elif event.input.id == "search":
             self._search(event.value.strip())
         elif event.input.id == "dest-folder":
             self._restore_to_destination()
+        elif event.input.id == "at-time":
+            self._browse_at(event.value.strip())
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="typed")
     def choose_typed(self, snapshots: list[Snapshot], typed: str) -> None:
@@ -222,9 +273,12 @@ class RestoreFilesScreen(WizardScreen):
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         list_id = event.option_list.id
         if list_id == "timeline":
-            chosen = self.query_one("#timeline", Timeline).chosen
-            if chosen is not None:
-                self._snapshot_chosen(chosen)
+            timeline = self.query_one("#timeline", Timeline)
+            journal = timeline.chosen_journal
+            if journal is not None:
+                self._journal_chosen(journal)
+            elif timeline.chosen is not None:
+                self._snapshot_chosen(timeline.chosen)
         elif list_id == "images":
             assert self.snapshot is not None
             image = next(i for i in file_images(self.snapshot) if i.name == event.option.id)
@@ -249,16 +303,109 @@ class RestoreFilesScreen(WizardScreen):
 
     def _image_chosen(self, image: ImageRecord) -> None:
         self.image = image
+        self.journal = self.journal_tree = None
+        assert self.snapshot is not None
+        self._start_browsing(text.when(self.snapshot.time), None, _("Backup"))
+        self.query_one("#versions-of", Static).update(_("Opening the backup..."))
+        self.open_browser(self.snapshot, self._partition_number(image))
+
+    def _start_browsing(self, label: str, times_near: datetime | None, when: str) -> None:
+        """The browsing step, its tree empty under ``label``, nothing marked."""
         self.step("browse")
         tree = self.query_one("#tree", FileTree)
         tree.clear()
         tree.marked.clear()
-        assert self.snapshot is not None
-        tree.root.set_label(text.when(self.snapshot.time))
+        tree.times_near = times_near
+        tree.root.set_label(label)
         self.marks_changed()
-        self.query_one("#versions", DataTable).clear()
-        self.query_one("#versions-of", Static).update(_("Opening the backup..."))
-        self.open_browser(self.snapshot, self._partition_number(image))
+        table = self.query_one("#versions", DataTable)
+        table.clear(columns=True)
+        table.add_columns(when, _("Size"))
+
+    # --- a host's file journal as of a second -----------------------------------------------
+
+    def _journal_chosen(self, host: JournalHost) -> None:
+        """Ask for the second to browse, the newest recovery point offered."""
+        self.journal = host
+        self.query_one("#at-title", Label).update(
+            _("The files of {host} as they were at which second?").format(host=host.host)
+        )
+        self.query_one("#at-about", Static).update(
+            _(
+                "The file journal holds every version saved from {first} to {newest} (the "
+                "newest recovery point). Type a date and time to the second."
+            ).format(
+                first=text.when(text.moment(host.first_ns)),
+                newest=text.when(text.moment(host.newest_ns)),
+            )
+        )
+        if host.gaps:
+            shown = [text.gap_line(g) for g in host.gaps[-4:]]
+            if len(host.gaps) > 4:
+                shown.insert(0, _("(the newest 4 of {count})").format(count=len(host.gaps)))
+            gaps = _("Changes in these spans may be missed:") + "\n" + "\n".join(shown)
+        else:
+            gaps = _("No gaps: the agent watched all the time.")
+        self.query_one("#at-gaps", Static).update(gaps)
+        self.query_one("#at-error", Static).update("")
+        field = self.query_one("#at-time", Input)
+        field.value = text.when(text.moment(host.newest_ns))
+        self.step("at")
+        field.focus()
+
+    def _browse_at(self, typed: str) -> None:
+        """Browse the journal as of the typed second; a time that cannot be read, or one
+        before the journal begins, is said and nothing else happens."""
+        host = self.journal
+        assert host is not None
+        error = self.query_one("#at-error", Static)
+        try:
+            when = parse_time(typed)
+        except UsageError:
+            error.update(
+                _(
+                    'Cannot read "{typed}" as a time: type it as YYYY-MM-DD HH:MM:SS (a date '
+                    "alone is the end of that day)."
+                ).format(typed=typed)
+            )
+            return
+        if int(when.timestamp()) < host.first_ns // 10**9:
+            error.update(
+                _(
+                    "The file history of {host} begins at {first}: nothing is recorded before."
+                ).format(host=host.host, first=text.when(text.moment(host.first_ns)))
+            )
+            return
+        error.update("")
+        label = _("{host} as of {when}").format(host=host.host, when=text.when(when))
+        self._start_browsing(label, when, _("When"))
+        self.query_one("#versions-of", Static).update(_("Reading the file journal..."))
+        self.open_journal(host, when)
+
+    def _journal_browser(self, source_id: str) -> JournalBrowser:
+        """The journal of a host (in a worker thread: it reads every segment once)."""
+        browser = self.journals.get(source_id)
+        if browser is None:
+            assert self.opened is not None
+            browser = self.journals[source_id] = JournalBrowser(self.opened.repo, source_id)
+        return browser
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="browser")
+    def open_journal(self, host: JournalHost, when: datetime) -> None:
+        self._close_browser()
+        tree = self._journal_browser(host.source_id).tree(when)
+        self.app.call_from_thread(self._journal_opened, tree, tree.listdir("/"))
+
+    def _journal_opened(self, journal: JournalTree, entries: list[Entry]) -> None:
+        self.journal_tree = journal
+        self._opened(entries)
+        # One protected folder: open it (what else would the person do first).
+        tree = self.query_one("#tree", FileTree)
+        if len(entries) == 1 and entries[0].type == "dir":
+            node = tree.root.children[0]
+            assert node.data is not None
+            tree.fill(node, journal.listdir(node.data.path))
+            node.expand()
 
     @staticmethod
     def _partition_number(image: ImageRecord) -> int | None:
@@ -292,9 +439,17 @@ class RestoreFilesScreen(WizardScreen):
     # Not exclusive: each folder opened is listed, however fast the person opens them.
     @work(thread=True, exit_on_error=False, group="list")
     def list_folder(self, node: TreeNode[Item]) -> None:
-        assert self.browser is not None and node.data is not None
-        entries = self.browser.listdir(node.data.path)
+        assert node.data is not None
+        entries = self._lister().listdir(node.data.path)
         self.app.call_from_thread(self.query_one("#tree", FileTree).fill, node, entries)
+
+    def _lister(self) -> SnapshotBrowser | JournalTree:
+        """What the tree shows: the journal as of its second, or the snapshot mounted."""
+        if self.journal is not None:
+            assert self.journal_tree is not None
+            return self.journal_tree
+        assert self.browser is not None
+        return self.browser
 
     def on_tree_node_selected(self, event: Tree.NodeSelected[Item]) -> None:
         item = event.node.data
@@ -324,8 +479,7 @@ class RestoreFilesScreen(WizardScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="search")
     def search(self, needle: str) -> None:
-        assert self.browser is not None
-        found = self.browser.search(needle, SEARCH_LIMIT)
+        found = self._lister().search(needle, SEARCH_LIMIT)
         self.app.call_from_thread(self._found, found)
 
     def _found(self, found: list[str]) -> None:
@@ -375,40 +529,121 @@ class RestoreFilesScreen(WizardScreen):
             _("Looking for every version of {path}...").format(path=path)
         )
         self.query_one("#versions", DataTable).clear()
+        if self.journal is not None:
+            self.load_versions(path, None, None, [self.journal])
+            return
         assert self.snapshot is not None and self.image is not None
-        self.load_versions(path, self.snapshot.source_id, self._partition_number(self.image))
+        self.load_versions(
+            path, self.snapshot.source_id, self._partition_number(self.image), self.hosts
+        )
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="versions")
-    def load_versions(self, path: str, source: str, partition: int | None) -> None:
-
+    def load_versions(
+        self, path: str, source: str | None, partition: int | None, hosts: list[JournalHost]
+    ) -> None:
+        """The versions of ``path`` in the disk snapshots of ``source`` (None: those of the
+        only source, if there is one) and in the journals of ``hosts``."""
         assert self.opened is not None
-        versions = file_versions(self.opened.repo, path, partition=partition, source=source)
-        self.app.call_from_thread(self._versions_loaded, path, versions)
+        journal = [
+            (host.source_id, version)
+            for host in hosts
+            for version in self._journal_browser(host.source_id).versions(path)
+        ]
+        if source is None:
+            # Browsing a host's journal: disk images hold its paths where they hold one
+            # filesystem of one source (as `hourglass files versions` finds them).
+            try:
+                versions = file_versions(self.opened.repo, path)
+            except HourglassError:
+                versions = []
+        else:
+            versions = file_versions(self.opened.repo, path, partition=partition, source=source)
+        self.app.call_from_thread(self._versions_loaded, path, versions, journal)
 
-    def _versions_loaded(self, path: str, versions: list[Version]) -> None:
+    def _versions_loaded(
+        self, path: str, versions: list[Version], journal: list[tuple[str, JournalVersion]]
+    ) -> None:
         if path != self.versions_path:
             return
         self.versions = versions
-        table = self.query_one("#versions", DataTable)
-        table.clear()
-        for index, version in enumerate(reversed(versions)):
+        self.journal_rows = journal
+        rows: list[tuple[float, str, tuple[str, str], int]] = []
+        for index, version in enumerate(versions):
             # The first backup that holds this version: when it was there.
             size = text.human_size(version.size) if version.type == "file" else version.type
-            table.add_row(
-                text.when(version.snapshots[0].time), size, key=str(len(versions) - 1 - index)
+            first = version.snapshots[0].time
+            rows.append((first.timestamp(), f"d{index}", (text.when(first), size), 1))
+        for index, (_source, change) in enumerate(journal):
+            cells, height = self._journal_cells(change)
+            rows.append((change.event.ns / 1e9, f"j{index}", cells, height))
+        table = self.query_one("#versions", DataTable)
+        table.clear()
+        for _when, key, cells, height in sorted(rows, key=lambda r: r[0], reverse=True):
+            table.add_row(*cells, key=key, height=height)
+        saved = sum(v.event.type in ("write", "create") for _, v in journal)
+        if journal:
+            note = _(
+                "{path}: {journal} in the file journal, {images} in disk backups. Enter "
+                "restores the one chosen."
+            ).format(
+                path=path,
+                journal=ngettext("{count} version", "{count} versions", saved).format(count=saved),
+                images=ngettext("{count} version", "{count} versions", len(versions)).format(
+                    count=len(versions)
+                ),
             )
-        self.query_one("#versions-of", Static).update(
-            ngettext(
+        else:
+            note = ngettext(
                 "{path}: {count} version. Enter restores it.",
                 "{path}: {count} versions. Enter restores the one chosen.",
                 len(versions),
             ).format(path=path, count=len(versions))
+        self.query_one("#versions-of", Static).update(note)
+
+    @staticmethod
+    def _journal_cells(version: JournalVersion) -> tuple[tuple[str, str], int]:
+        """A journal event as a row of the versions table: its second and what happened;
+        a gap on two lines, from and to."""
+        event = version.event
+        when = text.when(version.time)
+        if event.type == "gap":
+            gap = JournalGap.of(event)
+            span = f"{text.when(text.moment(gap.from_ns))}\n{text.when(text.moment(gap.to_ns))}"
+            return (span, _("not watched") + "\n" + text.gap_cause(gap)), 2
+        if event.type == "delete":
+            return (when, _("deleted")), 1
+        if event.type == "rename":
+            return (when, _("renamed")), 1
+        meta = event.meta
+        if meta is not None and meta.ftype == "file":
+            return (when, text.human_size(meta.size)), 1
+        return (when, _("folder") if meta is not None and meta.ftype == "dir" else _("link")), 1
+
+    def _journal_note(self, source_id: str, version: JournalVersion) -> str:
+        event = version.event
+        when = text.when(version.time)
+        if event.type == "gap":
+            return text.gap_line(JournalGap.of(event))
+        if event.type == "delete":
+            return _("{when}: {path} was deleted.").format(when=when, path=event.path)
+        if event.type == "rename":
+            return _("{when}: {old} was renamed to {new}.").format(
+                when=when, old=event.path, new=event.to or ""
+            )
+        host = next((h.host for h in self.hosts if h.source_id == source_id), source_id)
+        return _("Saved {when} in the file journal of {host}. Enter restores it.").format(
+            when=when, host=host
         )
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id != "versions" or event.row_key.value is None:
             return
-        version = self.versions[int(str(event.row_key.value))]
+        key = str(event.row_key.value)
+        if key.startswith("j"):
+            source_id, entry = self.journal_rows[int(key[1:])]
+            self.query_one("#versions-of", Static).update(self._journal_note(source_id, entry))
+            return
+        version = self.versions[int(key[1:])]
         # In one backup only: its time, not a span from that time to the same time.
         note = (
             _("Modified {mtime}; in the backup of {first}. Enter restores it.")
@@ -429,7 +664,18 @@ class RestoreFilesScreen(WizardScreen):
         )
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        version = self.versions[int(str(event.row_key.value))]
+        key = str(event.row_key.value)
+        if key.startswith("j"):
+            source_id, entry = self.journal_rows[int(key[1:])]
+            if entry.event.type not in ("write", "create"):
+                self.query_one("#versions-of", Static).update(
+                    _("Not a version: choose a version to restore.")
+                )
+                return
+            second = datetime.fromtimestamp(entry.event.ns // 10**9).astimezone()
+            self._go_destination([entry.event.path], at=(source_id, second))
+            return
+        version = self.versions[int(key[1:])]
         # The newest snapshot holding this version.
         snapshot_id = version.snapshots[-1].id
         assert self.opened is not None
@@ -439,7 +685,7 @@ class RestoreFilesScreen(WizardScreen):
     def pick_version(self, path: str, snapshot_id: str) -> None:
         assert self.opened is not None
         snapshot = self.opened.repo.load_snapshot(snapshot_id)
-        self.app.call_from_thread(self._go_destination, snapshot, [path])
+        self.app.call_from_thread(self._go_destination, [path], snapshot)
 
     # --- destination, restore, result -------------------------------------------------------
 
@@ -453,6 +699,8 @@ class RestoreFilesScreen(WizardScreen):
             self._restore_marked()
         elif button == "dest-go":
             self._restore_to_destination()
+        elif button == "at-go":
+            self._browse_at(self.query_one("#at-time", Input).value.strip())
         elif button == "more":
             self.step("browse")
             self.query_one("#tree").focus()
@@ -464,24 +712,53 @@ class RestoreFilesScreen(WizardScreen):
                 UsageError(_("Nothing is marked."), _("Mark files or folders with Space."))
             )
             return
+        if self.journal is not None:
+            assert self.journal_tree is not None
+            self._go_destination(marked, at=(self.journal.source_id, self.journal_tree.at))
+            return
         assert self.snapshot is not None
-        self._go_destination(self.snapshot, marked)
+        self._go_destination(marked, self.snapshot)
 
-    def _go_destination(self, snapshot: Snapshot, paths: list[str]) -> None:
-
+    def _go_destination(
+        self,
+        paths: list[str],
+        snapshot: Snapshot | None = None,
+        *,
+        at: tuple[str, datetime] | None = None,
+    ) -> None:
+        """Ask where ``paths`` go: from ``snapshot``, or from the journal of a host (its
+        source id) as of a second."""
         self.restore_snapshot = snapshot
+        self.restore_at = at
         self.restore_paths = paths
         what = ngettext("{count} item", "{count} items", len(paths)).format(count=len(paths))
-        self.query_one("#dest-what", Static).update(
-            _("{what} from the backup of {when}: {paths}").format(
-                what=what,
-                when=text.when(snapshot.time),
-                paths=", ".join(paths[:3]) + (" ..." if len(paths) > 3 else ""),
+        listed = ", ".join(paths[:3]) + (" ..." if len(paths) > 3 else "")
+        if at is not None:
+            host = next((h.host for h in self.hosts if h.source_id == at[0]), at[0])
+            line = _("{what} from the file history of {host} as of {when}: {paths}").format(
+                what=what, host=host, when=text.when(at[1]), paths=listed
+            )
+        else:
+            assert snapshot is not None
+            line = _("{what} from the backup of {when}: {paths}").format(
+                what=what, when=text.when(snapshot.time), paths=listed
+            )
+        self.query_one("#dest-what", Static).update(line)
+        self.query_one("#dest-note", Static).update(
+            _(
+                "Nothing already there is replaced: if the folder holds a file of the same "
+                "name, nothing is restored (choose another folder)."
+            )
+            if at is not None
+            else _(
+                "Files already there are kept: a restored file with the same name gets "
+                "a new name with .restored-DATE before its extension."
             )
         )
         folder = self.query_one("#dest-folder", Input)
-        if not folder.value:
-            folder.value = "restored-" + datetime.now().strftime("%Y%m%d-%H%M%S")
+        if not folder.value or folder.value == self.made_folder:
+            # A new folder each time, unless the person typed one.
+            folder.value = self.made_folder = "restored-" + datetime.now().strftime("%Y%m%d-%H%M%S")
         dests = self.query_one("#dests", OptionList)
         self.destinations = repository_partitions(self.hourglass.disks)
         options = []
@@ -511,11 +788,15 @@ class RestoreFilesScreen(WizardScreen):
         if not folder or ".." in folder.split("/"):
             self.hourglass.report_error(UsageError(_("Type a folder name (without '..').")))
             return
-        assert self.restore_snapshot is not None and self.image is not None
         self.query_one("#dest-go", Button).disabled = True
         panel = self.query_one("#dest-progress", ProgressPanel)
         panel.display = True
         panel.set_phase(_("Copying the files"))
+        if self.restore_at is not None:
+            source_id, when = self.restore_at
+            self.restore_journal(source_id, when, list(self.restore_paths), disk, partition, folder)
+            return
+        assert self.restore_snapshot is not None and self.image is not None
         self.restore(
             self.restore_snapshot,
             self._partition_number(self.image),
@@ -539,6 +820,7 @@ class RestoreFilesScreen(WizardScreen):
     ) -> None:
 
         assert self.opened is not None
+        started = time.monotonic()
         log = logging.getLogger("recovery_ui")
         location = locations.mount_partition(target.device, target.fstype, writable=True)
         dest = os.path.join(location.mountpoint, folder)
@@ -558,7 +840,82 @@ class RestoreFilesScreen(WizardScreen):
                 locations.unmount(location)
                 unmounted = True
         log.info("restored %d item(s), %d bytes to %s", result.restored, result.bytes, dest)
-        self.app.call_from_thread(self._finished, result, disk, target, folder, unmounted)
+        taken = time.monotonic() - started
+        self.app.call_from_thread(self._finished, result, disk, target, folder, unmounted, taken)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="engine")
+    def restore_journal(
+        self,
+        source_id: str,
+        when: datetime,
+        paths: list[str],
+        disk: Disk,
+        target: Partition,
+        folder: str,
+    ) -> None:
+        """Write ``paths`` as the journal of ``source_id`` had them at the second ``when``
+        into ``folder`` on ``target``."""
+        assert self.opened is not None
+        started = time.monotonic()
+        log = logging.getLogger("recovery_ui")
+        location = locations.mount_partition(target.device, target.fstype, writable=True)
+        dest = os.path.join(location.mountpoint, folder)
+        log.info("restoring %d path(s) of %s as of %s to %s", len(paths), source_id, when, dest)
+        try:
+            # The engine refuses to replace a file; say so in the app's words for the one
+            # clash a person makes most (the same file restored into the same folder again).
+            for path in paths:
+                there = os.path.join(dest, os.path.basename(path.rstrip("/")))
+                if os.path.lexists(there) and not os.path.isdir(there):
+                    raise UsageError(
+                        _("{folder} already holds {name}: nothing was restored.").format(
+                            folder=folder, name=os.path.basename(there)
+                        ),
+                        _("Type another folder name."),
+                    )
+            result = files_restore_at(self.opened.repo, tuple(paths), when, dest, source=source_id)
+        finally:
+            unmounted = False
+            if location.mounted_by_us:
+                locations.unmount(location)
+                unmounted = True
+        log.info("restored %d item(s), %d bytes to %s", result.restored, result.bytes, dest)
+        taken = time.monotonic() - started
+        self.app.call_from_thread(
+            self._journal_finished, result, source_id, disk, target, folder, unmounted, taken
+        )
+
+    def _into(self, disk: Disk, target: Partition, folder: str) -> str:
+        return _("Into: {device} ({disk}), folder {folder}").format(
+            device=target.device, disk=text.disk_title(disk), folder=folder
+        )
+
+    def _journal_finished(
+        self,
+        result: JournalRestoreResult,
+        source_id: str,
+        disk: Disk,
+        target: Partition,
+        folder: str,
+        unmounted: bool,
+        taken: float,
+    ) -> None:
+        host = next((h.host for h in self.hosts if h.source_id == source_id), source_id)
+        lines = [
+            ngettext("{count} item restored", "{count} items restored", result.restored).format(
+                count=result.restored
+            )
+            + ", "
+            + text.human_size(result.bytes),
+            _("As of {when}, from the file history of {host}").format(
+                when=text.when(result.at), host=host
+            ),
+            self._into(disk, target, folder),
+            text.time_taken(taken),
+        ]
+        if unmounted and (disk.transport == "usb" or disk.removable):
+            lines += ["", _("You can remove the USB stick now.")]
+        self._result(_("The files are restored."), "\n".join(lines), good=True)
 
     def _finished(
         self,
@@ -567,6 +924,7 @@ class RestoreFilesScreen(WizardScreen):
         target: Partition,
         folder: str,
         unmounted: bool,
+        taken: float,
     ) -> None:
         lines = [
             ngettext("{count} item restored", "{count} items restored", result.restored).format(
@@ -574,9 +932,8 @@ class RestoreFilesScreen(WizardScreen):
             )
             + ", "
             + text.human_size(result.bytes),
-            _("Into: {device} ({disk}), folder {folder}").format(
-                device=target.device, disk=text.disk_title(disk), folder=folder
-            ),
+            self._into(disk, target, folder),
+            text.time_taken(taken),
         ]
         for old, new in result.renamed[:10]:
             lines.append(
@@ -596,12 +953,12 @@ class RestoreFilesScreen(WizardScreen):
         )
 
     def work_failed(self, worker: Worker[object], error: BaseException) -> None:
-        if worker.name == "restore":
+        if worker.name in ("restore", "restore_journal"):
             self.query_one("#dest-go", Button).disabled = False
             self.query_one("#dest-progress", ProgressPanel).set_phase(
                 _("The restore failed: {reason}").format(reason=failure_reason(error))
             )
-        elif worker.name in ("open_browser", "load_versions"):
+        elif worker.name in ("open_browser", "open_journal", "load_versions"):
             self.query_one("#versions-of", Static).update(failure_reason(error))
         elif worker.name == "search":
             self.query_one("#results", OptionList).set_options(

@@ -43,6 +43,8 @@ class WizardScreen(BaseScreen[None]):
     """The names in the steps line (message ids, N_), one a pane."""
     PANES: ClassVar[tuple[str, ...]] = ()
     """The id of each step's pane, in order; the first is shown first, the last is "result"."""
+    STEP_OF: ClassVar[dict[str, str]] = {}
+    """Pane: the pane whose step it belongs to, for a pane that is not a step of its own."""
     BACK: ClassVar[dict[str, tuple[str, str]]] = {}
     """Pane: the pane ``escape`` goes back to and the widget focused there. From a pane not
     named here ``escape`` leaves the wizard."""
@@ -96,7 +98,7 @@ class WizardScreen(BaseScreen[None]):
     def step(self, pane: str) -> None:
         """Show the pane ``pane`` and mark its step in the steps line."""
         self.query_one(ContentSwitcher).current = pane
-        self.query_one(Steps).current = self.PANES.index(pane)
+        self.query_one(Steps).current = self.PANES.index(self.STEP_OF.get(pane, pane))
         self.refresh_bindings()
 
     def action_back(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -15,6 +16,9 @@ from recovery_ui.i18n import _
 
 if TYPE_CHECKING:
     from imaging.jobs.files import Entry
+
+
+LONG_PATH = 32
 
 
 @dataclass
@@ -41,6 +45,8 @@ class SnapshotTree(Tree[Item]):
     def __init__(self, label: str, *, id: str | None = None) -> None:
         super().__init__(label, Item("/", None), id=id)
         self.marked: set[str] = set()
+        self.times_near: datetime | None = None
+        """Set: files show their modification time too (only the time on this day)."""
 
     def on_mount(self) -> None:
         glyphs = glyphs_of(self.app)
@@ -61,12 +67,21 @@ class SnapshotTree(Tree[Item]):
             label.append("/")
             return label
         if entry.type == "dir":
-            label.append(entry.name + "/", style="bold")
+            name = entry.name
+            if "/" in name and len(name) > LONG_PATH:
+                # A whole path (a protected folder of a file journal): its end says most.
+                name = "..." + name[-(LONG_PATH - 3) :]
+            label.append(name + "/", style="bold")
         elif entry.type == "symlink":
             label.append(f"{entry.name} -> {entry.target}", style="italic")
         else:
             label.append(entry.name)
-            label.append(f" ({text.human_size(entry.size)})", style="dim")
+            about = text.human_size(entry.size)
+            if self.times_near is not None:
+                stamp = text.when(entry.mtime)
+                same_day = stamp[:10] == text.when(self.times_near)[:10]
+                about += ", " + (stamp[11:] if same_day else stamp[:10])
+            label.append(f" ({about})", style="dim")
         return label
 
     def fill(self, node: TreeNode[Item], entries: list[Entry]) -> None:
