@@ -46,6 +46,16 @@ def wait_for_window(window: Window, *, say: Say = no_say, clock: Clock = now) ->
     return time.monotonic() - started
 
 
+def parse_time(text: str) -> datetime:
+    """A point in time typed by a person (local time unless it carries an offset)."""
+    return selectors.parse_time(text)
+
+
+def is_time_to_the_second(text: str) -> bool:
+    """``text`` names a second (a restore as of it replays the file journal)."""
+    return selectors.is_time_to_the_second(text)
+
+
 def select(snapshots: list[Snapshot], selector: str, *, source: str | None = None) -> Snapshot:
     """The snapshot ``selector`` names among ``snapshots`` already listed (oldest first)."""
     return selectors.select(snapshots, selector, source=source)

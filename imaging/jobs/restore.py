@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DiskRestoreResult",
     "GrowPlan",
+    "ReplayPlan",
     "RestorePreview",
     "RestoreRequest",
     "RestoreResult",

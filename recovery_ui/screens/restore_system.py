@@ -18,7 +18,7 @@ from textual.worker import Worker
 from imaging import jobs
 from imaging.errors import Cancelled, HourglassError
 from imaging.jobs import check_restore_target, select
-from imaging.repository.selectors import is_time_to_the_second, parse_time
+from imaging.jobs.common import is_time_to_the_second, parse_time
 from recovery_ui import text
 from recovery_ui.i18n import N_, _
 from recovery_ui.messages import ProgressRelay
@@ -32,7 +32,7 @@ from recovery_ui.widgets.timeline import Timeline
 if TYPE_CHECKING:
     from imaging.jobs import RestoreResult
     from imaging.jobs.disks import Disk
-    from imaging.journal.replay import ReplayPlan
+    from imaging.jobs.restore import ReplayPlan
     from imaging.progress import Progress
     from imaging.repository.records import Snapshot
     from recovery_ui.state import OpenedRepository
