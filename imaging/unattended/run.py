@@ -190,6 +190,7 @@ def carry_out(orders: Orders, locations: Locations, say: Callable[[str], None]) 
         kind = "data" if orders.read_data else "structure"
         return (
             f"verify ({kind}) of {report.snapshots} snapshot(s), {report.checked} chunks: no damage"
+            + _read_around(report.degraded)
         )
 
     if orders.run == "restore":
@@ -225,6 +226,7 @@ def carry_out(orders: Orders, locations: Locations, say: Callable[[str], None]) 
             + (", grown" if orders.grow else "")
             + (f"; the disk is smaller: {shrunk}" if shrunk else "")
             + (f"; {replayed}" if replayed else "")
+            + _read_around(result.degraded)
         )
 
     # files-restore
@@ -284,6 +286,14 @@ def run_unattended(cmdline: str, *, say: Callable[[str], None] | None = None) ->
 
 def read_cmdline(path: str = "/proc/cmdline") -> str:
     return Path(path).read_text()
+
+
+def _read_around(degraded: list[str]) -> str:
+    """The members of a set that lacked or held damaged data, read around (a restore or
+    verify that succeeded on the others): a lab must know a location needs `check --repair`."""
+    if not degraded:
+        return ""
+    return "; read around " + "; ".join(degraded) + " (run `hourglass check --repair`)"
 
 
 def _as_of(repo: Repository, selector: str) -> datetime | None:

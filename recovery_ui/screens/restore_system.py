@@ -535,6 +535,8 @@ class RestoreSystemScreen(WizardScreen):
         replayed = getattr(result, "replayed", "")
         if replayed:
             lines.append(_("From the file journal: {what}").format(what=replayed))
+        for line in result.degraded:
+            lines.append(_("Read around a location of the set: {what}").format(what=line))
         for damaged in result.damaged:
             lines.append(
                 _("Damaged in the repository, written as zeros: {what}").format(
