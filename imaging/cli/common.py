@@ -116,10 +116,12 @@ def limiter(args: argparse.Namespace) -> Limiter | None:
     return made if made.timetable.limited else None
 
 
-def repo_location(args: argparse.Namespace, path: str | None = None) -> Store:
-    """The store of ``path`` (else --repo): a directory, or s3:// reached as
-    :func:`s3_options` says; kept to ``--bwlimit`` when the command has one."""
-    store = as_store(path or repo_path(args), s3=s3_options(args))
+def repo_location(
+    args: argparse.Namespace, path: str | None = None, *, s3: S3Options | None = None
+) -> Store:
+    """The store of ``path`` (else --repo): a directory, or s3:// reached as ``s3`` (else
+    :func:`s3_options`) says; kept to ``--bwlimit`` when the command has one."""
+    store = as_store(path or repo_path(args), s3=s3 or s3_options(args))
     if isinstance(store, RedundantStore):
         store.on_problem = _warn
     limit = limiter(args)

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from imaging import jobs
-from imaging.cli.common import add_bwlimit, limiter, open_repo, print_json, repo_location
+from imaging.cli.common import (
+    add_bwlimit,
+    limiter,
+    open_repo,
+    print_json,
+    repo_location,
+    s3_options,
+)
 from imaging.errors import IntegrityError, NotFinished, UsageError
 from imaging.progress import reporter_for
+from imaging.repository.s3store import S3Options
 from imaging.repository.throttle import parse_window
 from imaging.units import count, human_duration, human_size
 
@@ -25,7 +34,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
     limiter(args)  # a bad --bwlimit is refused before anything is opened
     repo = open_repo(args)
     request = jobs.CopyRequest(
-        target=repo_location(args, args.to),
+        target=repo_location(args, args.to, s3=_target_s3(args)),
         snapshots=tuple(args.snapshots),
         source=args.source,
         window=window,
@@ -64,6 +73,17 @@ def cmd_copy(args: argparse.Namespace) -> int:
     return IntegrityError.exit_code if result.damaged else 0
 
 
+def _target_s3(args: argparse.Namespace) -> S3Options:
+    """How to reach an s3:// target: --to-s3-endpoint, --to-credentials, --to-ca-file, each
+    the source's (--s3-endpoint ...) when not given, so one object store needs them once."""
+    source = s3_options(args)
+    return S3Options(
+        endpoint=args.to_s3_endpoint or source.endpoint,
+        ca_file=args.to_ca_file or source.ca_file,
+        credentials_file=args.to_credentials or source.credentials_file,
+    )
+
+
 def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "copy",
@@ -79,6 +99,23 @@ def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.Argument
         help="the mirror: a directory or s3://BUCKET[/PREFIX] (made when missing)",
     )
     p.add_argument("--source", help="copy only snapshots of this source")
+    p.add_argument(
+        "--to-s3-endpoint",
+        metavar="URL",
+        help="an s3:// target on another object store: its endpoint (default: the source's)",
+    )
+    p.add_argument(
+        "--to-credentials",
+        metavar="FILE",
+        type=Path,
+        help="the s3:// target's AWS credentials file (default: the source's)",
+    )
+    p.add_argument(
+        "--to-ca-file",
+        metavar="FILE",
+        type=Path,
+        help="the s3:// target's CA certificate for TLS (default: the source's)",
+    )
     add_bwlimit(p)
     p.add_argument(
         "--window",

@@ -495,6 +495,46 @@ def test_tls_endpoint_needs_its_ca(
 
 
 @s3
+def test_copy_to_another_object_store(
+    s3_server: S3Server,
+    s3_bucket: str,
+    tls_server: S3Server,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A mirror on another object store, with its own endpoint, keys and CA: the --to-*
+    options reach it while the source keeps its own; the mirror restores the same bytes."""
+    _clean_aws_env(monkeypatch)
+    assert tls_server.ca_file is not None
+    src_creds = _credentials_file(tmp_path / "src", s3_server.access_key, s3_server.secret_key)
+    dst_creds = _credentials_file(tmp_path / "dst", tls_server.access_key, tls_server.secret_key)
+    src = ("--s3-endpoint", s3_server.endpoint, "--credentials", str(src_creds))
+    url = f"s3://{s3_bucket}"
+    assert run_cli("init", url, *src, "--encryption", "none") == 0
+    source = tmp_path / "source.img"
+    write_random_image(source, 3 * MiB)
+    assert run_cli("backup", "--repo", url, *src, "--progress", "none", str(source)) == 0
+    mirror = "s3://hg-mirror-elsewhere"
+    to = ("--to", mirror, "--to-s3-endpoint", tls_server.endpoint)
+    to += ("--to-credentials", str(dst_creds))
+    capsys.readouterr()
+    # The target's TLS is checked against the target's CA, not the source's (it has none).
+    assert run_cli("copy", "--repo", url, *src, *to, "--progress", "none") == 1
+    err = capsys.readouterr().err
+    assert "TLS" in err and "Traceback" not in err
+    assert "hg-mirror-elsewhere" not in _bucket_names(tls_server)
+    with_ca = (*to, "--to-ca-file", str(tls_server.ca_file))
+    assert run_cli("copy", "--repo", url, *src, *with_ca, "--progress", "none") == 0
+    assert "Copied 1 snapshot" in capsys.readouterr().out
+    there = ("--s3-endpoint", tls_server.endpoint, "--credentials", str(dst_creds))
+    there += ("--ca-file", str(tls_server.ca_file))
+    out = tmp_path / "out.img"
+    assert run_cli("restore", "--repo", mirror, *there, "latest", str(out), "--yes") == 0
+    assert out.read_bytes() == source.read_bytes()
+
+
+@s3
 def test_credentials_file(
     s3_server: S3Server,
     s3_bucket: str,
