@@ -14,6 +14,7 @@ view), shown in the confirmation, and applied after the image is written and rea
 
 from __future__ import annotations
 
+import bisect
 import os
 import posixpath
 import shutil
@@ -266,9 +267,14 @@ def _touched(events: list[Event], image: int, until: int, state: dict[str, Entry
                 prefixes.add(event.to)
     if not prefixes:
         return touched
-    for p in state:
-        if any(p.startswith(q.rstrip("/") + "/") for q in prefixes):
-            touched.add(p)
+    # Everything below each prefix: a range of the sorted paths ("/" sorts just before "0"),
+    # so a journal of a million paths with thousands of deletes stays quick.
+    paths = sorted(state)
+    for q in prefixes:
+        below = q.rstrip("/") + "/"
+        start = bisect.bisect_left(paths, below)
+        end = bisect.bisect_left(paths, below[:-1] + "0")
+        touched.update(paths[start:end])
     return touched
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from imaging.journal.replay import parse_fstab
+from imaging.journal.records import Entry, Event, Meta
+from imaging.journal.replay import _touched, parse_fstab
 from imaging.repository.store import Repository
 from imaging.unattended.run import run_unattended
 from tests.imaging.agent.recording import BEFORE, DISK_MIB, FIRST, Recorded, files_on, record
@@ -128,3 +129,25 @@ def test_unattended_snapshot_to_the_second(
     assert "Replayed the file journal of" in outcome.line, outcome.line
     capsys.readouterr()
     assert files_on(blank, tmp_path / "m") == FIRST
+
+
+def test_what_a_delete_or_rename_reaches() -> None:
+    """Everything below a deleted or renamed directory, and nothing beside it that only
+    shares the beginning of its name."""
+    file = Meta(ftype="file", mode=0o644, uid=0, gid=0)
+    folder = Meta(ftype="dir", mode=0o755, uid=0, gid=0)
+    state = {
+        "/a": Entry(meta=folder),
+        "/a/x": Entry(meta=file),
+        "/a/y/z": Entry(meta=file),
+        "/a0": Entry(meta=file),
+        "/ab": Entry(meta=file),
+        "/b": Entry(meta=file),
+    }
+    events = [
+        Event(ns=5, type="delete", path="/a"),
+        Event(ns=6, type="rename", path="/b", to="/c"),
+        Event(ns=20, type="delete", path="/ab"),  # after the second: not replayed
+    ]
+    assert _touched(events, 0, 10, state) == {"/a", "/a/x", "/a/y/z", "/b", "/c"}
+    assert _touched(events, 5, 10, state) == {"/b", "/c"}  # at the image: in it already
