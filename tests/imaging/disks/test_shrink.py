@@ -121,6 +121,75 @@ def test_windows_11_layout_to_a_half_size_disk(
             )
 
 
+# --- Dual boot: Windows and Linux on one disk --------------------------------------------
+
+DUAL = [
+    helpers.GptPart(1, "vfat", 64, "ef00", "SYSTEM", "EFI system partition"),
+    helpers.GptPart(2, "", 16, "0c01", name="Microsoft reserved partition"),
+    helpers.GptPart(3, "ntfs", 320, "0700", "Windows", "Basic data partition"),
+    helpers.GptPart(4, "ntfs", 48, "2700", "Recovery", "Windows RE"),
+    helpers.GptPart(5, "ext4", 128, "8304", "root", "Linux root"),
+    helpers.GptPart(6, "", 32, "8200", name="Linux swap"),
+    helpers.GptPart(7, "ext4", 96, "8302", "home", "Linux home"),
+]
+DUAL_MIB = 1 + sum(p.size_mib for p in DUAL) + 2  # 707
+
+
+def test_dual_boot_to_a_smaller_disk(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Windows (ESP, MSR, C:, Recovery) and Linux (root, swap, /home) on one disk, onto a
+    disk 200 MiB smaller: C:, the largest, shrinks with ntfsresize; Recovery, the Linux root,
+    swap and /home move back unchanged, in order, /home at the new end; ESP and MSR stay;
+    every GUID and filesystem UUID is kept; every filesystem checks clean with its files."""
+    need_tools()
+    image = tmp_path / "dual.img"
+    helpers.make_gpt_disk(image, DUAL, DUAL_MIB)
+    with helpers.attached(image) as device:
+        files = helpers.make_filesystems(device, DUAL, tmp_path, 6 * MiB)
+        sh("mkswap", "-L", "swap", helpers.node(device, 6))
+        before = rows(device)
+        disk_guid = ptuuid(device)
+        uuids = {n: uuid(helpers.node(device, n)) for n in (*files, 6)}
+        c_size = helpers.fs_size(helpers.node(device, 3), "ntfs")
+        backup = backup_of(device, tmp_path)
+    disk_mib = DUAL_MIB - 200
+    target_image = tmp_path / "smaller.img"
+    helpers.garbage_file(target_image, disk_mib * MiB)
+    with helpers.attached(target_image) as target:
+        out = restore_timed(backup, target, capsys)
+        assert "Partition 3 shrinks from" in out and "ntfsresize" in out, out
+        assert "Shrunk: partition 3: ntfs shrunk from" in out, out
+        assert "No problems found" in sh("sgdisk", "--verify", target).stdout
+        after = rows(target)
+        assert ptuuid(target) == disk_guid
+        assert after[1] == before[1] and after[2] == before[2], "ESP and MSR as they were"
+        assert after[3][1] == before[3][1] and int(after[3][2]) < int(before[3][2])
+        assert after[3][3:] == before[3][3:], "C: keeps its type, PARTUUID and name"
+        delta = int(before[4][1]) - int(after[4][1])
+        assert delta >= 199 * 2048, "the partitions after C: moved back by what it gave up"
+        for n in (4, 5, 6, 7):
+            assert after[n][2:] == before[n][2:], f"p{n}: same size, type, PARTUUID, name"
+            assert int(after[n][1]) == int(before[n][1]) - delta
+        assert at_the_end(target, disk_mib, after[7])
+        c = helpers.node(target, 3)
+        assert helpers.fs_size(c, "ntfs") <= int(after[3][2]) * 512 < c_size
+        check = sh("ntfsresize", "--check", "--force", "--no-progress-bar", c, check=False)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert uuid(helpers.node(target, 6)) == uuids[6], "swap keeps its UUID"
+        for number, expected in files.items():
+            dev = helpers.node(target, number)
+            fstype = DUAL[number - 1].fstype
+            fsck = helpers.fsck(dev, fstype)
+            assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+            assert uuid(dev) == uuids[number]
+            assert helpers.read_files(dev, fstype, tmp_path) == expected
+        with capsys.disabled():
+            print(
+                f"[shrink]   dual boot: disk {DUAL_MIB} MiB -> {disk_mib} MiB; C: "
+                f"{c_size // MiB} MiB -> {helpers.fs_size(c, 'ntfs') // MiB} MiB; "
+                f"4-7 moved back {delta // 2048} MiB"
+            )
+
+
 # --- Linux: BIOS boot, ext4 root, swap, xfs /home -----------------------------------------
 
 LINUX = [
