@@ -15,7 +15,7 @@ import stat
 from collections.abc import Iterator
 from typing import Any
 
-from imaging.disks import crosscheck, filesystems, mounts, sysfs
+from imaging.disks import crosscheck, filesystems, lvm, mounts, sysfs
 from imaging.disks.discover import get_disk, read_image_file
 from imaging.disks.model import Disk, Partition
 from imaging.disks.table import PartitionTable, read_table
@@ -125,7 +125,10 @@ def partition_device(disk_path: str, part: Partition) -> Iterator[str]:
 
 def _used_map(disk_path: str, part: Partition, block_size: int) -> tuple[UsedMap | None, str, str]:
     """(used map, method, note): partclone's map checked against the filesystem's own
-    metadata, or raw with the reason."""
+    metadata, or raw with the reason. An LVM physical volume: its metadata and the used
+    blocks of its logical volumes' filesystems (:mod:`imaging.disks.lvm`)."""
+    if part.fstype == "LVM2_member":
+        return _lvm_map(disk_path, part, block_size)
     if part.fstype not in filesystems.PARTCLONE:
         return None, "raw", ""
     checking = False
@@ -151,6 +154,19 @@ def _used_map(disk_path: str, part: Partition, block_size: int) -> tuple[UsedMap
             )
         return None, "raw", f"partclone could not map the used blocks, imaged raw: {e.message}"
     return used, f"partclone.{part.fstype}", "; ".join(warnings)
+
+
+def _lvm_map(disk_path: str, part: Partition, block_size: int) -> tuple[UsedMap | None, str, str]:
+    try:
+        with partition_device(disk_path, part) as device:
+            used, volumes = lvm.used_map(device, part.size, block_size)
+    except HourglassError as e:
+        return None, "raw", f"the LVM metadata could not be read, imaged raw: {e.message}"
+    raw = [v.name for v in volumes if v.method == "raw"]
+    note = ""
+    if raw:
+        note = f"logical volume(s) {', '.join(raw)} read whole (no filesystem partclone maps)"
+    return used, "lvm", note
 
 
 def _image(
