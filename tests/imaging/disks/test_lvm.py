@@ -37,8 +37,10 @@ VOLUMES = {"root": (0, 30, "ext4"), "home": (30, 76, "xfs"), "swap": (106, 4, ""
 
 
 def lvm(*argv: str, device: str) -> str:
+    # No backup or archive of the test's VG in the machine's /etc/lvm.
+    quiet = ["--config", "backup { backup = 0 archive = 0 }"]
     result = subprocess.run(
-        [argv[0], "--devices", device, *argv[1:]], capture_output=True, text=True, env=ENV
+        [argv[0], "--devices", device, *quiet, *argv[1:]], capture_output=True, text=True, env=ENV
     )
     assert result.returncode == 0, f"{argv[0]}: {result.stderr}"
     return result.stdout
