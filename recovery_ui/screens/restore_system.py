@@ -376,7 +376,14 @@ class RestoreSystemScreen(WizardScreen):
         """What the grow choice does, or, unticked, that the extra room stays unused."""
         lines = self._plan_lines()
         if self.plan is not None and not self.plan.shrinks and not self._grow():
-            extra = text.decimal_size(self._extra_room())
+            # The room the plan would grow into: the larger disk's, and any the original
+            # layout left free at its end.
+            room = self._extra_room()
+            grown = self.plan.grown
+            if grown is not None:
+                before = self.plan.before.partition(grown.number)
+                room = (grown.sectors - before.sectors) * self.plan.after.sector_size
+            extra = text.decimal_size(room)
             lines = [
                 _("The partitions stay as they were: {extra} at the end stays unused.").format(
                     extra=extra
