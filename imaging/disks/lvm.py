@@ -27,6 +27,7 @@ from imaging.disks import crosscheck, filesystems
 from imaging.errors import HourglassError, ToolFailed
 from imaging.image.usedmap import UsedMap, merge_ranges
 from imaging.process import run
+from imaging.units import count
 
 LVM_ENV = {"LVM_SUPPRESS_FD_WARNINGS": "1"}
 
@@ -146,7 +147,8 @@ def used_map(device: str, size: int, block_size: int) -> tuple[UsedMap, list[LvI
         length = seg.count * layout.extent_size
         whole = LvImage(seg.lv, "raw", length, length)
         if seg.segtype != "linear" or layout.lv_segments.get(seg.lv, 0) != 1:
-            whole.note = f"{seg.segtype}, {layout.lv_segments.get(seg.lv, 0)} segment(s): raw"
+            segments = count(layout.lv_segments.get(seg.lv, 0), "segment")
+            whole.note = f"{seg.segtype}, {segments}: read whole"
             ranges.append((start, length))
             found.append(whole)
             continue

@@ -165,7 +165,8 @@ def _lvm_map(disk_path: str, part: Partition, block_size: int) -> tuple[UsedMap 
     raw = [v.name for v in volumes if v.method == "raw"]
     note = ""
     if raw:
-        note = f"logical volume(s) {', '.join(raw)} read whole (no filesystem partclone maps)"
+        what = "logical volume" if len(raw) == 1 else "logical volumes"
+        note = f"{what} {', '.join(raw)} read whole (no filesystem partclone maps)"
     return used, "lvm", note
 
 

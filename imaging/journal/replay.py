@@ -91,11 +91,18 @@ class ReplayPlan:
         removes = [c for c in self.changes if c.removes]
         size = sum(c.entry.meta.size for c in writes if c.entry and c.entry.meta.ftype == "file")
         at = self.at.strftime("%Y-%m-%d %H:%M:%S")
-        where = ", ".join(str(n) for n in self.partitions) or "none"
+        numbers = self.partitions
+        where = (
+            f"on partition {numbers[0]}"
+            if len(numbers) == 1
+            else f"on partitions {', '.join(str(n) for n in numbers)}"
+            if numbers
+            else "on no partition"
+        )
         out = [
             f"Then the file journal of {self.host} is replayed up to {at}: "
             f"{count(len(writes), 'path')} written ({human_size(size)}), "
-            f"{count(len(removes), 'path')} removed, on partition(s) {where}."
+            f"{count(len(removes), 'path')} removed, {where}."
         ]
         if self.outside:
             out.append(
