@@ -16,8 +16,13 @@ def cmd_gc(args: argparse.Namespace) -> int:
     if args.json:
         print_json({**vars(result), "waited_for": sorted(result.waited_for)})
         return 0
+    dead = (
+        f" and {count(result.tmp_files, 'file')} of backups that did not finish"
+        if result.tmp_files
+        else ""
+    )
     print(
-        f"Referenced chunks: {result.referenced}. Freed {count(result.freed, 'chunk')}, "
+        f"Referenced chunks: {result.referenced}. Freed {count(result.freed, 'chunk')}{dead}, "
         f"{human_size(result.freed_bytes)}."
     )
     if result.deleted_packs or result.repacked_packs:

@@ -51,6 +51,9 @@ class GcResult:
     trashed_bytes: int = 0
     freed: int = 0
     freed_bytes: int = 0
+    """Bytes given back to the drive: chunks deleted, and what dead backups left in tmp/."""
+    tmp_files: int = 0
+    """Files of dead backups removed from ``tmp/`` (their bytes are in ``freed_bytes``)."""
     restored: int = 0
     waiting_batches: int = 0
     orphan_indexes: int = 0
@@ -332,7 +335,7 @@ def collect(repo: Repository, progress: ProgressCallback = no_progress) -> GcRes
     store = repo.local_store
     sealed: dict[str, set[str]] = {}
     with leases.hold_gc(store.leases_dir) as held:
-        _clean_tmp(store)  # frees what a dead backup left before anything needs room
+        _clean_tmp(store, result)  # frees what a dead backup left before anything needs room
         _purge(repo, result, sealed)
         live = _mark(repo, result, progress).live
         result.referenced = len(live)
@@ -410,17 +413,21 @@ def _all_ids(store: LocalStore, batch: str) -> set[bytes]:
     return {chunk_id for _, chunk_id in _trashed_chunks(store, batch) if chunk_id}
 
 
-def _clean_tmp(store: LocalStore) -> None:
+def _clean_tmp(store: LocalStore, result: GcResult) -> None:
     """``tmp/`` files of dead backups: every one when no writer runs, else those older than
-    a day. A writer that starts after the look writes files newer than it."""
+    a day. A writer that starts after the look writes files newer than it. A backup killed
+    before its chunks were synced leaves most of them here: they count in what gc frees."""
     writers = leases.live_leases(store.leases_dir, ("writer",))
     now = time.time()
     with contextlib.suppress(FileNotFoundError):
         for path in store.tmp_dir.iterdir():
             with contextlib.suppress(FileNotFoundError):
-                age = now - path.stat().st_mtime
+                st = path.stat()
+                age = now - st.st_mtime
                 if (not writers and age > 0) or age > TMP_MAX_AGE:
                     path.unlink()
+                    result.tmp_files += 1
+                    result.freed_bytes += st.st_size
 
 
 def _clean_orphans(repo: Repository, result: GcResult) -> None:
