@@ -373,6 +373,7 @@ def apply_replay(
     ``workdir`` (``partition_device(N)`` names partition N's block device)."""
     result = ReplayResult(plan)
     roots: dict[int, str] = {}
+    workdir = os.path.realpath(workdir)  # the links check below compares real paths
     try:
         for number in plan.partitions:
             mp = next(m for m in plan.mounts if m.partition == number)
