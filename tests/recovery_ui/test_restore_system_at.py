@@ -15,8 +15,7 @@ from imaging.repository import keys
 from imaging.repository.store import Repository
 from recovery_ui.app import HourglassApp
 from tests.conftest import PASSPHRASE, WEAK_KDF
-from tests.imaging.agent.recording import DISK_MIB, FIRST, Recorded, files_on, record
-from tests.imaging.disks import helpers
+from tests.imaging.agent.recording import FIRST, Recorded, blank_disk, files_on, record
 from tests.recovery_ui.conftest import Part, disk, mounted, screen_text, settle, shot
 from tests.recovery_ui.flows import choose_option, open_found_repository, type_text
 from tests.support import sh
@@ -49,9 +48,7 @@ def recorded_drive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 @pytest.fixture
 def empty_disk(tmp_path: Path) -> Iterator[str]:
-    image = tmp_path / "new-disk.img"
-    sh("truncate", "-s", f"{DISK_MIB}M", image)
-    with helpers.attached(image) as device:
+    with blank_disk(tmp_path) as device:
         yield device
 
 

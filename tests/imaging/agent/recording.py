@@ -5,10 +5,12 @@ known seconds. Shared by the engine's tests and the app's."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -151,3 +153,12 @@ FIRST = {
     "keep.txt": "never changes",
     "new.txt": "created after the image",
 }
+
+
+@contextlib.contextmanager
+def blank_disk(tmp: Path) -> Iterator[str]:
+    """A loop device over an empty image the size of the recorded PC's disk."""
+    image = tmp / "new-disk.img"
+    sh("truncate", "-s", f"{DISK_MIB}M", image)
+    with helpers.attached(image) as device:
+        yield device

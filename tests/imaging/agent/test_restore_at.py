@@ -18,10 +18,9 @@ from imaging.journal.records import Entry, Event, Meta
 from imaging.journal.replay import _touched, parse_fstab
 from imaging.repository.store import Repository
 from imaging.unattended.run import run_unattended
-from tests.imaging.agent.recording import BEFORE, DISK_MIB, FIRST, Recorded, files_on, record
-from tests.imaging.disks import helpers
+from tests.imaging.agent.recording import BEFORE, FIRST, Recorded, blank_disk, files_on, record
 from tests.imaging.test_prompts import on_a_terminal
-from tests.support import run_cli, sh
+from tests.support import run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.root, pytest.mark.slow]
 
@@ -35,9 +34,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Recorded:
 
 @pytest.fixture
 def blank(tmp_path: Path) -> Iterator[str]:
-    image = tmp_path / "new-disk.img"
-    sh("truncate", "-s", f"{DISK_MIB}M", image)
-    with helpers.attached(image) as dev:
+    with blank_disk(tmp_path) as dev:
         yield dev
 
 
