@@ -85,11 +85,19 @@ def _strs(value: Any, key: str, source: str) -> tuple[str, ...]:
 
 
 def _number(
-    table: dict[str, Any], key: str, default: float, source: str, name: str = "protect"
+    table: dict[str, Any],
+    key: str,
+    default: float,
+    source: str,
+    name: str = "protect",
+    *,
+    least: float = 0.0,
 ) -> float:
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise UsageError(f"{source}: [{name}] {key} must be a number of seconds.")
+    if value < least:
+        raise UsageError(f"{source}: [{name}] {key} = {value} is too short: at least {least:g} s.")
     return float(value)
 
 
@@ -178,8 +186,9 @@ def _offsite(table: Any, repository: str, source: str) -> OffsiteConfig:
         targets=tuple(targets),
         window=_parsed(window, "window", parse_window, source) if window else None,
         bwlimit=_parsed(bwlimit, "bwlimit", parse_timetable, source) if bwlimit else None,
-        every=_number(table, "every", 600.0, source, "offsite"),
-        retry=_number(table, "retry", 60.0, source, "offsite"),
+        # a pass looks at every target: at 0 s the copy thread would do nothing else
+        every=_number(table, "every", 600.0, source, "offsite", least=1.0),
+        retry=_number(table, "retry", 60.0, source, "offsite", least=0.5),
     )
 
 

@@ -411,6 +411,8 @@ BAD = [
     ('to = ["s3://b-b/x"]\nendpoint = "localhost:9000"', "is not an http:// or https:// URL"),
     ('to = [{ location = "/mnt/a", endpoint = "http://x" }]', "are for s3:// targets"),
     ('to = ["REPO"]', "is the repository itself"),
+    ('to = ["/mnt/a"]\nevery = 0', "[offsite] every = 0 is too short: at least 1 s"),
+    ('to = ["/mnt/a"]\nretry = 0.1', "[offsite] retry = 0.1 is too short: at least 0.5 s"),
 ]
 
 
