@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from imaging.errors import HourglassError
+from imaging.errors import HourglassError, LocationLost
 from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository import codec, storage
 from imaging.repository.records import ChunkIndex, ImageRecord
@@ -122,6 +122,8 @@ def verify(
         for image in snapshot.images:
             try:
                 ids = repo.load_index(snapshot, image.name)
+            except LocationLost:
+                raise  # the drive went: nothing is known to be damaged
             except HourglassError as e:
                 report.damage.append(
                     Damage(
@@ -253,6 +255,8 @@ def _stored(repo: Repository, chunk_id: bytes) -> str | None:
     except FileNotFoundError:
         try:
             repo.read_chunk_file(chunk_id)  # also looks in trash
+        except LocationLost:
+            raise
         except HourglassError:
             return "missing"
         return None
@@ -280,6 +284,8 @@ def _save_state(repo: Repository, scope: str, cursor: bytes | None) -> None:
 def _check_chunk(repo: Repository, chunk_id: bytes) -> tuple[int, str | None]:
     try:
         data = repo.read_chunk_file(chunk_id)
+    except LocationLost:
+        raise
     except HourglassError as e:
         return 0, "missing" if "missing" in e.message else e.message
     try:
