@@ -18,10 +18,11 @@ import os
 import stat
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from imaging.disks import mounts, sysfs
 from imaging.errors import (
@@ -51,12 +52,28 @@ BLKZEROOUT = 0x127F
 BLKFLSBUF = 0x1261
 
 
+class ChunkFeed(Protocol):
+    """Where a restore's chunks come from when not read one by one in the images' order:
+    a lab receiver's multicast and fill-in (imaging/lab/receiver.py)."""
+
+    def fill(
+        self,
+        wanted: Collection[bytes],
+        put: Callable[[bytes, bytes], None],
+        check: Callable[[], None],
+    ) -> None:
+        """Call ``put(chunk_id, plaintext)`` once for each chunk of ``wanted``, in any order,
+        each decoded and authenticated by its id; return when every one was put. ``check``
+        raises when the restore is cancelled."""
+
+
 @dataclass
 class RestoreOptions:
     verify: bool = True
     ignore_damage: bool = False
     workers: int = 0
     cancel: threading.Event | None = None
+    feed: ChunkFeed | None = None
 
 
 @dataclass
@@ -317,20 +334,7 @@ class _Writer:
     def write_image(
         self, snapshot: Snapshot, image: str, target: TargetFile, offset: int, block_device: bool
     ) -> int:
-        ids = self.repo.load_index(snapshot, image)
-        size = snapshot.image(image).size
-        bs = self.repo.block_size
         futures: list[Future[None]] = []
-        zero_run: list[int] = []  # [start, length] of pending zero blocks, coalesced
-
-        def flush_zero() -> None:
-            if zero_run:
-                try:
-                    _zero_out(target.fd, block_device, offset + zero_run[0], zero_run[1], self.zero)
-                except OSError as e:
-                    raise target_failed(target.path, offset + zero_run[0], e) from e
-                zero_run.clear()
-
         written = 0
         # Blocks found in packs, not yet handed to workers: a backup's workers put chunks
         # into a pack in the order they finish, so neighbours on disk are near each other
@@ -355,6 +359,44 @@ class _Writer:
                 submit(self.executor.submit(self._run, image, run, target, offset))
             window.clear()
 
+        for chunk_id, start, length in self._data_blocks(
+            snapshot, image, target, offset, block_device
+        ):
+            written += length
+            place = self.place(chunk_id) if self.place is not None else None
+            if place is not None:
+                window.append((*place, chunk_id, start, length))
+                if len(window) >= WINDOW:
+                    flush_window()
+                continue
+            flush_window()  # a missing chunk: _block says so, in order
+            submit(
+                self.executor.submit(self._block, image, chunk_id, target, offset, start, length)
+            )
+        flush_window()
+        for f in futures:
+            f.result()
+        return written
+
+    def _data_blocks(
+        self, snapshot: Snapshot, image: str, target: TargetFile, offset: int, block_device: bool
+    ) -> Iterator[tuple[bytes, int, int]]:
+        """The image's blocks that hold data, as (chunk id, start, length), in order. Blocks
+        the filesystem does not use are counted done; runs of zero blocks are zeroed out
+        on a block device (coalesced, each before the data block after it)."""
+        ids = self.repo.load_index(snapshot, image)
+        size = snapshot.image(image).size
+        bs = self.repo.block_size
+        zero_run: list[int] = []  # [start, length] of pending zero blocks, coalesced
+
+        def flush_zero() -> None:
+            if zero_run:
+                try:
+                    _zero_out(target.fd, block_device, offset + zero_run[0], zero_run[1], self.zero)
+                except OSError as e:
+                    raise target_failed(target.path, offset + zero_run[0], e) from e
+                zero_run.clear()
+
         for block, chunk_id in enumerate(ids):
             self.check()
             start = block * bs
@@ -372,21 +414,32 @@ class _Writer:
                 self.meter.add(length)
                 continue
             flush_zero()
-            written += length
-            place = self.place(chunk_id) if self.place is not None else None
-            if place is not None:
-                window.append((*place, chunk_id, start, length))
-                if len(window) >= WINDOW:
-                    flush_window()
-                continue
-            flush_window()  # a missing chunk: _block says so, in order
-            submit(
-                self.executor.submit(self._block, image, chunk_id, target, offset, start, length)
-            )
-        flush_window()
+            yield chunk_id, start, length
         flush_zero()
-        for f in futures:
-            f.result()
+
+    def write_fed(
+        self,
+        snapshot: Snapshot,
+        targets: list[tuple[ImageTarget, TargetFile, bool]],
+        feed: ChunkFeed,
+    ) -> int:
+        """Every image at once from ``feed``: each chunk is written wherever any image
+        needs it, in the order the feed delivers (a lab's multicast, where a PC that joined
+        late takes the second half of the disk first)."""
+        places: dict[bytes, list[tuple[str, TargetFile, int, int, int]]] = {}
+        written = 0
+        for t, out, block_device in targets:
+            for chunk_id, start, length in self._data_blocks(
+                snapshot, t.image, out, t.offset, block_device
+            ):
+                places.setdefault(chunk_id, []).append((t.image, out, t.offset, start, length))
+                written += length
+
+        def put(chunk_id: bytes, data: bytes) -> None:
+            for image, out, offset, start, length in places[chunk_id]:
+                self._block(image, chunk_id, out, offset, start, length, plain=data)
+
+        feed.fill(places.keys(), put, self.check)
         return written
 
     def _run(self, image: str, run: _Run, target: TargetFile, offset: int) -> None:
@@ -406,9 +459,12 @@ class _Writer:
         start: int,
         length: int,
         raw: bytes | None = None,
+        plain: bytes | None = None,
     ) -> None:
         try:
-            if raw is None:
+            if plain is not None:
+                data = plain
+            elif raw is None:
                 data = self.repo.read_chunk(chunk_id)
             else:
                 data = codec.decode_chunk(chunk_id, raw, self.repo.keys)
@@ -467,7 +523,12 @@ def restore_images(
     meter = Meter("restore", total, progress)
     writer = _Writer(repo, options, meter)
     try:
-        for target in targets:
+        if options.feed is not None:
+            result.written += _restore_fed(writer, snapshot, targets, options.feed)
+            targets_left: list[ImageTarget] = []
+        else:
+            targets_left = targets
+        for target in targets_left:
             meter.set_item(target.image)
             block_device = is_block_device(target.path)
             size = snapshot.image(target.image).size
@@ -494,6 +555,30 @@ def restore_images(
     if options.verify:
         verify_written(repo, snapshot, targets, progress=progress, options=options, result=result)
     return result
+
+
+def _restore_fed(
+    writer: _Writer, snapshot: Snapshot, targets: list[ImageTarget], feed: ChunkFeed
+) -> int:
+    opened: list[tuple[ImageTarget, TargetFile, bool]] = []
+    try:
+        for target in targets:
+            size = snapshot.image(target.image).size
+            try:
+                out = TargetFile(open_target(target, size), target.path)
+            except OSError as e:
+                raise HourglassError(f"Cannot open {target.path} for writing: {e.strerror}.") from e
+            opened.append((target, out, is_block_device(target.path)))
+        written = writer.write_fed(snapshot, opened, feed)
+        for target, out, _ in opened:
+            try:
+                out.sync()
+            except OSError as e:
+                raise target_failed(target.path, 0, e) from e
+        return written
+    finally:
+        for _, out, _ in opened:
+            out.close()
 
 
 def verify_written(

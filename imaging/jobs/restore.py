@@ -26,7 +26,7 @@ from imaging.disks.restore import describe_target as _describe_target
 from imaging.disks.restore import restore_disk as _restore_disk
 from imaging.disks.shrink import Scratch
 from imaging.errors import UsageError
-from imaging.image.restore import RestoreOptions, RestoreResult, check_target_size
+from imaging.image.restore import ChunkFeed, RestoreOptions, RestoreResult, check_target_size
 from imaging.image.restore import restore_snapshot as _restore_snapshot
 from imaging.jobs.common import Chosen, Confirm, choose_snapshot
 from imaging.progress import ProgressCallback, no_progress
@@ -76,6 +76,9 @@ class RestoreRequest:
     ``snapshot`` when named), then the file journal replayed onto it up to that second."""
     host: str | None = None
     """Whose file journal is replayed (by default the host the image's /etc/hostname names)."""
+    feed: ChunkFeed | None = None
+    """Where the chunks come from when not read from the repository in order (a lab
+    receiver's multicast: :mod:`imaging.lab.receiver`)."""
 
 
 @dataclass(frozen=True)
@@ -235,7 +238,10 @@ def restore(
             )
         )
         options = RestoreOptions(
-            verify=request.verify, ignore_damage=request.ignore_damage, cancel=request.cancel
+            verify=request.verify,
+            ignore_damage=request.ignore_damage,
+            cancel=request.cancel,
+            feed=request.feed,
         )
         result: RestoreResult
         if snapshot.kind == "disk":
