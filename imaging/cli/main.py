@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "files": "files",
     "unattended": "unattended",
     "agent": "agent",
+    "lab": "lab",
 }
 
 
