@@ -18,7 +18,9 @@ s3://: an AWS credentials file, ``[default]`` with ``aws_access_key_id`` and
 endpoint; default AWS_ENDPOINT_URL, else Amazon S3) and hourglass.ca_file=LOCATION (a CA
 certificate, PEM, to trust for the endpoint instead of the system's). LOCATION is a file in
 the location forms above (LABEL=x:/path, UUID=x:/path, /dev/...:/path, a path, nfs://,
-smb://), never a URL of the store itself.
+smb://), never a URL of the store itself. hourglass.lab=http://HOST:PORT (restore): join
+the lab session served there (`hourglass lab serve`, whose network boot entry sets it); the
+session gives the snapshot and the key, so no hourglass.repo is needed.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ KNOWN = {
     "credentials",
     "s3_endpoint",
     "ca_file",
+    "lab",
 }
 
 
@@ -102,6 +105,7 @@ class Orders:
     credentials: Location | None = None
     s3_endpoint: str = ""
     ca_file: Location | None = None
+    lab: str = ""
     unknown: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -146,12 +150,18 @@ def orders_from(keys: dict[str, str]) -> Orders:
     after = keys.get("after", "ui")
     if after not in AFTER:
         raise UsageError(f"hourglass.after={after!r}: expected one of {', '.join(AFTER)}.")
+    lab = keys.get("lab", "").strip()
+    if lab and (run != "restore" or not re.match(r"^http://[^/\s]+/?$", lab)):
+        raise UsageError(
+            f"hourglass.lab={lab!r}: a lab session is an http://HOST:PORT address, "
+            "for hourglass.run=restore."
+        )
     repo = parse_location(keys["repo"]) if keys.get("repo") else None
-    if repo is None:
+    if repo is None and not lab:
         raise UsageError("hourglass.repo is missing: where is the repository?")
-    if repo.kind == "http" and run == "backup":
+    if repo is not None and repo.kind == "http" and run == "backup":
         raise UsageError("An http(s) repository is read-only: it can serve restores, not backups.")
-    if repo.kind == "s3" and run == "files-restore":
+    if repo is not None and repo.kind == "s3" and run == "files-restore":
         raise UsageError(
             "files-restore needs a repository directory: an s3:// repository serves backups, "
             "restores and verify."
@@ -192,5 +202,6 @@ def orders_from(keys: dict[str, str]) -> Orders:
         else None,
         s3_endpoint=endpoint,
         ca_file=parse_location(keys["ca_file"], key="ca_file") if keys.get("ca_file") else None,
+        lab=lab.rstrip("/"),
         unknown=tuple(sorted(set(keys) - KNOWN)),
     )

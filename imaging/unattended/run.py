@@ -141,7 +141,8 @@ def _object_store(orders: Orders, locations: Locations) -> Store:
 
 def carry_out(orders: Orders, locations: Locations, say: Callable[[str], None]) -> str:
     """Do the work; returns the summary for the OK line, raises on any failure."""
-
+    if orders.lab:
+        return _lab_restore(orders, say)
     assert orders.repo is not None
     where: Path | Store
     if orders.repo.kind == "s3":
@@ -248,6 +249,30 @@ def carry_out(orders: Orders, locations: Locations, say: Callable[[str], None]) 
     return (
         f"files-restore of {len(orders.paths)} path(s) from {files.snapshot.id[:12]} ({when}) "
         f"to {orders.to}: {files.restored} item(s), {human_size(files.bytes)}"
+    )
+
+
+def _lab_restore(orders: Orders, say: Callable[[str], None]) -> str:
+    """One PC of a lab session: the session's snapshot onto this PC's disk."""
+    from imaging.lab.receiver import receive  # noqa: PLC0415 (a lab PC's import only)
+
+    disk = choose_disk(list_disks(), orders.target, role="target", exclude=set())
+
+    def announce(preview: jobs.RestorePreview) -> None:
+        when = preview.snapshot.time.strftime("%Y-%m-%d %H:%M:%S")
+        say(
+            f"lab {orders.lab}: restoring snapshot {preview.snapshot.id[:12]} ({when}) to "
+            f"{disk.device}: {disk.title()}"
+        )
+
+    got = receive(orders.lab, disk.device, confirm=announce, progress=LineProgress(say))
+    if not got.ok or got.restore is None:
+        raise HourglassError(f"lab restore to {disk.device}: {got.message}")
+    c = got.counters
+    return (
+        f"lab restore of {got.restore.snapshot.id[:12]} from {orders.lab} to {disk.device} "
+        f"({disk.title()}): {human_size(got.restore.written)} written, verified "
+        f"({c.by_multicast} chunks by multicast, {c.repaired} repaired, {c.by_http} by HTTP)"
     )
 
 

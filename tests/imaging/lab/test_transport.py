@@ -293,6 +293,37 @@ def test_a_pc_on_a_quarter_rate_port(lab: Room, source: Source, tmp_path: Path) 
         print(f"  {pc.name}: {pc.seconds:.1f} s  {pc.result()}")
 
 
+def test_an_unattended_pc_joins_from_its_boot_parameters(
+    lab: Room, source: Source, tmp_path: Path
+) -> None:
+    """What a PC that network-booted the lab's entry runs: `hourglass unattended` with
+    hourglass.run=restore hourglass.lab=URL (the repository, snapshot and key come from the
+    session), onto a disk, with one result line."""
+    lab.add("srv", PORT_MBIT)
+    lab.add("r1", PORT_MBIT)
+    server = serve(lab, source, "--clients", "1")
+    image = tmp_path / "disk.img"
+    helpers.garbage_file(image, source.disk_mib * MiB)
+    cmdline = tmp_path / "cmdline"
+    with helpers.attached(image) as disk:
+        cmdline.write_text(
+            f"quiet hourglass.run=restore hourglass.lab={URL} hourglass.target={disk} "
+            "hourglass.after=poweroff\n"
+        )
+        popen = lab.run(
+            "r1", "python", "-m", "imaging.cli.main", "unattended", "--cmdline-file",
+            str(cmdline), "--no-after", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        pc = Process("r1", popen)
+        assert pc.wait(240) == 0, pc.text
+        line = pc.result()
+        assert line.startswith("HOURGLASS-RESULT: OK lab restore of ") and disk in line, line
+        assert "written, verified" in line
+    assert server.wait(60) == 0, server.text
+    check_disks(source, [image], tmp_path)
+    print(f"\nunattended lab PC: {pc.seconds:.1f} s  {line}")
+
+
 FORGE = """
 import json, socket, sys, time, urllib.request, zlib
 sys.path.insert(0, sys.argv[2])

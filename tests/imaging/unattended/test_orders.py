@@ -82,6 +82,20 @@ def test_object_store_orders() -> None:
         orders_from({"run": "backup", "repo": "s3://"})
 
 
+def test_lab_orders() -> None:
+    """A PC booted from a lab's entry: the session gives the repository and the key."""
+    orders = orders_from({"run": "restore", "lab": "http://10.77.6.1:8470/", "after": "poweroff"})
+    assert orders.lab == "http://10.77.6.1:8470"
+    assert orders.repo is None and not orders.unknown
+    for bad in ("10.77.6.1:8470", "https://10.77.6.1:8470", "http://10.77.6.1:8470/x"):
+        with pytest.raises(UsageError, match="hourglass.lab"):
+            orders_from({"run": "restore", "lab": bad})
+    with pytest.raises(UsageError, match="hourglass.lab"):
+        orders_from({"run": "backup", "lab": "http://10.77.6.1:8470"})
+    with pytest.raises(UsageError, match="hourglass.repo"):
+        orders_from({"run": "restore"})
+
+
 def test_config_file() -> None:
     keys = parse_config(
         "# lab 3\nhourglass.run=backup\nrepo = nfs://nas/backups\n\nafter='reboot'\n"
