@@ -37,6 +37,8 @@ from imaging.repository.keys import Keys
 from imaging.repository.store import Repository
 
 SILENT = 10.0
+CONTACT = 60.0
+"""Seconds a receiver keeps asking for the session before it gives up."""
 """Seconds without multicast (once the session began) before the rest comes by HTTP."""
 REPORT_EVERY = 1.0
 SO_RCVBUFFORCE = 33  # Linux; not in Python's socket module
@@ -332,6 +334,23 @@ class ReceiveResult:
     seconds: float = 0.0
 
 
+def _first_contact(client: LabClient, patience: float = CONTACT) -> bytes:
+    """The session's description; the network may still be coming up after a network
+    boot, and the server may not have started yet: asked again for ``patience`` seconds."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return client.get("/session")
+        except OSError as e:
+            if time.monotonic() > deadline:
+                raise HourglassError(
+                    f"No lab session answers at {client.url} ({e.strerror or e}).",
+                    "Check that `hourglass lab serve` runs there and that this PC is on "
+                    "its network.",
+                ) from e
+            time.sleep(1)
+
+
 def receive(
     url: str,
     target: str,
@@ -345,7 +364,7 @@ def receive(
     the target is touched (it raises to refuse)."""
     began = time.monotonic()
     client = LabClient(url)
-    session = Session.from_json(client.get("/session"))
+    session = Session.from_json(_first_contact(client))
     ids = split_ids(client.get("/chunks"), session.chunks)
     repo = Repository.open_with_master(LabStore(client), session.key)
     address, mac = _route(client.host)
@@ -395,6 +414,8 @@ def receive(
         state.phase = "OK" if ok else "FAILED"
     except HourglassError as e:
         state.phase, state.message, ok = "FAILED", e.message, False
+    except OSError as e:
+        state.phase, state.message, ok = "FAILED", f"the lab server {url} went ({e})", False
     except BaseException as e:
         state.phase, state.message = "FAILED", f"stopped ({type(e).__name__})"
         raise
