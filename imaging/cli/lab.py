@@ -9,15 +9,18 @@ from the boot entry's ``hourglass.run=restore hourglass.lab=URL``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from imaging import jobs
 from imaging.cli.common import confirm, open_repo
-from imaging.errors import UsageError
+from imaging.errors import HourglassError, UsageError
 from imaging.progress import reporter_for
 from imaging.units import human_size
 
@@ -60,30 +63,22 @@ def _rate(value: str) -> float:
 
 def cmd_lab_serve(args: argparse.Namespace) -> int:
     from imaging.lab.pxe import PxeBoot, find_bundle, lab_network  # noqa: PLC0415
+    from imaging.lab.run import LabRun  # noqa: PLC0415
     from imaging.lab.server import LabServer  # noqa: PLC0415
 
     names = read_names(args.names) if args.names else {}
     network = lab_network(interface=args.interface, address=args.address)
     bundle = None if args.no_pxe else find_bundle(args.bundle)
+    dashboard = _dashboard(args)
     repo = open_repo(args)
     snapshot = jobs.choose_snapshot(repo, args.snapshot).snapshot
     if snapshot.kind != "disk":
         raise UsageError(f"Snapshot {snapshot.id[:12]} is not a whole-disk image.")
     lock = threading.Lock()
 
-    def name_of(mac: str) -> str:
-        return f"{mac} ({names[mac]})" if mac in names else (mac or "a PC")
-
     def say(line: str) -> None:
         with lock:
             print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
-
-    def changed(client: Any) -> None:
-        what = f"PC {name_of(client.mac)} at {client.address}"
-        if client.phase in ("OK", "FAILED"):
-            say(f"{what}: {client.phase} {client.message}")
-        else:
-            say(f"{what}: {client.phase}")
 
     server = LabServer(
         repo,
@@ -92,72 +87,58 @@ def cmd_lab_serve(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         after=args.after,
         max_rate=args.max_rate,
-        on_change=changed,
     )
-    server.start()
     boot = None
+    if bundle is not None:
+        boot = PxeBoot(
+            bundle, network, server.url(), http_port=args.http_port + 1, after=args.after
+        )
+    session = LabRun(
+        server,
+        boot,
+        clients=args.clients,
+        start_after=args.start_after,
+        names=names,
+        say=(lambda _: None) if dashboard else say,
+    )
+    session.open()
     try:
-        if bundle is not None:
-            boot = PxeBoot(
-                bundle,
-                network,
-                server.url(),
-                http_port=args.http_port + 1,
-                after=args.after,
-                on_boot=lambda mac: say(f"PC {name_of(mac)} network-boots"),
-            )
-            boot.start()
-        say(
+        opening = (
             f"Serving snapshot {snapshot.id[:12]} ({human_size(snapshot.size)}) on "
             f"{network.interface} at {server.url()}"
             + (", network boot on" if boot else "")
             + ". "
-            + _start_rule(args)
+            + session.rule()
         )
-        opened = time.monotonic()
-        while True:
-            if boot is not None:
-                boot.check()
-            joined = len(server.status())
-            if not server.started and (
-                (args.clients is not None and joined >= args.clients)
-                or (args.start_after is not None and time.monotonic() - opened >= args.start_after)
-                or (args.clients is None and args.start_after is None and joined)
-            ):
-                server.begin()
-                say(f"Started with {joined} PC{'' if joined == 1 else 's'}.")
-            everyone = args.clients is None or joined >= args.clients or args.start_after
-            if server.started and server.finished() and everyone:
-                break
-            time.sleep(0.5)
+        if dashboard is not None:
+            dashboard(session, opening)
+        else:
+            say(opening)
+            while not session.poll():
+                time.sleep(0.5)
     finally:
-        if boot is not None:
-            boot.stop()
-        server.stop()
-    clients = server.status()
-    ok = [c for c in clients if c.phase == "OK"]
-    for c in clients:
-        took = (c.ended - server.started_at) if c.ended else 0.0
-        say(f"  {name_of(c.mac):<30} {c.phase:<6} {took:6.1f} s  {c.message}")
-    print(
-        f"{RESULT} {'OK' if len(ok) == len(clients) else 'FAILED'} "
-        f"{len(ok)} of {len(clients)} PCs restored and verified from snapshot "
-        f"{snapshot.id[:12]}; {human_size(server.sent_bytes)} multicast in "
-        f"{server.passes} pass{'' if server.passes == 1 else 'es'}",
-        flush=True,
-    )
-    return 0 if clients and len(ok) == len(clients) else 1
+        session.close()
+    if dashboard is None:
+        print(session.summary(), end="", flush=True)
+    else:
+        print(session.result_line(), flush=True)
+    return 0 if session.ok else 1
 
 
-def _start_rule(args: argparse.Namespace) -> str:
-    rules = []
-    if args.clients is not None:
-        rules.append(f"at {args.clients} PCs")
-    if args.start_after is not None:
-        rules.append(f"{args.start_after:g} s from now")
-    if not rules:
-        return "Starts when the first PC joins; later ones catch up."
-    return "Starts " + " or ".join(rules) + ", whichever comes first."
+def _dashboard(args: argparse.Namespace) -> Callable[[Any, str], None] | None:
+    """The app's lab dashboard (entry point ``hourglass.dashboards``: the engine never
+    imports the app) when asked for, or by default on a terminal when the app is there."""
+    if args.dashboard == "no" or (args.dashboard == "auto" and not sys.stdout.isatty()):
+        return None
+    from importlib.metadata import entry_points  # noqa: PLC0415
+
+    for entry_point in entry_points(group="hourglass.dashboards", name="lab"):
+        with contextlib.suppress(ImportError):
+            run: Callable[[Any, str], None] = entry_point.load()
+            return run
+    if args.dashboard == "yes":
+        raise UsageError("The lab dashboard needs the Hourglass app (recovery_ui) installed.")
+    return None
 
 
 def cmd_lab_receive(args: argparse.Namespace) -> int:
@@ -166,9 +147,13 @@ def cmd_lab_receive(args: argparse.Namespace) -> int:
     def confirm_restore(preview: jobs.RestorePreview) -> None:
         confirm(preview.question(), args)
 
-    result = receive(
-        args.server, args.target, confirm=confirm_restore, progress=reporter_for(args.progress)
-    )
+    try:
+        result = receive(
+            args.server, args.target, confirm=confirm_restore, progress=reporter_for(args.progress)
+        )
+    except HourglassError as e:
+        print(f"{RESULT} FAILED {e.message}", flush=True)
+        raise
     c = result.counters
     detail = f"{c.by_multicast} chunks by multicast, {c.repaired} repaired, {c.by_http} by HTTP" + (
         f", {c.corrupt} damaged in transit and fetched again" if c.corrupt else ""
@@ -209,7 +194,18 @@ def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.Argument
     s.add_argument(
         "--no-pxe", action="store_true", help="no network boot: PCs run `lab receive` themselves"
     )
-    s.add_argument("--http-port", type=int, default=8470, help="the session's HTTP port")
+    s.add_argument(
+        "--dashboard",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="the PCs on a live screen (default: on a terminal); else a line per change",
+    )
+    s.add_argument(
+        "--http-port",
+        type=int,
+        default=8470,
+        help="the session's HTTP port (the network boot's files are on the next one)",
+    )
     s.add_argument(
         "--max-rate",
         type=_rate,
