@@ -87,6 +87,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
             print(f"Grown: {result.grown}.")
         if result.shrunk:
             print(f"Shrunk: {result.shrunk}.")
+        for line in result.new_ids:
+            print(f"New id: {line}.")
+        for line in result.kept_ids:
+            print(f"Kept id: {line}.")
+        if args.new_ids and result.new_ids:
+            changed = "; ".join(result.references) or "none"
+            print(f"References to the new ids rewritten (file and count): {changed}.")
         for note in result.notes:
             print(f"Note: {note}", file=sys.stderr)
         if result.replayed:
@@ -143,5 +150,11 @@ def register(sub: Any, common: argparse.ArgumentParser, plain: argparse.Argument
         "its data; by default beside the repository on its drive, else the temporary "
         "directory)",
     )
-    p.add_argument("--new-ids", action="store_true", help="give the disk and partitions new GUIDs")
+    p.add_argument(
+        "--new-ids",
+        action="store_true",
+        help="give the restored disk new ids (disk and partition GUIDs, filesystem UUIDs "
+        "where safe, LVM PV and VG UUIDs) and update /etc/fstab, crypttab and GRUB to them: "
+        "for keeping both disks in one PC",
+    )
     p.set_defaults(handler=cmd_restore)

@@ -5,8 +5,9 @@ A whole-disk restore, in order:
 1. check the target: not part of the repository nor its disk, not the boot disk, nothing on
    it mounted or held, large enough for every partition where it was (the size needed is
    named otherwise), same logical sector size;
-2. recreate the partition table with the snapshot's GUIDs and signature (fresh ones with
-   ``new_ids``), the GPT backup header at the end of the target; with ``grow``, the plan of
+2. recreate the partition table with the snapshot's GUIDs and signature (on an image file,
+   fresh ones with ``new_ids``), the GPT backup header at the end of the target; with
+   ``grow``, the plan of
    imaging.disks.resize: the largest data partition (or ``grow_partition``) takes the room
    a larger disk adds and the partitions after it move to the end;
 3. write the boot code and the gap before the first partition from the ``head`` image, but
@@ -15,7 +16,9 @@ A whole-disk restore, in order:
 5. read back and compare: every partition block against its chunk id, the boot code and gap
    against the head image, the table against the snapshot's (``verify``, the default);
 6. make the kernel re-read the table and drop stale partition caches;
-7. with ``grow``, grow that partition's filesystem with its own tool.
+7. with ``grow``, grow that partition's filesystem with its own tool;
+8. with ``new_ids``, on a disk: new disk, partition, filesystem (where safe), PV and VG ids
+   and the references to them inside the restored system (imaging.disks.identity).
 
 A disk smaller than the snapshot's layout gets the shrink plan of imaging.disks.resize
 without asking (the largest filesystem Hourglass can shrink, or ``grow_partition``, gives up
@@ -36,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from imaging.disks import mounts, sysfs
 from imaging.disks.discover import boot_disk_names, get_disk, read_image_file
 from imaging.disks.grow import can_grow, grow_filesystem
+from imaging.disks.identity import give_new_ids
 from imaging.disks.resize import GrowPlan, plan_grow, plan_shrink, shrink_partition
 from imaging.disks.shrink import (
     Scratch,
@@ -92,6 +96,9 @@ class DiskRestoreResult(RestoreResult):
     plan: list[str] = field(default_factory=list)  # what the grow plan did, in words
     notes: list[str] = field(default_factory=list)
     replayed: str = ""  # what the file journal's replay did, in words (restore --at)
+    new_ids: list[str] = field(default_factory=list)  # "partition 2: vfat UUID A -> B (...)"
+    kept_ids: list[str] = field(default_factory=list)  # an id kept with --new-ids, and why
+    references: list[str] = field(default_factory=list)  # "partition 8: /etc/fstab (3)"
 
 
 @dataclass(frozen=True)
@@ -409,7 +416,13 @@ def restore_disk(
                 "An image file is made the size of the original disk: nothing to grow."
             )
             grow = False
-    layout = table.with_new_ids() if new_ids else table
+    # A disk gets its new ids after the verify (step 8); an image file only new GUIDs.
+    layout = table.with_new_ids() if new_ids and t.kind == "file" else table
+    if new_ids and t.kind == "file":
+        result.notes.append(
+            "An image file gets new disk and partition GUIDs only: its filesystem and LVM "
+            "ids are the original's (restore to a disk for those)."
+        )
     grown: TablePartition | None = None
     shrink: GrowPlan | None = None
     if t.kind == "disk" and t.size < layout.required_size():
@@ -446,6 +459,11 @@ def restore_disk(
             shrunk.remove()
     if grown is not None:
         result.grown = _grow(t, layout, grown, snapshot, result)
+    if new_ids and t.kind == "disk":
+        changes = give_new_ids(t.path)
+        result.new_ids, result.kept_ids = changes.changed, changes.kept
+        result.references = changes.references
+        result.notes.extend(changes.notes)
     return result
 
 

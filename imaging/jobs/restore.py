@@ -212,7 +212,11 @@ def restore(
         elif grow:
             extras.append("The filesystem will be grown to fill the target partition.")
         if request.new_ids:
-            extras.append("The disk and its partitions get new GUIDs (or a new MBR signature).")
+            extras.append(
+                "The restored disk gets new ids: disk and partition GUIDs (or MBR signature), "
+                "filesystem UUIDs where nothing outside them needs the old ones, LVM PV and VG "
+                "UUIDs; /etc/fstab, crypttab and GRUB inside it are updated to them."
+            )
         if request.at is not None:
             replay = replay_plan(repo, snapshot, request.at, host=request.host)
             if replay is None:
