@@ -194,6 +194,14 @@ def test_new_ids(gpt_source: SourceDisk, gpt_backup: Backup, tmp_path: Path) -> 
                 b.name,
             )
             assert a.guid != b.guid
+        for p in gpt_source.parts:
+            if p.fstype:  # each filesystem its own tool can give a new UUID, checked clean
+                dev = helpers.node(target, p.number)
+                source = helpers.node(gpt_source.device, p.number)
+                uuid = sh("blkid", "-p", "-o", "value", "-s", "UUID", dev).stdout
+                assert uuid != sh("blkid", "-p", "-o", "value", "-s", "UUID", source).stdout
+                check = helpers.fsck(dev, p.fstype)
+                assert check.returncode == 0, f"{p.fstype}: {check.stdout}{check.stderr}"
 
 
 def test_single_partitions_into_larger_partitions_grow(
