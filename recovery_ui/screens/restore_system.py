@@ -159,7 +159,11 @@ class RestoreSystemScreen(WizardScreen):
                 yield Static("", id="check", classes="note")
                 yield checkbox(_("Grow the largest partition"), True, id="grow")
                 yield Static("", id="plan", classes="note", markup=False)
-                yield checkbox(_("New disk ids"), False, id="new-ids")
+                yield checkbox(
+                    _("Give the restored disk new ids: for keeping both disks in this PC"),
+                    False,
+                    id="new-ids",
+                )
                 yield Static(
                     _(
                         "For a copy that stays in the PC beside the original disk: two disks "
@@ -410,7 +414,13 @@ class RestoreSystemScreen(WizardScreen):
         if self._grow() or self._shrinks():
             lines += ["", *self._plan_lines()]
         if self._new_ids():
-            lines += ["", _("The disk and its partitions get new ids.")]
+            lines += [
+                "",
+                _(
+                    "The restored disk gets new ids (disk, partitions, filesystems, LVM), and "
+                    "the references to them in its /etc/fstab and GRUB are updated."
+                ),
+            ]
         if self.at is not None and self.replay:
             lines += ["", *self.replay]
         self.app.push_screen(
@@ -435,7 +445,7 @@ class RestoreSystemScreen(WizardScreen):
         return max(0, self.target.size - self.snapshot.size)
 
     def _new_ids(self) -> bool:
-        """Whether the disk and its partitions get new ids (the box is ticked)."""
+        """Whether the restored disk gets new ids (the box is ticked)."""
         return bool(self.query_one("#new-ids", Checkbox).value)
 
     def _shrinks(self) -> bool:
@@ -539,6 +549,16 @@ class RestoreSystemScreen(WizardScreen):
         shrunk = getattr(result, "shrunk", "")
         if shrunk:
             lines.append(_("Shrunk: {what}").format(what=shrunk))
+        new_ids = getattr(result, "new_ids", [])
+        if new_ids:
+            references = getattr(result, "references", [])
+            lines.append(
+                _("New ids: {count}; references updated: {files}").format(
+                    count=len(new_ids), files="; ".join(references) or _("none")
+                )
+            )
+        for kept in getattr(result, "kept_ids", []):
+            lines.append(_("Id kept: {what}").format(what=kept))
         replayed = getattr(result, "replayed", "")
         if replayed:
             lines.append(_("From the file journal: {what}").format(what=replayed))

@@ -153,11 +153,13 @@ async def test_a_larger_disk_grows_the_largest_partition(
             await settle(pilot)
             confirm = " ".join(screen_text(app).split())
             assert "Partition 2 grows from" in confirm and "Partition 3 (33.6 MB)" in confirm
-            assert "The disk and its partitions get new ids." in confirm
+            assert "The restored disk gets new ids (disk, partitions, filesystems, LVM)" in confirm
             await type_text(pilot, os.path.basename(larger))
             await pilot.press("enter")
             await settle(pilot, timeout=120)
-            assert "The system is restored." in screen_text(app)
+            done = " ".join(screen_text(app).split())
+            assert "The system is restored." in done
+            assert "New ids: " in done, done
         before, after = read_table(source.device), read_table(larger)
         assert before is not None and after is not None
         assert after.disk_id != before.disk_id
