@@ -20,7 +20,7 @@ from imaging.disks import restore as disk_restore
 from imaging.disks.identity import rewrite_references
 from imaging.repository.store import Repository
 from tests.imaging.disks import helpers, test_lvm
-from tests.imaging.disks.conftest import Backup, backup_of, need_tools
+from tests.imaging.disks.conftest import Backup, SourceDisk, backup_of, need_tools
 from tests.support import MiB, sh
 
 pytestmark = [pytest.mark.integration, pytest.mark.root, pytest.mark.slow]
@@ -298,3 +298,69 @@ def test_a_physical_volume_gets_new_pv_and_vg_uuids(
         print(
             f"\n[new-ids] LVM disk of {test_lvm.DISK_MIB} MiB restored with --new-ids in {took:.1f} s"
         )
+
+
+def test_a_windows_disk_keeps_its_table_ids_and_ntfs_serial(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dual boot whose ESP holds Windows' boot manager: BCD names the disk and partitions by
+    GUID, so the table's ids and the NTFS serial are kept (and said); the ESP and the Linux
+    root get new UUIDs."""
+    need_tools()
+    layout = [
+        helpers.GptPart(1, "vfat", 64, "ef00", "ESP", "EFI system partition"),
+        helpers.GptPart(2, "ntfs", 64, "0700", "Windows", "Basic data partition"),
+        helpers.GptPart(3, "ext4", 48, "8304", "root", "root"),
+    ]
+    mib = 1 + sum(p.size_mib for p in layout) + 2
+    image = tmp_path / "dual.img"
+    helpers.make_gpt_disk(image, layout, mib)
+    with helpers.attached(image) as device:
+        helpers.make_filesystems(device, layout, tmp_path, 2 * MiB)
+        esp = helpers.node(device, 1)
+        boot = tmp_path / "bootmgfw.efi"
+        boot.write_bytes(b"MZ" + bytes(4094))
+        mtools("mmd", "-i", esp, "::/EFI", "::/EFI/Microsoft", "::/EFI/Microsoft/Boot")
+        mtools("mcopy", "-i", esp, str(boot), "::/EFI/Microsoft/Boot/bootmgfw.efi")
+        before = {n: blkid(helpers.node(device, n), "UUID") for n in (1, 2, 3)}
+        parts = {n: blkid(helpers.node(device, n), "PART_ENTRY_UUID") for n in (1, 2, 3)}
+        disk_id = blkid(device, "PTUUID")
+        backup = backup_of(device, tmp_path)
+    target_image = tmp_path / "new.img"
+    helpers.garbage_file(target_image, mib * MiB)
+    with helpers.attached(target_image) as target:
+        started = time.monotonic()
+        result = disk_restore.restore_disk(backup.repo, backup.snapshot, target, new_ids=True)
+        took = time.monotonic() - started
+        assert isinstance(result, disk_restore.DiskRestoreResult)
+        assert blkid(target, "PTUUID") == disk_id
+        for n in (1, 2, 3):
+            assert blkid(helpers.node(target, n), "PART_ENTRY_UUID") == parts[n]
+        assert blkid(helpers.node(target, 2), "UUID") == before[2]
+        assert blkid(helpers.node(target, 1), "UUID") != before[1]
+        assert blkid(helpers.node(target, 3), "UUID") != before[3]
+        assert len(result.kept_ids) == 2, result.kept_ids
+        assert "EFI/Microsoft/Boot" in result.kept_ids[0] and "BCD" in result.kept_ids[0]
+        assert result.kept_ids[1].startswith(f"partition 2: ntfs UUID {before[2]}")
+        assert helpers.fsck(helpers.node(target, 2), "ntfs").returncode == 0
+    with capsys.disabled():
+        print(f"\n[new-ids] Windows dual boot of {mib} MiB restored with --new-ids in {took:.1f} s")
+
+
+def test_an_mbr_disk_gets_a_new_signature(
+    mbr_source: SourceDisk, mbr_backup: Backup, tmp_path: Path
+) -> None:
+    target_image = tmp_path / "mbr-new.img"
+    helpers.garbage_file(target_image, helpers.MBR_DISK_MIB * MiB)
+    with helpers.attached(target_image) as target:
+        assert mbr_backup.cli("restore", "latest", target, "--yes", "--new-ids") == 0
+        old_sig, new_sig = blkid(mbr_source.device, "PTUUID"), blkid(target, "PTUUID")
+        assert old_sig == f"{helpers.MBR_SIGNATURE:08x}" and new_sig != old_sig
+        for p in mbr_source.parts:
+            dev, source = helpers.node(target, p.number), helpers.node(mbr_source.device, p.number)
+            assert blkid(dev, "PART_ENTRY_UUID") == f"{new_sig}-{p.number:02x}"
+            assert blkid(dev, "UUID") not in ("", blkid(source, "UUID"))
+            check = helpers.fsck(dev, p.fstype)
+            assert check.returncode == 0, f"{p.fstype}: {check.stdout}{check.stderr}"
+            assert helpers.read_files(dev, p.fstype, tmp_path) == p.files
+        assert helpers.read_bytes(target, 0, 440) == helpers.read_bytes(mbr_source.device, 0, 440)
