@@ -239,6 +239,15 @@ def test_only_references_are_rewritten() -> None:
     assert changed == f"UUID={new} / ext4\n# {old}\n{old}x UUID={old}0\nsearch.fs_uuid {new} root\n"
 
 
+def lvm_fstab(uuids: dict[str, str]) -> str:
+    return (
+        f"UUID={uuids['root']} / ext4 defaults 0 1\n"
+        f"UUID={uuids['boot']} /boot ext4 defaults 0 2\n"
+        f"/dev/disk/by-uuid/{uuids['home']} /home xfs defaults 0 2\n"
+        f"UUID={uuids['swap']} none swap sw 0 0\n"
+    )
+
+
 def test_a_physical_volume_gets_new_pv_and_vg_uuids(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -261,6 +270,10 @@ def test_a_physical_volume_gets_new_pv_and_vg_uuids(
                 else:
                     sh("mkswap", "-L", name, lv)
                 uuids[name] = blkid(lv, "UUID")
+        uuids["boot"] = blkid(helpers.node(device, 1), "UUID")
+        with test_lvm.volume(pv, "root") as lv, helpers.mounted_fs(lv, "ext4", tmp_path / "r") as r:
+            (r / "etc").mkdir()
+            (r / "etc" / "fstab").write_text(lvm_fstab(uuids))
         ids_before = lvm("pvs", "-o", "pv_uuid,vg_uuid", "--noheadings", pv, device=pv).split()
         lvs_before = lvm("lvs", "-o", "lv_name,lv_uuid,lv_size", "--noheadings", VG, device=pv)
         backup = backup_of(device, tmp_path)
@@ -285,15 +298,24 @@ def test_a_physical_volume_gets_new_pv_and_vg_uuids(
             lvs_before
         )
         assert f"LVM PV UUID {ids_before[0]} -> {pv_uuid}" in out, out
+        assert "logical volume hgtestvg/root (partition 2): /etc/fstab (4)" in out, out
+        now = {"boot": blkid(helpers.node(target, 1), "UUID")}
         for name, (_, _, fstype) in VOLUMES.items():
             with test_lvm.volume(pv, name) as lv:
-                assert blkid(lv, "UUID") not in ("", uuids[name]), f"{name} keeps its UUID"
+                now[name] = blkid(lv, "UUID")
+                assert now[name] not in ("", uuids[name]), f"{name} keeps its UUID"
+                if name == "root":
+                    with helpers.mounted_fs(lv, "ext4", tmp_path / "r", read_only=True) as r:
+                        fstab = (r / "etc" / "fstab").read_text()
                 if not fstype:
                     assert blkid(lv, "LABEL") == name
                     continue
                 check = helpers.fsck(lv, fstype)
                 assert check.returncode == 0, check.stdout + check.stderr
-                assert helpers.read_files(lv, fstype, tmp_path) == files[name]
+                found = helpers.read_files(lv, fstype, tmp_path)
+                found.pop("etc/fstab", None)
+                assert found == files[name]
+        assert fstab == lvm_fstab(now), "the root LV's fstab names the new UUIDs"
     with capsys.disabled():
         print(
             f"\n[new-ids] LVM disk of {test_lvm.DISK_MIB} MiB restored with --new-ids in {took:.1f} s"
