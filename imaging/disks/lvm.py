@@ -11,8 +11,8 @@ the used blocks of each such filesystem, and every extent of any other logical v
 (several segments, thin, RAID, snapshots, LUKS inside: read whole). Free extents are not read.
 
 The image is a partition image like any other: a restore writes the same bytes back where
-they were, so the PV, VG and LV ids and the metadata are the original's (``--new-ids`` does
-not change them yet).
+they were, so the PV, VG and LV ids and the metadata are the original's (``--new-ids`` then
+gives the PV and VG new UUIDs: :mod:`imaging.disks.identity`).
 """
 
 from __future__ import annotations

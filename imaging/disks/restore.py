@@ -460,7 +460,14 @@ def restore_disk(
     if grown is not None:
         result.grown = _grow(t, layout, grown, snapshot, result)
     if new_ids and t.kind == "disk":
-        changes = give_new_ids(t.path)
+        try:
+            changes = give_new_ids(t.path)
+        except HourglassError as e:
+            raise HourglassError(
+                f"{t.path} was restored and verified, but giving it new ids failed: {e}",
+                "Some ids may be new while the restored system still names the old ones: "
+                "restore again (with --new-ids, or without it to keep the original's ids).",
+            ) from e
         result.new_ids, result.kept_ids = changes.changed, changes.kept
         result.references = changes.references
         result.notes.extend(changes.notes)
