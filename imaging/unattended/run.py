@@ -221,12 +221,19 @@ def carry_out(orders: Orders, locations: Locations, say: Callable[[str], None]) 
         when = result.snapshot.time.strftime("%Y-%m-%d %H:%M:%S")
         shrunk = result.shrunk if isinstance(result, jobs.DiskRestoreResult) else ""
         replayed = result.replayed if isinstance(result, jobs.DiskRestoreResult) else ""
+        ids = ""
+        if isinstance(result, jobs.DiskRestoreResult) and result.new_ids:
+            ids = (
+                f"; new ids: {len(result.new_ids)}, kept: {len(result.kept_ids)}, "
+                f"references rewritten in {len(result.references)} files"
+            )
         return (
             f"restore of {result.snapshot.id[:12]} ({when}) to {disk.device} ({disk.title()}): "
             f"{human_size(result.written)} written, verified"
             + (", grown" if orders.grow else "")
             + (f"; the disk is smaller: {shrunk}" if shrunk else "")
             + (f"; {replayed}" if replayed else "")
+            + ids
             + _read_around(result.degraded)
         )
 
