@@ -31,10 +31,10 @@ verify, :func:`give_new_ids` does for the whole disk what ``vgimportclone`` does
    atomically with its owner and mode.
 
 The swap's new UUID is written to ``/etc/initramfs-tools/conf.d/resume``, but the initramfs
-already built still names the old one: resume from hibernation waits for a swap that is not
-there until ``update-initramfs -u`` runs on the restored system (said in the notes). A swap
-named by UUID elsewhere (on the original disk, beside it) is then never resumed from by
-mistake.
+already built still names the old one until ``update-initramfs -u`` runs on the restored
+system (said in the notes): alone, the restored system finds no swap to resume from and boots
+normally; beside the original it would look in the original's swap. The swap is still given a
+new UUID, because fstab's swap line would otherwise take either disk's swap.
 """
 
 from __future__ import annotations
