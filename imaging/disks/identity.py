@@ -119,6 +119,12 @@ def give_new_ids(disk: str) -> IdChanges:
     if table is None:
         raise HourglassError(f"{disk} has no partition table: it was not given new ids.")
     nodes = {p.number: p.device for p in sysfs.partitions(sysfs.name_of(disk))}
+    missing = [p.number for p in table.data_partitions if p.number not in nodes]
+    if missing:
+        raise HourglassError(
+            f"Partition {missing[0]} of {disk} has no device node: its filesystem could not be "
+            "given a new id."
+        )
     partitions = [
         Volume(f"partition {n}", node, info.fstype, info.uuid, n)
         for n, node in sorted(nodes.items())
@@ -240,6 +246,8 @@ def _new_filesystem_id(volume: Volume, survey: Survey, changes: IdChanges) -> No
         return
     new = _set_uuid(v)
     if new is None:
+        if v.uuid:
+            changes.kept.append(f"{v.where}: {v.fstype} UUID {v.uuid}: no tool to change it")
         return
     after = filesystems.probe(v.device).uuid
     if not after or after.lower() == v.uuid.lower():
