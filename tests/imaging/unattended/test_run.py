@@ -77,11 +77,13 @@ def test_backup_restore_files_restore(
         assert one_result(said, capsys.readouterr().out).startswith(f"{RESULT} OK backup ")
 
         outcome = run_unattended(
-            common + f"hourglass.run=restore hourglass.target={new} hourglass.snapshot=latest",
+            common + f"hourglass.run=restore hourglass.target={new} hourglass.snapshot=latest "
+            "hourglass.new_ids=1",
             say=said.append,
         )
         assert outcome.ok, outcome.line
-        assert "verified" in one_result(said, capsys.readouterr().out)
+        line = one_result(said, capsys.readouterr().out)
+        assert "verified" in line and "; new ids: " in line, line
         sh("partx", "--update", new)
         assert read_files(node(new, 2), "ext4", tmp_path) == files
 
