@@ -460,18 +460,24 @@ def restore_disk(
     if grown is not None:
         result.grown = _grow(t, layout, grown, snapshot, result)
     if new_ids and t.kind == "disk":
-        try:
-            changes = give_new_ids(t.path)
-        except HourglassError as e:
-            raise HourglassError(
-                f"{t.path} was restored and verified, but giving it new ids failed: {e}",
-                "Some ids may be new while the restored system still names the old ones: "
-                "restore again (with --new-ids, or without it to keep the original's ids).",
-            ) from e
-        result.new_ids, result.kept_ids = changes.changed, changes.kept
-        result.references = changes.references
-        result.notes.extend(changes.notes)
+        new_disk_ids(t.path, result)
     return result
+
+
+def new_disk_ids(disk: str, result: DiskRestoreResult) -> None:
+    """Step 8 on the restored ``disk``: new ids where safe, and the references inside it
+    (imaging.disks.identity); what was changed and kept goes into ``result``."""
+    try:
+        changes = give_new_ids(disk)
+    except HourglassError as e:
+        raise HourglassError(
+            f"{disk} was restored and verified, but giving it new ids failed: {e}",
+            "Some ids may be new while the restored system still names the old ones: "
+            "restore again (with --new-ids, or without it to keep the original's ids).",
+        ) from e
+    result.new_ids, result.kept_ids = changes.changed, changes.kept
+    result.references = changes.references
+    result.notes.extend(changes.notes)
 
 
 def _write_disk(

@@ -20,6 +20,7 @@ from imaging.disks.restore import (
     check_block_target,
     check_disk_target,
     grow_plan,
+    new_disk_ids,
     resize_plan,
 )
 from imaging.disks.restore import describe_target as _describe_target
@@ -256,13 +257,16 @@ def restore(
                 partition=partition,
                 grow=request.grow,
                 grow_partition=request.grow_partition,
-                new_ids=request.new_ids,
+                # after a replay, which may write back a file naming the old ids
+                new_ids=request.new_ids and replay is None,
                 scratch=scratch,
                 progress=progress,
                 options=options,
             )
             if replay is not None and isinstance(result, DiskRestoreResult):
                 result.replayed = _replay(repo, replay, request.target)
+                if request.new_ids:
+                    new_disk_ids(request.target, result)
         else:
             result = _restore_snapshot(
                 repo, snapshot, request.target, progress=progress, options=options

@@ -63,6 +63,17 @@ def test_as_of_each_second(
     assert files_on(blank, tmp_path / "m3") == BEFORE
 
 
+def test_as_of_a_second_with_new_ids(
+    recorded: Recorded, blank: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The journal is replayed first, then the ids change: the root's fstab names the data
+    partition by its new UUID, and the replayed files are there."""
+    assert _restore(recorded, blank, recorded.seconds["second"], "--new-ids") == 0
+    out = capsys.readouterr().out
+    assert "Replayed the file journal of" in out and "partition 1: /etc/fstab (2)" in out, out
+    assert files_on(blank, tmp_path / "m") == {**FIRST, "a.txt": "version three, the last"}
+
+
 def test_refused_before_anything_is_written(
     recorded: Recorded, blank: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
