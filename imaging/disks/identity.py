@@ -447,6 +447,7 @@ def _rewrite_file(path: Path, renamed: dict[str, str]) -> int:
         with contextlib.suppress(OSError):  # FAT has no owners or modes
             os.chown(tmp, st.st_uid, st.st_gid)
             os.chmod(tmp, st.st_mode & 0o7777)
+        _copy_xattrs(path, tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -460,6 +461,17 @@ def _rewrite_file(path: Path, renamed: dict[str, str]) -> int:
     finally:
         os.close(dirfd)
     return n
+
+
+def _copy_xattrs(source: Path, dest: str) -> None:
+    """Extended attributes too: an SELinux system's ``security.selinux`` label, ACLs."""
+    try:
+        names = os.listxattr(source)
+    except OSError:
+        return  # the filesystem (FAT through FUSE) keeps none
+    for name in names:
+        with contextlib.suppress(OSError):
+            os.setxattr(dest, name, os.getxattr(source, name))
 
 
 @contextlib.contextmanager

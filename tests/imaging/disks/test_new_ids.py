@@ -8,6 +8,7 @@ a filesystem of the restored disk, and the tools' own checkers find nothing wron
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -123,6 +124,7 @@ def linux_disk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LinuxDisk]:
             (root / "etc" / "crypttab").write_text("# <target name> <source device>\n")
             (root / "etc" / "fstab").chmod(0o640)
             sh("chown", "123:45", root / "etc" / "fstab")
+            os.setxattr(root / "etc" / "fstab", "user.hourglass", b"kept")
         cfg = tmp / "grub.cfg"
         cfg.write_text(esp_grub_cfg(ids["p3 UUID"]))
         esp = helpers.node(device, 2)
@@ -193,6 +195,7 @@ def test_a_linux_disk_gets_new_ids_and_its_references_follow(
                 ), name
             st = (root / "etc" / "fstab").stat()
             assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o640, 123, 45)
+            assert os.getxattr(root / "etc" / "fstab", "user.hourglass") == b"kept"
             names = sh("grep", "-rhoE", "(UUID=|by-uuid/)[^ ]+", root / "etc", root / "boot")
         assert read_esp_cfg(helpers.node(target, 2), tmp_path) == esp_grub_cfg(new["p3 UUID"])
         on_disk = {v.lower() for v in new.values()}
