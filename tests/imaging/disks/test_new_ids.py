@@ -330,12 +330,13 @@ def test_a_windows_disk_keeps_its_table_ids_and_ntfs_serial(
 ) -> None:
     """A dual boot whose ESP holds Windows' boot manager: BCD names the disk and partitions by
     GUID, so the table's ids and the NTFS serial are kept (and said); the ESP and the Linux
-    root get new UUIDs."""
+    root get new UUIDs; a LUKS volume keeps its UUID (the initramfs names it)."""
     need_tools()
     layout = [
         helpers.GptPart(1, "vfat", 64, "ef00", "ESP", "EFI system partition"),
         helpers.GptPart(2, "ntfs", 64, "0700", "Windows", "Basic data partition"),
         helpers.GptPart(3, "ext4", 48, "8304", "root", "root"),
+        helpers.GptPart(4, "", 24, "8309", name="Linux LUKS"),
     ]
     mib = 1 + sum(p.size_mib for p in layout) + 2
     image = tmp_path / "dual.img"
@@ -347,8 +348,13 @@ def test_a_windows_disk_keeps_its_table_ids_and_ntfs_serial(
         boot.write_bytes(b"MZ" + bytes(4094))
         mtools("mmd", "-i", esp, "::/EFI", "::/EFI/Microsoft", "::/EFI/Microsoft/Boot")
         mtools("mcopy", "-i", esp, str(boot), "::/EFI/Microsoft/Boot/bootmgfw.efi")
-        before = {n: blkid(helpers.node(device, n), "UUID") for n in (1, 2, 3)}
-        parts = {n: blkid(helpers.node(device, n), "PART_ENTRY_UUID") for n in (1, 2, 3)}
+        luks = helpers.node(device, 4)
+        key = tmp_path / "key"
+        key.write_bytes(b"not a secret")
+        sh("cryptsetup", "luksFormat", "-q", "--type", "luks2", "--pbkdf", "pbkdf2",
+           "--pbkdf-force-iterations", "1000", "--key-file", key, luks)  # fmt: skip
+        before = {n: blkid(helpers.node(device, n), "UUID") for n in (1, 2, 3, 4)}
+        parts = {n: blkid(helpers.node(device, n), "PART_ENTRY_UUID") for n in (1, 2, 3, 4)}
         disk_id = blkid(device, "PTUUID")
         backup = backup_of(device, tmp_path)
     target_image = tmp_path / "new.img"
@@ -359,14 +365,17 @@ def test_a_windows_disk_keeps_its_table_ids_and_ntfs_serial(
         took = time.monotonic() - started
         assert isinstance(result, disk_restore.DiskRestoreResult)
         assert blkid(target, "PTUUID") == disk_id
-        for n in (1, 2, 3):
+        for n in (1, 2, 3, 4):
             assert blkid(helpers.node(target, n), "PART_ENTRY_UUID") == parts[n]
+        assert blkid(helpers.node(target, 4), "UUID") == before[4]
         assert blkid(helpers.node(target, 2), "UUID") == before[2]
         assert blkid(helpers.node(target, 1), "UUID") != before[1]
         assert blkid(helpers.node(target, 3), "UUID") != before[3]
-        assert len(result.kept_ids) == 2, result.kept_ids
+        assert len(result.kept_ids) == 3, result.kept_ids
         assert "EFI/Microsoft/Boot" in result.kept_ids[0] and "BCD" in result.kept_ids[0]
         assert result.kept_ids[1].startswith(f"partition 2: ntfs UUID {before[2]}")
+        assert result.kept_ids[2].startswith(f"partition 4: crypto_LUKS UUID {before[4]}")
+        assert "initramfs" in result.kept_ids[2]
         assert helpers.fsck(helpers.node(target, 2), "ntfs").returncode == 0
     with capsys.disabled():
         print(f"\n[new-ids] Windows dual boot of {mib} MiB restored with --new-ids in {took:.1f} s")
