@@ -398,3 +398,36 @@ def test_an_mbr_disk_gets_a_new_signature(
             assert check.returncode == 0, f"{p.fstype}: {check.stdout}{check.stderr}"
             assert helpers.read_files(dev, p.fstype, tmp_path) == p.files
         assert helpers.read_bytes(target, 0, 440) == helpers.read_bytes(mbr_source.device, 0, 440)
+
+
+def test_a_btrfs_root_in_a_subvolume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Debian's installer puts a btrfs root in the subvolume @: its fstab is found there."""
+    need_tools()
+    layout = [helpers.GptPart(1, "btrfs", 128, "8304", "root", "root")]
+    mib = 1 + 128 + 2
+    image = tmp_path / "btrfs.img"
+    helpers.make_gpt_disk(image, layout, mib)
+    with helpers.attached(image) as device:
+        dev = helpers.node(device, 1)
+        helpers.make_fs(dev, "btrfs", "root")
+        old = blkid(dev, "UUID")
+        with helpers.mounted_fs(dev, "btrfs", tmp_path / "top") as top:
+            sh("btrfs", "subvolume", "create", top / "@")
+            (top / "@" / "etc").mkdir()
+            (top / "@" / "etc" / "fstab").write_text(f"UUID={old} / btrfs subvol=@ 0 0\n")
+        backup = backup_of(device, tmp_path)
+    target_image = tmp_path / "new.img"
+    helpers.garbage_file(target_image, mib * MiB)
+    with helpers.attached(target_image) as target:
+        started = time.monotonic()
+        assert backup.cli("restore", "latest", target, "--yes", "--new-ids") == 0
+        took = time.monotonic() - started
+        assert "partition 1: /@/etc/fstab (1)" in capsys.readouterr().out
+        dev = helpers.node(target, 1)
+        new = blkid(dev, "UUID")
+        assert new not in ("", old)
+        assert helpers.fsck(dev, "btrfs").returncode == 0
+        with helpers.mounted_fs(dev, "btrfs", tmp_path / "top", read_only=True) as top:
+            assert (top / "@" / "etc" / "fstab").read_text() == f"UUID={new} / btrfs subvol=@ 0 0\n"
+    with capsys.disabled():
+        print(f"\n[new-ids] btrfs root of {mib} MiB restored with --new-ids in {took:.1f} s")
