@@ -402,7 +402,8 @@ def receive(
         state.done, state.total, state.rate = event.done, event.total, event.rate
         progress(event)
 
-    report()
+    with contextlib.suppress(OSError, ValueError):  # said again every second from now on
+        report()
     reporter = threading.Thread(target=reporting, name="lab-report", daemon=True)
     reporter.start()
     result: RestoreResult | None = None
