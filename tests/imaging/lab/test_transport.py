@@ -10,6 +10,7 @@ times are printed (pytest -s) for the closing notes and `make bench`; none is as
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -199,13 +200,17 @@ def test_a_room_of_four_with_a_lossy_pc(lab: Room, source: Source, tmp_path: Pat
     lab.loss("r4", 1)
     server = serve(lab, source, "--clients", "4")
     targets = [tmp_path / f"{name}.img" for name in ("r1", "r2", "r3", "r4")]
-    pcs = [receive(lab, t.stem, t) for t in targets]
-    for pc in pcs:
-        ok(pc)
+    with contextlib.ExitStack() as disks:  # each PC's disk a loop device, old data on it
+        for t in targets:
+            helpers.garbage_file(t, source.disk_mib * MiB)
+        devices = [disks.enter_context(helpers.attached(t)) for t in targets]
+        pcs = [receive(lab, t.stem, Path(d)) for t, d in zip(targets, devices, strict=True)]
+        for pc in pcs:
+            ok(pc)
     assert server.wait(60) == 0, server.text
     assert "4 of 4 PCs restored and verified" in server.result()
     check_disks(source, targets, tmp_path)
-    print(f"\nroom of 4 at {PORT_MBIT} Mbit/s, r4 with 1 % loss:")
+    print(f"\nroom of 4 at {PORT_MBIT} Mbit/s, r4 with 1 % loss, onto loop devices:")
     for pc in pcs:
         print(f"  {pc.name}: {pc.seconds:.1f} s  {pc.result()}")
     print(f"  server: {server.result()}")
