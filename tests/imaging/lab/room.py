@@ -61,6 +61,13 @@ class Room:
             self.rate(name, rate_mbit)
         return address
 
+    def tap(self, name: str = "tap0") -> str:
+        """A tap device on the bridge, for a QEMU PC (QEMU runs in the switch's namespace:
+        ``run("sw", ...)``)."""
+        ip("-n", self.switch, "tuntap", "add", "dev", name, "mode", "tap")
+        ip("-n", self.switch, "link", "set", name, "master", "br0", "up")
+        return name
+
     def rate(self, name: str, mbit: float) -> None:
         """Cap the port: what the host sends and what it is sent."""
         host = f"{self.prefix}-{name}"
