@@ -298,10 +298,12 @@ class RestoreFilesScreen(WizardScreen):
         widget = self.query_one("#images", OptionList)
         widget.set_options(options)
         widget.highlighted = 0
+        self.skip_steps()
         self.step("partition")
         widget.focus()
 
     def _image_chosen(self, image: ImageRecord) -> None:
+        self.skip_steps()
         self.image = image
         self.journal = self.journal_tree = None
         assert self.snapshot is not None
@@ -350,6 +352,7 @@ class RestoreFilesScreen(WizardScreen):
         self.query_one("#at-error", Static).update("")
         field = self.query_one("#at-time", Input)
         field.value = text.when(text.moment(host.newest_ns))
+        self.skip_steps("partition")  # a journal has no partitions to choose from
         self.step("at")
         field.focus()
 

@@ -101,6 +101,11 @@ class WizardScreen(BaseScreen[None]):
         self.query_one(Steps).current = self.PANES.index(self.STEP_OF.get(pane, pane))
         self.refresh_bindings()
 
+    def skip_steps(self, *panes: str) -> None:
+        """The steps of ``panes`` are not taken this way through (the others are numbered
+        on without them); none named: every step is."""
+        self.query_one(Steps).skipped = frozenset(self.PANES.index(p) for p in panes)
+
     def action_back(self) -> None:
         pane = self.pane
         if pane == self.RUNNING:

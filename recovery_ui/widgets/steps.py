@@ -16,6 +16,8 @@ class Steps(Static):
 
     current: reactive[int] = reactive(0)
     """Index of the step the person is at."""
+    skipped: reactive[frozenset[int]] = reactive(frozenset())
+    """Indexes of steps this way through does not take: not drawn, the others numbered on."""
 
     def __init__(self, names: list[str], *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -35,11 +37,12 @@ class Steps(Static):
         glyphs = glyphs_of(self.app)
         arrow = glyphs.arrow
         line = Text(no_wrap=True, overflow=glyphs.overflow)  # type: ignore[arg-type]
-        for index, name in enumerate(self.names):
+        shown = [(i, n) for i, n in enumerate(self.names) if i not in self.skipped]
+        for number, (index, name) in enumerate(shown, 1):
             current = index == self.current
-            if index:
+            if number > 1:
                 line.append(f" {arrow} " if form == "padded" else f" {arrow}", style="dim")
-            label = f"{index + 1} {name}" if current or form != "numbers" else f"{index + 1}"
+            label = f"{number} {name}" if current or form != "numbers" else f"{number}"
             label = f" {label} " if current or form == "padded" else f" {label}"
             line.append(label, style="bold reverse" if current else "")
         return line

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from recovery_ui import text
 from recovery_ui.app import HourglassApp
 from recovery_ui.i18n import _, set_language
 from recovery_ui.screens.restore_files import FileTree, RestoreFilesScreen
+from recovery_ui.widgets.steps import Steps
 from tests.conftest import PASSPHRASE
 from tests.recovery_ui.conftest import (
     THESIS,
@@ -185,6 +187,9 @@ async def test_files_as_of_a_second_from_the_journal(
         await settle(pilot)
         assert screen.pane == "at"
         assert str(screen.query_one("#at-error").render()) == ""
+        # A journal has no partitions: the steps line leaves that step out, numbered on.
+        steps = str(screen.query_one(Steps).render())
+        assert _("Partition") not in steps and re.findall(r"\d", steps) == list("12345"), steps
         # Prefilled with the newest recovery point: a second at or after the second pass.
         prefilled = screen.query_one("#at-time", Input).value
         assert prefilled >= journal.second.strftime("%Y-%m-%d %H:%M:%S"), prefilled
