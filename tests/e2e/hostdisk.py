@@ -20,7 +20,22 @@ from build.context import MIRROR, REPOSITORY, SUITE
 from tests.imaging.disks.helpers import attached
 
 CACHE = REPOSITORY / "build" / "work" / "cache"
-PACKAGES = ("linux-image-amd64", "systemd-sysv", "udev", "e2fsprogs", "initramfs-tools", "kmod")
+# The agent's package needs the last six (its Depends: build/deb.py), for the test of the
+# whole PC as of a second; one root for every e2e test, so CI runs mmdebstrap once.
+PACKAGES = (
+    "linux-image-amd64",
+    "systemd-sysv",
+    "udev",
+    "e2fsprogs",
+    "initramfs-tools",
+    "kmod",
+    "fuse3",
+    "mount",
+    "python3",
+    "python3-parted",
+    "python3-pyudev",
+    "python3-venv",
+)
 ROOT_LABEL = "hostroot"
 
 BOOTED_UNIT = """\
