@@ -13,7 +13,9 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -169,32 +171,86 @@ def prefetched() -> list[str]:
     return sorted({d.split()[0] for d in deb.DEPENDS})
 
 
-def stock_root() -> Path:
-    """A Debian 12 minbase root as a tarball, cached in build/work/cache by its inputs (as
-    the appliance's base is: CI pays mmdebstrap once)."""
-    h = hashlib.sha256(f"{STOCK_RECIPE} {SUITE} {MIRROR} {SECURITY_MIRROR}".encode())
+@dataclass(frozen=True)
+class Distribution:
+    """A stock system to install the package on: its suite, sources and archive key."""
+
+    name: str
+    suite: str
+    sources: tuple[str, ...]
+    keyring: str = ""  # "" : the machine's own (Debian's) keys
+    include: tuple[str, ...] = ()  # beyond minbase
+
+
+DEBIAN = Distribution(
+    "debian",
+    SUITE,
+    (
+        f"deb {MIRROR} {SUITE} main",
+        f"deb {MIRROR} {SUITE}-updates main",
+        f"deb {SECURITY_MIRROR} {SUITE}-security main",
+    ),
+)
+UBUNTU_MIRROR = "http://archive.ubuntu.com/ubuntu"
+UBUNTU = Distribution(
+    "ubuntu",
+    "noble",
+    tuple(
+        f"deb {UBUNTU_MIRROR} {suite} main universe"
+        for suite in ("noble", "noble-updates", "noble-security")
+    ),
+    keyring="ubuntu",
+    include=("apt",),  # Ubuntu's minbase has no apt (it is "important" there, not "required")
+)
+# Ubuntu's archive keys: Debian 12 has no package of them, so the keyring's package comes
+# from Ubuntu's pool, checked against this digest (ubuntu-keyring 2023.11.28.1, noble's).
+UBUNTU_KEYRING_DEB = "pool/main/u/ubuntu-keyring/ubuntu-keyring_2023.11.28.1_all.deb"
+UBUNTU_KEYRING_SHA256 = "36de43b15853ccae0028e9a767613770c704833f82586f28eb262f0311adb8a8"
+
+
+def ubuntu_keyring() -> Path:
+    """Ubuntu's archive keyring, cached beside the stock roots."""
+    keyring = CACHE / "ubuntu-archive-keyring.gpg"
+    if keyring.exists():
+        return keyring
+    data = urllib.request.urlopen(f"{UBUNTU_MIRROR}/{UBUNTU_KEYRING_DEB}", timeout=60).read()
+    assert hashlib.sha256(data).hexdigest() == UBUNTU_KEYRING_SHA256, "not the keyring pinned"
+    work = CACHE / "ubuntu-keyring"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    (work / "keyring.deb").write_bytes(data)
+    sh("dpkg-deb", "-x", work / "keyring.deb", work / "tree")
+    shutil.copyfile(work / "tree/usr/share/keyrings/ubuntu-archive-keyring.gpg", keyring)
+    shutil.rmtree(work)
+    return keyring
+
+
+def stock_root(distribution: Distribution = DEBIAN) -> Path:
+    """A minbase root of ``distribution`` as a tarball, cached in build/work/cache by its
+    inputs (as the appliance's base is: CI pays mmdebstrap once)."""
+    h = hashlib.sha256(f"{STOCK_RECIPE} {distribution}".encode())
     h.update(" ".join(prefetched()).encode())
-    tarball = CACHE / f"stock-{SUITE}-{h.hexdigest()[:16]}.tar"
+    tarball = CACHE / f"stock-{distribution.suite}-{h.hexdigest()[:16]}.tar"
     with locked():
         if tarball.exists():
             return tarball
         CACHE.mkdir(parents=True, exist_ok=True)
+        keys = [f"--keyring={ubuntu_keyring()}"] if distribution.keyring else []
+        if distribution.include:
+            keys.append("--include=" + ",".join(distribution.include))
         partial = tarball.with_name(tarball.name + ".partial")
         partial.unlink(missing_ok=True)
         download = 'chroot "$1" apt-get install --download-only -y -q ' + " ".join(prefetched())
         subprocess.run(
             [
                 "mmdebstrap", "--variant=minbase", "--mode=root", "--format=tar",
-                "--skip=cleanup/apt/lists", "--skip=cleanup/apt/cache",
+                "--skip=cleanup/apt/lists", "--skip=cleanup/apt/cache", *keys,
                 '--aptopt=Acquire::Retries "3"', f"--customize-hook={download}",
-                SUITE, partial,
-                f"deb {MIRROR} {SUITE} main",
-                f"deb {MIRROR} {SUITE}-updates main",
-                f"deb {SECURITY_MIRROR} {SUITE}-security main",
+                distribution.suite, partial, *distribution.sources,
             ],
             check=True, capture_output=True,
         )  # fmt: skip
-        for old in CACHE.glob(f"stock-{SUITE}-*.tar"):
+        for old in CACHE.glob(f"stock-{distribution.suite}-*.tar"):
             old.unlink()
         partial.rename(tarball)
         return tarball
@@ -259,11 +315,28 @@ def now_second() -> str:
 def test_installs_protects_restores_and_purges_on_stock_debian(
     package: Path, tmp_path: Path, results: dict[str, object]
 ) -> None:
+    on_stock(DEBIAN, package, tmp_path, results)
+
+
+@pytest.mark.root
+@pytest.mark.integration
+@pytest.mark.slow
+def test_installs_protects_restores_and_purges_on_stock_ubuntu(
+    package: Path, tmp_path: Path, results: dict[str, object]
+) -> None:
+    """Ubuntu 24.04: Python 3.12, the package's other set of wheels."""
+    on_stock(UBUNTU, package, tmp_path, results)
+
+
+def on_stock(
+    distribution: Distribution, package: Path, tmp_path: Path, results: dict[str, object]
+) -> None:
     if shutil.which("mmdebstrap") is None:
         pytest.skip("mmdebstrap is not installed (apt install mmdebstrap)")
     started = time.monotonic()
-    tarball = stock_root()
-    results["deb_stock_root_seconds"] = round(time.monotonic() - started, 1)
+    tarball = stock_root(distribution)
+    suffix = "" if distribution is DEBIAN else f"_{distribution.name}"
+    results[f"deb_stock_root_seconds{suffix}"] = round(time.monotonic() - started, 1)
     protected_image = tmp_path / "protected.img"
     with open(protected_image, "wb") as f:
         f.truncate(64 * 1024 * 1024)
@@ -280,7 +353,7 @@ def test_installs_protects_restores_and_purges_on_stock_debian(
             exercise(host, package)
         finally:
             subprocess.run(["umount", str(inside)], check=False)
-    results["deb_install_test_seconds"] = round(time.monotonic() - started, 1)
+    results[f"deb_install_test_seconds{suffix}"] = round(time.monotonic() - started, 1)
 
 
 def exercise(host: Chroot, package: Path) -> None:
