@@ -115,7 +115,7 @@ def find_bundle(path: str | os.PathLike[str] | None) -> Path:
         raise UsageError(f"There is no folder {path}.")
     raise UsageError(
         "No PXE bundle to boot the PCs from.",
-        "Name one with --pxe DIR (the hourglass-<version>-pxe folder `make image` builds).",
+        "Name one with --bundle DIR (the hourglass-<version>-pxe folder `make image` builds).",
     )
 
 
