@@ -56,8 +56,9 @@ DEPENDS = (
     "fuse3",
     "mount",
 )
-# Versions from disk images of these filesystems are mounted with their FUSE drivers.
-SUGGESTS = ("ntfs-3g", "exfat-fuse", "fusefat")
+# Versions from disk images of these filesystems are mounted with their FUSE drivers;
+# dnsmasq-base serves a room's network boot (`hourglass lab serve`, docs/LAB.md).
+SUGGESTS = ("ntfs-3g", "exfat-fuse", "fusefat", "dnsmasq-base")
 PYTHONS = ("3.11", "3.12")
 # Not aarch64 yet: fastcdc 1.7 publishes no aarch64 Linux wheel (its sdist needs poetry-core,
 # Cython and a compiler), and the venv is built without a compiler. docs/AGENT.md.
