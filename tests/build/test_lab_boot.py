@@ -52,7 +52,7 @@ def test_a_pc_network_boots_and_is_restored_by_the_lab(
     helpers.garbage_file(pc_disk, DISK_MIB * MiB)
     serial = tmp_path / "serial.log"
 
-    with Room("hgb", "10.77.8") as room:
+    with Room("hgq", "10.77.8") as room:
         room.add("srv")
         room.add("site")
         tap = room.tap()
