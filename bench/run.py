@@ -308,9 +308,10 @@ def main() -> int:
     parser.add_argument("--skip-peers", action="store_true", help="Hourglass only")
     parser.add_argument(
         "--only",
-        choices=["local", "s3", "agent"],
-        help="run one section: local disks, the object store (radosgw) or the agent (their "
-        "results go to bench/work/results-s3.md or results-agent.md, leaving "
+        choices=["local", "s3", "agent", "lab"],
+        help="run one section: local disks, the object store (radosgw), the agent or the lab "
+        "(their results go to bench/work/results-s3.md, results-agent.md or results-lab.md, "
+        "leaving "
         "bench/results.md alone)",
     )
     args = parser.parse_args()
@@ -343,6 +344,12 @@ def main() -> int:
             "date": time.strftime("%Y-%m-%d %H:%M"),
         }
     )
+    if args.only == "lab":  # its own disk and room: no 3 GiB partition
+        from bench import lab
+
+        lab.lab_section(hourglass, results)
+        lab.write_lab_results(results)
+        return 0
     source_img, target_img = WORK / "source.img", WORK / "target.img"
     for img in (source_img, target_img):
         with open(img, "wb") as f:
@@ -394,6 +401,13 @@ def main() -> int:
             except (SystemExit, RuntimeError, subprocess.CalledProcessError) as error:
                 results.notes.append(f"The agent section failed: {error}")
                 print(f"  agent section failed: {error}")
+            from bench import lab
+
+            try:
+                lab.lab_section(hourglass, results)
+            except (SystemExit, RuntimeError, subprocess.CalledProcessError) as error:
+                results.notes.append(f"The lab section failed: {error}")
+                print(f"  lab section failed: {error}")
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
         subprocess.run(["losetup", "-d", src, dst], capture_output=True)
@@ -944,9 +958,13 @@ def write_results(results: Results) -> None:
 
     lines += s3_lines(results)
     lines += agent.agent_lines(results)
+    from bench import lab
+
+    lines += lab.lab_lines(results)
     lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {what} | {measured} | {met} |" for what, measured, met in targets(results)]
     lines += [f"| {w} | {m} | {ok} |" for w, m, ok in agent.agent_targets(results)]
+    lines += [f"| {w} | {m} | {ok} |" for w, m, ok in lab.lab_targets(results)]
     lines.append("")
     (HERE / "results.md").write_text("\n".join(lines))
     chart(results)
