@@ -145,6 +145,7 @@ class Lab:
         self.pcs: dict[str, Process] = {}
         self.t0 = 0.0
         self.failed_after: float | None = None
+        self.server: Process | None = None
 
     def serve(self, *extra: str) -> Process:
         popen = self.room.run(
@@ -225,7 +226,7 @@ def session(
             room.add(name, PORT_MBIT / 4 if name in slow else PORT_MBIT)
         prepare(room)
         lab = Lab(room, hourglass, source, work)
-        server = lab.serve("--clients", str(clients))
+        server = lab.server = lab.serve("--clients", str(clients))
         lab.t0 = time.monotonic()
         for name in names:
             lab.receive(name)
@@ -247,13 +248,13 @@ def kill_at(fraction: float, victim: str) -> Callable[[Lab], None]:
         killed = time.monotonic()
         for pid in pids:
             os.kill(int(pid), signal.SIGKILL)
+        # the server's own line, not /status: the session may end the moment it says it
+        assert lab.server is not None
         while time.monotonic() - killed < 120:
-            clients = lab.status()["clients"]
-            assert isinstance(clients, list)
-            if any(c["phase"] == "FAILED" for c in clients):
+            if any("FAILED no report" in line for line in lab.server.lines):
                 lab.failed_after = time.monotonic() - killed
                 return
-            time.sleep(0.2)
+            time.sleep(0.1)
 
     return during
 
@@ -368,6 +369,7 @@ def lab_section(hourglass: str, results: Results, *, room_size: int = ROOM,
             results.runs.append(Run("hourglass lab", step, case.last, 0,
                                     note=(note + "; " if note else "") + times))  # fmt: skip
             results.notes.append(f"{step}: server {server}")
+            results.notes.extend(f"{step}: {n} {line}" for n, line in case.lines.items())
             return case
 
         alone = []
