@@ -100,6 +100,7 @@ class Case:
     pcs: dict[str, float | None]
     lines: dict[str, str]
     failed_after: float | None = None
+    cpu: float = 0.0  # seconds of CPU of the session's processes (server and PCs)
 
     @property
     def last(self) -> float:
@@ -220,6 +221,7 @@ def session(
     start (loss, no multicast), ``during`` acts while it runs (a kill, a late joiner). The
     case, and the server's result line."""
     names = [f"r{i + 1}" for i in range(clients)]
+    before = os.times()
     with Room(PREFIX, "10.77.6") as room:
         room.add("srv", PORT_MBIT)
         for name in names:
@@ -235,6 +237,9 @@ def session(
         server.wait(120)
         found = server.results()
         case.failed_after = lab.failed_after
+    after = os.times()  # every process of the room was waited for: its CPU is counted
+    case.cpu = after.children_user - before.children_user
+    case.cpu += after.children_system - before.children_system
     for name in lab.pcs:
         (work / f"{name}.img").unlink(missing_ok=True)
     return case, found[0] if found else "no result line:\n" + server.text
@@ -363,6 +368,7 @@ def lab_section(hourglass: str, results: Results, *, room_size: int = ROOM,
             bad = [n for n, t in case.pcs.items() if t is None]
             times = ", ".join(f"{n} {t:.1f}" if t is not None else f"{n} -"
                               for n, t in case.pcs.items())  # fmt: skip
+            times += f"; CPU {case.cpu:.0f} s"
             print(f"  {step:<28} {case.last:7.2f} s  ({times})", flush=True)
             if bad:
                 print("    not OK: " + "; ".join(f"{n}: {case.lines[n]}" for n in bad))
