@@ -234,10 +234,11 @@ def hold(directory: Path, kind: str) -> Iterator[LeaseHandle]:
     try:
         handle.start()
     except OSError as e:
-        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSYS, errno.ENOTSUP):
             raise
-        # A read-only repository (a write-protected drive, an http mount): nobody can run
-        # gc through this mount, and we cannot announce ourselves. Read without a lease.
+        # A read-only repository (a write-protected drive, an http mount: httpdirfs answers
+        # ENOSYS to a create): nobody can run gc through this mount, and we cannot announce
+        # ourselves. Read without a lease.
         yield handle
         return
     try:
