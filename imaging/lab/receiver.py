@@ -37,9 +37,15 @@ from imaging.repository.keys import Keys
 from imaging.repository.store import Repository
 
 SILENT = 10.0
+"""Seconds without multicast (once the session began) before the rest comes by HTTP."""
 CONTACT = 60.0
 """Seconds a receiver keeps asking for the session before it gives up."""
-"""Seconds without multicast (once the session began) before the rest comes by HTTP."""
+TAIL = 0.02
+"""At the end of a pass, a PC that lacks at most this share of its chunks (or 16) fetches
+them by HTTP rather than wait a whole pass: the next pass may be long, for a slow PC."""
+FETCHERS = 4
+"""Chunks fetched by HTTP at once (the fill-in of a PC that gets no multicast)."""
+TRIES = 3
 REPORT_EVERY = 1.0
 SO_RCVBUFFORCE = 33  # Linux; not in Python's socket module
 PARTIAL_BYTES = 256 * 2**20
@@ -76,6 +82,7 @@ class Counters:
     by_http: int = 0
     by_multicast: int = 0
     unicast_after: float | None = None
+    tails: int = 0
 
 
 @dataclass
@@ -137,6 +144,8 @@ class MulticastFeed:
         self._error: BaseException | None = None
         self._put: Callable[[bytes, bytes], None] | None = None
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="lab-fill")
+        self.unicast = False
+        """Everything left comes by HTTP: the server need not multicast for this PC."""
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:  # root may go past net.core.rmem_max: a burst the decoding falls behind on
@@ -181,6 +190,7 @@ class MulticastFeed:
             self._put(chunk_id, codec.decode_chunk(chunk_id, self._fetch(chunk_id), self.keys))
         heard = time.monotonic()
         current = -1
+        pass_seen = -1
         unicast = False
         buffer = bytearray(datagram.MAX_DATAGRAM + 64)
         while True:
@@ -196,7 +206,7 @@ class MulticastFeed:
                 if not self.state.started:
                     heard = time.monotonic()
                 elif not unicast and time.monotonic() - heard > SILENT:
-                    unicast = True
+                    unicast = self.unicast = True
                     self.counters.unicast_after = time.monotonic()
                     self._pool.submit(self._guard, self._unicast)
                 continue
@@ -207,6 +217,10 @@ class MulticastFeed:
             heard = time.monotonic()
             self.counters.datagrams += 1
             self.counters.highest = max(self.counters.highest, fragment.sequence)
+            if fragment.pass_number != pass_seen:
+                if pass_seen >= 0 and not unicast:
+                    self._pass_ended()
+                pass_seen = fragment.pass_number
             n = fragment.chunk
             if n != current:
                 self._closed(current)
@@ -253,6 +267,15 @@ class MulticastFeed:
         if lacking <= max(4, len(partial.have) // 4):
             self._pool.submit(self._guard, self._repair, n, partial)
 
+    def _pass_ended(self) -> None:
+        """A pass went by: the few chunks still lacking come by HTTP now."""
+        with self._lock:
+            left = sorted(self.missing - self._claimed)
+            wanted = len(self.wanted or ())
+        if left and len(left) <= max(16, int(wanted * TAIL)):
+            self.counters.tails += 1
+            self._pool.submit(self._guard, self._fetch_all, left)
+
     def _guard(self, work: Callable[..., None], *args: object) -> None:
         try:
             work(*args)
@@ -263,7 +286,10 @@ class MulticastFeed:
         gaps = partial.gaps()
         if not gaps:
             return
-        body = self.client.post("/pieces", {"chunk": self.ids[n].hex(), "spans": gaps})
+        try:
+            body = self.client.post("/pieces", {"chunk": self.ids[n].hex(), "spans": gaps})
+        except OSError:
+            return  # the chunk stays missing: the next pass, or the tail's fetch, brings it
         if len(body) != sum(b - a for a, b in gaps):  # the pieces were not of this chunk
             self._refetch(n)
             return
@@ -276,8 +302,25 @@ class MulticastFeed:
         self._deliver(n, raw, "repair")
 
     def _fetch(self, chunk_id: bytes) -> bytes:
+        """A chunk by HTTP, asked up to :data:`TRIES` times (a busy server's timeout is not
+        the end of the restore; a server that is gone is, after the last try)."""
         self.counters.by_http += 1
-        return self.client.get(f"/chunk/{chunk_id.hex()}")
+        for attempt in range(1, TRIES + 1):
+            try:
+                return self.client.get(f"/chunk/{chunk_id.hex()}")
+            except FileNotFoundError:
+                raise
+            except OSError:
+                if attempt == TRIES:
+                    raise
+                time.sleep(attempt)
+        raise AssertionError("unreachable")
+
+    def _fetch_all(self, numbers: list[int]) -> None:
+        """Chunks by HTTP, :data:`FETCHERS` at once, those still missing only."""
+        with ThreadPoolExecutor(FETCHERS, thread_name_prefix="lab-fetch") as fetchers:
+            for done in [fetchers.submit(self._refetch, n) for n in numbers]:
+                done.result()
 
     def _unicast(self) -> None:
         """No multicast comes: everything left, by HTTP, in order."""
@@ -286,11 +329,7 @@ class MulticastFeed:
                 left = sorted(self.missing - self._claimed)
             if not left:
                 return
-            for n in left:
-                with self._lock:
-                    if n not in self.missing or n in self._claimed:
-                        continue
-                self._deliver(n, self._fetch(self.ids[n]), "http", trusted=True)
+            self._fetch_all(left)
 
     def _deliver(self, n: int, raw: bytes | bytearray, how: str, trusted: bool = False) -> None:
         """Decode and authenticate chunk ``n``, then write it (once, whoever got it)."""
@@ -321,6 +360,9 @@ class MulticastFeed:
             self.counters.by_multicast += 1
 
     def _refetch(self, n: int) -> None:
+        with self._lock:
+            if n not in self.missing or n in self._claimed:
+                return
         self._deliver(n, self._fetch(self.ids[n]), "http", trusted=True)
 
 
@@ -388,6 +430,8 @@ def receive(
         missing = feed.missing_bitmap()
         if missing is not None:
             body["missing"] = missing
+        if feed.unicast:
+            body["unicast"] = True
         answer = client.post_json("/report", body)
         state.started = bool(answer.get("started"))
 

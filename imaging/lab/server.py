@@ -61,6 +61,7 @@ class ClientState:
     joined: float = 0.0
     ended: float = 0.0
     loss: float | None = None  # of the multicast, over its last report's interval
+    unicast: bool = False  # it fetches everything left by HTTP: not multicast for
     missing: bytes | None = field(default=None, repr=False)  # bitmap of chunk numbers
     _counters: tuple[int, int] | None = field(default=None, repr=False)
 
@@ -248,6 +249,7 @@ class LabServer:
                 client.total = int(body.get("total", 0))
                 client.rate = float(body.get("rate", 0.0))
                 client.message = str(body.get("message", ""))[:500]
+                client.unicast = bool(body.get("unicast", False))
                 if "missing" in body:
                     client.missing = _bitmap(str(body["missing"]), len(self.chunks))
                 received, highest = int(body.get("received", 0)), int(body.get("highest", 0))
@@ -294,7 +296,7 @@ class LabServer:
         anyone = False
         with self._lock:
             for client in self._clients.values():
-                if client.phase in FINAL or client.phase == "verifying":
+                if client.phase in FINAL or client.phase == "verifying" or client.unicast:
                     continue
                 anyone = True
                 if client.missing is None:  # not said yet: everything
