@@ -244,7 +244,8 @@ class PxeBoot:
             if e.errno == errno.EADDRINUSE:
                 raise UsageError(
                     f"Port {self.http_port} on {self.network.address} is in use.",
-                    "Stop what serves on it, or choose another with --pxe-port.",
+                    "Stop what serves on it, or choose another pair with --http-port (the "
+                    "network boot takes the port after the session's).",
                 ) from None
             raise
         self._http.daemon_threads = True
