@@ -28,7 +28,7 @@ from recovery_ui.widgets.keys_bar import KeysBar
 from recovery_ui.widgets.title_bar import TitleBar
 
 if TYPE_CHECKING:
-    from imaging.lab.run import LabRun, Row
+    from imaging.jobs.lab import LabRun, Row
 
 # OK and FAILED stay as they are in every language: they are the words of the result lines
 # (HOURGLASS-RESULT) that labs look for.
