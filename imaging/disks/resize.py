@@ -26,7 +26,7 @@ when none can, the plan is refused naming the disk size the data needs. docs/DIS
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field, replace
 
 from imaging.disks.table import MBR_MAX_SECTORS, MIB, PartitionTable, TablePartition
@@ -59,7 +59,11 @@ SHRINK_HOW = {
     "ntfs": "shrunk with ntfsresize",
     "btrfs": "shrunk with btrfs filesystem resize",
     "xfs": "made anew at that size (same UUID and label) and its files copied from the snapshot",
+    # imaging.disks.lvmshrink
+    "LVM2_member": "made smaller: its logical volumes packed at its start, the largest shrunk "
+    "as far as the room demands",
 }
+LVM_PV = "LVM2_member"
 # What a shrunk filesystem needs beyond the bytes its data uses: metadata that grows with
 # the data (ext4 inode tables of the groups kept, an NTFS MFT zone, a new xfs log).
 SHRINK_MARGIN = 32 * MIB
@@ -96,9 +100,10 @@ class GrowPlan:
         ss = self.after.sector_size
         old = self.before.partition(self.grown.number)
         if self.shrinks:
+            what = "LVM physical volume" if self.fstype == LVM_PV else f"{self.fstype} filesystem"
             lines = [
                 f"Partition {self.grown.number} shrinks from {decimal_size(old.sectors * ss)} "
-                f"to {decimal_size(self.grown.sectors * ss)}: its {self.fstype} filesystem is "
+                f"to {decimal_size(self.grown.sectors * ss)}: its {what} is "
                 f"{SHRINK_HOW.get(self.fstype, 'shrunk')}."
             ]
         else:
@@ -116,15 +121,18 @@ class GrowPlan:
         return lines
 
 
-def default_partition(table: PartitionTable, fstypes: Mapping[int, str]) -> int | None:
-    """The partition the plan grows: the largest data filesystem with no BIOS boot
-    partition after it; None when there is none (the caller grows the last partition)."""
+def default_partition(
+    table: PartitionTable, fstypes: Mapping[int, str], kinds: Set[str] = DATA_FILESYSTEMS
+) -> int | None:
+    """The partition the plan grows: the largest data filesystem (of ``kinds``) with no BIOS
+    boot partition after it; None when there is none (the caller grows the last
+    partition)."""
     bios_boot_starts = [p.start for p in table.partitions if p.type == BIOS_BOOT]
     candidates = [
         p
         for p in table.data_partitions
         if p.type not in FIXED_PURPOSE
-        and fstypes.get(p.number, "") in DATA_FILESYSTEMS
+        and fstypes.get(p.number, "") in kinds
         and not any(start > p.start for start in bios_boot_starts)
     ]
     if not candidates:
@@ -220,7 +228,7 @@ def shrink_partition(
     """The partition the shrink plan shrinks: the largest that holds a filesystem Hourglass
     can shrink, imaged by used blocks (``used`` names it), as :func:`default_partition`
     chooses; None when there is none."""
-    return default_partition(table, _shrinkable(fstypes, used))
+    return default_partition(table, _shrinkable(fstypes, used), SHRINK_HOW.keys())
 
 
 def plan_shrink(
@@ -254,7 +262,7 @@ def plan_shrink(
     # The largest first; where its data leaves it too little room, the next largest.
     candidates = dict(shrinkable)
     first_refusal: TargetTooSmall | None = None
-    while (found := default_partition(table, candidates)) is not None:
+    while (found := default_partition(table, candidates, SHRINK_HOW.keys())) is not None:
         try:
             return _shrink_one(table, table.partition(found), fstypes, used, device_size, target)
         except TargetTooSmall as e:
@@ -267,8 +275,8 @@ def plan_shrink(
         device_size,
         table.required_size(),
         "No partition holds a filesystem Hourglass can shrink (ext2/3/4, NTFS, btrfs, "
-        "xfs) without moving a BIOS boot partition. Choose a larger disk or restore "
-        "single partitions.",
+        "xfs, an LVM physical volume) without moving a BIOS boot partition. Choose a "
+        "larger disk or restore single partitions.",
     )
 
 

@@ -40,7 +40,8 @@ from imaging.disks import mounts, sysfs
 from imaging.disks.discover import boot_disk_names, get_disk, read_image_file
 from imaging.disks.grow import can_grow, grow_filesystem
 from imaging.disks.identity import give_new_ids
-from imaging.disks.resize import GrowPlan, plan_grow, plan_shrink, shrink_partition
+from imaging.disks.lvmshrink import ShrunkPv, finish_pv, shrink_pv_in_scratch, write_pv
+from imaging.disks.resize import LVM_PV, GrowPlan, plan_grow, plan_shrink, shrink_partition
 from imaging.disks.shrink import (
     Scratch,
     Shrunk,
@@ -254,7 +255,7 @@ def check_disk_target(
             table, _fstypes(snapshot), _used(snapshot), t.size, resize_partition, target=t.path
         )
         assert plan.grown is not None
-        if in_scratch(plan.fstype):
+        if in_scratch(plan.fstype) or plan.fstype == LVM_PV:
             image, new_size = f"p{plan.grown.number}", plan.grown.sectors * table.sector_size
             check_scratch(scratch, scratch_needs(repo, snapshot, image, new_size))
         return
@@ -436,9 +437,23 @@ def restore_disk(
         layout, grown = plan.after, plan.grown
         result.plan = plan.lines()
         result.notes.extend(plan.notes)
-    shrunk: Shrunk | None = None
+    shrunk: Shrunk | ShrunkPv | None = None
     try:
-        if shrink is not None and shrink.grown is not None and in_scratch(shrink.fstype):
+        if shrink is not None and shrink.grown is not None and shrink.fstype == LVM_PV:
+            # before the target is touched: LVs whose data does not fit are refused here
+            scratch_result = RestoreResult(snapshot=snapshot, target=t.path)
+            shrunk = shrink_pv_in_scratch(
+                repo,
+                snapshot,
+                f"p{shrink.grown.number}",
+                shrink.grown.sectors * layout.sector_size,
+                scratch=scratch,
+                progress=progress,
+                options=options,
+                result=scratch_result,
+            )
+            result.damaged.extend(scratch_result.damaged)
+        elif shrink is not None and shrink.grown is not None and in_scratch(shrink.fstype):
             # before the target is touched: a filesystem that does not fit is refused here
             scratch_result = RestoreResult(snapshot=snapshot, target=t.path)
             shrunk = shrink_in_scratch(
@@ -486,7 +501,7 @@ def _write_disk(
     t: _Target,
     layout: PartitionTable,
     shrink: GrowPlan | None,
-    shrunk: Shrunk | None,
+    shrunk: Shrunk | ShrunkPv | None,
     progress: ProgressCallback,
     options: RestoreOptions,
     result: DiskRestoreResult,
@@ -516,7 +531,10 @@ def _write_disk(
         options=replace(options, verify=False),
         result=result,
     )
-    if shrunk is not None and resized is not None:
+    if isinstance(shrunk, ShrunkPv) and resized is not None:
+        offset = resized.start * layout.sector_size
+        result.written += write_pv(shrunk, t.path, offset, verify=options.verify)
+    elif isinstance(shrunk, Shrunk) and resized is not None:
         offset = resized.start * layout.sector_size
         result.written += write_shrunk(shrunk, t.path, offset, verify=options.verify)
     if options.verify:
@@ -540,9 +558,10 @@ def _finish_shrink(
     t: _Target,
     plan: GrowPlan,
     resized: TablePartition,
-    shrunk: Shrunk | None,
+    shrunk: Shrunk | ShrunkPv | None,
 ) -> str:
-    """Re-create an xfs and copy its files; check the shrunk filesystem with its own tool."""
+    """Re-create an xfs and copy its files; check the shrunk filesystem with its own tool.
+    A smaller PV: its xfs LVs made anew, every LV checked, LVM's report of it."""
     ss = plan.after.sector_size
     before = decimal_size(plan.before.partition(resized.number).sectors * ss)
     after = decimal_size(resized.sectors * ss)
@@ -553,6 +572,10 @@ def _finish_shrink(
             f"{plan.fstype} filesystem could not be {'made' if shrunk is None else 'checked'}.",
             "Replug the disk and restore again.",
         )
+    if isinstance(shrunk, ShrunkPv):
+        finish_pv(shrunk, node)
+        old = plan.before.partition(resized.number).sectors * ss
+        return f"partition {resized.number}: {shrunk.summary(old)}"
     if shrunk is None:
         tool = recreate_xfs(repo, snapshot, f"p{resized.number}", node)
         verb = "re-created"

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from imaging.disks.filesystems import used_map
 from imaging.disks.grow import GROW_ROOT
-from imaging.disks.resize import SHRINK_HOW
+from imaging.disks.resize import LVM_PV, SHRINK_HOW
 from imaging.errors import IntegrityError, NoSpace, TargetTooSmall, ToolFailed
 from imaging.files.session import Session
 from imaging.image.restore import ImageTarget, RestoreOptions, RestoreResult, restore_images
@@ -46,8 +46,9 @@ COPY = 4 * 2**20  # bytes per read and write when copying the shrunk filesystem
 
 
 def in_scratch(fstype: str) -> bool:
-    """Whether ``fstype`` shrinks in a scratch copy (xfs is re-created instead)."""
-    return fstype in SHRINK_HOW and fstype != "xfs"
+    """Whether ``fstype`` shrinks in a scratch copy (xfs is re-created instead; an LVM PV
+    is made smaller in a scratch copy by :mod:`imaging.disks.lvmshrink`)."""
+    return fstype in SHRINK_HOW and fstype not in ("xfs", LVM_PV)
 
 
 # Where a filesystem shrinks: one directory (``--scratch DIR``), candidates in order of
@@ -266,29 +267,39 @@ def _loop(path: str) -> Iterator[str]:
 def write_shrunk(shrunk: Shrunk, path: str, offset: int, *, verify: bool = True) -> int:
     """Copy the shrunk filesystem's used bytes to ``path`` at ``offset``; with ``verify``
     read them back and compare. Returns the bytes written."""
+    copies = [(start, offset + start, length) for start, length in shrunk.ranges]
+    return copy_ranges(shrunk.path, path, copies, verify=verify, what=f"{shrunk.fstype} filesystem")
+
+
+def copy_ranges(
+    source: str, path: str, copies: list[tuple[int, int, int]], *, verify: bool, what: str
+) -> int:
+    """Copy each (from, to, length) of ``copies`` from the file ``source`` to ``path``;
+    with ``verify`` read them back and compare (``what`` names it when they differ).
+    Returns the bytes written."""
     written = 0
-    src = os.open(shrunk.path, os.O_RDONLY)
+    src = os.open(source, os.O_RDONLY)
     dst = os.open(path, os.O_RDWR)
     try:
-        for start, length in shrunk.ranges:
-            for pos in range(start, start + length, COPY):
-                n = min(COPY, start + length - pos)
-                data = os.pread(src, n, pos)
+        for start, to, length in copies:
+            for pos in range(0, length, COPY):
+                n = min(COPY, length - pos)
+                data = os.pread(src, n, start + pos)
                 done = 0
                 while done < n:
-                    done += os.pwrite(dst, data[done:], offset + pos + done)
+                    done += os.pwrite(dst, data[done:], to + pos + done)
                 written += n
         os.fsync(dst)
         if verify:
             os.posix_fadvise(dst, 0, 0, os.POSIX_FADV_DONTNEED)
-            for start, length in shrunk.ranges:
-                for pos in range(start, start + length, COPY):
-                    n = min(COPY, start + length - pos)
-                    want = hashlib.blake2b(os.pread(src, n, pos)).digest()
-                    if hashlib.blake2b(os.pread(dst, n, offset + pos)).digest() != want:
+            for start, to, length in copies:
+                for pos in range(0, length, COPY):
+                    n = min(COPY, length - pos)
+                    want = hashlib.blake2b(os.pread(src, n, start + pos)).digest()
+                    if hashlib.blake2b(os.pread(dst, n, to + pos)).digest() != want:
                         raise IntegrityError(
-                            f"Verification of {path} failed: the shrunk {shrunk.fstype} "
-                            f"filesystem differs from what was written at byte {offset + pos}.",
+                            f"Verification of {path} failed: the shrunk {what} differs from "
+                            f"what was written at byte {to + pos}.",
                             "The target disk may be failing.",
                         )
     finally:

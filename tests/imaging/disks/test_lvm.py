@@ -13,6 +13,7 @@ import os
 import secrets
 import string
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,12 +58,12 @@ def lvm_id() -> str:
     return "-".join(parts)
 
 
-def make_volumes(pv: str, tmp: Path) -> None:
-    """The logical volumes of VOLUMES in the VG's metadata, as lvcreate writes them."""
+def make_volumes(pv: str, tmp: Path, volumes: dict[str, tuple[int, int, str]] = VOLUMES) -> None:
+    """The logical volumes of ``volumes`` in the VG's metadata, as lvcreate writes them."""
     backup = tmp / "vg.cfg"
     lvm("vgcfgbackup", "-f", str(backup), VG, device=pv)
     text = backup.read_text()
-    volumes = "".join(
+    blocks = "".join(
         f"""
         {name} {{
             id = "{lvm_id()}"
@@ -79,35 +80,41 @@ def make_volumes(pv: str, tmp: Path) -> None:
                 stripes = ["pv0", {first}]
             }}
         }}"""
-        for name, (first, count, _) in VOLUMES.items()
+        for name, (first, count, _) in volumes.items()
     )
     # The VG's block ends with the last closing brace before the top-level keys that follow.
     end = text.rindex("\n}")
-    text = text[:end] + f"\n\tlogical_volumes {{{volumes}\n\t}}" + text[end:]
+    text = text[:end] + f"\n\tlogical_volumes {{{blocks}\n\t}}" + text[end:]
     backup.write_text(text)
     lvm("vgcfgrestore", "-f", str(backup), VG, device=pv)
 
 
+def report(pv: str, what: str, fields: str, *extra: str) -> list[dict[str, str]]:
+    out = lvm(what, "--reportformat", "json", "--units", "b", "--nosuffix", "-o", fields,
+              *extra, device=pv)  # fmt: skip
+    rows: list[dict[str, str]] = []
+    for part in json.loads(out)["report"]:
+        for value in part.values():
+            rows += value
+    return rows
+
+
+def extents(pv: str) -> dict[str, tuple[int, int]]:
+    """(first extent, extents) of each LV on ``pv``, as LVM reads its metadata."""
+    return {
+        r["lv_name"]: (int(r["pvseg_start"]), int(r["pvseg_size"]))
+        for r in report(pv, "pvs", "lv_name,pvseg_start,pvseg_size", "--segments", pv)
+        if r["lv_name"]
+    }
+
+
 @contextlib.contextmanager
 def volume(pv: str, name: str) -> Iterator[str]:
-    """A loop device over the extents of logical volume ``name``."""
-    report = json.loads(
-        lvm(
-            "pvs",
-            "--reportformat",
-            "json",
-            "--units",
-            "b",
-            "--nosuffix",
-            "-o",
-            "pe_start,vg_extent_size",
-            pv,
-            device=pv,
-        )
-    )["report"][0]["pv"][0]
-    first, count, _ = VOLUMES[name]
-    size = int(report["vg_extent_size"])
-    offset = int(report["pe_start"]) + first * size
+    """A loop device over the extents of logical volume ``name``, where LVM says they are."""
+    row = report(pv, "pvs", "pe_start,vg_extent_size", pv)[0]
+    first, count = extents(pv)[name]
+    size = int(row["vg_extent_size"])
+    offset = int(row["pe_start"]) + first * size
     loop = sh("losetup", "--show", "--find", "--offset", str(offset), "--sizelimit",
               str(count * size), pv).stdout.strip()  # fmt: skip
     try:
@@ -175,3 +182,109 @@ def test_a_physical_volume_is_imaged_by_its_filesystems_used_blocks(
                 check = helpers.fsck(lv, fstype)
                 assert check.returncode == 0, check.stdout + check.stderr
                 assert helpers.read_files(lv, fstype, tmp_path) == files[name]
+
+
+# A PV of 800 MiB with room between its LVs: an ext4 root, an xfs /home (owners, ACLs, hard
+# links, a sparse file), a swap; 4 MiB extents.
+BIG_LAYOUT = [
+    helpers.GptPart(1, "ext4", 48, "8300", "boot", "boot"),
+    helpers.GptPart(2, "", 800, "8e00", name="Linux LVM"),
+]
+BIG_MIB = 1 + 48 + 800 + 2
+BIG = {"root": (0, 60, "ext4"), "home": (70, 90, "xfs"), "swap": (170, 4, "")}
+
+
+def test_a_physical_volume_to_a_smaller_disk(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The PV's partition shrinks from 800 to about 460 MiB: its LVs are packed at its start
+    and the largest give up the room, xfs /home made anew at 300 MiB (same UUID, label and
+    files, owners, ACLs, hard links), the ext4 root shrunk by resize2fs, the swap moved
+    whole; the PV, VG and LV ids stay. A disk too small for the LVs' data is refused, naming
+    what they need, and is not written."""
+    from tests.imaging.disks.test_shrink import fill_home
+
+    need_tools()
+    image = tmp_path / "pc.img"
+    helpers.make_gpt_disk(image, BIG_LAYOUT, BIG_MIB)
+    with helpers.attached(image) as device:
+        helpers.make_fs(helpers.node(device, 1), "ext4", "boot")
+        pv = helpers.node(device, 2)
+        lvm("pvcreate", "-y", pv, device=pv)
+        lvm("vgcreate", "-s", "4M", VG, pv, device=pv)
+        make_volumes(pv, tmp_path, BIG)
+        with volume(pv, "root") as lv:
+            helpers.make_fs(lv, "ext4", "root")
+            root_files = helpers.put_files(lv, "ext4", tmp_path, 8 * MiB, 7)
+        with volume(pv, "home") as lv:
+            helpers.make_fs(lv, "xfs", "home")
+            home_uuid = sh("blkid", "-p", "-o", "value", "-s", "UUID", lv).stdout.strip()
+            with helpers.mounted_fs(lv, "xfs", tmp_path / "home") as root:
+                fill_home(root, tmp_path)
+                home = helpers.tree_metadata(root)
+        with volume(pv, "swap") as lv:
+            sh("mkswap", "-L", "swap", lv)
+        ids = report(pv, "pvs", "pv_uuid,vg_uuid", pv)
+        lv_ids = {r["lv_name"]: r["lv_uuid"] for r in report(pv, "lvs", "lv_name,lv_uuid", VG)}
+        backup = backup_of(device, tmp_path)
+
+    # Too small: the partition would hold 200 MiB, the LVs need more than 300 (xfs alone).
+    small_mib = 1 + 48 + 200 + 2
+    small = tmp_path / "small.img"
+    helpers.garbage_file(small, small_mib * MiB)
+    before = small.read_bytes()
+    with helpers.attached(small) as target:
+        capsys.readouterr()
+        assert backup.cli("restore", "latest", target, "--yes") != 0
+        err = capsys.readouterr().err
+        assert "logical volumes need at least" in err and "home" in err, err
+        refusal = err.strip().splitlines()
+    assert small.read_bytes() == before, "a refused restore wrote to the disk"
+
+    disk_mib = 1 + 48 + 460 + 2
+    target_image = tmp_path / "smaller.img"
+    helpers.garbage_file(target_image, disk_mib * MiB)
+    with helpers.attached(target_image) as target:
+        capsys.readouterr()
+        started = time.monotonic()
+        code = backup.cli("restore", "latest", target, "--yes")
+        elapsed = time.monotonic() - started
+        out = capsys.readouterr()
+        assert code == 0, out.err
+        assert "Partition 2 shrinks from" in out.out and "LVM physical volume" in out.out
+        assert "made anew" in out.out and "shrunk with resize2fs" in out.out, out.out
+        subprocess.run(["partx", "--update", target], check=False, capture_output=True)
+        assert "No problems found" in sh("sgdisk", "--verify", target).stdout
+        pv = helpers.node(target, 2)
+        assert report(pv, "pvs", "pv_uuid,vg_uuid", pv) == ids
+        assert {r["lv_name"]: r["lv_uuid"] for r in report(pv, "lvs", "lv_name,lv_uuid", VG)} == (
+            lv_ids
+        )
+        layout = extents(pv)
+        pv_extents = int(report(pv, "pvs", "pv_pe_count", pv)[0]["pv_pe_count"])
+        assert pv_extents < 200 * 460 // 800 + 2, "the PV is the partition's size"
+        assert layout["root"][0] == 0 and layout["home"][0] == layout["root"][1], "packed"
+        assert layout["swap"] == (layout["home"][0] + layout["home"][1], 4), "swap moved whole"
+        assert layout["home"][1] == 75, "xfs gives up the most it can: down to 300 MiB"
+        assert layout["root"][1] < 60
+        assert sum(n for _, n in layout.values()) <= pv_extents
+        with volume(pv, "root") as lv:
+            check = helpers.fsck(lv, "ext4")
+            assert check.returncode == 0, check.stdout + check.stderr
+            assert helpers.fs_size(lv, "ext4") <= layout["root"][1] * 4 * MiB
+            assert helpers.read_files(lv, "ext4", tmp_path) == root_files
+        with volume(pv, "home") as lv:
+            check = helpers.fsck(lv, "xfs")
+            assert check.returncode == 0, check.stdout + check.stderr
+            assert sh("blkid", "-p", "-o", "value", "-s", "UUID", lv).stdout.strip() == home_uuid
+            assert sh("blkid", "-p", "-o", "value", "-s", "LABEL", lv).stdout.strip() == "home"
+            with helpers.mounted_fs(lv, "xfs", tmp_path / "home-after", read_only=True) as root:
+                assert helpers.tree_metadata(root) == home
+        with volume(pv, "swap") as lv:
+            assert sh("blkid", "-p", "-o", "value", "-s", "LABEL", lv).stdout.strip() == "swap"
+        boot = helpers.fsck(helpers.node(target, 1), "ext4")
+        assert boot.returncode == 0, boot.stdout + boot.stderr
+    with capsys.disabled():
+        print(f"\n[lvm] restore of an {BIG_MIB} MiB disk to {disk_mib} MiB: {elapsed:.1f} s")
+        print("\n".join(f"[lvm]   {line}" for line in out.out.splitlines()))
+        print("\n".join(f"[lvm]   to {small_mib} MiB: {line}" for line in refusal))
