@@ -397,6 +397,7 @@ def lab_section(hourglass: str, results: Results, *, room_size: int = ROOM,
         room8 = record(f"lab room of {room_size}", *session(hourglass, source, targets, room_size),
                        "one run")  # fmt: skip
         x["lab_room8_s"] = room8.last
+        x["lab_room8_cpu_s"] = room8.cpu
         x["lab_room8_ok"] = sum(t is not None for t in room8.pcs.values())
         x["lab_room8_n"] = room_size
 
@@ -520,8 +521,15 @@ def lab_targets(results: Results) -> list[tuple[str, str, str]]:
     extra_loss = x.get("lab_loss_s", float("nan")) / x.get("lab_room4_s", float("nan")) - 1
     lost = x.get("lab_killed_others_s", float("nan")) - x.get("lab_room4_s", float("nan"))
     failed = x.get("lab_killed_failed_after_s", float("nan"))
+    room = ratio(f"lab: a room of {n} at most 1.25x one PC", "lab_room8_s", 1.25)
+    cpu, cores = x.get("lab_room8_cpu_s"), os.cpu_count() or 1
+    if cpu:
+        # Every PC of the room runs on this machine: its CPU time, shared by these cores, is
+        # a floor a real room (a CPU per PC) does not have.
+        floor = f"; its processes used {cpu:.0f} s of CPU: {cpu / cores:.1f} s on {cores} cores"
+        room = (room[0], room[1] + floor, room[2])
     return [
-        ratio(f"lab: a room of {n} at most 1.25x one PC", "lab_room8_s", 1.25),
+        room,
         (
             "lab: 1 % loss on one PC at most +5 % (vs the room of 4), that PC OK",
             f"{100 * extra_loss:+.1f} %, PC {'OK' if x.get('lab_loss_pc_ok') else 'not OK'}",
