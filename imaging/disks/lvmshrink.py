@@ -45,10 +45,10 @@ from dataclasses import dataclass, field
 from imaging.disks import filesystems
 from imaging.disks.grow import GROW_ROOT
 from imaging.disks.lvm import LVM_ENV, PvLayout, pv_layout
-from imaging.disks.resize import SMALLEST, shrink_needs
+from imaging.disks.resize import shrink_needs
 from imaging.disks.shrink import (
     Scratch,
-    _e2fsck,
+    _minimum,
     _shrink,
     check_shrunk,
     choose_scratch,
@@ -204,23 +204,15 @@ def _volumes(device: str, layout: PvLayout) -> list[Volume]:
 
 
 def _needs(lv: str, fstype: str) -> int | None:
-    """The bytes the filesystem on ``lv`` needs to hold its data; None: it cannot shrink."""
+    """The bytes the filesystem on ``lv`` needs to hold its data: its used bytes with the
+    margin and floor a partition gets, and never less than its own tool's minimum; None:
+    it cannot shrink."""
     if fstype not in IN_PLACE and fstype != "xfs":
         return None
-    if fstype in ("ext2", "ext3", "ext4"):
-        _e2fsck(lv)
-        out = run(["resize2fs", "-P", lv]).stdout.decode()
-        info = run(["dumpe2fs", "-h", lv]).stdout.decode()
-        m = re.search(r"minimum size of the filesystem: (\d+)", out)
-        bs = re.search(r"^Block size:\s+(\d+)", info, re.M)
-        used = filesystems.used_bytes(lv, fstype)
-        if m is None or bs is None or used is None:
-            return None
-        return max(int(m.group(1)) * int(bs.group(1)), shrink_needs(fstype, used))
     used = filesystems.used_bytes(lv, fstype)
     if used is None:
         return None
-    return max(shrink_needs(fstype, used), SMALLEST.get(fstype, 0))
+    return max(_minimum(lv, fstype) or 0, shrink_needs(fstype, used))
 
 
 def _allot(volumes: list[Volume], extents: int, layout: PvLayout, new_size: int) -> None:
