@@ -51,12 +51,11 @@ from imaging.disks.shrink import (
     _minimum,
     _shrink,
     check_shrunk,
-    choose_scratch,
     copy_ranges,
-    scratch_needs,
+    restore_to_scratch,
 )
 from imaging.errors import HourglassError, TargetTooSmall, ToolFailed
-from imaging.image.restore import ImageTarget, RestoreOptions, RestoreResult, restore_images
+from imaging.image.restore import RestoreOptions, RestoreResult
 from imaging.mounts.drivers import Mode
 from imaging.mounts.mount import mount, unmount
 from imaging.process import run
@@ -290,18 +289,17 @@ def shrink_pv_in_scratch(
 ) -> ShrunkPv:
     """Restore the PV of ``image`` into a sparse scratch file and make it a PV of
     ``new_size`` bytes there; :class:`TargetTooSmall` when its LVs' data needs more."""
-    where = choose_scratch(scratch, scratch_needs(repo, snapshot, image, new_size))
-    fd, path = tempfile.mkstemp(prefix=f"hourglass-shrink-{image}-", suffix=".img", dir=where)
-    os.close(fd)
+    path = restore_to_scratch(
+        repo,
+        snapshot,
+        image,
+        new_size,
+        scratch=scratch,
+        progress=progress,
+        options=options,
+        result=result,
+    )
     try:
-        restore_images(
-            repo,
-            snapshot,
-            [ImageTarget(image=image, path=path, create=True)],
-            progress=progress,
-            options=options,
-            result=result,
-        )
         with _loop(path) as device:
             shrunk = _shrink_pv(device, path, new_size)
     except BaseException:

@@ -157,6 +157,38 @@ class Shrunk:
             os.unlink(self.path)
 
 
+def restore_to_scratch(
+    repo: Repository,
+    snapshot: Snapshot,
+    image: str,
+    new_size: int,
+    *,
+    scratch: Scratch,
+    progress: ProgressCallback = no_progress,
+    options: RestoreOptions | None = None,
+    result: RestoreResult | None = None,
+) -> str:
+    """``image`` restored into a new sparse file in the scratch directory (chosen for a
+    shrink to ``new_size``); its path. The caller removes it; a failure here does."""
+    where = choose_scratch(scratch, scratch_needs(repo, snapshot, image, new_size))
+    fd, path = tempfile.mkstemp(prefix=f"hourglass-shrink-{image}-", suffix=".img", dir=where)
+    os.close(fd)
+    try:
+        restore_images(
+            repo,
+            snapshot,
+            [ImageTarget(image=image, path=path, create=True)],
+            progress=progress,
+            options=options,
+            result=result,
+        )
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    return path
+
+
 def shrink_in_scratch(
     repo: Repository,
     snapshot: Snapshot,
@@ -173,19 +205,18 @@ def shrink_in_scratch(
     ``new_size`` bytes; :class:`TargetTooSmall` when its data needs more."""
     record = snapshot.image(image)
     fstype = record.fstype or ""
-    where = choose_scratch(scratch, scratch_needs(repo, snapshot, image, new_size))
-    fd, path = tempfile.mkstemp(prefix=f"hourglass-shrink-{image}-", suffix=".img", dir=where)
-    os.close(fd)
+    path = restore_to_scratch(
+        repo,
+        snapshot,
+        image,
+        new_size,
+        scratch=scratch,
+        progress=progress,
+        options=options,
+        result=result,
+    )
     shrunk = Shrunk(path, fstype, new_size, [], "")
     try:
-        restore_images(
-            repo,
-            snapshot,
-            [ImageTarget(image=image, path=path, create=True)],
-            progress=progress,
-            options=options,
-            result=result,
-        )
         minimum = _minimum(path, fstype)
         if minimum is not None and minimum > new_size:
             raise TargetTooSmall(
