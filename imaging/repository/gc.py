@@ -35,6 +35,7 @@ from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository import codec, leases, storage
 from imaging.repository.records import ChunkIndex, SnapshotList
 from imaging.repository.redundant import RedundantStore
+from imaging.repository.s3store import S3Store
 from imaging.repository.storage import SEAL, Kind, LocalStore, Name, ObjectInfo
 from imaging.repository.store import Repository, Snapshot
 from imaging.units import count
@@ -361,7 +362,7 @@ class _MemberRepository(Repository):
     snapshots and indexes (a member may lack a manifest the others have, and a K+M
     member's indexes are shards): the mark is always the whole set's."""
 
-    def __init__(self, whole: Repository, member: LocalStore) -> None:
+    def __init__(self, whole: Repository, member: LocalStore | S3Store) -> None:
         super().__init__(member, whole.config, whole.keys, whole.unlocked_slot, whole.config_hash)
         self.whole = whole
 
@@ -378,15 +379,17 @@ class _MemberRepository(Repository):
 def _collect_set(
     repo: Repository, store: RedundantStore, progress: ProgressCallback = no_progress
 ) -> GcResult:
-    """gc on every member in turn, each with the set's mark. Writers take a lease on every
-    member (redundant.py), so each member's gc sees every writer, as on one drive."""
-    members = []
+    """gc on every member in turn, each with the set's mark: a directory's as on one drive,
+    an object store's by packs (s3gc). Writers take a lease on every member (redundant.py),
+    so each member's gc sees every writer, as on one drive."""
+    from imaging.repository import s3gc  # noqa: PLC0415 (s3gc imports this module)
+
+    members: list[LocalStore | S3Store] = []
     for number, member in enumerate(store.members):
-        if not isinstance(member, LocalStore):
+        if not isinstance(member, LocalStore | S3Store):
             raise UsageError(
-                f"Member {number} of {store.describe()} ({member.describe()}) is an object "
-                "store: gc is not supported there yet.",
-                "gc runs on sets whose members are all directories.",
+                f"Member {number} of {store.describe()} ({member.describe()}) is neither a "
+                "directory nor an object store: Hourglass has no gc for it."
             )
         if not member.reachable():
             raise HourglassError(
@@ -397,7 +400,11 @@ def _collect_set(
         members.append(member)
     total = GcResult()
     for number, member in enumerate(members):
-        one = collect(_MemberRepository(repo, member), progress)
+        member_repo = _MemberRepository(repo, member)
+        if isinstance(member, S3Store):
+            one = s3gc.collect(member_repo)
+        else:
+            one = collect(member_repo, progress)
         total.trashed_bytes += one.trashed_bytes
         total.freed_bytes += one.freed_bytes
         total.waiting_batches = max(total.waiting_batches, one.waiting_batches)

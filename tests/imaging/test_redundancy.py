@@ -378,6 +378,52 @@ def test_forget_and_gc_on_a_set(
 
 
 @pytest.mark.s3
+def test_forget_and_gc_on_a_set_with_buckets(
+    s3_server: S3Server,
+    s3_bucket: str,
+    tmp_path: Path,
+    passfile: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """gc on a 2+1 set of a directory and two buckets: every member frees what only the
+    forgotten snapshot needed (the directory its shard files, each bucket its packs, by
+    superseding them, repacking where some chunks live on), and what is left restores and
+    reads clean from any member."""
+    local = tmp_path / "usb"
+    buckets = [f"{s3_bucket}-gx", f"{s3_bucket}-gy"]
+    urls = [f"s3://{b}/pc1" for b in buckets]
+    pw = ("--passphrase-file", str(passfile))
+    assert run_cli("init", "--redundancy", "2+1", str(local), *urls, *pw) == 0
+    source = tmp_path / "source.img"
+    write_random_image(source, 12 * MiB, zero_every=0)
+    repo = Repository.open(local, PASSPHRASE)
+    first = backup_path(repo, source)
+    write_random_image(source, 12 * MiB, seed=7, zero_every=0)
+    second = backup_path(repo, source)
+    live_before = [len(_bucket_store(s3_server, b).pack_names()) for b in buckets]
+    shards_before = len(chunk_files(local))
+    assert run_cli("forget", "--repo", urls[0], *pw, "--yes", first.id) == 0
+    capsys.readouterr()
+    assert run_cli("gc", "--repo", urls[1], *pw) == 0
+    out = capsys.readouterr().out
+    assert "Freed" in out, out
+    assert len(chunk_files(local)) < shards_before
+    for bucket, before in zip(buckets, live_before, strict=True):
+        # the forgotten snapshot's pack is no longer in the bucket's chunk map
+        after = _bucket_store(s3_server, bucket).pack_names()
+        assert len(after) < before, (before, after)
+    for location in (urls[0], urls[1], str(local)):
+        reopened = Repository.open(location, PASSPHRASE)
+        assert [s.id for s in reopened.snapshots()] == [second.id]
+        restored = tmp_path / "restored.img"
+        restored.unlink(missing_ok=True)
+        assert restore_snapshot(reopened, reopened.snapshots()[0], restored).verified
+        assert restored.read_bytes() == source.read_bytes()
+    assert run_cli("check", "--repo", urls[0], "--read-data") == 0
+    assert run_cli("check", "--repo", str(local), "--read-data") == 0
+
+
+@pytest.mark.s3
 def test_check_a_plain_bucket(
     s3_server: S3Server, s3_bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
