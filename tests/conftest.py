@@ -13,6 +13,7 @@ import pytest
 from imaging.repository import keys
 from imaging.repository.store import Repository
 from tests import s3server
+from tests import seaweedfs as seaweed
 
 PASSPHRASE = "correct horse battery staple"
 WEAK_KDF = keys.KdfParams(memory=64, passes=1, lanes=1)  # tests only: fast unlocking
@@ -133,6 +134,13 @@ def plain_repo(tmp_path: Path) -> Repository:
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s3server.S3Server]:
     """One radosgw for the session (tests/s3server.py), stopped at the end."""
     with s3server.running(tmp_path_factory.mktemp("s3") / "state") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s3server.S3Server]:
+    """One SeaweedFS `weed mini` for the session (tests/seaweedfs.py), the second engine."""
+    with seaweed.running(tmp_path_factory.mktemp("seaweedfs")) as server:
         yield server
 
 
