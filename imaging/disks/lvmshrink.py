@@ -360,10 +360,21 @@ def _shrink_pv(device: str, path: str, new_size: int) -> ShrunkPv:
     return shrunk
 
 
-def write_pv(shrunk: ShrunkPv, disk: str, offset: int, *, verify: bool = True) -> int:
+def write_pv(
+    shrunk: ShrunkPv,
+    disk: str,
+    offset: int,
+    *,
+    verify: bool = True,
+    progress: ProgressCallback = no_progress,
+    item: str = "",
+) -> int:
     """Copy the smaller PV's metadata area and its LVs' blocks to ``disk``, its partition at
     ``offset``; with ``verify`` read them back. Returns the bytes written."""
-    return copy_ranges(shrunk.path, disk, shrunk.copies(offset), verify=verify, what="PV")
+    copies = shrunk.copies(offset)
+    return copy_ranges(
+        shrunk.path, disk, copies, verify=verify, what="PV", progress=progress, item=item
+    )
 
 
 def finish_pv(shrunk: ShrunkPv, node: str) -> None:

@@ -508,6 +508,7 @@ def _write_disk(
 ) -> None:
     """Steps 2 to 6 (and the shrunk partition): table, head, images, read back, re-read."""
     resized = shrink.grown if shrink is not None else None
+    item = f"p{resized.number}" if resized is not None else ""
     write_table(t.path, layout)
     result.table = layout.kind
     skip = table_area(t.path, layout)
@@ -533,10 +534,14 @@ def _write_disk(
     )
     if isinstance(shrunk, ShrunkPv) and resized is not None:
         offset = resized.start * layout.sector_size
-        result.written += write_pv(shrunk, t.path, offset, verify=options.verify)
+        result.written += write_pv(
+            shrunk, t.path, offset, verify=options.verify, progress=progress, item=item
+        )
     elif isinstance(shrunk, Shrunk) and resized is not None:
         offset = resized.start * layout.sector_size
-        result.written += write_shrunk(shrunk, t.path, offset, verify=options.verify)
+        result.written += write_shrunk(
+            shrunk, t.path, offset, verify=options.verify, progress=progress, item=item
+        )
     if options.verify:
         verify_written(repo, snapshot, targets, progress=progress, options=options, result=result)
         _verify_head(t.path, _head_pieces(repo, snapshot, skip))

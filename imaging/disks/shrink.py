@@ -37,7 +37,7 @@ from imaging.image.restore import ImageTarget, RestoreOptions, RestoreResult, re
 from imaging.mounts.drivers import Mode
 from imaging.mounts.mount import mount, unmount
 from imaging.process import run
-from imaging.progress import ProgressCallback, no_progress
+from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository import codec
 from imaging.repository.store import Repository, Snapshot
 from imaging.units import decimal_size
@@ -295,23 +295,44 @@ def _loop(path: str) -> Iterator[str]:
         run(["losetup", "--detach", device], check=False)
 
 
-def write_shrunk(shrunk: Shrunk, path: str, offset: int, *, verify: bool = True) -> int:
+def write_shrunk(
+    shrunk: Shrunk,
+    path: str,
+    offset: int,
+    *,
+    verify: bool = True,
+    progress: ProgressCallback = no_progress,
+    item: str = "",
+) -> int:
     """Copy the shrunk filesystem's used bytes to ``path`` at ``offset``; with ``verify``
     read them back and compare. Returns the bytes written."""
     copies = [(start, offset + start, length) for start, length in shrunk.ranges]
-    return copy_ranges(shrunk.path, path, copies, verify=verify, what=f"{shrunk.fstype} filesystem")
+    what = f"{shrunk.fstype} filesystem"
+    return copy_ranges(
+        shrunk.path, path, copies, verify=verify, what=what, progress=progress, item=item
+    )
 
 
 def copy_ranges(
-    source: str, path: str, copies: list[tuple[int, int, int]], *, verify: bool, what: str
+    source: str,
+    path: str,
+    copies: list[tuple[int, int, int]],
+    *,
+    verify: bool,
+    what: str,
+    progress: ProgressCallback = no_progress,
+    item: str = "",
 ) -> int:
     """Copy each (from, to, length) of ``copies`` from the file ``source`` to ``path``;
     with ``verify`` read them back and compare (``what`` names it when they differ).
-    Returns the bytes written."""
+    ``progress`` gets the phases ``restore`` and ``verify`` of ``item``. Returns the bytes
+    written."""
+    total = sum(length for _, _, length in copies)
     written = 0
     src = os.open(source, os.O_RDONLY)
     dst = os.open(path, os.O_RDWR)
     try:
+        meter = Meter("restore", total, progress, item=item)
         for start, to, length in copies:
             for pos in range(0, length, COPY):
                 n = min(COPY, length - pos)
@@ -320,9 +341,12 @@ def copy_ranges(
                 while done < n:
                     done += os.pwrite(dst, data[done:], to + pos + done)
                 written += n
+                meter.add(n)
         os.fsync(dst)
+        meter.finish()
         if verify:
             os.posix_fadvise(dst, 0, 0, os.POSIX_FADV_DONTNEED)
+            meter = Meter("verify", total, progress, item=item)
             for start, to, length in copies:
                 for pos in range(0, length, COPY):
                     n = min(COPY, length - pos)
@@ -333,6 +357,8 @@ def copy_ranges(
                             f"what was written at byte {to + pos}.",
                             "The target disk may be failing.",
                         )
+                    meter.add(n)
+            meter.finish()
     finally:
         os.close(src)
         os.close(dst)

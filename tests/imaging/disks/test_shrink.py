@@ -18,6 +18,7 @@ import pytest
 from imaging import jobs
 from imaging.disks import shrink
 from imaging.errors import Cancelled, NoSpace, TargetTooSmall
+from imaging.progress import Progress
 from tests.imaging.disks import helpers
 from tests.imaging.disks.conftest import Backup, backup_of, need_tools
 from tests.support import MiB, fill_with_files, sh
@@ -492,3 +493,22 @@ def test_the_confirmation_shows_the_shrink_plan_and_a_no_writes_nothing(
         "Partition 4 shrinks from 629.1 MB to 368.1 MB: its xfs filesystem is made anew"
         in (asked[0])
     ), asked
+
+
+def test_the_shrunk_copy_reports_its_progress(linux: LinuxSource, tmp_path: Path) -> None:
+    """After the scratch copy (the whole partition image, restored and read back), the
+    copy of the shrunk filesystem into the new partition reports as a restore and a verify
+    of that partition too: without it a large C: or root showed nothing for minutes."""
+    image = tmp_path / "watched.img"
+    helpers.garbage_file(image, (LINUX_MIB - 150) * MiB)
+    events: list[Progress] = []
+    with helpers.attached(image) as target:
+        request = jobs.RestoreRequest(snapshot="latest", target=target, grow_partition=2)
+        jobs.restore(linux.backup.repo, request, confirm=jobs.no_confirm, progress=events.append)
+    runs = [(e.phase, e.total) for e in events if e.item == "p2" and e.finished]
+    size = int(linux.rows[2][2]) * 512
+    scratch = [total for phase, total in runs if total == size]
+    copied = [(phase, total) for phase, total in runs if total < size]
+    assert scratch, runs
+    assert [phase for phase, _ in copied] == ["restore", "verify"], runs
+    assert copied[0][1] == copied[1][1] > 0
