@@ -10,6 +10,7 @@ failed ever prints OK: the line is decided only after the work and its checks re
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import traceback
@@ -28,7 +29,7 @@ from imaging.progress import Progress
 from imaging.repository import selectors
 from imaging.repository.store import Repository
 from imaging.unattended.choose import choose_disk
-from imaging.unattended.locations import Locations
+from imaging.unattended.locations import Locations, Mounted
 from imaging.unattended.orders import (
     Orders,
     orders_from,
@@ -112,6 +113,21 @@ def gather_keys(
     return {**defaults, **keys}
 
 
+def _repository_directory(locations: Locations, orders: Orders) -> Mounted:
+    """The repository's directory, mounted. A restore takes its drive read-write where it
+    can: its scratch copy for a smaller disk then goes beside the repository, on the drive,
+    not into the appliance's RAM, and its reader lease keeps a gc off the snapshot;
+    read-only where the drive will not mount so (a write-protected stick, a hibernated
+    NTFS), and from a share, which a restore only reads."""
+    assert orders.repo is not None
+    if orders.run != "restore":
+        return locations.directory(orders.repo, writable=True)
+    if orders.repo.kind in ("label", "uuid", "partition"):
+        with contextlib.suppress(HourglassError):
+            return locations.directory(orders.repo, writable=True)
+    return locations.directory(orders.repo, writable=False)
+
+
 def _passphrase(orders: Orders, locations: Locations) -> str | None:
     if orders.passphrase_file is None:
         return None
@@ -151,7 +167,7 @@ def carry_out(orders: Orders, locations: Locations, say: Callable[[str], None]) 
         if orders.credentials is not None:
             text = locations.read_file(orders.credentials).decode()
             locations.credentials = _credentials(text)
-        repo_dir = locations.directory(orders.repo, writable=orders.run != "restore")
+        repo_dir = _repository_directory(locations, orders)
         where, disks = repo_dir.directory, repo_dir.disks
     passphrase = _passphrase(orders, locations)
     repo = open_repository(where, passphrase)

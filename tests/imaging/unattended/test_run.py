@@ -120,3 +120,71 @@ def test_backup_restore_files_restore(
         )  # no source named
         assert not outcome.ok and "internal disk" in outcome.line  # loop devices never count
     assert not list(mount_root.glob("*/*")), "mounts were left behind"
+
+
+def test_a_restore_to_a_smaller_disk_shrinks_beside_the_repository(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    mount_root: Path,
+) -> None:
+    """An unattended restore onto a smaller disk makes its scratch copy on the backup drive
+    (mounted read-write for it), not in the temporary directory, which on the appliance is
+    RAM: here a tmpfs of 8 MiB that could not hold it. Before, the restore mounted the
+    drive read-only and the scratch copy went to RAM (the e2e appliance, 2 GiB of RAM, then
+    stalled for good copying a 900 MB root there)."""
+    import tempfile
+
+    from imaging.repository import keys
+
+    monkeypatch.setattr(keys, "PASSPHRASE_KDF", WEAK_KDF)
+    layout = [
+        GptPart(1, "vfat", 32, "ef00", "ESP", "EFI system"),
+        GptPart(2, "ext4", 256, "8304", "pcroot", "root"),
+    ]
+    pc_image, backup_image, new_image = (
+        tmp_path / "pc.img",
+        tmp_path / "backup.img",
+        tmp_path / "smaller.img",
+    )
+    make_gpt_disk(pc_image, layout, 1 + 32 + 256 + 2)
+    sh("truncate", "-s", "600M", backup_image)
+    sh("truncate", "-s", "160M", new_image)
+    tiny = tmp_path / "ram"
+    tiny.mkdir()
+    sh("mount", "-t", "tmpfs", "-o", "size=8M", "tmpfs", tiny)
+    said: list[str] = []
+    try:
+        with attached(pc_image) as pc, attached(backup_image) as backup, attached(new_image) as new:
+            make_fs(node(pc, 1), "vfat", "ESP")
+            make_fs(node(pc, 2), "ext4", "pcroot")
+            files = put_files(node(pc, 2), "ext4", tmp_path, 8 * MiB, seed=5)
+            make_fs(backup, "ext4", "HGTESTSHRINK")
+            mnt = tmp_path / "backup-mnt"
+            mnt.mkdir()
+            sh("mount", backup, mnt)
+            Repository.init(mnt / "repo", passphrase=PASSPHRASE)
+            (mnt / "pass").write_text(PASSPHRASE + "\n")
+            sh("umount", mnt)
+            common = (
+                "hourglass.repo=LABEL=HGTESTSHRINK:/repo "
+                "hourglass.passphrase_file=LABEL=HGTESTSHRINK:/pass hourglass.after=shell "
+            )
+            outcome = run_unattended(
+                common + f"hourglass.run=backup hourglass.source={pc}", say=said.append
+            )
+            assert outcome.ok, outcome.line
+            capsys.readouterr()
+            monkeypatch.setattr(tempfile, "tempdir", str(tiny))
+            outcome = run_unattended(
+                common + f"hourglass.run=restore hourglass.target={new} hourglass.snapshot=latest",
+                say=said.append,
+            )
+            assert outcome.ok, outcome.line
+            line = one_result(said, capsys.readouterr().out)
+            assert "the disk is smaller" in line and "resize2fs" in line, line
+            sh("partx", "--update", new)
+            assert read_files(node(new, 2), "ext4", tmp_path) == files
+    finally:
+        sh("umount", tiny)
+    assert not list(mount_root.glob("*/*")), "mounts were left behind"
