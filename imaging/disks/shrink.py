@@ -36,6 +36,7 @@ from imaging.files.session import Session
 from imaging.image.restore import ImageTarget, RestoreOptions, RestoreResult, restore_images
 from imaging.mounts.drivers import Mode
 from imaging.mounts.mount import mount, unmount
+from imaging.mounts.mountinfo import filesystem_of
 from imaging.process import run
 from imaging.progress import Meter, ProgressCallback, no_progress
 from imaging.repository import codec
@@ -56,6 +57,10 @@ def in_scratch(fstype: str) -> bool:
 # directory), or None for the temporary directory alone.
 Scratch = str | tuple[str, ...] | None
 HOLE_PROBE = 64 * 2**20  # a sparse file this long must take (almost) no room
+# A scratch copy in RAM (the appliance's /tmp is tmpfs) may use the memory the machine has
+# to spare but this much: the restore itself, its page cache and the system need it. A tmpfs
+# says it has half the RAM free whatever else holds the memory.
+RAM_KEPT = 512 * 2**20
 
 
 def _candidates(scratch: Scratch) -> tuple[str, ...]:
@@ -93,6 +98,20 @@ def _keeps_holes(directory: str, device: int) -> bool:
             os.unlink(path)
 
 
+def _in_ram(directory: str) -> bool:
+    mount = filesystem_of(directory)
+    return mount is not None and mount.fstype in ("tmpfs", "ramfs")
+
+
+def _memory_available() -> int:
+    """MemAvailable of /proc/meminfo in bytes (0 when it cannot be read)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def choose_scratch(scratch: Scratch, needed: int) -> str:
     """The first candidate with ``needed`` bytes free (and, among several, one that keeps
     sparse files); :class:`NoSpace` naming each when none will do."""
@@ -105,8 +124,13 @@ def choose_scratch(scratch: Scratch, needed: int) -> str:
             problems.append(f"{where} cannot be used: {e.strerror}")
             continue
         free = st.f_bavail * st.f_frsize
-        if free < needed:
-            problems.append(f"{where} has {decimal_size(free)} free")
+        in_ram = _in_ram(where)
+        if in_ram:
+            free = min(free, max(0, _memory_available() - RAM_KEPT))
+        if st.f_flag & os.ST_RDONLY:
+            problems.append(f"{where} is read-only")
+        elif free < needed:
+            problems.append(f"{where} has {decimal_size(free)} free{' in RAM' if in_ram else ''}")
         elif len(candidates) > 1 and not keeps_holes(where):
             problems.append(f"{where} cannot hold sparse files")
         else:

@@ -512,3 +512,27 @@ def test_the_shrunk_copy_reports_its_progress(linux: LinuxSource, tmp_path: Path
     assert scratch, runs
     assert [phase for phase, _ in copied] == ["restore", "verify"], runs
     assert copied[0][1] == copied[1][1] > 0
+
+
+def test_a_scratch_copy_in_ram_counts_the_memory_the_machine_has(tmp_path: Path) -> None:
+    """A tmpfs says it has what its size allows, whatever holds the memory: a scratch copy
+    there may take what the machine has to spare (MemAvailable, less what the restore
+    needs), and a read-only directory is named as such."""
+    ram = tmp_path / "ram"
+    ram.mkdir()
+    sh("mount", "-t", "tmpfs", "-o", "size=200G", "tmpfs", str(ram))
+    try:
+        assert os.statvfs(ram).f_bavail * os.statvfs(ram).f_frsize > 100 * 2**30
+        spare = shrink._memory_available() - shrink.RAM_KEPT
+        assert shrink.choose_scratch(str(ram), spare - 64 * MiB) == str(ram)
+        with pytest.raises(NoSpace, match="free in RAM"):
+            shrink.choose_scratch(str(ram), spare + 64 * MiB)
+        disk = tmp_path / "disk"
+        disk.mkdir()
+        if os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize > spare + 64 * MiB:
+            assert shrink.choose_scratch((str(ram), str(disk)), spare + 64 * MiB) == str(disk)
+        sh("mount", "-o", "remount,ro", str(ram))
+        with pytest.raises(NoSpace, match="is read-only"):
+            shrink.choose_scratch(str(ram), MiB)
+    finally:
+        sh("umount", str(ram))
