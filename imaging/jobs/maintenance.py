@@ -161,4 +161,4 @@ def gc(repo: Repository, progress: ProgressCallback = no_progress) -> GcResult:
     phases of a directory's gc (an object store's reports none yet)."""
     if isinstance(repo.store.unwrapped(), S3Store):
         return s3gc.collect(repo)
-    return _gc.collect(repo, progress)
+    return _gc.collect(repo, progress, object_store=s3gc.collect)

@@ -319,14 +319,24 @@ def _delete_directly(repo: Repository, result: GcResult) -> None:
         flag.unlink(missing_ok=True)
 
 
-def collect(repo: Repository, progress: ProgressCallback = no_progress) -> GcResult:
+ObjectStoreGc = Callable[[Repository], "GcResult"]
+"""An object store's gc (imaging.repository.s3gc.collect, which builds on this module)."""
+
+
+def collect(
+    repo: Repository,
+    progress: ProgressCallback = no_progress,
+    *,
+    object_store: ObjectStoreGc | None = None,
+) -> GcResult:
     """Run one garbage collection of a directory or a set; see the module docstring for
     the guarantees (imaging/repository/s3gc.py has an object store's, which builds on this
-    module; imaging.jobs.gc chooses between them). ``progress`` gets the phases
-    ``gc-mark`` (images read) and ``gc-sweep`` (chunks looked at)."""
+    module; imaging.jobs.gc chooses between them, and gives a set's object-store members
+    to ``object_store``). ``progress`` gets the phases ``gc-mark`` (images read) and
+    ``gc-sweep`` (chunks looked at)."""
     store = repo.store.unwrapped()
     if isinstance(store, RedundantStore):
-        return _collect_set(repo, store, progress)
+        return _collect_set(repo, store, progress, object_store)
     if not isinstance(store, LocalStore):
         raise UsageError(
             f"{repo.location}: an object store's gc is imaging.repository.s3gc.collect "
@@ -377,19 +387,23 @@ class _MemberRepository(Repository):
 
 
 def _collect_set(
-    repo: Repository, store: RedundantStore, progress: ProgressCallback = no_progress
+    repo: Repository,
+    store: RedundantStore,
+    progress: ProgressCallback,
+    object_store: ObjectStoreGc | None,
 ) -> GcResult:
     """gc on every member in turn, each with the set's mark: a directory's as on one drive,
     an object store's by packs (s3gc). Writers take a lease on every member (redundant.py),
     so each member's gc sees every writer, as on one drive."""
-    from imaging.repository import s3gc  # noqa: PLC0415 (s3gc imports this module)
-
     members: list[LocalStore | S3Store] = []
     for number, member in enumerate(store.members):
-        if not isinstance(member, LocalStore | S3Store):
+        if not isinstance(member, LocalStore | S3Store) or (
+            isinstance(member, S3Store) and object_store is None
+        ):
             raise UsageError(
-                f"Member {number} of {store.describe()} ({member.describe()}) is neither a "
-                "directory nor an object store: Hourglass has no gc for it."
+                f"Member {number} of {store.describe()} ({member.describe()}) is not a "
+                "directory, and this gc was given no gc for object stores (imaging.jobs.gc "
+                "gives it)."
             )
         if not member.reachable():
             raise HourglassError(
@@ -402,7 +416,8 @@ def _collect_set(
     for number, member in enumerate(members):
         member_repo = _MemberRepository(repo, member)
         if isinstance(member, S3Store):
-            one = s3gc.collect(member_repo)
+            assert object_store is not None
+            one = object_store(member_repo)
         else:
             one = collect(member_repo, progress)
         total.trashed_bytes += one.trashed_bytes
