@@ -50,7 +50,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from imaging.disks import filesystems, sysfs
-from imaging.disks.lvm import LVM_ENV, pv_layout
+from imaging.disks.lvm import lvm_change, pv_layout
 from imaging.disks.table import PartitionTable, read_table
 from imaging.errors import HourglassError, IntegrityError, ToolFailed
 from imaging.mounts.drivers import Mode
@@ -59,7 +59,6 @@ from imaging.process import run
 
 ESP_TYPE = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
 MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
-LVM_QUIET = ["--config", "backup { backup = 0 archive = 0 }"]
 
 LINUX_FILESYSTEMS = ("ext2", "ext3", "ext4", "xfs", "btrfs")
 EDITABLE = (*LINUX_FILESYSTEMS, "vfat")
@@ -309,15 +308,8 @@ def _set_uuid(v: Volume) -> str | None:
 # --- 4. LVM ---------------------------------------------------------------------------------
 
 
-def _lvm(*argv: str, device: str) -> str:
-    result = run(
-        [argv[0], "--devices", device, *LVM_QUIET, *argv[1:]], env={**os.environ, **LVM_ENV}
-    )
-    return result.stdout.decode(errors="replace")
-
-
 def _lvm_ids(device: str) -> tuple[str, str, str, int]:
-    out = _lvm(
+    out = lvm_change(
         "pvs", "--noheadings", "-o", "pv_uuid,vg_name,vg_uuid,pv_count", device, device=device
     )
     fields = out.split()
@@ -334,9 +326,9 @@ def _new_lvm_ids(v: Volume, changes: IdChanges) -> None:
             "one is on the restored disk"
         )
         return
-    _lvm("pvchange", "--uuid", v.device, device=v.device)
+    lvm_change("pvchange", "--uuid", v.device, device=v.device)
     if vg:
-        _lvm("vgchange", "--uuid", vg, device=v.device)
+        lvm_change("vgchange", "--uuid", vg, device=v.device)
     new_pv, _, new_vg, _ = _lvm_ids(v.device)
     if new_pv == pv or (vg and new_vg == vg_uuid):
         raise IntegrityError(f"LVM did not give the PV on {v.where} new UUIDs.")

@@ -52,6 +52,10 @@ class PvLayout:
     lv_segments: dict[str, int]
     """How many segments each logical volume has (on every PV of the VG)."""
 
+    def lv_runs(self) -> set[tuple[str, int, int]]:
+        """(LV, first extent, extents) of each run of extents an LV holds."""
+        return {(seg.lv, seg.start, seg.count) for seg in self.segments if seg.lv}
+
     @property
     def data_end(self) -> int:
         return self.pe_start + self.extents * self.extent_size
@@ -115,13 +119,35 @@ def pv_layout(device: str) -> PvLayout:
 
 
 @contextlib.contextmanager
-def _range_device(device: str, offset: int, size: int) -> Iterator[str]:
-    argv = ["losetup", "--find", "--show", "--read-only", "--offset", str(offset)]
-    loop = run([*argv, "--sizelimit", str(size), device]).stdout.decode().strip()
+def range_device(
+    path: str, offset: int = 0, size: int | None = None, *, read_only: bool = True
+) -> Iterator[str]:
+    """A loop device over ``size`` bytes of ``path`` from ``offset`` (to its end without
+    ``size``): one logical volume's extents, where there is no device-mapper."""
+    argv = ["losetup", "--find", "--show", "--offset", str(offset)]
+    if read_only:
+        argv.append("--read-only")
+    if size is not None:
+        argv += ["--sizelimit", str(size)]
+    loop = run([*argv, path]).stdout.decode().strip()
     try:
         yield loop
     finally:
         run(["losetup", "--detach", loop], check=False)
+
+
+LVM_QUIET = ["--config", "backup { backup = 0 archive = 0 }", "--driverloaded", "n"]
+"""What an LVM command that writes metadata is given: no backup or archive of a restored
+VG in this machine's /etc/lvm, and nothing activated (there may be no device-mapper)."""
+
+
+def lvm_change(*argv: str, device: str) -> str:
+    """An LVM command that changes the metadata of the PV on ``device`` alone (no other
+    disk is scanned); its output."""
+    result = run(
+        [argv[0], "--devices", device, *LVM_QUIET, *argv[1:]], env={**os.environ, **LVM_ENV}
+    )
+    return result.stdout.decode(errors="replace")
 
 
 @dataclass
@@ -168,7 +194,7 @@ def _filesystem_map(
     device: str, start: int, length: int, block_size: int, name: str
 ) -> tuple[UsedMap, LvImage] | None:
     """partclone's map of the filesystem in one LV, checked; None: read it whole."""
-    with _range_device(device, start, length) as lv:
+    with range_device(device, start, length) as lv:
         fstype = filesystems.probe(lv).fstype
         if fstype not in filesystems.PARTCLONE:
             return None

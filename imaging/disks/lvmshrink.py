@@ -39,12 +39,12 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from imaging.disks import filesystems
 from imaging.disks.grow import GROW_ROOT
-from imaging.disks.lvm import LVM_ENV, PvLayout, pv_layout
+from imaging.disks.lvm import PvLayout, lvm_change, pv_layout, range_device
 from imaging.disks.resize import shrink_needs
 from imaging.disks.shrink import (
     Scratch,
@@ -63,7 +63,6 @@ from imaging.progress import ProgressCallback, no_progress
 from imaging.repository.store import Repository, Snapshot
 from imaging.units import decimal_size
 
-LVM_QUIET = ["--config", "backup { backup = 0 archive = 0 }", "--driverloaded", "n"]
 # Filesystems an LV can shrink in (the scratch copy, with their own tool); xfs is made anew.
 IN_PLACE = {"ext2", "ext3", "ext4", "ntfs", "btrfs"}
 
@@ -139,29 +138,6 @@ class ShrunkPv:
         )
 
 
-def _lvm(*argv: str, device: str, check: bool = True) -> str:
-    result = run(
-        [argv[0], "--devices", device, *LVM_QUIET, *argv[1:]],
-        env={**os.environ, **LVM_ENV},
-        check=check,
-    )
-    return result.stdout.decode(errors="replace")
-
-
-@contextlib.contextmanager
-def _loop(path: str, offset: int = 0, size: int | None = None) -> Iterator[str]:
-    argv = ["losetup", "--find", "--show"]
-    if offset:
-        argv += ["--offset", str(offset)]
-    if size is not None:
-        argv += ["--sizelimit", str(size)]
-    device = run([*argv, path]).stdout.decode().strip()
-    try:
-        yield device
-    finally:
-        run(["losetup", "--detach", device], check=False)
-
-
 def _refuse(why: str) -> TargetTooSmall:
     return TargetTooSmall(
         f"The LVM physical volume cannot be made smaller: {why}.",
@@ -171,7 +147,7 @@ def _refuse(why: str) -> TargetTooSmall:
 
 def _check_shape(device: str, layout: PvLayout) -> None:
     report = json.loads(
-        _lvm("vgs", "--reportformat", "json", "-o", "pv_count", layout.vg, device=device)
+        lvm_change("vgs", "--reportformat", "json", "-o", "pv_count", layout.vg, device=device)
     )["report"][0]["vg"]
     if not report or int(report[0]["pv_count"]) != 1:
         raise _refuse(f"its volume group {layout.vg} lies on more than one physical volume")
@@ -184,7 +160,7 @@ def _check_shape(device: str, layout: PvLayout) -> None:
 
 
 def _volumes(device: str, layout: PvLayout) -> list[Volume]:
-    """Each LV, in the order of its extents, with what its data needs to shrink to."""
+    """Each LV, in the order of its extents, with its filesystem's type, UUID and label."""
     es = layout.extent_size
     volumes = []
     for seg in layout.segments:
@@ -192,14 +168,19 @@ def _volumes(device: str, layout: PvLayout) -> list[Volume]:
             continue
         offset = layout.pe_start + seg.start * es
         v = Volume(seg.lv, "", offset, seg.count)
-        with _loop(device, offset, seg.count * es) as lv:
+        with range_device(device, offset, seg.count * es) as lv:
             info = filesystems.probe(lv)
-            v.fstype, v.uuid, v.label = info.fstype, info.uuid, info.label
-            needed = _needs(lv, v.fstype)
-        if needed is not None:
-            v.least = min(seg.count, -(-needed // es))
+        v.fstype, v.uuid, v.label = info.fstype, info.uuid, info.label
         volumes.append(v)
     return volumes
+
+
+def _least(device: str, v: Volume, extent_size: int) -> int:
+    """The extents ``v``'s data needs (0: it cannot shrink), asked of its filesystem's tools
+    (e2fsck -f and resize2fs -P for ext: only for the LVs that must shrink)."""
+    with range_device(device, v.old_offset, v.old_extents * extent_size, read_only=False) as lv:
+        needed = _needs(lv, v.fstype)
+    return 0 if needed is None else min(v.old_extents, -(-needed // extent_size))
 
 
 def _needs(lv: str, fstype: str) -> int | None:
@@ -214,26 +195,34 @@ def _needs(lv: str, fstype: str) -> int | None:
     return max(_minimum(lv, fstype) or 0, shrink_needs(fstype, used))
 
 
-def _allot(volumes: list[Volume], extents: int, layout: PvLayout, new_size: int) -> None:
-    """Give each volume its extents in the new PV of ``extents``, largest shrinking first;
-    TargetTooSmall naming what the data needs when even then they do not fit."""
+def _allot(
+    volumes: list[Volume],
+    extents: int,
+    layout: PvLayout,
+    new_size: int,
+    least: Callable[[Volume], int],
+) -> None:
+    """Give each volume its extents in the new PV of ``extents``, largest shrinking first
+    (``least`` says what it needs, asked only of those that must shrink); TargetTooSmall
+    naming what the data needs when even then they do not fit."""
     for v in volumes:
         v.new_extents = v.old_extents
     lacking = sum(v.old_extents for v in volumes) - extents
     for v in sorted(volumes, key=lambda v: -v.old_extents):
         if lacking <= 0:
             break
+        v.least = least(v)
         if v.least:
             give = min(v.old_extents - v.least, lacking)
             v.new_extents -= give
             lacking -= give
     if lacking > 0:
         es = layout.extent_size
-        least = sum(v.least or v.old_extents for v in volumes)
-        needs = layout.pe_start + least * es
+        total = sum(v.least or v.old_extents for v in volumes)
+        needs = layout.pe_start + total * es
         raise TargetTooSmall(
             f"The LVM physical volume cannot shrink to {decimal_size(new_size)}: its logical "
-            f"volumes need at least {decimal_size(least * es)} ("
+            f"volumes need at least {decimal_size(total * es)} ("
             + ", ".join(
                 f"{v.name} {decimal_size((v.least or v.old_extents) * es)}" for v in volumes
             )
@@ -300,7 +289,7 @@ def shrink_pv_in_scratch(
         result=result,
     )
     try:
-        with _loop(path) as device:
+        with range_device(path, read_only=False) as device:
             shrunk = _shrink_pv(device, path, new_size)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -315,16 +304,16 @@ def _shrink_pv(device: str, path: str, new_size: int) -> ShrunkPv:
     es = layout.extent_size
     if not layout.vg or not es:
         raise _refuse("it belongs to no volume group")
-    copies = _lvm("pvs", "-o", "pv_mda_count", "--noheadings", device, device=device)
+    copies = lvm_change("pvs", "-o", "pv_mda_count", "--noheadings", device, device=device)
     if copies.strip() != "1":
         raise _refuse(f"it keeps {copies.strip()} copies of its metadata, not one at its start")
     _check_shape(device, layout)
     volumes = _volumes(device, layout)
     extents = (new_size - layout.pe_start) // es
-    _allot(volumes, extents, layout, new_size)
+    _allot(volumes, extents, layout, new_size, lambda v: _least(device, v, es))
     for v in volumes:
         old, new = v.old_extents * es, v.new_extents * es
-        with _loop(device, v.old_offset, old) as lv:
+        with range_device(device, v.old_offset, old, read_only=False) as lv:
             if v.shrinks and v.fstype in IN_PLACE:
                 v.how = f"shrunk with {_shrink(lv, v.fstype, new)}"
             elif v.recreated:
@@ -338,24 +327,25 @@ def _shrink_pv(device: str, path: str, new_size: int) -> ShrunkPv:
                     v.ranges = list(used.ranges())
     for v in volumes:
         if v.shrinks:
-            _lvm("lvreduce", "-f", "-l", str(v.new_extents), f"{layout.vg}/{v.name}", device=device)
+            lvm_change(
+                "lvreduce", "-f", "-l", str(v.new_extents), f"{layout.vg}/{v.name}", device=device
+            )
     with tempfile.TemporaryDirectory(prefix="hourglass-lvm-") as tmp:
         backup = os.path.join(tmp, "vg.cfg")
-        _lvm("vgcfgbackup", "-f", backup, layout.vg, device=device)
+        lvm_change("vgcfgbackup", "-f", backup, layout.vg, device=device)
         with open(backup) as f:
             text = f.read()
         firsts = {v.name: (v.new_offset - layout.pe_start) // es for v in volumes}
         with open(backup, "w") as f:
             f.write(_set_first_extents(text, firsts))
-        _lvm("vgcfgrestore", "-f", backup, layout.vg, device=device)
-    _lvm("pvresize", "-y", "--setphysicalvolumesize", f"{new_size}b", device, device=device)
+        lvm_change("vgcfgrestore", "-f", backup, layout.vg, device=device)
+    lvm_change("pvresize", "-y", "--setphysicalvolumesize", f"{new_size}b", device, device=device)
     shrunk = ShrunkPv(path, layout.vg, layout.pe_start, es, new_size, volumes)
     after = pv_layout(device)
-    written = {(s.lv, s.start, s.count) for s in after.segments if s.lv}
-    if written != shrunk.planned() or after.extents > extents:
+    if after.lv_runs() != shrunk.planned() or after.extents > extents:
         raise ToolFailed(
-            f"LVM's metadata of the smaller PV is not the plan: {sorted(written)} against "
-            f"{sorted(shrunk.planned())}."
+            f"LVM's metadata of the smaller PV is not the plan: {sorted(after.lv_runs())} "
+            f"against {sorted(shrunk.planned())}."
         )
     return shrunk
 
@@ -381,12 +371,8 @@ def finish_pv(shrunk: ShrunkPv, node: str) -> None:
     """On the written partition ``node``: make each xfs LV anew and copy its files from the
     scratch copy, check every LV's filesystem, and LVM's report against the plan."""
     es = shrunk.extent_size
-    layout = pv_layout(node)
-    planned = {
-        (v.name, (v.new_offset - shrunk.pe_start) // es, v.new_extents) for v in shrunk.volumes
-    }
-    written = {(s.lv, s.start, s.count) for s in layout.segments if s.lv}
-    if written != planned:
+    written = pv_layout(node).lv_runs()
+    if written != shrunk.planned():
         raise HourglassError(
             f"LVM reads a different layout from the PV written on {node}: {sorted(written)}."
         )
@@ -394,16 +380,16 @@ def finish_pv(shrunk: ShrunkPv, node: str) -> None:
         if v.recreated:
             _recreate_xfs(shrunk, v, node)
     for v in shrunk.volumes:
-        if v.fstype in ("ext2", "ext3", "ext4", "xfs", "btrfs", "ntfs"):
-            with _loop(node, v.new_offset, v.new_extents * es) as lv:
+        if v.fstype in IN_PLACE or v.fstype == "xfs":
+            with range_device(node, v.new_offset, v.new_extents * es) as lv:
                 check_shrunk(lv, v.fstype)
 
 
 def _recreate_xfs(shrunk: ShrunkPv, v: Volume, node: str) -> None:
     es = shrunk.extent_size
     with (
-        _loop(shrunk.path, v.old_offset, v.old_extents * es) as source,
-        _loop(node, v.new_offset, v.new_extents * es) as target,
+        range_device(shrunk.path, v.old_offset, v.old_extents * es, read_only=False) as source,
+        range_device(node, v.new_offset, v.new_extents * es, read_only=False) as target,
     ):
         argv = ["mkfs.xfs", "-q", "-f"]
         if v.uuid:
