@@ -200,6 +200,7 @@ def _allot(
     extents: int,
     layout: PvLayout,
     new_size: int,
+    target: str,
     least: Callable[[Volume], int],
 ) -> None:
     """Give each volume its extents in the new PV of ``extents``, largest shrinking first
@@ -221,8 +222,8 @@ def _allot(
         total = sum(v.least or v.old_extents for v in volumes)
         needs = layout.pe_start + total * es
         raise TargetTooSmall(
-            f"The LVM physical volume cannot shrink to {decimal_size(new_size)}: its logical "
-            f"volumes need at least {decimal_size(total * es)} ("
+            f"The LVM physical volume cannot shrink to {decimal_size(new_size)} on {target}: "
+            f"its logical volumes need at least {decimal_size(total * es)} ("
             + ", ".join(
                 f"{v.name} {decimal_size((v.least or v.old_extents) * es)}" for v in volumes
             )
@@ -272,12 +273,14 @@ def shrink_pv_in_scratch(
     new_size: int,
     *,
     scratch: Scratch,
+    target: str,
     progress: ProgressCallback = no_progress,
     options: RestoreOptions | None = None,
     result: RestoreResult | None = None,
 ) -> ShrunkPv:
     """Restore the PV of ``image`` into a sparse scratch file and make it a PV of
-    ``new_size`` bytes there; :class:`TargetTooSmall` when its LVs' data needs more."""
+    ``new_size`` bytes there; :class:`TargetTooSmall`, naming ``target``, when its LVs'
+    data needs more."""
     path = restore_to_scratch(
         repo,
         snapshot,
@@ -290,7 +293,7 @@ def shrink_pv_in_scratch(
     )
     try:
         with range_device(path, read_only=False) as device:
-            shrunk = _shrink_pv(device, path, new_size)
+            shrunk = _shrink_pv(device, path, new_size, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(path)
@@ -298,7 +301,7 @@ def shrink_pv_in_scratch(
     return shrunk
 
 
-def _shrink_pv(device: str, path: str, new_size: int) -> ShrunkPv:
+def _shrink_pv(device: str, path: str, new_size: int, target: str) -> ShrunkPv:
     """Steps 1 to 4 on the scratch copy's loop ``device``."""
     layout = pv_layout(device)
     es = layout.extent_size
@@ -310,7 +313,7 @@ def _shrink_pv(device: str, path: str, new_size: int) -> ShrunkPv:
     _check_shape(device, layout)
     volumes = _volumes(device, layout)
     extents = (new_size - layout.pe_start) // es
-    _allot(volumes, extents, layout, new_size, lambda v: _least(device, v, es))
+    _allot(volumes, extents, layout, new_size, target, lambda v: _least(device, v, es))
     for v in volumes:
         old, new = v.old_extents * es, v.new_extents * es
         with range_device(device, v.old_offset, old, read_only=False) as lv:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 from imaging.disks import mounts, sysfs
@@ -255,7 +255,7 @@ def check_disk_target(
             table, _fstypes(snapshot), _used(snapshot), t.size, resize_partition, target=t.path
         )
         assert plan.grown is not None
-        if in_scratch(plan.fstype) or plan.fstype == LVM_PV:
+        if in_scratch(plan.fstype):
             image, new_size = f"p{plan.grown.number}", plan.grown.sectors * table.sector_size
             check_scratch(scratch, scratch_needs(repo, snapshot, image, new_size))
         return
@@ -439,24 +439,13 @@ def restore_disk(
         result.notes.extend(plan.notes)
     shrunk: Shrunk | ShrunkPv | None = None
     try:
-        if shrink is not None and shrink.grown is not None and shrink.fstype == LVM_PV:
-            # before the target is touched: LVs whose data does not fit are refused here
-            scratch_result = RestoreResult(snapshot=snapshot, target=t.path)
-            shrunk = shrink_pv_in_scratch(
-                repo,
-                snapshot,
-                f"p{shrink.grown.number}",
-                shrink.grown.sectors * layout.sector_size,
-                scratch=scratch,
-                progress=progress,
-                options=options,
-                result=scratch_result,
+        if shrink is not None and shrink.grown is not None and in_scratch(shrink.fstype):
+            # before the target is touched: data that does not fit is refused here
+            in_copy: Callable[..., Shrunk | ShrunkPv] = (
+                shrink_pv_in_scratch if shrink.fstype == LVM_PV else shrink_in_scratch
             )
-            result.damaged.extend(scratch_result.damaged)
-        elif shrink is not None and shrink.grown is not None and in_scratch(shrink.fstype):
-            # before the target is touched: a filesystem that does not fit is refused here
             scratch_result = RestoreResult(snapshot=snapshot, target=t.path)
-            shrunk = shrink_in_scratch(
+            shrunk = in_copy(
                 repo,
                 snapshot,
                 f"p{shrink.grown.number}",

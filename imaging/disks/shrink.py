@@ -30,7 +30,7 @@ from pathlib import Path
 
 from imaging.disks.filesystems import used_map
 from imaging.disks.grow import GROW_ROOT
-from imaging.disks.resize import LVM_PV, SHRINK_HOW
+from imaging.disks.resize import SHRINK_HOW
 from imaging.errors import IntegrityError, NoSpace, TargetTooSmall, ToolFailed
 from imaging.files.session import Session
 from imaging.image.restore import ImageTarget, RestoreOptions, RestoreResult, restore_images
@@ -47,9 +47,9 @@ COPY = 4 * 2**20  # bytes per read and write when copying the shrunk filesystem
 
 
 def in_scratch(fstype: str) -> bool:
-    """Whether ``fstype`` shrinks in a scratch copy (xfs is re-created instead; an LVM PV
-    is made smaller in a scratch copy by :mod:`imaging.disks.lvmshrink`)."""
-    return fstype in SHRINK_HOW and fstype not in ("xfs", LVM_PV)
+    """Whether ``fstype`` shrinks in a scratch copy (xfs is re-created instead); an LVM PV
+    does, by :mod:`imaging.disks.lvmshrink`."""
+    return fstype in SHRINK_HOW and fstype != "xfs"
 
 
 # Where a filesystem shrinks: one directory (``--scratch DIR``), candidates in order of
