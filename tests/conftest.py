@@ -147,14 +147,25 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s3server.S3S
 _buckets = itertools.count()
 
 
-@pytest.fixture
-def s3_bucket(s3_server: s3server.S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A bucket name of this test's own (not created: ``init`` creates it), with the
-    server's endpoint and keys in the environment and no host AWS settings."""
-    for name, value in s3_server.env().items():
+def _bucket_on(server: s3server.S3Server, monkeypatch: pytest.MonkeyPatch, prefix: str) -> str:
+    """A bucket name of the test's own (not created: ``init`` creates it), with
+    ``server``'s endpoint and keys in the environment and no host AWS settings."""
+    for name, value in server.env().items():
         monkeypatch.setenv(name, value)
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-    return f"hg-test-{os.getpid()}-{next(_buckets)}"
+    return f"{prefix}-{os.getpid()}-{next(_buckets)}"
+
+
+@pytest.fixture
+def s3_bucket(s3_server: s3server.S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A bucket of the test's own on radosgw (:func:`_bucket_on`)."""
+    return _bucket_on(s3_server, monkeypatch, "hg-test")
+
+
+@pytest.fixture
+def weed_bucket(seaweedfs: s3server.S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A bucket of the test's own on SeaweedFS (:func:`_bucket_on`)."""
+    return _bucket_on(seaweedfs, monkeypatch, "hg-weed")

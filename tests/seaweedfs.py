@@ -6,6 +6,7 @@ to work (telemetry, WebDAV and the admin UI off; a non-empty bucket is never del
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -101,13 +102,7 @@ def running(state: Path) -> Iterator[S3Server]:
     )
     try:
         _wait(server, process, state)
-        yield S3Server(
-            endpoint=server.endpoint,
-            access_key=ACCESS_KEY,
-            secret_key=secret,
-            region=REGION,
-            started_in=time.monotonic() - started,
-        )
+        yield dataclasses.replace(server, started_in=time.monotonic() - started)
     finally:
         process.terminate()
         try:

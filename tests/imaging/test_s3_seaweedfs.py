@@ -5,8 +5,6 @@ ranged reads (../shared/s3-notes.md)."""
 
 from __future__ import annotations
 
-import itertools
-import os
 from pathlib import Path
 
 import pytest
@@ -15,22 +13,6 @@ from tests.imaging import test_s3
 from tests.s3server import S3Server
 
 pytestmark = [pytest.mark.s3]
-
-
-@pytest.fixture
-def weed_bucket(seaweedfs: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A bucket name of this test's own on SeaweedFS, its endpoint and keys in the
-    environment (as ``s3_bucket`` does for radosgw)."""
-    for name, value in seaweedfs.env().items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-    return f"hg-weed-{os.getpid()}-{next(_names)}"
-
-
-_names = itertools.count()
 
 
 def test_round_trip_incremental_verify(

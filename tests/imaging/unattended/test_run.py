@@ -36,6 +36,21 @@ def one_result(lines: list[str], printed: str) -> str:
     return results[0]
 
 
+def repository_drive(device: str, label: str, tmp_path: Path) -> str:
+    """An ext4 backup drive on ``device`` labelled ``label``, holding a repository at /repo
+    and its passphrase at /pass; the kernel parameters that name them."""
+    make_fs(device, "ext4", label)
+    mnt = tmp_path / f"{label}-mnt"
+    mnt.mkdir()
+    sh("mount", device, mnt)
+    try:
+        Repository.init(mnt / "repo", passphrase=PASSPHRASE)
+        (mnt / "pass").write_text(PASSPHRASE + "\n")
+    finally:
+        sh("umount", mnt)
+    return f"hourglass.repo=LABEL={label}:/repo hourglass.passphrase_file=LABEL={label}:/pass "
+
+
 def test_backup_restore_files_restore(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -58,17 +73,8 @@ def test_backup_restore_files_restore(
         make_fs(node(pc, 1), "vfat", "ESP")
         make_fs(node(pc, 2), "ext4", "pcroot")
         files = put_files(node(pc, 2), "ext4", tmp_path, 8 * MiB, seed=3)
-        make_fs(backup, "ext4", "HGTESTBACKUP")
-        mnt = tmp_path / "backup-mnt"
-        mnt.mkdir()
-        sh("mount", backup, mnt)
-        Repository.init(mnt / "repo", passphrase=PASSPHRASE)
-        (mnt / "pass").write_text(PASSPHRASE + "\n")
-        sh("umount", mnt)
-        common = (
-            "quiet hourglass.repo=LABEL=HGTESTBACKUP:/repo "
-            "hourglass.passphrase_file=LABEL=HGTESTBACKUP:/pass hourglass.after=shell "
-        )
+        common = "quiet " + repository_drive(backup, "HGTESTBACKUP", tmp_path)
+        common += "hourglass.after=shell "
         outcome = run_unattended(
             common + f"hourglass.run=backup hourglass.source={pc}", say=said.append
         )
@@ -159,17 +165,7 @@ def test_a_restore_to_a_smaller_disk_shrinks_beside_the_repository(
             make_fs(node(pc, 1), "vfat", "ESP")
             make_fs(node(pc, 2), "ext4", "pcroot")
             files = put_files(node(pc, 2), "ext4", tmp_path, 8 * MiB, seed=5)
-            make_fs(backup, "ext4", "HGTESTSHRINK")
-            mnt = tmp_path / "backup-mnt"
-            mnt.mkdir()
-            sh("mount", backup, mnt)
-            Repository.init(mnt / "repo", passphrase=PASSPHRASE)
-            (mnt / "pass").write_text(PASSPHRASE + "\n")
-            sh("umount", mnt)
-            common = (
-                "hourglass.repo=LABEL=HGTESTSHRINK:/repo "
-                "hourglass.passphrase_file=LABEL=HGTESTSHRINK:/pass hourglass.after=shell "
-            )
+            common = repository_drive(backup, "HGTESTSHRINK", tmp_path) + "hourglass.after=shell "
             outcome = run_unattended(
                 common + f"hourglass.run=backup hourglass.source={pc}", say=said.append
             )
