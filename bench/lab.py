@@ -522,7 +522,7 @@ def lab_targets(results: Results) -> list[tuple[str, str, str]]:
     lost = x.get("lab_killed_others_s", float("nan")) - x.get("lab_room4_s", float("nan"))
     failed = x.get("lab_killed_failed_after_s", float("nan"))
     room = ratio(f"lab: a room of {n} at most 1.25x one PC", "lab_room8_s", 1.25)
-    cpu, cores = x.get("lab_room8_cpu_s"), os.cpu_count() or 1
+    cpu, cores = x.get("lab_room8_cpu_s"), int(results.machine.get("cores") or os.cpu_count() or 1)
     if cpu:
         # Every PC of the room runs on this machine: its CPU time, shared by these cores, is
         # a floor a real room (a CPU per PC) does not have.
