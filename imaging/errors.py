@@ -75,6 +75,10 @@ class NoSpace(HourglassError):
     exit_code = 7
 
 
+class NoScratchSpace(NoSpace):
+    """No place with room for the scratch copy a filesystem shrinks in."""
+
+
 class Cancelled(HourglassError):
     exit_code = 8
 

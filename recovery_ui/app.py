@@ -33,7 +33,7 @@ from textual.worker import Worker, WorkerState
 from imaging.appliance import settings
 from imaging.appliance.settings import Settings
 from imaging.appliance.vendor import announce_ready, in_appliance, vendor_settings
-from imaging.errors import HourglassError, LocationLost
+from imaging.errors import HourglassError, LocationLost, UsageError
 from imaging.jobs import disks as discovery
 from imaging.jobs import locations
 from imaging.jobs.disks import DiskWatcher, Scope
@@ -44,17 +44,17 @@ from recovery_ui.i18n import N_, _
 from recovery_ui.logs import SessionLog, install, uninstall
 from recovery_ui.messages import DiskEvent
 from recovery_ui.screens.base import BaseScreen, describe_failure
-from recovery_ui.screens.choose_repository import ChooseRepository
+from recovery_ui.screens.choose_repository import ChooseRepository, mounted_writable
 from recovery_ui.screens.error import ErrorDialog
 from recovery_ui.screens.home import HomeScreen
 from recovery_ui.screens.question import Question
+from recovery_ui.state import OpenedRepository
 from recovery_ui.widgets.controls import Field
 
 if TYPE_CHECKING:
     from imaging.appliance.settings import Settings
     from imaging.appliance.vendor import VendorSettings
     from imaging.jobs.disks import Disk, DiskWatcher, FoundRepository, Partition
-    from recovery_ui.state import OpenedRepository
 
 log = logging.getLogger("recovery_ui")
 
@@ -515,6 +515,34 @@ class HourglassApp(App[int]):
         if disk is None:
             return None, None
         return disk, next((p for p in disk.partitions if p.number == found.partition), None)
+
+    def partition_of(self, opened: OpenedRepository) -> Partition | None:
+        """The partition an open repository is on, where the app knows it: one the app
+        mounted, or one the probe found it on."""
+        if opened.location is not None and opened.location.kind == "partition":
+            device = opened.location.source
+            return next((p for d in self.disks for p in d.partitions if p.device == device), None)
+        real = os.path.realpath(opened.path)
+        found = next((f for f in self.found if os.path.realpath(f.path) == real), None)
+        return self.found_on(found)[1] if found is not None else None
+
+    def reopened_writable(self, opened: OpenedRepository) -> OpenedRepository:
+        """(In a worker thread.) ``opened`` with its drive mounted again read-write, the keys
+        it unlocked kept (no passphrase asked again); the caller makes it the open one
+        (:meth:`set_opened`). Raises when the drive is gone or will not mount read-write."""
+        partition = self.partition_of(opened)
+        if partition is None:  # the disk went away since the list was drawn
+            raise UsageError(_("The drive of the open repository is not there any more."))
+        location, path = mounted_writable(partition, opened.path)
+        log.info("repository mounted again read-write: %s", path)
+        return OpenedRepository(
+            repo=opened.repo.at(path),
+            path=path,
+            label=opened.label,
+            disk=opened.disk,
+            writable=True,
+            location=location,
+        )
 
     def _find_writable_drive(self) -> str:
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from imaging.disks.filesystems import used_map
 from imaging.disks.grow import GROW_ROOT
 from imaging.disks.resize import SHRINK_HOW
-from imaging.errors import IntegrityError, NoSpace, TargetTooSmall, ToolFailed
+from imaging.errors import IntegrityError, NoScratchSpace, TargetTooSmall, ToolFailed
 from imaging.files.session import Session
 from imaging.image.restore import ImageTarget, RestoreOptions, RestoreResult, restore_images
 from imaging.mounts.drivers import Mode
@@ -114,7 +114,7 @@ def _memory_available() -> int:
 
 def choose_scratch(scratch: Scratch, needed: int) -> str:
     """The first candidate with ``needed`` bytes free (and, among several, one that keeps
-    sparse files); :class:`NoSpace` naming each when none will do."""
+    sparse files); :class:`NoScratchSpace` naming each when none will do."""
     candidates = _candidates(scratch)
     problems = []
     for where in candidates:
@@ -135,7 +135,7 @@ def choose_scratch(scratch: Scratch, needed: int) -> str:
             problems.append(f"{where} cannot hold sparse files")
         else:
             return where
-    raise NoSpace(
+    raise NoScratchSpace(
         f"Shrinking needs a scratch copy of the filesystem's data ({decimal_size(needed)}); "
         + "; ".join(problems)
         + ".",
@@ -162,7 +162,7 @@ def scratch_needs(repo: Repository, snapshot: Snapshot, image: str, new_size: in
 
 
 def check_scratch(scratch: Scratch, needed: int) -> None:
-    """:class:`NoSpace` when no scratch directory can hold ``needed`` bytes."""
+    """:class:`NoScratchSpace` when no scratch directory can hold ``needed`` bytes."""
     choose_scratch(scratch, needed)
 
 

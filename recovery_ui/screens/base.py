@@ -17,6 +17,7 @@ from imaging.errors import (
     MISTYPED_HINT,
     HourglassError,
     LocationLost,
+    NoScratchSpace,
     NoSpace,
     PassphraseError,
     RepositoryOnSource,
@@ -79,6 +80,15 @@ def describe_failure(error: BaseException) -> tuple[str, str]:
         )
     if isinstance(error, TargetTooSmall):
         return error.message, _("Choose a larger disk.")
+    if isinstance(error, NoScratchSpace):
+        # The engine's hint names --scratch; the app makes the copy beside the repository.
+        return (
+            error.message,
+            _(
+                "The copy is made beside the repository: free space on the backup drive "
+                "(Free space and Forget old on the Repository screen), or choose a larger disk."
+            ),
+        )
     if isinstance(error, HourglassError):
         return error.message, error.hint or ""
     return (

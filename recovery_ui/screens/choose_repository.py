@@ -266,7 +266,7 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         if opened is not None and self.source and opened.disk == self.source:
             opened = None
         if opened is not None and (
-            opened.writable or not self.writable or self._partition_of(opened) is not None
+            opened.writable or not self.writable or self.hourglass.partition_of(opened) is not None
         ):
             # Open read-only and needed writable: its drive is mounted again read-write, with
             # the keys already unlocked (no passphrase asked again).
@@ -482,37 +482,15 @@ class ChooseRepository(BaseScreen["OpenedRepository | None"]):
         disk, partition = self.hourglass.found_on(found)
         path, location = found.path, None
         if self.writable and found.mounted_by_us and partition is not None:
-            location, path = _mounted_writable(partition, found.path)
+            location, path = mounted_writable(partition, found.path)
         label = _label(disk, found.partition, path)
         target = Target(path, label, found.disk, self.writable, location)
         self.app.call_from_thread(self._target_ready, self._with_encryption(target))
 
-    def _partition_of(self, opened: OpenedRepository) -> Partition | None:
-        """The partition an open repository is on, where the app knows it: one the app
-        mounted, or one the probe found it on."""
-        app = self.hourglass
-        if opened.location is not None and opened.location.kind == "partition":
-            device = opened.location.source
-            return next((p for d in app.disks for p in d.partitions if p.device == device), None)
-        found = next((f for f in app.found if _same(f.path, opened.path)), None)
-        return app.found_on(found)[1] if found is not None else None
-
     @work(thread=True, exclusive=True, exit_on_error=False, group="choose")
     def reopen_writable(self, opened: OpenedRepository) -> None:
 
-        partition = self._partition_of(opened)
-        if partition is None:  # the disk went away since the list was drawn
-            raise UsageError(_("The drive of the open repository is not there any more."))
-        location, path = _mounted_writable(partition, opened.path)
-        reopened = OpenedRepository(
-            repo=opened.repo.at(path),
-            path=path,
-            label=opened.label,
-            disk=opened.disk,
-            writable=True,
-            location=location,
-        )
-        logging.getLogger("recovery_ui").info("repository mounted again read-write: %s", path)
+        reopened = self.hourglass.reopened_writable(opened)
         self.app.call_from_thread(self._reopened, reopened)
 
     def _reopened(self, opened: OpenedRepository) -> None:
@@ -722,7 +700,7 @@ def _same_directory(a: str, b: str) -> bool:
     return (one.st_dev, one.st_ino) == (other.st_dev, other.st_ino)
 
 
-def _mounted_writable(partition: Partition, path: str) -> tuple[Location, str]:
+def mounted_writable(partition: Partition, path: str) -> tuple[Location, str]:
     """``partition`` mounted read-write (:func:`locations.mount_partition`), and ``path`` on
     it as seen there (a probe's mount is replaced by one elsewhere)."""
     old_root = _mount_root(path)

@@ -16,7 +16,7 @@ from textual.widgets import Checkbox, Input, OptionList
 from textual.worker import Worker
 
 from imaging import jobs
-from imaging.errors import Cancelled, HourglassError
+from imaging.errors import Cancelled, HourglassError, NoScratchSpace
 from imaging.jobs import check_restore_target, select
 from imaging.jobs.common import is_time_to_the_second, parse_time
 from recovery_ui import text
@@ -332,7 +332,7 @@ class RestoreSystemScreen(WizardScreen):
         at = self.at
         replay: list[str] = []
         try:
-            check_restore_target(self.opened.repo, self.snapshot, disk.device)
+            self._check_fits(self.opened, self.snapshot, disk)
             plan = jobs.resize_plan(self.snapshot, disk.device, grow=True)
             if at is not None:
                 found = jobs.replay_plan(self.opened.repo, self.snapshot, at)
@@ -343,6 +343,29 @@ class RestoreSystemScreen(WizardScreen):
             self.app.call_from_thread(self._checked, disk, problem, None)
             return
         self.app.call_from_thread(self._checked, disk, "", plan, replay)
+
+    def _check_fits(self, opened: OpenedRepository, snapshot: Snapshot, disk: Disk) -> None:
+        """(In a worker thread.) :func:`check_restore_target`. A smaller disk shrinks a
+        filesystem in a scratch copy beside the repository; a repository opened read-only
+        (as Restore opens them) from a drive the app can mount has its drive mounted again
+        read-write for it, rather than the copy going into the appliance's RAM or the disk
+        being refused. Where the drive will not mount read-write, the first refusal stands."""
+        try:
+            check_restore_target(opened.repo, snapshot, disk.device)
+        except NoScratchSpace as refused:
+            if opened.writable or self.hourglass.partition_of(opened) is None:
+                raise
+            try:
+                reopened = self.hourglass.reopened_writable(opened)
+            except HourglassError as e:
+                logging.getLogger("recovery_ui").warning("cannot mount read-write: %s", e)
+                raise refused from None
+            self.app.call_from_thread(self._reopened, reopened)
+            check_restore_target(reopened.repo, snapshot, disk.device)
+
+    def _reopened(self, opened: OpenedRepository) -> None:
+        self.hourglass.set_opened(opened)
+        self.opened = opened
 
     def _checked(
         self, disk: Disk, problem: str, plan: jobs.GrowPlan | None, replay: list[str] | None = None

@@ -4,7 +4,8 @@ written to a disk after the typed confirmation, verified; the repository's disk 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from tests.recovery_ui.conftest import (
     shot,
 )
 from tests.recovery_ui.flows import choose_option, open_found_repository, type_text
-from tests.support import MiB
+from tests.support import MiB, sh
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
@@ -175,17 +176,33 @@ async def test_a_larger_disk_grows_the_largest_partition(
             assert os.statvfs(root).f_blocks * os.statvfs(root).f_frsize > 100 * MiB
 
 
+@pytest.fixture
+def little_ram(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The temporary directory a 1 MiB tmpfs: the appliance's RAM, too small for a scratch
+    copy of a large C: (the place the engine falls back to after the backup drive)."""
+    place = tmp_path / "ram"
+    place.mkdir()
+    sh("mount", "-t", "tmpfs", "-o", "size=1m", "hourglass-test", place)
+    monkeypatch.setattr(tempfile, "tempdir", str(place))
+    try:
+        yield place
+    finally:
+        sh("umount", place)
+
+
 async def test_a_smaller_disk_shrinks_the_largest_partition_to_fit(
     make_app: Callable[..., HourglassApp],
     source: Source,
     template: tuple[Path, list[Snapshot]],
     backup_drive: Drive,
+    little_ram: Path,
     tmp_path: Path,
 ) -> None:
     """A disk 16 MiB smaller is no longer refused: the plan (root shrinks, the data
     partition after it moves back) is shown without a choice to make, the confirmation
     repeats it, the result says what shrank, and the disk written follows the plan (issue
-    20)."""
+    20). The scratch copy goes beside the repository: the backup drive, opened read-only
+    as Restore opens it, is mounted again read-write for it (there is no room in RAM)."""
     from tests.imaging.disks import helpers
 
     image = tmp_path / "smaller.img"
@@ -200,6 +217,8 @@ async def test_a_smaller_disk_shrinks_the_largest_partition_to_fit(
             assert "Partition 3 (33.6 MB) moves to the end of the disk, unchanged." in offered
             assert not app.screen.query_one("#grow").display, "nothing to choose"
             assert not app.screen.query_one("#restore").disabled
+            assert app.opened is not None and app.opened.writable, "its drive read-write"
+            assert not os.statvfs(app.opened.path).f_flag & os.ST_RDONLY
             await pilot.click("#restore")
             await settle(pilot)
             confirm = " ".join(screen_text(app).split())
@@ -210,6 +229,7 @@ async def test_a_smaller_disk_shrinks_the_largest_partition_to_fit(
             result = " ".join(screen_text(app).split())
             assert "The system is restored." in result, result
             assert "Shrunk: partition 2: ext4 shrunk from 67.1 MB to" in result, result
+        assert not list(little_ram.iterdir()), "nothing in RAM"
         before, after = read_table(source.device), read_table(smaller)
         assert before is not None and after is not None
         assert after.partition(1) == before.partition(1)
