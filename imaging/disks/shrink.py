@@ -17,6 +17,7 @@ ACLs, hard links and holes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import os
@@ -250,6 +251,11 @@ def shrink_in_scratch(
                 "Choose a larger disk. Nothing was written to it.",
             )
         shrunk.tool = _shrink(path, fstype, new_size)
+        if os.path.getsize(path) < new_size:
+            # resize2fs cuts the file to whole blocks of the filesystem; the partition's
+            # last sectors past them (a partition ending at the disk's end is rarely a
+            # multiple of 4 KiB) are in the used map: they read as zeros again.
+            os.truncate(path, new_size)
         shrunk.ranges = list(used_map(path, fstype, new_size, 2**20, checked=True).ranges())
     except BaseException:
         shrunk.remove()
@@ -361,9 +367,17 @@ def copy_ranges(
             for pos in range(0, length, COPY):
                 n = min(COPY, length - pos)
                 data = os.pread(src, n, start + pos)
+                if len(data) != n:
+                    raise ToolFailed(
+                        f"The shrunk {what} in {source} ends at byte {start + pos + len(data)}, "
+                        f"before the {n} bytes to copy from byte {start + pos}."
+                    )
                 done = 0
                 while done < n:
-                    done += os.pwrite(dst, data[done:], to + pos + done)
+                    wrote = os.pwrite(dst, data[done:], to + pos + done)
+                    if wrote <= 0:
+                        raise OSError(errno.ENOSPC, f"{path} took no more bytes", path)
+                    done += wrote
                 written += n
                 meter.add(n)
         os.fsync(dst)

@@ -400,6 +400,36 @@ def test_the_filesystem_tool_refuses_in_scratch_and_a_full_scratch_is_refused(
         sh("umount", scratch)
 
 
+def test_a_partition_whose_size_is_no_multiple_of_the_block_size(
+    linux: LinuxSource, tmp_path: Path
+) -> None:
+    """A root that ends at the disk's end (before the backup GPT) is no multiple of 4 KiB.
+    resize2fs truncates the scratch file to whole blocks; the used map counts the partition's
+    last few sectors past them: the copy of those read past the end of the scratch file, and
+    its loop never ended (seen as a restore stopping at 99 % in the end-to-end test)."""
+    new_size = 200 * MiB + 7 * 512
+    backup = linux.backup
+    shrunk = shrink.shrink_in_scratch(
+        backup.repo, backup.snapshot, "p2", new_size, scratch=str(tmp_path), target="t"
+    )
+    try:
+        end = max(start + length for start, length in shrunk.ranges)
+        assert end == new_size, "the partition's tail is copied"
+        assert os.path.getsize(shrunk.path) >= end, "every range can be read"
+        image = tmp_path / "odd.img"
+        helpers.garbage_file(image, new_size)
+        written = shrink.write_shrunk(shrunk, str(image), 0)
+        assert written == sum(length for _, length in shrunk.ranges)
+        check = sh("e2fsck", "-f", "-n", image, check=False)
+        assert check.returncode == 0, check.stdout + check.stderr
+        fs_end = helpers.fs_size(str(image), "ext4")
+        assert fs_end < new_size
+        tail = helpers.read_bytes(str(image), fs_end, new_size - fs_end)
+        assert b"OLD-DATA" not in tail, "past the filesystem: written, not the disk's old data"
+    finally:
+        shrunk.remove()
+
+
 def test_without_scratch_the_copy_goes_beside_the_repository_when_temp_is_small(
     linux: LinuxSource,
     tmp_path: Path,
