@@ -204,6 +204,16 @@ def read_files(image: Path, paths: list[str], partition: int = 3) -> dict[str, b
         return found
 
 
+def blkid(image: Path, partitions: tuple[int, ...] = (2, 3)) -> dict[int, dict[str, str]]:
+    """``blkid -o export`` of each of ``partitions`` of ``image``: UUID, PARTUUID, LABEL..."""
+    with attached(image) as device:
+        found = {}
+        for number in partitions:
+            lines = sh("blkid", "-o", "export", f"{device}p{number}").splitlines()
+            found[number] = dict(line.split("=", 1) for line in lines if "=" in line)
+        return found
+
+
 def fsck_clean(image: Path, partition: int = 3) -> None:
     """e2fsck -fn of a partition: raises with its report when it finds anything."""
     with attached(image) as device:
