@@ -265,6 +265,16 @@ def run_until_exit(
                 process.wait()
 
 
+def boot_report(serial: bytes) -> dict[str, str]:
+    """The appliance's HOURGLASS-BOOT line on a serial console (firmware, Secure Boot state,
+    medium, kernel), as a dict; AssertionError when there is none."""
+    for line in serial.decode(errors="replace").splitlines():
+        if "HOURGLASS-BOOT " in line:
+            words = line.split("HOURGLASS-BOOT ", 1)[1].split()
+            return dict(w.split("=", 1) for w in words if "=" in w)
+    raise AssertionError("no HOURGLASS-BOOT line on the serial console")
+
+
 def tail(serial: bytes, lines: int = 25) -> str:
     """The last lines of the serial console, without terminal escape sequences."""
     text = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", serial).decode(errors="replace")

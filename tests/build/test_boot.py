@@ -17,7 +17,7 @@ import pytest
 
 from build.context import Context
 from build.pipeline import retarget_pxe_bundle
-from build.qemu import Boot, Drive, Machine, NetBoot, boot_until_ready
+from build.qemu import Boot, Drive, Machine, NetBoot, boot_report, boot_until_ready
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 
@@ -31,12 +31,7 @@ def boot(machine: Machine, work: Path, results: dict[str, object], case: str) ->
 
 
 def reported(result: Boot) -> dict[str, str]:
-    """The HOURGLASS-BOOT line: firmware, Secure Boot state, medium."""
-    for line in result.serial.decode(errors="replace").splitlines():
-        if "HOURGLASS-BOOT " in line:
-            words = line.split("HOURGLASS-BOOT ", 1)[1].split()
-            return dict(w.split("=", 1) for w in words if "=" in w)
-    raise AssertionError("no HOURGLASS-BOOT line on the serial console")
+    return boot_report(result.serial)
 
 
 def test_bios_cd(appliance: Context, work: Path, results: dict[str, object]) -> None:
@@ -105,13 +100,6 @@ def pxe_bundle(appliance: Context, tmp_path: Path) -> Iterator[Path]:
         retarget_pxe_bundle(appliance, bundle, f"http://10.0.2.2:{port}/{bundle.name}")
         subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=bundle, check=True)
         yield bundle
-
-
-def test_pxe_bios(pxe_bundle: Path, work: Path, results: dict[str, object]) -> None:
-    """SeaBIOS + iPXE ROM -> TFTP pxelinux.0 -> kernel, initrd -> root image over HTTP."""
-    machine = Machine("bios", netboot=NetBoot(pxe_bundle, "pxelinux.0"), memory_mib=3072)
-    result = boot(machine, work / "boot", results, "pxe_bios")
-    assert reported(result)["medium"] == "network"
 
 
 def test_pxe_uefi_secure_boot(pxe_bundle: Path, work: Path, results: dict[str, object]) -> None:

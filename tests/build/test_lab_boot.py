@@ -3,7 +3,11 @@ Debian's iPXE ROM) on a bridge of network namespaces gets the lab's boot entry f
 `hourglass lab serve` (proxy DHCP beside the site's own DHCP server, TFTP, HTTP of the
 real PXE bundle of `make image`), boots the appliance, joins the session from its kernel
 parameters (hourglass.run=restore hourglass.lab=URL), restores its disk, prints its result
-line and powers off. Its disk is then checked here (fsck and the files)."""
+line and powers off. Its disk is then checked here (fsck and the files).
+
+This is also the BIOS network boot of the bundle (SeaBIOS + iPXE ROM -> TFTP pxelinux.0 ->
+kernel, initrd -> root image over HTTP): the boot tests' own PXE case boots UEFI with Secure
+Boot (tests/build/test_boot.py), so the suite boots each path once."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from build.context import Context
+from build.qemu import boot_report
 from tests.conftest import PASSPHRASE
 from tests.e2e.lab import result_lines
 from tests.imaging.disks import helpers
@@ -96,6 +101,8 @@ def test_a_pc_network_boots_and_is_restored_by_the_lab(
     lines = result_lines(console)
     assert len(lines) == 1, f"the PC's result lines: {lines}\n{tail}\nserver:\n{said}"
     assert lines[0].startswith("HOURGLASS-RESULT: OK lab restore of "), lines[0]
+    booted = boot_report(console)
+    assert (booted["firmware"], booted["medium"]) == ("bios", "network"), booted
     assert server.returncode == 0, said
     assert "HOURGLASS-RESULT: OK 1 of 1 PCs restored and verified" in said, said
     assert "network-boots" in said, "the server saw the PC boot from the network"
