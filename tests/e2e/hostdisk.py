@@ -214,6 +214,16 @@ def blkid(image: Path, partitions: tuple[int, ...] = (2, 3)) -> dict[int, dict[s
         return found
 
 
+def root_filesystem_size(image: Path, partition: int = 3) -> int:
+    """The root's size as ``df`` on the booted host reports it (f_blocks x f_frsize)."""
+    with attached(image) as device:
+        mnt = image.parent / f"{image.stem}.df"
+        with mounted(f"{device}p{partition}", mnt, "-o", "ro") as root:
+            st = os.statvfs(root)
+        mnt.rmdir()
+        return st.f_blocks * st.f_frsize
+
+
 def fsck_clean(image: Path, partition: int = 3) -> None:
     """e2fsck -fn of a partition: raises with its report when it finds anything."""
     with attached(image) as device:

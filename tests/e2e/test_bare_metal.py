@@ -2,9 +2,10 @@
 
 A real Debian 12 system disk (BIOS and UEFI bootable) is backed up twice by the appliance
 booted from its ISO with hourglass.* kernel parameters, wiped, restored to the first point
-in time and booted again; restored onto a larger disk with grow and booted with UEFI; one
-file's earlier version is brought back with files-restore; and restored onto a smaller disk
-with new ids (by the CLI on the host), booted with BIOS and with UEFI. Every appliance run must end
+in time and booted again with BIOS; restored onto a larger disk with grow and booted with
+UEFI; and restored onto a smaller disk with new ids (by the CLI on the host), booted with
+BIOS. (Unattended files-restore runs on loop devices in tests/imaging/unattended/test_run.py;
+the appliance's unattended path is the one the backups and restores here take.) Every appliance run must end
 with exactly one ``HOURGLASS-RESULT: OK`` line on the serial console. Phase times go to
 build/work/test-results.json (``e2e_seconds.*``).
 """
@@ -26,10 +27,10 @@ from tests.e2e.hostdisk import (
     make_host_disk,
     partition_mounted,
     read_files,
+    root_filesystem_size,
     wipe,
 )
 from tests.e2e.lab import (
-    BACKUP_LABEL,
     PASSPHRASE_FILE,
     REPO,
     appliance_machine,
@@ -100,10 +101,6 @@ class Lab:
     def snapshots(self) -> list[dict[str, object]]:
         return repo_snapshots(self.backup, self.work)
 
-    def backup_file(self, path: str) -> bytes:
-        with partition_mounted(self.backup, 1, self.work / "backup.mnt", "-o", "ro") as root:
-            return (root / path.lstrip("/")).read_bytes()
-
     def change_host_files(self) -> None:
         with partition_mounted(self.host, 3, self.work / "host.mnt") as root:
             for path, content in V2.items():
@@ -116,12 +113,12 @@ def test_bare_metal_recovery(
 ) -> None:
     lab = Lab(appliance, tmp_path, results)
 
-    # 1. A real host disk, booted once with BIOS and once with UEFI to prove it boots.
+    # 1. A real host disk. It is not booted here: each restored copy below boots, with
+    #    BIOS and with UEFI, and reports the size of its root as the host's df sees it.
     started = time.monotonic()
     make_host_disk(lab.host, HOST_MIB, lab.token, V1)
     lab.timed("1_make_host_disk", time.monotonic() - started)
-    root_size = lab.boot_host("1_host_boots_bios", lab.host, "bios")
-    assert lab.boot_host("1_host_boots_uefi", lab.host, "uefi") == root_size
+    root_size = root_filesystem_size(lab.host)
     fsck_clean(lab.host)
 
     # 2. The first unattended backup.
@@ -186,25 +183,12 @@ def test_bare_metal_recovery(
     fsck_clean(bigger)
     assert read_files(bigger, list(V1)) == V1
 
-    # 8. One file's earlier version, back onto the backup drive.
-    lab.run_appliance(
-        "8_files_restore",
-        [lab.backup],
-        run="files-restore",
-        repo=REPO,
-        passphrase_file=PASSPHRASE_FILE,
-        snapshot=first,
-        partition="3",
-        paths="/srv/data/notes.txt",
-        to=f"LABEL={BACKUP_LABEL}:/restored",
-    )
-    assert lab.backup_file("/restored/notes.txt") == V1["/srv/data/notes.txt"]
-
-    # 9. Onto a smaller disk with new ids, by the CLI on a machine with the backup drive (the
+    # 8. Onto a smaller disk with new ids, by the CLI on a machine with the backup drive (the
     #    engine the appliance runs; in the appliance under TCG the copy of the shrunk root
     #    alone takes longer than CI has): the root shrinks to fit, the disk, partition and
     #    ESP ids are new, the root's UUID is kept (BIOS GRUB's core.img searches for it), and
-    #    it boots with BIOS and with UEFI with the files of point 1 (issue 20).
+    #    it boots with BIOS (core.img with new partition GUIDs; UEFI is booted in 7) with the
+    #    files of point 1 (issue 20).
     smaller = tmp_path / "smaller.img"
     with smaller.open("wb") as f:
         f.truncate(SMALLER_MIB << 20)
@@ -226,14 +210,13 @@ def test_bare_metal_recovery(
             first,
             target,
         )
-    lab.timed("9_restore_smaller", time.monotonic() - started)
+    lab.timed("8_restore_smaller", time.monotonic() - started)
     assert "Shrunk: partition 3: ext4 shrunk from" in out, out
     assert "Kept id: " in out and "New id: " in out, out
     old, new = blkid(lab.host), blkid(smaller)
     assert new[3]["UUID"] == old[3]["UUID"], "the root's UUID, which core.img searches for"
     assert new[3]["PARTUUID"] != old[3]["PARTUUID"] and new[2]["UUID"] != old[2]["UUID"]
-    shrunk_size = lab.boot_host("9_shrunk_boots_bios", smaller, "bios")
+    shrunk_size = lab.boot_host("8_shrunk_boots_bios", smaller, "bios")
     assert shrunk_size < root_size - ((HOST_MIB - SMALLER_MIB - 64) << 20), (root_size, shrunk_size)
-    assert lab.boot_host("9_shrunk_boots_uefi", smaller, "uefi") == shrunk_size
     fsck_clean(smaller)
     assert read_files(smaller, list(V1)) == V1
