@@ -20,6 +20,7 @@ from imaging.process import spawn, which
 
 OVMF = Path("/usr/share/OVMF")
 READY = re.compile(rb"HOURGLASS-READY (\S+)")
+BOOTED = re.compile(rb"HOURGLASS-BOOT [^\r\n]*kernel=\S+")
 # What a boot that went wrong leaves on the serial console.
 FAILURES = {
     rb"Kernel panic": "a kernel panic",
@@ -160,10 +161,18 @@ class Boot:
 
 
 def boot_until_ready(
-    machine: Machine, work: Path, timeout: float = 600, ready_count: int = 1
+    machine: Machine,
+    work: Path,
+    timeout: float = 600,
+    ready_count: int = 1,
+    *,
+    booted: bool = False,
 ) -> Boot:
     """Boot ``machine``; return when HOURGLASS-READY is on the serial console (``ready_count``
     times: the app on the screen and the one on the serial port each say it), then stop it.
+    ``booted``: return at the HOURGLASS-BOOT line instead (the root is mounted from the
+    medium and systemd runs its units; about a minute before the app is ready under TCG),
+    for boots that test a medium or a firmware, not the app (``version`` is then "").
 
     Raises :class:`BootFailed` with the serial console's last lines when the boot goes
     wrong or takes longer than ``timeout`` seconds.
@@ -181,6 +190,8 @@ def boot_until_ready(
         while True:
             time.sleep(1)
             text = serial_log.read_bytes() if serial_log.exists() else b""
+            if booted and BOOTED.search(text):
+                return Boot(time.monotonic() - started, "", text)
             ready = READY.findall(text)
             if ready and first_ready is None:
                 first_ready = time.monotonic() - started

@@ -133,7 +133,7 @@ def test_provisioned_drive_boots_uefi(
     backup_drive: Path, work: Path, results: dict[str, object]
 ) -> None:
     machine = Machine("uefi", [Drive(backup_drive, "disk", boot=True, snapshot=True)])
-    result = boot_until_ready(machine, work, timeout=600)
+    result = boot_until_ready(machine, work, timeout=600, booted=True)
     results["boot_seconds.backup_drive_uefi"] = round(result.seconds)
     assert b"firmware=uefi" in result.serial
 
@@ -144,7 +144,7 @@ def test_provisioned_drive_boots_bios(
     backup_drive: Path, work: Path, results: dict[str, object]
 ) -> None:
     machine = Machine("bios", [Drive(backup_drive, "disk", boot=True, snapshot=True)])
-    result = boot_until_ready(machine, work, timeout=600)
+    result = boot_until_ready(machine, work, timeout=600, booted=True)
     results["boot_seconds.backup_drive_bios"] = round(result.seconds)
     assert b"firmware=bios" in result.serial
 
