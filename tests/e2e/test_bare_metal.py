@@ -3,7 +3,7 @@
 A real Debian 12 system disk (BIOS and UEFI bootable) is backed up twice by the appliance
 booted from its ISO with hourglass.* kernel parameters; its first point in time is restored
 onto a larger disk, grown, and booted with UEFI; and onto a smaller disk with new ids (by
-the CLI on the host), booted with BIOS. Every appliance run must end with exactly one
+the CLI on the host), booted with BIOS and with UEFI. Every appliance run must end with exactly one
 ``HOURGLASS-RESULT: OK`` line on the serial console. The restore onto the wiped disk itself,
 booted with BIOS, is tests/e2e/test_as_of_a_second.py's; unattended files-restore runs on
 loop devices in tests/imaging/unattended/test_run.py. Phase times go to
@@ -168,8 +168,8 @@ def test_bare_metal_recovery(
     #    engine the appliance runs; one more appliance run would cost CI minutes and prove
     #    no more than 2-4 do): the root shrinks to fit, the disk, partition and
     #    ESP ids are new, the root's UUID is kept (BIOS GRUB's core.img searches for it), and
-    #    it boots with BIOS (core.img with new partition GUIDs; UEFI is booted in 4) with the
-    #    files of point 1 (issue 20).
+    #    it boots with BIOS (core.img, new partition GUIDs) and with UEFI (the ESP's new
+    #    UUID in its fstab) with the files of point 1 (issue 20).
     smaller = tmp_path / "smaller.img"
     with smaller.open("wb") as f:
         f.truncate(SMALLER_MIB << 20)
@@ -199,5 +199,6 @@ def test_bare_metal_recovery(
     assert new[3]["PARTUUID"] != old[3]["PARTUUID"] and new[2]["UUID"] != old[2]["UUID"]
     shrunk_size = lab.boot_host("5_shrunk_boots_bios", smaller, "bios")
     assert shrunk_size < root_size - ((HOST_MIB - SMALLER_MIB - 64) << 20), (root_size, shrunk_size)
+    assert lab.boot_host("5_shrunk_boots_uefi", smaller, "uefi") == shrunk_size
     fsck_clean(smaller)
     assert read_files(smaller, list(V1)) == V1
