@@ -128,3 +128,9 @@ class LocationLost(HourglassError):
     that stops so commits no snapshot, and the next one reuses what was stored."""
 
     exit_code = 15
+
+
+def os_reason(error: OSError) -> str:
+    """What went wrong, in words: ``strerror``, else the error's text (a timeout of a
+    socket has no strerror), else its kind."""
+    return error.strerror or str(error) or type(error).__name__

@@ -23,6 +23,7 @@ from imaging.errors import (
     RepositoryTooNew,
     SnapshotNotFound,
     UsageError,
+    os_reason,
 )
 from imaging.repository import codec, keys, leases, redundant, seen, storage
 from imaging.repository.fsutil import raise_no_space
@@ -261,7 +262,7 @@ class Repository:
                 f"Chunk {chunk_id.hex()} is missing from the repository."
             ) from None
         except OSError as e:
-            raise IntegrityError(f"Chunk {chunk_id.hex()} cannot be read: {e.strerror}.") from e
+            raise IntegrityError(f"Chunk {chunk_id.hex()} cannot be read: {os_reason(e)}.") from e
 
     def read_chunk(self, chunk_id: bytes) -> bytes:
         """The plaintext of a chunk, authenticated."""
@@ -304,7 +305,7 @@ class Repository:
                 f"The {name} is missing ({self.store.describe(stored)})."
             ) from None
         except OSError as e:
-            raise IntegrityError(f"The {name} cannot be read: {e.strerror}.") from e
+            raise IntegrityError(f"The {name} cannot be read: {os_reason(e)}.") from e
         if self.keys.mac(header, ids, tail).hex() != meta.index_mac:
             raise IntegrityError(f"The {name} is damaged or altered (checksum mismatch).")
         block_size, size, ids = codec.decode_index_parts(header, ids, tail, name=name)
@@ -330,7 +331,7 @@ class Repository:
             raise SnapshotNotFound(f"Snapshot {snapshot_id} does not exist.") from None
         except OSError as e:
             raise IntegrityError(
-                f"snapshot {snapshot_id}: the manifest cannot be read ({e.strerror})."
+                f"snapshot {snapshot_id}: the manifest cannot be read ({os_reason(e)})."
             ) from e
         return Snapshot(codec.decode_manifest(data, self.keys, self.id, snapshot_id))
 
