@@ -90,6 +90,7 @@ class LabStore(Store):
     def __init__(self, client: LabClient) -> None:
         self.client = client
         self._cache: dict[Name, bytes] = {}  # indexes are read in three ranges
+        self._lists: dict[Kind, list[object]] = {}
 
     def describe(self, what: Name | Kind | None = None) -> str:
         if what is None:
@@ -128,9 +129,12 @@ class LabStore(Store):
     def list(self, kind: Kind, prefix: str = "") -> Iterator[ObjectInfo]:
         if kind not in (Kind.KEYS, Kind.SNAPSHOTS):
             raise FileNotFoundError(errno.ENOENT, "not served", self.describe(kind))
-        for key in json.loads(self.client.get(f"/repo/{kind.value}/")):
+        listed = self._lists.get(kind)
+        if listed is None:  # the served repository does not change during a session
+            listed = self._lists[kind] = json.loads(self.client.get(f"/repo/{kind.value}/"))
+        for key in listed:
             if str(key).startswith(prefix):
-                yield ObjectInfo(Name(Kind.KEYS, str(key)))
+                yield ObjectInfo(Name(kind, str(key)))
 
     def delete(self, name: Name, *, durable: bool = True) -> bool:
         raise self._read_only()

@@ -393,6 +393,16 @@ def _first_contact(client: LabClient, patience: float = CONTACT) -> bytes:
             time.sleep(1)
 
 
+def _prefetch(repo: Repository, snapshot_id: str) -> None:
+    """The snapshot's manifest and indexes, read before this PC says it has joined (the lab
+    store keeps them): the last PC to join starts the session, and on a slow port the
+    multicast that follows leaves its HTTP little room. An index read then timed out twice
+    and the PC was FAILED before its first chunk."""
+    snapshot = repo.load_snapshot(snapshot_id)
+    for image in snapshot.images:
+        repo.load_index(snapshot, image.name)
+
+
 def receive(
     url: str,
     target: str,
@@ -409,6 +419,7 @@ def receive(
     session = Session.from_json(_first_contact(client))
     ids = split_ids(client.get("/chunks"), session.chunks)
     repo = Repository.open_with_master(LabStore(client), session.key)
+    _prefetch(repo, session.snapshot)
     address, mac = _route(client.host)
     state = ReceiverState()
     feed = MulticastFeed(client, session, ids, repo.keys, address, state)
