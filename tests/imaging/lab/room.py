@@ -26,6 +26,11 @@ class Room:
         self.rules: list[str] = []
 
     def __enter__(self) -> Room:
+        # A run that was killed (CI's timeout) never reached __exit__: its namespaces of
+        # this prefix, and what runs in them, are still there.
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+        stale = [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
+        self._remove([name for name in stale if name.startswith(self.prefix + "-")])
         ip("netns", "add", self.switch)
         ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
         # no IGMP snooping on the bridge: multicast floods every port, as on a plain switch
@@ -34,7 +39,11 @@ class Room:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for name in [*self.hosts, self.switch]:
+        self._remove([*self.hosts, self.switch])
+
+    @staticmethod
+    def _remove(names: list[str]) -> None:
+        for name in names:
             pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
             for pid in pids.stdout.split():
                 subprocess.run(["kill", "-9", pid], check=False)
