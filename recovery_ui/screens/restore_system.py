@@ -353,9 +353,9 @@ class RestoreSystemScreen(WizardScreen):
         try:
             check_restore_target(opened.repo, snapshot, disk.device)
         except NoScratchSpace as refused:
-            if opened.writable or self.hourglass.partition_of(opened) is None:
+            if opened.writable:
                 raise
-            try:
+            try:  # raises too where the app knows no partition for it (a share)
                 reopened = self.hourglass.reopened_writable(opened)
             except HourglassError as e:
                 logging.getLogger("recovery_ui").warning("cannot mount read-write: %s", e)
